@@ -1,0 +1,4 @@
+"""
+The ECS agents: detector and global-system controllers, the sim host, and the
+subsystem actions they run.
+"""

@@ -1,0 +1,401 @@
+# -*- test-case-name: tests.test_host -*-
+"""
+A process hosting controllers behind one request endpoint.
+
+The detector controller (one detector), the sim host (hundreds of
+detectors) and the global-system controller (one or all global systems,
+each with one state machine per partition) are all a L{ControllerHost}:
+one ROUTER endpoint, one handler table per agent id, and one
+L{PartitionLink} per partition that receives the state updates.
+
+State updates are one-way C{states} notifications to the partition's PCA,
+batched per reactor turn (a sim host configuring a thousand detectors sends
+a handful of messages, not thousands), each entry with the system's own
+sequence number.  Each link watches its PCA with heartbeats; when the PCA
+comes back, every system of the partition reports its state again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from agents.actions import make_action
+from agents.controller import COMMANDS, SystemController
+from ecs import protocol
+from ecs.config import Settings, SystemType
+from ecs.fsm import load_table
+from ecs.heartbeat import Heartbeat
+from ecs.registry import AgentInfo, IRegistry, RegistryError
+from ecs.transport import INode, IServer, Request, RequestError, new_epoch
+
+
+class PartitionLink:
+    """Sends one partition's state updates to its PCA, and watches the PCA."""
+
+    _log = Logger()
+
+    def __init__(self, host: "ControllerHost", partition: str) -> None:
+        self.host = host
+        self.partition = partition
+        self.endpoint: str | None = None
+        self._batch: list[dict[str, Any]] = []
+        self._flush_call: Any = None
+        self.heartbeat: Heartbeat | None = None
+        self.sent = 0
+
+    async def start(self) -> None:
+        """Find the PCA and start watching it."""
+        self.endpoint = await self.host.registry.endpoint_of("pca", self.partition)
+        if self.endpoint is None:
+            self._log.warn(
+                "partition {partition} has no known PCA endpoint: state updates are not sent",
+                partition=self.partition,
+            )
+            return
+        client = self.host.node.connect(self.endpoint)
+        settings = self.host.settings
+        self.heartbeat = Heartbeat(
+            self.host.reactor,
+            settings.heartbeat_interval,
+            settings.heartbeat_timeout,
+            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
+            self._lost,
+            self._recovered,
+            name=f"PCA {self.partition} at {self.endpoint}",
+        )
+        self.heartbeat.start()
+
+    def stop(self) -> None:
+        """Stop watching and drop what is not sent."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+
+    def add(self, update: dict[str, Any]) -> None:
+        """
+        Queue one update; all updates of this reactor turn go together.
+
+        Until the PCA first answers, nothing is queued: its first answer
+        makes every system report its current state (L{_recovered}).
+        """
+        if self.endpoint is None or self.heartbeat is None or self.heartbeat.alive is None:
+            return
+        self._batch.append(update)
+        if self._flush_call is None:
+            self._flush_call = self.host.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Send the queued updates now."""
+        self._flush_call = None
+        batch, self._batch = self._batch, []
+        if not batch or self.endpoint is None:
+            return
+        try:
+            self.host.node.connect(self.endpoint).notify(
+                self.partition,
+                "states",
+                {"incarnation": self.host.incarnation, "updates": batch},
+                sender=self.host.name,
+            )
+            self.sent += 1
+        except RequestError as e:
+            self._log.error(
+                "{count} state updates for partition {partition} not sent: {reason}",
+                count=len(batch),
+                partition=self.partition,
+                reason=e.reason,
+            )
+
+    def _lost(self) -> None:
+        self._log.warn("PCA of partition {partition} lost", partition=self.partition)
+
+    def _recovered(self) -> None:
+        # First contact, or the PCA may have restarted or missed updates:
+        # every system of the partition reports its state.
+        for controller in self.host.controllers_of_partition(self.partition):
+            controller.publish()
+
+
+class ControllerHost(service.Service):
+    """
+    The service of C{ecs-detector}, C{ecs-simhost} and C{ecs-global}.
+
+    @param bind: the endpoint to bind, or None to ask the registry (and
+        fall back to a free port on C{settings.bind_host}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        node: INode,
+        registry: IRegistry,
+        settings: Settings,
+        reactor: Any,
+        bind: str | None = None,
+    ) -> None:
+        self.name = name
+        self.node = node
+        self.registry = registry
+        self.settings = settings
+        self.reactor = reactor
+        self._bind = bind
+        self.server: IServer | None = None
+        self.address: str | None = None
+        self._detectors: dict[str, tuple[SystemType, str | None, str | None]] = {}
+        self._globals: dict[str, SystemType] = {}
+        self.controllers: dict[tuple[str, str | None], SystemController] = {}
+        self.kinds: dict[str, str] = {}
+        self.links: dict[str, PartitionLink] = {}
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        #: Changes with every start of the process: a PCA that sees a new
+        #: incarnation knows the sequence numbers started again.
+        self.incarnation = new_epoch()
+        self._fatal: Callable[[str], None] = self._default_fatal
+
+    def add_detector(
+        self, detector: str, system_type: SystemType, start_state: str | None = None,
+        start_tag: str | None = None,
+    ) -> None:
+        """Host detector C{detector} (before the service starts)."""
+        self._detectors[detector] = (system_type, start_state, start_tag)
+        self.kinds[detector] = "detector"
+
+    def add_global(self, system: str, system_type: SystemType) -> None:
+        """Host global system C{system} (before the service starts)."""
+        self._globals[system] = system_type
+        self.kinds[system] = "global"
+
+    def controllers_of_partition(self, partition: str) -> list[SystemController]:
+        """Every controller whose updates go to C{partition}."""
+        return [c for (_, p), c in self.controllers.items() if c.partition == partition]
+
+    def startService(self) -> None:
+        """Bind, register and create the controllers (asynchronously)."""
+        super().startService()
+        d = defer.Deferred.fromCoroutine(self._start())
+        d.addCallbacks(self.ready.callback, self._start_failed)
+
+    def _start_failed(self, failure: Any) -> None:
+        if failure.check(RegistryError, OSError):
+            reason = str(failure.value)
+        else:
+            self._log.failure("{name}: start-up failed", failure, name=self.name)
+            reason = f"{type(failure.value).__name__}: {failure.value}"
+        self._fatal(f"{self.name} cannot start: {reason}")
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda _: None)
+
+    def _default_fatal(self, message: str) -> None:
+        self._log.critical("{message}", message=message)
+
+        def exit_nonzero() -> None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+        if getattr(self.reactor, "running", False):
+            self.reactor.addSystemEventTrigger("after", "shutdown", exit_nonzero)
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        bind = self._bind
+        if bind is None and len(self.kinds) == 1:
+            (only,) = self.kinds
+            bind = await self.registry.bind_address(self.kinds[only], only)
+        if bind is None:
+            bind = f"tcp://{self.settings.bind_host}:*"
+        try:
+            self.server = self.node.serve(bind)
+        except OSError as e:
+            raise OSError(f"{e} (is another {', '.join(self.kinds)} already running?)") from None
+        self.address = self.server.address
+        for agent_id, kind in self.kinds.items():
+            await self.registry.register(AgentInfo(agent_id, kind, self.address))
+        for detector, (system_type, start_state, start_tag) in self._detectors.items():
+            partition = await self.registry.partition_of(detector)
+            self._create(detector, system_type, partition, start_state, start_tag)
+        partitions = await self.registry.partitions() if self._globals else []
+        for system, system_type in self._globals.items():
+            for partition in partitions:
+                self._create(system, system_type, partition, None, None)
+        for agent_id in self.kinds:
+            self.server.register(agent_id, self._handlers(agent_id))
+        for link in list(self.links.values()):
+            await link.start()
+        for controller in self.controllers.values():
+            if controller.partition is None:
+                controller.publish()
+        self._log.info(
+            "{name} serving {count} agent(s) at {address}",
+            name=self.name,
+            count=len(self.kinds),
+            address=self.address,
+        )
+
+    def _create(
+        self,
+        system: str,
+        system_type: SystemType,
+        partition: str | None,
+        start_state: str | None,
+        start_tag: str | None,
+    ) -> SystemController:
+        table = load_table(system_type.fsm_path)
+
+        def log_line(level: str, text: str) -> None:
+            self._log.emit(
+                _LEVELS.get(level, _LEVELS["info"]), "{system}: {text}", system=system, text=text
+            )
+
+        action = make_action(
+            system_type.action.kind, system_type.action.params, system, self.reactor, log_line
+        )
+        if partition is not None and partition not in self.links:
+            self.links[partition] = PartitionLink(self, partition)
+        controller = SystemController(
+            system, table, action, self._emit, partition, start_state, start_tag
+        )
+        self.controllers[(system, partition if system in self._globals else None)] = controller
+        return controller
+
+    def _emit(self, update: dict[str, Any]) -> None:
+        partition = update.get("partition")
+        link = self.links.get(partition) if partition else None
+        if link is not None:
+            link.add(update)
+
+    def _controller(self, agent_id: str, body: dict[str, Any]) -> SystemController:
+        if self.kinds[agent_id] == "detector":
+            return self.controllers[(agent_id, None)]
+        partition = body.get("partition")
+        if not isinstance(partition, str):
+            raise RequestError(
+                protocol.BAD_REQUEST, f"global system {agent_id} needs 'partition' in the request"
+            )
+        controller = self.controllers.get((agent_id, partition))
+        if controller is None:
+            known = sorted(p for (s, p) in self.controllers if s == agent_id and p)
+            raise RequestError(
+                "unknown_partition",
+                f"{agent_id} does not serve partition {partition!r} (serves: {', '.join(known) or 'none'})",
+            )
+        return controller
+
+    def _handlers(self, agent_id: str) -> dict[str, Callable[[Request], Any]]:
+        handlers: dict[str, Callable[[Request], Any]] = {}
+        for command in COMMANDS:
+            handlers[command] = self._command_handler(agent_id, command)
+        handlers["status"] = lambda r: self._status(agent_id, r)
+        handlers["inject"] = lambda r: self._inject(agent_id, r)
+        return handlers
+
+    def _command_handler(self, agent_id: str, command: str) -> Callable[[Request], Any]:
+        def handle(request: Request) -> dict[str, Any]:
+            controller = self._controller(agent_id, request.body)
+            self._log.debug(
+                "{system}: {command} from {sender}",
+                system=agent_id,
+                command=command,
+                sender=request.sender,
+            )
+            return controller.command(command, request.body.get("config"))
+
+        return handle
+
+    def _status(self, agent_id: str, request: Request) -> dict[str, Any]:
+        if self.kinds[agent_id] == "global" and "partition" not in request.body:
+            return {
+                "system": agent_id,
+                "partitions": {
+                    p: c.reply()
+                    for (s, p), c in self.controllers.items()
+                    if s == agent_id
+                },
+            }
+        return self._controller(agent_id, request.body).reply()
+
+    async def _inject(self, agent_id: str, request: Request) -> dict[str, Any]:
+        what = request.body.get("what")
+        if what == "detector_error":
+            return await self._detector_alarm(agent_id, request.body.get("detector"))
+        if what not in ("error", "resolved"):
+            raise RequestError(
+                protocol.BAD_REQUEST,
+                f"inject needs 'what': error, resolved or detector_error, got {what!r}",
+            )
+        targets = [c for (s, _), c in self.controllers.items() if s == agent_id]
+        if "partition" in request.body:
+            targets = [self._controller(agent_id, request.body)]
+        results = {}
+        for controller in targets:
+            try:
+                results[controller.partition or agent_id] = controller.inject(what)["state"]
+            except RequestError as e:
+                results[controller.partition or agent_id] = f"refused: {e.reason}"
+        self._log.info("{system}: injected {what}: {results}", system=agent_id, what=what, results=results)
+        return {"system": agent_id, "results": results}
+
+    async def _detector_alarm(self, agent_id: str, detector: object) -> dict[str, Any]:
+        if not isinstance(detector, str) or not detector:
+            raise RequestError(protocol.BAD_REQUEST, "detector_error needs 'detector': a detector id")
+        partition = await self.registry.partition_of(detector)
+        if partition is None:
+            raise RequestError(
+                protocol.NOT_ALLOWED, f"detector {detector} is not assigned to any partition"
+            )
+        endpoint = await self.registry.endpoint_of("pca", partition)
+        if endpoint is None:
+            raise RequestError(
+                protocol.UNKNOWN_SYSTEM, f"partition {partition} has no known PCA endpoint"
+            )
+        self._log.warn(
+            "{system}: alarm for detector {detector}, sent to partition {partition}",
+            system=agent_id,
+            detector=detector,
+            partition=partition,
+        )
+        reply = await self.node.connect(endpoint).request(
+            partition,
+            "alarm",
+            {"source": agent_id, "detector": detector, "message": "detectorError"},
+            sender=agent_id,
+        )
+        return {"partition": partition, "reply": reply}
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop actions and heartbeats, unregister, close the sockets."""
+        super().stopService()
+        for controller in self.controllers.values():
+            controller.stop()
+        for link in self.links.values():
+            link.stop()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            for agent_id, kind in self.kinds.items():
+                try:
+                    await self.registry.unregister(kind, agent_id)
+                except Exception as e:
+                    self._log.warn("unregister {agent} failed: {error}", agent=agent_id, error=e)
+        await self.node.close()
+
+
+from twisted.logger import LogLevel  # noqa: E402
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}

@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+What every controller plugin shares: command-line options and the
+composition of settings, tables, keys, registry and transport.
+
+Everything that can be wrong in the configuration is found here, in
+C{makeService}, before any socket is bound: the agent then exits non-zero
+with one readable message (L{ecs.config.fail}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from agents.host import ControllerHost
+from ecs.config import ConfigError, Settings, Subsystems, SystemType, fail, load_settings, load_subsystems
+from ecs.fsm import TableError, load_table
+from ecs.registry import InventoryRegistry
+from ecs.security import KeyFileError, load_keys
+
+
+class ControllerOptions(usage.Options):
+    """Options common to C{ecs-detector}, C{ecs-global} and C{ecs-simhost}."""
+
+    optParameters = [
+        ["config", "c", None, "Agent settings file (default: the installed etc/ecs.yaml)."],
+        ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
+        ["inventory", "i", None, "YAML inventory: partitions, detectors, endpoints (standalone use)."],
+        ["state-dir", None, None, "State directory (overrides state_dir of the settings)."],
+        ["bind", None, None, "Endpoint to serve on (default: from the inventory, else a free port)."],
+        ["security", None, None, "Override the settings' security mode: curve or none."],
+    ]
+
+    def postOptions(self) -> None:
+        """Check the option values that need no files."""
+        if self["security"] not in (None, "curve", "none"):
+            raise usage.UsageError(f"--security must be curve or none, got {self['security']!r}")
+
+
+class Composition:
+    """The loaded, validated configuration of one controller process."""
+
+    def __init__(self, options: ControllerOptions) -> None:
+        overrides: dict[str, Any] = {}
+        if options["security"]:
+            overrides["security"] = options["security"]
+        try:
+            self.settings: Settings = load_settings(
+                options["config"], options["state-dir"], overrides or None
+            )
+            self.subsystems: Subsystems = load_subsystems(options["subsystems"])
+            if options["inventory"]:
+                self.registry = InventoryRegistry.from_file(options["inventory"])
+            else:
+                self.registry = InventoryRegistry({}, "<no inventory>")
+        except ConfigError as e:
+            fail(e)
+        self.keys = None
+        if self.settings.security == "curve":
+            try:
+                self.keys = load_keys(self.settings.key_dir)
+            except KeyFileError as e:
+                fail(e)
+
+    def system_type(self, name: str, is_global: bool) -> SystemType:
+        """The type C{name}, with its state table loaded and checked."""
+        try:
+            system_type = self.subsystems.get(name)
+        except KeyError as e:
+            fail(e.args[0] if e.args else e)
+        if system_type.is_global != is_global:
+            fail(
+                f"{name} is a {'global system' if system_type.is_global else 'detector type'} "
+                f"in {self.subsystems.source}"
+            )
+        try:
+            load_table(system_type.fsm_path)
+        except TableError as e:
+            fail(e)
+        return system_type
+
+    def host(self, name: str, bind: str | None) -> ControllerHost:
+        """The service, with a ZeroMQ node for this process."""
+        from twisted.internet import reactor
+
+        from ecs.zmq_transport import ZmqNode
+
+        node = ZmqNode(
+            reactor,
+            name,
+            self.keys,
+            request_timeout=self.settings.request_timeout,
+            max_size=self.settings.max_message_size,
+            high_water_mark=self.settings.high_water_mark,
+        )
+        return ControllerHost(name, node, self.registry, self.settings, reactor, bind)

@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{ecs} command line.
+
+Local tools (no agent needed)::
+
+    ecs fsm check FILE...            validate state tables (exit 1 with reasons)
+    ecs fsm dot FILE [--state S]     DOT text of a table, S highlighted
+    ecs keys init --dir DIR          create the CURVE key pairs
+    ecs keys add NAME --dir DIR      create and authorise another client pair
+
+Talking to an agent (authorised like any other client: CURVE keys)::
+
+    ecs inject AGENT error|resolved [--partition P]
+    ecs inject DCS detector-error DETECTOR
+    ecs agent-status AGENT [--partition P]
+
+The agent's endpoint comes from C{--endpoint} or from C{--inventory}.
+Later issues add the commands that wrap the ECA's HTTP API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from ecs import __version__
+
+
+def _fsm_check(args: argparse.Namespace) -> int:
+    from ecs.fsm import check_files
+
+    code, lines = check_files(args.files)
+    for line in lines:
+        print(line, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def _fsm_dot(args: argparse.Namespace) -> int:
+    from ecs.fsm import TableError, dot_file
+
+    try:
+        print(dot_file(args.file, args.state), end="")
+    except TableError as e:
+        print(f"ecs fsm dot: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from ecs.security import KeyFileError, init_keys
+
+    try:
+        written = init_keys(args.dir, force=args.force)
+    except KeyFileError as e:
+        print(f"ecs keys init: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _keys_add(args: argparse.Namespace) -> int:
+    from ecs.security import KeyFileError, add_client
+
+    try:
+        public, secret = add_client(args.dir, args.name)
+    except KeyFileError as e:
+        print(f"ecs keys add: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {public} and {secret}; {args.name} is authorised")
+    return 0
+
+
+def _endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint:
+        return str(args.endpoint)
+    if not args.inventory:
+        raise SystemExit("ecs: give --endpoint or --inventory to find the agent")
+    from ecs.config import ConfigError
+    from ecs.registry import InventoryRegistry
+
+    try:
+        registry = InventoryRegistry.from_file(args.inventory)
+    except ConfigError as e:
+        raise SystemExit(f"ecs: {e}")
+    for kind in ("detector", "global", "pca"):
+        endpoint = registry.bind_address(kind, args.agent).result
+        if endpoint:
+            return str(endpoint)
+    raise SystemExit(f"ecs: {args.agent} has no endpoint in {args.inventory}")
+
+
+def _request(args: argparse.Namespace, type: str, body: dict[str, Any]) -> int:
+    """Send one request to an agent and print the reply as JSON."""
+    from twisted.internet import task
+
+    from ecs.config import ConfigError, load_settings
+    from ecs.security import KeyFileError, load_keys
+    from ecs.transport import RequestError, default_sender
+
+    endpoint = _endpoint(args)
+    overrides = {"security": args.security} if args.security else None
+    try:
+        settings = load_settings(args.config, args.state_dir, overrides)
+        keys = (
+            load_keys(settings.key_dir, need_server_secret=False)
+            if settings.security == "curve"
+            else None
+        )
+    except (ConfigError, KeyFileError) as e:
+        raise SystemExit(f"ecs: {e}")
+    result: dict[str, int] = {}
+
+    async def run(reactor: Any) -> None:
+        from ecs.zmq_transport import ZmqNode
+
+        node = ZmqNode(reactor, default_sender(), keys, request_timeout=args.timeout)
+        try:
+            reply = await node.connect(endpoint).request(args.agent, type, body)
+            print(json.dumps(reply, indent=2, sort_keys=True))
+            result["code"] = 0
+        except RequestError as e:
+            print(f"ecs: {args.agent} refused: {e.code}: {e.reason}", file=sys.stderr)
+            result["code"] = 1
+        finally:
+            await node.close()
+
+    try:
+        task.react(lambda reactor: _deferred(run(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return result.get("code", 1)
+
+
+def _deferred(coroutine: Any) -> Any:
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromCoroutine(coroutine)
+
+
+def _inject(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"what": args.what.replace("-", "_")}
+    if args.what == "detector-error":
+        if not args.detector:
+            raise SystemExit("ecs inject: detector-error needs the detector id")
+        body["detector"] = args.detector
+    elif args.detector:
+        raise SystemExit(f"ecs inject: {args.what} takes no detector id")
+    if args.partition:
+        body["partition"] = args.partition
+    return _request(args, "inject", body)
+
+
+def _agent_status(args: argparse.Namespace) -> int:
+    body = {"partition": args.partition} if args.partition else {}
+    return _request(args, "status", body)
+
+
+def _agent_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("agent", help="agent id, e.g. STS or DCS")
+    parser.add_argument("--endpoint", help="the agent's endpoint, e.g. tcp://127.0.0.1:7201")
+    parser.add_argument("--inventory", help="inventory file that names the agent's endpoint")
+    parser.add_argument("--partition", help="partition (global systems serve several)")
+    parser.add_argument("--config", help="settings file (default: the installed etc/ecs.yaml)")
+    parser.add_argument("--state-dir", help="state directory (keys are under it)")
+    parser.add_argument("--security", choices=("curve", "none"), help="override the security mode")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of C{ecs}."""
+    parser = argparse.ArgumentParser(prog="ecs", description="ECS experiment control system")
+    parser.add_argument("--version", action="version", version=f"ecs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fsm = commands.add_parser("fsm", help="state-table tools").add_subparsers(
+        dest="fsm_command", required=True
+    )
+    check = fsm.add_parser("check", help="validate state tables")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=_fsm_check)
+    dot = fsm.add_parser("dot", help="print a state table as DOT")
+    dot.add_argument("file")
+    dot.add_argument("--state", help="highlight this state")
+    dot.set_defaults(func=_fsm_dot)
+
+    keys = commands.add_parser("keys", help="CURVE keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    init = keys.add_parser("init", help="create the key pairs and the allow-list")
+    init.add_argument("--dir", required=True)
+    init.add_argument("--force", action="store_true", help="replace existing keys")
+    init.set_defaults(func=_keys_init)
+    add = keys.add_parser("add", help="create and authorise another client key pair")
+    add.add_argument("name")
+    add.add_argument("--dir", required=True)
+    add.set_defaults(func=_keys_add)
+
+    inject = commands.add_parser("inject", help="report a local fault to a controller")
+    _agent_options(inject)
+    inject.add_argument("what", choices=("error", "resolved", "detector-error"))
+    inject.add_argument("detector", nargs="?", help="detector id (detector-error only)")
+    inject.set_defaults(func=_inject)
+
+    status = commands.add_parser("agent-status", help="ask a controller for its state")
+    _agent_options(status)
+    status.set_defaults(func=_agent_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the C{ecs} console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

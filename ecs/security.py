@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.test_security -*-
+"""
+CURVE keys: creation, loading and the allow-list of client keys.
+
+Layout of a key directory (created by C{ecs keys init --dir DIR})::
+
+    DIR/server.key, DIR/server.key_secret   every agent serves with this pair;
+                                            clients verify servers against it
+    DIR/client.key, DIR/client.key_secret   agents and the CLI on this host
+                                            connect with this pair
+    DIR/authorized/*.key                    public keys allowed to connect
+
+Secret files are mode 0600 and the directory 0700.  A client whose public
+key is not in C{authorized/} is refused during the CURVE handshake: none of
+its messages reach a handler.  More clients (another host, an operator's
+tool) get their own pair with C{ecs keys add NAME}.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import attrs
+import zmq
+import zmq.auth
+
+
+class KeyFileError(Exception):
+    """A key directory that is missing, incomplete or unreadable."""
+
+
+SERVER = "server"
+CLIENT = "client"
+AUTHORIZED = "authorized"
+
+
+@attrs.frozen
+class CurveKeys:
+    """The key material one process needs."""
+
+    server_public: bytes
+    server_secret: bytes | None
+    client_public: bytes
+    client_secret: bytes
+    authorized_dir: Path
+
+    def authorized_keys(self) -> frozenset[bytes]:
+        """The public keys currently allowed to connect (Z85 text)."""
+        keys = set()
+        for path in sorted(self.authorized_dir.glob("*.key")):
+            public, _ = zmq.auth.load_certificate(path)
+            keys.add(public)
+        return frozenset(keys)
+
+
+def _secure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _create_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    public, secret = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
+
+
+def init_keys(directory: str | Path, force: bool = False) -> list[Path]:
+    """
+    Create the server and client pairs and the allow-list in C{directory}.
+
+    @raise KeyFileError: when keys exist already and C{force} is not set, so
+        that a running installation's keys are never replaced by accident.
+    @return: the files written.
+    """
+    directory = Path(directory)
+    existing = [directory / f"{n}.key_secret" for n in (SERVER, CLIENT)]
+    if any(p.exists() for p in existing) and not force:
+        raise KeyFileError(
+            f"{directory} already holds keys; use --force to replace them "
+            "(every agent and client must then get the new ones)"
+        )
+    _secure_dir(directory)
+    _secure_dir(directory / AUTHORIZED)
+    written: list[Path] = []
+    for name in (SERVER, CLIENT):
+        written.extend(_create_pair(directory, name))
+    client_public = directory / f"{CLIENT}.key"
+    allowed = directory / AUTHORIZED / f"{CLIENT}.key"
+    shutil.copyfile(client_public, allowed)
+    written.append(allowed)
+    return written
+
+
+def add_client(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """
+    Create a further client pair C{name} and authorise its public key.
+
+    The pair is written to C{DIR/clients/NAME.key[_secret]}, for copying to
+    the client's host.
+    """
+    directory = Path(directory)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise KeyFileError(f"client name {name!r} must be letters, digits, '-', '_' or '.'")
+    _load_pair(directory, SERVER, need_secret=False)
+    clients = directory / "clients"
+    _secure_dir(clients)
+    public, secret = _create_pair(clients, name)
+    shutil.copyfile(public, directory / AUTHORIZED / f"{name}.key")
+    return public, secret
+
+
+def _load_pair(directory: Path, name: str, need_secret: bool) -> tuple[bytes, bytes | None]:
+    secret_path = directory / f"{name}.key_secret"
+    public_path = directory / f"{name}.key"
+    path = secret_path if secret_path.exists() else public_path
+    if need_secret and not secret_path.exists():
+        raise KeyFileError(
+            f"no CURVE key {secret_path}: run `ecs keys init --dir {directory}` "
+            "(or set `security: none` for a quick local run)"
+        )
+    if not path.exists():
+        raise KeyFileError(
+            f"no CURVE key {public_path}: run `ecs keys init --dir {directory}` "
+            "(or set `security: none` for a quick local run)"
+        )
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"cannot read CURVE key {path}: {e}")
+    return public, secret
+
+
+def load_keys(directory: str | Path, need_server_secret: bool = True) -> CurveKeys:
+    """
+    Load a key directory made by L{init_keys}.
+
+    @param need_server_secret: False for pure clients (the CLI on another
+        host), which only verify servers.
+    @raise KeyFileError: naming the missing file and the command that makes it.
+    """
+    directory = Path(directory)
+    server_public, server_secret = _load_pair(directory, SERVER, need_server_secret)
+    client_public, client_secret = _load_pair(directory, CLIENT, True)
+    assert client_secret is not None
+    authorized = directory / AUTHORIZED
+    if need_server_secret and not authorized.is_dir():
+        raise KeyFileError(f"no allow-list directory {authorized}: run `ecs keys init --dir {directory}`")
+    return CurveKeys(server_public, server_secret, client_public, client_secret, authorized)

@@ -1,0 +1,369 @@
+# -*- test-case-name: tests.test_zmq_transport -*-
+"""
+L{ecs.transport.INode} over ZeroMQ, through txZMQ.
+
+This is the only module that touches txZMQ or pyzmq sockets.  Socket roles:
+
+- requests: ROUTER (serving, bound) <- DEALER (client, connected);
+  one frame per message, the envelope;
+- events: PUB (bound) -> SUB (connected); two frames, C{[topic, envelope]}.
+
+Choices, each for a reason found in STACK-NOTES:
+
+- txZMQ's own timeouts use the global reactor; we keep every deadline in
+  L{ecs.transport.Correlator} with our clock.
+- Every socket gets a finite high-water mark (txZMQ's default is unbounded).
+- DEALERs set C{IMMEDIATE}: a message to a peer that is not connected is
+  refused at once (and retried by the Correlator until its deadline) instead
+  of waiting in a queue and being delivered minutes later, when the peer
+  comes back and the command is stale.
+- ROUTERs set C{ROUTER_MANDATORY}, so a reply to a vanished client is
+  logged rather than silently dropped.
+- CURVE options are set before bind/connect; the allow-list is pyzmq's ZAP
+  authenticator thread on our context, whose callback is a set lookup.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, Callable
+
+import zmq
+from twisted.internet import defer
+from twisted.logger import Logger
+from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory
+from txzmq.pubsub import ZmqPubConnection, ZmqSubConnection
+from txzmq.router_dealer import ZmqDealerConnection, ZmqRouterConnection
+from zope.interface import implementer
+
+from ecs import protocol
+from ecs.protocol import Envelope
+from ecs.pubsub import TICK_TOPIC, PublisherCore, SubscriberCore
+from ecs.security import CurveKeys
+from ecs.transport import (
+    Correlator,
+    Dispatcher,
+    Handler,
+    IClient,
+    INode,
+    IPublisher,
+    IServer,
+    ISubscriber,
+    WouldBlock,
+    new_epoch,
+)
+
+
+class _KeyAllowList:
+    """ZAP credentials provider: runs in the authenticator's thread."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self.keys = keys
+        self.refused = 0
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        allowed = key in self.keys
+        if not allowed:
+            self.refused += 1
+        return allowed
+
+
+class _Router(ZmqRouterConnection):
+    socketType = zmq.ROUTER
+
+    def __init__(self, factory: ZmqFactory, owner: "ZmqServer") -> None:
+        self.owner = owner
+        super().__init__(factory)
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        self.owner.dispatcher.frame_received(message[0], message[1:])
+
+
+class _Dealer(ZmqDealerConnection):
+    socketType = zmq.DEALER
+
+    def __init__(self, factory: ZmqFactory, owner: "ZmqClient") -> None:
+        self.owner = owner
+        super().__init__(factory)
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        self.owner.correlator.frame_received(message)
+
+
+class _Pub(ZmqPubConnection):
+    socketType = zmq.PUB
+
+
+class _Sub(ZmqSubConnection):
+    socketType = zmq.SUB
+
+    def __init__(self, factory: ZmqFactory, owner: "ZmqSubscriber") -> None:
+        self.owner = owner
+        super().__init__(factory)
+
+    def messageReceived(self, message: list[bytes]) -> None:
+        self.owner.frames_received(message)
+
+
+def _send(connection: Any, frames: list[bytes]) -> None:
+    """Send without blocking; EAGAIN becomes L{WouldBlock}."""
+    socket = connection.socket
+    try:
+        for part in frames[:-1]:
+            socket.send(part, zmq.NOBLOCK | zmq.SNDMORE)
+        socket.send(frames[-1], zmq.NOBLOCK)
+    except zmq.ZMQError as e:
+        if e.errno == errno.EAGAIN:
+            raise WouldBlock(str(e))
+        raise
+    # ZeroMQ may not signal readability after a write: check for input on
+    # the next turn, as txZMQ's own send() does (but with our reactor).
+    if connection.read_scheduled is None:
+        connection.read_scheduled = connection.factory.reactor.callLater(0, connection.doRead)
+
+
+@implementer(IServer)
+class ZmqServer:
+    """A bound ROUTER serving any number of agents."""
+
+    def __init__(self, node: "ZmqNode", address: str) -> None:
+        self.node = node
+        self.connection = _Router(node.factory, self)
+        node.configure_socket(self.connection.socket, server=True)
+        self.connection.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.dispatcher = Dispatcher(
+            self._send,
+            node.reactor,
+            name=f"{node.name} server",
+            max_size=node.max_size,
+            handler_timeout=node.handler_timeout,
+        )
+        self.address = node.bind(self.connection, address)
+
+    def _send(self, peer: object, frame: bytes) -> None:
+        assert isinstance(peer, bytes)
+        _send(self.connection, [peer, frame])
+
+    def register(self, agent_id: str, handlers: dict[str, Handler]) -> None:
+        """See L{IServer.register}."""
+        self.dispatcher.register(agent_id, handlers)
+
+    def unregister(self, agent_id: str) -> None:
+        """See L{IServer.unregister}."""
+        self.dispatcher.unregister(agent_id)
+
+    def close(self) -> None:
+        """Unbind and close."""
+        self.dispatcher.close()
+        if self.connection.socket is not None:
+            self.connection.shutdown()
+
+
+@implementer(IClient)
+class ZmqClient:
+    """A DEALER connected to one endpoint."""
+
+    def __init__(self, node: "ZmqNode", address: str) -> None:
+        self.node = node
+        self.address = address
+        self.connection = _Dealer(node.factory, self)
+        node.configure_socket(self.connection.socket, server=False)
+        self.connection.socket.setsockopt(zmq.IMMEDIATE, 1)
+        self.correlator = Correlator(
+            lambda frame: _send(self.connection, [frame]),
+            node.reactor,
+            sender=node.name,
+            address=address,
+            default_timeout=node.request_timeout,
+            max_size=node.max_size,
+        )
+        self.connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
+    def request(self, target, type, body, timeout=None, sender=None):  # type: ignore[no-untyped-def]
+        """See L{IClient.request}."""
+        return self.correlator.request(target, type, body, timeout, sender)
+
+    def notify(self, target, type, body, sender=None):  # type: ignore[no-untyped-def]
+        """See L{IClient.notify}."""
+        self.correlator.notify(target, type, body, sender)
+
+    def close(self) -> None:
+        """Fail pending requests and close the socket."""
+        self.correlator.close()
+        if self.connection.socket is not None:
+            self.connection.shutdown()
+
+
+@implementer(IPublisher)
+class ZmqPublisher(PublisherCore):
+    """A bound PUB socket."""
+
+    def __init__(self, node: "ZmqNode", address: str) -> None:
+        super().__init__(node.name, node.max_size)
+        self.connection = _Pub(node.factory)
+        node.configure_socket(self.connection.socket, server=True)
+        self.address = node.bind(self.connection, address)
+        self.lost = 0
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        """PUB never blocks: at the high-water mark ZeroMQ drops, and
+        subscribers see the gap in the numbers and resynchronise."""
+        try:
+            _send(self.connection, frames)
+        except WouldBlock:
+            self.lost += 1
+
+    def close(self) -> None:
+        """Unbind and close."""
+        if self.connection.socket is not None:
+            self.connection.shutdown()
+
+
+@implementer(ISubscriber)
+class ZmqSubscriber(SubscriberCore):
+    """A SUB socket connected to one publisher."""
+
+    def __init__(
+        self,
+        node: "ZmqNode",
+        address: str,
+        prefixes: list[str],
+        callback: Callable[[Envelope], None],
+    ) -> None:
+        super().__init__(address, callback, node.max_size)
+        self.connection = _Sub(node.factory, self)
+        node.configure_socket(self.connection.socket, server=False)
+        for prefix in [*prefixes, TICK_TOPIC]:
+            self.connection.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
+        self.connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
+    def close(self) -> None:
+        """Stop receiving."""
+        if self.connection.socket is not None:
+            self.connection.shutdown()
+
+
+@implementer(INode)
+class ZmqNode:
+    """
+    One process's ZeroMQ context and sockets.
+
+    @param keys: CURVE key material, or L{None} for C{security: none}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        name: str,
+        keys: CurveKeys | None = None,
+        request_timeout: float = 5.0,
+        handler_timeout: float = 30.0,
+        max_size: int = protocol.DEFAULT_MAX_SIZE,
+        high_water_mark: int = 10_000,
+    ) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.keys = keys
+        self.request_timeout = request_timeout
+        self.handler_timeout = handler_timeout
+        self.max_size = max_size
+        self.high_water_mark = high_water_mark
+        self.epoch = new_epoch()
+        self.factory = ZmqFactory()
+        # Our reactor, not txZMQ's module-level global.
+        self.factory.reactor = reactor
+        self.factory.lingerPeriod = 0
+        self._clients: dict[str, ZmqClient] = {}
+        self._closables: list[Any] = []
+        self._auth: Any = None
+        self.allow_list: _KeyAllowList | None = None
+        if keys is None:
+            self._log.warn(
+                "{name}: security is 'none': ZeroMQ traffic is neither authenticated nor "
+                "encrypted; use `security: curve` outside a quick local test",
+                name=name,
+            )
+
+    def _start_authenticator(self) -> None:
+        if self._auth is not None or self.keys is None:
+            return
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self.allow_list = _KeyAllowList(self.keys.authorized_keys())
+        self._auth = ThreadAuthenticator(self.factory.context)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=self.allow_list)
+
+    def configure_socket(self, socket: zmq.Socket, server: bool) -> None:
+        """Set limits and CURVE options; must precede bind/connect."""
+        socket.setsockopt(zmq.SNDHWM, self.high_water_mark)
+        socket.setsockopt(zmq.RCVHWM, self.high_water_mark)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.max_size + 4096)
+        socket.setsockopt(zmq.LINGER, 0)
+        if self.keys is None:
+            return
+        if server:
+            if self.keys.server_secret is None:
+                raise ValueError("serving needs the server secret key")
+            self._start_authenticator()
+            socket.curve_server = True
+            socket.curve_secretkey = self.keys.server_secret
+            socket.curve_publickey = self.keys.server_public
+        else:
+            socket.curve_serverkey = self.keys.server_public
+            socket.curve_publickey = self.keys.client_public
+            socket.curve_secretkey = self.keys.client_secret
+
+    def bind(self, connection: Any, address: str) -> str:
+        """Bind C{connection}; return the endpoint actually bound."""
+        try:
+            connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.bind, address)])
+        except zmq.ZMQError as e:
+            connection.shutdown()
+            raise OSError(f"cannot bind {address}: {e}") from None
+        bound = connection.socket.getsockopt(zmq.LAST_ENDPOINT)
+        return bound.decode("utf-8") if isinstance(bound, bytes) else str(bound)
+
+    def serve(self, address: str) -> ZmqServer:
+        """See L{INode.serve}."""
+        server = ZmqServer(self, address)
+        self._closables.append(server)
+        return server
+
+    def connect(self, address: str) -> ZmqClient:
+        """See L{INode.connect}."""
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = ZmqClient(self, address)
+        return client
+
+    def publish(self, address: str) -> ZmqPublisher:
+        """See L{INode.publish}."""
+        publisher = ZmqPublisher(self, address)
+        self._closables.append(publisher)
+        return publisher
+
+    def subscribe(
+        self, address: str, prefixes: list[str], callback: Callable[[Envelope], None]
+    ) -> ZmqSubscriber:
+        """See L{INode.subscribe}."""
+        subscriber = ZmqSubscriber(self, address, prefixes, callback)
+        self._closables.append(subscriber)
+        return subscriber
+
+    def close(self) -> defer.Deferred[None]:
+        """See L{INode.close}: close every socket, the authenticator, the context."""
+        for client in self._clients.values():
+            client.close()
+        self._clients = {}
+        for item in self._closables:
+            item.close()
+        self._closables = []
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self.factory.context is not None:
+            self.factory.shutdown()
+        return defer.succeed(None)

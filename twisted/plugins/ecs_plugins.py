@@ -1,0 +1,16 @@
+"""twistd plugins of ECS: one ServiceMaker per agent."""
+
+from twisted.application.service import ServiceMaker
+
+ecs_detector = ServiceMaker(
+    "ECS detector controller", "agents.detector", "One detector controller.", "ecs-detector"
+)
+ecs_global = ServiceMaker(
+    "ECS global system controller",
+    "agents.global_system",
+    "Global-system controllers (TFC, DCS, QA, FLES or all), one FSM per partition.",
+    "ecs-global",
+)
+ecs_simhost = ServiceMaker(
+    "ECS sim host", "agents.simhost", "Many simulated detector controllers in one process.", "ecs-simhost"
+)
