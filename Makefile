@@ -8,6 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 TRIAL_JOBS ?= 2
 TESTS ?= tests
+DETECTORS ?= 0
 
 .PHONY: test demo install clean bench
 
@@ -27,10 +28,9 @@ test: $(STAMP)
 	$(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(TESTS)
 
 demo: $(STAMP)
-	@echo "The demo (ECA, web GUI, PCA) arrives with the ECA and PCA issues."
-	@echo "For now it starts the global systems and the demo detectors of etc/demo-inventory.yaml."
-	$(VENV)/bin/ecs keys init --dir var/keys 2>/dev/null || true
-	$(PY) -m ecs.demo_controllers
+	@echo "Until the ECA and PCA exist, the demo walks the controller agents through a"
+	@echo "configure sequence as a stand-in partition. Ctrl-C stops every process it started."
+	$(PY) -m agents.walkthrough --state-dir var --detectors $(DETECTORS)
 
 bench: $(STAMP)
 	$(PY) bench/transport.py

@@ -338,10 +338,11 @@ class ControllerHost(service.Service):
             targets = [self._controller(agent_id, request.body)]
         results = {}
         for controller in targets:
+            key = controller.partition if self.kinds[agent_id] == "global" else agent_id
             try:
-                results[controller.partition or agent_id] = controller.inject(what)["state"]
+                results[key] = controller.inject(what)["state"]
             except RequestError as e:
-                results[controller.partition or agent_id] = f"refused: {e.reason}"
+                results[key] = f"refused: {e.reason}"
         self._log.info("{system}: injected {what}: {results}", system=agent_id, what=what, results=results)
         return {"system": agent_id, "results": results}
 
@@ -382,6 +383,11 @@ class ControllerHost(service.Service):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        # Aborted scripts are being killed: wait until their processes are gone.
+        for controller in self.controllers.values():
+            when_idle = getattr(controller.action, "when_idle", None)
+            if when_idle is not None:
+                await when_idle()
         if self.server is not None:
             for agent_id, kind in self.kinds.items():
                 try:

@@ -1,0 +1,132 @@
+"""
+Helpers for end-to-end tests that start real agent processes.
+
+Processes are started with the real reactor, their output is collected line
+by line, and tests wait for a line (never for a fixed time).  Every process
+is killed by pid in cleanup, its process group too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """The console script C{name} of the running virtualenv."""
+    return str(BIN / name)
+
+
+class Watched(protocol.ProcessProtocol):
+    """Collects output; fires Deferreds when a pattern is seen or on exit."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._partial = b""
+        self._waiters: list[tuple[re.Pattern[str], defer.Deferred[re.Match[str]]]] = []
+        self.ended: defer.Deferred[int | None] = defer.Deferred()
+        self.exit_code: int | None = None
+
+    def outReceived(self, data: bytes) -> None:
+        self._feed(data)
+
+    errReceived = outReceived
+
+    def _feed(self, data: bytes) -> None:
+        self._partial += data
+        *complete, self._partial = self._partial.split(b"\n")
+        for raw in complete:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            for pattern, d in list(self._waiters):
+                match = pattern.search(line)
+                if match:
+                    self._waiters.remove((pattern, d))
+                    d.callback(match)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> defer.Deferred[re.Match[str]]:
+        """Fire with the match of the first output line (past or future) matching C{pattern}."""
+        regex = re.compile(pattern)
+        for line in self.lines:
+            match = regex.search(line)
+            if match:
+                return defer.succeed(match)
+        d: defer.Deferred[re.Match[str]] = defer.Deferred()
+        self._waiters.append((regex, d))
+        d.addTimeout(timeout, reactor)
+        d.addErrback(self._explain, pattern)
+        return d
+
+    def _explain(self, failure: Any, pattern: str) -> Any:
+        tail = "\n".join(self.lines[-30:])
+        raise AssertionError(f"{self.name}: no line matching {pattern!r}; output:\n{tail}")
+
+    def processEnded(self, reason: Any) -> None:
+        if self._partial:
+            self._feed(b"\n")
+        self.exit_code = 0 if reason.check(ProcessDone) else getattr(reason.value, "exitCode", None)
+        for _, d in self._waiters:
+            if not d.called:
+                d.errback(AssertionError(f"{self.name} exited ({self.exit_code})"))
+        self._waiters = []
+        self.ended.callback(self.exit_code)
+
+
+def spawn(testcase: Any, name: str, argv: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[Watched, Any]:
+    """Start C{argv} in its own session; kill it (and its group) in cleanup."""
+    watched = Watched(name)
+    environment = dict(os.environ)
+    environment.update(env or {})
+    transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+        watched, argv[0], argv, env=environment, path=cwd, usePTY=False
+    )
+    testcase.addCleanup(stop, watched, transport)
+    return watched, transport
+
+
+async def stop(watched: Watched, transport: Any) -> None:
+    """SIGTERM, then SIGKILL after a grace period; wait for the exit."""
+    if watched.ended.called:
+        return
+    try:
+        transport.signalProcess("TERM")
+    except ProcessExitedAlready:
+        return
+    timer = reactor.callLater(10, _kill, transport)  # type: ignore[attr-defined]
+    await watched.ended
+    if timer.active():
+        timer.cancel()
+
+
+def _kill(transport: Any) -> None:
+    try:
+        transport.signalProcess("KILL")
+    except ProcessExitedAlready:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with C{pid} exists (and is not a zombie we own)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+__all__ = ["ROOT", "Watched", "spawn", "stop", "tool", "pid_alive", "signal"]
