@@ -32,8 +32,8 @@ import attrs
 from twisted.internet import defer
 from zope.interface import Interface, implementer
 
-from ecs.config import (
-    NAME,
+from ecs.config import NAME, load_yaml
+from ecs.schema import (
     ConfigError,
     Field,
     ListOf,
@@ -41,7 +41,6 @@ from ecs.config import (
     Problems,
     Record,
     Str,
-    load_yaml,
     validate,
 )
 

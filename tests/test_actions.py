@@ -24,16 +24,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from agents.actions import (
-    _SETSID_WRAPPER,
     ActionFailed,
     ActionRequest,
     IAction,
     PythonAction,
     ScriptAction,
     SimulatedAction,
-    _LineSplitter,
     make_action,
 )
+from agents.script_action import _SETSID_WRAPPER, _LineSplitter
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 
