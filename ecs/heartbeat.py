@@ -76,6 +76,8 @@ class Heartbeat:
                 seconds=now - self._last_ok,
             )
             self._call(self._on_lost)
+            if self._timer is None:
+                return  # on_lost stopped us: no ping after stop()
         if self._in_flight is None:
             d = self._ping(min(self.timeout, max(self.interval, 0.001)))
             self._in_flight = d

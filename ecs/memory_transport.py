@@ -113,8 +113,8 @@ class MemoryServer:
 
     def receive(self, peer: object, frames: list[bytes]) -> None:
         """A frame arrived for this endpoint."""
-        if self.address in self.network.down:
-            return
+        if self.address in self.network.down or self.network.servers.get(self.address) is not self:
+            return  # down, or closed while the frame was in flight
         self.dispatcher.frame_received(peer, frames)
 
     def close(self) -> None:
@@ -170,7 +170,12 @@ class MemoryPublisher(PublisherCore):
         topic = frames[0]
         for subscriber in list(self.network.subscribers.get(self.address, ())):
             if subscriber.matches(topic):
-                self.network.schedule(lambda s=subscriber: s.frames_received(list(frames)))
+                self.network.schedule(lambda s=subscriber: self._deliver(s, frames))
+
+    def _deliver(self, subscriber: "MemorySubscriber", frames: list[bytes]) -> None:
+        # A subscriber closed while the frames were in flight gets nothing.
+        if subscriber in self.network.subscribers.get(self.address, ()):
+            subscriber.frames_received(list(frames))
 
     def close(self) -> None:
         """Unbind."""

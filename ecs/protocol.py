@@ -232,10 +232,13 @@ def decode(frame: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
         raise ProtocolError(BAD_REQUEST, f"frame is not UTF-8 ({e.reason} at byte {e.start})")
     except ValueError as e:
         raise ProtocolError(BAD_REQUEST, f"frame is not JSON ({e})")
+    except RecursionError:
+        # A small frame such as b"[" * 100000 exhausts the parser's stack.
+        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply to parse")
     if not isinstance(raw, dict):
         raise ProtocolError(BAD_REQUEST, f"message must be a JSON object, got {type(raw).__name__}")
     version = raw.get("v")
-    if version != VERSION or isinstance(version, bool):
+    if type(version) is not int or version != VERSION:  # not True, not 1.0
         raise _error(
             UNSUPPORTED_VERSION, f"field 'v' must be {VERSION}, got {version!r}", raw
         )

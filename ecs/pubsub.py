@@ -46,10 +46,13 @@ class PublisherCore:
 
     def publish(self, topic: str, type: str, body: dict[str, Any]) -> int:
         """Publish one event; return its sequence number."""
-        self.seq += 1
+        seq = self.seq + 1
         frame = protocol.encode(
-            protocol.event(type, self.sender, topic, self.epoch, self.seq, body), self._max_size
+            protocol.event(type, self.sender, topic, self.epoch, seq, body), self._max_size
         )
+        # Numbered only once encoded: an event that cannot be sent must not
+        # leave a gap that makes every subscriber resynchronise.
+        self.seq = seq
         self.send_frames([topic.encode("utf-8"), frame])
         return self.seq
 
@@ -256,7 +259,7 @@ class Mirror:
             self._log.info("{name}: resynchronising: {why}", name=self.name, why=why)
         self.synced = False
         self._buffer = []
-        d = self._fetch()
+        d = defer.maybeDeferred(self._fetch)  # a fetch that raises is a failed snapshot
         self._fetching = d
         d.addCallbacks(self._got_snapshot, self._snapshot_failed)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import attrs
 import zmq
 import zmq.auth
+from zmq.utils import z85
 
 
 class KeyFileError(Exception):
@@ -129,7 +130,25 @@ def _load_pair(directory: Path, name: str, need_secret: bool) -> tuple[bytes, by
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as e:
         raise KeyFileError(f"cannot read CURVE key {path}: {e}")
+    if need_secret and secret is None:
+        raise KeyFileError(
+            f"no secret key in {path}: run `ecs keys init --dir {directory}` "
+            "(or set `security: none` for a quick local run)"
+        )
+    for what, key in (("public", public), ("secret", secret)):
+        if key is not None and not _valid_key(key):
+            raise KeyFileError(
+                f"cannot read CURVE key {path}: the {what} key is not 40 characters of Z85"
+            )
     return public, secret
+
+
+def _valid_key(key: bytes) -> bool:
+    """True for a CURVE key in Z85 text (40 characters, 32 bytes decoded)."""
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
 
 
 def load_keys(directory: str | Path, need_server_secret: bool = True) -> CurveKeys:

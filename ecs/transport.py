@@ -193,7 +193,11 @@ class Dispatcher:
         self._max_size = max_size
         self._handler_timeout = handler_timeout
         self._agents: dict[str, Mapping[str, Handler]] = {}
-        self._running: dict[tuple[object, str], IDelayedCall] = {}
+        # One entry per awaited handler; keyed by a fresh token, not by
+        # (peer, id), so that a peer reusing an id cannot make one request's
+        # completion cancel another's deadline.
+        self._closed = False
+        self._running: dict[object, IDelayedCall] = {}
         self.received = 0
         self.dropped = 0
 
@@ -305,7 +309,7 @@ class Dispatcher:
             self._answer(peer, envelope, result)
 
     def _await(self, peer: object, envelope: Envelope, result: "defer.Deferred[Any]") -> None:
-        key = (peer, str(envelope.id))
+        key = object()
         answered = []
 
         def expired() -> None:
@@ -386,9 +390,17 @@ class Dispatcher:
         self._reply(peer, protocol.error_reply(envelope, code, reason))
 
     def _reply(self, peer: object, envelope: Envelope) -> None:
+        if self._closed:
+            self._log.info(
+                "{where}: closed; reply to {target} ({type}) not sent",
+                where=self._name,
+                target=envelope.target,
+                type=envelope.type,
+            )
+            return
         try:
             frame = protocol.encode(envelope, self._max_size)
-        except (ProtocolError, TypeError, ValueError) as e:
+        except (ProtocolError, TypeError, ValueError, RecursionError) as e:
             self._log.error(
                 "{where}: reply to {type} could not be encoded: {error}",
                 where=self._name,
@@ -418,7 +430,8 @@ class Dispatcher:
             )
 
     def close(self) -> None:
-        """Cancel the handler deadlines (nothing else is owned here)."""
+        """Cancel the handler deadlines; later handler results are not sent."""
+        self._closed = True
         for timer in self._running.values():
             if timer.active():
                 timer.cancel()
@@ -541,7 +554,7 @@ class Correlator:
             return protocol.encode(envelope, self._max_size)
         except ProtocolError as e:
             raise RequestError(e.code, e.reason)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise RequestError(protocol.BAD_REQUEST, f"body cannot be encoded: {e}")
 
     def _overloaded(self, what: str) -> RequestError:
@@ -657,6 +670,14 @@ class Correlator:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+        unsent = sum(1 for item in self._outbox if item[1] is None)
+        if unsent:
+            self.lost_notifications += unsent
+            self._log.warn(
+                "client {address}: closed with {count} notification(s) not sent",
+                address=self.address,
+                count=unsent,
+            )
         self._outbox.clear()
         pending, self._pending = self._pending, {}
         for d, timer, what in pending.values():
