@@ -193,10 +193,10 @@ class Dispatcher:
         self._max_size = max_size
         self._handler_timeout = handler_timeout
         self._agents: dict[str, Mapping[str, Handler]] = {}
+        self._closed = False
         # One entry per awaited handler; keyed by a fresh token, not by
         # (peer, id), so that a peer reusing an id cannot make one request's
         # completion cancel another's deadline.
-        self._closed = False
         self._running: dict[object, IDelayedCall] = {}
         self.received = 0
         self.dropped = 0
