@@ -94,12 +94,33 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 
 def _request(args: argparse.Namespace, type: str, body: dict[str, Any]) -> int:
-    """Send one request to an agent and print the reply as JSON."""
+    """Send one request to an agent (running a reactor) and return the exit code."""
     from twisted.internet import task
+    from twisted.internet.defer import Deferred
 
+    _endpoint(args)  # argument errors exit here, before a reactor runs
+    result: dict[str, int] = {}
+
+    async def run(reactor: Any) -> None:
+        result["code"] = await request_agent(reactor, args, type, body)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return result.get("code", 1)
+
+
+async def request_agent(reactor: Any, args: argparse.Namespace, type: str, body: dict[str, Any]) -> int:
+    """
+    Send one request to the agent named by C{args}; print the reply as JSON
+    (exit code 0) or the refusal on stderr (exit code 1).
+    """
     from ecs.config import ConfigError, load_settings
     from ecs.security import KeyFileError, load_keys
     from ecs.transport import RequestError, default_sender
+    from ecs.zmq_transport import ZmqNode
 
     endpoint = _endpoint(args)
     overrides = {"security": args.security} if args.security else None
@@ -112,34 +133,16 @@ def _request(args: argparse.Namespace, type: str, body: dict[str, Any]) -> int:
         )
     except (ConfigError, KeyFileError) as e:
         raise SystemExit(f"ecs: {e}")
-    result: dict[str, int] = {}
-
-    async def run(reactor: Any) -> None:
-        from ecs.zmq_transport import ZmqNode
-
-        node = ZmqNode(reactor, default_sender(), keys, request_timeout=args.timeout)
-        try:
-            reply = await node.connect(endpoint).request(args.agent, type, body)
-            print(json.dumps(reply, indent=2, sort_keys=True))
-            result["code"] = 0
-        except RequestError as e:
-            print(f"ecs: {args.agent} refused: {e.code}: {e.reason}", file=sys.stderr)
-            result["code"] = 1
-        finally:
-            await node.close()
-
+    node = ZmqNode(reactor, default_sender(), keys, request_timeout=args.timeout)
     try:
-        task.react(lambda reactor: _deferred(run(reactor)))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return int(e.code) if isinstance(e.code, int) else 1
-    return result.get("code", 1)
-
-
-def _deferred(coroutine: Any) -> Any:
-    from twisted.internet.defer import Deferred
-
-    return Deferred.fromCoroutine(coroutine)
+        reply = await node.connect(endpoint).request(args.agent, type, body)
+    except RequestError as e:
+        print(f"ecs: {args.agent} refused: {e.code}: {e.reason}", file=sys.stderr)
+        return 1
+    finally:
+        await node.close()
+    print(json.dumps(reply, indent=2, sort_keys=True))
+    return 0
 
 
 def _inject(args: argparse.Namespace) -> int:
