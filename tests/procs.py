@@ -83,10 +83,25 @@ class Watched(protocol.ProcessProtocol):
         self.ended.callback(self.exit_code)
 
 
-def spawn(testcase: Any, name: str, argv: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[Watched, Any]:
-    """Start C{argv} in its own session; kill it (and its group) in cleanup."""
+def spawn(
+    testcase: Any,
+    name: str,
+    argv: list[str],
+    cwd: str,
+    env: dict[str, str] | None = None,
+    isolated: bool = False,
+) -> tuple[Watched, Any]:
+    """
+    Start C{argv}; kill it in cleanup.
+
+    @param isolated: drop C{PYTHONPATH} (which trial's workers set to their
+        own path) and C{VIRTUAL_ENV}, for a program of another virtualenv.
+    """
     watched = Watched(name)
     environment = dict(os.environ)
+    if isolated:
+        for variable in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            environment.pop(variable, None)
     environment.update(env or {})
     transport = reactor.spawnProcess(  # type: ignore[attr-defined]
         watched, argv[0], argv, env=environment, path=cwd, usePTY=False

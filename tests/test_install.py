@@ -26,7 +26,7 @@ class InstalledPackageTests(TestCase):
     timeout = 600
 
     async def run_ok(self, name: str, argv: list[str], cwd: Path) -> list[str]:
-        proc, _ = spawn(self, name, argv, cwd=str(cwd))
+        proc, _ = spawn(self, name, argv, cwd=str(cwd), isolated=True)
         code = await proc.ended
         self.assertEqual(code, 0, f"{' '.join(argv)} failed:\n" + "\n".join(proc.lines[-40:]))
         return proc.lines
@@ -73,6 +73,7 @@ class InstalledPackageTests(TestCase):
             [str(venv / "bin" / "twistd"), "-n", "--pidfile=", "ecs-detector", "--id", "STS",
              "--type", "STS", "--security", "none"],
             cwd=str(elsewhere),
+            isolated=True,
         )
         await proc.wait_for(r"serving 1 agent\(s\) at tcp://127\.0\.0\.1:\d+", timeout=60)
         # The process is stopped (by pid) by the cleanup that spawn() registered.
