@@ -17,6 +17,7 @@ from twisted.python import usage
 from agents.host import ControllerHost
 from ecs.config import ConfigError, Settings, Subsystems, SystemType, fail, load_settings, load_subsystems
 from ecs.fsm import TableError, load_table
+from ecs.logs import apply_log_level
 from ecs.registry import InventoryRegistry
 from ecs.security import KeyFileError, load_keys
 
@@ -57,6 +58,7 @@ class Composition:
                 self.registry = InventoryRegistry({}, "<no inventory>")
         except ConfigError as e:
             fail(e)
+        apply_log_level(self.settings.log_level)
         self.keys = None
         if self.settings.security == "curve":
             try:
