@@ -14,6 +14,16 @@ Secret files are mode 0600 and the directory 0700.  A client whose public
 key is not in C{authorized/} is refused during the CURVE handshake: none of
 its messages reach a handler.  More clients (another host, an operator's
 tool) get their own pair with C{ecs keys add NAME}.
+
+The allow-list is re-read by a serving process when C{authorized/} changes
+(a file added, removed or rewritten; see
+L{ecs.zmq_transport._KeyAllowList}): C{ecs keys add} takes effect for new
+connections without a restart.  Connections already established stay up; a
+client refused earlier is retried by its own process with a new socket after
+a back-off (2 s doubling to 30 s), so it gets in at its next attempt.  A
+damaged file in C{authorized/} is a L{KeyFileError} naming it when serving
+starts; found at a reload, it is logged and the previous allow-list stays in
+force.
 """
 
 from __future__ import annotations
@@ -48,10 +58,33 @@ class CurveKeys:
     authorized_dir: Path
 
     def authorized_keys(self) -> frozenset[bytes]:
-        """The public keys currently allowed to connect (Z85 text)."""
+        """
+        The public keys currently allowed to connect (Z85 text).
+
+        @raise KeyFileError: naming the allow-list directory when it is
+            missing, or the first file in it that cannot be read or holds no
+            valid public key, so that one damaged file is found at once.
+        """
+        if not self.authorized_dir.is_dir():
+            raise KeyFileError(
+                f"no allow-list directory {self.authorized_dir}: run "
+                f"`ecs keys init --dir {self.authorized_dir.parent}`"
+            )
         keys = set()
         for path in sorted(self.authorized_dir.glob("*.key")):
-            public, _ = zmq.auth.load_certificate(path)
+            try:
+                public, _ = zmq.auth.load_certificate(path)
+            except (OSError, ValueError) as e:
+                raise KeyFileError(
+                    f"cannot read authorised CURVE key {path}: {e}; "
+                    "remove the file or replace it with a public key made by `ecs keys add`"
+                ) from None
+            if not _valid_key(public):
+                raise KeyFileError(
+                    f"cannot read authorised CURVE key {path}: the public key is not "
+                    "40 characters of Z85; remove the file or replace it with a public key "
+                    "made by `ecs keys add`"
+                )
             keys.add(public)
         return frozenset(keys)
 
@@ -89,7 +122,7 @@ def init_keys(directory: str | Path, force: bool = False) -> list[Path]:
         written.extend(_create_pair(directory, name))
     client_public = directory / f"{CLIENT}.key"
     allowed = directory / AUTHORIZED / f"{CLIENT}.key"
-    shutil.copyfile(client_public, allowed)
+    _authorise(client_public, allowed)
     written.append(allowed)
     return written
 
@@ -108,8 +141,19 @@ def add_client(directory: str | Path, name: str) -> tuple[Path, Path]:
     clients = directory / "clients"
     _secure_dir(clients)
     public, secret = _create_pair(clients, name)
-    shutil.copyfile(public, directory / AUTHORIZED / f"{name}.key")
+    _authorise(public, directory / AUTHORIZED / f"{name}.key")
     return public, secret
+
+
+def _authorise(public: Path, allowed: Path) -> None:
+    """
+    Copy a public key file into the allow-list atomically: a serving
+    process re-reads C{authorized/} when it changes, and must never see a
+    half-written file.
+    """
+    partial = allowed.with_name(f".{allowed.name}.partial")
+    shutil.copyfile(public, partial)
+    os.replace(partial, allowed)
 
 
 def _load_pair(directory: Path, name: str, need_secret: bool) -> tuple[bytes, bytes | None]:

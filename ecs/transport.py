@@ -40,6 +40,13 @@ from zope.interface import Attribute, Interface
 from ecs import protocol
 from ecs.protocol import Envelope, ProtocolError
 
+#: Error code of a request refused locally because the peer refused this
+#: client's security handshake (CURVE key not authorised, wrong server key,
+#: security settings that differ).  Defined here rather than in
+#: L{ecs.protocol} because it never travels on the wire: the client's
+#: transport makes it up from what its socket reports.
+UNAUTHORISED = "unauthorised"
+
 HandlerResult = Union[dict, "defer.Deferred[dict]", Awaitable[dict], None]
 Handler = Callable[["Request"], HandlerResult]
 
@@ -452,13 +459,24 @@ class Correlator:
 
     C{send(frame)} puts one frame on the wire, or raises L{WouldBlock} when
     the peer is not connected or its queue is full.  Such frames wait in an
-    ordered outbox and are retried every C{retry_interval} until their
-    deadline; a request then fails with C{timeout} naming the peer as
-    unreachable, a notification is logged as lost.  A full outbox fails new
-    messages at once with C{overloaded}: nothing is dropped silently.
+    ordered outbox and are retried until their deadline, first after 1 ms
+    and then after twice the previous wait, up to C{retry_interval} (a fresh
+    peer is usually connected within a few milliseconds, so the first request
+    need not wait a whole interval); the wait starts again at 1 ms after a
+    frame is taken.  A request then fails with C{timeout} naming the peer as
+    unreachable, a notification is logged as lost at its deadline.  A full
+    outbox fails new messages at once with C{overloaded}: nothing is dropped
+    silently.
+
+    The medium reports a refused security handshake with
+    L{handshake_refused}: pending requests fail at once with L{UNAUTHORISED}
+    and so do new ones, until L{handshake_succeeded}.
     """
 
     _log = Logger()
+
+    #: The first wait before retrying a refused frame, in seconds.
+    first_retry = 0.001
 
     def __init__(
         self,
@@ -479,6 +497,8 @@ class Correlator:
         self._max_size = max_size
         self._max_outbox = max_outbox
         self._retry_interval = retry_interval
+        self._next_retry = min(self.first_retry, retry_interval)
+        self._refusal: str | None = None
         self._prefix = new_epoch()
         self._counter = 0
         self._pending: dict[str, tuple[defer.Deferred[dict], IDelayedCall, str]] = {}
@@ -498,6 +518,11 @@ class Correlator:
         """How many messages wait to be sent (peer unreachable or busy)."""
         return len(self._outbox)
 
+    @property
+    def refusal(self) -> str | None:
+        """Why the peer refuses this client's handshake, or L{None}."""
+        return self._refusal
+
     def request(
         self,
         target: str,
@@ -509,6 +534,8 @@ class Correlator:
         """See L{IClient.request}."""
         if self._closed:
             return defer.fail(RequestError("closed", f"connection to {self.address} is closed"))
+        if self._refusal is not None:
+            return defer.fail(self._unauthorised(f"{type} to {target}"))
         self._counter += 1
         request_id = f"{self._prefix}-{self._counter}"
         envelope = protocol.request(type, sender or self.sender, target, request_id, body)
@@ -542,6 +569,8 @@ class Correlator:
         """
         if self._closed:
             raise RequestError("closed", f"connection to {self.address} is closed")
+        if self._refusal is not None:
+            raise self._unauthorised(f"{type} to {target}")
         frame = self._encode(protocol.notify(type, sender or self.sender, target, body))
         what = f"{type} to {target}"
         if len(self._outbox) >= self._max_outbox:
@@ -591,16 +620,64 @@ class Correlator:
                 self._send(frame)
             except WouldBlock:
                 if self._retry is None or not self._retry.active():
-                    self._retry = self._clock.callLater(self._retry_interval, self._flush)
+                    delay = self._next_retry
+                    self._next_retry = min(delay * 2, self._retry_interval)
+                    if request_id is None:
+                        # Come back at the notification's deadline at the
+                        # latest, so that its loss is reported on time.
+                        delay = min(delay, expiry - now)
+                    self._retry = self._clock.callLater(delay, self._flush)
                 return
             except Exception as e:
                 self._outbox.popleft()
                 self._fail_send(request_id, what, e)
                 continue
             self._outbox.popleft()
+            self._next_retry = min(self.first_retry, self._retry_interval)
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
+
+    def _unauthorised(self, what: str) -> RequestError:
+        """The error for C{what} while the peer refuses us."""
+        return RequestError(UNAUTHORISED, f"{what}: {self._refusal}")
+
+    def handshake_refused(self, reason: str) -> None:
+        """
+        The peer refused this client's security handshake, for C{reason}
+        (which names the endpoint and the likely cause).
+
+        Every pending request fails now with L{UNAUTHORISED}, queued
+        notifications are counted as lost (and logged), and new messages are
+        refused at once until L{handshake_succeeded}: a client that cannot
+        get in learns why at once instead of timing out as "unreachable".
+        """
+        if self._closed:
+            return
+        self._refusal = reason
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._next_retry = min(self.first_retry, self._retry_interval)
+        unsent = sum(1 for item in self._outbox if item[1] is None)
+        self._outbox.clear()
+        if unsent:
+            self.lost_notifications += unsent
+            self._log.error(
+                "client {address}: {count} notification(s) lost: {reason}",
+                address=self.address,
+                count=unsent,
+                reason=reason,
+            )
+        pending, self._pending = self._pending, {}
+        for d, timer, what in pending.values():
+            if timer.active():
+                timer.cancel()
+            d.errback(self._unauthorised(what))
+
+    def handshake_succeeded(self) -> None:
+        """The peer accepted a handshake: messages are sent again."""
+        self._refusal = None
 
     def _fail_send(self, request_id: str | None, what: str, error: Exception) -> None:
         reason = f"cannot send {what} to {self.address}: {error}"

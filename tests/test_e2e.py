@@ -113,7 +113,7 @@ class DetectorProcessTests(TestCase):
         self.assertEqual(seqs, sorted(seqs))
 
     async def test_unknown_key_gets_nothing_through(self) -> None:
-        """A client whose key is not authorised gets no request to the running detector."""
+        """A client whose key is not authorised gets no request through: refused at once, nothing done."""
         await self._setup()
         other = self.tmp / "other-keys"
         init_keys(other)
@@ -133,7 +133,7 @@ class DetectorProcessTests(TestCase):
         self.addCleanup(stranger.close)
         with self.assertRaises(RequestError) as refused:
             await stranger.connect(self.address).request("STS", "inject", {"what": "error"}, timeout=1.5)
-        self.assertEqual(refused.exception.code, "timeout")
+        self.assertEqual(refused.exception.code, "unauthorised")
         status = await self.command("status")
         self.assertEqual(status["state"], "Unconfigured")
 

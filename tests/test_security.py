@@ -151,6 +151,12 @@ class AddClientTests(SynchronousTestCase):
             self.assertEqual(path.suffix, ".key", path)
             self.assertNotIn(b"secret-key", path.read_bytes())
 
+    def test_no_partial_files_left(self) -> None:
+        """Keys are placed in authorized/ whole (written aside, then renamed): no temporary file stays."""
+        add_client(self.dir, "op4")
+        names = sorted(p.name for p in (self.dir / "authorized").iterdir())
+        self.assertEqual(names, ["client.key", "op4.key"])
+
     def test_bad_names_refused(self) -> None:
         """Names that could escape the directory or are empty are refused."""
         for name in ("", "../evil", "a/b", "sp ace"):
@@ -251,3 +257,52 @@ class LoadKeysTests(SynchronousTestCase):
         )
         error = self.assertRaises(KeyFileError, load_keys, self.dir)
         self.assertIn(str(self.dir / "server.key_secret"), str(error))
+
+
+class AuthorizedKeysTests(SynchronousTestCase):
+    """L{CurveKeys.authorized_keys} reads the allow-list or names what is wrong with it."""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp())
+        init_keys(self.dir)
+        self.keys = load_keys(self.dir)
+        self.authorized = self.dir / "authorized"
+
+    def test_binary_garbage(self) -> None:
+        """A file that is not a certificate is a KeyFileError naming it."""
+        broken = self.authorized / "broken.key"
+        broken.write_bytes(b"\x00\xffnot a certificate\n")
+        error = self.assertRaises(KeyFileError, self.keys.authorized_keys)
+        self.assertIn(str(broken), str(error))
+        self.assertIn("ecs keys add", str(error))
+
+    def test_malformed_key(self) -> None:
+        """A public key that is not 40 characters of Z85 is a KeyFileError naming the file."""
+        for text in ("tooshort", "", "~" * 40):
+            broken = self.authorized / "short.key"
+            broken.write_text(f'metadata\ncurve\n    public-key = "{text}"\n')
+            error = self.assertRaises(KeyFileError, self.keys.authorized_keys)
+            self.assertIn(str(broken), str(error))
+            self.assertIn("Z85", str(error))
+
+    def test_unreadable_entry(self) -> None:
+        """An entry that cannot be read (here a directory named *.key) is a KeyFileError naming it."""
+        odd = self.authorized / "odd.key"
+        odd.mkdir()
+        error = self.assertRaises(KeyFileError, self.keys.authorized_keys)
+        self.assertIn(str(odd), str(error))
+
+    def test_missing_directory(self) -> None:
+        """A missing allow-list directory is a KeyFileError naming it and the init command."""
+        for path in self.authorized.iterdir():
+            path.unlink()
+        self.authorized.rmdir()
+        error = self.assertRaises(KeyFileError, self.keys.authorized_keys)
+        self.assertIn(str(self.authorized), str(error))
+        self.assertIn(f"ecs keys init --dir {self.dir}", str(error))
+
+    def test_other_files_ignored(self) -> None:
+        """Only *.key files count: secrets or notes next to them are not read."""
+        (self.authorized / "README").write_bytes(b"\x00 not a key")
+        (self.authorized / ".client.key.partial").write_bytes(b"half")
+        self.assertEqual(self.keys.authorized_keys(), frozenset({self.keys.client_public}))

@@ -36,6 +36,7 @@ from ecs.transport import (
     Request,
     RequestError,
     RequestTimeout,
+    UNAUTHORISED,
     WouldBlock,
 )
 
@@ -925,13 +926,25 @@ class CorrelatorTests(SynchronousTestCase):
         self.assertEqual(self.correlator.late_replies, 1)
         self.assertNoResult(d)
 
+    def next_retry_delay(self) -> float:
+        """The wait before the pending retry (the earliest delayed call)."""
+        retry = min(self.clock.getDelayedCalls(), key=lambda call: call.getTime())
+        return round(retry.getTime() - self.clock.seconds(), 9)
+
     def test_would_block_then_sent(self) -> None:
-        """A refused frame is retried every retry_interval until sent, then answered."""
+        """A refused frame is retried after 1 ms, then ever later up to retry_interval, until sent."""
         self.wire.blocked = True
         d = self.correlator.request("STS", "t", {})
         self.assertEqual((self.wire.frames, self.correlator.queued), ([], 1))
-        self.clock.advance(0.25)
+        delays = []
+        for _ in range(11):
+            delays.append(self.next_retry_delay())
+            self.clock.advance(delays[-1])
+        self.assertEqual(
+            delays, [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.25, 0.25, 0.25]
+        )
         self.assertEqual(self.wire.frames, [])
+        # Unblocked between two retries: sent at the next one, not before.
         self.wire.blocked = False
         self.clock.advance(0.2)
         self.assertEqual(self.wire.frames, [])
@@ -941,6 +954,33 @@ class CorrelatorTests(SynchronousTestCase):
         self.answer(self.wire.frames[0], {"ok": 1})
         self.assertEqual(self.successResultOf(d), {"ok": 1})
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_fresh_peer_first_request_quick(self) -> None:
+        """A request refused only until the peer connects goes out within a few ms, not a whole interval."""
+        self.correlator = self.make(retry_interval=0.02)
+        self.wire.blocked = True
+        self.correlator.request("STS", "t", {})
+        self.clock.advance(0.002)
+        self.wire.blocked = False  # connected after 2 ms
+        self.clock.advance(0.001)
+        self.assertEqual(self.wire.frames, [])
+        self.clock.advance(0.001)  # the third retry, at 1 + 2 + 4 ms
+        self.assertEqual(len(self.wire.frames), 1)
+        self.assertEqual(self.clock.seconds(), 0.004)
+
+    def test_retry_backoff_resets_after_send(self) -> None:
+        """After a frame is taken, the next refusal is retried after 1 ms again."""
+        self.wire.blocked = True
+        self.correlator.request("STS", "a", {})
+        for _ in range(10):
+            self.clock.advance(self.next_retry_delay())
+        self.assertEqual(self.next_retry_delay(), 0.25)
+        self.wire.blocked = False
+        self.clock.advance(0.25)
+        self.assertEqual(len(self.wire.frames), 1)
+        self.wire.blocked = True
+        self.correlator.request("STS", "b", {})
+        self.assertEqual(self.next_retry_delay(), 0.001)
 
     def test_would_block_until_deadline(self) -> None:
         """A request never taken by the medium times out as unreachable, and retrying stops."""
@@ -1037,6 +1077,56 @@ class CorrelatorTests(SynchronousTestCase):
         with self.assertRaises(RequestError) as cm:
             self.correlator.notify("STS", "d", {})
         self.assertEqual(cm.exception.code, "closed")
+
+    def test_handshake_refused_fails_pending(self) -> None:
+        """A refused handshake fails sent and queued requests at once with unauthorised."""
+        sent = self.correlator.request("STS", "a", {})
+        self.wire.blocked = True
+        queued = self.correlator.request("STS", "b", {})
+        self.correlator.notify("STS", "c", {})
+        reason = "CURVE authentication refused by tcp://peer:1: is the key in authorized/?"
+        self.correlator.handshake_refused(reason)
+        for d, what in ((sent, "a to STS"), (queued, "b to STS")):
+            e = self.failureResultOf(d, RequestError).value
+            self.assertNotIsInstance(e, RequestTimeout)
+            self.assertEqual(e.code, UNAUTHORISED)
+            self.assertEqual(e.reason, f"{what}: {reason}")
+        self.assertEqual((self.correlator.pending, self.correlator.queued), (0, 0))
+        self.assertEqual(self.correlator.refusal, reason)
+        # The queued notification is lost, counted and logged with the reason.
+        self.assertEqual(self.correlator.lost_notifications, 1)
+        errors = self.logs.texts(LogLevel.error)
+        self.assertEqual(len(errors), 1)
+        self.assertIn(reason, errors[0])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_refused_new_messages_fail_at_once(self) -> None:
+        """While refused, new requests fail and notifications raise unauthorised, without sending."""
+        self.correlator.handshake_refused("refused by tcp://peer:1")
+        d = self.correlator.request("STS", "a", {})
+        e = self.failureResultOf(d, RequestError).value
+        self.assertEqual((e.code, e.reason), (UNAUTHORISED, "a to STS: refused by tcp://peer:1"))
+        with self.assertRaises(RequestError) as cm:
+            self.correlator.notify("STS", "n", {})
+        self.assertEqual(cm.exception.code, UNAUTHORISED)
+        self.assertEqual(self.wire.frames, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_handshake_succeeded_recovers(self) -> None:
+        """After a successful handshake requests go out and are answered again."""
+        self.correlator.handshake_refused("refused")
+        self.correlator.handshake_succeeded()
+        self.assertIsNone(self.correlator.refusal)
+        d = self.correlator.request("STS", "a", {})
+        self.answer(self.wire.frames[0], {"back": True})
+        self.assertEqual(self.successResultOf(d), {"back": True})
+
+    def test_refused_after_close_ignored(self) -> None:
+        """A refusal reported after close() changes nothing: new requests still fail as closed."""
+        self.correlator.close()
+        self.correlator.handshake_refused("refused")
+        d = self.correlator.request("STS", "a", {})
+        self.assertEqual(self.failureResultOf(d, RequestError).value.code, "closed")
 
     def test_cancel(self) -> None:
         """Cancelling a request Deferred forgets it: no timer, and its reply counts as late."""

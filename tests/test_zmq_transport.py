@@ -17,14 +17,19 @@ in flight, several agents behind one endpoint, the transport's error codes,
 handler failures, unreachable peers, late replies, malformed frames from a
 raw pyzmq DEALER, PUB/SUB prefix filtering, the clone L{Mirror} over real
 sockets, and CURVE refusing unknown keys (requests and subscriptions) and
-mismatched security settings.
+mismatched security settings: a refused client fails with C{unauthorised}
+at once and says why, and gets in without a restart once its key is added
+to C{authorized/} (the allow-list reload is also tested without sockets).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -32,15 +37,16 @@ import attrs
 import zmq
 import zmq.auth
 from twisted.internet import defer, reactor, task
-from twisted.trial.unittest import TestCase
+from twisted.logger import LogLevel, Logger, formatEvent
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zmq.utils.monitor import recv_monitor_message
 
 from ecs import protocol
 from ecs.protocol import Envelope
 from ecs.pubsub import TICK_TOPIC, Mirror, StateStore
-from ecs.security import CurveKeys, add_client, init_keys, load_keys
-from ecs.transport import Request, RequestError, RequestTimeout
-from ecs.zmq_transport import ZmqNode
+from ecs.security import CurveKeys, KeyFileError, add_client, init_keys, load_keys
+from ecs.transport import UNAUTHORISED, Request, RequestError, RequestTimeout
+from ecs.zmq_transport import ZmqNode, _ConnectingSocket, _KeyAllowList
 
 LOCAL = "tcp://127.0.0.1:*"
 POLL = 0.01
@@ -95,6 +101,11 @@ def free_address() -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
+def write_public_key(path: Path, public: bytes) -> None:
+    """Write C{public} as a ZeroMQ certificate file (what C{authorized/} holds), in place."""
+    path.write_text(f'metadata\ncurve\n    public-key = "{public.decode()}"\n')
+
+
 class Calls:
     """A handler that counts its calls and answers with what it was sent."""
 
@@ -113,8 +124,28 @@ class Calls:
         return {"echo": request.body, "by": request.target}
 
 
+class Logs:
+    """What some classes log, collected by giving them a L{Logger} of our own."""
+
+    def __init__(self, case: SynchronousTestCase, *classes: type) -> None:
+        self.events: list[dict[str, Any]] = []
+        for cls in classes:
+            case.patch(cls, "_log", Logger(namespace=cls.__name__, observer=self.events.append))
+
+    def texts(self, level: LogLevel) -> list[str]:
+        """The formatted messages of C{level}."""
+        return [formatEvent(e) for e in self.events if e["log_level"] == level]
+
+
+
 class Monitor:
-    """The events of one ZeroMQ socket's monitor, read without blocking."""
+    """
+    The events of one ZeroMQ socket's monitor, read without blocking.
+
+    Only for sockets the transport does not monitor itself (bound ones,
+    connecting ones without CURVE, raw ones): pyzmq allows one monitor per
+    socket.
+    """
 
     HANDSHAKE_FAILED = (
         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -178,6 +209,21 @@ class ZmqTestCase(TestCase):
     def keys(self) -> CurveKeys:
         """Fresh CURVE keys (server, client and allow-list)."""
         return load_keys(self.keys_dir())
+
+    def key_pair_file(self, name: str) -> tuple[Path, bytes, bytes]:
+        """A fresh client pair written outside any allow-list: (public file, public, secret)."""
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        public_path, secret_path = zmq.auth.create_certificates(directory, name)
+        public, secret = zmq.auth.load_certificate(secret_path)
+        assert secret is not None
+        return Path(public_path), public, secret
+
+    def authorise(self, keys: CurveKeys, public_path: Path) -> None:
+        """Copy a public key file into C{keys}' allow-list, atomically (as C{ecs keys add})."""
+        partial = keys.authorized_dir / f".{public_path.name}.partial"
+        shutil.copyfile(public_path, partial)
+        os.replace(partial, keys.authorized_dir / public_path.name)
 
     def unknown_client_keys(self, keys: CurveKeys) -> CurveKeys:
         """C{keys} with a freshly generated client pair that is not authorised."""
@@ -770,19 +816,34 @@ class CurveTests(ZmqTestCase):
 
     @async_test
     async def test_unknown_client_key_refused(self) -> None:
-        """A client with a fresh, unauthorised key pair gets no request through."""
+        """A client with an unauthorised key gets unauthorised at once (not a timeout) and one error log."""
+        logs = Logs(self, _ConnectingSocket)
         keys = self.keys()
         echo = Calls()
         server_node = self.node("srv", keys)
         server = self.serve(server_node, {"A": {"echo": echo}})
 
         rogue = self.node("rogue", self.unknown_client_keys(keys)).connect(server.address)
-        d = rogue.request("A", "echo", {"x": 1}, timeout=0.5)
-        error = await self.assertFailure(d, RequestTimeout)
-        self.assertIn("unreachable", error.reason)
+        started = reactor.seconds()
+        d = rogue.request("A", "echo", {"x": 1}, timeout=5.0)
+        error = await self.assertFailure(d, RequestError)
+        self.assertNotIsInstance(error, RequestTimeout)
+        self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertEqual(error.code, UNAUTHORISED)
+        self.assertIn(f"CURVE authentication refused by {server.address}", error.reason)
+        self.assertIn("authorized/", error.reason)
+        errors = logs.texts(LogLevel.error)
+        self.assertEqual(len(errors), 1)
+        self.assertIn(f"CURVE authentication refused by {server.address}", errors[0])
+        self.assertIn("public key in the server's authorized/ directory", errors[0])
+        self.assertIn("rogue", errors[0])
         self.assertEqual(echo.count, 0)
         assert server_node.allow_list is not None
         self.assertGreaterEqual(server_node.allow_list.refused, 1)
+
+        # New requests fail at once, without waiting for any deadline.
+        later = rogue.request("A", "echo", {"x": 2}, timeout=5.0)
+        self.assertEqual(self.failureResultOf(later, RequestError).value.code, UNAUTHORISED)
 
         friend = self.node("friend", keys).connect(server.address)
         self.assertEqual(await friend.request("A", "echo", {"x": 2}), {"echo": {"x": 2}, "by": "A"})
@@ -790,11 +851,118 @@ class CurveTests(ZmqTestCase):
         self.assertEqual([r.sender for r in echo.requests], ["friend"])
         self.assertEqual(server.dispatcher.received, 1)
 
-        # A notification from the rogue never leaves its outbox either.
-        rogue.notify("A", "echo", {"x": 3})
+        # A notification from the rogue is refused loudly, not queued.
+        with self.assertRaises(RequestError) as cm:
+            rogue.notify("A", "echo", {"x": 3})
+        self.assertEqual(cm.exception.code, UNAUTHORISED)
+        self.assertEqual(rogue.correlator.queued, 0)
         self.assertEqual(await friend.request("A", "echo", {"x": 4}), {"echo": {"x": 4}, "by": "A"})
         self.assertEqual([r.body["x"] for r in echo.requests], [2, 4])
-        self.assertEqual(rogue.correlator.queued, 1)
+
+    @async_test
+    async def test_refused_client_recovers_when_key_added(self) -> None:
+        """A refused client gets in once its key is added to the allow-list, without a restart."""
+        logs = Logs(self, _ConnectingSocket)
+        keys = self.keys()
+        echo = Calls()
+        server_node = self.node("srv", keys)
+        server = self.serve(server_node, {"A": {"echo": echo}})
+        public_path, public, secret = self.key_pair_file("late")
+        late_keys = attrs.evolve(keys, server_secret=None, client_public=public, client_secret=secret)
+        late_node = self.node("late", late_keys, refused_retry_delay=0.05, refused_retry_max=0.2)
+        client = late_node.connect(server.address)
+
+        error = await self.assertFailure(client.request("A", "echo", {}, timeout=5.0), RequestError)
+        self.assertEqual(error.code, UNAUTHORISED)
+        self.assertIsNotNone(client.correlator.refusal)
+
+        self.authorise(keys, public_path)
+        await wait_until(lambda: client.correlator.refusal is None, "the client to get in")
+        self.assertEqual(await client.request("A", "echo", {"n": 1}), {"echo": {"n": 1}, "by": "A"})
+        self.assertIs(late_node.connect(server.address), client)
+        self.assertGreaterEqual(client.link.reopened, 1)
+        self.assertEqual([r.sender for r in echo.requests], ["late"])
+        assert server_node.allow_list is not None
+        self.assertGreaterEqual(server_node.allow_list.loads, 2)
+        self.assertEqual(len(logs.texts(LogLevel.error)), 1)
+        recovered = logs.texts(LogLevel.info)
+        self.assertEqual(len(recovered), 1)
+        self.assertIn(f"CURVE handshake with {server.address} succeeded", recovered[0])
+
+    @async_test
+    async def test_refused_subscriber_recovers_when_key_added(self) -> None:
+        """A refused SUB logs the cause once and receives events once its key is authorised."""
+        logs = Logs(self, _ConnectingSocket)
+        keys = self.keys()
+        publisher = self.node("pub", keys).publish(LOCAL)
+        public_path, public, secret = self.key_pair_file("viewer")
+        viewer_keys = attrs.evolve(
+            keys, server_secret=None, client_public=public, client_secret=secret
+        )
+        got: list[Envelope] = []
+        subscriber = self.node(
+            "viewer", viewer_keys, refused_retry_delay=0.05, refused_retry_max=0.2
+        ).subscribe(publisher.address, ["state/"], got.append)
+
+        await wait_until(lambda: subscriber.link.refusal is not None, "the refusal")
+        errors = logs.texts(LogLevel.error)
+        self.assertEqual(len(errors), 1)
+        self.assertIn(f"CURVE authentication refused by {publisher.address}", errors[0])
+
+        self.authorise(keys, public_path)
+        await wait_until(
+            lambda: any(e.topic == "state/x" for e in got),
+            "events at the subscriber",
+            between=lambda: publisher.publish("state/x", "state", {}),
+        )
+        self.assertIsNone(subscriber.link.refusal)
+        self.assertGreaterEqual(subscriber.link.reopened, 1)
+        self.assertEqual(len(logs.texts(LogLevel.error)), 1)
+
+    @async_test
+    async def test_refused_retry_backs_off(self) -> None:
+        """While refusals go on, new sockets are made after doubling waits up to the maximum, logged once."""
+        logs = Logs(self, _ConnectingSocket)
+        keys = self.keys()
+        server = self.serve(self.node("srv", keys), {"A": {"echo": Calls()}})
+        rogue_node = self.node(
+            "rogue", self.unknown_client_keys(keys), refused_retry_delay=0.02, refused_retry_max=0.08
+        )
+        rogue = rogue_node.connect(server.address)
+        await wait_until(lambda: rogue.link.reopened >= 4, "four new sockets")
+        waits = [e["delay"] for e in logs.events if e["log_level"] == LogLevel.debug]
+        self.assertEqual(waits[:4], [0.02, 0.04, 0.08, 0.08])
+        self.assertEqual(len(logs.texts(LogLevel.error)), 1)
+        self.assertIsNotNone(rogue.correlator.refusal)
+
+    @async_test
+    async def test_close_while_refused(self) -> None:
+        """Closing a refused client (even from its failed request's errback) leaves no timer or socket."""
+        keys = self.keys()
+        server = self.serve(self.node("srv", keys), {"A": {"echo": Calls()}})
+        rogue_node = self.node("rogue", self.unknown_client_keys(keys))
+        rogue = rogue_node.connect(server.address)
+        d = rogue.request("A", "echo", {})
+        closed: list[None] = []
+        d.addErrback(lambda failure: rogue_node.close().addCallback(closed.append))
+        await wait_until(lambda: bool(closed), "the close")
+        self.assertIsNone(rogue.link._reopen)
+        self.assertIsNone(rogue.link._monitor)
+        self.assertIsNone(rogue.connection.socket)
+        self.assertIsNone(rogue_node.factory.context)
+        self.assertNotIn(
+            "_replace", [getattr(c.func, "__name__", "") for c in reactor.getDelayedCalls()]
+        )
+
+    @async_test
+    async def test_damaged_allow_list_file_at_serve(self) -> None:
+        """Serving with a damaged file in authorized/ is a KeyFileError naming it."""
+        keys = self.keys()
+        broken = keys.authorized_dir / "broken.key"
+        broken.write_bytes(b"\x00\xffnot a key\n")
+        node = self.node("srv", keys)
+        error = self.assertRaises(KeyFileError, node.serve, LOCAL)
+        self.assertIn(str(broken), str(error))
 
     @async_test
     async def test_added_client_accepted(self) -> None:
@@ -814,7 +982,7 @@ class CurveTests(ZmqTestCase):
 
     @async_test
     async def test_wrong_server_key_refused(self) -> None:
-        """A client expecting another server's key gets nothing through (no impostor server)."""
+        """A client expecting another server's key gets nothing through and is told to check the key."""
         keys = self.keys()
         other = self.keys()
         echo = Calls()
@@ -822,7 +990,10 @@ class CurveTests(ZmqTestCase):
         # Authorised client key, but it expects the other installation's server key.
         confused = attrs.evolve(keys, server_public=other.server_public, server_secret=None)
         client = self.node("cli", confused).connect(server.address)
-        await self.assertFailure(client.request("A", "echo", {}, timeout=0.4), RequestTimeout)
+        error = await self.assertFailure(client.request("A", "echo", {}, timeout=5.0), RequestError)
+        self.assertEqual(error.code, UNAUTHORISED)
+        self.assertIn(f"CURVE handshake with {server.address} failed", error.reason)
+        self.assertIn("is the server key right", error.reason)
         self.assertEqual(echo.count, 0)
 
     @async_test
@@ -840,14 +1011,14 @@ class CurveTests(ZmqTestCase):
 
         assert pub_node.allow_list is not None
         allow_list = pub_node.allow_list
-        bad_monitor = self.monitor(bad_sub.connection.socket)
         # Publish until the rogue has been refused by the authenticator (its
-        # SUB socket reports the failed handshake) ...
+        # SUB socket's monitor reports the failed handshake) ...
         await wait_until(
-            lambda: allow_list.refused >= 1 and bad_monitor.seen(zmq.EVENT_HANDSHAKE_FAILED_AUTH),
+            lambda: allow_list.refused >= 1 and bad_sub.link.refusal is not None,
             "the rogue's refusal",
             between=lambda: publisher.publish("state/x", "state", {}),
         )
+        self.assertIn("CURVE authentication refused", bad_sub.link.refusal or "")
         # ... and the authorised subscriber has received events published since.
         mark = publisher.publish("state/mark", "marker", {})
         await wait_until(
@@ -857,17 +1028,20 @@ class CurveTests(ZmqTestCase):
         )
         self.assertGreater(len(good), 1)
         self.assertEqual(bad, [])
-        self.assertFalse(bad_monitor.handshake_succeeded())
+        self.assertEqual(bad_sub.link.handshakes, 0)
 
     @async_test
     async def test_none_server_curve_client(self) -> None:
-        """A CURVE client gets nothing from a security-none server."""
+        """A CURVE client gets nothing from a security-none server and is told why."""
         echo = Calls()
         server = self.serve(self.node("srv"), {"A": {"echo": echo}})
         client = self.node("cli", self.keys()).connect(server.address)
-        d = client.request("A", "echo", {}, timeout=0.4)
-        error = await self.assertFailure(d, RequestTimeout)
-        self.assertEqual(error.code, protocol.TIMEOUT)
+        d = client.request("A", "echo", {}, timeout=5.0)
+        error = await self.assertFailure(d, RequestError)
+        self.assertEqual(error.code, UNAUTHORISED)
+        # The server drops the handshake, or the client reads its greeting
+        # first and sees the mechanism differ: either way the advice is given.
+        self.assertIn("`security: curve`", error.reason)
         self.assertEqual(echo.count, 0)
         self.assertEqual(server.dispatcher.received, 0)
 
@@ -886,32 +1060,35 @@ class CurveTests(ZmqTestCase):
         """A plain SUB gets no events from a CURVE PUB; a CURVE SUB gets none from a plain PUB."""
         keys = self.keys()
         curve_pub = self.node("cpub", keys).publish(LOCAL)
+        # Watched before anyone connects, so that no handshake is missed: the
+        # transport monitors only its connecting sockets (and only with CURVE).
+        pub_monitor = self.monitor(curve_pub.connection.socket)
         plain_pub = self.node("ppub").publish(LOCAL)
         plain_got: list[Envelope] = []
         curve_got: list[Envelope] = []
         good: list[Envelope] = []
-        plain_sub = self.node("psub").subscribe(curve_pub.address, [""], plain_got.append)
+        self.node("psub").subscribe(curve_pub.address, [""], plain_got.append)
         curve_sub = self.node("csub", keys).subscribe(plain_pub.address, [""], curve_got.append)
         self.node("good", keys).subscribe(curve_pub.address, [""], good.append)
-        monitors = [
-            self.monitor(plain_sub.connection.socket),
-            self.monitor(curve_sub.connection.socket),
-        ]
 
         def publish_both() -> None:
             curve_pub.publish("t", "e", {})
             plain_pub.publish("t", "e", {})
 
-        # Both mismatched handshakes fail (seen on the SUB sockets' monitors)
-        # while the authorised subscriber of the same CURVE publisher is served.
+        # Both mismatched handshakes fail (the plain SUB's at the CURVE PUB,
+        # the CURVE SUB's at its own monitor) while the authorised subscriber
+        # of the same CURVE publisher is served.
         await wait_until(
-            lambda: all(m.handshake_failed() for m in monitors) and len(good) >= 5,
+            lambda: pub_monitor.handshake_failed()
+            and curve_sub.link.refusal is not None
+            and len(good) >= 5,
             "both handshakes to fail and the good subscriber to get events",
             between=publish_both,
         )
         self.assertEqual(plain_got, [])
         self.assertEqual(curve_got, [])
-        self.assertFalse(any(m.handshake_succeeded() for m in monitors))
+        self.assertEqual(curve_sub.link.handshakes, 0)
+        self.assertIn("`security: curve`", curve_sub.link.refusal or "")
 
     def test_serving_curve_needs_server_secret(self) -> None:
         """A node with client-only keys cannot serve (no server secret)."""
@@ -919,3 +1096,143 @@ class CurveTests(ZmqTestCase):
         node = self.node("cli", keys)
         error = self.assertRaises(ValueError, node.serve, LOCAL)
         self.assertIn("server secret", str(error))
+
+
+class KeyAllowListTests(SynchronousTestCase):
+    """
+    The ZAP allow-list re-reads C{authorized/} when it changes, keeps the
+    previous keys when a reload fails, and logs what it did.  No sockets:
+    the callback is called as the authenticator thread would.
+    """
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()) / "keys"
+        init_keys(self.dir)
+        self.keys = load_keys(self.dir)
+        self.logs = Logs(self, _KeyAllowList)
+        self.original = self.keys.client_public
+
+    def age(self, seconds: float = 60.0) -> None:
+        """Make every file time in authorized/ C{seconds} old (no recent change)."""
+        past = time.time_ns() - int(seconds * 1e9)
+        for path in [*self.keys.authorized_dir.iterdir(), self.keys.authorized_dir]:
+            os.utime(path, ns=(past, past))
+
+    def allow_list(self) -> _KeyAllowList:
+        """A list loaded now; its log calls run at once (no reactor thread)."""
+        return _KeyAllowList(self.keys)
+
+    def new_key(self, name: str) -> bytes:
+        """Authorise a fresh client C{name} with add_client; its public key."""
+        public_path, _ = add_client(self.dir, name)
+        return zmq.auth.load_certificate(public_path)[0]
+
+    def test_added_key_accepted_without_restart(self) -> None:
+        """A key added by add_client after the load is accepted at the next handshake."""
+        self.age()
+        allow = self.allow_list()
+        self.assertTrue(allow.callback("*", self.original))
+        new = self.new_key("operator")
+        self.assertTrue(allow.callback("*", new))
+        self.assertEqual(allow.loads, 2)
+        self.assertEqual(allow.refused, 0)
+        infos = self.logs.texts(LogLevel.info)
+        self.assertEqual(len(infos), 1)
+        self.assertIn("2 key(s), 1 added, 0 removed", infos[0])
+
+    def test_unchanged_directory_not_reread(self) -> None:
+        """Without a change, handshakes only stat the directory: nothing is re-read."""
+        self.age()
+        allow = self.allow_list()
+        for _ in range(5):
+            self.assertTrue(allow.callback("*", self.original))
+        self.assertEqual(allow.loads, 1)
+
+    def test_recent_change_reread_until_settled(self) -> None:
+        """A load right after a change is re-done (file times may be coarse), then no more."""
+        allow = self.allow_list()  # init_keys has just written the directory
+        allow.callback("*", self.original)
+        allow.callback("*", self.original)
+        self.assertEqual(allow.loads, 3)
+        self.age()
+        allow.callback("*", self.original)  # one more load sees settled times ...
+        allow.callback("*", self.original)  # ... and then nothing is re-read
+        allow.callback("*", self.original)
+        self.assertEqual(allow.loads, 4)
+
+    def test_removed_key_refused(self) -> None:
+        """A key whose file is removed is refused at its next handshake, and the refusal logged once."""
+        self.age()
+        allow = self.allow_list()
+        (self.keys.authorized_dir / "client.key").unlink()
+        self.assertFalse(allow.callback("*", self.original))
+        self.assertFalse(allow.callback("*", self.original))
+        self.assertEqual(allow.refused, 2)
+        warnings = self.logs.texts(LogLevel.warn)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn(self.original.decode(), warnings[0])
+        self.assertIn(str(self.keys.authorized_dir), warnings[0])
+
+    def test_file_rewritten_in_place(self) -> None:
+        """A key file rewritten in place (the directory's own time unchanged) is re-read."""
+        self.age()
+        allow = self.allow_list()
+        public, _ = zmq.curve_keypair()
+        directory = self.keys.authorized_dir
+        before = os.stat(directory).st_mtime_ns
+        write_public_key(directory / "client.key", public)
+        os.utime(directory, ns=(before, before))
+        self.assertTrue(allow.callback("*", public))
+        self.assertFalse(allow.callback("*", self.original))
+
+    def test_damaged_file_keeps_previous_keys(self) -> None:
+        """A damaged new file is logged once, naming it; the previous keys stay until it is fixed."""
+        self.age()
+        allow = self.allow_list()
+        broken = self.keys.authorized_dir / "broken.key"
+        broken.write_bytes(b"\x00\xffnot a key\n")
+        public, _ = zmq.curve_keypair()
+        for _ in range(3):
+            self.assertTrue(allow.callback("*", self.original))
+            self.assertFalse(allow.callback("*", public))
+        errors = self.logs.texts(LogLevel.error)
+        self.assertEqual(len(errors), 1)
+        self.assertIn(str(broken), errors[0])
+        self.assertIn("previous 1 key(s) stay authorised", errors[0])
+        self.assertEqual(allow.loads, 1)
+
+        write_public_key(broken, public)
+        self.assertTrue(allow.callback("*", public))
+        self.assertEqual(allow.loads, 2)
+        self.assertEqual(len(self.logs.texts(LogLevel.error)), 1)
+
+    def test_missing_directory_keeps_previous_keys(self) -> None:
+        """An allow-list directory that vanished is logged; the previous keys stay."""
+        self.age()
+        allow = self.allow_list()
+        self.keys.authorized_dir.rename(self.dir / "gone")
+        self.assertTrue(allow.callback("*", self.original))
+        self.assertTrue(allow.callback("*", self.original))
+        errors = self.logs.texts(LogLevel.error)
+        self.assertEqual(len(errors), 1)
+        self.assertIn(str(self.keys.authorized_dir), errors[0])
+
+    def test_damaged_file_at_start(self) -> None:
+        """A damaged file when the list is first loaded is a KeyFileError naming it."""
+        broken = self.keys.authorized_dir / "broken.key"
+        broken.write_text('curve\n    public-key = "tooshort"\n')
+        error = self.assertRaises(KeyFileError, self.allow_list)
+        self.assertIn(str(broken), str(error))
+
+    def test_logs_through_reactor_thread(self) -> None:
+        """Log calls made in the authenticator thread are handed to call_in_reactor, not run there."""
+        self.age()
+        handed: list[Any] = []
+        allow = _KeyAllowList(self.keys, lambda f, *a, **kw: handed.append((f, a, kw)))
+        public, _ = zmq.curve_keypair()
+        self.assertFalse(allow.callback("*", public))
+        self.assertEqual(len(handed), 1)
+        self.assertEqual(self.logs.events, [])
+        f, a, kw = handed[0]
+        f(*a, **kw)
+        self.assertEqual(len(self.logs.texts(LogLevel.warn)), 1)
