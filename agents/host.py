@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from agents.actions import make_action
 from agents.controller import COMMANDS, SystemController
@@ -33,6 +33,9 @@ from ecs.fsm import load_table
 from ecs.heartbeat import Heartbeat
 from ecs.registry import AgentInfo, IRegistry, RegistryError
 from ecs.transport import INode, IServer, Request, RequestError, new_epoch
+
+
+_LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 
 
 class PartitionLink:
@@ -253,9 +256,8 @@ class ControllerHost(service.Service):
         table = load_table(system_type.fsm_path)
 
         def log_line(level: str, text: str) -> None:
-            self._log.emit(
-                _LEVELS.get(level, _LEVELS["info"]), "{system}: {text}", system=system, text=text
-            )
+            log_level = LogLevel.levelWithName(level) if level in _LEVEL_NAMES else LogLevel.info
+            self._log.emit(log_level, "{system}: {text}", system=system, text=text)
 
         action = make_action(
             system_type.action.kind, system_type.action.params, system, self.reactor, log_line
@@ -396,12 +398,3 @@ class ControllerHost(service.Service):
                     self._log.warn("unregister {agent} failed: {error}", agent=agent_id, error=e)
         await self.node.close()
 
-
-from twisted.logger import LogLevel  # noqa: E402
-
-_LEVELS = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "warn": LogLevel.warn,
-    "error": LogLevel.error,
-}

@@ -69,6 +69,7 @@ class Walkthrough:
                 "--inventory", str(self.state_dir / "demo-inventory.yaml")]
         transport = self.reactor.spawnProcess(child, twistd, argv, env=dict(os.environ))
         self.children.append((child, transport))
+        print(f"started {name} (pid {transport.pid})")
         return ready
 
     def got_states(self, request: Any) -> None:
@@ -76,6 +77,9 @@ class Walkthrough:
             self.states[update["system"]] = update
             print(f"  {update['system']:>6} {update['state']:<18} tag={update['tag']}  "
                   f"seq={update['seq']} {update['comment']}")
+        self._check_waiters()
+
+    def _check_waiters(self) -> None:
         for waiter in list(self.waiters):
             systems, summary, d = waiter
             if all(self.states.get(s, {}).get("summary") == summary for s in systems):
@@ -85,7 +89,7 @@ class Walkthrough:
     def until(self, systems: tuple[str, ...], summary: str) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
         self.waiters.append((set(systems), summary, d))
-        self.got_states(type("R", (), {"body": {"updates": []}})())
+        self._check_waiters()
         return d
 
     async def stop(self) -> None:
