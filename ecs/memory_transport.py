@@ -27,9 +27,9 @@ from zope.interface import implementer
 
 from ecs import protocol
 from ecs.protocol import Envelope
+from ecs.correlator import Correlator
+from ecs.dispatcher import Dispatcher
 from ecs.transport import (
-    Correlator,
-    Dispatcher,
     Handler,
     IClient,
     INode,

@@ -17,7 +17,7 @@ tool) get their own pair with C{ecs keys add NAME}.
 
 The allow-list is re-read by a serving process when C{authorized/} changes
 (a file added, removed or rewritten; see
-L{ecs.zmq_transport._KeyAllowList}): C{ecs keys add} takes effect for new
+L{ecs.zmq_curve.KeyAllowList}): C{ecs keys add} takes effect for new
 connections without a restart.  Connections already established stay up; a
 client refused earlier is retried by its own process with a new socket after
 a back-off (2 s doubling to 30 s), so it gets in at its next attempt.  A

@@ -25,9 +25,9 @@ from ecs import protocol
 from ecs.memory_transport import MemoryNetwork, MemoryNode
 from ecs.protocol import Envelope
 from ecs.pubsub import SubscriberCore
+from ecs.correlator import Correlator
+from ecs.dispatcher import Dispatcher
 from ecs.transport import (
-    Correlator,
-    Dispatcher,
     IClient,
     INode,
     IPublisher,

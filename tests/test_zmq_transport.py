@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_zmq_transport -*-
 """
-Tests for L{ecs.zmq_transport}: real ZeroMQ sockets on 127.0.0.1, driven by
-the real reactor.
+Tests for L{ecs.zmq_transport} and L{ecs.zmq_curve}: real ZeroMQ sockets on
+127.0.0.1, driven by the real reactor.
 
 Every node binds C{tcp://127.0.0.1:*} and is closed in a cleanup.  There is
 no fixed sleep anywhere: tests wait on Deferreds, and where they must wait
@@ -46,7 +46,8 @@ from ecs.protocol import Envelope
 from ecs.pubsub import TICK_TOPIC, Mirror, StateStore
 from ecs.security import CurveKeys, KeyFileError, add_client, init_keys, load_keys
 from ecs.transport import UNAUTHORISED, Request, RequestError, RequestTimeout
-from ecs.zmq_transport import ZmqNode, _ConnectingSocket, _KeyAllowList
+from ecs.zmq_curve import ConnectingSocket, KeyAllowList
+from ecs.zmq_transport import ZmqNode
 
 LOCAL = "tcp://127.0.0.1:*"
 POLL = 0.01
@@ -817,7 +818,7 @@ class CurveTests(ZmqTestCase):
     @async_test
     async def test_unknown_client_key_refused(self) -> None:
         """A client with an unauthorised key gets unauthorised at once (not a timeout) and one error log."""
-        logs = Logs(self, _ConnectingSocket)
+        logs = Logs(self, ConnectingSocket)
         keys = self.keys()
         echo = Calls()
         server_node = self.node("srv", keys)
@@ -862,7 +863,7 @@ class CurveTests(ZmqTestCase):
     @async_test
     async def test_refused_client_recovers_when_key_added(self) -> None:
         """A refused client gets in once its key is added to the allow-list, without a restart."""
-        logs = Logs(self, _ConnectingSocket)
+        logs = Logs(self, ConnectingSocket)
         keys = self.keys()
         echo = Calls()
         server_node = self.node("srv", keys)
@@ -892,7 +893,7 @@ class CurveTests(ZmqTestCase):
     @async_test
     async def test_refused_subscriber_recovers_when_key_added(self) -> None:
         """A refused SUB logs the cause once and receives events once its key is authorised."""
-        logs = Logs(self, _ConnectingSocket)
+        logs = Logs(self, ConnectingSocket)
         keys = self.keys()
         publisher = self.node("pub", keys).publish(LOCAL)
         public_path, public, secret = self.key_pair_file("viewer")
@@ -922,7 +923,7 @@ class CurveTests(ZmqTestCase):
     @async_test
     async def test_refused_retry_backs_off(self) -> None:
         """While refusals go on, new sockets are made after doubling waits up to the maximum, logged once."""
-        logs = Logs(self, _ConnectingSocket)
+        logs = Logs(self, ConnectingSocket)
         keys = self.keys()
         server = self.serve(self.node("srv", keys), {"A": {"echo": Calls()}})
         rogue_node = self.node(
@@ -1109,7 +1110,7 @@ class KeyAllowListTests(SynchronousTestCase):
         self.dir = Path(self.mktemp()) / "keys"
         init_keys(self.dir)
         self.keys = load_keys(self.dir)
-        self.logs = Logs(self, _KeyAllowList)
+        self.logs = Logs(self, KeyAllowList)
         self.original = self.keys.client_public
 
     def age(self, seconds: float = 60.0) -> None:
@@ -1118,9 +1119,9 @@ class KeyAllowListTests(SynchronousTestCase):
         for path in [*self.keys.authorized_dir.iterdir(), self.keys.authorized_dir]:
             os.utime(path, ns=(past, past))
 
-    def allow_list(self) -> _KeyAllowList:
+    def allow_list(self) -> KeyAllowList:
         """A list loaded now; its log calls run at once (no reactor thread)."""
-        return _KeyAllowList(self.keys)
+        return KeyAllowList(self.keys)
 
     def new_key(self, name: str) -> bytes:
         """Authorise a fresh client C{name} with add_client; its public key."""
@@ -1228,7 +1229,7 @@ class KeyAllowListTests(SynchronousTestCase):
         """Log calls made in the authenticator thread are handed to call_in_reactor, not run there."""
         self.age()
         handed: list[Any] = []
-        allow = _KeyAllowList(self.keys, lambda f, *a, **kw: handed.append((f, a, kw)))
+        allow = KeyAllowList(self.keys, lambda f, *a, **kw: handed.append((f, a, kw)))
         public, _ = zmq.curve_keypair()
         self.assertFalse(allow.callback("*", public))
         self.assertEqual(len(handed), 1)
