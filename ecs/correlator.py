@@ -341,3 +341,27 @@ class Correlator:
             d.errback(
                 RequestError("closed", f"connection to {self.address} closed before reply to {what}")
             )
+
+
+class CorrelatedClient:
+    """
+    The request side of an L{ecs.transport.IClient} whose messages go
+    through C{self.correlator}; each medium's client provides the rest.
+    """
+
+    correlator: Correlator
+
+    def request(
+        self,
+        target: str,
+        type: str,
+        body: dict,
+        timeout: float | None = None,
+        sender: str | None = None,
+    ) -> defer.Deferred[dict]:
+        """See L{ecs.transport.IClient.request}."""
+        return self.correlator.request(target, type, body, timeout, sender)
+
+    def notify(self, target: str, type: str, body: dict, sender: str | None = None) -> None:
+        """See L{ecs.transport.IClient.notify}."""
+        self.correlator.notify(target, type, body, sender)

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from ecs import protocol
 from ecs.protocol import Envelope
-from ecs.correlator import Correlator
+from ecs.correlator import CorrelatedClient, Correlator
 from ecs.dispatcher import Dispatcher
 from ecs.transport import (
     Handler,
@@ -125,7 +125,7 @@ class MemoryServer:
 
 
 @implementer(IClient)
-class MemoryClient:
+class MemoryClient(CorrelatedClient):
     """A connection to one L{MemoryServer} address."""
 
     def __init__(self, network: MemoryNetwork, address: str, correlator_args: dict) -> None:
@@ -140,14 +140,6 @@ class MemoryClient:
         if server is None or self.address in self.network.down:
             raise WouldBlock(f"{self.address} not reachable")
         self.network.schedule(lambda: server.receive(self, [frame]))
-
-    def request(self, target, type, body, timeout=None, sender=None):  # type: ignore[no-untyped-def]
-        """See L{IClient.request}."""
-        return self.correlator.request(target, type, body, timeout, sender)
-
-    def notify(self, target, type, body, sender=None):  # type: ignore[no-untyped-def]
-        """See L{IClient.notify}."""
-        self.correlator.notify(target, type, body, sender)
 
     def close(self) -> None:
         """Fail pending requests."""

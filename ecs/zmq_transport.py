@@ -38,7 +38,7 @@ from txzmq.router_dealer import ZmqDealerConnection, ZmqRouterConnection
 from zope.interface import implementer
 
 from ecs import protocol
-from ecs.correlator import Correlator
+from ecs.correlator import CorrelatedClient, Correlator
 from ecs.dispatcher import Dispatcher
 from ecs.protocol import Envelope
 from ecs.pubsub import TICK_TOPIC, PublisherCore, SubscriberCore
@@ -156,7 +156,7 @@ class ZmqServer:
 
 
 @implementer(IClient)
-class ZmqClient:
+class ZmqClient(CorrelatedClient):
     """A DEALER connected to one endpoint."""
 
     def __init__(self, node: "ZmqNode", address: str) -> None:
@@ -189,14 +189,6 @@ class ZmqClient:
     def connection(self) -> ZmqConnection:
         """The current txZMQ connection (replaced after a refused handshake)."""
         return self.link.connection
-
-    def request(self, target, type, body, timeout=None, sender=None):  # type: ignore[no-untyped-def]
-        """See L{IClient.request}."""
-        return self.correlator.request(target, type, body, timeout, sender)
-
-    def notify(self, target, type, body, sender=None):  # type: ignore[no-untyped-def]
-        """See L{IClient.notify}."""
-        self.correlator.notify(target, type, body, sender)
 
     def close(self) -> None:
         """Fail pending requests, stop retrying and close the socket."""
