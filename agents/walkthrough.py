@@ -162,9 +162,10 @@ async def main(reactor: Any, argv: list[str]) -> None:
         print("recording; stopping again")
         for system in ("QA", "FLES"):
             await node.connect(endpoint[system]).request(system, "stop", {"partition": "demo"})
-        print("walk-through done; agents keep running. Try: "
-              f".venv/bin/ecs inject STS error --inventory {state_dir}/demo-inventory.yaml "
-              f"--state-dir {state_dir}   (Ctrl-C stops everything)")
+        print("walk-through done; agents keep running. Try:\n"
+              f"  .venv/bin/ecs inject STS error --endpoint {endpoint['STS']} --state-dir {state_dir}\n"
+              f"  .venv/bin/ecs agent-status STS --endpoint {endpoint['STS']} --state-dir {state_dir}\n"
+              "Ctrl-C stops everything.")
         forever: defer.Deferred[None] = defer.Deferred()
         reactor.addSystemEventTrigger("before", "shutdown", lambda: forever.callback(None) if not forever.called else None)
         await forever

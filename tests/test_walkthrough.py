@@ -30,11 +30,17 @@ class WalkthroughTests(TestCase):
             [sys.executable, "-m", "agents.walkthrough", "--state-dir", str(state), "--detectors", "3"],
             cwd=str(ROOT),
         )
-        await proc.wait_for(r"walk-through done", timeout=90)
+        await proc.wait_for(r"Ctrl-C stops everything", timeout=90)
         output = "\n".join(proc.lines)
         self.assertIn("QA Recording", re.sub(r"\s+", " ", output))
         for system in ("TFC", "STS", "sim3", "FLES", "DCS", "QA"):
             self.assertRegex(output, rf"\s{system} Active\s")
+        hint = re.search(r"(\S+/ecs) inject STS error --endpoint (\S+) --state-dir (\S+)", output)
+        self.assertIsNotNone(hint, "the printed hint names the endpoint")
+        inject, _ = spawn(self, "inject", [hint.group(1), "inject", "STS", "error", "--endpoint",
+                                           hint.group(2), "--state-dir", hint.group(3)], cwd=str(ROOT))
+        self.assertEqual(await inject.ended, 0, "\n".join(inject.lines))
+        await proc.wait_for(r"STS Error", timeout=20)
         pids = [int(p) for p in re.findall(r"^started \S+ \(pid (\d+)\)", output, re.M)]
         self.assertEqual(len(pids), 7)  # global, five detectors, one sim host
         transport.signalProcess("TERM")
