@@ -37,6 +37,11 @@ from ecs.transport import INode, IServer, Request, RequestError, new_epoch
 
 _LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 
+#: The most state updates in one notification: a few hundred bytes each, so
+#: a batch stays far below the message size limit however many systems
+#: change in one reactor turn.
+BATCH = 500
+
 
 class PartitionLink:
     """Sends one partition's state updates to its PCA, and watches the PCA."""
@@ -96,26 +101,29 @@ class PartitionLink:
             self._flush_call = self.host.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
-        """Send the queued updates now."""
+        """Send the queued updates now, in notifications of at most L{BATCH} updates."""
         self._flush_call = None
         batch, self._batch = self._batch, []
         if not batch or self.endpoint is None:
             return
-        try:
-            self.host.node.connect(self.endpoint).notify(
-                self.partition,
-                "states",
-                {"incarnation": self.host.incarnation, "updates": batch},
-                sender=self.host.name,
-            )
-            self.sent += 1
-        except RequestError as e:
-            self._log.error(
-                "{count} state updates for partition {partition} not sent: {reason}",
-                count=len(batch),
-                partition=self.partition,
-                reason=e.reason,
-            )
+        client = self.host.node.connect(self.endpoint)
+        for start in range(0, len(batch), BATCH):
+            chunk = batch[start : start + BATCH]
+            try:
+                client.notify(
+                    self.partition,
+                    "states",
+                    {"incarnation": self.host.incarnation, "updates": chunk},
+                    sender=self.host.name,
+                )
+                self.sent += 1
+            except RequestError as e:
+                self._log.error(
+                    "{count} state updates for partition {partition} not sent: {reason}",
+                    count=len(chunk),
+                    partition=self.partition,
+                    reason=e.reason,
+                )
 
     def _lost(self) -> None:
         self._log.warn("PCA of partition {partition} lost", partition=self.partition)

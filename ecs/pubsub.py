@@ -150,13 +150,57 @@ class StateStore:
         entry = self.entries.get(key)
         return entry[0] if entry else None
 
-    def snapshot(self) -> dict[str, Any]:
-        """The body of a snapshot reply."""
+    def snapshot(self, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """
+        The body of a snapshot reply, or one page of it.
+
+        With C{limit}, entries come in key order, those after key C{after};
+        C{next} is the key to ask for the following page (L{None} on the
+        last).  Every page carries the publisher's C{seq} at the time it was
+        taken: L{fetch_paged_snapshot} keeps the first page's, so events
+        after it are applied over the whole table (values on later pages may
+        be newer, which the events then confirm).
+        """
+        if limit is None:
+            items = list(self.entries.items())
+            following = None
+        else:
+            keys = sorted(k for k in self.entries if after is None or k > after)
+            page = keys[:limit]
+            items = [(k, self.entries[k]) for k in page]
+            following = page[-1] if len(keys) > limit else None
         return {
             "epoch": self.publisher.epoch,
             "seq": self.publisher.seq,
-            "entries": {k: {"value": v, "seq": s} for k, (v, s) in self.entries.items()},
+            "entries": {k: {"value": v, "seq": s} for k, (v, s) in items},
+            "next": following,
         }
+
+
+async def _fetch_pages(
+    fetch_page: Callable[[str | None], "defer.Deferred[dict[str, Any]]"],
+) -> dict[str, Any]:
+    first = await fetch_page(None)
+    merged = dict(first["entries"])
+    following = first.get("next")
+    while following is not None:
+        page = await fetch_page(following)
+        if page.get("epoch") != first.get("epoch"):
+            raise ValueError("publisher restarted during the snapshot")
+        merged.update(page["entries"])
+        following = page.get("next")
+    return {"epoch": first["epoch"], "seq": first["seq"], "entries": merged}
+
+
+def fetch_paged_snapshot(
+    fetch_page: Callable[[str | None], "defer.Deferred[dict[str, Any]]"],
+) -> "defer.Deferred[dict[str, Any]]":
+    """
+    A whole snapshot from C{fetch_page(after)} calls (see
+    L{StateStore.snapshot}), for L{Mirror}'s C{fetch_snapshot}: large tables
+    stay within the message size limit.
+    """
+    return defer.Deferred.fromCoroutine(_fetch_pages(fetch_page))
 
 
 class Mirror:

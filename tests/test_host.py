@@ -11,6 +11,7 @@ from typing import Any
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
+from agents import host as host_module
 from agents.host import ControllerHost
 from ecs.config import load_settings, load_subsystems
 from ecs.memory_transport import MemoryNetwork, MemoryNode
@@ -270,6 +271,18 @@ class SimHostTests(HostHarness):
         self.assertEqual(len(active), 200)
         self.assertEqual(len(pca.updates), 200 * 4)
         self.assertLess(len(pca.notifications), 12)
+
+    def test_large_batches_are_split(self) -> None:
+        """A turn with more updates than a batch holds goes out in several notifications, none lost."""
+        self.patch(host_module, "BATCH", 30)
+        host = self.host("sim")
+        for n in range(1, 201):
+            host.add_detector(str(n), SUBSYSTEMS.get("STS"))
+        self.start(host)
+        pca = self.pcas["p1"]
+        self.assertEqual(len(pca.updates), 200)
+        self.assertEqual(max(len(n["updates"]) for n in pca.notifications), 30)
+        self.assertEqual(len(pca.notifications), 7)
 
 
 class NewTypeFromYamlTests(HostHarness):

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ecs import protocol
 from ecs.memory_transport import MemoryNetwork, MemoryNode
 from ecs.protocol import Envelope, ProtocolError
-from ecs.pubsub import TICK_TOPIC, Mirror, PublisherCore, StateStore, SubscriberCore
+from ecs.pubsub import fetch_paged_snapshot, TICK_TOPIC, Mirror, PublisherCore, StateStore, SubscriberCore
 
 
 class Logs:
@@ -218,8 +218,36 @@ class StateStoreTests(SynchronousTestCase):
                 "epoch": self.pub.epoch,
                 "seq": 4,
                 "entries": {"b": {"value": {"v": 2}, "seq": 2}, "c": {"value": {"v": 3}, "seq": 4}},
+                "next": None,
             },
         )
+
+    def test_snapshot_pages(self) -> None:
+        """Pages come in key order and fetch_paged_snapshot joins them into one table."""
+        for key in ("d", "a", "c", "b", "e"):
+            self.store.set(key, {"k": key})
+        first = self.store.snapshot(limit=2)
+        self.assertEqual(list(first["entries"]), ["a", "b"])
+        self.assertEqual(first["next"], "b")
+        last = self.store.snapshot(after="d", limit=2)
+        self.assertEqual((list(last["entries"]), last["next"]), (["e"], None))
+        calls: list[str | None] = []
+
+        def fetch(after: str | None) -> defer.Deferred[dict]:
+            calls.append(after)
+            return defer.succeed(self.store.snapshot(after=after, limit=2))
+
+        whole = self.successResultOf(fetch_paged_snapshot(fetch))
+        self.assertEqual(calls, [None, "b", "d"])
+        self.assertEqual(sorted(whole["entries"]), ["a", "b", "c", "d", "e"])
+        self.assertEqual((whole["seq"], whole["epoch"]), (5, self.pub.epoch))
+
+    def test_paged_snapshot_refuses_mixed_epochs(self) -> None:
+        """A publisher restart between pages fails the snapshot (the mirror retries)."""
+        pages = iter([{"epoch": "e1", "seq": 1, "entries": {}, "next": "x"},
+                      {"epoch": "e2", "seq": 0, "entries": {}, "next": None}])
+        failure = self.failureResultOf(fetch_paged_snapshot(lambda after: defer.succeed(next(pages))))
+        self.assertIn("restarted", str(failure.value))
 
     def test_custom_prefix(self) -> None:
         """The topic prefix is configurable."""
