@@ -303,6 +303,11 @@ def check_files(paths: list[str]) -> tuple[int, list[str]]:
     code = 0
     lines: list[str] = []
     for path in paths:
+        if _is_sequence(path):
+            sequence_code, sequence_lines = _check_sequence(path)
+            code = max(code, sequence_code)
+            lines.extend(sequence_lines)
+            continue
         try:
             table = load_table(path)
         except TableError as exc:
@@ -311,6 +316,29 @@ def check_files(paths: list[str]) -> tuple[int, list[str]]:
         else:
             lines.append(f"OK {path} ({len(table.states)} states, {len(table.rows)} rows)")
     return code, lines
+
+
+def _is_sequence(path: str) -> bool:
+    """Whether C{path} is a partition sequence (it has C{stages}), not a state table."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return any(line.startswith("stages:") for line in f)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _check_sequence(path: str) -> tuple[int, list[str]]:
+    """Check a partition sequence against the installed global systems."""
+    from ecs.config import ConfigError, load_subsystems
+    from ecs.sequence import load_sequence
+
+    try:
+        globals_ = load_subsystems().global_systems
+        sequence = load_sequence(path, globals_)
+    except ConfigError as exc:
+        return 1, [str(line) for line in exc.problems]
+    return 0, [f"OK {path} (partition sequence: {len(sequence.stages)} stages, "
+               f"{len(sequence.states())} states)"]
 
 
 def dot_file(path: str, state: str | None) -> str:

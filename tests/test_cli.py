@@ -150,3 +150,20 @@ class RequestAgentTests(TestCase):
         self.assertEqual(code, 1)
         self.assertIn("timeout", err.getvalue())
         self.assertIn("unreachable", err.getvalue())
+
+
+class SequenceCheckTests(SynchronousTestCase):
+    """`ecs fsm check` also checks partition sequences."""
+
+    def test_bad_sequence(self) -> None:
+        """A sequence naming an unknown global system: exit 1, the key path named."""
+        bad = Path(self.mktemp())
+        bad.write_text(
+            "name: p\nidle: Idle\nstages:\n"
+            "  - {name: A, systems: [NOPE], configuring: C_A, active: A_Active, timeout: 5}\n"
+            "  - {name: D, systems: [detectors], configuring: C_D, active: D_Active, timeout: 5}\n"
+        )
+        code, _, err = run("fsm", "check", str(bad))
+        self.assertEqual(code, 1)
+        self.assertIn("stages[0].systems[0]", err)
+        self.assertIn("NOPE", err)

@@ -63,9 +63,9 @@ class InstalledPackageTests(TestCase):
 
         share = venv / "share" / "ecs"
         tables = sorted(str(p) for p in (share / "fsm").glob("*.yaml"))
-        self.assertEqual(len(tables), 4)
+        self.assertEqual(len(tables), 5)  # four state tables and the partition sequence
         checked = await self.run_ok("ecs fsm check", [str(venv / "bin" / "ecs"), "fsm", "check", *tables], elsewhere)
-        self.assertEqual(sum(1 for line in checked if line.startswith("OK")), 4)
+        self.assertEqual(sum(1 for line in checked if line.startswith("OK")), 5)
 
         proc, _ = spawn(
             self,
