@@ -43,6 +43,23 @@ _LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 BATCH = 500
 
 
+def exit_after_shutdown(reactor: Any) -> None:
+    """
+    Stop the reactor and make the process exit with status 1 once it has
+    shut down: twistd has no other way to report a start-up failure that
+    happens after the reactor started (a refused registration, a port in
+    use) to whatever supervises the agent.
+    """
+
+    def exit_nonzero() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_nonzero)
+    reactor.stop()
+
+
 class PartitionLink:
     """Sends one partition's state updates to its PCA, and watches the PCA."""
 
@@ -208,15 +225,8 @@ class ControllerHost(service.Service):
 
     def _default_fatal(self, message: str) -> None:
         self._log.critical("{message}", message=message)
-
-        def exit_nonzero() -> None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
-
         if getattr(self.reactor, "running", False):
-            self.reactor.addSystemEventTrigger("after", "shutdown", exit_nonzero)
-            self.reactor.stop()
+            exit_after_shutdown(self.reactor)
 
     async def _start(self) -> None:
         bind = self._bind

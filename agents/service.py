@@ -41,9 +41,9 @@ class ControllerOptions(usage.Options):
 
 
 class Composition:
-    """The loaded, validated configuration of one controller process."""
+    """The loaded, validated configuration of one agent process."""
 
-    def __init__(self, options: ControllerOptions) -> None:
+    def __init__(self, options: usage.Options) -> None:
         overrides: dict[str, Any] = {}
         if options["security"]:
             overrides["security"] = options["security"]
@@ -83,13 +83,13 @@ class Composition:
             fail(e)
         return system_type
 
-    def host(self, name: str, bind: str | None) -> ControllerHost:
-        """The service, with a ZeroMQ node for this process."""
+    def node(self, name: str) -> Any:
+        """A ZeroMQ node for this process, configured from the settings."""
         from twisted.internet import reactor
 
         from ecs.zmq_transport import ZmqNode
 
-        node = ZmqNode(
+        return ZmqNode(
             reactor,
             name,
             self.keys,
@@ -97,4 +97,9 @@ class Composition:
             max_size=self.settings.max_message_size,
             high_water_mark=self.settings.high_water_mark,
         )
-        return ControllerHost(name, node, self.registry, self.settings, reactor, bind)
+
+    def host(self, name: str, bind: str | None) -> ControllerHost:
+        """The controller service, with its node."""
+        from twisted.internet import reactor
+
+        return ControllerHost(name, self.node(name), self.registry, self.settings, reactor, bind)

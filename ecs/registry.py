@@ -63,6 +63,7 @@ class AgentInfo:
     id: str
     kind: str
     endpoint: str | None
+    publish: str | None = None
     host: str = attrs.field(factory=socket.gethostname)
     pid: int = attrs.field(factory=os.getpid)
     version: str = "0.1.0"

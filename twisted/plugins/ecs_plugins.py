@@ -14,3 +14,9 @@ ecs_global = ServiceMaker(
 ecs_simhost = ServiceMaker(
     "ECS sim host", "agents.simhost", "Many simulated detector controllers in one process.", "ecs-simhost"
 )
+ecs_pca = ServiceMaker(
+    "ECS partition control agent",
+    "agents.pca",
+    "One partition: its sequence, configure/record/abort, liveness of its systems.",
+    "ecs-pca",
+)

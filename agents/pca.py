@@ -1,0 +1,533 @@
+# -*- test-case-name: tests.test_pca -*-
+"""
+The Partition Control Agent: C{twistd -n ecs-pca --id P}.
+
+The service wires the L{agents.sequencer.Sequencer} to the network:
+
+- it serves the partition's commands on one endpoint (target: the
+  partition id) and receives the systems' C{states} notifications there;
+- it publishes every system's record, its own record, log lines and
+  configure progress on a PUB socket, with a snapshot request for
+  late joiners (L{ecs.pubsub.StateStore}, in pages);
+- it watches every system endpoint with heartbeats: a lost endpoint makes
+  its systems C{Connection Problem}; a recovered one is asked for the
+  status of each system, which is folded in;
+- it keeps the partition's tag and the configurations it gave in a small
+  JSON file under the state directory, written off the reactor thread, so
+  that after a restart the tag is back and the state is re-derived from
+  what the live systems report.
+
+Command bodies (see C{docs/protocol.md}): C{configure} C{{"tag": T}} or
+C{{"configs": [ids or configuration objects]}}, with C{"auto": bool};
+C{start}, C{stop}, C{abort}, C{lock}, C{unlock}, C{status}; C{reset}
+C{{"system": S}}; C{alarm} C{{"detector": D, "source": S}};
+C{add_detector} C{{"detector": D, "type"?: T, "endpoint"?: E}};
+C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
+"limit"?: n}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger, LogLevel
+from twisted.python import usage
+
+from agents.partition import Partition, SystemView
+from agents.sequencer import Sequencer
+from ecs import protocol
+from ecs.config import Settings, Subsystems
+from ecs.configs import ConfigLookupError, IConfigSource, normalise_inline
+from ecs.heartbeat import Heartbeat
+from ecs.pubsub import StateStore
+from ecs.registry import AgentInfo, IRegistry, RegistryError
+from ecs.sequence import Sequence
+from ecs.transport import INode, IPublisher, Request, RequestError
+
+SNAPSHOT_PAGE = 2000
+MAX_UPDATES = 10_000
+_LEVELS = {"debug", "info", "warn", "error", "critical"}
+
+
+def _body_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestError(protocol.BAD_REQUEST, f"'{key}' must be a non-empty string")
+    return value
+
+
+class PartitionAgent(service.Service):
+    """The PCA of one partition."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        partition_id: str,
+        node: INode,
+        registry: IRegistry,
+        settings: Settings,
+        subsystems: Subsystems,
+        sequence: Sequence,
+        configs: IConfigSource,
+        reactor: Any,
+        bind: str | None = None,
+        state_file: Path | None = None,
+        writer: Callable[[Callable[[], None]], "defer.Deferred[None]"] | None = None,
+    ) -> None:
+        self.id = partition_id
+        self.node = node
+        self.registry = registry
+        self.settings = settings
+        self.subsystems = subsystems
+        self.sequence = sequence
+        self.config_source = configs
+        self.reactor = reactor
+        self._bind = bind
+        self.state_file = state_file
+        self._writer = writer
+        self._writes: defer.Deferred[None] = defer.succeed(None)
+        self.address: str | None = None
+        self.publisher: IPublisher | None = None
+        self.store: StateStore | None = None
+        self.sequencer: Sequencer | None = None
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self._ticker: task.LoopingCall | None = None
+        self.ready: defer.Deferred[None] = defer.Deferred()
+
+    # -- start and stop --------------------------------------------------
+
+    def startService(self) -> None:
+        """Bind, register, learn the systems, start watching them."""
+        super().startService()
+        d = defer.Deferred.fromCoroutine(self._start())
+        d.addCallbacks(self.ready.callback, self._start_failed)
+
+    def _start_failed(self, failure: Any) -> None:
+        if failure.check(RegistryError, OSError):
+            self._log.critical("PCA {id} cannot start: {reason}", id=self.id, reason=failure.value)
+        else:
+            self._log.failure("PCA {id} cannot start", failure, id=self.id)
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda _: None)
+        if getattr(self.reactor, "running", False):
+            from agents.host import exit_after_shutdown
+
+            exit_after_shutdown(self.reactor)
+
+    async def _start(self) -> None:
+        bind = self._bind or await self.registry.bind_address("pca", self.id)
+        host = self.settings.bind_host
+        server = self.node.serve(bind or f"tcp://{host}:*")
+        self.address = server.address
+        self.publisher = self.node.publish(f"tcp://{host}:*")
+        self.store = StateStore(self.publisher, prefix="state/")
+        await self.registry.register(
+            AgentInfo(self.id, "pca", self.address, publish=self.publisher.address)
+        )
+        views = await self._views()
+        partition = Partition(self.id, self.sequence, views)
+        self._restore(partition)
+        self.sequencer = Sequencer(partition, self._send, self, self.reactor, self._persist)
+        for view in views:
+            self.system_changed(view)
+        self.sequencer._changed()
+        server.register(self.id, self._handlers())
+        for endpoint in sorted({v.endpoint for v in views if v.endpoint}):
+            self._watch(endpoint)
+        self._ticker = task.LoopingCall(self.publisher.tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.settings.heartbeat_interval, now=False)
+        self._log.info(
+            "PCA {id} serving at {address}, publishing at {publish}: {count} systems",
+            id=self.id,
+            address=self.address,
+            publish=self.publisher.address,
+            count=len(views),
+        )
+
+    async def _views(self) -> list[SystemView]:
+        views = []
+        for system in self.sequence.global_systems():
+            system_type = self.subsystems.global_systems.get(system)
+            views.append(
+                SystemView(
+                    system,
+                    "global",
+                    self.sequence.stage_of_system(system, False).index,
+                    endpoint=await self.registry.endpoint_of("global", system),
+                    timeout=system_type.command_timeout if system_type else self.settings.request_timeout,
+                    type=system,
+                )
+            )
+        for detector in await self.registry.detectors_of(self.id):
+            views.append(await self._detector_view(detector))
+        for view in views:
+            if view.endpoint is None:
+                self._log.error(
+                    "{system}: no endpoint known (registry): shown as Connection Problem",
+                    system=view.id,
+                )
+        return views
+
+    async def _detector_view(self, detector: str, type_name: str | None = None, endpoint: str | None = None) -> SystemView:
+        type_name = type_name or await self.registry.detector_type(detector)
+        system_type = self.subsystems.detector_types.get(type_name or "")
+        if system_type is None:
+            self._log.error(
+                "detector {detector} has unknown type {type}: default command timeout",
+                detector=detector,
+                type=type_name,
+            )
+        return SystemView(
+            detector,
+            "detector",
+            self.sequence.stage_of_system(detector, True).index,
+            endpoint=endpoint or await self.registry.endpoint_of("detector", detector),
+            timeout=system_type.command_timeout if system_type else self.settings.request_timeout,
+            type=type_name,
+        )
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop watching, flush the state file, close the sockets."""
+        super().stopService()
+        for heartbeat in self.heartbeats.values():
+            heartbeat.stop()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        if self.sequencer is not None:
+            self.sequencer.stop_timers()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self._writes
+        try:
+            await self.registry.unregister("pca", self.id)
+        except Exception as e:
+            self._log.warn("unregister failed: {error}", error=e)
+        await self.node.close()
+
+    # -- the systems -----------------------------------------------------
+
+    def _send(self, view: SystemView, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        if view.endpoint is None:
+            return defer.fail(
+                RequestError(protocol.UNKNOWN_SYSTEM, f"{view.id} has no known endpoint")
+            )
+        if view.kind == "global":
+            body = {**body, "partition": self.id}
+        return self.node.connect(view.endpoint).request(view.id, command, body, timeout=view.timeout)
+
+    def _watch(self, endpoint: str) -> None:
+        client = self.node.connect(endpoint)
+        heartbeat = Heartbeat(
+            self.reactor,
+            self.settings.heartbeat_interval,
+            self.settings.heartbeat_timeout,
+            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
+            lambda: self._endpoint_lost(endpoint),
+            lambda: self._endpoint_back(endpoint),
+            name=f"PCA {self.id}: systems at {endpoint}",
+        )
+        self.heartbeats[endpoint] = heartbeat
+        heartbeat.start()
+
+    def _at(self, endpoint: str) -> list[SystemView]:
+        assert self.sequencer is not None
+        return [v for v in self.sequencer.partition.systems.values() if v.endpoint == endpoint]
+
+    def _endpoint_lost(self, endpoint: str) -> None:
+        assert self.sequencer is not None
+        for view in self._at(endpoint):
+            self.sequencer.connection(view.id, False)
+
+    def _endpoint_back(self, endpoint: str) -> None:
+        for view in self._at(endpoint):
+            self._query(view)
+
+    def _query(self, view: SystemView) -> None:
+        """Ask a (re)connected system for its status, then count it as connected."""
+        sequencer = self.sequencer
+        assert sequencer is not None
+        d = self._send(view, "status", {})
+
+        def got(status: dict[str, Any]) -> None:
+            sequencer.update(view.id, status)
+            sequencer.connection(view.id, True)
+
+        def failed(failure: Any) -> None:
+            self._log.warn(
+                "{system}: status query failed: {error}", system=view.id, error=failure.getErrorMessage()
+            )
+
+        d.addCallbacks(got, failed)
+
+    # -- outputs of the sequencer ----------------------------------------
+
+    def system_changed(self, view: SystemView) -> None:
+        """Publish a system's record."""
+        if self.store is not None:
+            self.store.set(f"system/{view.id}", view.event())
+
+    def partition_changed(self, record: dict[str, Any]) -> None:
+        """Publish the partition's record."""
+        if self.store is not None:
+            self.store.set("partition", record)
+
+    def log(self, level: str, source: str, message: str) -> None:
+        """Log for operators: the agent log and a published log event."""
+        self._log.emit(
+            LogLevel.levelWithName(level if level in _LEVELS else "info"),
+            "{partition}: {message}",
+            partition=self.id,
+            message=message,
+            source=source,
+        )
+        if self.publisher is not None:
+            self.publisher.publish(
+                f"log/{self.id}",
+                "log",
+                {"partition": self.id, "level": level, "source": source, "time": time.time(), "message": message},
+            )
+
+    def progress(self, stage: str, ready: int, total: int) -> None:
+        """Publish configure progress."""
+        if self.publisher is not None:
+            self.publisher.publish(
+                f"progress/{self.id}",
+                "progress",
+                {"partition": self.id, "stage": stage, "ready": ready, "total": total},
+            )
+
+    # -- persistence -----------------------------------------------------
+
+    def _restore(self, partition: Partition) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            saved = json.loads(self.state_file.read_text(encoding="utf-8"))
+            tag = saved.get("tag")
+            expected = {
+                s: c for s, c in saved.get("expected", {}).items() if s in partition.systems
+            }
+        except (OSError, ValueError, AttributeError) as e:
+            self._log.error("state file {path} unreadable, ignored: {error}", path=self.state_file, error=e)
+            return
+        partition.tag = tag if isinstance(tag, str) else None
+        partition.expected = expected
+        partition.refresh_all()
+        self._log.info("restored tag {tag} and {count} configurations", tag=partition.tag, count=len(expected))
+
+    def _persist(self) -> None:
+        if self.state_file is None or self.sequencer is None:
+            return
+        partition = self.sequencer.partition
+        data = json.dumps({"tag": partition.tag, "expected": partition.expected}, sort_keys=True)
+        path = self.state_file
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(data, encoding="utf-8")
+            os.replace(temporary, path)
+
+        def after(_: object) -> defer.Deferred[None]:
+            if self._writer is not None:
+                return self._writer(write)
+            from twisted.internet.threads import deferToThreadPool
+
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), write)
+
+        def failed(failure: Any) -> None:
+            self._log.error("state file {path} not written: {error}", path=path, error=failure.value)
+
+        self._writes = self._writes.addCallback(after).addErrback(failed)
+
+    # -- commands --------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Callable[[Request], Any]]:
+        s = self.sequencer
+        assert s is not None
+        return {
+            "configure": self._configure,
+            "start": lambda r: s.start(),
+            "stop": lambda r: s.stop(),
+            "abort": lambda r: s.abort(),
+            "lock": lambda r: s.lock(),
+            "unlock": lambda r: s.unlock(),
+            "status": lambda r: s.status(),
+            "reset": lambda r: s.reset(_body_str(r.body, "system")),
+            "alarm": self._alarm,
+            "add_detector": self._add_detector,
+            "remove_detector": self._remove_detector,
+            "snapshot": self._snapshot,
+            "states": self._states,
+        }
+
+    async def _configure(self, request: Request) -> dict[str, Any]:
+        body = request.body
+        auto = body.get("auto", False)
+        if not isinstance(auto, bool):
+            raise RequestError(protocol.BAD_REQUEST, "'auto' must be true or false")
+        has_tag, has_configs = "tag" in body, "configs" in body
+        if has_tag == has_configs:
+            raise RequestError(
+                protocol.BAD_REQUEST, "configure needs either 'tag' (a name) or 'configs' (a list)"
+            )
+        try:
+            if has_tag:
+                tag = _body_str(body, "tag")
+                configs = await self.config_source.tag(tag)
+            else:
+                tag = None
+                items = body["configs"]
+                if not isinstance(items, list) or not items:
+                    raise RequestError(protocol.BAD_REQUEST, "'configs' must be a non-empty list")
+                if all(isinstance(i, str) for i in items):
+                    configs = await self.config_source.configs(items)
+                else:
+                    configs = normalise_inline(items)
+        except ConfigLookupError as e:
+            raise RequestError(e.code, e.reason)
+        assert self.sequencer is not None
+        return self.sequencer.configure(configs, tag, auto)
+
+    def _alarm(self, request: Request) -> defer.Deferred[dict[str, Any]]:
+        assert self.sequencer is not None
+        detector = _body_str(request.body, "detector")
+        source = request.body.get("source") or request.sender
+        message = request.body.get("message") or "alarm"
+        return self.sequencer.alarm(detector, str(source), str(message))
+
+    async def _add_detector(self, request: Request) -> dict[str, Any]:
+        sequencer = self.sequencer
+        assert sequencer is not None
+        detector = _body_str(request.body, "detector")
+        if detector in sequencer.partition.systems:
+            raise RequestError(protocol.NOT_ALLOWED, f"{detector} is already in partition {self.id}")
+        sequencer.check_membership_change()
+        type_name = request.body.get("type")
+        endpoint = request.body.get("endpoint")
+        view = await self._detector_view(
+            detector,
+            type_name if isinstance(type_name, str) else None,
+            endpoint if isinstance(endpoint, str) else None,
+        )
+        sequencer.check_membership_change()  # again: the lookups took time
+        if detector in sequencer.partition.systems:
+            raise RequestError(protocol.NOT_ALLOWED, f"{detector} is already in partition {self.id}")
+        sequencer.add_system(view)
+        self.log("info", self.id, f"detector {detector} added")
+        if view.endpoint is not None:
+            if view.endpoint in self.heartbeats:
+                if self.heartbeats[view.endpoint].alive:
+                    self._query(view)
+            else:
+                self._watch(view.endpoint)
+        return sequencer.record()
+
+    def _remove_detector(self, request: Request) -> dict[str, Any]:
+        sequencer = self.sequencer
+        assert sequencer is not None and self.store is not None
+        detector = _body_str(request.body, "detector")
+        view = sequencer.partition.systems.get(detector)
+        if view is None or view.kind != "detector":
+            raise RequestError(protocol.UNKNOWN_SYSTEM, f"{detector} is not a detector of partition {self.id}")
+        sequencer.check_membership_change()
+        sequencer.remove_system(detector)
+        self.store.remove(f"system/{detector}")
+        if view.endpoint is not None and not self._at(view.endpoint):
+            self.heartbeats.pop(view.endpoint).stop()
+        self.log("info", self.id, f"detector {detector} removed")
+        return sequencer.record()
+
+    def _snapshot(self, request: Request) -> dict[str, Any]:
+        assert self.store is not None
+        after = request.body.get("after")
+        limit = request.body.get("limit", SNAPSHOT_PAGE)
+        if after is not None and not isinstance(after, str):
+            raise RequestError(protocol.BAD_REQUEST, "'after' must be a key (string)")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= SNAPSHOT_PAGE:
+            raise RequestError(protocol.BAD_REQUEST, f"'limit' must be 1..{SNAPSHOT_PAGE}")
+        return self.store.snapshot(after, limit)
+
+    def _states(self, request: Request) -> None:
+        sequencer = self.sequencer
+        assert sequencer is not None
+        updates = request.body.get("updates")
+        incarnation = request.body.get("incarnation")
+        if not isinstance(updates, list) or len(updates) > MAX_UPDATES:
+            raise RequestError(protocol.BAD_REQUEST, f"'updates' must be a list of at most {MAX_UPDATES}")
+        if incarnation is not None and not isinstance(incarnation, str):
+            raise RequestError(protocol.BAD_REQUEST, "'incarnation' must be a string")
+        for update in updates:
+            if not isinstance(update, dict) or not isinstance(update.get("system"), str):
+                continue
+            partition = update.get("partition")
+            if partition is not None and partition != self.id:
+                continue
+            sequencer.update(update["system"], update, incarnation)
+
+
+class Options(usage.Options):
+    """Options of C{ecs-pca}."""
+
+    optParameters = [
+        ["id", None, None, "Partition id (required)."],
+        ["config", "c", None, "Agent settings file (default: the installed etc/ecs.yaml)."],
+        ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
+        ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
+        ["inventory", "i", None, "YAML inventory: partitions, detectors, endpoints (standalone use)."],
+        ["configs", None, None, "YAML file of configurations and tags (standalone use)."],
+        ["state-dir", None, None, "State directory (overrides state_dir of the settings)."],
+        ["bind", None, None, "Endpoint to serve on (default: from the inventory, else a free port)."],
+        ["security", None, None, "Override the settings' security mode: curve or none."],
+    ]
+
+    def postOptions(self) -> None:
+        """Require --id."""
+        if not self["id"]:
+            raise usage.UsageError("--id is required")
+        if self["security"] not in (None, "curve", "none"):
+            raise usage.UsageError(f"--security must be curve or none, got {self['security']!r}")
+
+
+def makeService(options: Options) -> service.IService:
+    """Compose the PCA; configuration errors exit before anything is bound."""
+    from agents.service import Composition
+    from ecs.config import ConfigError, fail
+    from ecs.configs import EmptyConfigSource, FileConfigSource
+    from ecs.sequence import load_sequence
+
+    composition = Composition(options)
+    try:
+        sequence = load_sequence(
+            options["sequence"], list(composition.subsystems.global_systems)
+        )
+        source: IConfigSource = (
+            FileConfigSource.from_file(options["configs"]) if options["configs"] else EmptyConfigSource()
+        )
+    except ConfigError as e:
+        fail(e)
+    partition = options["id"]
+    from twisted.internet import reactor
+
+    node = composition.node(f"pca:{partition}")
+    return PartitionAgent(
+        partition,
+        node,
+        composition.registry,
+        composition.settings,
+        composition.subsystems,
+        sequence,
+        source,
+        reactor,
+        options["bind"],
+        composition.settings.state_dir / f"pca-{partition}.json",
+    )
