@@ -105,7 +105,8 @@ class SystemController:
         self.tag: str | None = start_tag
         self.comment = ""
         self.config: dict[str, Any] | None = None
-        self.seq = -1
+        self.seq = 0
+        self._announced = False
         self._running = False
         self._step: defer.Deferred[None] | None = None
         self._interrupt: str | None = None
@@ -137,8 +138,10 @@ class SystemController:
         return {**self.status(), "busy": self.busy}
 
     def publish(self) -> None:
-        """Report the current state with the next sequence number."""
-        self.seq += 1
+        """Report the current state, numbered 0 the first time, then counting up."""
+        if self._announced:
+            self.seq += 1
+        self._announced = True
         try:
             self._emit(self.status())
         except Exception:

@@ -230,9 +230,20 @@ class ControllerHost(service.Service):
 
     async def _start(self) -> None:
         bind = self._bind
-        if bind is None and len(self.kinds) == 1:
-            (only,) = self.kinds
-            bind = await self.registry.bind_address(self.kinds[only], only)
+        if bind is None:
+            # Agents served here share one endpoint: the registry must name
+            # the same one for all of them, or none.
+            wanted = {
+                agent_id: await self.registry.bind_address(kind, agent_id)
+                for agent_id, kind in self.kinds.items()
+            }
+            named = {address for address in wanted.values() if address is not None}
+            if len(named) > 1:
+                raise OSError(
+                    "the registry names different endpoints for agents served by one process: "
+                    + ", ".join(f"{a} at {e}" for a, e in sorted(wanted.items()) if e)
+                )
+            bind = named.pop() if named else None
         if bind is None:
             bind = f"tcp://{self.settings.bind_host}:*"
         try:
@@ -320,7 +331,7 @@ class ControllerHost(service.Service):
         return handlers
 
     def _command_handler(self, agent_id: str, command: str) -> Callable[[Request], Any]:
-        def handle(request: Request) -> dict[str, Any]:
+        def handle(request: Request) -> defer.Deferred[dict[str, Any]]:
             controller = self._controller(agent_id, request.body)
             self._log.debug(
                 "{system}: {command} from {sender}",
@@ -328,7 +339,8 @@ class ControllerHost(service.Service):
                 command=command,
                 sender=request.sender,
             )
-            return controller.command(command, request.body.get("config"))
+            reply = defer.maybeDeferred(controller.command, command, request.body.get("config"))
+            return reply.addCallback(lambda status: {**status, "incarnation": self.incarnation})
 
         return handle
 
@@ -342,7 +354,7 @@ class ControllerHost(service.Service):
                     if s == agent_id
                 },
             }
-        return self._controller(agent_id, request.body).reply()
+        return {**self._controller(agent_id, request.body).reply(), "incarnation": self.incarnation}
 
     async def _inject(self, agent_id: str, request: Request) -> dict[str, Any]:
         what = request.body.get("what")

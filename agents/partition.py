@@ -80,17 +80,22 @@ def accept_status(view: SystemView, status: dict[str, Any], incarnation: str | N
     """
     Fold a status (an update or a reply) into C{view} if it is newer.
 
-    Newer means: a later sequence number; or number 0, or a new
-    incarnation, which both mean the controller restarted.
+    Newer means: a later sequence number, or a new incarnation (the
+    controller restarted; its numbers start again at 0).  A status without
+    an incarnation counts number 0 as a restart.
 
     @return: whether C{view} changed.
     """
     seq = status.get("seq")
     state = status.get("state")
     summary = status.get("summary")
-    if not isinstance(seq, int) or not isinstance(state, str) or not isinstance(summary, str):
+    if type(seq) is not int or not isinstance(state, str) or not isinstance(summary, str):
         return False
-    restarted = seq == 0 or (incarnation is not None and incarnation != view.incarnation)
+    if incarnation is not None:
+        restarted = incarnation != view.incarnation
+    else:
+        # Without an incarnation (older controllers), number 0 means a restart.
+        restarted = seq == 0
     if not restarted and seq <= view.seq:
         return False
     view.seq = seq

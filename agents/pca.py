@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +50,7 @@ from ecs.sequence import Sequence
 from ecs.transport import INode, IPublisher, Request, RequestError
 
 SNAPSHOT_PAGE = 2000
+PERSIST_DELAY = 0.1
 MAX_UPDATES = 10_000
 _LEVELS = {"debug", "info", "warn", "error", "critical"}
 
@@ -93,6 +93,8 @@ class PartitionAgent(service.Service):
         self.state_file = state_file
         self._writer = writer
         self._writes: defer.Deferred[None] = defer.succeed(None)
+        self._write_soon: Any = None
+        self._settle_timer: Any = None
         self.address: str | None = None
         self.publisher: IPublisher | None = None
         self.store: StateStore | None = None
@@ -134,13 +136,21 @@ class PartitionAgent(service.Service):
         views = await self._views()
         partition = Partition(self.id, self.sequence, views)
         self._restore(partition)
-        self.sequencer = Sequencer(partition, self._send, self, self.reactor, self._persist)
+        self.sequencer = Sequencer(
+            partition, self._send, self, self.reactor, self._persist, settled=False
+        )
         for view in views:
             self.system_changed(view)
         self.sequencer._changed()
         server.register(self.id, self._handlers())
         for endpoint in sorted({v.endpoint for v in views if v.endpoint}):
             self._watch(endpoint)
+        # Judge the whole partition once every system answered, or once the
+        # silent ones count as lost.
+        self._settle_timer = self.reactor.callLater(
+            self.settings.heartbeat_timeout + self.settings.heartbeat_interval, self._settle
+        )
+        self._maybe_settled()
         self._ticker = task.LoopingCall(self.publisher.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.heartbeat_interval, now=False)
@@ -194,9 +204,28 @@ class PartitionAgent(service.Service):
             type=type_name,
         )
 
+    def _settle(self) -> None:
+        self._settle_timer = None
+        if self.sequencer is not None:
+            self.sequencer.settle()
+
+    def _maybe_settled(self) -> None:
+        sequencer = self.sequencer
+        if sequencer is None or sequencer.settled:
+            return
+        if all(v.seq >= 0 for v in sequencer.partition.systems.values()):
+            if self._settle_timer is not None and self._settle_timer.active():
+                self._settle_timer.cancel()
+            self._settle()
+
     def stopService(self) -> defer.Deferred[None]:
         """Stop watching, flush the state file, close the sockets."""
         super().stopService()
+        if self._settle_timer is not None and self._settle_timer.active():
+            self._settle_timer.cancel()
+        if self._write_soon is not None and self._write_soon.active():
+            self._write_soon.cancel()
+            self._write_now()
         for heartbeat in self.heartbeats.values():
             heartbeat.stop()
         if self._ticker is not None and self._ticker.running:
@@ -258,8 +287,10 @@ class PartitionAgent(service.Service):
         d = self._send(view, "status", {})
 
         def got(status: dict[str, Any]) -> None:
-            sequencer.update(view.id, status)
+            incarnation = status.get("incarnation")
+            sequencer.update(view.id, status, incarnation if isinstance(incarnation, str) else None)
             sequencer.connection(view.id, True)
+            self._maybe_settled()
 
         def failed(failure: Any) -> None:
             self._log.warn(
@@ -293,7 +324,13 @@ class PartitionAgent(service.Service):
             self.publisher.publish(
                 f"log/{self.id}",
                 "log",
-                {"partition": self.id, "level": level, "source": source, "time": time.time(), "message": message},
+                {
+                    "partition": self.id,
+                    "level": level,
+                    "source": source,
+                    "time": self.reactor.seconds(),
+                    "message": message,
+                },
             )
 
     def progress(self, stage: str, ready: int, total: int) -> None:
@@ -316,19 +353,37 @@ class PartitionAgent(service.Service):
             expected = {
                 s: c for s, c in saved.get("expected", {}).items() if s in partition.systems
             }
+            needs = [s for s in saved.get("needs", []) if s in partition.systems]
         except (OSError, ValueError, AttributeError) as e:
             self._log.error("state file {path} unreadable, ignored: {error}", path=self.state_file, error=e)
             return
         partition.tag = tag if isinstance(tag, str) else None
         partition.expected = expected
+        for system in needs:
+            partition.systems[system].needs_configure = True
         partition.refresh_all()
         self._log.info("restored tag {tag} and {count} configurations", tag=partition.tag, count=len(expected))
 
     def _persist(self) -> None:
+        """Save the tag and configurations soon (changes in a burst: one write)."""
         if self.state_file is None or self.sequencer is None:
             return
+        if self._write_soon is None or not self._write_soon.active():
+            self._write_soon = self.reactor.callLater(PERSIST_DELAY, self._write_now)
+
+    def _write_now(self) -> None:
+        """Write the state file off the reactor thread, after earlier writes."""
+        self._write_soon = None
+        assert self.state_file is not None and self.sequencer is not None
         partition = self.sequencer.partition
-        data = json.dumps({"tag": partition.tag, "expected": partition.expected}, sort_keys=True)
+        data = json.dumps(
+            {
+                "tag": partition.tag,
+                "expected": partition.expected,
+                "needs": sorted(v.id for v in partition.systems.values() if v.needs_configure),
+            },
+            sort_keys=True,
+        )
         path = self.state_file
 
         def write() -> None:

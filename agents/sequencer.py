@@ -72,6 +72,7 @@ class ConfigureOp:
     started: float
     accepted: set[str] = attrs.field(factory=set)
     fallen: str | None = None
+    requests: list[defer.Deferred[Any]] = attrs.field(factory=list)
     timer: IDelayedCall | None = None
     last_progress: tuple[int, float] = (-1, 0.0)
 
@@ -104,12 +105,16 @@ class Sequencer:
         outputs: Outputs,
         clock: IReactorTime,
         persist: Callable[[], None] = lambda: None,
+        settled: bool = True,
     ) -> None:
         self.partition = partition
         self._send = send
         self.outputs = outputs
         self.clock = clock
         self.persist = persist
+        #: False until every system has been heard from (or given up on)
+        #: after a start: until then nothing is judged from a partial view.
+        self.settled = settled
         self.locked = False
         self.op: ConfigureOp | RecordingOp | None = None
         self._configure_started: float | None = None
@@ -129,7 +134,8 @@ class Sequencer:
         d = self._send(view, command, body or {})
 
         def answered(reply: dict[str, Any]) -> dict[str, Any]:
-            self._fold(view, reply)
+            incarnation = reply.get("incarnation")
+            self._fold(view, reply, incarnation if isinstance(incarnation, str) else None)
             return reply
 
         return d.addCallback(answered)
@@ -137,16 +143,17 @@ class Sequencer:
     def _fold(self, view: SystemView, status: dict[str, Any], incarnation: str | None = None) -> bool:
         if self.partition.systems.get(view.id) is not view:
             return False
+        before = view.summary
         if not accept_status(view, status, incarnation):
             return False
         op = self.op
         if (
             isinstance(op, ConfigureOp)
-            and view.id in op.accepted
-            and view.summary == "Unconfigured"
             and view.stage == op.stage
+            and view.summary == "Unconfigured"
+            and before != "Unconfigured"
         ):
-            op.fallen = view.id  # accepted the configure, then went back
+            op.fallen = view.id  # went back while its stage configures
         self.partition.refresh(view)
         self.outputs.system_changed(view)
         self._check_mismatch(view)
@@ -201,6 +208,8 @@ class Sequencer:
             self._say("info", f"{system}: connected ({view.state})", system)
         self.partition.refresh(view)
         self.outputs.system_changed(view)
+        if connected:
+            self._check_mismatch(view)
         self._changed()
 
     def _check_mismatch(self, view: SystemView) -> None:
@@ -317,10 +326,16 @@ class Sequencer:
             self._say("info", f"recording stopped in {self.clock.seconds() - op.started:.3f} s")
             self._end_op()
 
+    def settle(self) -> None:
+        """Every system has been heard from (or given up on): judge from now on."""
+        if not self.settled:
+            self.settled = True
+            self._changed()
+
     def _reconcile_recording(self) -> None:
         """No system records alone: stop the others when one stops or a stage fails."""
         partition = self.partition
-        if partition.recording():
+        if not self.settled or partition.recording():
             return
         for view in partition.recording_systems():
             if view.connected and view.summary == "Recording" and self._stop_sent.get(view.id) != view.seq:
@@ -333,6 +348,12 @@ class Sequencer:
         self.partition.running_stage = None
         if op is not None and op.timer is not None and op.timer.active():
             op.timer.cancel()
+        if isinstance(op, ConfigureOp):
+            # A request still waiting for an unreachable peer must not be
+            # delivered later, when nobody wants it any more.
+            for request in op.requests:
+                if not request.called:
+                    request.cancel()
         self._dirty = True
 
     def _fail(self, reason: str, abort_unfinished: bool = False) -> None:
@@ -385,11 +406,7 @@ class Sequencer:
                 protocol.BUSY, f"partition {partition.id} is {state}: systems are configuring"
             )
         extra = sorted(set(configs) - set(partition.systems))
-        if extra:
-            raise RequestError(
-                protocol.UNKNOWN_SYSTEM,
-                f"configuration given for systems not in partition {partition.id}: {', '.join(extra)}",
-            )
+        configs = {s: c for s, c in configs.items() if s in partition.systems}
         merged = {**partition.expected, **configs}
         missing = [s for s in partition.systems if s not in merged]
         if missing:
@@ -400,8 +417,13 @@ class Sequencer:
                 f"{partition.id} needs one",
             )
         saved = (dict(partition.expected), {v.id: v.needs_configure for v in partition.systems.values()})
+        # Changed: a new configuration, or a system that does not have the
+        # one it is to have (fallen back, configured by someone else): it and
+        # every stage above it are configured again.
         changed_stages = [
-            partition.systems[s].stage for s, c in configs.items() if partition.expected.get(s) != c
+            partition.systems[s].stage
+            for s, c in configs.items()
+            if partition.expected.get(s) != c or partition.systems[s].tag != c["config_id"]
         ]
         partition.expected = merged
         for system, config in configs.items():
@@ -435,13 +457,16 @@ class Sequencer:
             f"configure with {'tag ' + repr(tag) if tag else 'a custom configuration'}"
             f"{', auto-configure' if auto else ''}",
         )
+        ignored = {"ignored": extra} if extra else {}
+        if extra:
+            self._say("warn", f"configurations for systems not in this partition ignored: {', '.join(extra)}")
         if level == len(sequence.stages):
             self._changed()
-            return {**self.record(), "message": "nothing to do: every system is configured"}
+            return {**self.record(), **ignored, "message": "nothing to do: every system is configured"}
         self._configure_started = self.clock.seconds()
         self._start_stage(level, auto)
         self._changed()
-        return self.record()
+        return {**self.record(), **ignored}
 
     def _start_stage(self, level: int, auto: bool) -> None:
         partition = self.partition
@@ -453,6 +478,7 @@ class Sequencer:
         targets = [v for v in partition.members(level) if not partition.is_ready(v)]
         ready, total = partition.stage_counts(level)
         self.outputs.progress(stage.name, ready, total)
+        op.last_progress = (ready, self.clock.seconds())
         self._say("info", f"configuring stage {stage.name}: {len(targets)} of {total} systems")
         for view in targets:
             if op is not self.op:
@@ -462,6 +488,7 @@ class Sequencer:
                 return
             config = partition.expected[view.id]
             d = self._send(view, "configure", {"config": config})
+            op.requests.append(d)
             d.addCallbacks(self._accepted, self._refused, (op, view), None, (op, view))
         self._dirty = True
 
@@ -470,16 +497,18 @@ class Sequencer:
         if partition.systems.get(view.id) is not view:
             return
         expected = partition.expected.get(view.id)
-        if expected is not None and reply.get("tag") == expected["config_id"]:
+        if expected is not None and reply.get("tag") == expected["config_id"] and view.needs_configure:
             view.needs_configure = False  # it works on the configuration it was given
+            self.persist()
         if self.op is op:
             op.accepted.add(view.id)
-        if not self._fold(view, reply):
+        incarnation = reply.get("incarnation")
+        if not self._fold(view, reply, incarnation if isinstance(incarnation, str) else None):
             partition.refresh(view)
             self._changed()
 
     def _refused(self, failure: Failure, op: ConfigureOp, view: SystemView) -> None:
-        if self.op is not op:
+        if self.op is not op or failure.check(defer.CancelledError):
             return
         if failure.check(RequestError):
             error = failure.value

@@ -320,7 +320,15 @@ class ConnectingSocket:
             self._monitor = _MonitorReader(
                 self._reactor, connection.socket, self.HANDSHAKE_EVENTS, self._event
             )
-        connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, self.address)])
+        try:
+            connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, self.address)])
+        except Exception:
+            # A bad address: close what was opened, or the context never ends.
+            if self._monitor is not None:
+                self._monitor.close()
+                self._monitor = None
+            connection.shutdown()
+            raise
         return connection
 
     def _event(self, event: dict[str, Any]) -> None:

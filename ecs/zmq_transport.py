@@ -385,5 +385,12 @@ class ZmqNode:
             self._auth.stop()
             self._auth = None
         if self.factory.context is not None:
-            self.factory.shutdown()
+            context = self.factory.context
+            for connection in list(self.factory.connections):
+                connection.shutdown()
+            # destroy, not term: a socket left open by mistake must not hang
+            # the process (term waits for every socket to be closed).
+            context.destroy(linger=0)
+            self.factory.connections = None
+            self.factory.context = None
         return defer.succeed(None)
