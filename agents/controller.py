@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from agents.actions import ActionFailed, ActionRequest, IAction
@@ -95,8 +95,10 @@ class SystemController:
         partition: str | None = None,
         start_state: str | None = None,
         start_tag: str | None = None,
+        verbose: bool = True,
     ) -> None:
         self.system = system
+        self._verbose = verbose
         self.partition = partition
         self.table = table
         self.action = action
@@ -155,7 +157,8 @@ class SystemController:
             self.config = None
         if comment is not None:
             self.comment = comment
-        self._log.info(
+        self._log.emit(
+            LogLevel.info if self._verbose else LogLevel.debug,
             "{system}{where}: {old} -{input}-> {new}",
             system=self.system,
             where=f" ({self.partition})" if self.partition else "",

@@ -42,6 +42,9 @@ _LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 #: change in one reactor turn.
 BATCH = 500
 
+#: Hosts with more agents log each transition at debug level only.
+VERBOSE_AGENTS = 20
+
 
 def exit_after_shutdown(reactor: Any) -> None:
     """
@@ -69,7 +72,7 @@ class PartitionLink:
         self.host = host
         self.partition = partition
         self.endpoint: str | None = None
-        self._batch: list[dict[str, Any]] = []
+        self._batch: dict[str, dict[str, Any]] = {}
         self._flush_call: Any = None
         self.heartbeat: Heartbeat | None = None
         self.sent = 0
@@ -113,14 +116,17 @@ class PartitionLink:
         """
         if self.endpoint is None or self.heartbeat is None or self.heartbeat.alive is None:
             return
-        self._batch.append(update)
+        # Only the latest state of a system in this turn matters to the PCA
+        # (a sim host passes three states per detector in one turn).
+        self._batch.pop(update["system"], None)
+        self._batch[update["system"]] = update
         if self._flush_call is None:
             self._flush_call = self.host.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Send the queued updates now, in notifications of at most L{BATCH} updates."""
         self._flush_call = None
-        batch, self._batch = self._batch, []
+        batch, self._batch = list(self._batch.values()), {}
         if not batch or self.endpoint is None:
             return
         client = self.host.node.connect(self.endpoint)
@@ -294,7 +300,16 @@ class ControllerHost(service.Service):
         if partition is not None and partition not in self.links:
             self.links[partition] = PartitionLink(self, partition)
         controller = SystemController(
-            system, table, action, self._emit, partition, start_state, start_tag
+            system,
+            table,
+            action,
+            self._emit,
+            partition,
+            start_state,
+            start_tag,
+            # A sim host's thousands of transitions would drown its log (and
+            # cost half its time): there they are debug lines.
+            verbose=len(self.kinds) <= VERBOSE_AGENTS,
         )
         self.controllers[(system, partition if system in self._globals else None)] = controller
         return controller

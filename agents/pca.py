@@ -263,6 +263,7 @@ class PartitionAgent(service.Service):
             lambda: self._endpoint_lost(endpoint),
             lambda: self._endpoint_back(endpoint),
             name=f"PCA {self.id}: systems at {endpoint}",
+            last_heard=lambda: client.last_received,
         )
         self.heartbeats[endpoint] = heartbeat
         heartbeat.start()

@@ -121,6 +121,7 @@ class Sequencer:
         self._in_drive = False
         self._dirty = False
         self._published: dict[str, Any] | None = None
+        self._publish_call: IDelayedCall | None = None
         self._mismatch_handled: dict[str, int] = {}
         self._stop_sent: dict[str, int] = {}
 
@@ -179,11 +180,16 @@ class Sequencer:
             }
         )
 
-    def status(self) -> dict[str, Any]:
-        """The partition and every system, for a status request."""
+    def status(self, limit: int = 2000) -> dict[str, Any]:
+        """
+        The partition and its systems (at most C{limit}, so that the reply
+        stays within the message size limit: C{snapshot} pages through all).
+        """
+        systems = list(self.partition.systems.values())
         return {
             **self.record(),
-            "systems": [v.event() for v in self.partition.systems.values()],
+            "systems": [v.event() for v in systems[:limit]],
+            "systems_total": len(systems),
         }
 
     # -- changes from the systems ----------------------------------------
@@ -240,9 +246,12 @@ class Sequencer:
                     break
         finally:
             self._in_drive = False
-        self._publish()
+        # Once per reactor turn, however many systems changed in it.
+        if self._publish_call is None or not self._publish_call.active():
+            self._publish_call = self.clock.callLater(0, self._publish)
 
     def _publish(self) -> None:
+        self._publish_call = None
         record = self.record()
         if record != self._published:
             old = self._published["state"] if self._published else None
@@ -669,6 +678,8 @@ class Sequencer:
 
     def stop_timers(self) -> None:
         """Cancel the running operation's timer (the agent stops)."""
+        if self._publish_call is not None and self._publish_call.active():
+            self._publish_call.cancel()
         op = self.op
         if op is not None and op.timer is not None and op.timer.active():
             op.timer.cancel()

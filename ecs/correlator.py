@@ -84,6 +84,8 @@ class Correlator:
         self._retry: IDelayedCall | None = None
         self._closed = False
         self.late_replies = 0
+        #: When the peer last sent anything (reactor time), or None.
+        self.last_received: float | None = None
         self.lost_notifications = 0
 
     @property
@@ -283,6 +285,7 @@ class Correlator:
 
     def frame_received(self, frames: list[bytes]) -> None:
         """Handle one received message: a reply, normally."""
+        self.last_received = self._clock.seconds()
         if len(frames) != 1:
             self._log.warn(
                 "client {address}: dropped a message of {count} frames",
@@ -350,6 +353,11 @@ class CorrelatedClient:
     """
 
     correlator: Correlator
+
+    @property
+    def last_received(self) -> float | None:
+        """See L{ecs.transport.IClient.last_received}."""
+        return self.correlator.last_received
 
     def request(
         self,

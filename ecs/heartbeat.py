@@ -36,6 +36,7 @@ class Heartbeat:
         on_lost: Callable[[], None],
         on_recovered: Callable[[], None],
         name: str = "peer",
+        last_heard: Callable[[], float | None] | None = None,
     ) -> None:
         self._clock = clock
         self.interval = interval
@@ -44,6 +45,7 @@ class Heartbeat:
         self._on_lost = on_lost
         self._on_recovered = on_recovered
         self.name = name
+        self._last_heard = last_heard
         self.alive: bool | None = None
         self._last_ok = 0.0
         self._timer: IDelayedCall | None = None
@@ -68,6 +70,12 @@ class Heartbeat:
     def _tick(self) -> None:
         self._timer = self._clock.callLater(self.interval, self._tick)
         now = self._clock.seconds()
+        if self._last_heard is not None:
+            heard = self._last_heard()
+            if heard is not None and heard > self._last_ok:
+                # Any message from the peer is a sign of life: a peer busy
+                # answering a flood is slow to answer pings, not lost.
+                self._last_ok = heard
         if now - self._last_ok >= self.timeout and self.alive is not False:
             self.alive = False
             self._log.warn(
@@ -79,7 +87,7 @@ class Heartbeat:
             if self._timer is None:
                 return  # on_lost stopped us: no ping after stop()
         if self._in_flight is None:
-            d = self._ping(min(self.timeout, max(self.interval, 0.001)))
+            d = self._ping(self.timeout)
             self._in_flight = d
             d.addCallbacks(self._answered, self._unanswered, errbackArgs=(d,), callbackArgs=(d,))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
@@ -191,9 +191,11 @@ _ALLOWED_FIELDS = {
 }
 
 
-def _check(condition: bool, reason: str, raw: dict[str, Any] | None = None) -> None:
+def _check(condition: bool, reason: Callable[[], str], raw: dict[str, Any] | None = None) -> None:
+    # The reason is built only when the check fails: a valid frame costs no
+    # repr() of its (possibly large) fields.
     if not condition:
-        raise _error(BAD_REQUEST, reason, raw)
+        raise _error(BAD_REQUEST, reason(), raw)
 
 
 def _error(code: str, reason: str, raw: dict[str, Any] | None) -> ProtocolError:
@@ -243,67 +245,67 @@ def decode(frame: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
             UNSUPPORTED_VERSION, f"field 'v' must be {VERSION}, got {version!r}", raw
         )
     kind = raw.get("kind")
-    _check(kind in KINDS, f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}", raw)
+    _check(kind in KINDS, lambda: f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}", raw)
     unknown = sorted(set(raw) - _ALLOWED_FIELDS[kind])
-    _check(not unknown, f"unexpected field(s) for a {kind}: {', '.join(unknown)}", raw)
+    _check(not unknown, lambda: f"unexpected field(s) for a {kind}: {', '.join(unknown)}", raw)
     msg_type = raw.get("type")
     _check(
         isinstance(msg_type, str) and bool(_TYPE.match(msg_type)),
-        f"field 'type' must be an identifier of at most 64 characters, got {_short(msg_type)}",
+        lambda: f"field 'type' must be an identifier of at most 64 characters, got {_short(msg_type)}",
         raw,
     )
     for name in ("sender", "target"):
         value = raw.get(name)
         _check(
             isinstance(value, str) and bool(_NAME.match(value)),
-            f"field '{name}' must be an agent id (1-128 of A-Z a-z 0-9 _ . : @ * -), "
+            lambda: f"field '{name}' must be an agent id (1-128 of A-Z a-z 0-9 _ . : @ * -), "
             f"got {_short(value)}",
             raw,
         )
     body = raw.get("body")
-    _check(isinstance(body, dict), f"field 'body' must be an object, got {_short(body)}", raw)
+    _check(isinstance(body, dict), lambda: f"field 'body' must be an object, got {_short(body)}", raw)
     fields: dict[str, Any] = {}
     if kind in ("request", "reply"):
         request_id = raw.get("id")
         _check(
             isinstance(request_id, str) and bool(_REQUEST_ID.match(request_id)),
-            f"field 'id' must be a request id (1-64 of A-Z a-z 0-9 _ . : -), got {_short(request_id)}",
+            lambda: f"field 'id' must be a request id (1-64 of A-Z a-z 0-9 _ . : -), got {_short(request_id)}",
             raw,
         )
         fields["id"] = request_id
     if kind == "reply":
         status = raw.get("status")
-        _check(status in STATUSES, f"field 'status' must be ok or error, got {_short(status)}", raw)
+        _check(status in STATUSES, lambda: f"field 'status' must be ok or error, got {_short(status)}", raw)
         fields["status"] = status
         if status == "error":
             code = body.get("code")
             _check(
                 isinstance(code, str) and bool(_CODE.match(code)),
-                f"error body 'code' must be a lower-case identifier, got {_short(code)}",
+                lambda: f"error body 'code' must be a lower-case identifier, got {_short(code)}",
                 raw,
             )
             _check(
                 isinstance(body.get("reason"), str),
-                f"error body 'reason' must be a string, got {_short(body.get('reason'))}",
+                lambda: f"error body 'reason' must be a string, got {_short(body.get('reason'))}",
                 raw,
             )
     if kind == "event":
         topic = raw.get("topic")
         _check(
             isinstance(topic, str) and bool(_TOPIC.match(topic)),
-            f"field 'topic' must be a topic name, got {_short(topic)}",
+            lambda: f"field 'topic' must be a topic name, got {_short(topic)}",
             raw,
         )
         epoch = raw.get("epoch")
         _check(
             isinstance(epoch, str) and bool(_REQUEST_ID.match(epoch)),
-            f"field 'epoch' must be an id string, got {_short(epoch)}",
+            lambda: f"field 'epoch' must be an id string, got {_short(epoch)}",
             raw,
         )
         seq = raw.get("seq")
         _check(
             isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0,
-            f"field 'seq' must be a non-negative integer, got {_short(seq)}",
+            lambda: f"field 'seq' must be a non-negative integer, got {_short(seq)}",
             raw,
         )
         fields.update(topic=topic, epoch=epoch, seq=seq)

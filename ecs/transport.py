@@ -102,6 +102,10 @@ class IClient(Interface):
     """A connection to one remote endpoint."""
 
     address = Attribute("The endpoint connected to.")
+    last_received = Attribute(
+        "When the peer last sent anything (reactor time), or None: a sign of life "
+        "that heartbeats count, so a peer busy answering is not declared lost."
+    )
 
     def request(
         target: str, type: str, body: dict, timeout: float | None = None, sender: str | None = None

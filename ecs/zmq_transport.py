@@ -56,7 +56,45 @@ from ecs.transport import (
 from ecs.zmq_curve import ConnectingSocket, KeyAllowList
 
 
-class _Router(ZmqRouterConnection):
+#: The most messages one socket hands over before the reactor gets a turn.
+MAX_READ_BATCH = 256
+
+
+class _BoundedRead:
+    """
+    txZMQ's C{doRead} reads a socket until it is empty: under a flood (ten
+    thousand replies) heartbeats and every other socket wait behind it.  This
+    one reads at most L{MAX_READ_BATCH} messages, then comes back on the next
+    reactor turn (ZeroMQ's descriptor is edge-triggered: it would not wake
+    us again for what is already queued).
+    """
+
+    factory: Any
+    socket: Any
+    read_scheduled: Any
+
+    def doRead(self) -> None:
+        if self.read_scheduled is not None:
+            if not self.read_scheduled.called:
+                self.read_scheduled.cancel()
+            self.read_scheduled = None
+        for _ in range(MAX_READ_BATCH):
+            if self.factory is None:
+                return  # closed meanwhile
+            if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+            try:
+                message = self._readMultipart()  # type: ignore[attr-defined]
+            except zmq.ZMQError as e:
+                if e.errno == errno.EAGAIN:
+                    continue
+                raise
+            self.messageReceived(message)  # type: ignore[attr-defined]
+        if self.factory is not None:
+            self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
+
+
+class _Router(_BoundedRead, ZmqRouterConnection):
     """txZMQ ROUTER handing every message to its server's dispatcher."""
 
     socketType = zmq.ROUTER
@@ -69,7 +107,7 @@ class _Router(ZmqRouterConnection):
         self.owner.dispatcher.frame_received(message[0], message[1:])
 
 
-class _Dealer(ZmqDealerConnection):
+class _Dealer(_BoundedRead, ZmqDealerConnection):
     """txZMQ DEALER handing every message to its client's correlator."""
 
     socketType = zmq.DEALER
@@ -88,7 +126,7 @@ class _Pub(ZmqPubConnection):
     socketType = zmq.PUB
 
 
-class _Sub(ZmqSubConnection):
+class _Sub(_BoundedRead, ZmqSubConnection):
     """txZMQ SUB handing every message's frames to its subscriber."""
 
     socketType = zmq.SUB

@@ -71,13 +71,26 @@ class HeartbeatTests(SynchronousTestCase):
         self.clock.pump([1.0] * n)
 
     def test_first_ping_at_start(self) -> None:
-        """start sends a heartbeat at once, with the ping's own deadline."""
+        """start sends a heartbeat at once; its deadline is the whole loss timeout."""
         self.assertIsNone(self.hb.alive)
         self.hb.start()
         self.assertEqual(len(self.peer.pings), 1)
-        self.assertEqual(self.peer.pings[0][0], 1.0)
+        self.assertEqual(self.peer.pings[0][0], 3.0)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.assertEqual(self.events, [])
+
+    def test_any_message_is_a_sign_of_life(self) -> None:
+        """A peer that sends other messages but answers pings late is not declared lost."""
+        heard = {"at": None}
+        hb = self.make(last_heard=lambda: heard["at"])
+        hb.start()
+        for _ in range(10):
+            heard["at"] = self.clock.seconds()  # replies keep coming, pings wait in the queue
+            self.tick()
+        self.assertEqual(self.events, [])
+        self.tick(4)  # then silence
+        self.assertEqual(self.events, ["lost"])
+        hb.stop()
 
     def test_ping_deadline_bounded_by_timeout(self) -> None:
         """With an interval longer than the timeout, a ping waits at most the timeout."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from agents import host as host_module
 from agents.host import ControllerHost
-from ecs.config import load_settings, load_subsystems
+from ecs.config import ActionSpec, load_settings, load_subsystems
 from ecs.memory_transport import MemoryNetwork, MemoryNode
 from ecs.registry import InventoryRegistry
 from ecs.transport import Request, RequestError
@@ -271,6 +272,25 @@ class SimHostTests(HostHarness):
         self.assertEqual(len(active), 200)
         self.assertEqual(len(pca.updates), 200 * 4)
         self.assertLess(len(pca.notifications), 12)
+
+    def test_only_latest_state_per_turn(self) -> None:
+        """Zero-time configures pass three states in one turn: the PCA gets only the last of each."""
+        instant = attrs.evolve(
+            SUBSYSTEMS.get("STS"), action=ActionSpec("simulated", {"duration": 0.0})
+        )
+        host = self.host("sim")
+        for n in range(1, 201):
+            host.add_detector(str(n), instant)
+        self.start(host)
+        pca = self.pcas["p1"]
+        before = len(pca.updates)
+        for n in range(1, 201):
+            self.client_node.connect(host.address).request(str(n), "configure", {"config": {"config_id": "c"}})
+        self.clock.advance(0)
+        updates = pca.updates[before:]
+        self.assertEqual(len(updates), 200)
+        self.assertEqual({u["state"] for u in updates}, {"Active"})
+        self.assertEqual({u["seq"] for u in updates}, {3})
 
     def test_large_batches_are_split(self) -> None:
         """A turn with more updates than a batch holds goes out in several notifications, none lost."""

@@ -284,6 +284,34 @@ class RequestReplyTests(ZmqTestCase):
         self.assertEqual(await client.request("A", "slow", {"x": 21}), {"done": 42})
 
     @async_test
+    async def test_reads_in_bounded_batches(self) -> None:
+        """A flood is read at most MAX_READ_BATCH messages per reactor turn, and all of it is served."""
+        from ecs import zmq_transport
+
+        count = 3 * zmq_transport.MAX_READ_BATCH
+        server = self.serve(self.node("srv"), {"A": {"echo": lambda r: {"i": r.body["i"]}}})
+        connection = server.connection
+        batches: list[int] = []
+        original_read, original_received = connection.doRead, connection.messageReceived
+
+        def counting_read() -> None:
+            batches.append(0)
+            original_read()
+
+        def counting_received(message: list[bytes]) -> None:
+            batches[-1] += 1
+            original_received(message)
+
+        connection.doRead = counting_read
+        connection.messageReceived = counting_received
+        client = self.node("cli").connect(server.address)
+        replies = await defer.gatherResults(
+            [client.request("A", "echo", {"i": i}) for i in range(count)], consumeErrors=True
+        )
+        self.assertEqual(len(replies), count)
+        self.assertEqual(sum(batches), count)
+        self.assertLessEqual(max(batches), zmq_transport.MAX_READ_BATCH)
+
     async def test_many_in_flight(self) -> None:
         """500 concurrent requests, answered out of order, each get their own reply."""
         count = 500
