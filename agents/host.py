@@ -46,6 +46,11 @@ BATCH = 500
 VERBOSE_AGENTS = 20
 
 
+def pca_node_name(partition: str) -> str:
+    """The sender name of the PCA of C{partition} (its node's name)."""
+    return f"pca:{partition}"
+
+
 def exit_after_shutdown(reactor: Any) -> None:
     """
     Stop the reactor and make the process exit with status 1 once it has
@@ -96,8 +101,20 @@ class PartitionLink:
             self._lost,
             self._recovered,
             name=f"PCA {self.partition} at {self.endpoint}",
+            last_heard=self._last_heard,
         )
         self.heartbeat.start()
+
+    def _last_heard(self) -> float | None:
+        """The latest sign of life of the PCA: a reply, or a command it sent us."""
+        assert self.endpoint is not None
+        heard = [
+            self.host.node.connect(self.endpoint).last_received,
+            self.host.server.last_heard_from(pca_node_name(self.partition))
+            if self.host.server is not None
+            else None,
+        ]
+        return max((t for t in heard if t is not None), default=None)
 
     def stop(self) -> None:
         """Stop watching and drop what is not sent."""

@@ -574,7 +574,9 @@ def makeService(options: Options) -> service.IService:
     partition = options["id"]
     from twisted.internet import reactor
 
-    node = composition.node(f"pca:{partition}")
+    from agents.host import pca_node_name
+
+    node = composition.node(pca_node_name(partition))
     return PartitionAgent(
         partition,
         node,

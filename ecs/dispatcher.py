@@ -25,6 +25,11 @@ from ecs.protocol import Envelope, ProtocolError
 from ecs.transport import Handler, Request, RequestError, log_frame_problem
 
 
+#: Senders whose last message time is kept (for liveness); beyond that the
+#: table starts again, so one-off clients cannot make it grow.
+MAX_SENDERS_REMEMBERED = 10_000
+
+
 class Dispatcher:
     """
     The serving half of request/reply, independent of the medium.
@@ -53,6 +58,7 @@ class Dispatcher:
         self._handler_timeout = handler_timeout
         self._agents: dict[str, Mapping[str, Handler]] = {}
         self._closed = False
+        self._heard: dict[str, float] = {}
         # One entry per awaited handler; keyed by a fresh token, not by
         # (peer, id), so that a peer reusing an id cannot make one request's
         # completion cancel another's deadline.
@@ -112,7 +118,14 @@ class Dispatcher:
             return
         self._dispatch(peer, envelope)
 
+    def last_heard_from(self, sender: str) -> float | None:
+        """When a valid message from C{sender} last arrived (reactor time)."""
+        return self._heard.get(sender)
+
     def _dispatch(self, peer: object, envelope: Envelope) -> None:
+        if len(self._heard) >= MAX_SENDERS_REMEMBERED and envelope.sender not in self._heard:
+            self._heard.clear()  # many one-off clients: forget, never grow without bound
+        self._heard[envelope.sender] = self._clock.seconds()
         is_request = envelope.kind == "request"
         handlers = self._agents.get(envelope.target)
         if envelope.type == "heartbeat" and (

@@ -77,12 +77,19 @@ class Heartbeat:
                 # answering a flood is slow to answer pings, not lost.
                 self._last_ok = heard
         if now - self._last_ok >= self.timeout and self.alive is not False:
+            if self.alive is None:
+                self._log.warn(
+                    "{name}: not reachable ({seconds:.1f} s without an answer since start)",
+                    name=self.name,
+                    seconds=now - self._last_ok,
+                )
+            else:
+                self._log.warn(
+                    "{name}: no heartbeat answer for {seconds:.1f} s: connection lost",
+                    name=self.name,
+                    seconds=now - self._last_ok,
+                )
             self.alive = False
-            self._log.warn(
-                "{name}: no heartbeat answer for {seconds:.1f} s: connection lost",
-                name=self.name,
-                seconds=now - self._last_ok,
-            )
             self._call(self._on_lost)
             if self._timer is None:
                 return  # on_lost stopped us: no ping after stop()

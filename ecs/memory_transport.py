@@ -111,6 +111,10 @@ class MemoryServer:
         """See L{IServer.unregister}."""
         self.dispatcher.unregister(agent_id)
 
+    def last_heard_from(self, sender: str) -> float | None:
+        """See L{IServer.last_heard_from}."""
+        return self.dispatcher.last_heard_from(sender)
+
     def receive(self, peer: object, frames: list[bytes]) -> None:
         """A frame arrived for this endpoint."""
         if self.address in self.network.down or self.network.servers.get(self.address) is not self:

@@ -97,6 +97,9 @@ class IServer(Interface):
     def unregister(agent_id: str) -> None:
         """Stop serving C{agent_id}; its requests get C{unknown_target}."""
 
+    def last_heard_from(sender: str) -> float | None:
+        """When a message from C{sender} last arrived here (a sign of its life)."""
+
 
 class IClient(Interface):
     """A connection to one remote endpoint."""

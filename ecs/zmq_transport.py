@@ -186,6 +186,10 @@ class ZmqServer:
         """See L{IServer.unregister}."""
         self.dispatcher.unregister(agent_id)
 
+    def last_heard_from(self, sender: str) -> float | None:
+        """See L{IServer.last_heard_from}."""
+        return self.dispatcher.last_heard_from(sender)
+
     def close(self) -> None:
         """Unbind and close."""
         self.dispatcher.close()

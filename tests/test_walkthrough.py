@@ -32,7 +32,8 @@ class WalkthroughTests(TestCase):
         )
         await proc.wait_for(r"Ctrl-C stops everything", timeout=90)
         output = "\n".join(proc.lines)
-        self.assertIn("QA Recording", re.sub(r"\s+", " ", output))
+        self.assertIn("PARTITION Recording", output)
+        self.assertIn("PARTITION QA_Active", output)
         for system in ("TFC", "STS", "sim3", "FLES", "DCS", "QA"):
             self.assertRegex(output, rf"\s{system} Active\s")
         hint = re.search(r"(\S+/ecs) inject STS error --endpoint (\S+) --state-dir (\S+)", output)
@@ -41,8 +42,9 @@ class WalkthroughTests(TestCase):
                                            hint.group(2), "--state-dir", hint.group(3)], cwd=str(ROOT))
         self.assertEqual(await inject.ended, 0, "\n".join(inject.lines))
         await proc.wait_for(r"STS Error", timeout=20)
+        await proc.wait_for(r"PARTITION TFC_Active", timeout=20)  # the PCA fell back
         pids = [int(p) for p in re.findall(r"^started \S+ \(pid (\d+)\)", output, re.M)]
-        self.assertEqual(len(pids), 7)  # global, five detectors, one sim host
+        self.assertEqual(len(pids), 8)  # global, five detectors, one sim host, the PCA
         transport.signalProcess("TERM")
         self.assertEqual(await proc.ended, 0)
         for _ in range(200):
