@@ -34,6 +34,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/transport.py
+	$(PY) bench/configure.py --detectors 1000
 
 clean:
 	rm -rf $(VENV) _trial_temp* build *.egg-info
