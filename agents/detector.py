@@ -36,9 +36,9 @@ def makeService(options: Options) -> IService:
     """Compose the detector controller."""
     composition = Composition(options)
     detector = options["id"]
-    type_name = options["type"] or composition.registry.detector_type_now(detector)
+    type_name = options["type"] or composition.detector_type_now(detector)
     if type_name is None:
-        fail(f"detector {detector}: no --type given and not in the inventory")
+        fail(f"detector {detector}: give --type (or an --inventory that names its type)")
     system_type = composition.system_type(type_name, is_global=False)
     if options["start-state"]:
         from ecs.fsm import load_table

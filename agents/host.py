@@ -81,17 +81,45 @@ class PartitionLink:
         self._flush_call: Any = None
         self.heartbeat: Heartbeat | None = None
         self.sent = 0
+        self._resolving: Any = None
+        self._stopped = False
+        self._told_unknown = False
 
     async def start(self) -> None:
-        """Find the PCA and start watching it."""
-        self.endpoint = await self.host.registry.endpoint_of("pca", self.partition)
-        if self.endpoint is None:
-            self._log.warn(
-                "partition {partition} has no known PCA endpoint: state updates are not sent",
-                partition=self.partition,
+        """Find the PCA and start watching it (looking again until it is known)."""
+        await self._resolve()
+
+    async def _resolve(self) -> None:
+        """Look the PCA up; watch it at its (new) endpoint; retry while unknown."""
+        self._resolving = None
+        if self._stopped:
+            return
+        try:
+            endpoint = await self.host.registry.endpoint_of("pca", self.partition)
+        except Exception as e:
+            self._log.warn("PCA {partition}: registry lookup failed: {error}", partition=self.partition, error=e)
+            endpoint = self.endpoint
+        if self._stopped:
+            return
+        if endpoint is None:
+            if not self._told_unknown:
+                self._told_unknown = True
+                self._log.warn(
+                    "partition {partition} has no known PCA endpoint yet: looking again every {seconds} s",
+                    partition=self.partition,
+                    seconds=self.host.settings.heartbeat_timeout,
+                )
+            self._resolving = self.host.reactor.callLater(
+                self.host.settings.heartbeat_timeout, self._resolve_soon
             )
             return
-        client = self.host.node.connect(self.endpoint)
+        if endpoint == self.endpoint and self.heartbeat is not None:
+            return
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self._log.info("PCA {partition} moved to {endpoint}", partition=self.partition, endpoint=endpoint)
+        self.endpoint = endpoint
+        client = self.host.node.connect(endpoint)
         settings = self.host.settings
         self.heartbeat = Heartbeat(
             self.host.reactor,
@@ -104,6 +132,11 @@ class PartitionLink:
             last_heard=self._last_heard,
         )
         self.heartbeat.start()
+
+    def _resolve_soon(self) -> None:
+        defer.Deferred.fromCoroutine(self._resolve()).addErrback(
+            lambda f: self._log.failure("resolving PCA {partition}", f, partition=self.partition)
+        )
 
     def _last_heard(self) -> float | None:
         """The latest sign of life of the PCA: a reply, or a command it sent us."""
@@ -118,6 +151,9 @@ class PartitionLink:
 
     def stop(self) -> None:
         """Stop watching and drop what is not sent."""
+        self._stopped = True
+        if self._resolving is not None and self._resolving.active():
+            self._resolving.cancel()
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self._flush_call is not None and self._flush_call.active():
@@ -167,6 +203,9 @@ class PartitionLink:
 
     def _lost(self) -> None:
         self._log.warn("PCA of partition {partition} lost", partition=self.partition)
+        # It may have restarted elsewhere (a new port): ask the registry.
+        if self._resolving is None or not self._resolving.active():
+            self._resolving = self.host.reactor.callLater(0, self._resolve_soon)
 
     def _recovered(self) -> None:
         # First contact, or the PCA may have restarted or missed updates:
@@ -252,6 +291,9 @@ class ControllerHost(service.Service):
             exit_after_shutdown(self.reactor)
 
     async def _start(self) -> None:
+        registry_start = getattr(self.registry, "start", None)
+        if registry_start is not None:
+            registry_start()
         bind = self._bind
         if bind is None:
             # Agents served here share one endpoint: the registry must name
@@ -360,7 +402,66 @@ class ControllerHost(service.Service):
             handlers[command] = self._command_handler(agent_id, command)
         handlers["status"] = lambda r: self._status(agent_id, r)
         handlers["inject"] = lambda r: self._inject(agent_id, r)
+        if self.kinds[agent_id] == "global":
+            handlers["add_partition"] = lambda r: self._add_partition(agent_id, r)
+            handlers["remove_partition"] = lambda r: self._remove_partition(agent_id, r)
+        else:
+            handlers["assign"] = lambda r: self._assign(agent_id, r)
         return handlers
+
+    @staticmethod
+    def _partition_arg(request: Request, optional: bool = False) -> str | None:
+        partition = request.body.get("partition")
+        if partition is None and optional:
+            return None
+        if not isinstance(partition, str) or not partition:
+            raise RequestError(protocol.BAD_REQUEST, "'partition' must be a partition id")
+        return partition
+
+    async def _add_partition(self, agent_id: str, request: Request) -> dict[str, Any]:
+        """A global system starts serving a new partition (the ECA created it)."""
+        partition = self._partition_arg(request)
+        assert partition is not None
+        if (agent_id, partition) not in self.controllers:
+            controller = self._create(agent_id, self._globals[agent_id], partition, None, None)
+            link = self.links[partition]
+            if link.heartbeat is None:
+                await link.start()
+            elif link.heartbeat.alive:
+                controller.publish()
+        return self.controllers[(agent_id, partition)].reply()
+
+    def _remove_partition(self, agent_id: str, request: Request) -> dict[str, Any]:
+        """A global system stops serving a deleted partition."""
+        partition = self._partition_arg(request)
+        controller = self.controllers.pop((agent_id, partition), None)
+        if controller is not None:
+            controller.stop()
+        if partition is not None and not self.controllers_of_partition(partition):
+            link = self.links.pop(partition, None)
+            if link is not None:
+                link.stop()
+        return {"removed": controller is not None}
+
+    async def _assign(self, agent_id: str, request: Request) -> dict[str, Any]:
+        """A detector now reports to another partition (or none): the ECA moved it."""
+        partition = self._partition_arg(request, optional=True)
+        controller = self.controllers[(agent_id, None)]
+        old = controller.partition
+        controller.partition = partition
+        if old is not None and old != partition and not self.controllers_of_partition(old):
+            link = self.links.pop(old, None)
+            if link is not None:
+                link.stop()
+        if partition is not None:
+            link = self.links.get(partition)
+            if link is None:
+                link = self.links[partition] = PartitionLink(self, partition)
+                await link.start()
+            if link.heartbeat is not None and link.heartbeat.alive:
+                controller.publish()
+        self._log.info("{detector} now belongs to {partition}", detector=agent_id, partition=partition)
+        return controller.reply()
 
     def _command_handler(self, agent_id: str, command: str) -> Callable[[Request], Any]:
         def handle(request: Request) -> defer.Deferred[dict[str, Any]]:
@@ -458,5 +559,8 @@ class ControllerHost(service.Service):
                     await self.registry.unregister(kind, agent_id)
                 except Exception as e:
                     self._log.warn("unregister {agent} failed: {error}", agent=agent_id, error=e)
+        registry_stop = getattr(self.registry, "stop", None)
+        if registry_stop is not None:
+            registry_stop()
         await self.node.close()
 

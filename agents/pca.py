@@ -101,6 +101,8 @@ class PartitionAgent(service.Service):
         self.sequencer: Sequencer | None = None
         self.heartbeats: dict[str, Heartbeat] = {}
         self._ticker: task.LoopingCall | None = None
+        self._resolver: task.LoopingCall | None = None
+        self._resolving = False
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     # -- start and stop --------------------------------------------------
@@ -124,6 +126,9 @@ class PartitionAgent(service.Service):
             exit_after_shutdown(self.reactor)
 
     async def _start(self) -> None:
+        registry_start = getattr(self.registry, "start", None)
+        if registry_start is not None:
+            registry_start()
         bind = self._bind or await self.registry.bind_address("pca", self.id)
         host = self.settings.bind_host
         server = self.node.serve(bind or f"tcp://{host}:*")
@@ -154,6 +159,9 @@ class PartitionAgent(service.Service):
         self._ticker = task.LoopingCall(self.publisher.tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.heartbeat_interval, now=False)
+        self._resolver = task.LoopingCall(self._resolve_lost)
+        self._resolver.clock = self.reactor
+        self._resolver.start(self.settings.heartbeat_timeout, now=False)
         self._log.info(
             "PCA {id} serving at {address}, publishing at {publish}: {count} systems",
             id=self.id,
@@ -228,8 +236,9 @@ class PartitionAgent(service.Service):
             self._write_now()
         for heartbeat in self.heartbeats.values():
             heartbeat.stop()
-        if self._ticker is not None and self._ticker.running:
-            self._ticker.stop()
+        for loop in (self._ticker, self._resolver):
+            if loop is not None and loop.running:
+                loop.stop()
         if self.sequencer is not None:
             self.sequencer.stop_timers()
         return defer.Deferred.fromCoroutine(self._stop())
@@ -240,6 +249,9 @@ class PartitionAgent(service.Service):
             await self.registry.unregister("pca", self.id)
         except Exception as e:
             self._log.warn("unregister failed: {error}", error=e)
+        registry_stop = getattr(self.registry, "stop", None)
+        if registry_stop is not None:
+            registry_stop()
         await self.node.close()
 
     # -- the systems -----------------------------------------------------
@@ -267,6 +279,45 @@ class PartitionAgent(service.Service):
         )
         self.heartbeats[endpoint] = heartbeat
         heartbeat.start()
+
+    def _resolve_lost(self) -> None:
+        """Ask the registry again where unknown or lost systems are now."""
+        if self._resolving or self.sequencer is None:
+            return
+        lost = [
+            v
+            for v in self.sequencer.partition.systems.values()
+            if v.endpoint is None or self.heartbeats.get(v.endpoint, None) is None
+            or self.heartbeats[v.endpoint].alive is False
+        ]
+        if lost:
+            self._resolving = True
+            d = defer.Deferred.fromCoroutine(self._relocate(lost))
+            d.addErrback(lambda f: self._log.failure("resolving systems", f))
+            d.addBoth(lambda _: setattr(self, "_resolving", False))
+
+    async def _relocate(self, views: list[SystemView]) -> None:
+        for view in views:
+            kind = "global" if view.kind == "global" else "detector"
+            try:
+                endpoint = await self.registry.endpoint_of(kind, view.id)
+            except Exception as e:
+                self._log.warn("{system}: registry lookup failed: {error}", system=view.id, error=e)
+                return
+            if endpoint is None or endpoint == view.endpoint or self.sequencer is None:
+                continue
+            if self.sequencer.partition.systems.get(view.id) is not view:
+                continue
+            old = view.endpoint
+            view.endpoint = endpoint
+            self._log.info("{system} is now at {endpoint}", system=view.id, endpoint=endpoint)
+            if old is not None and old in self.heartbeats and not self._at(old):
+                self.heartbeats.pop(old).stop()
+            if endpoint in self.heartbeats:
+                if self.heartbeats[endpoint].alive:
+                    self._query(view)
+            else:
+                self._watch(endpoint)
 
     def _at(self, endpoint: str) -> list[SystemView]:
         assert self.sequencer is not None
@@ -576,7 +627,7 @@ def makeService(options: Options) -> service.IService:
 
     from agents.host import pca_node_name
 
-    node = composition.node(pca_node_name(partition))
+    node = composition.node(pca_node_name(partition))  # before .registry: it may need the node
     return PartitionAgent(
         partition,
         node,

@@ -52,10 +52,11 @@ class Composition:
                 options["config"], options["state-dir"], overrides or None
             )
             self.subsystems: Subsystems = load_subsystems(options["subsystems"])
-            if options["inventory"]:
-                self.registry = InventoryRegistry.from_file(options["inventory"])
-            else:
-                self.registry = InventoryRegistry({}, "<no inventory>")
+            # Standalone with an inventory file; otherwise the ECA's registry
+            # (made with the node, in node()).
+            self.registry: Any = (
+                InventoryRegistry.from_file(options["inventory"]) if options["inventory"] else None
+            )
         except ConfigError as e:
             fail(e)
         apply_log_level(self.settings.log_level)
@@ -65,6 +66,13 @@ class Composition:
                 self.keys = load_keys(self.settings.key_dir)
             except KeyFileError as e:
                 fail(e)
+
+    def detector_type_now(self, detector: str) -> str | None:
+        """A detector's type from the inventory (None without one: give --type)."""
+        if self.registry is None or not hasattr(self.registry, "detector_type_now"):
+            return None
+        result: str | None = self.registry.detector_type_now(detector)
+        return result
 
     def system_type(self, name: str, is_global: bool) -> SystemType:
         """The type C{name}, with its state table loaded and checked."""
@@ -84,12 +92,16 @@ class Composition:
         return system_type
 
     def node(self, name: str) -> Any:
-        """A ZeroMQ node for this process, configured from the settings."""
+        """
+        A ZeroMQ node for this process, configured from the settings; without
+        an inventory, the registry becomes the ECA's, reached through it.
+        """
         from twisted.internet import reactor
 
+        from ecs.remote_registry import RemoteRegistry
         from ecs.zmq_transport import ZmqNode
 
-        return ZmqNode(
+        node = ZmqNode(
             reactor,
             name,
             self.keys,
@@ -97,9 +109,19 @@ class Composition:
             max_size=self.settings.max_message_size,
             high_water_mark=self.settings.high_water_mark,
         )
+        if self.registry is None:
+            self.registry = RemoteRegistry(
+                node,
+                self.settings.registry_address,
+                reactor,
+                self.settings.heartbeat_interval,
+                self.settings.heartbeat_timeout,
+            )
+        return node
 
     def host(self, name: str, bind: str | None) -> ControllerHost:
         """The controller service, with its node."""
         from twisted.internet import reactor
 
-        return ControllerHost(name, self.node(name), self.registry, self.settings, reactor, bind)
+        node = self.node(name)
+        return ControllerHost(name, node, self.registry, self.settings, reactor, bind)

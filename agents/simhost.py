@@ -67,7 +67,7 @@ def makeService(options: Options) -> IService:
     host = composition.host(f"simhost:{options['prefix']}{options['ids']}", options["bind"])
     types = {}
     for detector in options["detector_ids"]:
-        type_name = composition.registry.detector_type_now(detector) or options["type"]
+        type_name = composition.detector_type_now(detector) or options["type"]
         if type_name is None:
             fail(f"detector {detector}: not in the inventory and no --type given")
         if type_name not in types:

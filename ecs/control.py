@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+What the ECA offers to its user interfaces: the JSON API and web pages
+(L{ecs.web}), the CLI over HTTP and the SSH shell.
+
+L{IControlCenter} is the one door: every read goes through its getters and
+every change through its named actions, which check roles and control
+ownership, write the audit trail and tell the agents.  Interfaces never
+touch the store or the agents themselves (STYLE.md, "a data layer is the
+single writer").
+
+Errors are L{ControlError}s with a code that maps to an HTTP status:
+
+    bad_request 400, unauthenticated 401, forbidden 403, not_found 404,
+    conflict 409 (not possible now, or held by another user),
+    locked 423 (partition locked by a management operation),
+    unavailable 503 (an agent does not answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet import defer
+from zope.interface import Interface
+
+HTTP_STATUS = {
+    "bad_request": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "locked": 423,
+    "unavailable": 503,
+}
+
+ROLES = ("viewer", "operator", "expert", "admin")
+
+
+class ControlError(Exception):
+    """A refused or failed action: C{code} (see L{HTTP_STATUS}) and C{reason}."""
+
+    def __init__(self, code: str, reason: str, **details: Any) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code if code in HTTP_STATUS else "conflict"
+        self.reason = reason
+        self.details = details
+
+    @property
+    def status(self) -> int:
+        """The HTTP status for this error."""
+        return HTTP_STATUS[self.code]
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body: C{{"error": code, "reason": text, ...details}}."""
+        return {"error": self.code, "reason": self.reason, **self.details}
+
+
+@attrs.frozen
+class User:
+    """An authenticated user."""
+
+    name: str
+    roles: tuple[str, ...]
+
+    def has(self, role: str) -> bool:
+        """Whether the user has C{role} or a higher one (admin > expert > operator > viewer)."""
+        rank = {r: i for i, r in enumerate(ROLES)}
+        return any(rank.get(r, -1) >= rank[role] for r in self.roles)
+
+
+@attrs.frozen
+class Session:
+    """A login: the user and the token that authenticates later requests."""
+
+    user: User
+    token: str
+    csrf: str
+
+
+class IControlCenter(Interface):
+    """The ECA, as its interfaces see it.  Methods returning data may be
+    synchronous (marked) or return Deferreds."""
+
+    # -- authentication ----------------------------------------------------
+
+    def login(username: str, password: str, kind: str = "session") -> "defer.Deferred[Session]":
+        """Check the password; a new token (kind session or api). unauthenticated on failure."""
+
+    def logout(token: str) -> "defer.Deferred[None]":
+        """Forget the token and release every control its user holds."""
+
+    def authenticate(token: str) -> "defer.Deferred[Session | None]":
+        """The session of a token, or None (unknown or expired)."""
+
+    # -- partitions (reads are synchronous: from memory) -------------------
+
+    def partitions() -> list[dict[str, Any]]:
+        """C{[{id, state, tag, controller, connected}]}."""
+
+    def partition(partition_id: str) -> dict[str, Any]:
+        """C{{id, state, tag, controller, connected, locked, allowed: [...], progress,
+        systems: [{id, kind, state, raw_state, tag, comment, connected}]}}; not_found."""
+
+    def unassigned() -> list[dict[str, Any]]:
+        """Detectors in no partition, with their live states."""
+
+    # -- control -------------------------------------------------------------
+
+    def take_control(user: User, scope: str, force: bool = False) -> "defer.Deferred[dict[str, Any]]":
+        """Take control of a partition (scope = its id) or of the ECS (scope "ecs");
+        conflict with C{holder} when someone else holds it; force needs admin."""
+
+    def release_control(user: User, scope: str) -> "defer.Deferred[None]":
+        """Give control up."""
+
+    def command(user: User, partition_id: str, command: str, body: dict[str, Any]) -> "defer.Deferred[dict[str, Any]]":
+        """configure/start/stop/abort/reset on a partition; the user must hold its
+        control (operator role); the PCA's refusal comes back as conflict/locked."""
+
+    # -- management (need the ECS control, expert role) ---------------------
+
+    def create_partition(user: User, partition_id: str) -> "defer.Deferred[dict[str, Any]]":
+        """A new partition (its PCA is registered or launched)."""
+
+    def delete_partition(user: User, partition_id: str, force: bool = False) -> "defer.Deferred[None]":
+        """Delete a partition; its detectors become unassigned."""
+
+    def create_detector(user: User, detector_id: str, type: str) -> "defer.Deferred[dict[str, Any]]":
+        """A new, unassigned detector of a known type."""
+
+    def delete_detector(user: User, detector_id: str, force: bool = False) -> "defer.Deferred[None]":
+        """Delete an unassigned detector."""
+
+    def move_detector(user: User, detector_id: str, to: str | None, force: bool = False) -> "defer.Deferred[dict[str, Any]]":
+        """Move a detector to partition C{to} (None: unassigned), two-phase."""
+
+    # -- configurations and tags --------------------------------------------
+
+    def configs(system: str | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Latest version of every configuration."""
+
+    def config(config_id: str, version: int | None = None) -> "defer.Deferred[dict[str, Any]]":
+        """One configuration (with C{versions}); not_found."""
+
+    def save_config(user: User, config_id: str, system: str, parameters: dict[str, Any]) -> "defer.Deferred[dict[str, Any]]":
+        """A new version (expert role)."""
+
+    def delete_config(user: User, config_id: str) -> "defer.Deferred[None]":
+        """Delete (expert); conflict while a tag uses it."""
+
+    def tags(partition_id: str | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Every tag; with a partition, each with compatible/missing/extra."""
+
+    def tag(name: str) -> "defer.Deferred[dict[str, Any]]":
+        """One tag: C{{name, configs: {system: config_id}}}."""
+
+    def save_tag(user: User, name: str, config_ids: list[str]) -> "defer.Deferred[dict[str, Any]]":
+        """Create or replace (expert)."""
+
+    def delete_tag(user: User, name: str) -> "defer.Deferred[None]":
+        """Delete (expert)."""
+
+    # -- users (admin) -------------------------------------------------------
+
+    def users(user: User) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Every user with roles (never hashes)."""
+
+    def add_user(user: User, name: str, password: str, roles: list[str]) -> "defer.Deferred[dict[str, Any]]":
+        """A new user."""
+
+    def update_user(user: User, name: str, password: str | None, roles: list[str] | None) -> "defer.Deferred[dict[str, Any]]":
+        """Change password and/or roles."""
+
+    def delete_user(user: User, name: str) -> "defer.Deferred[None]":
+        """Delete a user (not yourself)."""
+
+    # -- runs, logs, events, metrics -----------------------------------------
+
+    def runs(partition_id: str | None = None, limit: int = 100) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Run records, newest first."""
+
+    def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Stored log events, newest first."""
+
+    def subscribe(callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None) -> Callable[[], None]:
+        """Live events C{callback(event_id, type, data)}: types state, progress,
+        log, control; returns the unsubscribe function."""
+
+    def events_since(event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """Buffered events after C{event_id} (for Last-Event-ID), or None when
+        they are no longer buffered (the client must reload)."""
+
+    def metrics() -> str:
+        """Prometheus text format."""
