@@ -20,7 +20,7 @@ import socket
 from typing import Any, Awaitable, Callable
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -57,16 +57,23 @@ class RemoteRegistry:
             last_heard=lambda: self.client.last_received,
         )
         self._recoveries = 0
+        self._clock = clock
+        self._waiting = False
+        self._stopped = False
 
     def start(self) -> None:
         """Watch the ECA (and register again after it comes back)."""
         self.heartbeat.start()
 
     def stop(self) -> None:
-        """Stop watching."""
+        """Stop watching (and stop waiting for answers)."""
+        self._stopped = True
         self.heartbeat.stop()
 
     def _recovered(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._log.info("the ECA registry at {address} answers", address=self.address)
         self._recoveries += 1
         if self._recoveries == 1:
             return  # the first answer: registrations just happened
@@ -79,13 +86,29 @@ class RemoteRegistry:
             )
 
     def _ask(self, type: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
-        def translate(failure: Any) -> Any:
-            if failure.check(RequestError):
-                error = failure.value
-                raise RegistryError(error.code, f"ECA registry: {error.reason}")
-            return failure
+        """Ask the ECA; while it does not answer, ask again (saying so once)."""
+        return defer.Deferred.fromCoroutine(self._ask_until_answered(type, body))
 
-        return self.client.request(REGISTRY, type, body).addErrback(translate)
+    async def _ask_until_answered(self, type: str, body: dict[str, Any]) -> dict[str, Any]:
+        delay = 0.5
+        while True:
+            try:
+                return await self.client.request(REGISTRY, type, body)
+            except RequestError as error:
+                if error.code not in (protocol.TIMEOUT, protocol.OVERLOADED):
+                    raise RegistryError(error.code, f"ECA registry: {error.reason}")
+                if not self._waiting:
+                    self._waiting = True
+                    self._log.warn(
+                        "waiting for the ECA registry at {address} (start the ECA, or give "
+                        "--inventory FILE for standalone use): {reason}",
+                        address=self.address,
+                        reason=error.reason,
+                    )
+            await task.deferLater(self._clock, delay, lambda: None)
+            delay = min(delay * 2, 5.0)
+            if self._stopped:
+                raise RegistryError("closed", "stopped while waiting for the ECA registry")
 
     def register(self, info: AgentInfo) -> defer.Deferred[None]:
         """See L{IRegistry.register}."""

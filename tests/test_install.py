@@ -67,11 +67,12 @@ class InstalledPackageTests(TestCase):
         checked = await self.run_ok("ecs fsm check", [str(venv / "bin" / "ecs"), "fsm", "check", *tables], elsewhere)
         self.assertEqual(sum(1 for line in checked if line.startswith("OK")), 5)
 
+        (elsewhere / "inventory.yaml").write_text("detectors:\n  STS: {type: STS}\n")
         proc, _ = spawn(
             self,
             "installed ecs-detector",
             [str(venv / "bin" / "twistd"), "-n", "--pidfile=", "ecs-detector", "--id", "STS",
-             "--type", "STS", "--security", "none"],
+             "--inventory", "inventory.yaml", "--security", "none"],
             cwd=str(elsewhere),
             isolated=True,
         )
