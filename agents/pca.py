@@ -483,16 +483,15 @@ class PartitionAgent(service.Service):
         if not isinstance(auto, bool):
             raise RequestError(protocol.BAD_REQUEST, "'auto' must be true or false")
         has_tag, has_configs = "tag" in body, "configs" in body
-        if has_tag == has_configs:
+        if not has_tag and not has_configs:
             raise RequestError(
-                protocol.BAD_REQUEST, "configure needs either 'tag' (a name) or 'configs' (a list)"
+                protocol.BAD_REQUEST, "configure needs 'tag' (a name) or 'configs' (a list), or both"
             )
         try:
-            if has_tag:
-                tag = _body_str(body, "tag")
-                configs = await self.config_source.tag(tag)
-            else:
-                tag = None
+            tag = _body_str(body, "tag") if has_tag else None
+            if has_configs:
+                # With both, the configurations are used and the tag names them
+                # (the ECA resolves tags from its database and sends both).
                 items = body["configs"]
                 if not isinstance(items, list) or not items:
                     raise RequestError(protocol.BAD_REQUEST, "'configs' must be a non-empty list")
@@ -500,6 +499,9 @@ class PartitionAgent(service.Service):
                     configs = await self.config_source.configs(items)
                 else:
                     configs = normalise_inline(items)
+            else:
+                assert tag is not None
+                configs = await self.config_source.tag(tag)
         except ConfigLookupError as e:
             raise RequestError(e.code, e.reason)
         assert self.sequencer is not None

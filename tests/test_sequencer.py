@@ -285,9 +285,8 @@ class ConfigureTests(Scenario):
         self.assertNoChange(before, received)
 
     def test_bad_bodies(self) -> None:
-        """Both tag and configs, neither, a non-bool auto, or a bad configs list are bad_request."""
+        """Neither tag nor configs, a non-bool auto, or a bad configs list are bad_request."""
         before, received = self.controller_states(), len(self.received)
-        self.refused(protocol.BAD_REQUEST, "configure", tag="v1", configs=["tfc-1"])
         self.refused(protocol.BAD_REQUEST, "configure")
         self.refused(protocol.BAD_REQUEST, "configure", auto=True)
         error = self.refused(protocol.BAD_REQUEST, "configure", tag="v1", auto="yes")
@@ -302,6 +301,14 @@ class ConfigureTests(Scenario):
         self.assertNoChange(before, received)
         self.assertEqual(self.state, "Idle")
         self.assertEqual(self.published_states(), [])
+
+    def test_tag_names_inline_configs(self) -> None:
+        """With both, the inline configurations are used and the tag is their name (as the ECA sends)."""
+        configs = [config(s) for s in ALL]
+        reply = self.command("configure", tag="from-eca", configs=configs, auto=True)
+        self.assertEqual(reply["tag"], "from-eca")
+        self.advance(2)
+        self.assertEqual((self.state, self.pca.sequencer.partition.tag), (TOP, "from-eca"))
 
     def test_configs_for_foreign_system(self) -> None:
         """Configurations for systems not in the partition are ignored, named in the reply and the log."""
