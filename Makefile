@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 TRIAL_JOBS ?= 2
 TESTS ?= tests
 DETECTORS ?= 0
+PORT ?= 8080
+REGISTRY_PORT ?= 5000
+STATE_DIR ?= var
 
 .PHONY: test demo install clean bench
 
@@ -28,9 +31,8 @@ test: $(STAMP)
 	$(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(TESTS)
 
 demo: $(STAMP)
-	@echo "Until the ECA and PCA exist, the demo walks the controller agents through a"
-	@echo "configure sequence as a stand-in partition. Ctrl-C stops every process it started."
-	$(PY) -m agents.walkthrough --state-dir var --detectors $(DETECTORS)
+	$(VENV)/bin/twistd -n --pidfile= ecs-demo --port $(PORT) --registry-port $(REGISTRY_PORT) \
+		--state-dir $(STATE_DIR) --detectors $(DETECTORS)
 
 bench: $(STAMP)
 	$(PY) bench/transport.py

@@ -44,7 +44,10 @@ setup(
         "automat==25.4.16",
         "pyyaml>=6",
         "attrs>=23",
+        # the ECA: web API, password hashing
+        "klein>=24.8",
+        "bcrypt>=4",
     ],
-    extras_require={"test": []},
+    extras_require={"test": ["treq>=24"]},
     entry_points={"console_scripts": ["ecs = ecs.cli:main"]},
 )

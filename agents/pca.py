@@ -135,9 +135,6 @@ class PartitionAgent(service.Service):
         self.address = server.address
         self.publisher = self.node.publish(f"tcp://{host}:*")
         self.store = StateStore(self.publisher, prefix="state/")
-        await self.registry.register(
-            AgentInfo(self.id, "pca", self.address, publish=self.publisher.address)
-        )
         views = await self._views()
         partition = Partition(self.id, self.sequence, views)
         self._restore(partition)
@@ -148,6 +145,10 @@ class PartitionAgent(service.Service):
             self.system_changed(view)
         self.sequencer._changed()
         server.register(self.id, self._handlers())
+        # Registered once it can answer: the ECA asks for a snapshot at once.
+        await self.registry.register(
+            AgentInfo(self.id, "pca", self.address, publish=self.publisher.address)
+        )
         for endpoint in sorted({v.endpoint for v in views if v.endpoint}):
             self._watch(endpoint)
         # Judge the whole partition once every system answered, or once the

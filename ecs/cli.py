@@ -15,6 +15,11 @@ Talking to an agent (authorised like any other client: CURVE keys)::
     ecs inject DCS detector-error DETECTOR
     ecs agent-status AGENT [--partition P]
 
+On the ECA host::
+
+    ecs user add|passwd|del|list|roles [NAME] [--roles R,R] [--state-dir DIR]
+    ecs db upgrade [--state-dir DIR]
+
 The agent's endpoint comes from C{--endpoint} or from C{--inventory}.
 Later issues add the commands that wrap the ECA's HTTP API.
 """
@@ -163,6 +168,36 @@ def _agent_status(args: argparse.Namespace) -> int:
     return _request(args, "status", body)
 
 
+def _react(work: Any) -> int:
+    """Run C{work(reactor)} (a coroutine function returning an exit code) on a reactor."""
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    result: dict[str, int] = {}
+
+    async def run(reactor: Any) -> None:
+        result["code"] = await work(reactor)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return result.get("code", 1)
+
+
+def _user(args: argparse.Namespace) -> int:
+    from ecs.users import cli_user
+
+    return _react(lambda reactor: cli_user(reactor, args))
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from ecs.users import cli_db_upgrade
+
+    return _react(lambda reactor: cli_db_upgrade(reactor, args))
+
+
 def _agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("agent", help="agent id, e.g. STS or DCS")
     parser.add_argument("--endpoint", help="the agent's endpoint, e.g. tcp://127.0.0.1:7201")
@@ -212,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("agent-status", help="ask a controller for its state")
     _agent_options(status)
     status.set_defaults(func=_agent_status)
+
+    user = commands.add_parser("user", help="users of the ECA (on the ECA host)")
+    user.add_argument("action", choices=("add", "passwd", "del", "list", "roles"))
+    user.add_argument("name", nargs="?")
+    user.add_argument("--roles", help="comma list of viewer, operator, expert, admin")
+    user.add_argument("--password-file", help="read the password from this file (else ECS_USER_PASSWORD or the terminal)")
+    user.add_argument("--state-dir", default="var", help="the ECA's state directory")
+    user.set_defaults(func=_user)
+
+    db = commands.add_parser("db", help="the ECA database").add_subparsers(dest="db_command", required=True)
+    upgrade = db.add_parser("upgrade", help="upgrade the schema to this version of ECS")
+    upgrade.add_argument("--state-dir", default="var", help="the ECA's state directory")
+    upgrade.set_defaults(func=_db_upgrade)
     return parser
 
 

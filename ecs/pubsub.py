@@ -207,7 +207,9 @@ class Mirror:
     """
     The subscribing side of a L{StateStore}: a local copy kept in sync.
 
-    Feed it every received event through L{event_received}; it calls
+    Feed it I{every} event of the publisher (all topics: the numbering
+    counts them all, and a filtered subscription would look like gaps)
+    through L{event_received}; it applies state changes only.  It calls
     C{fetch_snapshot()} (a Deferred of a L{StateStore.snapshot} body) when it
     must resynchronise, and reports changes through C{on_change(key, value)}
     (value L{None}: removed) and C{on_reset()} (the table was replaced).

@@ -20,3 +20,15 @@ ecs_pca = ServiceMaker(
     "One partition: its sequence, configure/record/abort, liveness of its systems.",
     "ecs-pca",
 )
+ecs_eca = ServiceMaker(
+    "ECS experiment control agent",
+    "agents.eca_service",
+    "The ECA: database, registry, partitions, control, web API.",
+    "ecs-eca",
+)
+ecs_demo = ServiceMaker(
+    "ECS demo",
+    "agents.demo",
+    "The ECA with a seeded demo partition and every agent launched locally.",
+    "ecs-demo",
+)

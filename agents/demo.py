@@ -1,0 +1,11 @@
+# -*- test-case-name: tests.test_demo -*-
+"""
+C{twistd -n ecs-demo [--port 8080] [--registry-port 5000] [--state-dir ./var]
+[--detectors N]}: the ECA with the demo partition seeded and every agent
+launched locally (see L{agents.eca_service}).
+"""
+
+from agents.eca_service import DemoOptions as Options
+from agents.eca_service import makeDemoService as makeService
+
+__all__ = ["Options", "makeService"]

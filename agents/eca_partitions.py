@@ -1,0 +1,242 @@
+# -*- test-case-name: tests.test_eca -*-
+"""
+How the ECA follows one partition: a mirror of what its PCA publishes.
+
+L{PartitionWatch} subscribes to the PCA's publisher, keeps a clone-pattern
+L{Mirror} of its table (the partition record and every system's), watches
+the PCA with heartbeats (a PCA that stops answering is shown as
+disconnected, not with its stale states), turns what arrives into the
+ECA's live events, and notices when the partition starts and stops
+recording (run records).  When the PCA registers again (a restart, a new
+port) the watch starts over from a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ecs import protocol
+from ecs.heartbeat import Heartbeat
+from ecs.protocol import Envelope
+from ecs.pubsub import Mirror, fetch_paged_snapshot
+from ecs.registry import AgentInfo
+
+if TYPE_CHECKING:
+    from agents.eca import ExperimentControlAgent
+
+SNAPSHOT_PAGE = 2000
+
+
+class PartitionWatch:
+    """The ECA's live picture of one partition."""
+
+    _log = Logger()
+
+    def __init__(self, eca: "ExperimentControlAgent", partition_id: str) -> None:
+        self.eca = eca
+        self.id = partition_id
+        self.records: dict[str, dict[str, Any]] = {}
+        self.progress: dict[str, Any] | None = None
+        self.connected = False
+        self.endpoint: str | None = None
+        self.publish: str | None = None
+        self.sent: dict[str, dict[str, Any]] = {}
+        self.last_operator: str | None = None
+        self.last_command: str | None = None
+        self.losses = 0
+        self._subscriber: Any = None
+        self._mirror: Mirror | None = None
+        self._heartbeat: Heartbeat | None = None
+
+    # -- following the PCA -------------------------------------------------
+
+    def pca_changed(self, info: AgentInfo | None) -> None:
+        """The PCA registered (maybe at a new place) or went away."""
+        if info is not None and (info.endpoint, info.publish) == (self.endpoint, self.publish):
+            return
+        self.stop()
+        if info is None or info.endpoint is None or info.publish is None:
+            self.endpoint = self.publish = None
+            self._set_connected(False)
+            return
+        self.endpoint, self.publish = info.endpoint, info.publish
+        client = self.eca.node.connect(info.endpoint)
+
+        def page(after: str | None) -> defer.Deferred[dict[str, Any]]:
+            body: dict[str, Any] = {"limit": SNAPSHOT_PAGE}
+            if after is not None:
+                body["after"] = after
+            return client.request(self.id, "snapshot", body)
+
+        self._mirror = Mirror(
+            self.eca.reactor,
+            lambda: fetch_paged_snapshot(page),
+            self._changed,
+            self._reset,
+            retry_delay=self.eca.settings.heartbeat_interval,
+            name=f"ECA mirror of {self.id}",
+        )
+        self._subscriber = self.eca.node.subscribe(
+            info.publish, ["state/", "log/", "progress/"], self._received
+        )
+        self._mirror.start()
+        settings = self.eca.settings
+        self._heartbeat = Heartbeat(
+            self.eca.reactor,
+            settings.heartbeat_interval,
+            settings.heartbeat_timeout,
+            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
+            self._lost,
+            lambda: self._set_connected(True),
+            name=f"ECA: PCA {self.id} at {info.endpoint}",
+            last_heard=lambda: client.last_received,
+        )
+        self._heartbeat.start()
+
+    def stop(self) -> None:
+        """Stop following (the PCA moved, or the ECA stops)."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        if self._mirror is not None:
+            self._mirror.stop()
+            self._mirror = None
+        if self._subscriber is not None:
+            self._subscriber.close()
+            self._subscriber = None
+
+    def _lost(self) -> None:
+        self.losses += 1
+        self._set_connected(False)
+        self.eca.log_event("error", "ECA", f"PCA {self.id} does not answer", self.id)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        if connected and self._mirror is not None and self._mirror.synced:
+            self._mirror.start()  # take a fresh snapshot: it may have missed everything
+        self.eca.emit("state", {"partition": self.id, "key": "connected", "value": {"connected": connected}}, self.id)
+
+    def _received(self, envelope: Envelope) -> None:
+        body = envelope.body
+        if self._mirror is not None:
+            # Every event counts in the publisher's numbering: the mirror
+            # must see them all (it applies only state changes) or it would
+            # take log lines for gaps.
+            self._mirror.event_received(envelope)
+        if envelope.type == "log":
+            self.eca.log_event(
+                str(body.get("level", "info")),
+                str(body.get("source", self.id)),
+                str(body.get("message", "")),
+                self.id,
+                body.get("time") if isinstance(body.get("time"), (int, float)) else None,
+            )
+        elif envelope.type == "progress":
+            self.progress = body
+            self.eca.emit("progress", body, self.id)
+
+    def _reset(self) -> None:
+        self.eca.emit("state", {"partition": self.id, "key": "reset", "value": None}, self.id)
+
+    def _changed(self, key: str, value: dict[str, Any] | None) -> None:
+        old = self.records.get(key)
+        if value is None:
+            self.records.pop(key, None)
+        else:
+            self.records[key] = value
+        self.eca.emit("state", {"partition": self.id, "key": key, "value": value}, self.id)
+        if key == "partition":
+            self._watch_recording(old, value)
+
+    def _watch_recording(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        recording = self.eca.sequence.recording
+        if recording is None:
+            return
+        was = old is not None and old.get("state") == recording.state
+        now = new is not None and new.get("state") == recording.state
+        if now and not was:
+            defer.Deferred.fromCoroutine(self.eca.run_started(self)).addErrback(
+                lambda f: self._log.failure("run start", f))
+        elif was and not now:
+            defer.Deferred.fromCoroutine(self.eca.run_ended(self)).addErrback(
+                lambda f: self._log.failure("run end", f))
+
+    # -- commands ------------------------------------------------------------
+
+    def command(self, command: str, body: dict[str, Any], operator: str) -> defer.Deferred[dict[str, Any]]:
+        """Send a command to the PCA (RequestError when refused or unreachable)."""
+        from ecs.transport import RequestError
+
+        if self.endpoint is None:
+            return defer.fail(RequestError(protocol.TIMEOUT, f"the PCA of {self.id} is not registered"))
+        self.last_operator, self.last_command = operator, command
+        client = self.eca.node.connect(self.endpoint)
+        return client.request(self.id, command, body, timeout=self.eca.settings.request_timeout)
+
+    # -- what interfaces show -----------------------------------------------
+
+    def system_states(self) -> Counter[str]:
+        """How many systems are in each state."""
+        return Counter(
+            v.get("state", "?") if self.connected else "Unknown"
+            for k, v in self.records.items()
+            if k.startswith("system/")
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """C{{id, state, tag, controller, connected}}."""
+        record = self.records.get("partition", {})
+        return {
+            "id": self.id,
+            "state": record.get("state") if self.connected else "Connection Problem",
+            "tag": record.get("tag"),
+            "controller": self.eca.holders.get(self.id),
+            "connected": self.connected,
+        }
+
+    def allowed(self) -> list[str]:
+        """The commands the partition's state allows now (the PCA decides in the end)."""
+        record = self.records.get("partition", {})
+        if not self.connected or not record:
+            return []
+        sequence = self.eca.sequence
+        state = record.get("state")
+        allowed = ["abort"]
+        if any(v.get("state") == "Error" for k, v in self.records.items() if k.startswith("system/")):
+            allowed.append("reset")
+        if record.get("locked") or record.get("operation"):
+            return allowed
+        summary = sequence.summary_of(state) if state in sequence.states() else None
+        if summary in ("Idle", "Active"):
+            allowed.append("configure")
+        if state == sequence.top_active:
+            allowed.append("start")
+        if sequence.recording is not None and state == sequence.recording.state:
+            allowed.append("stop")
+        return allowed
+
+    def details(self) -> dict[str, Any]:
+        """The summary with the systems, what is allowed, lock and progress."""
+        record = self.records.get("partition", {})
+        systems = []
+        for key, value in sorted(self.records.items()):
+            if not key.startswith("system/"):
+                continue
+            shown = dict(value)
+            if not self.connected:
+                shown["connected"] = False
+            systems.append(shown)
+        return {
+            **self.summary(),
+            "locked": bool(record.get("locked")),
+            "operation": record.get("operation"),
+            "allowed": self.allowed(),
+            "progress": self.progress if record.get("operation") else None,
+            "systems": systems,
+        }

@@ -1,0 +1,337 @@
+# -*- test-case-name: tests.test_users -*-
+"""
+Users: passwords, bearer tokens, roles, the first admin, and the helpers
+behind C{ecs user add|passwd|del|list|roles} and C{ecs db upgrade}.
+
+  - Passwords are hashed with bcrypt (L{hash_password}, L{check_password}).
+    bcrypt is slow on purpose (about 0.25 s at L{BCRYPT_ROUNDS}), so code
+    running in the reactor uses L{hash_password_async},
+    L{check_password_async} or L{authenticate}, which run it in the
+    reactor's thread pool.
+  - A token is C{secrets.token_urlsafe(32)}; only its SHA-256 is stored
+    (L{new_token}, L{token_hash}).
+  - Roles are ordered: admin > expert > operator > viewer (L{has_role}).
+  - L{ensure_admin} creates the C{admin} user when there is no admin: its
+    password is C{ECS_ADMIN_PASSWORD}, or a random one written to
+    C{<state dir>/admin-password} (mode 0600) and returned for the caller
+    to print once.  There is no default password anywhere.
+
+The CLI helpers take the parsed arguments and a reactor and return an exit
+code; C{ecs/cli.py} wires them.  They use C{args.state_dir} (default
+C{var}); the database is L{ecs.store.database_path}C{(state_dir)}.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import secrets
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, TextIO
+
+import bcrypt
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+
+from ecs.store import ROLES, Store, StoreError, UserRow, check_name, database_path
+
+__all__ = [
+    "ADMIN_NAME",
+    "ADMIN_PASSWORD_FILE",
+    "ROLES",
+    "PasswordError",
+    "authenticate",
+    "check_password",
+    "check_password_async",
+    "cli_db_upgrade",
+    "cli_user",
+    "ensure_admin",
+    "has_role",
+    "hash_password",
+    "hash_password_async",
+    "new_token",
+    "parse_roles",
+    "token_hash",
+]
+
+BCRYPT_ROUNDS = 12
+"""bcrypt cost factor of new hashes (each step doubles the time)."""
+
+PASSWORD_MAX_BYTES = 72  # bcrypt's limit; longer passwords are refused, not truncated
+
+ADMIN_NAME = "admin"
+ADMIN_PASSWORD_FILE = "admin-password"
+DEFAULT_STATE_DIR = "var"
+
+_dummy_hash: str | None = None  # compared against for unknown users
+
+
+class PasswordError(ValueError):
+    """A password bcrypt cannot hash faithfully (empty, NUL, over 72 bytes)."""
+
+
+def _password_bytes(password: object) -> bytes:
+    if not isinstance(password, str) or not password:
+        raise PasswordError("the password is empty")
+    if "\0" in password:
+        raise PasswordError("the password contains a NUL character")
+    data = password.encode("utf-8")
+    if len(data) > PASSWORD_MAX_BYTES:
+        raise PasswordError(f"the password is longer than {PASSWORD_MAX_BYTES} bytes")
+    return data
+
+
+def hash_password(password: str, rounds: int | None = None) -> str:
+    """
+    The bcrypt hash of C{password} (blocking: see L{hash_password_async}).
+
+    @raise PasswordError: if the password is empty, contains NUL or is
+        longer than 72 bytes in UTF-8.
+    """
+    salt = bcrypt.gensalt(BCRYPT_ROUNDS if rounds is None else rounds)
+    return bcrypt.hashpw(_password_bytes(password), salt).decode("ascii")
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    """Whether C{password} matches C{password_hash} (blocking); never raises."""
+    try:
+        return bool(bcrypt.checkpw(_password_bytes(password), password_hash.encode("ascii")))
+    except (ValueError, TypeError, AttributeError, UnicodeEncodeError):
+        return False
+
+
+def hash_password_async(reactor: Any, password: str) -> Deferred[str]:
+    """L{hash_password} in the reactor's thread pool (bcrypt is slow by design)."""
+    return deferToThreadPool(reactor, reactor.getThreadPool(), hash_password, password)
+
+
+def check_password_async(reactor: Any, password: str, password_hash: str) -> Deferred[bool]:
+    """L{check_password} in the reactor's thread pool."""
+    return deferToThreadPool(
+        reactor, reactor.getThreadPool(), check_password, password, password_hash
+    )
+
+
+def authenticate(reactor: Any, store: Store, name: str, password: str) -> Deferred[UserRow | None]:
+    """
+    The user C{name} if C{password} is theirs, else C{None}.  An unknown or
+    invalid name costs one bcrypt check too, so timing does not reveal
+    which names exist.
+    """
+
+    async def run() -> UserRow | None:
+        global _dummy_hash
+        user = await store.user(name)
+        if user is None:
+            if _dummy_hash is None:
+                _dummy_hash = await hash_password_async(reactor, secrets.token_urlsafe(16))
+            await check_password_async(reactor, "not the password", _dummy_hash)
+            return None
+        ok = await check_password_async(reactor, password, user.password_hash)
+        return user if ok else None
+
+    return Deferred.fromCoroutine(run())
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a bearer token: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A new bearer token and its hash: C{(token, token_hash(token))}."""
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def has_role(user_roles: Iterable[str], needed: str) -> bool:
+    """
+    Whether a user with C{user_roles} may act as C{needed}: admin > expert >
+    operator > viewer, each including the weaker ones.
+
+    @raise ValueError: if C{needed} is not one of L{ROLES}.
+    """
+    if needed not in ROLES:
+        raise ValueError(f"unknown role {needed!r}")
+    rank = ROLES.index(needed)
+    return any(r in ROLES and ROLES.index(r) >= rank for r in user_roles)
+
+
+def parse_roles(text: str) -> list[str]:
+    """C{"operator, expert"} -> C{["operator", "expert"]} (checked by the store)."""
+    return [r.strip() for r in text.split(",") if r.strip()]
+
+
+# ---------------------------------------------------------------------------
+# The first admin
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # in case the file already existed
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_admin(
+    store: Store, state_dir: str | Path, env: Mapping[str, str] | None = None
+) -> Deferred[str | None]:
+    """
+    Create user C{admin} (role admin) when no user has the admin role and
+    no user is called C{admin}: on a first start, say.
+
+    The password is C{env["ECS_ADMIN_PASSWORD"]} when set and not empty;
+    otherwise a random one is written to C{<state_dir>/admin-password}
+    (mode 0600) and the Deferred fires with it, for the caller to print
+    once.  Fires with C{None} when nothing was generated.
+    """
+    environ = os.environ if env is None else env
+
+    async def run() -> str | None:
+        users = await store.users()
+        if any("admin" in u.roles or u.name == ADMIN_NAME for u in users):
+            return None
+        given = environ.get("ECS_ADMIN_PASSWORD") or None
+        password = given or secrets.token_urlsafe(12)
+        hashed = await hash_password_async(store.reactor, password)
+        folder = Path(state_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / ADMIN_PASSWORD_FILE
+        temporary = folder / (ADMIN_PASSWORD_FILE + ".new")
+        if given is None:
+            _write_secret(temporary, password + "\n")
+        try:
+            await store.add_user(ADMIN_NAME, hashed, ["admin"])
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        if given is None:
+            os.replace(temporary, final)
+            return password
+        final.unlink(missing_ok=True)  # a file from an earlier database would mislead
+        return None
+
+    return Deferred.fromCoroutine(run())
+
+
+# ---------------------------------------------------------------------------
+# Command-line helpers
+
+
+def _read_password(args: Any, env: Mapping[str, str], name: str) -> str:
+    path = getattr(args, "password_file", None)
+    if path:
+        with open(path, encoding="utf-8") as f:
+            text = f.readline().rstrip("\r\n")
+        _password_bytes(text)
+        return text
+    given = env.get("ECS_USER_PASSWORD")
+    if given:
+        _password_bytes(given)
+        return given
+    first = getpass.getpass(f"Password for {name}: ")
+    _password_bytes(first)
+    if getpass.getpass("Again: ") != first:
+        raise PasswordError("the passwords differ")
+    return first
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+async def cli_user(
+    reactor: Any,
+    args: Any,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """
+    C{ecs user ACTION}: C{args.action} is C{add}, C{passwd}, C{del},
+    C{list} or C{roles}, with C{args.name} and C{args.roles} (a comma
+    list; C{viewer} when absent for C{add}).  The password comes from
+    C{args.password_file}, else C{ECS_USER_PASSWORD}, else the terminal
+    (not echoed, asked twice).  Returns the exit code (0, or 1 with a
+    message on C{stderr}).
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    environ = os.environ if env is None else env
+    action = getattr(args, "action", None)
+    name = getattr(args, "name", None)
+    state_dir = getattr(args, "state_dir", None) or DEFAULT_STATE_DIR
+    prefix = f"ecs user {action}"
+    if action not in ("add", "passwd", "del", "list", "roles"):
+        print(f"ecs user: unknown action {action!r}", file=err)
+        return 1
+    try:
+        if action != "list":
+            check_name(name, "user name")
+        password_hash = None
+        if action in ("add", "passwd"):
+            password_hash = await hash_password_async(
+                reactor, _read_password(args, environ, str(name))
+            )
+        roles = parse_roles(getattr(args, "roles", None) or ("viewer" if action == "add" else ""))
+        store = await Store.open(database_path(state_dir), reactor)
+        try:
+            if action == "add":
+                assert password_hash is not None
+                user = await store.add_user(name, password_hash, roles)
+                print(f"user {user.name} added with roles {', '.join(user.roles)}", file=out)
+            elif action == "passwd":
+                assert password_hash is not None
+                await store.set_password(name, password_hash)
+                ended = await store.delete_tokens(name, "session")
+                print(f"password of {name} changed; {ended} session(s) ended", file=out)
+            elif action == "del":
+                await store.delete_user(name)
+                print(f"user {name} deleted", file=out)
+            elif action == "roles":
+                user = await store.set_roles(name, roles)
+                print(f"user {user.name} now has roles {', '.join(user.roles)}", file=out)
+            else:
+                for user in await store.users():
+                    print(f"{user.name:<24} {','.join(user.roles):<30} {_when(user.created)}", file=out)
+        finally:
+            await store.close()
+    except StoreError as e:
+        print(f"{prefix}: {e.reason}", file=err)
+        return 1
+    except (PasswordError, OSError) as e:
+        print(f"{prefix}: {e}", file=err)
+        return 1
+    return 0
+
+
+async def cli_db_upgrade(
+    reactor: Any, args: Any, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """
+    C{ecs db upgrade}: bring C{<args.state_dir>/ecs.sqlite} to the current
+    schema.  Returns the exit code (1 if there is no database or it cannot
+    be upgraded).
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    path = database_path(getattr(args, "state_dir", None) or DEFAULT_STATE_DIR)
+    if not path.is_file():
+        print(f"ecs db upgrade: no database at {path}", file=err)
+        return 1
+    try:
+        old, new = await Store.upgrade(path, reactor)
+    except StoreError as e:
+        print(f"ecs db upgrade: {e.reason}", file=err)
+        return 1
+    if old == new:
+        print(f"database {path}: already at schema version {new}", file=out)
+    else:
+        print(f"database {path}: schema version {old} -> {new}", file=out)
+    return 0

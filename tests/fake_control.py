@@ -1,0 +1,444 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+An in-memory L{IControlCenter} for the web tests.
+
+It keeps the rules the real center keeps where the web layer depends on
+them (roles, control holders with conflict and admin force, the ECS
+control for management, partition locks, allowed commands per state, an
+event buffer with ids) and records what it was asked (C{commands}).  It is
+held honest by C{FakeControlCenterTests}: C{verifyObject} plus a check that
+every method's parameters have the interface's names.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import itertools
+from typing import Any, Callable
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from ecs.control import ControlError, IControlCenter, Session, User
+
+PASSWORD = "secret"
+
+#: state -> commands allowed in it, and what each command leads to.
+TRANSITIONS = {
+    "Idle": {"configure": "Configured", "reset": "Idle"},
+    "Configured": {"start": "Running", "abort": "Idle", "configure": "Configured", "reset": "Configured"},
+    "Running": {"stop": "Configured", "abort": "Idle"},
+}
+
+
+def _deferred(f: Callable[..., Any]) -> Callable[..., "defer.Deferred[Any]"]:
+    """Run C{f} and answer a Deferred (errors as failed Deferreds, as the real center does)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> "defer.Deferred[Any]":
+        return defer.maybeDeferred(f, *args, **kwargs)
+
+    return wrapper
+
+
+@implementer(IControlCenter)
+class FakeControlCenter:
+    """In-memory control center with users, tokens, control, one partition 'demo'."""
+
+    def __init__(self, buffer_size: int = 50) -> None:
+        self.passwords: dict[str, str] = {}
+        self.roles: dict[str, tuple[str, ...]] = {}
+        for name, roles in [("admin", ("admin",)), ("expert", ("expert",)), ("operator", ("operator",)),
+                            ("operator2", ("operator",)), ("viewer", ("viewer",)), ("nobody", ())]:
+            self.passwords[name] = PASSWORD
+            self.roles[name] = roles
+        self.sessions: dict[str, Session] = {}
+        self.logins: list[tuple[str, str]] = []
+        self.holders: dict[str, str] = {}
+        self.commands: list[tuple[str, str, str, dict[str, Any]]] = []
+        self.audit: list[tuple[str, str, tuple[Any, ...]]] = []
+        self.detector_types = {"sts", "mvd", "tof", "trd", "rich"}
+        self.partitions_: dict[str, dict[str, Any]] = {
+            "demo": {"id": "demo", "state": "Idle", "tag": None, "locked": False,
+                     "systems": ["TFC", "DCS", "QA", "FLES", "STS", "MVD"]},
+        }
+        self.detectors: dict[str, dict[str, Any]] = {
+            "STS": {"id": "STS", "type": "sts", "partition": "demo", "state": "Idle"},
+            "MVD": {"id": "MVD", "type": "mvd", "partition": "demo", "state": "Idle"},
+            "TOF": {"id": "TOF", "type": "tof", "partition": None, "state": "Idle"},
+        }
+        self.config_versions: dict[str, list[dict[str, Any]]] = {}
+        for system in ["TFC", "DCS", "QA", "FLES", "STS", "MVD"]:
+            cid = f"{system.lower()}-default"
+            self.config_versions[cid] = [{"id": cid, "system": system, "version": 1, "parameters": {"mode": "default"}}]
+        self.tags_: dict[str, dict[str, str]] = {"demo": {c[0]["system"]: cid for cid, c in self.config_versions.items()}}
+        self.run_records: list[dict[str, Any]] = [{"run": 1, "partition": "demo", "tag": "demo", "outcome": "stopped"}]
+        self.log_records: list[dict[str, Any]] = [
+            {"time": 100.0, "level": "info", "source": "demo", "partition": "demo", "message": "configured"},
+            {"time": 200.0, "level": "error", "source": "STS", "partition": "demo", "message": "STS failed"},
+        ]
+        self.subscribers: list[tuple[Callable[[int, str, dict[str, Any]], None], str | None]] = []
+        self.events: collections.deque[tuple[int, str, dict[str, Any], str | None]] = collections.deque(maxlen=buffer_size)
+        self._ids = itertools.count(1)
+        self._tokens = itertools.count(1)
+
+    # -- helpers for tests ------------------------------------------------------
+
+    def emit(self, kind: str, data: dict[str, Any], partition: str | None = None) -> int:
+        """Buffer an event and tell the subscribers that want it; its id."""
+        event_id = next(self._ids)
+        self.events.append((event_id, kind, data, partition))
+        for callback, wanted in list(self.subscribers):
+            if wanted is None or partition in (None, wanted):
+                callback(event_id, kind, data)
+        return event_id
+
+    def _require(self, user: User, role: str) -> None:
+        if not user.has(role):
+            raise ControlError("forbidden", f"needs role {role}", role=role)
+
+    def _need_ecs_control(self, user: User) -> None:
+        self._require(user, "expert")
+        if self.holders.get("ecs") != user.name:
+            raise ControlError("conflict", "take the ECS control first", holder=self.holders.get("ecs"))
+
+    def _partition(self, partition_id: str) -> dict[str, Any]:
+        try:
+            return self.partitions_[partition_id]
+        except KeyError:
+            raise ControlError("not_found", f"no partition {partition_id}") from None
+
+    # -- authentication -----------------------------------------------------------
+
+    @_deferred
+    def login(self, username: str, password: str, kind: str = "session") -> Session:
+        """A new token when the password is right."""
+        if self.passwords.get(username) != password:
+            raise ControlError("unauthenticated", "wrong user name or password")
+        n = next(self._tokens)
+        session = Session(User(username, self.roles[username]), f"tok-{kind}-{n}", f"csrf-{n}")
+        self.sessions[session.token] = session
+        self.logins.append((username, kind))
+        return session
+
+    @_deferred
+    def logout(self, token: str) -> None:
+        """Forget the token; release what its user holds."""
+        session = self.sessions.pop(token, None)
+        if session is not None:
+            for scope, holder in list(self.holders.items()):
+                if holder == session.user.name:
+                    del self.holders[scope]
+
+    @_deferred
+    def authenticate(self, token: str) -> Session | None:
+        """The session of a token, or None."""
+        return self.sessions.get(token)
+
+    # -- partitions -------------------------------------------------------------------
+
+    def partitions(self) -> list[dict[str, Any]]:
+        """Short form of every partition."""
+        return [self._short(p) for p in self.partitions_.values()]
+
+    def _short(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"id": p["id"], "state": p["state"], "tag": p["tag"], "controller": self.holders.get(p["id"]),
+                "connected": True}
+
+    def partition(self, partition_id: str) -> dict[str, Any]:
+        """One partition in full; not_found."""
+        p = self._partition(partition_id)
+        systems = [{"id": s, "kind": "detector" if s in self.detectors else "global", "state": p["state"],
+                    "raw_state": p["state"], "tag": p["tag"], "comment": "", "connected": True} for s in p["systems"]]
+        return {**self._short(p), "locked": p["locked"], "allowed": sorted(TRANSITIONS[p["state"]]),
+                "progress": None, "systems": systems}
+
+    def unassigned(self) -> list[dict[str, Any]]:
+        """Detectors in no partition."""
+        return [{"id": d["id"], "type": d["type"], "state": d["state"], "connected": True}
+                for d in self.detectors.values() if d["partition"] is None]
+
+    # -- control -------------------------------------------------------------------------
+
+    @_deferred
+    def take_control(self, user: User, scope: str, force: bool = False) -> dict[str, Any]:
+        """Take a partition's or the ECS control; conflict with holder; force needs admin."""
+        self._require(user, "expert" if scope == "ecs" else "operator")
+        if scope != "ecs":
+            self._partition(scope)
+        if force and not user.has("admin"):
+            raise ControlError("forbidden", "force needs role admin", role="admin")
+        holder = self.holders.get(scope)
+        if holder not in (None, user.name) and not force:
+            raise ControlError("conflict", f"{scope} is controlled by {holder}", holder=holder)
+        self.holders[scope] = user.name
+        self.emit("control", {"scope": scope, "holder": user.name}, None if scope == "ecs" else scope)
+        return {"scope": scope, "holder": user.name}
+
+    @_deferred
+    def release_control(self, user: User, scope: str) -> None:
+        """Give control up; conflict when someone else holds it."""
+        if scope != "ecs":
+            self._partition(scope)
+        holder = self.holders.get(scope)
+        if holder != user.name:
+            raise ControlError("conflict", f"you do not hold {scope}", holder=holder)
+        del self.holders[scope]
+        self.emit("control", {"scope": scope, "holder": None}, None if scope == "ecs" else scope)
+
+    @_deferred
+    def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Run a command when the user holds control and the state allows it."""
+        self._require(user, "operator")
+        p = self._partition(partition_id)
+        if self.holders.get(partition_id) != user.name:
+            raise ControlError("conflict", f"you do not hold {partition_id}", holder=self.holders.get(partition_id))
+        if p["locked"]:
+            raise ControlError("locked", f"{partition_id} is locked by a management operation")
+        if command not in TRANSITIONS[p["state"]]:
+            raise ControlError("conflict", f"{command} is not possible in {p['state']}")
+        if command == "configure" and "tag" in body and body["tag"] not in self.tags_:
+            raise ControlError("not_found", f"no tag {body['tag']}")
+        self.commands.append((user.name, partition_id, command, body))
+        p["state"] = TRANSITIONS[p["state"]][command]
+        if command == "configure":
+            p["tag"] = body.get("tag")
+        self.emit("state", {"partition": partition_id, "state": p["state"]}, partition_id)
+        return {"partition": partition_id, "command": command, "state": p["state"]}
+
+    # -- management ------------------------------------------------------------------------
+
+    @_deferred
+    def create_partition(self, user: User, partition_id: str) -> dict[str, Any]:
+        """A new, empty partition."""
+        self._need_ecs_control(user)
+        if partition_id in self.partitions_:
+            raise ControlError("conflict", f"partition {partition_id} exists")
+        self.partitions_[partition_id] = {"id": partition_id, "state": "Idle", "tag": None, "locked": False, "systems": []}
+        self.audit.append((user.name, "create_partition", (partition_id,)))
+        return self._short(self.partitions_[partition_id])
+
+    @_deferred
+    def delete_partition(self, user: User, partition_id: str, force: bool = False) -> None:
+        """Delete a partition; conflict while it runs unless forced."""
+        self._need_ecs_control(user)
+        p = self._partition(partition_id)
+        if p["state"] != "Idle" and not force:
+            raise ControlError("conflict", f"{partition_id} is {p['state']}")
+        for d in self.detectors.values():
+            if d["partition"] == partition_id:
+                d["partition"] = None
+        del self.partitions_[partition_id]
+        self.audit.append((user.name, "delete_partition", (partition_id, force)))
+
+    @_deferred
+    def create_detector(self, user: User, detector_id: str, type: str) -> dict[str, Any]:
+        """A new unassigned detector of a known type."""
+        self._need_ecs_control(user)
+        if type not in self.detector_types:
+            raise ControlError("bad_request", f"unknown detector type {type}", field="type")
+        if detector_id in self.detectors:
+            raise ControlError("conflict", f"detector {detector_id} exists")
+        self.detectors[detector_id] = {"id": detector_id, "type": type, "partition": None, "state": "Idle"}
+        return {"id": detector_id, "type": type}
+
+    @_deferred
+    def delete_detector(self, user: User, detector_id: str, force: bool = False) -> None:
+        """Delete an unassigned detector."""
+        self._need_ecs_control(user)
+        d = self.detectors.get(detector_id)
+        if d is None:
+            raise ControlError("not_found", f"no detector {detector_id}")
+        if d["partition"] is not None and not force:
+            raise ControlError("conflict", f"{detector_id} is in partition {d['partition']}")
+        del self.detectors[detector_id]
+
+    @_deferred
+    def move_detector(self, user: User, detector_id: str, to: str | None, force: bool = False) -> dict[str, Any]:
+        """Move a detector; locked when a partition involved is locked."""
+        self._need_ecs_control(user)
+        d = self.detectors.get(detector_id)
+        if d is None:
+            raise ControlError("not_found", f"no detector {detector_id}")
+        for pid in (d["partition"], to):
+            if pid is not None and self._partition(pid)["locked"]:
+                raise ControlError("locked", f"{pid} is locked by a management operation")
+        if d["partition"] is not None:
+            self.partitions_[d["partition"]]["systems"].remove(detector_id)
+        if to is not None:
+            self.partitions_[to]["systems"].append(detector_id)
+        d["partition"] = to
+        self.audit.append((user.name, "move_detector", (detector_id, to, force)))
+        return {"id": detector_id, "partition": to}
+
+    # -- configurations and tags ------------------------------------------------------------
+
+    @_deferred
+    def configs(self, system: str | None = None) -> list[dict[str, Any]]:
+        """Latest version of every configuration."""
+        return [v[-1] for v in self.config_versions.values() if system is None or v[-1]["system"] == system]
+
+    @_deferred
+    def config(self, config_id: str, version: int | None = None) -> dict[str, Any]:
+        """One configuration with its version numbers."""
+        versions = self.config_versions.get(config_id)
+        if not versions:
+            raise ControlError("not_found", f"no configuration {config_id}")
+        chosen = versions[-1] if version is None else next((v for v in versions if v["version"] == version), None)
+        if chosen is None:
+            raise ControlError("not_found", f"no version {version} of {config_id}")
+        return {**chosen, "versions": [v["version"] for v in versions]}
+
+    @_deferred
+    def save_config(self, user: User, config_id: str, system: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """A new version."""
+        self._require(user, "expert")
+        versions = self.config_versions.setdefault(config_id, [])
+        if versions and versions[-1]["system"] != system:
+            raise ControlError("conflict", f"{config_id} belongs to {versions[-1]['system']}")
+        versions.append({"id": config_id, "system": system, "version": len(versions) + 1, "parameters": parameters})
+        return versions[-1]
+
+    @_deferred
+    def delete_config(self, user: User, config_id: str) -> None:
+        """Delete unless a tag uses it."""
+        self._require(user, "expert")
+        if config_id not in self.config_versions:
+            raise ControlError("not_found", f"no configuration {config_id}")
+        users = [t for t, cs in self.tags_.items() if config_id in cs.values()]
+        if users:
+            raise ControlError("conflict", f"{config_id} is used by tag {users[0]}", tags=users)
+        del self.config_versions[config_id]
+
+    @_deferred
+    def tags(self, partition_id: str | None = None) -> list[dict[str, Any]]:
+        """Every tag; with a partition, compatibility."""
+        result = []
+        for name, cs in sorted(self.tags_.items()):
+            entry: dict[str, Any] = {"name": name, "configs": dict(cs)}
+            if partition_id is not None:
+                want = set(self._partition(partition_id)["systems"])
+                entry["missing"] = sorted(want - set(cs))
+                entry["extra"] = sorted(set(cs) - want)
+                entry["compatible"] = not entry["missing"] and not entry["extra"]
+            result.append(entry)
+        return result
+
+    @_deferred
+    def tag(self, name: str) -> dict[str, Any]:
+        """One tag."""
+        if name not in self.tags_:
+            raise ControlError("not_found", f"no tag {name}")
+        return {"name": name, "configs": dict(self.tags_[name])}
+
+    @_deferred
+    def save_tag(self, user: User, name: str, config_ids: list[str]) -> dict[str, Any]:
+        """Create or replace; one configuration per system."""
+        self._require(user, "expert")
+        configs: dict[str, str] = {}
+        for cid in config_ids:
+            if cid not in self.config_versions:
+                raise ControlError("not_found", f"no configuration {cid}")
+            system = self.config_versions[cid][-1]["system"]
+            if system in configs:
+                raise ControlError("bad_request", f"two configurations for {system}", field="configs")
+            configs[system] = cid
+        self.tags_[name] = configs
+        return {"name": name, "configs": configs}
+
+    @_deferred
+    def delete_tag(self, user: User, name: str) -> None:
+        """Delete."""
+        self._require(user, "expert")
+        if self.tags_.pop(name, None) is None:
+            raise ControlError("not_found", f"no tag {name}")
+
+    # -- users -------------------------------------------------------------------------------
+
+    @_deferred
+    def users(self, user: User) -> list[dict[str, Any]]:
+        """Every user with roles."""
+        self._require(user, "admin")
+        return [{"name": n, "roles": list(r)} for n, r in sorted(self.roles.items())]
+
+    @_deferred
+    def add_user(self, user: User, name: str, password: str, roles: list[str]) -> dict[str, Any]:
+        """A new user."""
+        self._require(user, "admin")
+        if name in self.passwords:
+            raise ControlError("conflict", f"user {name} exists")
+        self.passwords[name], self.roles[name] = password, tuple(roles)
+        return {"name": name, "roles": list(roles)}
+
+    @_deferred
+    def update_user(self, user: User, name: str, password: str | None, roles: list[str] | None) -> dict[str, Any]:
+        """Change password and/or roles."""
+        self._require(user, "admin")
+        if name not in self.passwords:
+            raise ControlError("not_found", f"no user {name}")
+        if password is not None:
+            self.passwords[name] = password
+        if roles is not None:
+            self.roles[name] = tuple(roles)
+        return {"name": name, "roles": list(self.roles[name])}
+
+    @_deferred
+    def delete_user(self, user: User, name: str) -> None:
+        """Delete (not yourself)."""
+        self._require(user, "admin")
+        if name == user.name:
+            raise ControlError("conflict", "you cannot delete yourself")
+        if name not in self.passwords:
+            raise ControlError("not_found", f"no user {name}")
+        del self.passwords[name], self.roles[name]
+
+    # -- runs, logs, events, metrics ------------------------------------------------------------
+
+    @_deferred
+    def runs(self, partition_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Run records, newest first."""
+        rows = [r for r in reversed(self.run_records) if partition_id is None or r["partition"] == partition_id]
+        return rows[:limit]
+
+    @_deferred
+    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int) -> list[dict[str, Any]]:
+        """Stored log events, newest first, filtered."""
+        rows = [r for r in reversed(self.log_records)
+                if (partition_id is None or r["partition"] == partition_id)
+                and (level is None or r["level"] == level)
+                and (since is None or r["time"] >= since)
+                and (q is None or q in r["message"])]
+        return rows[:limit]
+
+    def subscribe(self, callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None) -> Callable[[], None]:
+        """Add a subscriber; the returned function removes it."""
+        entry = (callback, partition_id)
+        self.subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self.subscribers:
+                self.subscribers.remove(entry)
+
+        return unsubscribe
+
+    def events_since(self, event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """Buffered events after C{event_id}, or None when some are gone."""
+        oldest = self.events[0][0] if self.events else None
+        newest = self.events[-1][0] if self.events else 0
+        if event_id < newest and oldest is not None and event_id < oldest - 1:
+            return None
+        if event_id > newest:
+            return None
+        return [(i, k, d) for i, k, d, p in self.events
+                if i > event_id and (partition_id is None or p in (None, partition_id))]
+
+    def metrics(self) -> str:
+        """Prometheus text format."""
+        lines = ["# HELP ecs_partition_state Partition state (1 for the current one).",
+                 "# TYPE ecs_partition_state gauge"]
+        for p in self.partitions_.values():
+            lines.append(f'ecs_partition_state{{partition="{p["id"]}",state="{p["state"]}"}} 1')
+        lines += ["# HELP ecs_commands_total Commands accepted.", "# TYPE ecs_commands_total counter",
+                  f"ecs_commands_total {len(self.commands)}"]
+        return "\n".join(lines) + "\n"
