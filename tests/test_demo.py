@@ -123,8 +123,14 @@ class DemoTests(TestCase):
 
         self.assertEqual((await self.api("POST", "/api/partitions/demo/abort", admin))[0], 200)
         await self.until_state(admin, "Idle")
-        code, logs = await self.api("GET", "/api/logs?partition=demo&q=configured", admin)
-        self.assertEqual(code, 200)
-        self.assertTrue(any("configured to QA_Active" in entry["message"] for entry in logs), logs)
+        logs: Any = None
+        for _ in range(50):  # stored in batches: poll a little
+            code, logs = await self.api("GET", "/api/logs?partition=demo&q=configured", admin)
+            self.assertEqual(code, 200)
+            if any("configured to QA_Active" in entry["message"] for entry in logs):
+                break
+            await task.deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(f"no 'configured to QA_Active' in {logs}; ECA output:\n" + "\n".join(proc.lines[-60:]))
         code, metrics = await self.api("GET", "/metrics")
         self.assertIn('ecs_partition_state{partition="demo",state="Idle"} 1', metrics)
