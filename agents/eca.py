@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from agents.eca_manage import ManagementMixin
 from agents.eca_partitions import PartitionWatch
+from agents.eca_unassigned import UnassignedWatch
 from ecs import protocol
 from ecs.config import Settings, Subsystems
 from ecs.control import ControlError, IControlCenter, Session, User
@@ -116,6 +117,14 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
         self.command_seconds = Counter[str]()
         self.address: str | None = None
         self.ready: defer.Deferred[None] = defer.Deferred()
+        #: Partitions whose PCA a forced move left out: told when it answers again.
+        self._missed: set[str] = set()
+        #: Detectors a forced move could not tell: told when their partition sees them again.
+        self._tell_later: dict[str, str | None] = {}
+        self.unassigned_watch = UnassignedWatch(self)
+        self._catching_up: set[str] = set()
+        self._telling: set[str] = set()
+        self._moves = 0
 
     # -- start and stop --------------------------------------------------
 
@@ -151,6 +160,7 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
             loop.clock = self.reactor
             loop.start(interval, now=False)
             self._loops.append(loop)
+        self.unassigned_watch.start()
         self._log.info("ECA registry at {address}", address=self.address)
 
     def stopService(self) -> defer.Deferred[None]:
@@ -161,6 +171,7 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
                 loop.stop()
         for watch in self.watches.values():
             watch.stop()
+        self.unassigned_watch.stop()
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -313,8 +324,8 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
         return self._get_watch(partition_id).details()
 
     def unassigned(self) -> list[dict[str, Any]]:
-        """See L{IControlCenter.unassigned} (states come with the supervision of issue 5)."""
-        return []
+        """See L{IControlCenter.unassigned}: live states, polled (L{UnassignedWatch})."""
+        return sorted(self.unassigned_watch.records.values(), key=lambda r: r["id"])
 
     # -- control and commands ----------------------------------------------
 
@@ -380,9 +391,15 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
         outcome = "ok"
         try:
             request = dict(body)
+            sent = None
             if command == "configure":
-                request = await self._resolve_configure(watch, body)
+                request, sent = await self._resolve_configure(body)
             reply = await watch.command(command, request, user.name)
+            if sent is not None:
+                # Only once the PCA accepted, and without what it ignored
+                # (systems not in the partition): the next run records these.
+                ignored = reply.get("ignored", []) if isinstance(reply, dict) else []
+                watch.sent = {system: c for system, c in sent.items() if system not in ignored}
             return reply
         except ControlError as e:
             outcome = f"{e.code}: {e.reason}"
@@ -395,7 +412,8 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
             self.command_seconds[command] += self.reactor.seconds() - started
             await self.store.audit(user.name, command, {"partition": partition_id, **body}, outcome)
 
-    async def _resolve_configure(self, watch: PartitionWatch, body: dict[str, Any]) -> dict[str, Any]:
+    async def _resolve_configure(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The PCA's configure request (configurations inline) and their snapshot for run records."""
         auto = body.get("auto", False)
         if not isinstance(auto, bool):
             raise ControlError("bad_request", "'auto' must be true or false")
@@ -412,12 +430,12 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
                 raise ControlError("bad_request", "configure needs 'tag' (a name) or 'configs' (a list of configuration ids)")
         except StoreError as e:
             raise store_error(e) from None
-        watch.sent = {row.system: row.snapshot() for row in rows}
+        sent = {row.system: row.snapshot() for row in rows}
         inline = [{"config_id": r.config_id, "system": r.system, "parameters": r.parameters} for r in rows]
         request: dict[str, Any] = {"configs": inline, "auto": auto}
         if tag is not None:
             request["tag"] = tag
-        return request
+        return request, sent
 
     def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.command}."""

@@ -9,9 +9,12 @@ tells the agents, and writes the audit trail with its outcome.
 
 Moving a detector is two-phase: both PCAs are locked (and must agree: not
 configuring or recording), then the database is committed, then the PCAs
-and the detector are told; a failure after the commit moves the detector
-back; the locks are released on every path.  With C{force}, an unreachable
-PCA is left out (it learns the truth from the registry when it returns).
+and the detector are told; a failure after the commit (a PCA refusing, the
+detector not answering) moves the detector back; the locks are released on
+every path.  With C{force}, an unreachable PCA is left out and made to
+agree with the database when it answers again (a restarted one asks the
+registry anyway), and a detector that does not answer is told once its new
+partition's PCA sees it connected again.
 """
 
 from __future__ import annotations
@@ -185,19 +188,31 @@ class ManagementMixin:
         self._need(user, "expert")
         await self._holding(user, "ecs")
 
-    async def _tell_globals(self: "ExperimentControlAgent", type: str, partition: str) -> list[str]:
-        """Tell every global system; returns those that did what was asked."""
+    async def _tell_globals(self: "ExperimentControlAgent", type: str, partition: str, every: bool = False) -> list[str]:
+        """
+        Tell every global system; returns those that did what was asked.
+        The first failure raises, unless C{every}: then each one is told
+        whatever the others answer, and the failures raise at the end.
+        """
         told = []
+        failures = []
         for system in self.sequence.global_systems():
             entry = self.registry.entries.get(("global", system))
-            if entry is None or entry.info.endpoint is None:
-                raise ControlError("unavailable", f"global system {system} is not registered")
             try:
-                await self.node.connect(entry.info.endpoint).request(system, type, {"partition": partition})
-            except RequestError as e:
-                raise ControlError("unavailable", f"{system} did not {type.replace('_', ' ')}: {e.reason}",
-                                   told=told) from None
+                if entry is None or entry.info.endpoint is None:
+                    raise ControlError("unavailable", f"global system {system} is not registered")
+                try:
+                    await self.node.connect(entry.info.endpoint).request(system, type, {"partition": partition})
+                except RequestError as e:
+                    raise ControlError("unavailable", f"{system} did not {type.replace('_', ' ')}: {e.reason}") from None
+            except ControlError as e:
+                if not every:
+                    raise ControlError(e.code, e.reason, told=told) from None
+                failures.append(e.reason)
+                continue
             told.append(system)
+        if failures:
+            raise ControlError("unavailable", "; ".join(failures), told=told)
         return told
 
     def create_partition(self: "ExperimentControlAgent", user: User, partition_id: str) -> defer.Deferred[dict[str, Any]]:
@@ -210,11 +225,11 @@ class ManagementMixin:
                 await self._tell_globals("add_partition", partition_id)
             except ControlError:
                 await self.store.delete_partition(partition_id)
-                for system in self.sequence.global_systems():
-                    entry = self.registry.entries.get(("global", system))
-                    if entry is not None and entry.info.endpoint:
-                        self.node.connect(entry.info.endpoint).request(
-                            system, "remove_partition", {"partition": partition_id}).addErrback(lambda f: None)
+                # Undone before we answer: every global system drops it again.
+                try:
+                    await self._tell_globals("remove_partition", partition_id, every=True)
+                except ControlError as e:
+                    self.log_event("warn", "ECA", f"creating {partition_id} undone: {e.reason}", None)
                 raise
             watch = self._watch(partition_id)
             self.log_event("info", "ECA", f"partition {partition_id} created by {user.name}", None)
@@ -231,14 +246,19 @@ class ManagementMixin:
             state = watch.summary()["state"]
             if not force and watch.connected and state != self.sequence.idle:
                 raise ControlError("conflict", f"partition {partition_id} is {state}: abort it first (or force)")
+            holder = await self.store.control(partition_id)
             detectors = await self.store.delete_partition(partition_id, unassign=True)
+            if holder is not None:  # the store dropped it with the partition
+                self.emit("control", {"scope": partition_id, "holder": None, "previous": holder.holder,
+                                      "reason": "partition deleted"}, partition_id)
             try:
-                await self._tell_globals("remove_partition", partition_id)
+                await self._tell_globals("remove_partition", partition_id, every=True)
             except ControlError as e:
-                if not force:
-                    self.log_event("warn", "ECA", f"deleting {partition_id}: {e.reason}", None)
+                self.log_event("warn", "ECA", f"deleting {partition_id}: {e.reason}", None)
             for detector in detectors:
+                self._tell_later.pop(detector, None)
                 await self._assign(detector, None, quiet=True)
+            self._missed.discard(partition_id)
             self.watches.pop(partition_id).stop()
             self.log_event("info", "ECA", f"partition {partition_id} deleted by {user.name}", None)
 
@@ -271,16 +291,78 @@ class ManagementMixin:
 
         return self._audited(user, "delete_detector", {"detector": detector_id, "force": force}, work)
 
-    async def _assign(self: "ExperimentControlAgent", detector: str, partition: str | None, quiet: bool = False) -> None:
+    async def _assign(self: "ExperimentControlAgent", detector: str, partition: str | None, quiet: bool = False) -> bool:
+        """Tell a detector its partition; whether it was told (or is not running)."""
         entry = self.registry.entries.get(("detector", detector))
         if entry is None or entry.info.endpoint is None:
-            return  # not running: it asks the registry when it starts
+            return True  # not running: it asks the registry when it starts
         try:
             await self.node.connect(entry.info.endpoint).request(detector, "assign", {"partition": partition})
         except RequestError as e:
             if not quiet:
                 raise
             self._log.warn("{detector} not told of its partition: {error}", detector=detector, error=e.reason)
+            return False
+        return True
+
+    # -- catching up after a forced move ------------------------------------------
+
+    def partition_seen(self: "ExperimentControlAgent", watch: Any) -> None:
+        """
+        The PCA of a partition answers again, or its record changed: if a
+        forced move left it out, make its detectors those of the database
+        now (unless it is busy or locked: then at a later change).
+        """
+        partition = watch.id
+        if partition not in self._missed or partition in self._catching_up or self._moves or not watch.connected:
+            return
+        record = watch.records.get("partition") or {}
+        if record.get("locked") or record.get("operation"):
+            return
+        self._catching_up.add(partition)
+        d = defer.Deferred.fromCoroutine(self._catch_up(watch))
+        d.addErrback(lambda f: self._log.failure("catching up {partition}", f, partition=partition))
+        d.addBoth(lambda _: self._catching_up.discard(partition))
+
+    async def _catch_up(self: "ExperimentControlAgent", watch: Any) -> None:
+        partition = watch.id
+        try:
+            have = await watch.detectors()
+            want = {row.id: row.type for row in await self.store.detectors(partition)}
+            if self._moves:
+                return  # a move started meanwhile: after it
+            for detector in sorted(have - set(want)):
+                await self._pca(partition, "remove_detector", {"detector": detector})
+            for detector in sorted(set(want) - have):
+                body: dict[str, Any] = {"detector": detector, "type": want[detector]}
+                entry = self.registry.entries.get(("detector", detector))
+                if entry is not None and entry.info.endpoint:
+                    body["endpoint"] = entry.info.endpoint
+                await self._pca(partition, "add_detector", body)
+        except (RequestError, ControlError, StoreError) as e:
+            self._log.warn("PCA {partition} not yet told of the moves it missed: {error}",
+                           partition=partition, error=getattr(e, "reason", e))
+            return
+        self._missed.discard(partition)
+        changes = sorted(have ^ set(want))
+        if changes:
+            self.log_event("info", "ECA", f"PCA {partition} told of the detector moves it missed ({', '.join(changes)})",
+                           partition)
+
+    def system_seen(self: "ExperimentControlAgent", watch: Any, system: str) -> None:
+        """A partition's system is connected: tell it its partition if a forced move could not."""
+        if self._tell_later.get(system, "") != watch.id or system in self._telling:
+            return
+        self._telling.add(system)
+
+        async def tell() -> None:
+            if await self._assign(system, watch.id, quiet=True) and self._tell_later.get(system, "") == watch.id:
+                del self._tell_later[system]
+                self.log_event("info", "ECA", f"{system} told it belongs to {watch.id}", watch.id)
+
+        d = defer.Deferred.fromCoroutine(tell())
+        d.addErrback(lambda f: self._log.failure("telling {system} its partition", f, system=system))
+        d.addBoth(lambda _: self._telling.discard(system))
 
     async def _pca(self: "ExperimentControlAgent", partition: str, type: str, body: dict[str, Any]) -> dict[str, Any]:
         watch = self._get_watch(partition)
@@ -302,6 +384,7 @@ class ManagementMixin:
             involved = [p for p in (source, to) if p is not None]
             locked: list[str] = []
             skipped: list[str] = []
+            self._moves += 1
             try:
                 for partition in involved:  # phase 1: prepare and lock
                     try:
@@ -313,8 +396,13 @@ class ManagementMixin:
                         raise ControlError("unavailable", f"PCA {partition} does not answer: {e.reason}") from None
                     if record.get("operation") or self.sequence.summary_of(record["state"]) in ("Configuring", "Recording"):
                         raise ControlError("conflict", f"partition {partition} is {record['state']}: cannot move detectors now")
-                    await self._pca(partition, "lock", {})
+                    # Counted as locked before the answer: a lock taken whose
+                    # answer is lost is released too (unlocking is harmless).
                     locked.append(partition)
+                    try:
+                        await self._pca(partition, "lock", {})
+                    except RequestError as e:
+                        raise ControlError("unavailable", f"PCA {partition} did not lock: {e.reason}") from None
                 moved = await self.store.move_detector(detector_id, to)  # phase 2: commit
                 try:
                     if source is not None and source not in skipped:
@@ -325,7 +413,10 @@ class ManagementMixin:
                         if entry is not None and entry.info.endpoint:
                             body["endpoint"] = entry.info.endpoint
                         await self._pca(to, "add_detector", body)
-                    await self._assign(detector_id, to, quiet=force)
+                    if await self._assign(detector_id, to, quiet=force):
+                        self._tell_later.pop(detector_id, None)
+                    else:
+                        self._tell_later[detector_id] = to  # forced: once its partition sees it again
                 except (RequestError, ControlError) as e:
                     # undo: the database first, then what the PCAs were told
                     await self.store.move_detector(detector_id, source)
@@ -348,6 +439,10 @@ class ManagementMixin:
                         await self._pca(partition, "unlock", {})
                     except (RequestError, ControlError) as e:
                         self._log.error("unlock of {partition} failed: {error}", partition=partition, error=e)
+                self._moves -= 1
+            self._missed.update(skipped)  # they learn it when they answer again
+            for partition in skipped:
+                self.partition_seen(self.watches[partition])
             self.log_event("info", "ECA", f"{detector_id} moved from {source or 'unassigned'} to {to or 'unassigned'}"
                            + (f" (forced past {', '.join(skipped)})" if skipped else ""), None)
             return dataclasses.asdict(moved)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from agents.eca import ExperimentControlAgent
 
 SNAPSHOT_PAGE = 2000
+OPERATOR_COMMANDS = ("configure", "start", "stop", "abort", "reset")
 
 
 class PartitionWatch:
@@ -65,16 +66,9 @@ class PartitionWatch:
             return
         self.endpoint, self.publish = info.endpoint, info.publish
         client = self.eca.node.connect(info.endpoint)
-
-        def page(after: str | None) -> defer.Deferred[dict[str, Any]]:
-            body: dict[str, Any] = {"limit": SNAPSHOT_PAGE}
-            if after is not None:
-                body["after"] = after
-            return client.request(self.id, "snapshot", body)
-
         self._mirror = Mirror(
             self.eca.reactor,
-            lambda: fetch_paged_snapshot(page),
+            self._snapshot,
             self._changed,
             self._reset,
             retry_delay=self.eca.settings.heartbeat_interval,
@@ -96,6 +90,31 @@ class PartitionWatch:
             last_heard=lambda: client.last_received,
         )
         self._heartbeat.start()
+
+    def _snapshot(self) -> defer.Deferred[dict[str, Any]]:
+        """A whole snapshot of the PCA's table, in pages."""
+        from ecs.transport import RequestError
+
+        if self.endpoint is None:
+            return defer.fail(RequestError(protocol.TIMEOUT, f"the PCA of {self.id} is not registered"))
+        client = self.eca.node.connect(self.endpoint)
+
+        def page(after: str | None) -> defer.Deferred[dict[str, Any]]:
+            body: dict[str, Any] = {"limit": SNAPSHOT_PAGE}
+            if after is not None:
+                body["after"] = after
+            return client.request(self.id, "snapshot", body)
+
+        return fetch_paged_snapshot(page)
+
+    async def detectors(self) -> set[str]:
+        """The detectors the PCA has now (asked, not mirrored; RequestError when it does not answer)."""
+        body = await self._snapshot()
+        return {
+            entry["value"]["id"]
+            for key, entry in body["entries"].items()
+            if key.startswith("system/") and entry["value"].get("kind") == "detector"
+        }
 
     def stop(self) -> None:
         """Stop following (the PCA moved, or the ECA stops)."""
@@ -121,6 +140,8 @@ class PartitionWatch:
         if connected and self._mirror is not None and self._mirror.synced:
             self._mirror.start()  # take a fresh snapshot: it may have missed everything
         self.eca.emit("state", {"partition": self.id, "key": "connected", "value": {"connected": connected}}, self.id)
+        if connected:
+            self.eca.partition_seen(self)  # it may have missed a forced move
 
     def _received(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -142,17 +163,29 @@ class PartitionWatch:
             self.eca.emit("progress", body, self.id)
 
     def _reset(self) -> None:
+        # A fresh snapshot replaces the table.  A new mirror (the PCA
+        # registered at a new place: a restart) knows nothing of our older
+        # records, so drop those the snapshot lacks (a detector moved away
+        # meanwhile) or they would be shown for ever.
+        entries = self._mirror.entries if self._mirror is not None else {}
+        for key in [k for k in self.records if k not in entries]:
+            self._changed(key, None)
         self.eca.emit("state", {"partition": self.id, "key": "reset", "value": None}, self.id)
 
     def _changed(self, key: str, value: dict[str, Any] | None) -> None:
         old = self.records.get(key)
         if value is None:
+            if key not in self.records:
+                return  # already dropped (by _reset)
             self.records.pop(key, None)
         else:
             self.records[key] = value
         self.eca.emit("state", {"partition": self.id, "key": key, "value": value}, self.id)
         if key == "partition":
             self._watch_recording(old, value)
+            self.eca.partition_seen(self)
+        elif key.startswith("system/") and value is not None and value.get("connected"):
+            self.eca.system_seen(self, key[len("system/"):])
 
     def _watch_recording(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         recording = self.eca.sequence.recording
@@ -175,7 +208,10 @@ class PartitionWatch:
 
         if self.endpoint is None:
             return defer.fail(RequestError(protocol.TIMEOUT, f"the PCA of {self.id} is not registered"))
-        self.last_operator, self.last_command = operator, command
+        if command in OPERATOR_COMMANDS:
+            # What ends a run (stop, abort) is judged from the operators'
+            # commands, not from the ECA's own status or lock requests.
+            self.last_operator, self.last_command = operator, command
         client = self.eca.node.connect(self.endpoint)
         return client.request(self.id, command, body, timeout=self.eca.settings.request_timeout)
 

@@ -82,11 +82,15 @@ class PartitionLink:
         self.heartbeat: Heartbeat | None = None
         self.sent = 0
         self._resolving: Any = None
+        self._started = False
         self._stopped = False
         self._told_unknown = False
 
     async def start(self) -> None:
-        """Find the PCA and start watching it (looking again until it is known)."""
+        """Find the PCA and start watching it (looking again until it is known); once."""
+        if self._started:
+            return
+        self._started = True
         await self._resolve()
 
     async def _resolve(self) -> None:

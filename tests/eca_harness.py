@@ -1,0 +1,455 @@
+# -*- test-case-name: tests.test_eca -*-
+"""
+A whole ECS in one process, for tests of the Experiment Control Agent.
+
+L{ECAHarness} builds, on the in-memory transport driven by the real reactor:
+
+  - a real SQLite L{Store} in a temporary directory, seeded like the demo
+    (L{agents.eca_service.seed_demo}: partition C{demo} with STS MVD TOF TRD
+    RICH, their configurations, tags C{demo} and C{demo-alt}) plus a second
+    partition C{p2} with detector C{STS2} (tag C{p2}) and an unassigned
+    detector C{TOF2};
+  - users of every role, created through the store (bcrypt at its lowest
+    cost: these tests check behaviour, not hashing);
+  - the real L{ExperimentControlAgent} serving the registry at
+    C{inproc://registry} (the settings accept only ZeroMQ forms, so not
+    C{mem://}; the memory network takes any name);
+  - one L{ControllerHost} for every global system (as C{ecs-global --id
+    all}) and one per detector (as C{ecs-detector}), each with its own
+    L{RemoteRegistry}, simulated actions of L{STEP} seconds;
+  - a L{PartitionAgent} per partition, with a L{RemoteRegistry};
+  - a L{WebAPI} over the ECA, reached with L{StubTreq}.
+
+Nothing sleeps: waiting is polling with C{deferLater} in bounded loops
+(L{ECAHarness.wait_for}).  A cleanup stops every agent, then the ECA,
+then closes the store, and waits for all of it; trial then finds no delayed
+call left in the reactor.  Timing: heartbeats every 0.1 s (lost after
+0.4 s), requests time out after L{SETTINGS}C{.request_timeout} = 1 s, so a
+dead peer is found out quickly.
+
+This is the one place where ECS tests use the real reactor and real time
+(STYLE.md #17 asks for a Clock): the store works through the reactor's
+thread pool, and only a real reactor runs it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+from treq.testing import StubTreq
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from agents.eca import ExperimentControlAgent
+from agents.eca_service import seed_demo
+from agents.host import ControllerHost, pca_node_name
+from agents.pca import PartitionAgent
+from ecs import users
+from ecs.config import load_settings
+from ecs.configs import EmptyConfigSource
+from ecs.memory_transport import MemoryNetwork, MemoryNode
+from ecs.remote_registry import RemoteRegistry
+from ecs.sequence import Sequence, load_sequence
+from ecs.store import Store
+from ecs.transport import RequestError
+from ecs.web import WebAPI
+from tests.pca_harness import subsystems_with
+
+BASE = "http://ecs.test"
+REGISTRY = "inproc://registry"
+PASSWORD = "correct horse battery"
+STEP = 0.05
+"""Seconds per simulated action step."""
+
+SETTINGS = load_settings(
+    overrides={
+        "security": "none",
+        "registry": {"address": REGISTRY},
+        "heartbeat": {"interval": 0.1, "timeout": 0.4},
+        # A dead peer is found out within a second (the default is 5 s).
+        "request_timeout": 1.0,
+    }
+)
+
+USERS = {
+    "viewer": ["viewer"],
+    "operator": ["operator"],
+    "operator2": ["operator"],
+    "expert": ["expert"],
+    "admin": ["admin"],
+}
+
+DEMO_DETECTORS = ("STS", "MVD", "TOF", "TRD", "RICH")
+P2_DETECTORS = ("STS2",)
+UNASSIGNED = ("TOF2",)
+DETECTOR_TYPES = {"STS": "STS", "MVD": "MVD", "TOF": "TOF", "TRD": "TRD", "RICH": "RICH", "STS2": "STS", "TOF2": "TOF"}
+GLOBALS = ("TFC", "DCS", "QA", "FLES")
+
+_UNSET = object()
+
+
+@attrs.frozen
+class Result:
+    """A finished HTTP response: status, raw body, the treq response."""
+
+    code: int
+    body: bytes
+    response: Any
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+    def header(self, name: str) -> list[str]:
+        """Every value of a response header."""
+        return self.response.headers.getRawHeaders(name, [])
+
+
+def parse_events(data: bytes) -> list[dict[str, Any]]:
+    """Parse SSE blocks into C{{"id", "event", "data"}} dicts (comments skipped)."""
+    events = []
+    for block in data.decode().split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if "event" in fields:
+            fields["data"] = json.loads(fields["data"])
+            if "id" in fields:
+                fields["id"] = int(fields["id"])
+            events.append(fields)
+    return events
+
+
+class SSEReader(Protocol):
+    """Receives an event-stream body piece by piece; can hang up."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.lost: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost = reason
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events (not comments or retry lines) received so far."""
+        return parse_events(self.data)
+
+    def hang_up(self) -> None:
+        """Close the connection as a browser tab does."""
+        if self.transport is not None and self.lost is None:
+            self.transport.loseConnection()
+
+
+class ECAHarness(TestCase):
+    """The whole system, started in C{setUp} and stopped by a cleanup (L{stop_everything})."""
+
+    timeout = 60
+
+    # -- building ----------------------------------------------------------
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.patch(users, "BCRYPT_ROUNDS", 4)
+        self.network = MemoryNetwork(reactor)
+        self.subsystems = subsystems_with(STEP)
+        self.sequence: Sequence = load_sequence(None, list(self.subsystems.global_systems))
+        self.state_dir = Path(self.mktemp())
+        self.hosts: dict[str, ControllerHost] = {}
+        self.pcas: dict[str, PartitionAgent] = {}
+        self._streams: list[tuple[StubTreq, SSEReader]] = []
+        self.tokens: dict[str, str] = {}
+        self.store = await Store.open(self.state_dir / "ecs.sqlite", reactor)
+        # A cleanup, not tearDown: it also runs when setUp fails half-way.
+        self.addCleanup(self.stop_everything)
+        await self.seed()
+        self.eca = ExperimentControlAgent(
+            self.store,
+            MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
+            SETTINGS,
+            self.subsystems,
+            self.sequence,
+            reactor,
+        )
+        self.eca.startService()
+        await self.eca.ready
+        self.api = WebAPI(self.eca, reactor)
+        self.stub = StubTreq(self.api.resource())
+        self.tester = MemoryNode(self.network, "tester", request_timeout=SETTINGS.request_timeout)
+        self.globals_host = self.make_host("globals")
+        for system in GLOBALS:
+            self.globals_host.add_global(system, self.subsystems.global_systems[system])
+        for detector, type_name in DETECTOR_TYPES.items():
+            host = self.make_host(detector)
+            host.add_detector(detector, self.subsystems.detector_types[type_name])
+        for host in self.hosts.values():
+            host.startService()
+        for host in self.hosts.values():
+            await host.ready
+        for partition in ("demo", "p2"):
+            self.start_pca(partition)
+        for pca in self.pcas.values():
+            await pca.ready
+        for partition in self.pcas:
+            await self.wait_idle(partition)
+
+    async def seed(self) -> None:
+        """The demo inventory, a second partition, an unassigned detector, the users."""
+        await seed_demo(self.store, 0)
+        await self.store.add_partition("p2")
+        for detector in P2_DETECTORS:
+            await self.store.add_detector(detector, DETECTOR_TYPES[detector], "p2")
+        for detector in UNASSIGNED:
+            await self.store.add_detector(detector, DETECTOR_TYPES[detector])
+        await self.store.save_config("sts2-default", "STS2", {"threshold_adc": 10}, "seed")
+        await self.store.save_config("tof2-default", "TOF2", {"threshold_mv": 150}, "seed")
+        await self.store.save_tag("p2", ["tfc-default", "dcs-default", "qa-default", "fles-default", "sts2-default"], "seed")
+        for name, roles in USERS.items():
+            await self.store.add_user(name, users.hash_password(PASSWORD), roles)
+
+    def registry(self, node: MemoryNode) -> RemoteRegistry:
+        """A registry client for one agent."""
+        return RemoteRegistry(node, REGISTRY, reactor, SETTINGS.heartbeat_interval, SETTINGS.heartbeat_timeout)
+
+    def make_host(self, name: str) -> ControllerHost:
+        """A controller host (not started) with its own node and registry client."""
+        node = MemoryNode(self.network, name, request_timeout=SETTINGS.request_timeout)
+        host = ControllerHost(name, node, self.registry(node), SETTINGS, reactor)
+        self.hosts[name] = host
+        return host
+
+    def start_pca(self, partition: str) -> PartitionAgent:
+        """Start the PCA of C{partition}."""
+        node = MemoryNode(self.network, pca_node_name(partition), request_timeout=SETTINGS.request_timeout)
+        pca = PartitionAgent(
+            partition,
+            node,
+            self.registry(node),
+            SETTINGS,
+            self.subsystems,
+            self.sequence,
+            EmptyConfigSource(),
+            reactor,
+            state_file=None,
+        )
+        self.pcas[partition] = pca
+        pca.startService()
+        return pca
+
+    async def stop_everything(self) -> None:
+        """Hang up the event streams, stop the agents, then the ECA, then close the store."""
+        for stub, reader in self._streams:
+            reader.hang_up()
+            stub.flush()
+        api = getattr(self, "api", None)
+        if api is not None:
+            self.assertEqual(api.streams, frozenset(), "event streams left open")
+        for pca in self.pcas.values():
+            if pca.running:
+                await pca.stopService()
+        for host in self.hosts.values():
+            if host.running:
+                await host.stopService()
+        if hasattr(self, "tester"):
+            await self.tester.close()
+        eca = getattr(self, "eca", None)
+        if eca is not None and eca.running:
+            await eca.stopService()
+        await self.store.close()
+
+    # -- waiting -------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        """
+        Poll C{predicate} (which may return an awaitable) every 20 ms until
+        it is true, at most C{timeout} s; its value.
+        """
+        for _ in range(int(timeout / 0.02) + 1):
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            await task.deferLater(reactor, 0.02, lambda: None)
+        self.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+
+    async def wait_idle(self, partition: str) -> None:
+        """Until the PCA is settled and Idle with every system connected, and the ECA sees it so."""
+        pca = self.pcas[partition]
+
+        def ready() -> bool:
+            s = pca.sequencer
+            return (
+                s is not None
+                and s.settled
+                and s.partition.state == self.sequence.idle
+                and all(v.connected for v in s.partition.systems.values())
+                and self.eca.watches[partition].connected
+                and self.eca.partition(partition)["state"] == self.sequence.idle
+            )
+
+        await self.wait_for(ready, what=f"{partition} Idle")
+
+    async def wait_state(self, partition: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Until the ECA shows C{partition} in C{state} with no operation; its details."""
+        def shown() -> dict[str, Any] | None:
+            details = self.eca.partition(partition)
+            return details if details["state"] == state and not details["operation"] else None
+
+        return await self.wait_for(shown, timeout, f"{partition} in {state}")
+
+    async def settle(self, seconds: float = 0.2) -> None:
+        """Let the system run C{seconds} (for asserting that nothing happens)."""
+        for _ in range(int(seconds / 0.02)):
+            await task.deferLater(reactor, 0.02, lambda: None)
+
+    # -- HTTP ------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json: Any = _UNSET,
+        headers: dict[str, str] | None = None,
+        stub: StubTreq | None = None,
+        timeout: float = 10.0,
+    ) -> Result:
+        """One request through the web API, answered in full."""
+        stub = stub or self.stub
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        kwargs: dict[str, Any] = {}
+        if json is not _UNSET:
+            kwargs["json"] = json
+        d = stub.request(method, BASE + path, headers=hdrs, **kwargs)
+        response = await self._pumped(stub, d, timeout)
+        body = await self._pumped(stub, response.content(), timeout)
+        return Result(response.code, body, response)
+
+    async def _pumped(self, stub: StubTreq, d: defer.Deferred[Any], timeout: float) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        for _ in range(int(timeout / 0.01) + 1):
+            stub.flush()
+            if results:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail("no answer from the web API")
+        result = results[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+    async def login(self, name: str) -> str:
+        """An API token of C{name} (through C{POST /api/login})."""
+        if name not in self.tokens:
+            r = await self.call("POST", "/api/login", json={"username": name, "password": PASSWORD, "kind": "api"})
+            self.assertEqual(r.code, 200, r.body)
+            self.tokens[name] = r.json["token"]
+        return self.tokens[name]
+
+    def assertError(self, result: Result, code: int, error: str | None = None, **details: Any) -> dict[str, Any]:
+        """The result is a JSON error with this status (and code and details)."""
+        self.assertEqual(result.code, code, result.body)
+        body = result.json
+        if error is not None:
+            self.assertEqual(body["error"], error, body)
+        self.assertIsInstance(body["reason"], str)
+        for key, value in details.items():
+            self.assertEqual(body[key], value, body)
+        return body
+
+    async def ok(self, method: str, path: str, user: str, body: Any = _UNSET) -> Any:
+        """A request as C{user} that must succeed; its JSON answer."""
+        r = await self.call(method, path, token=await self.login(user), json=body)
+        self.assertEqual(r.code, 200, r.body)
+        return r.json
+
+    async def take(self, user: str, partition: str = "demo") -> None:
+        """C{user} takes control of C{partition} (or of the ECS: C{"ecs"})."""
+        path = "/api/control" if partition == "ecs" else f"/api/partitions/{partition}/control"
+        await self.ok("POST", path, user)
+
+    async def configure(self, user: str = "operator", partition: str = "demo", tag: str = "demo") -> None:
+        """Configure C{partition} with C{tag}, auto, until its top active state."""
+        await self.ok("POST", f"/api/partitions/{partition}/configure", user, {"tag": tag, "auto": True})
+        await self.wait_state(partition, self.sequence.top_active)
+
+    async def open_events(self, path: str = "/api/events", user: str = "viewer",
+                          headers: dict[str, str] | None = None) -> tuple[StubTreq, SSEReader]:
+        """Open an event stream as C{user} on a client of its own; the client and a reader."""
+        stub = StubTreq(self.api.resource())
+        hdrs = {"Authorization": f"Bearer {await self.login(user)}", **(headers or {})}
+        response = await self._pumped(stub, stub.get(BASE + path, headers=hdrs, unbuffered=True), 10.0)
+        self.assertEqual(response.code, 200)
+        reader = SSEReader()
+        response.deliverBody(reader)
+        stub.flush()
+        self._streams.append((stub, reader))
+        return stub, reader
+
+    async def events_until(self, stub: StubTreq, reader: SSEReader,
+                           predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Until the events received satisfy C{predicate}; the events."""
+        def check() -> list[dict[str, Any]] | None:
+            stub.flush()
+            events = reader.events()
+            return events if predicate(events) else None
+
+        return await self.wait_for(check, timeout, "events")
+
+    def close_events(self, stub: StubTreq, reader: SSEReader) -> None:
+        """Hang up a stream and let both sides see it."""
+        reader.hang_up()
+        stub.flush()
+
+    # -- the agents, directly ----------------------------------------------------
+
+    async def to_pca(self, partition: str, type: str, **body: Any) -> Any:
+        """A request straight to a PCA (as another client would); its reply or the RequestError."""
+        pca = self.pcas[partition]
+        assert pca.address is not None
+        try:
+            return await self.tester.connect(pca.address).request(partition, type, body)
+        except RequestError as e:
+            return e
+
+    def members(self, partition: str) -> set[str]:
+        """The detectors the PCA of C{partition} has."""
+        sequencer = self.pcas[partition].sequencer
+        assert sequencer is not None
+        return {v.id for v in sequencer.partition.systems.values() if v.kind == "detector"}
+
+    def locked(self, partition: str) -> bool:
+        """Whether the PCA of C{partition} is locked."""
+        sequencer = self.pcas[partition].sequencer
+        assert sequencer is not None
+        return sequencer.locked
+
+    def detector_partition(self, detector: str) -> str | None:
+        """The partition the detector's own controller reports to."""
+        return self.hosts[detector].controllers[(detector, None)].partition
+
+    async def db_partition(self, detector: str) -> str | None:
+        """The partition of C{detector} in the database."""
+        row = await self.store.detector(detector)
+        assert row is not None
+        return row.partition
+
+
+__all__ = ["ECAHarness", "Result", "SSEReader", "parse_events", "PASSWORD", "BASE", "SETTINGS", "STEP"]
