@@ -22,12 +22,12 @@ from collections import Counter, deque
 from typing import Any, Callable
 
 import dataclasses
-from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from agents.eca_manage import ManagementMixin
+from agents.lifecycle import AsyncStartService
 from agents.eca_partitions import PartitionWatch
 from agents.eca_unassigned import UnassignedWatch
 from ecs import protocol
@@ -73,7 +73,7 @@ def csrf_for(token: str) -> str:
 
 
 @implementer(IControlCenter)
-class ExperimentControlAgent(ManagementMixin, service.Service):
+class ExperimentControlAgent(ManagementMixin, AsyncStartService):
     """The ECA service."""
 
     _log = Logger()
@@ -116,7 +116,7 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
         self.commands = Counter[tuple[str, str]]()
         self.command_seconds = Counter[str]()
         self.address: str | None = None
-        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.label = "ECA"
         #: Partitions whose PCA a forced move left out: told when it answers again.
         self._missed: set[str] = set()
         #: Detectors a forced move could not tell: told when their partition sees them again.
@@ -127,21 +127,6 @@ class ExperimentControlAgent(ManagementMixin, service.Service):
         self._moves = 0
 
     # -- start and stop --------------------------------------------------
-
-    def startService(self) -> None:
-        """Serve the registry, follow the partitions, start the housekeeping."""
-        super().startService()
-        d = defer.Deferred.fromCoroutine(self._start())
-        d.addCallbacks(self.ready.callback, self._start_failed)
-
-    def _start_failed(self, failure: Any) -> None:
-        self._log.failure("ECA cannot start", failure)
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)
-        if getattr(self.reactor, "running", False):
-            from agents.host import exit_after_shutdown
-
-            exit_after_shutdown(self.reactor)
 
     async def _start(self) -> None:
         await self.store.set_global_systems(self.sequence.global_systems())

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from agents.lifecycle import AsyncStartService
 from ecs.config import Settings, Subsystems
 from ecs.sequence import Sequence
 
@@ -81,7 +82,7 @@ class LocalLauncher:
             await child.ended
 
 
-class ECAService(service.Service):
+class ECAService(AsyncStartService):
     """The ECA process: database, registry, partitions, web."""
 
     _log = Logger()
@@ -109,22 +110,7 @@ class ECAService(service.Service):
         self.port: Any = None
         self.launcher: LocalLauncher | None = None
         self.store: Any = None
-        self.ready: defer.Deferred[None] = defer.Deferred()
-
-    def startService(self) -> None:
-        """Start asynchronously (see the module docstring)."""
-        super().startService()
-        d = defer.Deferred.fromCoroutine(self._start())
-        d.addCallbacks(self.ready.callback, self._failed)
-
-    def _failed(self, failure: Any) -> None:
-        self._log.failure("ECA cannot start", failure)
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)
-        from agents.host import exit_after_shutdown
-
-        if getattr(self.reactor, "running", False):
-            exit_after_shutdown(self.reactor)
+        self.label = "ECA"
 
     async def _start(self) -> None:
         from agents.eca import ExperimentControlAgent

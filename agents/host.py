@@ -17,16 +17,14 @@ comes back, every system of the partition reports its state again.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any, Callable
 
-from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
 from agents.actions import make_action
 from agents.controller import COMMANDS, SystemController
+from agents.lifecycle import AsyncStartService
 from ecs import protocol
 from ecs.config import Settings, SystemType
 from ecs.fsm import load_table
@@ -49,23 +47,6 @@ VERBOSE_AGENTS = 20
 def pca_node_name(partition: str) -> str:
     """The sender name of the PCA of C{partition} (its node's name)."""
     return f"pca:{partition}"
-
-
-def exit_after_shutdown(reactor: Any) -> None:
-    """
-    Stop the reactor and make the process exit with status 1 once it has
-    shut down: twistd has no other way to report a start-up failure that
-    happens after the reactor started (a refused registration, a port in
-    use) to whatever supervises the agent.
-    """
-
-    def exit_nonzero() -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-
-    reactor.addSystemEventTrigger("after", "shutdown", exit_nonzero)
-    reactor.stop()
 
 
 class PartitionLink:
@@ -218,7 +199,7 @@ class PartitionLink:
             controller.publish()
 
 
-class ControllerHost(service.Service):
+class ControllerHost(AsyncStartService):
     """
     The service of C{ecs-detector}, C{ecs-simhost} and C{ecs-global}.
 
@@ -250,11 +231,11 @@ class ControllerHost(service.Service):
         self.controllers: dict[tuple[str, str | None], SystemController] = {}
         self.kinds: dict[str, str] = {}
         self.links: dict[str, PartitionLink] = {}
-        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.label = name
+        self.expected_failures = (RegistryError, OSError)
         #: Changes with every start of the process: a PCA that sees a new
         #: incarnation knows the sequence numbers started again.
         self.incarnation = new_epoch()
-        self._fatal: Callable[[str], None] = self._default_fatal
 
     def add_detector(
         self, detector: str, system_type: SystemType, start_state: str | None = None,
@@ -272,27 +253,6 @@ class ControllerHost(service.Service):
     def controllers_of_partition(self, partition: str) -> list[SystemController]:
         """Every controller whose updates go to C{partition}."""
         return [c for (_, p), c in self.controllers.items() if c.partition == partition]
-
-    def startService(self) -> None:
-        """Bind, register and create the controllers (asynchronously)."""
-        super().startService()
-        d = defer.Deferred.fromCoroutine(self._start())
-        d.addCallbacks(self.ready.callback, self._start_failed)
-
-    def _start_failed(self, failure: Any) -> None:
-        if failure.check(RegistryError, OSError):
-            reason = str(failure.value)
-        else:
-            self._log.failure("{name}: start-up failed", failure, name=self.name)
-            reason = f"{type(failure.value).__name__}: {failure.value}"
-        self._fatal(f"{self.name} cannot start: {reason}")
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)
-
-    def _default_fatal(self, message: str) -> None:
-        self._log.critical("{message}", message=message)
-        if getattr(self.reactor, "running", False):
-            exit_after_shutdown(self.reactor)
 
     async def _start(self) -> None:
         registry_start = getattr(self.registry, "start", None)

@@ -38,6 +38,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 
+from agents.lifecycle import AsyncStartService
 from agents.partition import Partition, SystemView
 from agents.sequencer import Sequencer
 from ecs import protocol
@@ -62,7 +63,7 @@ def _body_str(body: dict[str, Any], key: str) -> str:
     return value
 
 
-class PartitionAgent(service.Service):
+class PartitionAgent(AsyncStartService):
     """The PCA of one partition."""
 
     _log = Logger()
@@ -103,27 +104,10 @@ class PartitionAgent(service.Service):
         self._ticker: task.LoopingCall | None = None
         self._resolver: task.LoopingCall | None = None
         self._resolving = False
-        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.label = f"PCA {partition_id}"
+        self.expected_failures = (RegistryError, OSError)
 
     # -- start and stop --------------------------------------------------
-
-    def startService(self) -> None:
-        """Bind, register, learn the systems, start watching them."""
-        super().startService()
-        d = defer.Deferred.fromCoroutine(self._start())
-        d.addCallbacks(self.ready.callback, self._start_failed)
-
-    def _start_failed(self, failure: Any) -> None:
-        if failure.check(RegistryError, OSError):
-            self._log.critical("PCA {id} cannot start: {reason}", id=self.id, reason=failure.value)
-        else:
-            self._log.failure("PCA {id} cannot start", failure, id=self.id)
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)
-        if getattr(self.reactor, "running", False):
-            from agents.host import exit_after_shutdown
-
-            exit_after_shutdown(self.reactor)
 
     async def _start(self) -> None:
         registry_start = getattr(self.registry, "start", None)
