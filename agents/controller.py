@@ -157,15 +157,16 @@ class SystemController:
             self.config = None
         if comment is not None:
             self.comment = comment
-        self._log.emit(
-            LogLevel.info if self._verbose else LogLevel.debug,
-            "{system}{where}: {old} -{input}-> {new}",
-            system=self.system,
-            where=f" ({self.partition})" if self.partition else "",
-            old=old,
-            input=input,
-            new=self.state,
-        )
+        if self._verbose:  # a sim host's thousands of transitions are not logged at all
+            self._log.emit(
+                LogLevel.info,
+                "{system}{where}: {old} -{input}-> {new}",
+                system=self.system,
+                where=f" ({self.partition})" if self.partition else "",
+                old=old,
+                input=input,
+                new=self.state,
+            )
         self.publish()
 
     def _refuse_impossible(self, command: str) -> None:

@@ -280,8 +280,6 @@ class ControllerHost(AsyncStartService):
         except OSError as e:
             raise OSError(f"{e} (is another {', '.join(self.kinds)} already running?)") from None
         self.address = self.server.address
-        for agent_id, kind in self.kinds.items():
-            await self.registry.register(AgentInfo(agent_id, kind, self.address))
         for detector, (system_type, start_state, start_tag) in self._detectors.items():
             partition = await self.registry.partition_of(detector)
             self._create(detector, system_type, partition, start_state, start_tag)
@@ -291,6 +289,10 @@ class ControllerHost(AsyncStartService):
                 self._create(system, system_type, partition, None, None)
         for agent_id in self.kinds:
             self.server.register(agent_id, self._handlers(agent_id))
+        # Registered only once they answer: a PCA asks for their status as
+        # soon as it learns where they are.
+        for agent_id, kind in self.kinds.items():
+            await self.registry.register(AgentInfo(agent_id, kind, self.address))
         for link in list(self.links.values()):
             await link.start()
         for controller in self.controllers.values():

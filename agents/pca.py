@@ -104,6 +104,7 @@ class PartitionAgent(AsyncStartService):
         self._ticker: task.LoopingCall | None = None
         self._resolver: task.LoopingCall | None = None
         self._resolving = False
+        self._query_retries: dict[str, Any] = {}
         self.label = f"PCA {partition_id}"
         self.expected_failures = (RegistryError, OSError)
 
@@ -224,6 +225,10 @@ class PartitionAgent(AsyncStartService):
         for loop in (self._ticker, self._resolver):
             if loop is not None and loop.running:
                 loop.stop()
+        for retry in self._query_retries.values():
+            if retry.active():
+                retry.cancel()
+        self._query_retries.clear()
         if self.sequencer is not None:
             self.sequencer.stop_timers()
         return defer.Deferred.fromCoroutine(self._stop())
@@ -331,10 +336,29 @@ class PartitionAgent(AsyncStartService):
 
         def failed(failure: Any) -> None:
             self._log.warn(
-                "{system}: status query failed: {error}", system=view.id, error=failure.getErrorMessage()
+                "{system}: status query failed: {error}; asking again in {delay} s",
+                system=view.id,
+                error=failure.getErrorMessage(),
+                delay=self.settings.heartbeat_interval,
             )
+            self._retry_query(view)
 
         d.addCallbacks(got, failed)
+
+    def _retry_query(self, view: SystemView) -> None:
+        """Ask again later, while the system is ours, unconnected and its endpoint answers."""
+
+        def again() -> None:
+            self._query_retries.pop(view.id, None)
+            sequencer = self.sequencer
+            if not self.running or sequencer is None or sequencer.partition.systems.get(view.id) is not view:
+                return
+            heartbeat = self.heartbeats.get(view.endpoint or "")
+            if not view.connected and heartbeat is not None and heartbeat.alive:
+                self._query(view)
+
+        if view.id not in self._query_retries:
+            self._query_retries[view.id] = self.reactor.callLater(self.settings.heartbeat_interval, again)
 
     # -- outputs of the sequencer ----------------------------------------
 

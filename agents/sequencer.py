@@ -44,6 +44,9 @@ from ecs.transport import RequestError
 Send = Callable[[SystemView, str, dict[str, Any]], "defer.Deferred[dict[str, Any]]"]
 
 MISSING_CONFIG = "missing_config"
+#: Commands sent per reactor turn: the replies of the first ones are handled
+#: while the rest go out (ten thousand at once would hold every reply back).
+SEND_CHUNK = 50
 PROGRESS_INTERVAL = 0.05
 
 
@@ -73,6 +76,7 @@ class ConfigureOp:
     accepted: set[str] = attrs.field(factory=set)
     fallen: str | None = None
     requests: list[defer.Deferred[Any]] = attrs.field(factory=list)
+    sending: IDelayedCall | None = None
     timer: IDelayedCall | None = None
     last_progress: tuple[int, float] = (-1, 0.0)
 
@@ -124,6 +128,7 @@ class Sequencer:
         self._publish_call: IDelayedCall | None = None
         self._mismatch_handled: dict[str, int] = {}
         self._stop_sent: dict[str, int] = {}
+        self._abort_sending: IDelayedCall | None = None
 
     # -- helpers ---------------------------------------------------------
 
@@ -358,6 +363,8 @@ class Sequencer:
         if op is not None and op.timer is not None and op.timer.active():
             op.timer.cancel()
         if isinstance(op, ConfigureOp):
+            if op.sending is not None and op.sending.active():
+                op.sending.cancel()
             # A request still waiting for an unreachable peer must not be
             # delivered later, when nobody wants it any more.
             for request in op.requests:
@@ -489,17 +496,29 @@ class Sequencer:
         self.outputs.progress(stage.name, ready, total)
         op.last_progress = (ready, self.clock.seconds())
         self._say("info", f"configuring stage {stage.name}: {len(targets)} of {total} systems")
-        for view in targets:
-            if op is not self.op:
-                return  # failed meanwhile
-            if not view.connected:
-                self._fail(f"{view.id} is not connected")
-                return
-            config = partition.expected[view.id]
-            d = self._send(view, "configure", {"config": config})
+        unreachable = next((v for v in targets if not v.connected), None)
+        if unreachable is not None:
+            self._fail(f"{unreachable.id} is not connected")
+            return
+        self._send_configure(op, targets)
+        self._dirty = True
+
+    def _send_configure(self, op: ConfigureOp, targets: list[SystemView]) -> None:
+        """Send configure to the first L{SEND_CHUNK} targets, the rest on later turns."""
+        if op is not self.op:
+            return  # ended meanwhile
+        partition = self.partition
+        for view in targets[:SEND_CHUNK]:
+            if partition.systems.get(view.id) is not view:
+                continue
+            d = self._send(view, "configure", {"config": partition.expected[view.id]})
             op.requests.append(d)
             d.addCallbacks(self._accepted, self._refused, (op, view), None, (op, view))
-        self._dirty = True
+        rest = targets[SEND_CHUNK:]
+        if rest:
+            op.sending = self.clock.callLater(0, self._send_configure, op, rest)
+        else:
+            op.sending = None
 
     def _accepted(self, reply: dict[str, Any], op: ConfigureOp, view: SystemView) -> None:
         partition = self.partition
@@ -608,11 +627,19 @@ class Sequencer:
         self.partition.tag = None
         self.persist()
         self._say("info", "abort")
-        for view in list(self.partition.systems.values()):
-            if view.connected:
-                self.send(view, "abort").addErrback(self._ignore_refusal, view, "abort")
+        self._send_abort([v for v in self.partition.systems.values() if v.connected])
         self._changed()
         return self.record()
+
+    def _send_abort(self, views: list[SystemView]) -> None:
+        """Abort the first L{SEND_CHUNK} systems, the rest on later turns."""
+        for view in views[:SEND_CHUNK]:
+            if self.partition.systems.get(view.id) is view:
+                self.send(view, "abort").addErrback(self._ignore_refusal, view, "abort")
+        if views[SEND_CHUNK:]:
+            self._abort_sending = self.clock.callLater(0, self._send_abort, views[SEND_CHUNK:])
+        else:
+            self._abort_sending = None
 
     def reset(self, system: str) -> defer.Deferred[dict[str, Any]]:
         """Reset one system that is in Error."""
@@ -678,8 +705,11 @@ class Sequencer:
 
     def stop_timers(self) -> None:
         """Cancel the running operation's timer (the agent stops)."""
-        if self._publish_call is not None and self._publish_call.active():
-            self._publish_call.cancel()
+        for call in (self._publish_call, self._abort_sending):
+            if call is not None and call.active():
+                call.cancel()
         op = self.op
+        if isinstance(op, ConfigureOp) and op.sending is not None and op.sending.active():
+            op.sending.cancel()
         if op is not None and op.timer is not None and op.timer.active():
             op.timer.cancel()

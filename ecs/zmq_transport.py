@@ -69,7 +69,7 @@ class _BoundedRead:
     us again for what is already queued).
     """
 
-    factory: Any
+    factory: Any  # carries the node's read_batch
     socket: Any
     read_scheduled: Any
 
@@ -78,7 +78,8 @@ class _BoundedRead:
             if not self.read_scheduled.called:
                 self.read_scheduled.cancel()
             self.read_scheduled = None
-        for _ in range(MAX_READ_BATCH):
+        limit = getattr(self.factory, "read_batch", MAX_READ_BATCH) if self.factory else 0
+        for _ in range(limit):
             if self.factory is None:
                 return  # closed meanwhile
             if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
@@ -322,6 +323,7 @@ class ZmqNode:
         high_water_mark: int = 10_000,
         refused_retry_delay: float = 2.0,
         refused_retry_max: float = 30.0,
+        read_batch: int = MAX_READ_BATCH,
     ) -> None:
         self.reactor = reactor
         self.name = name
@@ -337,6 +339,9 @@ class ZmqNode:
         # Our reactor, not txZMQ's module-level global.
         self.factory.reactor = reactor
         self.factory.lingerPeriod = 0
+        # Messages one socket hands over per reactor turn: smaller for a
+        # process that must pass events on quickly (the ECA).
+        self.factory.read_batch = read_batch
         self._clients: dict[str, ZmqClient] = {}
         self._closables: list[Any] = []
         self._auth: Any = None
