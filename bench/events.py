@@ -1,0 +1,1009 @@
+"""
+Benchmark of the delay from a controller's state change to its event on
+the ECA's C{GET /api/events} stream (issue 4; DESIGN.md section 9: p99 at
+most 50 ms with 1,000 detectors).
+
+Run from the repository root::
+
+    .venv/bin/python bench/events.py [--detectors 1000] [--cycles 3]
+        [--security curve|none] [--duration 0|SECONDS|shipped]
+        [--profile DIR] [--keep] [--eca-read-batch K] [--pca-send-chunk K]
+
+What it does, in a temporary directory:
+
+1. writes the settings (C{security} as chosen: C{curve}, the shipped
+   default, unless C{--security none}; the demo makes its keys) and a copy
+   of the shipped C{etc/subsystems.yaml} whose simulated actions all take
+   C{--duration} seconds per step (default 0: a detector goes
+   Unconfigured -> Active while its configure request is handled, so all
+   of them change in one burst; C{shipped} keeps the shipped durations);
+2. starts the demo, C{twistd -n ecs-demo --detectors N} (partition C{demo}:
+   STS MVD TOF TRD RICH, sim1..simN in one sim host, the four global
+   systems), with C{ECS_ADMIN_PASSWORD} in its environment, through
+   C{bench/events_agent.py}, which also runs every agent the demo launches
+   (global systems, detectors, sim host, PCA) through itself: separate real
+   processes, as the demo starts them, each of which takes timestamps where
+   a state change passes (see there);
+3. waits for the web address, logs in (C{kind: api}, bearer token), polls
+   C{GET /api/partitions/demo} until all N + 9 systems are connected and
+   the partition is Idle, waits until every controller host has sent its
+   first C{states} report to the PCA (its link to the PCA is up; the
+   message counters of C{bench/configure_agent.py}, read by SIGUSR2), takes
+   control, and opens C{GET
+   /api/events?partition=demo} (a raw C{twisted.web.client.Agent}
+   response; each chunk is timestamped with C{time.time()} on arrival);
+4. C{--cycles} times: C{configure {"tag": "demo", "auto": true}} until the
+   stream shows the partition QA_Active and every system Active, then
+   C{abort} until Idle and every system Unconfigured (each phase followed
+   by a short quiet period so that late events still count);
+5. asks every process for its timestamps (a signal), and pairs each
+   system state event on the stream with the controller's state change it
+   shows: for the event of system S in raw state R received at time T, the
+   latest change of S to R at or before T that no earlier event showed.
+   The delay is T minus the change's time, both C{time.time()} on one
+   machine.  Changes overtaken by a later change of the same system before
+   any event showed them (a sim host sends only the latest state of a
+   system per reactor turn: with duration 0, Configuring_Step1 and _Step2
+   are overtaken by Active in the same turn) are counted as C{superseded},
+   not as delays; a change never shown although nothing overtook it would
+   be a lost update (C{unshown}, must be 0).
+
+The same pairing, with the points the processes stamped on the way
+(C{pca_fold}: the PCA folds the status into its view, from the reply to
+its command or from the host's batched C{states} notification, whichever
+comes first; C{pca_pub}: it publishes the record; C{eca_in}: the ECA
+receives the event; C{eca_emit}: the ECA hands it to the event streams;
+C{eca_tcp_send}: the ECA's next write of web bytes to the kernel), splits
+each delay into stages (C{stages_ms}, and C{tail_stages_ms}: the mean of
+each stage over the slowest 1 % of events), which says what dominates.
+
+Start-up: a natural start of the demo can stall with part of the sim
+host's detectors never connected (a race in the product: the sim host
+registers its detectors before it serves them, and a PCA whose status
+query was refused meanwhile never asks again).  After C{--stall} seconds
+without progress the benchmark kills that demo and starts a fresh one in
+which the PCA is launched only once every controller process serves
+(C{--start-attempts}, C{--ordered-start}; reported in the result as
+C{stalled_starts} and C{pca_started_after_controllers}).  The measured
+path is not affected by the order of the start.
+
+What-if experiments, not product settings (C{bench/events_agent.py}
+patches the running process): C{--eca-read-batch K} lets the ECA read at
+most K ZeroMQ messages per reactor turn (shipped 256), C{--pca-send-chunk
+K} makes the PCA send at most K commands to systems per reactor turn (the
+shipped PCA sends one per system in a single loop).
+
+C{--profile DIR} adds one more (uncounted) cycle during which the ECA,
+the PCA and the sim host run cProfile (SIGUSR1, as in
+C{bench/configure.py}); stats go to DIR and the top functions to stderr.
+
+Progress goes to stderr; the last line on stdout is one JSON object::
+
+    {"detectors": N, "events": .., "p50_ms": .., "p99_ms": .., "max_ms": .., ...}
+
+Every process (the demo and each agent it launched, known by the pid
+files the wrapper writes) is killed by pid at the end, also on failure or
+Ctrl-C; each also dies with its parent (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+for _p in (str(ROOT), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+WRAPPER = HERE / "events_agent.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PARTITION = "demo"
+TAG = "demo"
+#: Systems of the demo besides the N simulated detectors.
+DEMO_SYSTEMS = 9
+PASSWORD = "bench-events-admin-1"
+DUMP_SIGNAL = signal.SIGRTMIN + 2
+#: Where a state change passes, in order (see bench/events_agent.py).
+STAGES = ("fire", "pca_fold", "pca_pub", "eca_in", "eca_emit", "eca_tcp_send", "sse")
+STAGE_NAMES = {
+    ("fire", "pca_fold"): "controller_to_pca",
+    ("pca_fold", "pca_pub"): "pca_fold_to_published",
+    ("pca_pub", "eca_in"): "pca_published_to_eca_received",
+    ("eca_in", "eca_emit"): "eca_received_to_emitted",
+    ("eca_emit", "eca_tcp_send"): "eca_emitted_to_tcp_send",
+    ("eca_tcp_send", "sse"): "eca_tcp_send_to_client_received",
+}
+
+
+def say(message: str) -> None:
+    """Progress for humans, on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (with the reason)."""
+
+
+class StartStalled(BenchError):
+    """The demo's systems stopped connecting before all of them were."""
+
+
+def free_ports(count: int) -> list[int]:
+    """C{count} distinct free TCP ports on 127.0.0.1."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of process C{pid}, in clock ticks (all its threads); 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def exists(pid: int) -> bool:
+    """Whether C{pid} is alive (not a zombie); reaps it if it is our child."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summary_ms(values: list[float]) -> dict[str, Any]:
+    """count, p50, p90, p99, max and mean of delays in seconds, in ms."""
+    v = sorted(values)
+    if not v:
+        return {"count": 0}
+    return {
+        "count": len(v),
+        "p50_ms": round(percentile(v, 50) * 1000, 2),
+        "p90_ms": round(percentile(v, 90) * 1000, 2),
+        "p99_ms": round(percentile(v, 99) * 1000, 2),
+        "max_ms": round(v[-1] * 1000, 2),
+        "mean_ms": round(statistics.fmean(v) * 1000, 2),
+    }
+
+
+def sleep(seconds: float) -> Any:
+    from twisted.internet import reactor, task
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+
+class Demo:
+    """The demo process tree: started by us, every pid killed by us."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.out = tmp / "points"
+        self.out.mkdir()
+        self.log_path = tmp / "demo.log"
+        self.pid: int | None = None
+        self.ended: Any = None
+        self._offset = 0
+        self._partial = b""
+
+    def start(self, argv: list[str], env: dict[str, str]) -> None:
+        from twisted.internet import defer, protocol, reactor
+
+        demo = self
+
+        class Proc(protocol.ProcessProtocol):
+            def processEnded(self, reason: Any) -> None:
+                demo.exit_code = getattr(reason.value, "exitCode", None)
+                demo.ended.callback(None)
+
+        self.exit_code: int | None = None
+        self.ended = defer.Deferred()
+        log_file = open(self.log_path, "wb")
+        try:
+            transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+                Proc(), sys.executable,
+                [sys.executable, str(WRAPPER), str(self.out), *argv],
+                env=env, path=str(self.tmp),
+                childFDs={0: "w", 1: log_file.fileno(), 2: log_file.fileno()},
+            )
+        finally:
+            log_file.close()
+        self.pid = transport.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.ended is not None and not self.ended.called
+
+    def processes(self) -> dict[int, str]:
+        """pid -> plugin of every process started through the wrapper."""
+        found = {}
+        for path in self.out.glob("pid.*"):
+            try:
+                found[int(path.name.split(".", 1)[1])] = path.read_text().strip()
+            except (OSError, ValueError):
+                pass
+        return found
+
+    def new_lines(self) -> list[str]:
+        with open(self.log_path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in lines]
+
+    def tail(self, count: int = 30) -> str:
+        try:
+            lines = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"    {line}" for line in lines[-count:])
+
+    def check(self) -> None:
+        if not self.alive:
+            raise BenchError(f"the demo exited ({self.exit_code}):\n{self.tail()}")
+
+    async def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.new_lines():
+                match = regex.search(line)
+                if match:
+                    return match
+                if "CRITICAL" in line or "Traceback" in line or "#critical]" in line:
+                    say(f"demo: {line}")
+            self.check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"no line matching {pattern!r} in {timeout:.0f} s:\n{self.tail()}")
+            await sleep(0.05)
+
+    async def signal_all(self, pids: list[int], sig: int, marker: str, timeout: float = 60) -> list[Path]:
+        """Send C{sig} to C{pids}; wait for the marker file each one writes."""
+        for pid in pids:
+            (self.out / marker.format(pid=pid)).unlink(missing_ok=True)
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        paths = [self.out / marker.format(pid=pid) for pid in pids]
+        while not all(p.exists() for p in paths):
+            self.check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"no {marker} from {[p.name for p in paths if not p.exists()]}")
+            await sleep(0.02)
+        return paths
+
+    def kill_all(self, grace: float = 5.0) -> None:
+        """SIGTERM the demo (it stops its agents), then SIGKILL every pid left (synchronous)."""
+        pids = set(self.processes())
+        if self.pid is not None:
+            pids.add(self.pid)
+            if exists(self.pid):
+                try:
+                    os.kill(self.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        living = [p for p in pids if exists(p)]
+        while living and time.monotonic() < deadline:
+            time.sleep(0.05)
+            living = [p for p in living if exists(p)]
+        for pid in living:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while living and time.monotonic() < deadline:
+            time.sleep(0.05)
+            living = [p for p in living if exists(p)]
+        for pid in living:
+            say(f"warning: pid {pid} survived SIGKILL")
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+
+
+class Api:
+    """JSON calls with a bearer token (treq)."""
+
+    def __init__(self, base: str) -> None:
+        from twisted.internet import reactor
+        from twisted.web.client import HTTPConnectionPool
+
+        self.base = base
+        self.token: str | None = None
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+
+    async def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+        import treq
+
+        headers = {"Content-Type": ["application/json"]}
+        if self.token:
+            headers["Authorization"] = [f"Bearer {self.token}"]
+        data = json.dumps(body).encode() if body is not None else None
+        response = await treq.request(method, self.base + path, headers=headers, data=data,
+                                      pool=self.pool, timeout=timeout)
+        content = await response.content()
+        try:
+            parsed = json.loads(content) if content else None
+        except ValueError:
+            parsed = content.decode("utf-8", "replace")
+        return response.code, parsed
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        code, answer = await self.call(method, path, body)
+        if code != 200:
+            raise BenchError(f"{method} {path}: {code} {answer}")
+        return answer
+
+
+class Stream:
+    """
+    The C{/api/events} stream: every block timestamped on arrival, the
+    systems' and the partition's states kept up to date, and waiters.
+    """
+
+    def __init__(self) -> None:
+        from twisted.internet import defer
+
+        self.system_events: list[tuple[float, str, str | None, int]] = []  # (t, system, raw state, id)
+        self.types: Counter[str] = Counter()
+        self.summary: dict[str, str] = {}
+        self.counts: Counter[str] = Counter()
+        self.partition_state: str | None = None
+        self.last_event = 0.0
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+        self._buffer = b""
+        self._waiter: tuple[Callable[[], bool], Any] | None = None
+
+    def seed(self, details: dict[str, Any]) -> None:
+        """Start from C{GET /api/partitions/demo}."""
+        self.partition_state = details["state"]
+        for system in details["systems"]:
+            self._set(system["id"], system["state"])
+
+    def _set(self, system: str, state: str) -> None:
+        old = self.summary.get(system)
+        if old is not None:
+            self.counts[old] -= 1
+        self.summary[system] = state
+        self.counts[state] += 1
+
+    def data_received(self, data: bytes) -> None:
+        t = time.time()
+        self._buffer += data
+        *blocks, self._buffer = self._buffer.split(b"\n\n")
+        for block in blocks:
+            self._block(t, block)
+        if blocks:
+            self.last_event = t
+            self._check()
+
+    def _block(self, t: float, block: bytes) -> None:
+        kind, payload, event_id = "message", None, -1
+        for line in block.split(b"\n"):
+            if line.startswith(b"event:"):
+                kind = line[6:].strip().decode()
+            elif line.startswith(b"data:"):
+                payload = line[5:].strip()
+            elif line.startswith(b"id:"):
+                event_id = int(line[3:])
+        if payload is None:
+            return
+        self.types[kind] += 1
+        if kind != "state":
+            return
+        data = json.loads(payload)
+        key = data.get("key")
+        value = data.get("value")
+        if not isinstance(value, dict):
+            return
+        if key == "partition":
+            self.partition_state = value.get("state")
+        elif isinstance(key, str) and key.startswith("system/"):
+            system = key[7:]
+            self.system_events.append((t, system, value.get("raw_state"), event_id))
+            self._set(system, value.get("state"))
+
+    def until(self, predicate: Callable[[], bool]) -> Any:
+        from twisted.internet import defer
+
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiter = (predicate, d)
+        self._check()
+        return d
+
+    def _check(self) -> None:
+        if self._waiter is not None and self._waiter[0]():
+            _, d = self._waiter
+            self._waiter = None
+            d.callback(None)
+
+    def cancel(self) -> None:
+        self._waiter = None
+
+    def lost(self, why: str) -> None:
+        """The stream ended: whoever waits fails."""
+        if not self.ended.called:
+            self.ended.callback(why)
+        if self._waiter is not None:
+            _, d = self._waiter
+            self._waiter = None
+            d.errback(BenchError(f"the event stream ended: {why}"))
+
+
+async def open_stream(base: str, token: str, stream: Stream) -> None:
+    """GET /api/events?partition=demo; the body goes to C{stream} as it arrives."""
+    from twisted.internet import protocol, reactor
+    from twisted.web.client import Agent
+    from twisted.web.http_headers import Headers
+
+    class Reader(protocol.Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            stream.data_received(data)
+
+        def connectionLost(self, reason: Any) -> None:
+            stream.lost(reason.getErrorMessage())
+
+    agent = Agent(reactor)
+    response = await agent.request(
+        b"GET", f"{base}/api/events?partition={PARTITION}".encode(),
+        Headers({"Authorization": [f"Bearer {token}"], "Accept": ["text/event-stream"]}),
+    )
+    if response.code != 200:
+        raise BenchError(f"GET /api/events: {response.code}")
+    response.deliverBody(Reader())
+
+
+# ---------------------------------------------------------------------------
+# Pairing
+
+
+def pair(
+    fires: dict[str, list[tuple[float, str]]],
+    events: list[tuple[float, str, str | None, int]],
+) -> tuple[list[tuple[str, str, float, float]], Counter[str]]:
+    """
+    Pair each system event with the change it shows (see the module docstring).
+
+    @param fires: system -> [(time, raw state)] sorted by time.
+    @return: C{[(system, state, change time, event time)]} and counts of
+        C{superseded}, C{unshown} changes and C{unmatched} events.
+    """
+    by_system: dict[str, list[tuple[float, str | None]]] = defaultdict(list)
+    for t, system, state, _ in events:
+        by_system[system].append((t, state))
+    pairs = []
+    counts: Counter[str] = Counter()
+    for system in set(fires) | set(by_system):
+        changes = fires.get(system, [])
+        next_change = 0
+        for t_event, state in by_system.get(system, []):
+            j, match = next_change, None
+            while j < len(changes) and changes[j][0] <= t_event:
+                if changes[j][1] == state:
+                    match = j
+                j += 1
+            if match is None:
+                counts["unmatched_events"] += 1
+                continue
+            counts["superseded"] += match - next_change
+            pairs.append((system, state, changes[match][0], t_event))
+            next_change = match + 1
+        counts["unshown"] += len(changes) - next_change
+    return pairs, counts
+
+
+def stage_times(
+    points: dict[tuple[str, str], list[tuple[float, str | None]]],
+    system: str,
+    state: str,
+    t_fire: float,
+    t_event: float,
+) -> list[float] | None:
+    """The time of each stage of one change (first point of that system and state after the previous stage)."""
+    times = [t_fire]
+    for stage in STAGES[1:-1]:
+        if stage == "eca_tcp_send":
+            # Not per system: the first send at or after the emit.
+            series = points.get((stage, "*"))
+            i = bisect.bisect_left(series, times[-1], key=lambda p: p[0]) if series else 0
+            if not series or i == len(series) or series[i][0] > t_event:
+                return None
+            times.append(series[i][0])
+            continue
+        series = points.get((stage, system))
+        if not series:
+            return None
+        i = bisect.bisect_left(series, times[-1], key=lambda p: p[0])
+        while i < len(series) and series[i][1] != state:
+            i += 1
+        if i == len(series) or series[i][0] > t_event:
+            return None
+        times.append(series[i][0])
+    times.append(t_event)
+    return times
+
+
+def learned_from(
+    points: dict[tuple[str, str], list[tuple[float, str | None]]],
+    system: str,
+    state: str,
+    t_fire: float,
+    t_fold: float,
+) -> str:
+    """Whether the PCA folded the change from a C{states} notification or from a command's reply."""
+    for t, s in points.get(("pca_in", system), []):
+        if t_fire <= t <= t_fold and s == state:
+            return "notification"
+    return "reply"
+
+
+# ---------------------------------------------------------------------------
+# The run
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the demo and measure; start it again (fresh) if its start stalls (see L{StartStalled})."""
+    stalls: list[str] = []
+    for attempt in range(1, args.start_attempts + 1):
+        # After a stalled start: the PCA only once every controller serves (events_agent.py).
+        ordered = args.ordered_start or bool(stalls)
+        try:
+            result = await _attempt(args, ordered)
+        except StartStalled as e:
+            stalls.append(str(e).splitlines()[0])
+            if attempt == args.start_attempts:
+                raise
+            say(f"start {attempt} stalled ({stalls[-1]}); starting a fresh demo")
+            continue
+        result["start_attempts"] = attempt
+        result["stalled_starts"] = stalls
+        result["pca_started_after_controllers"] = ordered
+        return result
+    raise AssertionError("unreachable")
+
+
+async def _attempt(args: argparse.Namespace, ordered: bool) -> dict[str, Any]:
+    from twisted.internet import reactor
+
+    tmp = Path(tempfile.mkdtemp(prefix="ecs-bench-events-"))
+    demo = Demo(tmp)
+    done: list[bool] = []
+
+    def clean_up() -> None:
+        """Kill every process (by pid), remove the directory; once, also on Ctrl-C."""
+        if done:
+            return
+        done.append(True)
+        say("stopping the demo and its agents")
+        demo.kill_all()
+        if args.keep:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", clean_up)  # type: ignore[attr-defined]
+    try:
+        return await _run(args, tmp, demo, ordered)
+    finally:
+        shutting_down = bool(done)  # clean_up already ran from the trigger (Ctrl-C, SIGTERM)
+        clean_up()
+        if not shutting_down:
+            reactor.removeSystemEventTrigger(trigger)  # type: ignore[attr-defined]
+
+
+def write_documents(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
+    import yaml
+
+    settings = tmp / "ecs.yaml"
+    # Block style: the demo appends a "registry:" block to this text.
+    settings.write_text(f"security: {args.security}\nlog_level: info\n")
+    subsystems = yaml.safe_load((ROOT / "etc" / "subsystems.yaml").read_text())
+    if args.duration != "shipped":
+        for group in ("detector_types", "global_systems"):
+            for entry in subsystems[group].values():
+                entry["action"]["duration"] = float(args.duration)
+    # The state tables are looked up beside this file first, then in the shipped fsm/.
+    path = tmp / "subsystems.yaml"
+    path.write_text(yaml.safe_dump(subsystems, sort_keys=False))
+    return settings, path
+
+
+async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -> dict[str, Any]:
+    from twisted.internet import reactor
+
+    n = args.detectors
+    total = n + DEMO_SYSTEMS
+    settings, subsystems = write_documents(args, tmp)
+    web_port, registry_port = free_ports(2)
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update({"PYTHONUNBUFFERED": "1", "ECS_BENCH_PARENT": str(os.getpid()), "ECS_ADMIN_PASSWORD": PASSWORD,
+                "ECS_BENCH_ORDERED_START": "1" if ordered else "0",
+                "ECS_BENCH_ECA_READ_BATCH": str(args.eca_read_batch or ""),
+                "ECS_BENCH_PCA_SEND_CHUNK": str(args.pca_send_chunk or "")})
+    say(f"demo with {n} extra detectors ({total} systems), security {args.security}, "
+        f"action duration {args.duration}, {args.cycles} cycle(s)"
+        + (", PCA started once every controller serves" if ordered else "") + f"; in {tmp}")
+    t_spawn = time.perf_counter()
+    demo.start(
+        ["-n", "--pidfile=", "ecs-demo", "--port", str(web_port), "--registry-port", str(registry_port),
+         "--state-dir", str(tmp / "var"), "--detectors", str(n),
+         "--config", str(settings), "--subsystems", str(subsystems)],
+        env,
+    )
+    start_timeout = 120 + n / 20
+    match = await demo.wait_for(r"ECS web: (http://\S+?)/?$", start_timeout)
+    base = match.group(1).rstrip("/")
+    say(f"web at {base} after {time.perf_counter() - t_spawn:.1f} s")
+
+    api = Api(base)
+    login = await api.ok("POST", "/api/login", {"username": "admin", "password": PASSWORD, "kind": "api"})
+    api.token = login["token"]
+
+    deadline = time.monotonic() + start_timeout
+    last = ""
+    progress = time.monotonic()
+    while True:
+        demo.check()
+        code, details = await api.call("GET", f"/api/partitions/{PARTITION}")
+        if code == 200:
+            systems = details["systems"]
+            connected = sum(1 for s in systems if s["connected"])
+            status = f"{connected}/{total} systems connected, partition {details['state']}"
+            if len(systems) == total and connected == total and details["state"] == "Idle" and not details.get("operation"):
+                break
+        else:
+            status = f"GET /api/partitions/{PARTITION}: {code}"
+        if status != last:
+            say(status)
+            last = status
+            progress = time.monotonic()
+        if time.monotonic() - progress > args.stall:
+            refused = sum(1 for line in demo.log_path.read_text(errors="replace").splitlines()
+                          if "status query failed: unknown_target" in line)
+            raise StartStalled(
+                f"{status} for {args.stall:g} s; the PCA's status query was refused with unknown_target "
+                f"{refused} times (the sim host registered its detectors before serving them, and the "
+                f"PCA does not ask again: see the report of bench/events.py)\n{demo.tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"not all systems connected in {start_timeout:.0f} s: {status}\n{demo.tail()}")
+        await sleep(0.5)
+    startup_s = time.perf_counter() - t_spawn
+    processes = demo.processes()
+    say(f"all {total} systems connected, Idle, {startup_s:.1f} s after start; processes: "
+        + ", ".join(f"{plugin} {pid}" for pid, plugin in sorted(processes.items())))
+    plugins = Counter(processes.values())
+    if plugins["ecs-simhost"] != (1 if n else 0) or plugins["ecs-pca"] != 1 or plugins["ecs-demo"] != 1:
+        raise BenchError(f"unexpected processes: {processes}")
+
+    # Every controller host reports its states to the PCA once its own link
+    # to the PCA is up (it looks the PCA up every heartbeat timeout): wait
+    # for that, so that no start-up report falls into a measured phase and
+    # the hosts' notifications are flowing (configure_agent.py's counters).
+    controllers = [pid for pid, plugin in processes.items() if plugin in ("ecs-simhost", "ecs-detector", "ecs-global")]
+    while True:
+        paths = await demo.signal_all(controllers, signal.SIGUSR2, "counters.{pid}.json")
+        missing = [processes[int(p.name.split(".")[1])] for p in paths
+                   if not json.loads(p.read_text())["encoded"].get("notify:states")]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"no state report to the PCA from {missing}")
+        await sleep(0.2)
+    say(f"every controller host has reported to the PCA, {time.perf_counter() - t_spawn:.1f} s after start")
+
+    await api.ok("POST", f"/api/partitions/{PARTITION}/control")
+    stream = Stream()
+    stream.seed(details)
+    await open_stream(base, api.token, stream)
+    await sleep(0.5)  # the stream is subscribed once its headers arrived; let it settle
+    say("control taken, event stream open")
+
+    # -- cycles ------------------------------------------------------------
+    phase_timeout = 60 + n / 20
+    windows: list[tuple[str, int, float, float]] = []  # (phase, cycle, start, end); cycle -1: profiled
+    phase_s: dict[str, list[float]] = {"configure": [], "abort": []}
+    cpu: dict[str, list[float]] = defaultdict(list)
+    names = {pid: (f"{plugin}" if Counter(processes.values())[plugin] == 1 else f"{plugin}:{pid}")
+             for pid, plugin in processes.items()}
+    names[os.getpid()] = "benchmark"
+
+    async def phase(name: str, cycle: int, command: str, body: dict[str, Any] | None,
+                    done: Callable[[], bool]) -> None:
+        ticks = {pid: cpu_ticks(pid) for pid in (*processes, os.getpid())}
+        t0 = time.time()
+        waiter = stream.until(done)
+        try:
+            await api.ok("POST", f"/api/partitions/{PARTITION}/{command}", body)
+            waiter.addTimeout(phase_timeout, reactor)  # type: ignore[arg-type]
+            await waiter
+        except Exception as e:
+            stream.cancel()
+            raise BenchError(f"{name}: {e!r}; partition {stream.partition_state}, systems {dict(stream.counts)}\n"
+                             f"{demo.tail()}") from None
+        t_done = time.time()
+        # Let late events arrive: quiet for a while (or 5 s at most).
+        quiet_until = time.monotonic() + 5
+        while time.time() - stream.last_event < args.quiet and time.monotonic() < quiet_until:
+            await sleep(0.05)
+        windows.append((name, cycle, t0, time.time()))
+        if cycle >= 0:
+            phase_s[name].append(t_done - t0)
+            for pid, before in ticks.items():
+                cpu[f"{name}:{names[pid]}"].append((cpu_ticks(pid) - before) / CLK_TCK)
+        say(f"cycle {cycle + 1 if cycle >= 0 else '(profiled)'}: {name} {t_done - t0:.3f} s "
+            f"(command -> partition {stream.partition_state} with every system on the stream)")
+
+    def configured() -> bool:
+        return stream.partition_state == "QA_Active" and stream.counts["Active"] == total
+
+    def aborted() -> bool:
+        return stream.partition_state == "Idle" and stream.counts["Unconfigured"] == total
+
+    for cycle in range(args.cycles):
+        await phase("configure", cycle, "configure", {"tag": TAG, "auto": True}, configured)
+        await phase("abort", cycle, "abort", None, aborted)
+
+    if args.profile:
+        profile_dir = Path(args.profile).resolve()
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        profiled = [pid for pid, plugin in processes.items() if plugin in ("ecs-demo", "ecs-pca", "ecs-simhost")]
+        await demo.signal_all(profiled, signal.SIGUSR1, "profile.{pid}.started")
+        await phase("configure", -1, "configure", {"tag": TAG, "auto": True}, configured)
+        await phase("abort", -1, "abort", None, aborted)
+        before = set(demo.out.glob("profile.*.pstats"))
+        for pid in profiled:
+            os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while len(set(demo.out.glob("profile.*.pstats")) - before) < len(profiled):
+            if time.monotonic() > deadline:
+                raise BenchError("profilers did not answer")
+            await sleep(0.05)
+        await sleep(0.2)
+        for path in set(demo.out.glob("profile.*.pstats")) - before:
+            pid = int(path.name.split(".")[1])
+            target = profile_dir / f"{processes[pid]}-n{n}.pstats"
+            shutil.copy(path, target)
+            say(f"profile of {processes[pid]} during a configure and an abort: {target}")
+        print_profiles(profile_dir, n, args.top)
+
+    # -- timestamps ----------------------------------------------------------
+    paths = await demo.signal_all(list(processes), DUMP_SIGNAL, "points.{pid}.done")
+    points: dict[tuple[str, str], list[tuple[float, str | None]]] = defaultdict(list)
+    fires: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for done_path in paths:
+        data = json.loads(done_path.with_suffix(".json").read_text())
+        for kind, t, system, state in data["points"]:
+            if kind == "fire":
+                fires[system].append((t, state))
+            else:
+                points[(kind, system)].append((t, state))
+    for series in (*fires.values(), *points.values()):
+        series.sort(key=lambda p: p[0])
+
+    (tmp / "sse.json").write_text(json.dumps({"windows": windows, "events": stream.system_events}))
+    pairs, counts = pair(fires, stream.system_events)
+    result = analyse(args, n, pairs, counts, windows, points, stream)
+    losses = sum(1 for line in demo.log_path.read_text(errors="replace").splitlines()
+                 if "no heartbeat answer" in line or "does not answer" in line)
+    result.update({
+        "configure_s": round(statistics.median(phase_s["configure"]), 3),
+        "abort_s": round(statistics.median(phase_s["abort"]), 3),
+        "cpu_s_per_phase": {key: round(statistics.median(v), 3) for key, v in sorted(cpu.items())},
+        "startup_s": round(startup_s, 1),
+        "heartbeat_losses": losses,
+        "sse_events_by_type": dict(stream.types),
+    })
+    if stream.ended.called:
+        raise BenchError("the event stream ended during the run")
+    return result
+
+
+def analyse(
+    args: argparse.Namespace,
+    n: int,
+    pairs: list[tuple[str, str, float, float]],
+    counts: Counter[str],
+    windows: list[tuple[str, int, float, float]],
+    points: dict[tuple[str, str], list[tuple[float, str | None]]],
+    stream: Stream,
+) -> dict[str, Any]:
+    """Statistics of the counted phases (the profiled cycle is left out)."""
+    counted = [(name, start, end) for name, cycle, start, end in windows if cycle >= 0]
+
+    def phase_of(t: float) -> str | None:
+        for name, start, end in counted:
+            if start <= t <= end:
+                return name
+        return None
+
+    delays: list[float] = []
+    by_phase: dict[str, list[float]] = defaultdict(list)
+    by_state: dict[str, list[float]] = defaultdict(list)
+    staged: list[tuple[float, list[float]]] = []
+    via: Counter[str] = Counter()
+    for system, state, t_fire, t_event in pairs:
+        name = phase_of(t_fire)
+        if name is None:
+            continue
+        delay = t_event - t_fire
+        delays.append(delay)
+        by_phase[name].append(delay)
+        by_state[state].append(delay)
+        times = stage_times(points, system, state, t_fire, t_event)
+        if times is not None:
+            staged.append((delay, [b - a for a, b in zip(times, times[1:])]))
+            via[learned_from(points, system, state, t_fire, times[1])] += 1
+    if not delays:
+        raise BenchError("no state change was paired with an event")
+    overall = summary_ms(delays)
+    stage_keys = list(STAGE_NAMES.values())
+    stages = {key: summary_ms([s[i] for _, s in staged]) for i, key in enumerate(stage_keys)}
+    staged.sort(key=lambda s: s[0])
+    tail = staged[-max(1, len(staged) // 100):]
+    tail_stages = {key: round(statistics.fmean(s[i] for _, s in tail) * 1000, 2) for i, key in enumerate(stage_keys)}
+    return {
+        "detectors": n,
+        "events": overall["count"],
+        "p50_ms": overall["p50_ms"],
+        "p99_ms": overall["p99_ms"],
+        "max_ms": overall["max_ms"],
+        "p90_ms": overall["p90_ms"],
+        "mean_ms": overall["mean_ms"],
+        "target_p99_ms": 50,
+        "cycles": args.cycles,
+        "eca_read_batch": args.eca_read_batch,
+        "pca_send_chunk": args.pca_send_chunk,
+        "security": args.security,
+        "action_duration": args.duration,
+        "by_phase": {name: summary_ms(v) for name, v in by_phase.items()},
+        "by_state": {name: summary_ms(v) for name, v in sorted(by_state.items())},
+        "stages_ms": stages,
+        "staged_events": len(staged),
+        "tail_stages_ms": {"events": len(tail), "mean_delay_ms": round(statistics.fmean(d for d, _ in tail) * 1000, 2),
+                           **tail_stages},
+        "pca_learned_from": dict(via),
+        "superseded_changes": counts["superseded"],
+        "unshown_changes": counts["unshown"],
+        "unmatched_events": counts["unmatched_events"],
+        "method": (
+            "delay = time.time() when the benchmark's /api/events reader received the event of system S "
+            "in raw state R - time.time() taken in the controller process just before SystemController._fire "
+            "changed S to R (latest such change not shown before); all processes on one machine; "
+            "configure (tag demo, auto) and abort of partition demo with every system, "
+            "profiled cycle excluded"
+        ),
+    }
+
+
+def print_profiles(profile_dir: Path, n: int, top: int) -> None:
+    """Top functions of each profile, by own time and by cumulative time, on stderr."""
+    import pstats
+
+    for path in sorted(profile_dir.glob(f"*-n{n}.pstats")):
+        print(f"\n===== {path.name}: by own time =====", file=sys.stderr)
+        stats = pstats.Stats(str(path), stream=sys.stderr)
+        stats.strip_dirs().sort_stats("tottime").print_stats(top)
+        print(f"===== {path.name}: by cumulative time =====", file=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Controller state change -> /api/events delay, with the demo's real processes.",
+        epilog="See the module docstring for the method.",
+    )
+    parser.add_argument("--detectors", type=int, default=1000, help="extra simulated detectors N (default 1000)")
+    parser.add_argument("--cycles", type=int, default=3, help="configure/abort cycles (default 3)")
+    parser.add_argument("--security", choices=("curve", "none"), default="curve",
+                        help="ZeroMQ security of every agent (default curve, as shipped)")
+    parser.add_argument("--duration", default="0",
+                        help="seconds per simulated action step of every type (default 0), or 'shipped'")
+    parser.add_argument("--quiet", type=float, default=0.3,
+                        help="seconds without events that end a phase after its target state (default 0.3)")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="one extra, uncounted cycle with cProfile in the ECA, PCA and sim host; stats to DIR")
+    parser.add_argument("--top", type=int, default=25, help="functions printed per profile")
+    parser.add_argument("--stall", type=float, default=30.0,
+                        help="seconds without a change in the connected count that make a start stalled (default 30)")
+    parser.add_argument("--start-attempts", type=int, default=2,
+                        help="fresh starts of the demo tried when a start stalls (default 2); "
+                        "starts after a stalled one launch the PCA only once every controller serves")
+    parser.add_argument("--ordered-start", action="store_true",
+                        help="launch the PCA only once every controller serves, from the first start")
+    parser.add_argument("--eca-read-batch", type=int, default=None, metavar="K",
+                        help="what-if: the ECA process reads at most K ZeroMQ messages per reactor turn "
+                        "(ecs.zmq_transport.MAX_READ_BATCH, shipped 256); not a product setting")
+    parser.add_argument("--pca-send-chunk", type=int, default=None, metavar="K",
+                        help="what-if: the PCA sends at most K commands to systems per reactor turn "
+                        "(the shipped PCA sends one per system in one loop); not a product setting")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, timestamps)")
+    args = parser.parse_args()
+    if args.detectors < 0 or args.cycles < 1 or args.start_attempts < 1:
+        parser.error("--detectors must be at least 0, --cycles and --start-attempts at least 1")
+    if args.duration != "shipped":
+        try:
+            if float(args.duration) < 0:
+                raise ValueError
+        except ValueError:
+            parser.error("--duration must be a number of seconds (>= 0) or 'shipped'")
+
+    from twisted.internet import defer, task
+
+    async def body(reactor: Any) -> None:
+        finished: list[bool] = []
+
+        def interrupted() -> None:
+            """The reactor stopped (Ctrl-C, SIGTERM) before the result: exit non-zero."""
+            if not finished:
+                say("interrupted: no result")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
+
+        reactor.addSystemEventTrigger("after", "shutdown", interrupted)
+        try:
+            result = await run(args)
+        except BenchError as e:
+            say(f"FAILED: {e}")
+            raise SystemExit(1)
+        finally:
+            finished.append(True)
+        print(json.dumps(result), flush=True)
+
+    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))  # exits
+
+
+if __name__ == "__main__":
+    main()
