@@ -100,7 +100,11 @@ class ECAService(AsyncStartService):
         reactor: Any,
         demo_detectors: int | None = None,
         agent_args: list[str] | None = None,
+        control_timeout: float = 1200.0,
+        log_retention: float = 30 * 86400.0,
     ) -> None:
+        self.control_timeout = control_timeout
+        self.log_retention = log_retention
         self.settings = settings
         self.subsystems = subsystems
         self.sequence = sequence
@@ -137,7 +141,14 @@ class ECAService(AsyncStartService):
             read_batch=ECA_READ_BATCH,
         )
         self.eca = ExperimentControlAgent(
-            self.store, node, self.settings, self.subsystems, self.sequence, self.reactor
+            self.store,
+            node,
+            self.settings,
+            self.subsystems,
+            self.sequence,
+            self.reactor,
+            control_timeout=self.control_timeout,
+            log_retention=self.log_retention,
         )
         self.eca.startService()
         await self.eca.ready
@@ -235,10 +246,18 @@ class Options(usage.Options):
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
         ["registry-port", None, None, "Registry port on 127.0.0.1 (overrides registry.address)."],
         ["security", None, None, "Override the settings' security mode: curve or none."],
+        ["control-timeout", None, "1200", "Seconds without activity after which control is released."],
+        ["log-retention", None, "30", "Days the stored log lines are kept."],
     ]
 
     def postOptions(self) -> None:
         """Check what needs no files."""
+        for name in ("control-timeout", "log-retention"):
+            try:
+                if float(self[name]) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise usage.UsageError(f"--{name} must be a positive number, got {self[name]!r}") from None
         for name in ("port", "registry-port"):
             if self[name] is not None and not (str(self[name]).isdigit() and 0 < int(self[name]) < 65536):
                 raise usage.UsageError(f"--{name} must be a port number, got {self[name]!r}")
@@ -305,6 +324,8 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         reactor,
         demo_detectors=demo,
         agent_args=agent_args,
+        control_timeout=float(options["control-timeout"]),
+        log_retention=float(options["log-retention"]) * 86400.0,
     )
 
 

@@ -27,7 +27,7 @@ from zope.interface import implementer
 from ecs import protocol
 from ecs.heartbeat import Heartbeat
 from ecs.registry import AgentInfo, IRegistry, RegistryError
-from ecs.transport import INode, Request, RequestError
+from ecs.transport import INode, Request, RequestError, new_epoch
 
 REGISTRY = "registry"
 
@@ -50,13 +50,14 @@ class RemoteRegistry:
             clock,
             interval,
             timeout,
-            lambda t: self.client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, t),
+            self._ping,
             lambda: self._log.warn("ECA registry at {address} lost", address=address),
             self._recovered,
             name=f"ECA registry at {address}",
             last_heard=lambda: self.client.last_received,
         )
         self._recoveries = 0
+        self._epoch: str | None = None
         self._clock = clock
         self._waiting = False
         self._stopped = False
@@ -70,6 +71,20 @@ class RemoteRegistry:
         self._stopped = True
         self.heartbeat.stop()
 
+    def _ping(self, timeout: float) -> defer.Deferred[dict[str, Any]]:
+        """A heartbeat that also tells whether the ECA restarted (its epoch)."""
+
+        def check(reply: dict[str, Any]) -> dict[str, Any]:
+            epoch = reply.get("epoch")
+            if isinstance(epoch, str):
+                if self._epoch is not None and epoch != self._epoch:
+                    self._log.info("the ECA restarted: registering again")
+                    self._register_all()
+                self._epoch = epoch
+            return reply
+
+        return self.client.request(REGISTRY, "epoch", {}, timeout).addCallback(check)
+
     def _recovered(self) -> None:
         if self._waiting:
             self._waiting = False
@@ -77,6 +92,9 @@ class RemoteRegistry:
         self._recoveries += 1
         if self._recoveries == 1:
             return  # the first answer: registrations just happened
+        self._register_all()
+
+    def _register_all(self) -> None:
         for info in list(self._registered.values()):
             self._log.info("registering {kind} {id} again with the ECA", kind=info.kind, id=info.id)
             self._ask("register", _info_body(info)).addErrback(
@@ -192,10 +210,13 @@ class RegistryService:
         self._on_change = on_change
         self._alive_timeout = alive_timeout
         self.entries: dict[tuple[str, str], Entry] = {}
+        #: Changes with every ECA start: agents that see a new one register again.
+        self.epoch = new_epoch()
 
     def handlers(self) -> dict[str, Callable[[Request], Any]]:
         """The request handlers, to register under L{REGISTRY}."""
         return {
+            "epoch": lambda request: {"epoch": self.epoch},
             "register": self._register,
             "unregister": self._unregister,
             "lookup": self._lookup,

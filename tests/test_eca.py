@@ -14,7 +14,11 @@ from twisted.internet import defer, reactor
 from ecs import protocol, users
 from ecs.control import ControlError, User
 from ecs.transport import Request, RequestError
-from tests.eca_harness import PASSWORD, ECAHarness
+from agents.eca import ExperimentControlAgent
+from ecs.memory_transport import MemoryNode
+from ecs.web import WebAPI
+from tests.eca_harness import PASSWORD, SETTINGS, ECAHarness
+from treq.testing import StubTreq
 
 ALL_SYSTEMS_DEMO = {"TFC", "DCS", "QA", "FLES", "STS", "MVD", "TOF", "TRD", "RICH"}
 
@@ -367,6 +371,36 @@ class HousekeepingTests(ECAHarness):
         self.eca.log_retention = 50.0
         await self.eca._housekeeping()
         self.assertEqual(await self.store.logs(q="old news"), [])
+
+
+class RestartTests(ECAHarness):
+    """An ECA restart does not disturb running partitions."""
+
+    async def test_eca_restart(self) -> None:
+        """After an ECA restart the agents register again and the partition is seen as it is, undisturbed."""
+        await self.take("operator")
+        await self.configure()
+        await self.wait_state("demo", "QA_Active")
+        pca_seq = self.pcas["demo"].publisher.seq
+        await self.eca.stopService()
+        self.eca = ExperimentControlAgent(
+            self.store,
+            MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
+            SETTINGS,
+            self.subsystems,
+            self.sequence,
+            reactor,
+        )
+        self.eca.startService()
+        await self.eca.ready
+        self.api = WebAPI(self.eca, reactor)
+        self.stub = StubTreq(self.api.resource())
+        await self.wait_for(lambda: self.eca.partition("demo")["connected"], what="PCA registered again")
+        await self.wait_for(lambda: self.eca.partition("demo")["state"] == "QA_Active", what="state mirrored")
+        self.assertEqual(self.pcas["demo"].sequencer.partition.state, "QA_Active")
+        self.assertIsNone(self.pcas["demo"].sequencer.op)
+        self.assertGreaterEqual(self.pcas["demo"].publisher.seq, pca_seq)  # the same PCA, not restarted
+        self.assertEqual(self.eca.partition("demo")["tag"], "demo")
 
 
 class UserTests(ECAHarness):
