@@ -33,7 +33,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["ecs", "agents", "twisted.plugins"],
+    packages=["ecs", "ecs.store", "agents", "twisted.plugins"],
     package_data={"twisted": ["plugins/ecs_plugins.py"]},
     data_files=_data_files(),
     install_requires=[

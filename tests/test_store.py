@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from ecs import store as store_module
+from ecs.store import core as store_module
 from ecs.store import (
     ANY,
     ECS_SCOPE,

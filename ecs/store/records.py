@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+What happened: runs (with a snapshot of their configurations), the audit
+trail and log events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping, Sequence
+
+from ecs.logs import LEVELS as LOG_LEVELS
+from ecs.store.errors import (
+    StoreError,
+    _check_int,
+    _check_number,
+    _check_text,
+    _LIMIT_MAX,
+    _show,
+    _to_json,
+    check_name,
+)
+from ecs.store.rows import AuditRow, ConfigRow, LogEntry, LogRow, RunRow
+from ecs.store.txn import _all, _deferred, _exists, _one, _StoreArea, _Txn
+
+
+_RUN_COLUMNS = "number, partition, tag, configs, operator, started, ended, outcome"
+
+
+def _run_row(row: Sequence[Any]) -> RunRow:
+    return RunRow(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
+
+
+class RecordOperations(_StoreArea):
+    """The operations on runs, the audit trail and log events."""
+
+    # -- runs --------------------------------------------------------------------
+
+    @_deferred
+    async def start_run(
+        self,
+        partition: str,
+        tag: str | None,
+        configs: Mapping[str, ConfigRow | Mapping[str, Any]],
+        operator: str,
+    ) -> RunRow:
+        """
+        Open the next run of C{partition}, recording the exact
+        configurations (C{{system: ConfigRow}} or C{{system: {config_id,
+        version, parameters}}}); C{conflict} while the partition has a run
+        open.
+        """
+        check_name(partition, "partition id")
+        if tag is not None:
+            check_name(tag, "tag name", long=True)
+        check_name(operator, "operator")
+        snapshot = _snapshot(configs)
+        text = json.dumps(snapshot, separators=(",", ":"))
+        now = self._now()
+
+        def op(txn: _Txn) -> RunRow:
+            if not _exists(txn, "partitions", "id", partition):
+                raise StoreError("not_found", f"no partition {partition}")
+            run = _one(
+                txn, "SELECT number FROM runs WHERE partition = ? AND ended IS NULL", (partition,)
+            )
+            if run is not None:
+                raise StoreError("conflict", f"partition {partition} already has run {run[0]} open")
+            (number,) = _one(txn, "SELECT COALESCE(MAX(number), 0) + 1 FROM runs")
+            txn.execute(
+                "INSERT INTO runs (number, partition, tag, configs, operator, started)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (number, partition, tag, text, operator, now),
+            )
+            return RunRow(number, partition, tag, json.loads(text), operator, now, None, None)
+
+        return await self._write(op, what=f"start run of {partition}")
+
+    @_deferred
+    async def end_run(self, number: int, outcome: str) -> RunRow:
+        """Close an open run with C{outcome} (e.g. C{stopped}, C{aborted})."""
+        _check_int(number, "run number")
+        check_name(outcome, "run outcome")
+        now = self._now()
+
+        def op(txn: _Txn) -> RunRow:
+            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))
+            if row is None:
+                raise StoreError("not_found", f"no run {number}")
+            if row[6] is not None:
+                raise StoreError("conflict", f"run {number} already ended ({row[7]})")
+            txn.execute(
+                "UPDATE runs SET ended = ?, outcome = ? WHERE number = ?", (now, outcome, number)
+            )
+            return _run_row(tuple(row[:6]) + (now, outcome))
+
+        return await self._write(op, what=f"end run {number}")
+
+    @_deferred
+    async def run(self, number: int) -> RunRow:
+        """One run; C{not_found} if there is none."""
+        _check_int(number, "run number")
+
+        def op(txn: _Txn) -> RunRow:
+            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))
+            if row is None:
+                raise StoreError("not_found", f"no run {number}")
+            return _run_row(row)
+
+        return await self._read(op, what=f"read run {number}")
+
+    @_deferred
+    async def open_run(self, partition: str) -> RunRow | None:
+        """The open run of C{partition}, or C{None}."""
+        check_name(partition, "partition id")
+
+        def op(txn: _Txn) -> RunRow | None:
+            row = _one(
+                txn,
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE partition = ? AND ended IS NULL",
+                (partition,),
+            )
+            return None if row is None else _run_row(row)
+
+        return await self._read(op, what=f"read open run of {partition}")
+
+    @_deferred
+    async def runs(
+        self, partition: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[RunRow]:
+        """Runs newest first: of one partition, numbered below C{before}, at most C{limit}."""
+        _check_int(limit, "limit", 1, _LIMIT_MAX)
+        where, params = [], []
+        if partition is not None:
+            where.append("partition = ?")
+            params.append(check_name(partition, "partition id"))
+        if before is not None:
+            where.append("number < ?")
+            params.append(_check_int(before, "run number"))
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY number DESC LIMIT ?"
+        params.append(limit)
+
+        def op(txn: _Txn) -> list[RunRow]:
+            return [_run_row(r) for r in _all(txn, sql, params)]
+
+        return await self._read(op, what="list runs")
+
+    # -- audit trail ---------------------------------------------------------------
+
+    @_deferred
+    async def audit(
+        self, user: str, action: str, arguments: Mapping[str, Any], outcome: str
+    ) -> AuditRow:
+        """
+        Record that C{user} did C{action} with C{arguments} and C{outcome}.
+        The user is free text (a failed login's name is recorded as given);
+        arguments that are not JSON are recorded as their C{str}.
+        """
+        _check_text(user, "audit user", empty=True)
+        _check_text(action, "audit action")
+        _check_text(outcome, "audit outcome", empty=True)
+        if not isinstance(arguments, Mapping):
+            raise StoreError("bad_request", "audit arguments must be a mapping")
+        text = json.dumps(dict(arguments), default=str, separators=(",", ":"))
+        now = self._now()
+
+        def op(txn: _Txn) -> AuditRow:
+            txn.execute(
+                "INSERT INTO audit (time, user, action, arguments, outcome) VALUES (?, ?, ?, ?, ?)",
+                (now, user, action, text, outcome),
+            )
+            return AuditRow(int(txn.lastrowid), now, user, action, json.loads(text), outcome)
+
+        return await self._write(op, what=f"audit {action}")
+
+    @_deferred
+    async def audit_entries(
+        self,
+        limit: int = 100,
+        user: str | None = None,
+        action: str | None = None,
+        before: int | None = None,
+    ) -> list[AuditRow]:
+        """Audit entries newest first, by user or action, with id below C{before}."""
+        _check_int(limit, "limit", 1, _LIMIT_MAX)
+        where, params = [], []
+        if user is not None:
+            where.append("user = ?")
+            params.append(_check_text(user, "audit user", empty=True))
+        if action is not None:
+            where.append("action = ?")
+            params.append(_check_text(action, "audit action"))
+        if before is not None:
+            where.append("id < ?")
+            params.append(_check_int(before, "audit id"))
+        sql = "SELECT id, time, user, action, arguments, outcome FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+
+        def op(txn: _Txn) -> list[AuditRow]:
+            return [
+                AuditRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in _all(txn, sql, params)
+            ]
+
+        return await self._read(op, what="list audit entries")
+
+    # -- logs ------------------------------------------------------------------
+
+    @_deferred
+    async def add_logs(self, entries: Iterable[LogEntry]) -> int:
+        """Store log events in one transaction; fires with how many."""
+        rows = [_log_params(i, e) for i, e in enumerate(entries)]
+        if not rows:
+            return 0
+
+        def op(txn: _Txn) -> int:
+            txn.executemany(
+                "INSERT INTO logs (time, partition, level, source, message) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            return len(rows)
+
+        return await self._write(op, what=f"add {len(rows)} log events")
+
+    @_deferred
+    async def logs(
+        self,
+        partition: str | None = None,
+        level: str | None = None,
+        since: float | None = None,
+        q: str | None = None,
+        limit: int = 500,
+    ) -> list[LogRow]:
+        """
+        Log events newest first: of one partition, at C{level} or above,
+        at or after C{since}, whose message contains C{q} (plain text, no
+        wildcards; ASCII case-insensitive), at most C{limit}.
+        """
+        _check_int(limit, "limit", 1, _LIMIT_MAX)
+        where, params = [], []
+        if partition is not None:
+            where.append("partition = ?")
+            params.append(check_name(partition, "partition id"))
+        if level is not None:
+            if level not in LOG_LEVELS:
+                raise StoreError(
+                    "bad_request", f"invalid log level {_show(level)}: use {', '.join(LOG_LEVELS)}"
+                )
+            where.append("level >= ?")
+            params.append(LOG_LEVELS.index(level))
+        if since is not None:
+            where.append("time >= ?")
+            params.append(_check_number(since, "since"))
+        if q is not None:
+            _check_text(q, "search text", empty=True)
+            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("message LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        sql = "SELECT id, time, partition, level, source, message FROM logs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
+        params.append(limit)
+
+        def op(txn: _Txn) -> list[LogRow]:
+            return [
+                LogRow(r[0], r[1], r[2], LOG_LEVELS[r[3]], r[4], r[5]) for r in _all(txn, sql, params)
+            ]
+
+        return await self._read(op, what="list log events")
+
+    @_deferred
+    async def prune_logs(self, before: float) -> int:
+        """Delete the log events older than C{before}; fires with how many."""
+        cutoff = _check_number(before, "before")
+
+        def op(txn: _Txn) -> int:
+            txn.execute("DELETE FROM logs WHERE time < ?", (cutoff,))
+            return int(txn.rowcount)
+
+        return await self._write(op, what="prune log events")
+
+
+def _snapshot(configs: object) -> dict[str, dict[str, Any]]:
+    if not isinstance(configs, Mapping):
+        raise StoreError("bad_request", "run configurations must be a mapping of system to configuration")
+    result: dict[str, dict[str, Any]] = {}
+    for system, value in configs.items():
+        check_name(system, "system id")
+        if isinstance(value, ConfigRow):
+            value = value.snapshot()
+        if not isinstance(value, Mapping) or set(value) != {"config_id", "version", "parameters"}:
+            raise StoreError(
+                "bad_request",
+                f"configuration of {system} in a run needs exactly config_id, version and parameters",
+            )
+        check_name(value["config_id"], "configuration id", long=True)
+        _check_int(value["version"], "configuration version")
+        _to_json(value["parameters"], f"parameters of {value['config_id']}")
+        result[system] = {
+            "config_id": value["config_id"],
+            "version": value["version"],
+            "parameters": value["parameters"],
+        }
+    return result
+
+
+def _log_params(index: int, entry: object) -> tuple[Any, ...]:
+    if not isinstance(entry, LogEntry):
+        raise StoreError("bad_request", f"log event {index} is not a LogEntry: {_show(entry)}")
+    if entry.level not in LOG_LEVELS:
+        raise StoreError("bad_request", f"log event {index}: invalid level {_show(entry.level)}")
+    if entry.partition is not None:
+        check_name(entry.partition, f"partition of log event {index}")
+    if not isinstance(entry.source, str) or not isinstance(entry.message, str):
+        raise StoreError("bad_request", f"log event {index}: source and message must be text")
+    return (
+        _check_number(entry.time, f"time of log event {index}"),
+        entry.partition,
+        LOG_LEVELS.index(entry.level),
+        entry.source,
+        entry.message,
+    )

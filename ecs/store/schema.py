@@ -1,0 +1,135 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+The database schema: L{SCHEMA_VERSION}, the statements of each version
+(L{UPGRADES}) and the table that records the version of a database.
+
+Applying the versions is L{ecs.store.core}'s job (L{ecs.store.Store.open}).
+"""
+
+from __future__ import annotations
+
+from ecs.store.errors import ROLES, TOKEN_KINDS
+from ecs.store.txn import _one, _Txn
+
+
+def _v1() -> list[str]:
+    roles = ", ".join(f"'{r}'" for r in ROLES)  # constants, not user values
+    kinds = ", ".join(f"'{k}'" for k in TOKEN_KINDS)
+    return [
+        """CREATE TABLE partitions (
+            id TEXT PRIMARY KEY,
+            created REAL NOT NULL)""",
+        # No ON DELETE action: delete_partition moves or refuses explicitly.
+        """CREATE TABLE detectors (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            partition TEXT REFERENCES partitions(id),
+            created REAL NOT NULL)""",
+        "CREATE INDEX detectors_by_partition ON detectors(partition)",
+        "CREATE TABLE global_systems (id TEXT PRIMARY KEY)",
+        # One row per configuration id: its system (fixed) and deletion mark.
+        """CREATE TABLE configurations (
+            config_id TEXT PRIMARY KEY,
+            system TEXT NOT NULL,
+            deleted REAL,
+            UNIQUE (config_id, system))""",
+        "CREATE INDEX configurations_by_system ON configurations(system)",
+        """CREATE TABLE configuration_versions (
+            config_id TEXT NOT NULL REFERENCES configurations(config_id),
+            version INTEGER NOT NULL CHECK (version >= 1),
+            parameters TEXT NOT NULL,
+            created REAL NOT NULL,
+            author TEXT NOT NULL,
+            PRIMARY KEY (config_id, version))""",
+        """CREATE TABLE tags (
+            name TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            author TEXT NOT NULL)""",
+        # The system is copied into the member row (and kept equal to the
+        # configuration's by the composite foreign key) so that a unique
+        # index can hold a tag to one configuration per system.
+        """CREATE TABLE tag_members (
+            tag TEXT NOT NULL REFERENCES tags(name) ON DELETE CASCADE,
+            config_id TEXT NOT NULL,
+            system TEXT NOT NULL,
+            PRIMARY KEY (tag, config_id),
+            FOREIGN KEY (config_id, system)
+                REFERENCES configurations(config_id, system))""",
+        "CREATE UNIQUE INDEX tag_members_one_per_system ON tag_members(tag, system)",
+        "CREATE INDEX tag_members_by_config ON tag_members(config_id, system)",
+        """CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            created REAL NOT NULL)""",
+        f"""CREATE TABLE user_roles (
+            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ({roles})),
+            PRIMARY KEY (user, role))""",
+        f"""CREATE TABLE tokens (
+            token_hash TEXT PRIMARY KEY,
+            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ({kinds})),
+            created REAL NOT NULL,
+            last_used REAL NOT NULL,
+            expires REAL)""",
+        "CREATE INDEX tokens_by_user ON tokens(user)",
+        """CREATE TABLE control (
+            scope TEXT PRIMARY KEY,
+            holder TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            since REAL NOT NULL,
+            last_activity REAL NOT NULL)""",
+        "CREATE INDEX control_by_holder ON control(holder)",
+        # Runs outlive partitions and users: plain text, no foreign keys.
+        """CREATE TABLE runs (
+            number INTEGER PRIMARY KEY,
+            partition TEXT NOT NULL,
+            tag TEXT,
+            configs TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            started REAL NOT NULL,
+            ended REAL,
+            outcome TEXT,
+            CHECK ((ended IS NULL) = (outcome IS NULL)))""",
+        "CREATE UNIQUE INDEX runs_one_open ON runs(partition) WHERE ended IS NULL",
+        "CREATE INDEX runs_by_partition ON runs(partition, number)",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            outcome TEXT NOT NULL)""",
+        "CREATE INDEX audit_by_user ON audit(user, id)",
+        "CREATE INDEX audit_by_action ON audit(action, id)",
+        """CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            partition TEXT,
+            level INTEGER NOT NULL CHECK (level BETWEEN 0 AND 4),
+            source TEXT NOT NULL,
+            message TEXT NOT NULL)""",
+        "CREATE INDEX logs_by_time ON logs(time)",
+        "CREATE INDEX logs_by_partition ON logs(partition, time)",
+    ]
+
+
+SCHEMA_VERSION = 1
+"""The schema version this code reads and writes."""
+
+UPGRADES: dict[int, list[str]] = {1: _v1()}
+"""
+The statements that bring a database from version C{n - 1} to C{n}, for
+each C{n} from 1 to L{SCHEMA_VERSION}.  Each version is applied in one
+transaction.  Add a version by adding an entry; never edit a shipped one.
+"""
+
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL)"""
+
+
+def _read_version(txn: _Txn) -> int:
+    txn.execute(_VERSION_TABLE)
+    txn.execute("INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING")
+    return int(_one(txn, "SELECT version FROM schema_version WHERE id = 1")[0])

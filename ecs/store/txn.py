@@ -1,0 +1,89 @@
+# -*- test-case-name: tests.test_store -*-
+"""
+How operations run: every public method of L{ecs.store.Store} is an
+C{async def} made to return a L{Deferred} (L{_deferred}), and its SQL is one
+function run in one transaction on the pool's single thread (L{_run}), with
+database errors translated into L{StoreError}.  Also the small query helpers
+those functions use.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import wraps
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, ParamSpec, Sequence, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+
+from ecs.store.errors import StoreError
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+_Txn = Any  # an adbapi Transaction (a cursor wrapper)
+
+
+def _one(txn: _Txn, sql: str, params: Sequence[Any] = ()) -> Any:
+    txn.execute(sql, params)
+    return txn.fetchone()
+
+
+def _all(txn: _Txn, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    txn.execute(sql, params)
+    return list(txn.fetchall())
+
+
+def _exists(txn: _Txn, table: str, column: str, value: Any) -> bool:
+    # table and column are constants of the ecs.store modules, never caller values.
+    return _one(txn, f"SELECT 1 FROM {table} WHERE {column} = ?", (value,)) is not None
+
+
+def _interaction(txn: _Txn, write: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    # The connection is in autocommit mode (isolation_level=None): the
+    # transaction is ours.  adbapi commits after fn returns and rolls back
+    # if it raises.  IMMEDIATE takes the write lock first, so a write never
+    # fails half-way because another process wrote in between.
+    txn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    return fn(txn, *args)
+
+
+def _deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
+    """Make an C{async def} method return a L{Deferred}."""
+
+    @wraps(f)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+
+    return wrapper
+
+
+async def _run(
+    pool: adbapi.ConnectionPool, write: bool, fn: Callable[..., T], *args: Any, what: str
+) -> T:
+    """Run C{fn(txn, *args)} in one transaction, translating database errors."""
+    try:
+        result: T = await pool.runInteraction(_interaction, write, fn, args)
+    except sqlite3.IntegrityError as e:
+        raise StoreError("conflict", f"{what}: {e}") from e
+    except sqlite3.Error as e:
+        raise StoreError("unavailable", f"{what}: database error: {e}") from e
+    return result
+
+
+class _StoreArea:
+    """
+    Base of the mixins that each add one area's operations to
+    L{ecs.store.Store}.  They use only the clock and the two kinds of
+    transaction, which L{ecs.store.core.Store} implements.
+    """
+
+    if TYPE_CHECKING:
+
+        def _now(self) -> float: ...
+
+        async def _write(self, fn: Callable[..., T], *args: Any, what: str) -> T: ...
+
+        async def _read(self, fn: Callable[..., T], *args: Any, what: str) -> T: ...
