@@ -174,18 +174,7 @@ class ECAHarness(TestCase):
         # A cleanup, not tearDown: it also runs when setUp fails half-way.
         self.addCleanup(self.stop_everything)
         await self.seed()
-        self.eca = ExperimentControlAgent(
-            self.store,
-            MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
-            SETTINGS,
-            self.subsystems,
-            self.sequence,
-            reactor,
-        )
-        self.eca.startService()
-        await self.eca.ready
-        self.api = WebAPI(self.eca, reactor)
-        self.stub = StubTreq(self.api.resource())
+        await self.start_eca()
         self.tester = MemoryNode(self.network, "tester", request_timeout=SETTINGS.request_timeout)
         self.globals_host = self.make_host("globals")
         for system in GLOBALS:
@@ -217,6 +206,21 @@ class ECAHarness(TestCase):
         await self.store.save_tag("p2", ["tfc-default", "dcs-default", "qa-default", "fles-default", "sts2-default"], "seed")
         for name, roles in USERS.items():
             await self.store.add_user(name, users.hash_password(PASSWORD), roles)
+
+    async def start_eca(self) -> None:
+        """Start an ECA on the store and the network, with its web API (again after a restart)."""
+        self.eca = ExperimentControlAgent(
+            self.store,
+            MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
+            SETTINGS,
+            self.subsystems,
+            self.sequence,
+            reactor,
+        )
+        self.eca.startService()
+        await self.eca.ready
+        self.api = WebAPI(self.eca, reactor)
+        self.stub = StubTreq(self.api.resource())
 
     def registry(self, node: MemoryNode) -> RemoteRegistry:
         """A registry client for one agent."""

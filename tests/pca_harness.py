@@ -54,6 +54,8 @@ class PartitionHarness(SynchronousTestCase):
     globals_: tuple[str, ...] = GLOBALS
     step: float = 0.25
     sequence_file: str | None = None
+    #: Where a new PCA keeps its state file (None: it keeps none).
+    state_path: Any = None
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -115,7 +117,7 @@ class PartitionHarness(SynchronousTestCase):
             self.configs,
             self.clock,
             bind="mem://pca",
-            state_file=None,
+            state_file=self.state_path,
             writer=lambda write: defer.succeed(write()),
         )
 

@@ -14,11 +14,7 @@ from twisted.internet import defer, reactor
 from ecs import protocol, users
 from ecs.control import ControlError, User
 from ecs.transport import Request, RequestError
-from agents.eca import ExperimentControlAgent
-from ecs.memory_transport import MemoryNode
-from ecs.web import WebAPI
-from tests.eca_harness import PASSWORD, SETTINGS, ECAHarness
-from treq.testing import StubTreq
+from tests.eca_harness import PASSWORD, ECAHarness
 
 ALL_SYSTEMS_DEMO = {"TFC", "DCS", "QA", "FLES", "STS", "MVD", "TOF", "TRD", "RICH"}
 
@@ -383,18 +379,7 @@ class RestartTests(ECAHarness):
         await self.wait_state("demo", "QA_Active")
         pca_seq = self.pcas["demo"].publisher.seq
         await self.eca.stopService()
-        self.eca = ExperimentControlAgent(
-            self.store,
-            MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
-            SETTINGS,
-            self.subsystems,
-            self.sequence,
-            reactor,
-        )
-        self.eca.startService()
-        await self.eca.ready
-        self.api = WebAPI(self.eca, reactor)
-        self.stub = StubTreq(self.api.resource())
+        await self.start_eca()
         await self.wait_for(lambda: self.eca.partition("demo")["connected"], what="PCA registered again")
         await self.wait_for(lambda: self.eca.partition("demo")["state"] == "QA_Active", what="state mirrored")
         self.assertEqual(self.pcas["demo"].sequencer.partition.state, "QA_Active")

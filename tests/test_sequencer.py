@@ -19,7 +19,6 @@ from twisted.internet import defer
 
 from agents.actions import SimulatedAction
 from agents.host import ControllerHost
-from agents.pca import PartitionAgent
 from ecs import protocol
 from ecs.memory_transport import MemoryNode
 from ecs.pubsub import Mirror, fetch_paged_snapshot
@@ -1487,21 +1486,6 @@ class RestartTests(Scenario):
     def setUp(self) -> None:
         self.state_path = Path(self.mktemp()) / "pca-p1.json"
         super().setUp()
-
-    def make_pca(self) -> PartitionAgent:
-        return PartitionAgent(
-            "p1",
-            MemoryNode(self.network, "pca:p1"),
-            self.registry,
-            SETTINGS,
-            self.subsystems,
-            self.sequence,
-            self.configs,
-            self.clock,
-            bind="mem://pca",
-            state_file=self.state_path,
-            writer=lambda write: defer.succeed(write()),
-        )
 
     def restart_pca(self) -> None:
         self.pca.stopService()
