@@ -48,6 +48,6 @@ setup(
         "klein>=24.8",
         "bcrypt>=4",
     ],
-    extras_require={"test": ["treq>=24"]},
+    extras_require={"test": ["treq>=24", "selenium>=4.20"]},
     entry_points={"console_scripts": ["ecs = ecs.cli:main"]},
 )

@@ -21,6 +21,8 @@ from ecs.store.accounts import AccountOperations
 from ecs.store.configs import ConfigOperations
 from ecs.store.errors import StoreError
 from ecs.store.inventory import InventoryOperations
+from ecs.store.keys import KeyOperations
+from ecs.store.placements import PlacementOperations
 from ecs.store.records import RecordOperations
 # SCHEMA_VERSION and UPGRADES are read from this module when a database is
 # opened (tests patch them here).
@@ -91,7 +93,14 @@ async def _migrate(pool: adbapi.ConnectionPool, path: Path) -> tuple[int, int]:
     return old, SCHEMA_VERSION
 
 
-class Store(InventoryOperations, ConfigOperations, AccountOperations, RecordOperations):
+class Store(
+    InventoryOperations,
+    ConfigOperations,
+    AccountOperations,
+    RecordOperations,
+    PlacementOperations,
+    KeyOperations,
+):
     """
     The ECA's database.  Create it with L{Store.open}; every method returns
     a L{Deferred} and fails with L{StoreError}.

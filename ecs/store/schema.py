@@ -114,10 +114,44 @@ def _v1() -> list[str]:
     ]
 
 
-SCHEMA_VERSION = 1
+def _v2() -> list[str]:
+    """Placement of agents, their current launch records, users' SSH keys."""
+    return [
+        # Where and how each agent runs (issue 6).  options is a JSON object
+        # whose keys depend on the launcher (ecs.launch).
+        """CREATE TABLE placements (
+            agent TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('pca', 'detector', 'global', 'simhost')),
+            host TEXT NOT NULL,
+            launcher TEXT NOT NULL CHECK (launcher IN ('local', 'ssh', 'slurm')),
+            options TEXT NOT NULL DEFAULT '{}',
+            autostart INTEGER NOT NULL DEFAULT 1 CHECK (autostart IN (0, 1)),
+            updated REAL NOT NULL,
+            author TEXT NOT NULL)""",
+        # The launch record of each agent the ECA started (pid, process
+        # group, job id...): what a restarted ECA adopts instead of starting
+        # a duplicate.  Deleted when the agent is stopped or found gone.
+        """CREATE TABLE launches (
+            agent TEXT PRIMARY KEY,
+            launcher TEXT NOT NULL,
+            host TEXT NOT NULL,
+            record TEXT NOT NULL,
+            started REAL NOT NULL)""",
+        # OpenSSH public keys of users, for the SSH admin shell.
+        """CREATE TABLE user_keys (
+            fingerprint TEXT PRIMARY KEY,
+            user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            comment TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL)""",
+        "CREATE INDEX user_keys_by_user ON user_keys(user)",
+    ]
+
+
+SCHEMA_VERSION = 2
 """The schema version this code reads and writes."""
 
-UPGRADES: dict[int, list[str]] = {1: _v1()}
+UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2()}
 """
 The statements that bring a database from version C{n - 1} to C{n}, for
 each C{n} from 1 to L{SCHEMA_VERSION}.  Each version is applied in one
