@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ecs import users
-from ecs.store import Store, database_path
+from ecs.store import SCHEMA_VERSION, Store, database_path
 from ecs.users import (
     ADMIN_PASSWORD_FILE,
     ROLES,
@@ -316,7 +316,7 @@ class CliTests(TestCase):
         store = await Store.open(database_path(self.state), reactor)
         await store.close()
         self.assertEqual(await cli_db_upgrade(reactor, args, stdout=self.out, stderr=self.err), 0)
-        self.assertIn("already at schema version 1", self.out.getvalue())
+        self.assertIn(f"already at schema version {SCHEMA_VERSION}", self.out.getvalue())
 
     async def test_db_upgrade_newer(self) -> None:
         """A database newer than the code makes db upgrade exit 1 naming both versions."""
@@ -330,4 +330,4 @@ class CliTests(TestCase):
         args = Namespace(state_dir=str(self.state))
         self.assertEqual(await cli_db_upgrade(reactor, args, stdout=self.out, stderr=self.err), 1)
         self.assertIn("version 7", self.err.getvalue())
-        self.assertIn("(version 1)", self.err.getvalue())
+        self.assertIn(f"(version {SCHEMA_VERSION})", self.err.getvalue())
