@@ -123,6 +123,7 @@ class ECAService(AsyncStartService):
         from agents.eca import ExperimentControlAgent
         from ecs.store import Store, database_path
         from ecs.users import ensure_admin
+        from ecs.gui import GuiPages, site_root
         from ecs.web import WebAPI
         from ecs.zmq_transport import ZmqNode
 
@@ -153,8 +154,9 @@ class ECAService(AsyncStartService):
         self.eca.startService()
         await self.eca.ready
         api = WebAPI(self.eca, self.reactor)
+        gui = GuiPages(self.eca)
         endpoint = endpoints.serverFromString(self.reactor, self.web)
-        self.port = await endpoint.listen(Site(api.resource()))
+        self.port = await endpoint.listen(Site(site_root(api.resource(), gui.resource())))
         address = self.port.getHost()
         url = f"http://{address.host}:{address.port}/"
         if self.demo_detectors is not None:

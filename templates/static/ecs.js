@@ -1,0 +1,104 @@
+// ECS common client code, loaded by every page before the page's own script.
+// window.ECS: api() for the JSON API (CSRF header added), events() for the
+// SSE stream, state colours, the command reply box, the banner, logout.
+"use strict";
+window.ECS = (function () {
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  // Call the API.  Resolves to {ok, status, data} (data: the JSON answer or
+  // {error, reason}); never rejects: a network failure is status 0.
+  async function api(method, path, body) {
+    const options = {method, credentials: "same-origin", headers: {}};
+    if (method !== "GET" && method !== "HEAD") options.headers["X-CSRF-Token"] = csrf();
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    let answer;
+    try {
+      answer = await fetch(path, options);
+    } catch (e) {
+      return {ok: false, status: 0, data: {error: "unreachable", reason: "cannot reach the ECA (" + e + ")"}};
+    }
+    let data = null;
+    try { data = await answer.json(); } catch (e) { data = {error: "bad_answer", reason: answer.statusText}; }
+    if (answer.status === 401) {
+      location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+    }
+    return {ok: answer.ok, status: answer.status, data};
+  }
+
+  // Follow /api/events.  handlers: {eventType: fn(data, id)}; the special
+  // "reload" handler is called when events were missed (fetch everything
+  // again); "open"/"error" for the connection indicator.
+  function events(partition, handlers) {
+    const url = "/api/events" + (partition ? "?partition=" + encodeURIComponent(partition) : "");
+    const source = new EventSource(url, {withCredentials: true});
+    const indicator = document.getElementById("connection");
+    const mark = (text, cls) => { if (indicator) { indicator.textContent = text; indicator.className = "connection " + cls; } };
+    source.onopen = () => { mark("live", "ok"); if (handlers.open) handlers.open(); };
+    source.onerror = () => { mark("reconnecting…", "bad"); if (handlers.error) handlers.error(); };
+    for (const [type, fn] of Object.entries(handlers)) {
+      if (type === "open" || type === "error") continue;
+      source.addEventListener(type, (event) => {
+        let data = {};
+        try { data = JSON.parse(event.data); } catch (e) { return; }
+        fn(data, event.lastEventId);
+      });
+    }
+    return source;
+  }
+
+  // The colour class of a state (red / yellow / green as the original).
+  const RED = new Set(["Idle", "Unconfigured", "Error", "Connection Problem", "Disconnected"]);
+  const GREEN = new Set(["Active", "QA_Active", "Recording"]);
+  function stateClass(state) {
+    if (!state) return "state-unknown";
+    if (RED.has(state)) return "state-red";
+    if (GREEN.has(state)) return "state-green";
+    return "state-yellow";
+  }
+  // Put a state (dot + text, so colour is never the only cue) into element el.
+  function showState(el, state) {
+    const text = state || "unknown";
+    if (el.dataset.state === text) return;
+    el.dataset.state = text;
+    el.className = "state " + stateClass(state);
+    el.textContent = text;
+  }
+
+  // Show the answer of a command in #reply (or el): success or the refusal.
+  function showReply(what, result, el) {
+    const box = el || document.getElementById("reply");
+    if (!box) return;
+    box.hidden = false;
+    box.className = "reply " + (result.ok ? "reply-ok" : "reply-error");
+    const reason = result.ok ? "done" : (result.data && (result.data.reason || result.data.error)) || "failed";
+    box.textContent = what + ": " + (result.ok ? "" : result.status + " ") + reason;
+  }
+
+  function banner(text) {
+    const box = document.getElementById("banner");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  const user = () => document.body.dataset.user;
+  const hasRole = (role) => {
+    const order = ["viewer", "operator", "expert", "admin"];
+    const mine = (document.body.dataset.roles || "").split(" ");
+    return mine.some((r) => order.indexOf(r) >= order.indexOf(role));
+  };
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const logout = document.getElementById("logout");
+    if (logout) logout.addEventListener("click", async () => {
+      if (!confirm("Log out? Your controls are released.")) return;
+      await api("POST", "/api/logout");
+      location.assign("/login?logged_out=1");
+    });
+  });
+
+  return {api, events, stateClass, showState, showReply, banner, user, hasRole, csrf};
+})();
