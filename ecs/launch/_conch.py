@@ -1,0 +1,367 @@
+# -*- test-case-name: tests.test_launch_ssh -*-
+"""
+One remote command over SSH with twisted.conch: connect, check the host key
+against our own known-hosts file (port included), authenticate with our key,
+run the command, collect stdout, stderr and the exit status, disconnect.
+
+Built on conch's public protocol classes (transport, user auth, connection,
+channel) rather than C{SSHCommandClientEndpoint}: that endpoint drops
+stderr, ignores the port in known-hosts lines and never tells its protocol
+when the TCP connection dies (Twisted #7901), and fixing those means
+subclassing its private classes.  Here every way a connection can end
+settles the one L{Deferred} of the operation exactly once, and an overall
+timeout aborts it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import struct
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+from twisted.conch.ssh import channel, common, connection, keys, transport, userauth
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.error import ConnectError, ConnectionLost
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ecs.launch import LaunchError
+
+MAX_OUTPUT = 1 << 20
+"""Bytes of stdout (and of stderr) kept from one command; the rest is dropped."""
+
+
+def fingerprint(blob: bytes) -> str:
+    """The OpenSSH SHA256 fingerprint of a public key blob (C{SHA256:...})."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _host_patterns(host: str, port: int) -> list[str]:
+    return [host, f"[{host}]:22"] if port == 22 else [f"[{host}]:{port}"]
+
+
+def _matches(field: str, names: list[str]) -> bool:
+    """Whether a known-hosts host field (comma list or hashed C{|1|salt|hash}) names one of C{names}."""
+    if field.startswith("|1|"):
+        try:
+            _, _, salt, digest = field.split("|")
+            salt_b, digest_b = base64.b64decode(salt), base64.b64decode(digest)
+        except ValueError:
+            return False
+        return any(
+            hmac.compare_digest(hmac.new(salt_b, name.encode(), hashlib.sha1).digest(), digest_b) for name in names
+        )
+    return any(pattern in names for pattern in field.split(","))
+
+
+class KnownHosts:
+    """
+    Our known-hosts file, in OpenSSH's format: C{[host]:port keytype base64}
+    lines (plain C{host} for port 22; hashed C{|1|...} hosts too;
+    C{@revoked} lines refuse a key; wildcards and C{@cert-authority} are not
+    supported and never match).  The file is re-read when it changes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._lines: list[tuple[str, str, str, bytes]] = []
+
+    def _load(self) -> list[tuple[str, str, str, bytes]]:
+        # A small local file, read again only when its mtime or size changed.
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise LaunchError("host_key", f"cannot read known-hosts file {self.path}: {e.strerror}") from None
+        if self._stamp != (st.st_mtime_ns, st.st_size):
+            self._lines = self.parse(self.path.read_text(errors="replace"))
+            self._stamp = (st.st_mtime_ns, st.st_size)
+        return self._lines
+
+    @staticmethod
+    def parse(text: str) -> list[tuple[str, str, str, bytes]]:
+        """(marker, hosts, key type, key blob) of each valid line; others are skipped."""
+        entries = []
+        for line in text.splitlines():
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            marker = fields.pop(0) if fields[0].startswith("@") else ""
+            if len(fields) < 3:
+                continue
+            try:
+                blob = base64.b64decode(fields[2], validate=True)
+            except ValueError:
+                continue
+            entries.append((marker, fields[0], fields[1], blob))
+        return entries
+
+    def known_types(self, host: str, port: int) -> list[str]:
+        """The key types listed for C{host}:C{port}."""
+        names = _host_patterns(host, port)
+        return [kind for marker, hosts, kind, _ in self._load() if not marker and _matches(hosts, names)]
+
+    def check(self, host: str, port: int, blob: bytes) -> None:
+        """Return if C{blob} is a known key of C{host}:C{port}; else raise L{LaunchError} C{host_key}."""
+        names = _host_patterns(host, port)
+        found = False
+        for marker, hosts, _, known in self._load():
+            if not _matches(hosts, names):
+                continue
+            if marker == "@revoked" and known == blob:
+                raise LaunchError("host_key", f"host key of {names[0]} ({fingerprint(blob)}) is revoked")
+            if not marker:
+                found = True
+                if hmac.compare_digest(known, blob):
+                    return
+        what = "does not match the known key" if found else "is unknown"
+        raise LaunchError(
+            "host_key", f"host key of {names[0]} ({fingerprint(blob)}) {what} in {self.path}"
+        )
+
+
+@attrs.define
+class Result:
+    """What a remote command did: exit status (or signal name), stdout, stderr."""
+
+    exit_code: int | None = None
+    signal: str | None = None
+    out: bytes = b""
+    err: bytes = b""
+
+
+class Operation:
+    """
+    The state of one remote command: settles L{done} exactly once, with a
+    L{Result} or a L{LaunchError}.
+
+    @ivar on_output: called with each chunk of stdout, and may answer with
+        bytes to send to the command's stdin (C{None}: nothing); used by the
+        two-phase start.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, host: str, port: int, user: str, key: keys.Key, known_hosts: KnownHosts, command: bytes,
+        on_output: Callable[[bytes, Result], bytes | None] | None = None,
+    ) -> None:
+        self.host, self.port, self.user, self.key = host, port, user, key
+        self.known_hosts = known_hosts
+        self.command = command
+        self.on_output = on_output
+        self.result = Result()
+        self.done: defer.Deferred[Result] = defer.Deferred()
+        self.stage = "connecting"
+        self.auth_refused = False
+        self.host_key_error: LaunchError | None = None
+        self.transport: _Transport | None = None
+
+    def fail(self, error: LaunchError) -> None:
+        """Settle with C{error} (once) and drop the connection."""
+        if not self.done.called:
+            self.done.errback(error)
+        self.abort()
+
+    def succeed(self) -> None:
+        """Settle with the result (once)."""
+        if not self.done.called:
+            self.done.callback(self.result)
+
+    def abort(self) -> None:
+        """Close the TCP connection at once."""
+        if self.transport is not None and self.transport.transport is not None:
+            self.transport.transport.abortConnection()
+
+    def lost(self, reason: Failure) -> None:
+        """The TCP connection ended: whatever was not finished failed."""
+        if self.done.called:
+            return
+        where = f"{self.user}@{self.host}:{self.port}"
+        if self.host_key_error is not None:
+            self.fail(self.host_key_error)
+        elif self.auth_refused or self.stage == "authenticating":
+            self.fail(LaunchError("auth", f"{where} refused our key"))
+        else:
+            self.fail(LaunchError("unreachable", f"connection to {where} lost while {self.stage}"))
+
+
+class _Transport(transport.SSHClientTransport):
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        op.transport = self
+        kinds = [k.encode() for k in op.known_hosts.known_types(op.host, op.port)]
+        wanted = set(kinds) | ({b"rsa-sha2-512", b"rsa-sha2-256"} if b"ssh-rsa" in kinds else set())
+        # Ask only for the host key types we know for this host, as OpenSSH does.
+        preferred = [k for k in self.supportedPublicKeys if k in wanted]
+        if preferred:
+            self.supportedPublicKeys = preferred
+
+    def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred[bool]:
+        self.op.stage = "checking the host key"
+        try:
+            self.op.known_hosts.check(self.op.host, self.op.port, hostKey)
+        except LaunchError as e:
+            self.op.host_key_error = e
+            return defer.fail(e)
+        return defer.succeed(True)
+
+    def connectionSecure(self) -> None:
+        self.op.stage = "authenticating"
+        self.requestService(_UserAuth(self.op, _Connection(self.op)))
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        self.op.stage += f" (server said: {description.decode('utf-8', 'replace')[:200]})"
+
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        transport.SSHClientTransport.connectionLost(self, reason)
+        self.op.lost(reason)
+
+
+class _UserAuth(userauth.SSHUserAuthClient):
+    preferredOrder = [b"publickey"]
+
+    def __init__(self, op: Operation, service: connection.SSHConnection) -> None:
+        super().__init__(op.user.encode(), service)
+        self.op = op
+        self._offered = False
+
+    def getPublicKey(self) -> keys.Key | None:
+        if self._offered:
+            self.op.auth_refused = True
+            return None
+        self._offered = True
+        return self.op.key.public()
+
+    def getPrivateKey(self) -> defer.Deferred[keys.Key]:
+        return defer.succeed(self.op.key)
+
+    def getPassword(self, prompt: bytes | None = None) -> None:  # type: ignore[override]
+        return None
+
+    def getGenericAnswers(self, name: bytes, instruction: bytes, questions: Any) -> defer.Deferred[Any]:
+        return defer.fail(LaunchError("auth", "keyboard-interactive authentication is not used"))
+
+
+class _Connection(connection.SSHConnection):
+    def __init__(self, op: Operation) -> None:
+        super().__init__()
+        self.op = op
+
+    def serviceStarted(self) -> None:
+        super().serviceStarted()
+        self.op.stage = "opening a session"
+        self.openChannel(_Session(self.op, conn=self))
+
+
+class _Session(channel.SSHChannel):
+    name = b"session"
+
+    def __init__(self, op: Operation, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.op = op
+
+    def openFailed(self, reason: Failure) -> None:
+        self.op.fail(LaunchError("failed", f"{self.op.host} refused a session: {reason.getErrorMessage()}"))
+
+    def channelOpen(self, specificData: bytes) -> None:
+        self.op.stage = "running the command"
+        d = self.conn.sendRequest(self, b"exec", common.NS(self.op.command), wantReply=True)
+        d.addCallbacks(self._exec_started, self._exec_refused)
+
+    def _exec_started(self, _: object) -> None:
+        if self.op.on_output is None:
+            self.conn.sendEOF(self)
+
+    def _exec_refused(self, reason: Failure) -> None:
+        self.op.fail(LaunchError("failed", f"{self.op.host} refused to run the command"))
+
+    def dataReceived(self, data: bytes) -> None:
+        result = self.op.result
+        if len(result.out) < MAX_OUTPUT:
+            result.out += data[: MAX_OUTPUT - len(result.out)]
+        if self.op.on_output is not None:
+            answer = self.op.on_output(data, result)
+            if answer is not None:
+                self.write(answer)
+                self.conn.sendEOF(self)
+
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        result = self.op.result
+        if len(result.err) < MAX_OUTPUT:
+            result.err += data[: MAX_OUTPUT - len(result.err)]
+
+    def request_exit_status(self, data: bytes) -> int:
+        (self.op.result.exit_code,) = struct.unpack(">L", data[:4])
+        return 1
+
+    def request_exit_signal(self, data: bytes) -> int:
+        name, _ = common.getNS(data)
+        self.op.result.signal = name.decode("ascii", "replace")
+        return 1
+
+    def closed(self) -> None:
+        if self.op.result.exit_code is None and self.op.result.signal is None:
+            # conch closes every channel when the connection is lost; a
+            # command that really ended has sent its exit status first.
+            self.op.stage = "running the command (no exit status came)"
+            self.op.lost(Failure(ConnectionLost()))
+        else:
+            self.op.succeed()
+        self.conn.transport.loseConnection()
+
+
+def run(
+    reactor: Any, host: str, port: int, user: str, key: keys.Key, known_hosts: KnownHosts, command: bytes,
+    timeout: float, on_output: Callable[[bytes, Result], bytes | None] | None = None,
+) -> defer.Deferred[Result]:
+    """
+    Run C{command} on C{host} (one new connection); fire with its L{Result}
+    or fail with L{LaunchError} (C{unreachable}, C{host_key}, C{auth},
+    C{failed}, C{timeout} after C{timeout} seconds in all).
+    """
+    op = Operation(host, port, user, key, known_hosts, command, on_output)
+    # The endpoint's own connect timeout is longer than ours, so ours decides.
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=int(timeout) + 2)
+    connecting = connectProtocol(endpoint, _Transport(op))
+
+    def refused(failure: Failure) -> None:
+        if op.done.called:  # cancelled by the timeout
+            return None
+        reason = failure.getErrorMessage() if failure.check(ConnectError) else repr(failure.value)
+        op.fail(LaunchError("unreachable", f"cannot connect to {host}:{port}: {reason}"))
+        return None
+
+    connecting.addErrback(refused)
+
+    def timed_out() -> None:
+        op.fail(LaunchError("timeout", f"no answer from {user}@{host}:{port} within {timeout} s ({op.stage})"))
+        connecting.cancel()
+
+    timer = reactor.callLater(timeout, timed_out)
+
+    def finished(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        return result
+
+    return op.done.addBoth(finished)
+
+
+def load_identity(path: Path) -> keys.Key:
+    """Our private key (ed25519 or ECDSA, unencrypted); L{LaunchError} C{invalid} otherwise."""
+    try:
+        key = keys.Key.fromFile(os.fspath(path))
+    except (OSError, keys.BadKeyError, keys.EncryptedKeyError, ValueError) as e:
+        raise LaunchError("invalid", f"cannot load SSH identity {path}: {e}") from None
+    if not key.isPublic() and key.type() in ("Ed25519", "EC"):
+        return key
+    raise LaunchError("invalid", f"SSH identity {path} must be an ed25519 or ECDSA private key, not {key.type()}")
