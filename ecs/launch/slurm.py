@@ -1,0 +1,476 @@
+# -*- test-case-name: tests.test_launch_slurm -*-
+"""
+The C{slurm} launcher: each agent a SLURM batch job.
+
+C{start} submits with C{sbatch --parsable} a batch script written to
+sbatch's standard input; the script ends in C{exec twistd -n --pidfile=
+<plugin args> <common args> <placement args>}, so the job's batch step is
+the agent itself (its signals reach the agent, its exit code is the job's).
+C{stop} sends SIGTERM to the batch step and its children (C{scancel
+--signal=TERM --full}; a pending job is simply cancelled), waits C{grace}
+seconds for the job to leave the queue, then sends SIGKILL the same way and
+cancels the job.  C{status} asks C{squeue}; once the job left the queue,
+C{sacct} (accounting) and then C{scontrol show job} (recently ended jobs)
+say how it ended; with neither, the status says "state unknown".  C{tail}
+reads the output file with C{tail} if it is on this host's file systems.
+
+Why no caller value can reach a shell: the SLURM commands are started
+without a shell (C{spawnProcess} with an argument list), so their options
+are single arguments checked against strict patterns.  The only text a
+shell reads is the batch script; every caller value in it has passed
+L{check_argument} (no NUL, newline or carriage return, so it cannot start a
+new line, nor an C{#SBATCH} directive) and is then single-quoted with
+C{shlex.quote}, which the shell takes literally; environment variable names
+must match L{ENV_NAME_RE}.  Job ids from records must be digits.
+
+Every command has a timeout (the child is killed) and is run by a
+L{Runner}, injected in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import attrs
+from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ecs.launch import (
+    AgentSpec,
+    AgentStatus,
+    ILauncher,
+    LaunchError,
+    LaunchRecord,
+    Placement,
+    check_argument,
+    check_id,
+)
+
+JOB_ID_RE = re.compile(r"[0-9]{1,20}")
+NAMES_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}(?:,[A-Za-z0-9_.-]{1,128}){0,31}")
+"""A partition, account or QOS name, or a comma-separated list of them."""
+NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,1024}")
+TIME_RE = re.compile(r"(?:[0-9]{1,6}-)?[0-9]{1,6}(?::[0-9]{1,2}){0,2}|UNLIMITED|INFINITE")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+EXTRA_RE = re.compile(r"--([a-z][a-z0-9-]{0,63})=(.+)")
+EXTRA_REFUSED = frozenset({"wrap", "parsable", "output", "error", "job-name", "chdir", "array", "test-only"})
+"""Options of C{extra} refused: we set them ourselves, or they change what a job is."""
+OPTIONS = frozenset({"partition", "account", "qos", "time", "nodelist", "job_name", "output", "workdir",
+                     "extra", "twistd", "args", "env", "agent_args"})
+"""The placement options this launcher knows (C{agent_args} is the supervisor's: it is in the spec)."""
+
+ENDED = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                   "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT"})
+"""Job states after which no process of the job is left."""
+_GONE_ERRORS = ("Invalid job id", "already completing or completed", "Job/step already")
+_UNREACHABLE = ("Unable to contact", "Socket timed out", "Connection refused", "Zero Bytes were transmitted")
+_HINTS = {"partition": "a name or names, comma-separated", "account": "a name", "qos": "a name",
+          "time": "a string such as '90', '2:00:00' or '1-00:00:00'", "nodelist": "a host list such as 'n[01-04]'"}
+_OUTPUT_CAP = 1 << 20
+MAX_TAIL_LINES = 10_000
+
+
+@attrs.frozen
+class CommandResult:
+    """What a command printed and how it ended (C{code}: negative for a signal)."""
+
+    code: int
+    out: str
+    err: str
+
+
+Runner = Callable[[Sequence[str], "bytes | None", float], "defer.Deferred[CommandResult]"]
+"""C{runner(argv, stdin, timeout)}: run a command, fail with L{LaunchError}."""
+
+
+class _Collector(protocol.ProcessProtocol):
+    """Feeds stdin, gathers (capped) output, fires with a L{CommandResult}."""
+
+    def __init__(self, stdin: bytes | None, done: defer.Deferred[CommandResult]) -> None:
+        self.stdin = stdin
+        self.done = done
+        self.out: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+
+    def connectionMade(self) -> None:
+        if self.stdin:
+            self.transport.write(self.stdin)  # type: ignore[union-attr]
+        self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        buffer = self.out.setdefault(fd, bytearray())
+        if len(buffer) < _OUTPUT_CAP:
+            buffer += data[: _OUTPUT_CAP - len(buffer)]
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", 0)
+        if code is None:
+            code = -(getattr(reason.value, "signal", None) or signal.SIGKILL)
+        if not self.done.called:
+            text = {fd: bytes(b).decode("utf-8", "replace") for fd, b in self.out.items()}
+            self.done.callback(CommandResult(int(code), text[1], text[2]))
+
+
+class ProcessRunner:
+    """
+    The real L{Runner}: C{reactor.spawnProcess}, no shell, the environment
+    of the ECA plus C{env}; a command still running after its timeout is
+    killed and fails with L{LaunchError} C{timeout}.
+    """
+
+    def __init__(self, reactor: Any, env: Mapping[str, str] | None = None) -> None:
+        self.reactor = reactor
+        self.env = {**os.environ, **(env or {})}
+
+    def __call__(self, argv: Sequence[str], stdin: bytes | None, timeout: float) -> defer.Deferred[CommandResult]:
+        """Run C{argv} (its first element looked up on the C{PATH})."""
+        binary = shutil.which(argv[0], path=self.env.get("PATH"))
+        if binary is None:
+            return defer.fail(LaunchError(
+                "failed", f"{argv[0]} not found on PATH ({self.env.get('PATH', '')}): is the SLURM client installed?"
+            ))
+        done: defer.Deferred[CommandResult] = defer.Deferred()
+        try:
+            transport = self.reactor.spawnProcess(
+                _Collector(stdin, done), binary, list(argv), env=self.env, usePTY=False
+            )
+        except OSError as e:
+            return defer.fail(LaunchError("failed", f"cannot run {argv[0]}: {e}"))
+
+        def expire() -> None:
+            try:
+                transport.signalProcess("KILL")
+            except (ProcessExitedAlready, OSError):
+                pass
+            if not done.called:
+                done.errback(LaunchError("timeout", f"{argv[0]} did not finish within {timeout:g} s (killed)"))
+
+        timer = self.reactor.callLater(timeout, expire)
+
+        def finished(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(finished)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse unknown or malformed slurm placement options (L{LaunchError} C{invalid})."""
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise LaunchError("invalid", f"unknown slurm option(s) {', '.join(unknown)}: known are {', '.join(sorted(OPTIONS))}")
+    for key, pattern in (("partition", NAMES_RE), ("account", NAMES_RE), ("qos", NAMES_RE),
+                         ("time", TIME_RE), ("nodelist", NODELIST_RE)):
+        if key in options and not (isinstance(options[key], str) and pattern.fullmatch(options[key])):
+            raise LaunchError("invalid", f"invalid slurm option {key} {options[key]!r}: expected {_HINTS[key]}")
+    if "job_name" in options:
+        check_id(options["job_name"], "slurm job_name")
+    for key in ("workdir", "output", "twistd"):
+        if key in options:
+            value = check_argument(options[key], f"slurm option {key}")
+            if key != "twistd" and not value.startswith("/"):
+                raise LaunchError("invalid", f"slurm option {key} must be an absolute path, got {value!r}")
+            if value.startswith("-"):
+                raise LaunchError("invalid", f"slurm option {key} must not start with '-'")
+    if "output" in options and re.search(r"%(?![jx%])", options["output"]):
+        raise LaunchError("invalid", f"slurm option output {options['output']!r}: only %j, %x and %% are allowed")
+    for key in ("extra", "args"):
+        value = options.get(key, [])
+        if not isinstance(value, list):
+            raise LaunchError("invalid", f"slurm option {key} must be a list of strings")
+        for item in value:
+            check_argument(item, f"item of slurm option {key}")
+    for item in options.get("extra", []):
+        match = EXTRA_RE.fullmatch(item)
+        if not match:
+            raise LaunchError("invalid", f"invalid sbatch option {item!r} in extra: use the form --name=value")
+        if match.group(1) in EXTRA_REFUSED:
+            raise LaunchError("invalid", f"sbatch option --{match.group(1)} is not allowed in extra")
+    env = options.get("env", {})
+    if not isinstance(env, Mapping):
+        raise LaunchError("invalid", "slurm option env must be an object of name: value")
+    for name, value in env.items():
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+            raise LaunchError("invalid", f"invalid environment variable name {name!r}")
+        check_argument(value, f"value of environment variable {name}")
+
+
+@attrs.frozen
+class Submission:
+    """What C{start} submits: sbatch's arguments and the batch script."""
+
+    argv: tuple[str, ...]
+    script: str
+    job_name: str
+    output: str
+
+
+def build_submission(spec: AgentSpec, placement: Placement, common_args: Sequence[str], log_dir: str) -> Submission:
+    """Check C{spec} and C{placement} and build the C{sbatch} command and script."""
+    name = spec.name
+    if placement.launcher != "slurm":
+        raise LaunchError("invalid", f"placement of {placement.agent} uses launcher {placement.launcher!r}, not slurm")
+    if placement.agent != name:
+        raise LaunchError("invalid", f"placement is for {placement.agent}, not {name}")
+    options = placement.options
+    check_options(options)
+    plugin_args = [check_argument(a, "plugin argument") for a in spec.plugin_args]
+    if not plugin_args:
+        raise LaunchError("invalid", f"no plugin to run for {name}")
+    job_name = options.get("job_name") or f"ecs-{spec.kind}-{spec.id}"
+    folder = (options.get("workdir") or log_dir).rstrip("/").replace("%", "%%")
+    output = options.get("output") or f"{folder}/ecs-{spec.kind}-{spec.id}-%j.log"
+    argv = ["sbatch", "--parsable", f"--job-name={job_name}", f"--output={output}"]
+    for key in ("partition", "account", "qos", "time", "nodelist"):
+        if key in options:
+            argv.append(f"--{key}={options[key]}")
+    if "workdir" in options:
+        argv.append(f"--chdir={options['workdir']}")
+    argv += list(options.get("extra", []))
+    command = [options.get("twistd", "twistd"), "-n", "--pidfile=", *plugin_args, *common_args,
+               *options.get("args", [])]
+    lines = [
+        "#!/bin/sh",
+        f"# ECS agent {shlex.quote(name)}, submitted by the ECA (ecs.launch.slurm).",
+        "# Every value is single-quoted below: the shell runs it as it is.",
+        *(f"export {var}={shlex.quote(value)}" for var, value in sorted(options.get("env", {}).items())),
+        f'echo ecs-launch: agent {shlex.quote(name)} job "$SLURM_JOB_ID" pid $$ on "$(hostname)"',
+        "exec " + " ".join(shlex.quote(arg) for arg in command),
+    ]
+    return Submission(tuple(argv), "\n".join(lines) + "\n", job_name, output)
+
+
+def expand_output(output: str, job_id: str, job_name: str) -> str:
+    """The output file name with SLURM's C{%j}, C{%x} and C{%%} replaced."""
+    return re.sub(r"%([jx%])", lambda m: {"j": job_id, "x": job_name, "%": "%"}[m.group(1)], output)
+
+
+def parse_time(text: str) -> float | None:
+    """A SLURM time stamp (local time, C{2025-01-31T12:00:00}) as POSIX time; C{None} if none."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def parse_exit(text: str) -> int | None:
+    """SLURM's C{ExitCode} C{"code:signal"}: the code, or minus the signal; C{None} if unparsable."""
+    match = re.fullmatch(r"\s*([0-9]+):([0-9]+)\s*", text)
+    if not match:
+        return None
+    code, sig = int(match.group(1)), int(match.group(2))
+    return -sig if sig else code
+
+
+def describe(state: str, code: int | None) -> str:
+    """C{"COMPLETED, exited with code 0"}, C{"CANCELLED, killed by signal 15 (SIGTERM)"}..."""
+    if code is None:
+        return f"{state}, exit code unknown"
+    if code < 0:
+        try:
+            return f"{state}, killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"{state}, killed by signal {-code}"
+    return f"{state}, exited with code {code}"
+
+
+@attrs.frozen
+class _Queued:
+    """One job as C{squeue} shows it."""
+
+    state: str
+    reason: str
+    start: float | None
+    node: str
+
+
+@implementer(ILauncher)
+class SlurmLauncher:
+    """
+    Starts agents as SLURM batch jobs submitted from this host.
+
+    @param common_args: arguments given to every agent after its plugin
+        arguments (settings file, state directory...).
+    @param timeout: seconds each SLURM command may take.
+    @param env: environment variables for the SLURM commands (e.g.
+        C{SLURM_CONF}); jobs inherit the submitting environment.
+    @param log_dir: where output files go without a C{workdir} or
+        C{output} option (default: the current directory).
+    @param runner: runs the commands (a L{ProcessRunner} by default).
+    """
+
+    name = "slurm"
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        common_args: Sequence[str],
+        timeout: float = 30.0,
+        env: Mapping[str, str] | None = None,
+        log_dir: str | None = None,
+        runner: Runner | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.reactor = reactor
+        self.common_args = [check_argument(a, "common argument") for a in common_args]
+        self.timeout = timeout
+        self.log_dir = check_argument(os.path.abspath(log_dir or "."), "log directory")
+        self.run = runner or ProcessRunner(reactor, env)
+        self.poll_interval = poll_interval
+
+    def start(self, spec: AgentSpec, placement: Placement) -> defer.Deferred[LaunchRecord]:
+        """Submit the agent's job; fire with its record once SLURM gave its id."""
+        return defer.Deferred.fromCoroutine(self._start(spec, placement))
+
+    async def _start(self, spec: AgentSpec, placement: Placement) -> LaunchRecord:
+        sub = build_submission(spec, placement, self.common_args, self.log_dir)
+        try:
+            result = await self.run(sub.argv, sub.script.encode(), self.timeout)
+        except LaunchError as e:
+            if e.code == "timeout":  # it may have been queued: leave nothing behind
+                self.run(["scancel", f"--name={sub.job_name}"], None, self.timeout).addErrback(lambda f: None)
+            raise
+        if result.code != 0:
+            raise LaunchError("failed", f"sbatch refused {spec.name}: {result.err.strip() or result.out.strip()}")
+        job_id = result.out.strip().split(";")[0]
+        if not JOB_ID_RE.fullmatch(job_id):
+            raise LaunchError("failed", f"sbatch printed no job id for {spec.name}: {result.out.strip()!r}")
+        log = expand_output(sub.output, job_id, sub.job_name)
+        self._log.info("{agent}: SLURM job {job}, output {log}", agent=spec.name, job=job_id, log=log)
+        return LaunchRecord(spec.name, "slurm", placement.host, self.reactor.seconds(), job_id=job_id, log=log,
+                            extra={"job_name": sub.job_name})
+
+    def stop(self, record: LaunchRecord, grace: float) -> defer.Deferred[AgentStatus]:
+        """SIGTERM the job's processes, SIGKILL them after C{grace}; fire once the job left the queue."""
+        return defer.Deferred.fromCoroutine(self._stop(record, grace))
+
+    async def _stop(self, record: LaunchRecord, grace: float) -> AgentStatus:
+        job = self._job(record)
+        queued = await self._queued(job)
+        if queued is None or queued.state in ENDED:
+            return await self._status(record)
+        if queued.state == "PENDING":
+            await self._scancel(job)
+        else:
+            await self._scancel("--signal=TERM", "--full", job)
+        if not await self._left_queue(job, grace):
+            self._log.warn("{agent}: job {job} still there after {grace} s: SIGKILL", agent=record.agent,
+                           job=job, grace=grace)
+            await self._scancel("--signal=KILL", "--full", job)
+            await self._scancel(job)
+            if not await self._left_queue(job, self.timeout):
+                raise LaunchError("timeout", f"job {job} of {record.agent} still in the queue after SIGKILL")
+        return await self._status(record)
+
+    def status(self, record: LaunchRecord) -> defer.Deferred[AgentStatus]:
+        """The job's state: from C{squeue}, else C{sacct}, else C{scontrol show job}."""
+        return defer.Deferred.fromCoroutine(self._status(record))
+
+    async def _status(self, record: LaunchRecord) -> AgentStatus:
+        job = self._job(record)
+        queued = await self._queued(job)
+        if queued is not None and queued.state not in ENDED:
+            where = f" on {queued.node}" if queued.node and queued.node != "n/a" else ""
+            detail = f"{queued.state}{where}"
+            if queued.reason and queued.reason != "None":
+                detail += f" ({queued.reason})"
+            since = queued.start if queued.state != "PENDING" else None
+            return AgentStatus(record.agent, True, job_id=job, since=since, detail=detail)
+        ended = await self._accounting(job)
+        if ended is None:
+            if queued is not None:
+                return AgentStatus(record.agent, False, job_id=job, detail=describe(queued.state, None))
+            return AgentStatus(record.agent, False, job_id=job,
+                               detail="finished, state unknown (no longer known to SLURM, no accounting)")
+        state, code, end = ended
+        return AgentStatus(record.agent, False, job_id=job, exit_code=code, since=end, detail=describe(state, code))
+
+    def tail(self, record: LaunchRecord, lines: int) -> defer.Deferred[str]:
+        """The output file's last lines, if this host can read it (a shared file system)."""
+        return defer.Deferred.fromCoroutine(self._tail(record, lines))
+
+    async def _tail(self, record: LaunchRecord, lines: int) -> str:
+        if not isinstance(lines, int) or not 0 < lines <= MAX_TAIL_LINES:
+            raise LaunchError("invalid", f"lines must be 1 to {MAX_TAIL_LINES}, got {lines!r}")
+        if not record.log:
+            return f"no output file recorded for {record.agent}"
+        path = check_argument(record.log, "output file")
+        try:
+            result = await self.run(["tail", "-n", str(lines), "--", path], None, self.timeout)
+        except LaunchError as e:
+            return f"cannot read {path}: {e.reason}"
+        if result.code != 0:
+            return (f"output of job {record.job_id} ({path}) is not readable on this host, only on the node "
+                    f"that ran it (no shared file system?): {result.err.strip()}")
+        return result.out
+
+    # -- the SLURM commands ------------------------------------------------------
+
+    @staticmethod
+    def _job(record: LaunchRecord) -> str:
+        if not isinstance(record.job_id, str) or not JOB_ID_RE.fullmatch(record.job_id):
+            raise LaunchError("invalid", f"invalid SLURM job id {record.job_id!r} in the record of {record.agent}")
+        return record.job_id
+
+    async def _queued(self, job: str) -> _Queued | None:
+        """The job in C{squeue}, or C{None} when it is not listed."""
+        result = await self.run(["squeue", "-h", "-j", job, "-o", "%T|%r|%S|%B"], None, self.timeout)
+        if result.code != 0:
+            if any(text in result.err for text in _GONE_ERRORS):
+                return None
+            code = "unreachable" if any(text in result.err for text in _UNREACHABLE) else "failed"
+            raise LaunchError(code, f"squeue failed for job {job}: {result.err.strip()}")
+        line = result.out.strip().splitlines()[0] if result.out.strip() else ""
+        if not line:
+            return None
+        state, reason, start, node = (line.split("|", 3) + ["", "", ""])[:4]
+        return _Queued(state.split()[0] if state.strip() else "UNKNOWN", reason, parse_time(start), node)
+
+    async def _accounting(self, job: str) -> tuple[str, int | None, float | None] | None:
+        """(state, exit code, end) of an ended job from C{sacct}, else C{scontrol}; C{None} if neither knows."""
+        try:
+            result = await self.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State,ExitCode,End"],
+                                    None, self.timeout)
+            line = result.out.strip().splitlines()[0] if result.code == 0 and result.out.strip() else ""
+            if line.count("|") == 2:
+                state, code, end = line.split("|")
+                return state.split()[0] if state.strip() else "UNKNOWN", parse_exit(code), parse_time(end)
+        except LaunchError as e:
+            self._log.debug("sacct for job {job}: {error}", job=job, error=e)
+        result = await self.run(["scontrol", "-o", "show", "job", job], None, self.timeout)
+        if result.code != 0:
+            return None
+        fields = dict(re.findall(r"(?:^|\s)(JobState|ExitCode|EndTime)=(\S+)", result.out))
+        if "JobState" not in fields:
+            return None
+        return fields["JobState"], parse_exit(fields.get("ExitCode", "")), parse_time(fields.get("EndTime", ""))
+
+    async def _scancel(self, *args: str) -> None:
+        result = await self.run(["scancel", *args], None, self.timeout)
+        if result.code != 0 and not any(text in result.err for text in _GONE_ERRORS):
+            raise LaunchError("failed", f"scancel {' '.join(args)}: {result.err.strip()}")
+
+    async def _left_queue(self, job: str, seconds: float) -> bool:
+        """Whether the job leaves the queue (or ends) within C{seconds}, asking every poll interval."""
+        deadline = self.reactor.seconds() + seconds
+        while True:
+            queued = await self._queued(job)
+            if queued is None or queued.state in ENDED:
+                return True
+            if self.reactor.seconds() >= deadline:
+                return False
+            await deferLater(self.reactor, self.poll_interval, lambda: None)
+
+
+__all__ = ["SlurmLauncher", "ProcessRunner", "CommandResult", "Submission", "build_submission", "check_options"]

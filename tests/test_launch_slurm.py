@@ -1,0 +1,524 @@
+"""
+Tests of the C{slurm} launcher (L{ecs.launch.slurm}): command building,
+parsing and state mapping with a scripted runner and a L{Clock}; injection
+attempts; the real runner with a fake process reactor and with C{sh}; and,
+end to end, a detector controller run as a job of a real single-node SLURM
+(L{tests.slurm}) that registers with a real ECA and is then cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import treq
+from twisted.internet import defer, reactor, task
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from ecs.launch import AgentSpec, ILauncher, LaunchError, LaunchRecord, Placement
+from ecs.launch.slurm import CommandResult, ProcessRunner, SlurmLauncher, build_submission
+from tests.procs import pid_alive, spawn, tool
+
+SPEC = AgentSpec("detector", "D1", ("ecs-detector", "--id", "D1", "--type", "STS"))
+COMMON = ["--config", "/etc/ecs/ecs.yaml", "--state-dir", "/var/lib/ecs"]
+
+
+def placement(**options: Any) -> Placement:
+    """A slurm placement of detector D1."""
+    return Placement("detector:D1", "cluster", "slurm", options)
+
+
+def record(job_id: Any = "42") -> LaunchRecord:
+    """The record of D1 as job C{job_id}."""
+    return LaunchRecord("detector:D1", "slurm", "cluster", 1.0, job_id=job_id, log="/logs/d1-42.log")
+
+
+class FakeRunner:
+    """Records the commands; answers each with C{respond(argv)} (a result or a L{LaunchError})."""
+
+    def __init__(self, respond: Callable[[list[str]], Any]) -> None:
+        self.respond = respond
+        self.calls: list[tuple[list[str], bytes | None, float]] = []
+
+    def __call__(self, argv: Sequence[str], stdin: bytes | None, timeout: float) -> defer.Deferred[CommandResult]:
+        self.calls.append((list(argv), stdin, timeout))
+        answer = self.respond(list(argv))
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
+
+    def commands(self, name: str | None = None) -> list[list[str]]:
+        """The argv of every call (of C{name} only, if given)."""
+        return [argv for argv, _, _ in self.calls if name is None or argv[0] == name]
+
+
+def ok(out: str = "", err: str = "", code: int = 0) -> CommandResult:
+    """A command's result."""
+    return CommandResult(code, out, err)
+
+
+SACCT_OFF = ok(err="Slurm accounting storage is disabled\n", code=1)
+NO_JOB = ok(err="slurm_load_jobs error: Invalid job id specified\n", code=1)
+
+
+class SubmissionTests(SynchronousTestCase):
+    """What C{start} submits, and what it refuses."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.runner = FakeRunner(lambda argv: ok("4242;ecstest\n"))
+        self.launcher = SlurmLauncher(self.clock, COMMON, timeout=7.0, log_dir="/logs", runner=self.runner)
+
+    def test_interface(self) -> None:
+        """The launcher provides ILauncher and is called slurm."""
+        self.assertTrue(verifyObject(ILauncher, self.launcher))
+        self.assertEqual(self.launcher.name, "slurm")
+
+    def test_sbatch_arguments(self) -> None:
+        """Placement options become single sbatch arguments; the script execs twistd with every argument in order."""
+        sub = build_submission(
+            SPEC,
+            placement(partition="debug", account="cbm", qos="normal", time="1-00:00:00", nodelist="node[01-02]",
+                      workdir="/scratch/ecs", extra=["--mem=2G", "--exclusive=user"], twistd="/opt/ecs/bin/twistd",
+                      args=["--bind", "tcp://0.0.0.0:7000"], env={"ECS_SITE": "cave 1"}),
+            COMMON,
+            "/logs",
+        )
+        self.assertEqual(sub.argv, (
+            "sbatch", "--parsable", "--job-name=ecs-detector-D1", "--output=/scratch/ecs/ecs-detector-D1-%j.log",
+            "--partition=debug", "--account=cbm", "--qos=normal", "--time=1-00:00:00", "--nodelist=node[01-02]",
+            "--chdir=/scratch/ecs", "--mem=2G", "--exclusive=user",
+        ))
+        self.assertIn("\nexport ECS_SITE='cave 1'\n", sub.script)
+        self.assertTrue(sub.script.startswith("#!/bin/sh\n"))
+        self.assertTrue(sub.script.endswith(
+            "\nexec /opt/ecs/bin/twistd -n --pidfile= ecs-detector --id D1 --type STS --config /etc/ecs/ecs.yaml "
+            "--state-dir /var/lib/ecs --bind tcp://0.0.0.0:7000\n"
+        ))
+        self.assertNotIn("#SBATCH", sub.script)
+
+    def test_start_records_job(self) -> None:
+        """start feeds the script to sbatch's stdin and records the job id, the expanded output file and the job name."""
+        started = self.successResultOf(self.launcher.start(SPEC, placement(job_name="d1", output="/out/%x.%j.log")))
+        argv, stdin, timeout = self.runner.calls[0]
+        self.assertEqual(argv[:3], ["sbatch", "--parsable", "--job-name=d1"])
+        self.assertEqual(timeout, 7.0)
+        assert stdin is not None
+        self.assertIn(b"exec twistd -n --pidfile= ecs-detector --id D1", stdin)
+        self.assertEqual(
+            (started.agent, started.launcher, started.host, started.job_id, started.log, started.started,
+             started.extra["job_name"]),
+            ("detector:D1", "slurm", "cluster", "4242", "/out/d1.4242.log", 1000.0, "d1"),
+        )
+        self.assertEqual(LaunchRecord.from_json(started.to_json()), started)
+
+    def test_default_output(self) -> None:
+        """Without workdir or output the log goes to the launcher's log directory (the supervisor's agent_args pass)."""
+        started = self.successResultOf(self.launcher.start(SPEC, placement(agent_args=["--type", "STS"])))
+        self.assertEqual(started.log, "/logs/ecs-detector-D1-4242.log")
+
+    def test_injection_in_ids_refused(self) -> None:
+        """Ids like 'a;touch pwned' or '$(id)' are refused before any command runs."""
+        for bad in ("a;touch pwned", "$(id)", "a b", "`id`", "x\ny"):
+            spec = AgentSpec("detector", bad, ("ecs-detector", "--id", bad))
+            failure = self.failureResultOf(self.launcher.start(spec, Placement(f"detector:{bad}", "h", "slurm")))
+            self.assertEqual(failure.value.code, "invalid", bad)
+        for bad_job in ("1;touch pwned", "$(id)", "42 43", None, 42):
+            for call in (self.launcher.status(record(bad_job)), self.launcher.stop(record(bad_job), 1.0)):
+                self.assertEqual(self.failureResultOf(call, LaunchError).value.code, "invalid")
+        self.assertEqual(self.runner.calls, [])
+
+    def test_bad_options_refused(self) -> None:
+        """Malformed or unknown options are refused with a message naming them; nothing is submitted."""
+        cases = {
+            "partiton": {"partiton": "debug"},
+            "partition": {"partition": "debug --wrap=id"},
+            "time": {"time": "1h"},
+            "form --name=value": {"extra": ["-o", "/x"]},
+            "--wrap": {"extra": ["--wrap=touch pwned"]},
+            "--output": {"extra": ["--output=/elsewhere"]},
+            "list of strings": {"args": "--bind x"},
+            "environment variable name": {"env": {"A B": "1"}},
+            "environment variable X": {"env": {"X": "a\nb"}},
+            "absolute": {"output": "relative.log"},
+            "%j, %x": {"output": "/x/%N.log"},
+            "job_name": {"job_name": "a;b"},
+            "item of slurm option args": {"args": ["ok", "new\nline"]},
+        }
+        for expected, options in cases.items():
+            failure = self.failureResultOf(self.launcher.start(SPEC, placement(**options)), LaunchError)
+            self.assertEqual(failure.value.code, "invalid")
+            self.assertIn(expected, failure.value.reason)
+        other = Placement("detector:D1", "h", "ssh")
+        self.assertIn("not slurm", self.failureResultOf(self.launcher.start(SPEC, other)).value.reason)
+        self.assertEqual(self.runner.calls, [])
+
+    def test_sbatch_refuses(self) -> None:
+        """A non-zero sbatch fails the start with its error text."""
+        self.runner.respond = lambda argv: ok(err="sbatch: error: invalid partition specified: nope\n", code=1)
+        failure = self.failureResultOf(self.launcher.start(SPEC, placement(partition="nope")), LaunchError)
+        self.assertEqual(failure.value.code, "failed")
+        self.assertIn("invalid partition specified: nope", failure.value.reason)
+
+    def test_sbatch_prints_no_job_id(self) -> None:
+        """Output that is not a job id fails the start."""
+        self.runner.respond = lambda argv: ok("Submitted batch job 12\n")
+        self.assertIn("no job id", self.failureResultOf(self.launcher.start(SPEC, placement())).value.reason)
+
+    def test_sbatch_timeout_cancels_by_name(self) -> None:
+        """When sbatch times out the job may be queued: it is cancelled by its name, and the start fails."""
+        self.runner.respond = lambda argv: LaunchError("timeout", "sbatch did not finish") if argv[0] == "sbatch" else ok()
+        failure = self.failureResultOf(self.launcher.start(SPEC, placement()), LaunchError)
+        self.assertEqual(failure.value.code, "timeout")
+        self.assertEqual(self.runner.commands("scancel"), [["scancel", "--name=ecs-detector-D1"]])
+
+
+class StatusTests(SynchronousTestCase):
+    """squeue, sacct and scontrol answers mapped to AgentStatus."""
+
+    def status(self, answers: dict[str, CommandResult | Exception]) -> Any:
+        runner = FakeRunner(lambda argv: answers[argv[0]])
+        launcher = SlurmLauncher(Clock(), [], runner=runner)
+        self.runner = runner
+        return launcher.status(record())
+
+    def test_running(self) -> None:
+        """A RUNNING job is running since its start time, on its node."""
+        status = self.successResultOf(self.status({"squeue": ok("RUNNING|None|2025-01-31T12:00:00|node7\n")}))
+        self.assertEqual((status.running, status.job_id, status.detail), (True, "42", "RUNNING on node7"))
+        self.assertEqual(status.since, time.mktime((2025, 1, 31, 12, 0, 0, 0, 0, -1)))
+        self.assertEqual(self.runner.commands(), [["squeue", "-h", "-j", "42", "-o", "%T|%r|%S|%B"]])
+
+    def test_pending(self) -> None:
+        """A PENDING job counts as running (it must not be started twice), with its reason."""
+        status = self.successResultOf(self.status({"squeue": ok("PENDING|Resources|N/A|n/a\n")}))
+        self.assertEqual((status.running, status.since, status.detail), (True, None, "PENDING (Resources)"))
+
+    def test_ended_from_sacct(self) -> None:
+        """A job gone from the queue: sacct says how it ended."""
+        for line, code, detail in (
+            ("COMPLETED|0:0|2025-01-31T12:05:00", 0, "COMPLETED, exited with code 0"),
+            ("FAILED|3:0|2025-01-31T12:05:00", 3, "FAILED, exited with code 3"),
+            ("CANCELLED by 0|0:15|2025-01-31T12:05:00", -15, "CANCELLED, killed by signal 15 (SIGTERM)"),
+            ("TIMEOUT|0:1|Unknown", -1, "TIMEOUT, killed by signal 1 (SIGHUP)"),
+        ):
+            status = self.successResultOf(self.status({"squeue": ok(), "sacct": ok(line + "\n")}))
+            self.assertEqual((status.running, status.exit_code, status.detail), (False, code, detail))
+        self.assertEqual(self.runner.commands("sacct"),
+                         [["sacct", "-n", "-P", "-X", "-j", "42", "-o", "State,ExitCode,End"]])
+
+    def test_ended_from_scontrol(self) -> None:
+        """Without accounting, scontrol show job (recently ended jobs) tells the state and exit code."""
+        line = ("JobId=42 JobName=ecs-detector-D1 JobState=COMPLETED Reason=None ExitCode=0:0 "
+                "StartTime=2025-01-31T12:00:00 EndTime=2025-01-31T12:05:00 Command=(null)\n")
+        status = self.successResultOf(self.status({"squeue": NO_JOB, "sacct": SACCT_OFF, "scontrol": ok(line)}))
+        self.assertEqual((status.running, status.exit_code, status.detail), (False, 0, "COMPLETED, exited with code 0"))
+        self.assertIsNotNone(status.since)
+        self.assertEqual(self.runner.commands("scontrol"), [["scontrol", "-o", "show", "job", "42"]])
+
+    def test_state_unknown(self) -> None:
+        """Forgotten by SLURM and no accounting: finished, state unknown."""
+        status = self.successResultOf(self.status({"squeue": NO_JOB, "sacct": SACCT_OFF, "scontrol": NO_JOB}))
+        self.assertEqual((status.running, status.exit_code), (False, None))
+        self.assertIn("finished, state unknown", status.detail)
+
+    def test_controller_unreachable(self) -> None:
+        """squeue failing to reach slurmctld is 'unreachable', other failures 'failed'."""
+        down = ok(err="squeue: error: Unable to contact slurm controller (connect failure)\n", code=1)
+        self.assertEqual(self.failureResultOf(self.status({"squeue": down}), LaunchError).value.code, "unreachable")
+        odd = ok(err="squeue: error: something else\n", code=1)
+        self.assertEqual(self.failureResultOf(self.status({"squeue": odd}), LaunchError).value.code, "failed")
+
+
+class StopTests(SynchronousTestCase):
+    """stop: SIGTERM, then SIGKILL after the grace period, with a Clock."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.queue = "RUNNING|None|2025-01-31T12:00:00|n1\n"
+        self.ignores_term = False
+
+        def respond(argv: list[str]) -> Any:
+            if argv[0] == "squeue":
+                return ok(self.queue)
+            if argv[0] == "scancel":
+                if argv[1:] == ["42"] or "--signal=KILL" in argv or not self.ignores_term:
+                    self.queue = ""
+                return ok()
+            return {"sacct": SACCT_OFF, "scontrol": ok("JobId=42 JobState=COMPLETED ExitCode=0:0\n")}[argv[0]]
+
+        self.runner = FakeRunner(respond)
+        self.launcher = SlurmLauncher(self.clock, [], timeout=5.0, runner=self.runner, poll_interval=0.5)
+
+    def test_graceful(self) -> None:
+        """A job that ends on SIGTERM: one scancel --signal=TERM --full, no SIGKILL."""
+        status = self.successResultOf(self.launcher.stop(record(), 10.0))
+        self.assertEqual(self.runner.commands("scancel"), [["scancel", "--signal=TERM", "--full", "42"]])
+        self.assertEqual((status.running, status.exit_code), (False, 0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_killed_after_grace(self) -> None:
+        """A job still there after the grace period gets SIGKILL and a cancel; stop fires once it is gone."""
+        self.ignores_term = True
+        d = self.launcher.stop(record(), 3.0)
+        self.clock.advance(2.5)
+        self.assertNoResult(d)
+        self.assertEqual(len(self.runner.commands("scancel")), 1)
+        self.clock.pump([0.5] * 2)
+        status = self.successResultOf(d)
+        self.assertEqual(self.runner.commands("scancel"), [
+            ["scancel", "--signal=TERM", "--full", "42"],
+            ["scancel", "--signal=KILL", "--full", "42"],
+            ["scancel", "42"],
+        ])
+        self.assertFalse(status.running)
+
+    def test_pending_cancelled(self) -> None:
+        """A pending job (no process to signal) is simply cancelled."""
+        self.queue = "PENDING|Priority|N/A|n/a\n"
+        self.successResultOf(self.launcher.stop(record(), 3.0))
+        self.assertEqual(self.runner.commands("scancel"), [["scancel", "42"]])
+
+    def test_already_gone(self) -> None:
+        """Stopping a job that already left the queue succeeds without scancel."""
+        self.queue = ""
+        status = self.successResultOf(self.launcher.stop(record(), 3.0))
+        self.assertFalse(status.running)
+        self.assertEqual(self.runner.commands("scancel"), [])
+
+    def test_never_leaves(self) -> None:
+        """A job that stays after SIGKILL fails the stop with 'timeout' after the launcher's timeout."""
+        self.runner.respond = lambda argv: ok("COMPLETING|None|N/A|n1\n") if argv[0] == "squeue" else ok()
+        d = self.launcher.stop(record(), 1.0)
+        self.clock.pump([0.5] * 20)
+        self.assertEqual(self.failureResultOf(d, LaunchError).value.code, "timeout")
+
+    def test_tail(self) -> None:
+        """tail runs tail -n on the recorded output file; unreadable files give a clear message."""
+        self.runner.respond = lambda argv: ok("line 1\nline 2\n")
+        self.assertEqual(self.successResultOf(self.launcher.tail(record(), 2)), "line 1\nline 2\n")
+        self.assertEqual(self.runner.commands("tail"), [["tail", "-n", "2", "--", "/logs/d1-42.log"]])
+        self.runner.respond = lambda argv: ok(err="tail: cannot open '/logs/d1-42.log'\n", code=1)
+        self.assertIn("not readable on this host", self.successResultOf(self.launcher.tail(record(), 2)))
+        self.assertEqual(self.failureResultOf(self.launcher.tail(record(), 0), LaunchError).value.code, "invalid")
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.stdin_closed = False
+        self.signals: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def closeStdin(self) -> None:
+        self.stdin_closed = True
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class ProcessReactor(Clock):
+    """A Clock that records spawnProcess calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, str, list[str], dict[str, str], _FakeTransport]] = []
+
+    def spawnProcess(self, proto: Any, executable: str, args: list[str], env: dict[str, str], usePTY: bool) -> Any:
+        transport = _FakeTransport()
+        proto.makeConnection(transport)
+        self.spawned.append((proto, executable, args, env, transport))
+        return transport
+
+
+class ProcessRunnerTests(SynchronousTestCase):
+    """The real runner with a fake process reactor."""
+
+    def test_output_and_code(self) -> None:
+        """stdin is written then closed; output and exit code come back; env has the extra variables."""
+        fake = ProcessReactor()
+        d = ProcessRunner(fake, {"SLURM_CONF": "/x/slurm.conf"})(["sh", "-s"], b"echo hi\n", 5.0)
+        proto, executable, args, env, transport = fake.spawned[0]
+        self.assertEqual((executable.endswith("/sh"), args, env["SLURM_CONF"]), (True, ["sh", "-s"], "/x/slurm.conf"))
+        self.assertEqual((transport.written, transport.stdin_closed), (b"echo hi\n", True))
+        proto.childDataReceived(1, b"out")
+        proto.childDataReceived(2, b"err")
+        proto.processEnded(Failure(ProcessTerminated(exitCode=3)))
+        self.assertEqual(self.successResultOf(d), CommandResult(3, "out", "err"))
+        self.assertEqual(fake.getDelayedCalls(), [])
+
+    def test_signal(self) -> None:
+        """A command killed by a signal has minus the signal as code."""
+        fake = ProcessReactor()
+        d = ProcessRunner(fake)(["sh"], None, 5.0)
+        fake.spawned[0][0].processEnded(Failure(ProcessTerminated(signal=9)))
+        self.assertEqual(self.successResultOf(d).code, -9)
+
+    def test_timeout_kills(self) -> None:
+        """A command still running after its timeout is killed and fails with 'timeout'."""
+        fake = ProcessReactor()
+        d = ProcessRunner(fake)(["sh"], None, 5.0)
+        fake.advance(5.0)
+        self.assertEqual(fake.spawned[0][4].signals, ["KILL"])
+        self.assertEqual(self.failureResultOf(d, LaunchError).value.code, "timeout")
+        fake.spawned[0][0].processEnded(Failure(ProcessDone(None)))  # the late end changes nothing
+
+    def test_missing_binary(self) -> None:
+        """A command not on the PATH fails clearly, nothing is spawned."""
+        fake = ProcessReactor()
+        d = ProcessRunner(fake, {"PATH": "/nonexistent"})(["sbatch"], None, 5.0)
+        failure = self.failureResultOf(d, LaunchError)
+        self.assertEqual(failure.value.code, "failed")
+        self.assertIn("sbatch not found on PATH", failure.value.reason)
+        self.assertEqual(fake.spawned, [])
+
+
+class ScriptTests(TestCase):
+    """The batch script run by a real sh: arguments arrive verbatim, nothing is interpreted."""
+
+    async def test_arguments_verbatim(self) -> None:
+        """Quotes, spaces, $(...), backticks and ';' in arguments and env reach the program unchanged."""
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        printer = tmp / "print-args"
+        printer.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\nprintf "ENV=%s\\n" "$ECS_X"\n')
+        printer.chmod(0o755)
+        nasty = ["it's", 'say "hi"', "$(touch pwned1)", "`touch pwned2`", f"; touch {tmp}/pwned3", "a b\tc",
+                 "$HOME", "\\", "*", "-n", ""]
+        spec = AgentSpec("detector", "D1", ("ecs-detector", "--id", "D1", *nasty))
+        sub = build_submission(spec, placement(twistd=str(printer), args=["--x", "'; touch pwned4 '"],
+                                               env={"ECS_X": "$(touch pwned5) 'q'"}), ["--common", "c d"], str(tmp))
+        result = await ProcessRunner(reactor)(["sh", "-s"], sub.script.encode(), 10.0)
+        self.assertEqual(result.code, 0, result.err)
+        lines = result.out.splitlines()
+        self.assertRegex(lines[0], r"^ecs-launch: agent detector:D1 job  pid \d+ on \S+$")
+        self.assertEqual(lines[1:], ["-n", "--pidfile=", "ecs-detector", "--id", "D1", *nasty, "--common", "c d",
+                                     "--x", "'; touch pwned4 '", "ENV=$(touch pwned5) 'q'"])
+        self.assertEqual([p.name for p in tmp.iterdir() if "pwned" in p.name], [])
+        self.assertFalse(any(Path(f"pwned{n}").exists() for n in range(1, 6)))
+
+
+def free_port() -> int:
+    """A loopback port free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SlurmEndToEndTests(TestCase):
+    """A detector controller as a job of a real single-node SLURM, registered with a real ECA."""
+
+    timeout = 120
+
+    async def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+        headers = {"Content-Type": ["application/json"]}
+        if token:
+            headers["Authorization"] = [f"Bearer {token}"]
+        data = json.dumps(body).encode() if body is not None else None
+        response = await treq.request(method, self.base + path, headers=headers, data=data, persistent=False)
+        content = await response.content()
+        return response.code, json.loads(content) if content else None
+
+    async def unassigned(self, token: str) -> dict[str, Any]:
+        code, body = await self.api("GET", "/api/detectors/unassigned", token)
+        self.assertEqual(code, 200, body)
+        return {entry["id"]: entry for entry in body}
+
+    async def poll(self, condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+        for _ in range(int(timeout / 0.2)):
+            value = await condition()
+            if value:
+                return value
+            await task.deferLater(reactor, 0.2, lambda: None)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def start_eca(self, tmp: Path) -> str:
+        """A real ecs-eca whose store holds the unassigned detector SL1 (type STS); returns an admin token."""
+        from ecs.security import init_keys
+        from ecs.store import Store, database_path
+
+        state = tmp / "var"
+        init_keys(state / "keys")
+        (tmp / "ecs.yaml").write_text(
+            f"registry: {{address: 'tcp://127.0.0.1:{free_port()}'}}\n"
+            "heartbeat: {interval: 0.3, timeout: 1.2}\nrequest_timeout: 3.0\n"
+        )
+        store = await Store.open(database_path(state), reactor)
+        try:
+            await store.add_detector("SL1", "STS", None)
+        finally:
+            await store.close()
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        eca, _ = spawn(self, "ecs-eca", [tool("twistd"), "-n", "--pidfile=", "ecs-eca", "--config", str(tmp / "ecs.yaml"),
+                                         "--state-dir", str(state), "--port", str(port)],
+                       cwd=str(tmp), env={"ECS_ADMIN_PASSWORD": ""})
+        await eca.wait_for(r"ECS web: http://", timeout=60)
+        password = (state / "admin-password").read_text().strip()
+        code, body = await self.api("POST", "/api/login", body={"username": "admin", "password": password, "kind": "api"})
+        self.assertEqual(code, 200, body)
+        return str(body["token"])
+
+    async def test_detector_job(self) -> None:
+        """ecs-detector as a SLURM job: RUNNING, registered with the ECA (connected); stop cancels it, its process is gone."""
+        from tests.slurm import start_cluster
+
+        cluster = await start_cluster(self)
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        token = await self.start_eca(tmp)
+        launcher = SlurmLauncher(reactor, ["--config", str(tmp / "ecs.yaml"), "--state-dir", str(tmp / "var")],
+                                 timeout=15.0, env=cluster.env, log_dir=str(tmp), poll_interval=0.2)
+        spec = AgentSpec("detector", "SL1", ("ecs-detector", "--id", "SL1", "--type", "STS"))
+        started = await launcher.start(spec, Placement("detector:SL1", cluster.node, "slurm",
+                                                       {"twistd": tool("twistd"), "workdir": str(tmp)}))
+        self.assertIsNotNone(started.job_id)
+        self.assertEqual(started.log, f"{tmp}/ecs-detector-SL1-{started.job_id}.log")
+
+        async def running() -> Any:
+            status = await launcher.status(started)
+            return status if status.detail.startswith("RUNNING") else None
+
+        status = await self.poll(running, "job RUNNING")
+        self.assertTrue(status.running)
+        self.assertEqual(status.job_id, started.job_id)
+
+        async def connected() -> bool:
+            return bool((await self.unassigned(token)).get("SL1", {}).get("connected"))
+
+        try:
+            await self.poll(connected, "SL1 connected to the ECA")
+        except AssertionError:
+            raise AssertionError("SL1 never connected; job output:\n" + await launcher.tail(started, 30)) from None
+        output = await launcher.tail(started, 200)
+        match = re.search(r"ecs-launch: agent detector:SL1 job (\d+) pid (\d+) on", output)
+        assert match is not None, output
+        self.assertEqual(match.group(1), started.job_id)
+        pid = int(match.group(2))
+        self.assertTrue(pid_alive(pid))
+
+        final = await launcher.stop(started, grace=10.0)
+        self.assertFalse(final.running)
+        # twistd shuts down cleanly on SIGTERM, then ends by that signal (so SLURM says FAILED)
+        self.assertEqual((final.exit_code, final.detail), (-15, "FAILED, killed by signal 15 (SIGTERM)"))
+        self.assertIn("Server Shut Down.", await launcher.tail(started, 5))
+        self.assertNotIn(started.job_id, await cluster.jobs())
+        self.assertFalse(pid_alive(pid))
+        again = await launcher.stop(started, grace=1.0)  # stopping one already gone succeeds
+        self.assertFalse(again.running)
+
+        async def disconnected() -> bool:
+            return not (await self.unassigned(token))["SL1"]["connected"]
+
+        await self.poll(disconnected, "SL1 shown disconnected")
