@@ -79,6 +79,7 @@ class ConfigureOp:
     sending: IDelayedCall | None = None
     timer: IDelayedCall | None = None
     last_progress: tuple[int, float] = (-1, 0.0)
+    progress_call: IDelayedCall | None = None
 
     def describe(self, partition: Partition) -> str:
         stage = partition.sequence.stages[self.stage]
@@ -320,12 +321,22 @@ class Sequencer:
         self._report_progress(op)
 
     def _report_progress(self, op: ConfigureOp) -> None:
+        # At most one report per PROGRESS_INTERVAL, and never a swallowed
+        # last value: a change inside the interval is reported when it ends.
+        if self.op is not op:
+            return
         ready, total = self.partition.stage_counts(op.stage)
         now = self.clock.seconds()
         last_ready, last_time = op.last_progress
-        if ready != last_ready and (now - last_time >= PROGRESS_INTERVAL or ready == total):
+        if ready == last_ready:
+            return
+        if now - last_time >= PROGRESS_INTERVAL or ready == total:
             op.last_progress = (ready, now)
             self.outputs.progress(self.partition.sequence.stages[op.stage].name, ready, total)
+        elif op.progress_call is None or not op.progress_call.active():
+            op.progress_call = self.clock.callLater(
+                last_time + PROGRESS_INTERVAL - now, self._report_progress, op
+            )
 
     def _drive_recording(self, op: RecordingOp) -> None:
         partition = self.partition
@@ -365,6 +376,8 @@ class Sequencer:
         if isinstance(op, ConfigureOp):
             if op.sending is not None and op.sending.active():
                 op.sending.cancel()
+            if op.progress_call is not None and op.progress_call.active():
+                op.progress_call.cancel()
             # A request still waiting for an unreachable peer must not be
             # delivered later, when nobody wants it any more.
             for request in op.requests:
@@ -711,5 +724,7 @@ class Sequencer:
         op = self.op
         if isinstance(op, ConfigureOp) and op.sending is not None and op.sending.active():
             op.sending.cancel()
+        if isinstance(op, ConfigureOp) and op.progress_call is not None and op.progress_call.active():
+            op.progress_call.cancel()
         if op is not None and op.timer is not None and op.timer.active():
             op.timer.cancel()

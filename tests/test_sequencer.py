@@ -213,6 +213,26 @@ class ConfigureTests(Scenario):
             self.assertEqual(readies, sorted(readies), stage)
         self.assertEqual(progress[-1], {"partition": "p1", "stage": "QA", "ready": 1, "total": 1})
 
+    def test_progress_not_swallowed(self) -> None:
+        """A count that changes inside the progress interval is reported when it ends."""
+        from agents.sequencer import PROGRESS_INTERVAL
+
+        self.command("configure", tag="v1", auto=True)
+        sequencer = self.pca.sequencer
+        op = sequencer.op
+        counts = {"value": (1, 5)}
+        self.patch(sequencer.partition, "stage_counts", lambda stage: counts["value"])
+        self.clock.advance(PROGRESS_INTERVAL)
+        sequencer._report_progress(op)
+        counts["value"] = (2, 5)
+        sequencer._report_progress(op)  # inside the interval: held back
+        readies = lambda: [e.body["ready"] for e in self.events if e.type == "progress" and e.body["total"] == 5]
+        self.flush()
+        self.assertEqual(readies(), [1])
+        self.clock.advance(PROGRESS_INTERVAL)
+        self.flush()
+        self.assertEqual(readies(), [1, 2])
+
     def test_auto_never_records(self) -> None:
         """Auto-configure stops at QA_Active: recording is never started by configure."""
         self.configure_to_top()
