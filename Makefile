@@ -11,6 +11,8 @@ TESTS ?= tests
 DETECTORS ?= 0
 PORT ?= 8080
 REGISTRY_PORT ?= 5000
+# SSH admin shell port (empty: 2222 when free, see ecs/shell.py)
+SSH_PORT ?=
 STATE_DIR ?= var
 
 .PHONY: test demo install clean bench
@@ -32,7 +34,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/twistd -n --pidfile= ecs-demo --port $(PORT) --registry-port $(REGISTRY_PORT) \
-		--state-dir $(STATE_DIR) --detectors $(DETECTORS)
+		--state-dir $(STATE_DIR) --detectors $(DETECTORS) $(if $(SSH_PORT),--ssh-port $(SSH_PORT))
 
 bench: $(STAMP)
 	$(PY) bench/transport.py

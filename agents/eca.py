@@ -10,7 +10,7 @@ users and partition management.  Every command and management change goes
 into the audit trail.
 
 Live events for the interfaces (types C{state}, C{progress}, C{log},
-C{control}) are numbered and kept in a bounded buffer, so a reconnecting
+C{control}, C{allowed}) are numbered and kept in a bounded buffer, so a reconnecting
 SSE client resumes with C{Last-Event-ID}.
 """
 
@@ -26,6 +26,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from agents.eca_agents import AgentsMixin
 from agents.eca_manage import ManagementMixin
 from agents.lifecycle import AsyncStartService
 from agents.eca_partitions import PartitionWatch
@@ -73,7 +74,7 @@ def csrf_for(token: str) -> str:
 
 
 @implementer(IControlCenter)
-class ExperimentControlAgent(ManagementMixin, AsyncStartService):
+class ExperimentControlAgent(AgentsMixin, ManagementMixin, AsyncStartService):
     """The ECA service."""
 
     _log = Logger()
@@ -449,14 +450,26 @@ class ExperimentControlAgent(ManagementMixin, AsyncStartService):
         await self.store.end_run(run.number, outcome)
         self.log_event("info" if outcome == "stopped" else "warn", "ECA", f"run {run.number} ended: {outcome}", watch.id)
 
+    def systems(self) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.systems} (the tables are read once, then kept)."""
+        from agents.eca_systems import systems_view, tables_json
+
+        if getattr(self, "_tables", None) is None:
+            self._tables = tables_json(self.subsystems, self.sequence)
+        tables, table_of = self._tables
+        d = self.store.detectors()
+        return d.addCallbacks(lambda rows: systems_view(self.subsystems, self.sequence, [dataclasses.asdict(r) for r in rows],
+                                                        tables, table_of), _raise_store)
+
     def runs(self, partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{IControlCenter.runs}."""
         d = self.store.runs(partition_id, limit)
         return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], _raise_store)
 
-    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int) -> defer.Deferred[list[dict[str, Any]]]:
+    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
+             until: float | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{IControlCenter.logs}."""
-        d = self.store.logs(partition=partition_id, level=level, since=since, q=q, limit=limit)
+        d = self.store.logs(partition=partition_id, level=level, since=since, q=q, limit=limit, until=until)
         return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], lambda f: _raise_store(f))
 
     # -- metrics -----------------------------------------------------------------

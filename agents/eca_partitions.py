@@ -49,6 +49,8 @@ class PartitionWatch:
         self.last_operator: str | None = None
         self.last_command: str | None = None
         self.losses = 0
+        #: The allowed commands last sent as an C{allowed} event.
+        self._allowed: list[str] | None = None
         self._subscriber: Any = None
         self._mirror: Mirror | None = None
         self._heartbeat: Heartbeat | None = None
@@ -140,6 +142,7 @@ class PartitionWatch:
         if connected and self._mirror is not None and self._mirror.synced:
             self._mirror.start()  # take a fresh snapshot: it may have missed everything
         self.eca.emit("state", {"partition": self.id, "key": "connected", "value": {"connected": connected}}, self.id)
+        self._tell_allowed()
         if connected:
             self.eca.partition_seen(self)  # it may have missed a forced move
 
@@ -181,6 +184,8 @@ class PartitionWatch:
         else:
             self.records[key] = value
         self.eca.emit("state", {"partition": self.id, "key": key, "value": value}, self.id)
+        if key == "partition" or _in_error(old) != _in_error(value):
+            self._tell_allowed()
         if key == "partition":
             self._watch_recording(old, value)
             self.eca.partition_seen(self)
@@ -199,6 +204,13 @@ class PartitionWatch:
         elif was and not now:
             defer.Deferred.fromCoroutine(self.eca.run_ended(self)).addErrback(
                 lambda f: self._log.failure("run end", f))
+
+    def _tell_allowed(self) -> None:
+        """An C{allowed} event when the commands allowed now changed (the GUI's buttons)."""
+        allowed = self.allowed()
+        if allowed != self._allowed:
+            self._allowed = allowed
+            self.eca.emit("allowed", {"partition": self.id, "allowed": allowed}, self.id)
 
     # -- commands ------------------------------------------------------------
 
@@ -276,3 +288,8 @@ class PartitionWatch:
             "progress": self.progress if record.get("operation") else None,
             "systems": systems,
         }
+
+
+def _in_error(record: dict[str, Any] | None) -> bool:
+    """Whether a system record is in Error (that allows C{reset})."""
+    return record is not None and record.get("state") == "Error"

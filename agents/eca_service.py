@@ -1,27 +1,29 @@
 # -*- test-case-name: tests.test_demo -*-
 """
 C{twistd -n ecs-eca} and C{twistd -n ecs-demo}: the ECA with its web API,
-and the demo (the ECA, a seeded database, and every agent launched as a
-local child process).
+and the demo (the ECA, a seeded database, and every agent placed C{local}
+on C{localhost} and started by the ECA's supervisor).
 
 Start-up is asynchronous (the database is opened on the reactor's thread
 pool), so L{ECAService} models it: C{startService} opens the store, makes
 the first admin if there is none, starts the ECA, listens on the web
 endpoint (a Twisted endpoint string: C{tcp:8080:interface=127.0.0.1}, or
-C{ssl:...} for TLS) and, for the demo, seeds the inventory and launches the
-agents.  A failure is logged and the process exits non-zero.
+C{ssl:...} for TLS) and, for the demo, seeds the inventory and the agents'
+placements.  The supervisor (L{agents.eca_supervisor}) then adopts the
+agents still running from before and, with C{--autostart} (always on for
+the demo), starts every placed autostart agent; when the ECA stops it stops
+them all (unless C{--keep-agents}).  A failure is logged and the process
+exits non-zero.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, protocol
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -36,53 +38,11 @@ DEMO_DETECTORS = ("STS", "MVD", "TOF", "TRD", "RICH")
 ECA_READ_BATCH = 16
 
 
-class _Child(protocol.ProcessProtocol):
-    """A launched agent: its output goes to our log, prefixed."""
+SSH_CLIENT_KEY = Path("ssh") / "client_ed25519"
+"""The ssh launcher's client key, under the state directory."""
 
-    _log = Logger()
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.ended: defer.Deferred[None] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        for line in data.decode("utf-8", "replace").splitlines():
-            if "#warn]" in line or "#error]" in line or "#critical]" in line:
-                self._log.warn("[{name}] {line}", name=self.name, line=line.split("] ", 1)[-1])
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self._log.info("{name} ended", name=self.name)
-        self.ended.callback(None)
-
-
-class LocalLauncher:
-    """Starts agents as child processes of the ECA and stops them (by pid)."""
-
-    def __init__(self, reactor: Any, state_dir: Path, common: list[str]) -> None:
-        self.reactor = reactor
-        self.state_dir = state_dir
-        self.common = common
-        self.children: dict[str, tuple[_Child, Any]] = {}
-
-    def start(self, name: str, args: list[str]) -> None:
-        """Start C{twistd -n <args>} as C{name}."""
-        twistd = str(Path(sys.executable).parent / "twistd")
-        child = _Child(name)
-        argv = [twistd, "-n", "--pidfile=", *args, "--state-dir", str(self.state_dir), *self.common]
-        transport = self.reactor.spawnProcess(child, twistd, argv, env=dict(os.environ))
-        self.children[name] = (child, transport)
-
-    async def stop_all(self) -> None:
-        """SIGTERM every child, and wait until they are gone."""
-        for child, transport in self.children.values():
-            try:
-                transport.signalProcess("TERM")
-            except ProcessExitedAlready:
-                pass
-        for child, _ in self.children.values():
-            await child.ended
+SSH_KNOWN_HOSTS = Path("ssh") / "known_hosts"
+"""The ssh launcher's known-hosts file (OpenSSH format), under the state directory."""
 
 
 class ECAService(AsyncStartService):
@@ -102,7 +62,14 @@ class ECAService(AsyncStartService):
         agent_args: list[str] | None = None,
         control_timeout: float = 1200.0,
         log_retention: float = 30 * 86400.0,
+        autostart: bool = False,
+        stop_agents: bool = True,
+        ssh: str | None = None,
     ) -> None:
+        self.ssh = ssh  # SSH shell endpoint; None: ecs.shell.DEFAULT_ENDPOINT if free; "none": no shell
+        self.shell: Any = None
+        self.autostart = autostart
+        self.stop_agents = stop_agents
         self.control_timeout = control_timeout
         self.log_retention = log_retention
         self.settings = settings
@@ -115,7 +82,7 @@ class ECAService(AsyncStartService):
         self.agent_args = agent_args or []
         self.eca: Any = None
         self.port: Any = None
-        self.launcher: LocalLauncher | None = None
+        self.supervisor: Any = None
         self.store: Any = None
         self.label = "ECA"
 
@@ -153,15 +120,24 @@ class ECAService(AsyncStartService):
         )
         self.eca.startService()
         await self.eca.ready
+        if self.demo_detectors is not None:
+            await seed_demo_placements(self.store, self.demo_detectors)
+        from agents.eca_agents import attach_supervisor
+
+        self.supervisor = attach_supervisor(self.eca, self.launchers(), self.reactor)
         api = WebAPI(self.eca, self.reactor)
         gui = GuiPages(self.eca)
         endpoint = endpoints.serverFromString(self.reactor, self.web)
         self.port = await endpoint.listen(Site(site_root(api.resource(), gui.resource())))
+        from ecs.shell import listen_shell
+
+        self.shell = await listen_shell(self.ssh, self.eca, self.store, state_dir, self.reactor)
         address = self.port.getHost()
         url = f"http://{address.host}:{address.port}/"
-        if self.demo_detectors is not None:
-            await self._launch_demo()
+        await self.supervisor.resume(autostart=self.autostart)
         print(f"\nECS web: {url}", flush=True)
+        if self.shell is not None:
+            print(self.shell.describe(), flush=True)
         if password is not None:
             print(
                 f"log in as admin with password {password} (also in {state_dir / 'admin-password'})",
@@ -173,18 +149,29 @@ class ECAService(AsyncStartService):
             print(f"log in as admin (password in {state_dir / 'admin-password'}, if it was generated)", flush=True)
         self._log.info("ECA web at {url}", url=url)
 
-    async def _launch_demo(self) -> None:
-        assert self.eca is not None
-        self.launcher = LocalLauncher(self.reactor, self.settings.state_dir, self.agent_args)
-        self.launcher.start("global", ["ecs-global", "--id", "all"])
-        for detector in DEMO_DETECTORS:
-            self.launcher.start(detector, ["ecs-detector", "--id", detector, "--type", detector])
-        if self.demo_detectors:
-            self.launcher.start(
-                "simhost",
-                ["ecs-simhost", "--ids", f"1-{self.demo_detectors}", "--prefix", "sim", "--type", "STS"],
-            )
-        self.launcher.start("pca-demo", ["ecs-pca", "--id", "demo"])
+    def launchers(self) -> dict[str, Any]:
+        """The launchers this ECA's supervisor may use, by name."""
+        from ecs.launch.local import LocalLauncher
+        from ecs.launch.slurm import SlurmLauncher
+        from ecs.launch.ssh import SshLauncher
+        from ecs.security import ensure_ssh_key
+
+        state_dir = self.settings.state_dir
+        common = ["--state-dir", str(state_dir), *self.agent_args]
+        # ssh: the ECA's own client key and known-hosts file (docs/deployment.md);
+        # a remote host has its own paths, so its settings come from the
+        # placement's `args` only.  slurm: nodes usually share the file system,
+        # so the jobs get the local common arguments.
+        identity = state_dir / SSH_CLIENT_KEY
+        if ensure_ssh_key(identity):
+            self._log.info("ssh launcher key created: {path}.pub goes into agent hosts' authorized_keys", path=str(identity))
+        known_hosts = state_dir / SSH_KNOWN_HOSTS
+        known_hosts.touch(mode=0o644, exist_ok=True)
+        return {
+            "local": LocalLauncher(self.reactor, state_dir, common),
+            "ssh": SshLauncher(self.reactor, identity, known_hosts, []),
+            "slurm": SlurmLauncher(self.reactor, common, log_dir=str(state_dir / "logs" / "agents")),
+        }
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop the launched agents, the web, the ECA, the database."""
@@ -192,8 +179,13 @@ class ECAService(AsyncStartService):
         return defer.Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        if self.launcher is not None:
-            await self.launcher.stop_all()
+        if self.supervisor is not None:
+            if self.stop_agents:
+                await self.supervisor.stop_all()
+            else:
+                self.supervisor.detach()
+        if self.shell is not None:
+            await self.shell.stop()
         if self.port is not None:
             await self.port.stopListening()
         if self.eca is not None:
@@ -236,6 +228,24 @@ async def seed_demo(store: Any, extra: int) -> None:
         await store.save_tag(name, members if name == "demo" else ids, "demo")
 
 
+async def seed_demo_placements(store: Any, extra: int) -> None:
+    """
+    The demo's agents, placed C{local} on C{localhost} with autostart:
+    C{global:all}, C{detector:<D>} for the five demo detectors, C{pca:demo}
+    and, with C{extra} simulated detectors, C{simhost:sim}.
+    """
+    await store.set_placement("global:all", "localhost", "local", {}, True, "demo")
+    for detector in DEMO_DETECTORS:
+        await store.set_placement(f"detector:{detector}", "localhost", "local",
+                                  {"agent_args": ["--type", detector]}, True, "demo")
+    if extra:
+        args = ["--ids", f"1-{extra}", "--prefix", "sim", "--type", "STS"]
+        await store.set_placement("simhost:sim", "localhost", "local", {"agent_args": args}, True, "demo")
+    elif await store.placement("simhost:sim") is not None:
+        await store.delete_placement("simhost:sim")
+    await store.set_placement("pca:demo", "localhost", "local", {}, True, "demo")
+
+
 class Options(usage.Options):
     """Options of C{ecs-eca}."""
 
@@ -247,9 +257,15 @@ class Options(usage.Options):
         ["web", None, "tcp:8080:interface=127.0.0.1", "Web endpoint (Twisted endpoint string; ssl:... for TLS)."],
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
         ["registry-port", None, None, "Registry port on 127.0.0.1 (overrides registry.address)."],
+        ["ssh", None, None, "SSH admin shell endpoint (default tcp:2222:interface=127.0.0.1, skipped if taken; none: no shell)."],
+        ["ssh-port", None, None, "SSH admin shell port on 127.0.0.1 (shortcut for --ssh tcp:PORT:interface=127.0.0.1)."],
         ["security", None, None, "Override the settings' security mode: curve or none."],
         ["control-timeout", None, "1200", "Seconds without activity after which control is released."],
         ["log-retention", None, "30", "Days the stored log lines are kept."],
+    ]
+    optFlags = [
+        ["autostart", None, "Start every placed agent with autostart at start-up (always on for ecs-demo)."],
+        ["keep-agents", None, "Leave the agents running when the ECA stops (a restarted ECA adopts them)."],
     ]
 
     def postOptions(self) -> None:
@@ -260,11 +276,13 @@ class Options(usage.Options):
                     raise ValueError
             except ValueError:
                 raise usage.UsageError(f"--{name} must be a positive number, got {self[name]!r}") from None
-        for name in ("port", "registry-port"):
+        for name in ("port", "registry-port", "ssh-port"):
             if self[name] is not None and not (str(self[name]).isdigit() and 0 < int(self[name]) < 65536):
                 raise usage.UsageError(f"--{name} must be a port number, got {self[name]!r}")
         if self["port"]:
             self["web"] = f"tcp:{self['port']}:interface=127.0.0.1"
+        if self["ssh-port"]:
+            self["ssh"] = f"tcp:{self['ssh-port']}:interface=127.0.0.1"
 
 
 class DemoOptions(Options):
@@ -328,6 +346,9 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         agent_args=agent_args,
         control_timeout=float(options["control-timeout"]),
         log_retention=float(options["log-retention"]) * 86400.0,
+        autostart=bool(options["autostart"]) or demo is not None,
+        stop_agents=not options["keep-agents"],
+        ssh=options["ssh"],
     )
 
 

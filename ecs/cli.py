@@ -18,10 +18,16 @@ Talking to an agent (authorised like any other client: CURVE keys)::
 On the ECA host::
 
     ecs user add|passwd|del|list|roles [NAME] [--roles R,R] [--state-dir DIR]
+    ecs user key add NAME FILE|- | key list [NAME] | key del FINGERPRINT   (SSH shell keys)
     ecs db upgrade [--state-dir DIR]
 
 The agent's endpoint comes from C{--endpoint} or from C{--inventory}.
-Later issues add the commands that wrap the ECA's HTTP API.
+Over the ECA's HTTP API (L{ecs.client_cli}; C{ecs --help} lists them with
+their exit codes)::
+
+    ecs login|logout, status [P], control take|release P, configure P --tag T
+    [--auto] [--wait], start|stop|abort P [--wait], reset P SYSTEM, watch P,
+    logs, runs, agents
 """
 
 from __future__ import annotations
@@ -187,8 +193,13 @@ def _react(work: Any) -> int:
 
 
 def _user(args: argparse.Namespace) -> int:
-    from ecs.users import cli_user
+    from ecs.users import cli_user, cli_user_key
 
+    if args.action == "key":
+        return _react(lambda reactor: cli_user_key(reactor, args))
+    if args.key_args:
+        print(f"ecs user {args.action}: unexpected arguments {' '.join(args.key_args)}", file=sys.stderr)
+        return 2
     return _react(lambda reactor: cli_user(reactor, args))
 
 
@@ -249,8 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_agent_status)
 
     user = commands.add_parser("user", help="users of the ECA (on the ECA host)")
-    user.add_argument("action", choices=("add", "passwd", "del", "list", "roles"))
+    user.add_argument("action", choices=("add", "passwd", "del", "list", "roles", "key"))
     user.add_argument("name", nargs="?")
+    user.add_argument("key_args", nargs="*", metavar="ARG",
+                      help="SSH keys: key add NAME FILE|-, key list [NAME], key del FINGERPRINT")
+    user.add_argument("--comment", help="key add: the key's comment (default: the one in the file)")
     user.add_argument("--roles", help="comma list of viewer, operator, expert, admin")
     user.add_argument("--password-file", help="read the password from this file (else ECS_USER_PASSWORD or the terminal)")
     user.add_argument("--state-dir", default="var", help="the ECA's state directory")
@@ -260,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db.add_parser("upgrade", help="upgrade the schema to this version of ECS")
     upgrade.add_argument("--state-dir", default="var", help="the ECA's state directory")
     upgrade.set_defaults(func=_db_upgrade)
+
+    # The commands over the ECA's HTTP API (login, status, configure, watch, ...).
+    from ecs.client_cli import add_commands
+
+    add_commands(parser, commands)
     return parser
 
 

@@ -14,7 +14,8 @@ Errors are L{ControlError}s with a code that maps to an HTTP status:
     bad_request 400, unauthenticated 401, forbidden 403, not_found 404,
     conflict 409 (not possible now, or held by another user),
     locked 423 (partition locked by a management operation),
-    unavailable 503 (an agent does not answer).
+    unavailable 503 (an agent does not answer),
+    unreachable, timeout, host_key, auth, failed 502 (a launcher failed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ HTTP_STATUS = {
     "conflict": 409,
     "locked": 423,
     "unavailable": 503,
+    # a launcher failed (ecs.launch.LaunchError codes): 502
+    "unreachable": 502,
+    "timeout": 502,
+    "host_key": 502,
+    "auth": 502,
+    "failed": 502,
 }
 
 ROLES = ("viewer", "operator", "expert", "admin")
@@ -106,6 +113,12 @@ class IControlCenter(Interface):
     def unassigned() -> list[dict[str, Any]]:
         """Detectors in no partition, with their live states."""
 
+    def systems() -> "defer.Deferred[dict[str, Any]]":
+        """C{{detector_types: {type: {table}}, global_systems: {id: {table}},
+        detectors: [{id, type, partition}], partition_table, tables: {key:
+        {name, initial, states: {state: summary}, rows: [[state, input, next]]}}}}:
+        what exists and the state tables (see L{agents.eca_systems})."""
+
     # -- control -------------------------------------------------------------
 
     def take_control(user: User, scope: str, force: bool = False) -> "defer.Deferred[dict[str, Any]]":
@@ -176,13 +189,37 @@ class IControlCenter(Interface):
     def delete_user(user: User, name: str) -> "defer.Deferred[None]":
         """Delete a user (not yourself)."""
 
+    # -- agents: placement and supervision (see agents.eca_supervisor) ---------
+
+    def agents() -> list[dict[str, Any]]:
+        """C{[{agent, kind, id, host, launcher, options, autostart, registered,
+        status: {running, pid, job_id, exit_code, since, detail},
+        supervision: {state, restarts, next_restart, reason}}]}, by name."""
+
+    def agent(agent: str) -> dict[str, Any]:
+        """One agent (C{"<kind>:<id>"}) as in L{agents}; not_found."""
+
+    def set_placement(user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> "defer.Deferred[dict[str, Any]]":
+        """Place an agent (expert): insert or replace; the agent dict."""
+
+    def delete_placement(user: User, agent: str) -> "defer.Deferred[None]":
+        """Forget a placement (expert); conflict while the agent runs."""
+
+    def agent_command(user: User, agent: str, command: str) -> "defer.Deferred[dict[str, Any]]":
+        """start, stop or restart an agent (expert); the agent dict after it.
+        A launcher failure is an error with the launcher's code (502)."""
+
+    def agent_output(user: User, agent: str, lines: int) -> "defer.Deferred[dict[str, Any]]":
+        """C{{agent, text}}: the last lines of its output (expert)."""
+
     # -- runs, logs, events, metrics -----------------------------------------
 
     def runs(partition_id: str | None = None, limit: int = 100) -> "defer.Deferred[list[dict[str, Any]]]":
         """Run records, newest first."""
 
-    def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int) -> "defer.Deferred[list[dict[str, Any]]]":
-        """Stored log events, newest first."""
+    def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
+             until: float | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Stored log events, newest first (C{since} <= time < C{until})."""
 
     def subscribe(callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None) -> Callable[[], None]:
         """Live events C{callback(event_id, type, data)}: types state, progress,

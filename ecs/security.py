@@ -211,3 +211,47 @@ def load_keys(directory: str | Path, need_server_secret: bool = True) -> CurveKe
     if need_server_secret and not authorized.is_dir():
         raise KeyFileError(f"no allow-list directory {authorized}: run `ecs keys init --dir {directory}`")
     return CurveKeys(server_public, server_secret, client_public, client_secret, authorized)
+
+
+def ensure_ssh_key(path: str | Path) -> bool:
+    """
+    Make an ed25519 SSH private key at C{path} (OpenSSH format, mode 0600,
+    folder 0700, its public key in C{path.pub}) unless one is there; a key
+    readable by others is made 0600.  Used for the admin shell's host key
+    and the ssh launcher's client key.  A few hundred bytes of file I/O, done
+    at start-up.
+
+    @return: whether a key was made.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from twisted.conch.ssh.keys import Key
+
+    path = Path(path)
+    made = False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = ed25519.Ed25519PrivateKey.generate()
+        data = secret.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        temporary = path.with_name(path.name + ".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        made = True
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    key = Key.fromFile(str(path))
+    if key.isPublic():
+        raise KeyFileError(f"{path} holds a public key; a private key is needed")
+    public = path.with_name(path.name + ".pub")
+    line = key.public().toString("OPENSSH").decode("ascii") + "\n"
+    if not public.exists() or public.read_text(encoding="ascii", errors="replace") != line:
+        public.write_text(line, encoding="ascii")
+    return made

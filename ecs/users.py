@@ -48,6 +48,7 @@ __all__ = [
     "check_password_async",
     "cli_db_upgrade",
     "cli_user",
+    "cli_user_key",
     "ensure_admin",
     "has_role",
     "hash_password",
@@ -334,4 +335,69 @@ async def cli_db_upgrade(
         print(f"database {path}: already at schema version {new}", file=out)
     else:
         print(f"database {path}: schema version {old} -> {new}", file=out)
+    return 0
+
+
+async def cli_user_key(
+    reactor: Any, args: Any, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """
+    C{ecs user key add NAME FILE|-}, C{ecs user key list [NAME]}, C{ecs
+    user key del FINGERPRINT}: the SSH public keys users log in to the
+    ECA's SSH shell with (L{ecs.store.keys}).  C{args.name} is the
+    sub-action, C{args.key_args} its arguments, C{args.comment} an optional
+    comment for C{add}.  FILE holds one OpenSSH public key (C{-}: standard
+    input; blank and C{#} lines are skipped).  Returns the exit code (0; 1
+    refused, 2 bad usage, with a message on C{stderr}).
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    action = getattr(args, "name", None)
+    rest = list(getattr(args, "key_args", None) or [])
+    state_dir = getattr(args, "state_dir", None) or DEFAULT_STATE_DIR
+    usage = {"add": (2, 2, "NAME FILE|-"), "list": (0, 1, "[NAME]"), "del": (1, 1, "FINGERPRINT")}
+    if action not in usage:
+        print("ecs user key: use add NAME FILE|-, list [NAME] or del FINGERPRINT", file=err)
+        return 2
+    low, high, shape = usage[action]
+    if not low <= len(rest) <= high:
+        print(f"ecs user key {action}: usage: ecs user key {action} {shape}", file=err)
+        return 2
+    prefix = f"ecs user key {action}"
+    try:
+        key_line = None
+        if action == "add":
+            source = rest[1]
+            if source == "-":
+                text = (stdin or sys.stdin).read(1_000_000)
+            else:
+                with open(source, encoding="utf-8", errors="replace") as f:
+                    text = f.read(1_000_000)
+            lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            if len(lines) != 1:
+                where = "standard input" if source == "-" else source
+                print(f"{prefix}: {where} holds {len(lines)} keys: give exactly one public key", file=err)
+                return 1
+            key_line = lines[0]
+        store = await Store.open(database_path(state_dir), reactor)
+        try:
+            if action == "add":
+                assert key_line is not None
+                row = await store.add_user_key(rest[0], key_line, getattr(args, "comment", None))
+                print(f"key {row.fingerprint} ({row.type}) added for {row.user}", file=out)
+            elif action == "list":
+                for row in await store.user_keys(rest[0] if rest else None):
+                    print(f"{row.user:<24} {row.fingerprint}  {row.type:<20} {_when(row.created)}  {row.comment}".rstrip(),
+                          file=out)
+            else:
+                row = await store.delete_user_key(rest[0])
+                print(f"key {row.fingerprint} of {row.user} deleted", file=out)
+        finally:
+            await store.close()
+    except StoreError as e:
+        print(f"{prefix}: {e.reason}", file=err)
+        return 1
+    except OSError as e:
+        print(f"{prefix}: {e}", file=err)
+        return 1
     return 0

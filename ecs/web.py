@@ -591,6 +591,12 @@ class WebAPI:
         await self._session(request, "viewer")
         return self._json(request, await self._call(self.center.unassigned))
 
+    @app.route("/api/systems", methods=["GET"])
+    async def systems(self, request: IRequest) -> bytes:
+        """Detector types, global systems, detectors and the state tables."""
+        await self._session(request, "viewer")
+        return self._json(request, await self._call(self.center.systems))
+
     @app.route("/api/detectors", methods=["POST"])
     async def create_detector(self, request: IRequest) -> bytes:
         """Create an unassigned detector C{{"id", "type"}}."""
@@ -618,6 +624,55 @@ class WebAPI:
             _bad("to", "must be a partition id or null")
         force = _bool(body, "force")
         return self._json(request, await self._call(self.center.move_detector, session.user, did, to, force))
+
+    # -- agents: placement and supervision (reads viewer, changes expert) ---------
+
+    @app.route("/api/agents", methods=["GET"])
+    async def agents_list(self, request: IRequest) -> bytes:
+        """Every placed agent: placement, launcher status, registration, supervision."""
+        await self._session(request, "viewer")
+        return self._json(request, await self._call(self.center.agents))
+
+    @app.route("/api/agents/<agent>", methods=["GET"])
+    async def agent_get(self, request: IRequest, agent: str) -> bytes:
+        """One agent (C{<kind>:<id>})."""
+        await self._session(request, "viewer")
+        return self._json(request, await self._call(self.center.agent, agent))
+
+    @app.route("/api/agents/<agent>", methods=["PUT"])
+    async def agent_place(self, request: IRequest, agent: str) -> bytes:
+        """Place an agent C{{"host", "launcher", "options"?, "autostart"?}}."""
+        session = await self._session(request, "expert")
+        body = self._body(request, ("host", "launcher", "options", "autostart"))
+        host, launcher = _text(body, "host"), _text(body, "launcher")
+        options = body.get("options", {})
+        if not isinstance(options, dict):
+            _bad("options", "must be an object")
+        autostart = body.get("autostart", True)
+        if not isinstance(autostart, bool):
+            _bad("autostart", "must be true or false")
+        return self._json(request, await self._call(self.center.set_placement, session.user, agent, host, launcher,
+                                                    options, autostart))
+
+    @app.route("/api/agents/<agent>", methods=["DELETE"])
+    async def agent_unplace(self, request: IRequest, agent: str) -> bytes:
+        """Forget an agent's placement (409 while it runs)."""
+        session = await self._session(request, "expert")
+        return self._json(request, await self._call(self.center.delete_placement, session.user, agent))
+
+    @app.route("/api/agents/<agent>/<any(start,stop,restart):command>", methods=["POST"])
+    async def agent_command(self, request: IRequest, agent: str, command: str) -> bytes:
+        """Start, stop or restart an agent; the agent after it (launcher failures 502)."""
+        session = await self._session(request, "expert")
+        self._body(request, (), required=False)
+        return self._json(request, await self._call(self.center.agent_command, session.user, agent, command))
+
+    @app.route("/api/agents/<agent>/output", methods=["GET"])
+    async def agent_output(self, request: IRequest, agent: str) -> bytes:
+        """The last lines of an agent's output (?lines=N, at most 2000, default 200)."""
+        session = await self._session(request, "expert")
+        lines = self._int(request, "lines", 200, 1, 2000)
+        return self._json(request, await self._call(self.center.agent_output, session.user, agent, lines))
 
     # -- configurations and tags --------------------------------------------------
 
@@ -687,20 +742,22 @@ class WebAPI:
 
     @app.route("/api/logs", methods=["GET"])
     async def logs(self, request: IRequest) -> bytes:
-        """Stored log events (?partition=&level=&since=&q=&limit=)."""
+        """Stored log events (?partition=&level=&since=&until=&q=&limit=)."""
         await self._session(request, "viewer")
-        since_text = self._query(request, "since")
-        since = None
-        if since_text is not None:
-            try:
-                since = float(since_text)
-            except ValueError:
-                _bad("since", "must be a number (seconds since the epoch)")
-            if not math.isfinite(since):
-                _bad("since", "must be finite")
+        times: dict[str, float | None] = {}
+        for name in ("since", "until"):
+            text = self._query(request, name)
+            times[name] = None
+            if text is not None:
+                try:
+                    times[name] = float(text)
+                except ValueError:
+                    _bad(name, "must be a number (seconds since the epoch)")
+                if not math.isfinite(times[name]):  # type: ignore[arg-type]
+                    _bad(name, "must be finite")
         limit = self._int(request, "limit", 100, 1, MAX_LIMIT)
         result = await self._call(self.center.logs, self._query(request, "partition"), self._query(request, "level"),
-                                  since, self._query(request, "q"), limit)
+                                  times["since"], self._query(request, "q"), limit, times["until"])
         return self._json(request, result)
 
     # -- users (admin) -------------------------------------------------------------------

@@ -80,6 +80,10 @@ class FakeControlCenter:
         ]
         self.subscribers: list[tuple[Callable[[int, str, dict[str, Any]], None], str | None]] = []
         self.events: collections.deque[tuple[int, str, dict[str, Any], str | None]] = collections.deque(maxlen=buffer_size)
+        self.agents_: dict[str, dict[str, Any]] = {
+            "pca:demo": self._agent_record("pca:demo", "localhost", "local", {}, True),
+        }
+        self.launch_error: tuple[str, str] | None = None
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
 
@@ -158,6 +162,21 @@ class FakeControlCenter:
         """Detectors in no partition."""
         return [{"id": d["id"], "type": d["type"], "state": d["state"], "connected": True}
                 for d in self.detectors.values() if d["partition"] is None]
+
+    @_deferred
+    def systems(self) -> dict[str, Any]:
+        """The shipped subsystems' tables, with this fake's detectors and detector types."""
+        from agents.eca_systems import systems_view, tables_json
+        from ecs.config import load_subsystems
+        from ecs.sequence import load_sequence
+
+        subsystems = load_subsystems()
+        sequence = load_sequence(None, list(subsystems.global_systems))
+        tables, table_of = tables_json(subsystems, sequence)
+        detectors = [{"id": d["id"], "type": d["type"], "partition": d["partition"]} for d in self.detectors.values()]
+        view = systems_view(subsystems, sequence, detectors, tables, table_of)
+        view["detector_types"] = {t: {"table": "detector-2step"} for t in sorted(self.detector_types)}
+        return view
 
     # -- control -------------------------------------------------------------------------
 
@@ -393,6 +412,76 @@ class FakeControlCenter:
             raise ControlError("not_found", f"no user {name}")
         del self.passwords[name], self.roles[name]
 
+    # -- agents ----------------------------------------------------------------------------------
+
+    def _agent_record(self, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> dict[str, Any]:
+        kind, _, agent_id = agent.partition(":")
+        return {"agent": agent, "kind": kind, "id": agent_id, "host": host, "launcher": launcher, "options": options,
+                "autostart": autostart, "registered": False,
+                "status": {"running": False, "pid": None, "job_id": None, "exit_code": None, "since": None, "detail": ""},
+                "supervision": {"state": "stopped", "restarts": 0, "next_restart": None, "reason": ""}}
+
+    def _agent(self, agent: str) -> dict[str, Any]:
+        if agent not in self.agents_:
+            raise ControlError("not_found", f"no agent {agent}")
+        return self.agents_[agent]
+
+    def agents(self) -> list[dict[str, Any]]:
+        """Every placed agent."""
+        return [self.agents_[name] for name in sorted(self.agents_)]
+
+    def agent(self, agent: str) -> dict[str, Any]:
+        """One agent; not_found."""
+        return self._agent(agent)
+
+    @_deferred
+    def set_placement(self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> dict[str, Any]:
+        """Place an agent (expert); bad names and launchers refused."""
+        self._require(user, "expert")
+        kind, sep, agent_id = agent.partition(":")
+        if not sep or kind not in ("pca", "detector", "global", "simhost") or not agent_id:
+            raise ControlError("bad_request", f"invalid agent name {agent!r}")
+        if launcher not in ("local", "ssh", "slurm"):
+            raise ControlError("bad_request", f"invalid launcher {launcher!r}", field="launcher")
+        record = self._agent_record(agent, host, launcher, options, autostart)
+        if agent in self.agents_:
+            record["status"], record["supervision"] = self.agents_[agent]["status"], self.agents_[agent]["supervision"]
+        self.agents_[agent] = record
+        self.audit.append((user.name, "set_placement", (agent, host, launcher)))
+        return record
+
+    @_deferred
+    def delete_placement(self, user: User, agent: str) -> None:
+        """Forget a placement; conflict while running."""
+        self._require(user, "expert")
+        if self._agent(agent)["status"]["running"]:
+            raise ControlError("conflict", f"{agent} is running: stop it first")
+        del self.agents_[agent]
+
+    @_deferred
+    def agent_command(self, user: User, agent: str, command: str) -> dict[str, Any]:
+        """start/stop/restart; C{launch_error} (code, reason) makes starts fail."""
+        self._require(user, "expert")
+        record = self._agent(agent)
+        if command not in ("start", "stop", "restart"):
+            raise ControlError("not_found", f"no agent command {command}")
+        self.commands.append((user.name, agent, command, {}))
+        if command in ("start", "restart") and self.launch_error is not None:
+            record["supervision"] = {**record["supervision"], "state": "failed", "reason": self.launch_error[1]}
+            raise ControlError(*self.launch_error)
+        running = command != "stop"
+        record["status"] = {**record["status"], "running": running, "pid": 4242 if running else None}
+        record["supervision"] = {**record["supervision"], "state": "running" if running else "stopped"}
+        self.emit("agent", record)
+        return record
+
+    @_deferred
+    def agent_output(self, user: User, agent: str, lines: int) -> dict[str, Any]:
+        """The fake output: C{lines} numbered lines."""
+        self._require(user, "expert")
+        self._agent(agent)
+        return {"agent": agent, "text": "".join(f"line {n}\n" for n in range(1, lines + 1))}
+
     # -- runs, logs, events, metrics ------------------------------------------------------------
 
     @_deferred
@@ -402,12 +491,14 @@ class FakeControlCenter:
         return rows[:limit]
 
     @_deferred
-    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int) -> list[dict[str, Any]]:
+    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
+             until: float | None = None) -> list[dict[str, Any]]:
         """Stored log events, newest first, filtered."""
         rows = [r for r in reversed(self.log_records)
                 if (partition_id is None or r["partition"] == partition_id)
                 and (level is None or r["level"] == level)
                 and (since is None or r["time"] >= since)
+                and (until is None or r["time"] < until)
                 and (q is None or q in r["message"])]
         return rows[:limit]
 

@@ -235,11 +235,12 @@ class RecordOperations(_StoreArea):
         since: float | None = None,
         q: str | None = None,
         limit: int = 500,
+        until: float | None = None,
     ) -> list[LogRow]:
         """
         Log events newest first: of one partition, at C{level} or above,
-        at or after C{since}, whose message contains C{q} (plain text, no
-        wildcards; ASCII case-insensitive), at most C{limit}.
+        at or after C{since}, before C{until}, whose message contains C{q}
+        (plain text, no wildcards; ASCII case-insensitive), at most C{limit}.
         """
         _check_int(limit, "limit", 1, _LIMIT_MAX)
         where, params = [], []
@@ -256,6 +257,9 @@ class RecordOperations(_StoreArea):
         if since is not None:
             where.append("time >= ?")
             params.append(_check_number(since, "since"))
+        if until is not None:
+            where.append("time < ?")
+            params.append(_check_number(until, "until"))
         if q is not None:
             _check_text(q, "search text", empty=True)
             escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

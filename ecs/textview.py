@@ -1,0 +1,322 @@
+# -*- test-case-name: tests.test_textview -*-
+"""
+The ECA's API answers as terminal text, for the C{ecs} command line and the
+SSH admin shell.
+
+Pure functions from the API's dicts (DESIGN.md section 7) to text: no I/O,
+no terminal queries.  Columns are as wide as their content (capped, long
+cells cut with an ellipsis); colour only when asked (C{color=True}), and
+always beside the state's text, never instead of it.
+
+Everything that came from the network goes through L{clean} first: a
+detector comment, a log message or a user name could carry terminal escape
+sequences (clear the screen, set the window title, rewrite the scrollback)
+or control characters; they are removed, never interpreted.  Missing or
+mistyped fields are shown as C{-}, never raise: a newer server may send
+more, an older one less.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from typing import Any, Iterable, Sequence
+
+MAX_CELL = 60
+"""Widest a table cell gets before it is cut."""
+
+_ESCAPES = re.compile(
+    r"""
+    \x1b\[[0-?]*[ -/]*[@-~]                 # CSI ... final byte (colours, cursor moves, clear)
+    | \x1b[\]PX^_].*?(?:\x07|\x1b\\|$)      # OSC, DCS, SOS, PM, APC up to BEL or ST
+    | \x1b[@-Z\\-_]                         # other two-byte escapes
+    | \x9b[0-?]*[ -/]*[@-~]                 # 8-bit CSI
+    | [\x90\x9d\x98\x9e\x9f].*?(?:\x07|\x9c|$)  # 8-bit OSC, DCS, SOS, PM, APC
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+# Bidirectional overrides and isolates reorder what follows them on screen.
+_BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"))
+
+_GREEN = ("Active", "QA_Active", "Recording", "Running", "running")
+_RED = ("Idle", "Unconfigured", "Error", "Connection Problem", "disconnected", "error", "critical", "failed")
+_COLOURS = {"red": "\x1b[31m", "yellow": "\x1b[33m", "green": "\x1b[32m"}
+_RESET = "\x1b[0m"
+
+
+def clean(value: Any) -> str:
+    """
+    C{value} as one line of harmless text: escape sequences removed, every
+    other control character (newlines and tabs included) turned into a
+    space, bidirectional overrides dropped.  C{None} is C{-}.
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = _ESCAPES.sub("", str(value))
+    text = text.translate(_BIDI)
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
+def display_width(text: str) -> int:
+    """Columns C{text} takes on a terminal (wide East Asian characters 2, combining marks 0)."""
+    width = 0
+    for c in text:
+        if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+    return width
+
+
+def _cut(text: str, limit: int) -> str:
+    if display_width(text) <= limit:
+        return text
+    out, width = [], 0
+    for c in text:
+        w = display_width(c)
+        if width + w > limit - 1:
+            break
+        out.append(c)
+        width += w
+    return "".join(out) + "…"
+
+
+def state_colour(state: str) -> str | None:
+    """C{"red"}, C{"yellow"} or C{"green"} as the original GUI showed C{state}; None for plain."""
+    if state in _GREEN or state.endswith("_Active"):
+        return "green"
+    if state in _RED:
+        return "red"
+    if state.startswith("Configuring") or state.endswith("ing") or state in ("warn", "Configuring"):
+        return "yellow"
+    return None
+
+
+def _paint(text: str, colour: str | None, color: bool) -> str:
+    if not color or colour is None:
+        return text
+    return f"{_COLOURS[colour]}{text}{_RESET}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], color: bool = False,
+          coloured: Sequence[int] = (), max_cell: int = MAX_CELL) -> str:
+    """
+    A plain table: a header line, then one line per row, columns two spaces
+    apart and as wide as their widest cell.  Cells are L{clean}ed and cut at
+    C{max_cell} columns; with C{color}, the columns whose index is in
+    C{coloured} are painted by L{state_colour}.  No trailing spaces.
+    """
+    cells = [[_cut(clean(c), max_cell) for c in row] for row in rows]
+    widths = [display_width(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], display_width(cell))
+    lines = []
+    for n, row in enumerate([list(headers)] + cells):
+        parts = []
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - display_width(cell)) if i < len(row) - 1 else ""
+            painted = _paint(cell, state_colour(cell), color and n > 0 and i in coloured)
+            parts.append(painted + pad)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def format_time(when: Any) -> str:
+    """Seconds since the epoch as local C{YYYY-MM-DD HH:MM:SS}; C{-} when not a number."""
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+def format_duration(seconds: Any) -> str:
+    """C{3.2 s}, C{4 min 05 s}, C{2 h 03 min}; C{-} when not a number."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """C{[#########---------------------] 3/10}: C{done} clamped to 0..C{total}."""
+    width = max(1, width)
+    if total <= 0:
+        return "[" + "-" * width + "] 0/0"
+    done = min(max(done, 0), total)
+    filled = done * width // total
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def _get(row: Any, key: str) -> Any:
+    return row.get(key) if isinstance(row, dict) else None
+
+
+def _connected_text(value: Any) -> str:
+    return "connected" if value is True else "disconnected"
+
+
+def format_partitions(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """Rows of C{GET /api/partitions}: id, state, tag, controller, connected."""
+    if not rows:
+        return "no partitions\n"
+    body = [
+        [_get(r, "id"), _shown_state(r), _get(r, "tag"), _get(r, "controller"), _connected_text(_get(r, "connected"))]
+        for r in rows
+    ]
+    return table(["PARTITION", "STATE", "TAG", "CONTROLLER", "PCA"], body, color, coloured=(1, 4))
+
+
+def _shown_state(record: Any) -> Any:
+    """The state, or Connection Problem when not connected (never a stale state)."""
+    if _get(record, "connected") is False:
+        return "Connection Problem"
+    return _get(record, "state")
+
+
+def format_progress(progress: Any, width: int = 30) -> str:
+    """C{stage Detectors [####------] 2/5} from a progress event or detail; empty if none."""
+    if not isinstance(progress, dict):
+        return ""
+    ready, total = progress.get("ready"), progress.get("total")
+    if not isinstance(ready, int) or not isinstance(total, int) or isinstance(ready, bool) or isinstance(total, bool):
+        return ""
+    return f"stage {clean(progress.get('stage'))} {progress_bar(ready, total, width)}"
+
+
+def format_partition(detail: dict[str, Any], color: bool = False) -> str:
+    """
+    C{GET /api/partitions/{id}}: a header (state, tag, controller, PCA
+    connection, operation, allowed commands, progress), then the systems.
+    A system (or the whole partition) that is not connected is shown as
+    C{Connection Problem} with no raw state: its last known state is stale.
+    """
+    connected = _get(detail, "connected") is True
+    state = clean(_shown_state(detail))
+    lines = [f"Partition {clean(_get(detail, 'id'))}: {_paint(state, state_colour(state), color)}"]
+    lines.append(
+        f"  tag: {clean(_get(detail, 'tag'))}   controller: {clean(_get(detail, 'controller'))}   "
+        f"PCA: {_connected_text(_get(detail, 'connected'))}"
+        + ("   LOCKED (management operation)" if _get(detail, "locked") else "")
+    )
+    if not connected:
+        lines.append("  the PCA does not answer: system states below are unknown")
+    operation = _get(detail, "operation")
+    if operation:
+        lines.append(f"  operation: {clean(operation)}")
+    progress = format_progress(_get(detail, "progress"))
+    if progress:
+        lines.append(f"  progress: {progress}")
+    allowed = _get(detail, "allowed")
+    if isinstance(allowed, list):
+        lines.append(f"  allowed: {', '.join(clean(a) for a in allowed) or 'nothing'}")
+    systems = _get(detail, "systems")
+    if not isinstance(systems, list) or not systems:
+        return "\n".join(lines) + "\n  no systems\n"
+    return "\n".join(lines) + "\n\n" + format_systems(systems, connected, color)
+
+
+def format_systems(systems: list[dict[str, Any]], pca_connected: bool = True, color: bool = False) -> str:
+    """The systems table of a partition (see L{format_partition})."""
+    body = []
+    for s in systems:
+        up = pca_connected and _get(s, "connected") is True
+        body.append([
+            _get(s, "id"),
+            _get(s, "kind"),
+            _get(s, "state") if up else "Connection Problem",
+            _get(s, "raw_state") if up else None,
+            _get(s, "tag"),
+            _get(s, "comment") or None,
+            _connected_text(up),
+        ])
+    return table(["SYSTEM", "KIND", "STATE", "RAW STATE", "TAG", "COMMENT", "CONNECTION"], body, color, coloured=(2, 6))
+
+
+def format_logs(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """Log events (C{GET /api/logs} or SSE C{log} data), oldest first: time, level, partition, source, message."""
+    if not rows:
+        return "no log events\n"
+    ordered = sorted(rows, key=lambda r: (_number(_get(r, "time")), _number(_get(r, "id"))))
+    body = [
+        [format_time(_get(r, "time")), _get(r, "level"), _get(r, "partition"), _get(r, "source"), _get(r, "message")]
+        for r in ordered
+    ]
+    return table(["TIME", "LEVEL", "PARTITION", "SOURCE", "MESSAGE"], body, color, coloured=(1,), max_cell=200)
+
+
+def format_log_line(row: dict[str, Any]) -> str:
+    """One log event as one line (for C{--follow})."""
+    return "  ".join(
+        [format_time(_get(row, "time")), clean(_get(row, "level")), clean(_get(row, "partition")),
+         clean(_get(row, "source")), clean(_get(row, "message"))]
+    )
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def format_runs(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """C{GET /api/runs}: number, partition, tag, operator, start, end, duration, outcome."""
+    if not rows:
+        return "no runs\n"
+    body = []
+    for r in rows:
+        started, ended = _get(r, "started"), _get(r, "ended")
+        length = _number(ended) - _number(started) if ended is not None and started is not None else None
+        body.append([
+            _get(r, "number"), _get(r, "partition"), _get(r, "tag"), _get(r, "operator"),
+            format_time(started), format_time(ended) if ended is not None else "-",
+            format_duration(length), _get(r, "outcome") or "running",
+        ])
+    return table(["RUN", "PARTITION", "TAG", "OPERATOR", "STARTED", "ENDED", "DURATION", "OUTCOME"], body, color, coloured=(7,))
+
+
+def format_agents(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """
+    C{GET /api/agents}: agent, kind, host, launcher, registered, process
+    (running with pid, or exited with its code), supervision and detail.
+    """
+    if not rows:
+        return "no agents\n"
+    body = []
+    for r in rows:
+        status = _get(r, "status") or {}
+        supervision = _get(r, "supervision") or {}
+        running = _get(status, "running")
+        if running is True:
+            process = f"running (pid {clean(_get(status, 'pid'))})"
+        elif running is False:
+            code = _get(status, "exit_code")
+            process = "stopped" if code is None else f"exited ({clean(code)})"
+        else:
+            process = None
+        sup_state = _get(supervision, "state")
+        restarts = _get(supervision, "restarts")
+        if sup_state is not None and restarts:
+            sup_state = f"{clean(sup_state)} ({clean(restarts)} restarts)"
+        notes = [str(n) for n in (_get(status, "detail"), _get(supervision, "reason"))
+                 if n and n not in ("running", sup_state)]
+        body.append([
+            _get(r, "agent"), _get(r, "kind"), _get(r, "host"), _get(r, "launcher"),
+            _get(r, "registered"), process, sup_state, "; ".join(notes) or None,
+        ])
+    return table(["AGENT", "KIND", "HOST", "LAUNCHER", "REGISTERED", "PROCESS", "SUPERVISION", "DETAIL"],
+                 body, color, coloured=(5,))
+
+
+__all__ = [
+    "clean", "display_width", "table", "state_colour", "progress_bar", "format_time", "format_duration",
+    "format_partitions", "format_partition", "format_systems", "format_progress", "format_logs",
+    "format_log_line", "format_runs", "format_agents",
+]

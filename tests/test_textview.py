@@ -1,0 +1,232 @@
+"""
+Tests for L{ecs.textview}: the API's answers as terminal text, with
+everything from the network sanitised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ecs import textview
+from ecs.textview import (
+    clean, display_width, format_agents, format_logs, format_partition, format_partitions, format_runs,
+    progress_bar, table,
+)
+
+EVIL = "ok\x1b[2J\x1b[H\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x1b\\\x9b31m\u202eevil\x07\r\nnext\tcol"
+
+
+def detail(**overrides: Any) -> dict[str, Any]:
+    """A partition detail as GET /api/partitions/{id} answers."""
+    base: dict[str, Any] = {
+        "id": "demo", "state": "Configuring_Detectors", "tag": "demo", "controller": "alice", "connected": True,
+        "locked": False, "operation": "configuring stage Detectors (2 of 4)", "allowed": ["abort"],
+        "progress": {"partition": "demo", "stage": "Detectors", "ready": 2, "total": 5},
+        "systems": [
+            {"id": "STS", "kind": "detector", "state": "Active", "raw_state": "Ready_Step2", "tag": "sts-default",
+             "comment": "", "connected": True},
+            {"id": "TOF", "kind": "detector", "state": "Error", "raw_state": "HV_Trip", "tag": "tof-default",
+             "comment": "HV trip on sector 3", "connected": True},
+            {"id": "MVD", "kind": "detector", "state": "Active", "raw_state": "Active_Stale", "tag": "mvd-default",
+             "comment": "", "connected": False},
+        ],
+    }
+    base.update(overrides)
+    return base
+
+
+class CleanTests(SynchronousTestCase):
+    """Server-provided text never drives the terminal."""
+
+    def test_escapes_removed(self) -> None:
+        """CSI, OSC (title, clipboard), 8-bit CSI and bidi overrides are gone; controls become spaces."""
+        text = clean(EVIL)
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\x9b", text)
+        self.assertNotIn("\x07", text)
+        self.assertNotIn("\u202e", text)
+        self.assertNotIn("owned", text)
+        self.assertNotIn("ZXZpbA", text)
+        self.assertEqual(text, "okevil   next col")  # BEL, CR, LF: three spaces
+
+    def test_no_control_character_survives(self) -> None:
+        """Every C0/C1 control character and DEL is removed or replaced."""
+        text = clean("".join(chr(c) for c in list(range(0, 32)) + list(range(127, 160))) + "x")
+        self.assertTrue(all(c == " " or c == "x" for c in text), repr(text))
+
+    def test_values(self) -> None:
+        """None is '-', booleans yes/no, numbers as text."""
+        self.assertEqual([clean(None), clean(True), clean(False), clean(3)], ["-", "yes", "no", "3"])
+
+    def test_every_formatter_sanitises(self) -> None:
+        """A hostile value in any field of any formatter leaves no escape in the output."""
+        outputs = [
+            format_partitions([{"id": EVIL, "state": EVIL, "tag": EVIL, "controller": EVIL, "connected": True}]),
+            format_partition(detail(id=EVIL, tag=EVIL, controller=EVIL, operation=EVIL, allowed=[EVIL],
+                                    progress={"stage": EVIL, "ready": 1, "total": 2},
+                                    systems=[{"id": EVIL, "kind": EVIL, "state": EVIL, "raw_state": EVIL,
+                                              "tag": EVIL, "comment": EVIL, "connected": True}])),
+            format_logs([{"time": 1.0, "level": EVIL, "source": EVIL, "message": EVIL, "partition": EVIL}]),
+            format_runs([{"number": EVIL, "partition": EVIL, "tag": EVIL, "operator": EVIL, "started": 1.0,
+                          "ended": None, "outcome": EVIL}]),
+            format_agents([{"agent": EVIL, "kind": EVIL, "host": EVIL, "launcher": EVIL, "registered": True,
+                            "status": {"running": False, "exit_code": EVIL, "detail": EVIL},
+                            "supervision": {"state": EVIL, "restarts": 2}}]),
+        ]
+        for output in outputs:
+            self.assertNotIn("\x1b", output)
+            self.assertNotIn("\x07", output)
+            self.assertNotIn("\r", output)
+            self.assertIn("okevil", output)
+
+
+class TableTests(SynchronousTestCase):
+    """Columns fitted to content."""
+
+    def test_widths_fit_content(self) -> None:
+        """Each column is as wide as its widest cell, two spaces apart, no trailing spaces."""
+        text = table(["A", "LONGHEADER"], [["xxxxx", "1"], ["y", "22"]])
+        self.assertEqual(text, "A      LONGHEADER\nxxxxx  1\ny      22\n")
+
+    def test_wide_characters(self) -> None:
+        """East Asian wide characters count two columns."""
+        self.assertEqual(display_width("検出器"), 6)
+        text = table(["N", "X"], [["検出", "1"], ["abcd", "2"]])
+        self.assertEqual(text.splitlines()[1], "検出  1")
+
+    def test_long_cells_cut(self) -> None:
+        """A cell longer than the cap is cut with an ellipsis."""
+        text = table(["C"], [["x" * 500]], max_cell=20)
+        self.assertEqual(text.splitlines()[1], "x" * 19 + "…")
+
+    def test_colour_only_when_asked(self) -> None:
+        """No escape codes by default; with color, states get their colour and keep their text."""
+        rows = [{"id": "p", "state": "Error", "tag": None, "controller": None, "connected": True}]
+        self.assertNotIn("\x1b", format_partitions(rows))
+        coloured = format_partitions(rows, color=True)
+        self.assertIn("\x1b[31mError\x1b[0m", coloured)
+        self.assertEqual(textview.state_colour("QA_Active"), "green")
+        self.assertEqual(textview.state_colour("Configuring_TFC"), "yellow")
+        self.assertEqual(textview.state_colour("Connection Problem"), "red")
+
+
+class ProgressBarTests(SynchronousTestCase):
+    """progress_bar."""
+
+    def test_bar(self) -> None:
+        """Filled in proportion, with the count."""
+        self.assertEqual(progress_bar(3, 10, 10), "[###-------] 3/10")
+        self.assertEqual(progress_bar(10, 10, 4), "[####] 10/10")
+        self.assertEqual(progress_bar(0, 5, 5), "[-----] 0/5")
+
+    def test_edges(self) -> None:
+        """No total, negative or too many done: no crash, clamped."""
+        self.assertEqual(progress_bar(0, 0, 3), "[---] 0/0")
+        self.assertEqual(progress_bar(-2, 4, 4), "[----] 0/4")
+        self.assertEqual(progress_bar(9, 4, 4), "[####] 4/4")
+        self.assertEqual(len(progress_bar(1, 3)), len("[] 1/3") + 30)
+
+
+class PartitionTests(SynchronousTestCase):
+    """format_partitions and format_partition."""
+
+    def test_partitions(self) -> None:
+        """One line per partition; a disconnected PCA shows Connection Problem, not its state."""
+        text = format_partitions([
+            {"id": "demo", "state": "QA_Active", "tag": "demo", "controller": "alice", "connected": True},
+            {"id": "p2", "state": "Recording", "tag": None, "controller": None, "connected": False},
+        ])
+        lines = text.splitlines()
+        self.assertEqual(lines[0].split(), ["PARTITION", "STATE", "TAG", "CONTROLLER", "PCA"])
+        self.assertEqual(lines[1].split(), ["demo", "QA_Active", "demo", "alice", "connected"])
+        self.assertIn("Connection Problem", lines[2])
+        self.assertNotIn("Recording", lines[2])
+        self.assertEqual(format_partitions([]), "no partitions\n")
+
+    def test_header_and_systems(self) -> None:
+        """State, tag, controller, operation, progress, allowed, then every system."""
+        text = format_partition(detail())
+        self.assertIn("Partition demo: Configuring_Detectors", text)
+        self.assertIn("controller: alice", text)
+        self.assertIn("operation: configuring stage Detectors (2 of 4)", text)
+        self.assertIn("stage Detectors [" + "#" * 12 + "-" * 18 + "] 2/5", text)
+        self.assertIn("allowed: abort", text)
+        rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("STS", "TOF", "MVD"))}
+        self.assertEqual(rows["STS"].split(), ["STS", "detector", "Active", "Ready_Step2", "sts-default", "-", "connected"])
+        self.assertIn("HV trip on sector 3", rows["TOF"])
+
+    def test_disconnected_system_not_shown_stale(self) -> None:
+        """A disconnected system shows Connection Problem/disconnected, never its last state as current."""
+        text = format_partition(detail())
+        mvd = next(line for line in text.splitlines() if line.startswith("MVD"))
+        self.assertIn("Connection Problem", mvd)
+        self.assertIn("disconnected", mvd)
+        self.assertNotIn("Active_Stale", mvd)
+        self.assertNotIn(" Active ", mvd)
+
+    def test_disconnected_pca(self) -> None:
+        """Without its PCA every system is unknown and the header says so."""
+        text = format_partition(detail(connected=False, state="Connection Problem"))
+        self.assertIn("Partition demo: Connection Problem", text)
+        self.assertIn("the PCA does not answer", text)
+        for name in ("STS", "TOF"):
+            line = next(line for line in text.splitlines() if line.startswith(name))
+            self.assertIn("Connection Problem", line)
+            self.assertNotIn("Error", line)
+
+    def test_missing_fields(self) -> None:
+        """An answer with fields missing or of the wrong type is shown with '-', not an exception."""
+        text = format_partition({"id": "x", "systems": [{"id": "A"}, "junk"], "progress": {"ready": "a"}})
+        self.assertIn("Partition x", text)
+        self.assertIn("A", text)
+
+
+class ListTests(SynchronousTestCase):
+    """format_logs, format_runs, format_agents."""
+
+    def test_logs_oldest_first(self) -> None:
+        """Logs (API: newest first) are printed oldest first, with a readable time."""
+        rows = [
+            {"id": 2, "time": 2000.0, "level": "error", "source": "demo", "message": "second", "partition": "demo"},
+            {"id": 1, "time": 1000.0, "level": "info", "source": "ECA", "message": "first", "partition": None},
+        ]
+        lines = format_logs(rows).splitlines()
+        self.assertTrue(lines[1].endswith("first"))
+        self.assertTrue(lines[2].endswith("second"))
+        self.assertIn(textview.format_time(1000.0), lines[1])
+        self.assertEqual(format_logs([]), "no log events\n")
+
+    def test_runs(self) -> None:
+        """A finished run has its duration and outcome; an open one is running."""
+        text = format_runs([
+            {"number": 2, "partition": "demo", "tag": "demo", "operator": "alice", "started": 100.0, "ended": None,
+             "outcome": None, "configs": {}},
+            {"number": 1, "partition": "demo", "tag": None, "operator": "bob", "started": 0.0, "ended": 65.0,
+             "outcome": "stopped", "configs": {}},
+        ])
+        lines = text.splitlines()
+        self.assertTrue(lines[1].startswith("2 ") and lines[1].endswith("running"))
+        self.assertIn("1 min 05 s", lines[2])
+        self.assertTrue(lines[2].endswith("stopped"))
+
+    def test_agents(self) -> None:
+        """Running with its pid, or exited with its code, and the supervision state."""
+        text = format_agents([
+            {"agent": "STS", "kind": "detector", "id": "STS", "host": "node1", "launcher": "local", "registered": True,
+             "status": {"running": True, "pid": 4242, "job_id": None, "exit_code": None, "since": 1.0, "detail": None},
+             "supervision": {"state": "supervised", "restarts": 0}},
+            {"agent": "pca-demo", "kind": "pca", "id": "demo", "host": "node2", "launcher": "ssh", "registered": False,
+             "status": {"running": False, "pid": None, "job_id": None, "exit_code": 3, "since": 2.0, "detail": "crashed"},
+             "supervision": {"state": "backing_off", "restarts": 2}},
+            {"agent": "odd"},
+        ])
+        lines = text.splitlines()
+        self.assertIn("running (pid 4242)", lines[1])
+        self.assertIn("supervised", lines[1])
+        self.assertIn("exited (3)", lines[2])
+        self.assertIn("backing_off (2 restarts)", lines[2])
+        self.assertIn("crashed", lines[2])
+        self.assertTrue(lines[3].startswith("odd"))
+        self.assertEqual(format_agents([]), "no agents\n")
