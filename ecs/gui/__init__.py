@@ -301,6 +301,8 @@ class GuiPages:
 def _load_pages() -> None:
     # The page modules add their routes to GuiPages.app when imported.
     import ecs.gui.pages  # noqa: F401
+    import ecs.gui.admin  # noqa: F401
+    import ecs.gui.fsmview  # noqa: F401
 
 
 _load_pages()

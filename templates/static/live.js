@@ -1,0 +1,463 @@
+// Live partition tables for the overview and the monitor: window.LIVE.
+//
+// Rules (issue 5):
+// - The page fetches /api/partitions/{id} (and /api/detectors/unassigned,
+//   /api/logs) once, then follows /api/events; a "reload" event (events
+//   were missed) fetches everything again.
+// - Events are queued and applied once per animation frame; a row is keyed
+//   by (partition, system), created on first sight, updated in place (only
+//   the cells that changed), removed when its record goes away.  The table
+//   is never rebuilt per event.
+// - Every event carries the stream's id: a row remembers the id of what it
+//   shows and ignores anything older (a replay, or an event that arrived
+//   before the snapshot it was already part of).
+// - A disconnected PCA or system shows "Connection Problem", never its stale
+//   state.
+// - Everything is built with createElement/textContent: data is never HTML.
+"use strict";
+window.LIVE = (function () {
+  const CP = "Connection Problem";
+  const el = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  };
+  const setText = (node, text) => { if (node.textContent !== text) node.textContent = text; };
+
+  // One system row: (partition, system) -> <tr>, updated in place.
+  class Row {
+    constructor(id, withAction) {
+      this.id = id;
+      this.seen = -1;
+      this.record = null;
+      this.tr = el("tr");
+      this.tr.dataset.system = id;
+      this.cells = {};
+      for (const name of ["id", "state", "raw", "tag", "comment", "connected"]) {
+        this.cells[name] = this.tr.appendChild(el("td", "col-" + name));
+      }
+      this.cells.id.textContent = id;
+      this.stateEl = this.cells.state.appendChild(el("span", "state"));
+      if (withAction) this.cells.action = this.tr.appendChild(el("td", "col-action"));
+    }
+
+    render(pcaConnected, decorate) {
+      const r = this.record || {};
+      const live = pcaConnected && r.connected !== false;
+      ECS.showState(this.stateEl, live ? r.state : CP);
+      setText(this.cells.raw, live ? (r.raw_state || "") : "—");
+      setText(this.cells.tag, r.tag || "");
+      setText(this.cells.comment, r.comment || "");
+      setText(this.cells.connected, live ? "yes" : "no");
+      this.tr.classList.toggle("disconnected", !live);
+      if (this.cells.action) {
+        const error = live && r.state === "Error";
+        let button = this.cells.action.firstChild;
+        if (error && !button) {
+          button = el("button", "reset", "reset");
+          button.type = "button";
+          button.dataset.system = this.id;
+          this.cells.action.appendChild(button);
+        } else if (!error && button) {
+          this.cells.action.removeChild(button);
+          button = null;
+        }
+        if (button && decorate) decorate(button);
+      }
+    }
+  }
+
+  function systemsTable(caption, withAction) {
+    const table = el("table", "systems");
+    table.appendChild(el("caption", null, caption));
+    const head = table.appendChild(el("thead")).appendChild(el("tr"));
+    const columns = ["System", "State", "Raw state", "Tag", "Comment", "Connected"];
+    if (withAction) columns.push("Action");
+    for (const name of columns) head.appendChild(el("th", null, name));
+    table.appendChild(el("tbody"));
+    return table;
+  }
+
+  // Ids in natural order (sim2 before sim10).
+  const collator = new Intl.Collator(undefined, {numeric: true});
+  const byId = (a, b) => collator.compare(a.id, b.id);
+
+  // Insert row in tbody keeping the ids sorted: appended when it belongs at
+  // the end (the first load, in order), else a linear search (rare).
+  function insertSorted(tbody, row) {
+    const last = tbody.lastElementChild;
+    let before = null;
+    if (last && collator.compare(last.dataset.system, row.id) > 0) {
+      for (const tr of tbody.children) {
+        if (collator.compare(tr.dataset.system, row.id) > 0) { before = tr; break; }
+      }
+    }
+    tbody.insertBefore(row.tr, before);
+  }
+
+  // One partition: summary, detectors and global systems.
+  class PartitionView {
+    constructor(pid, parent, options) {
+      this.pid = pid;
+      this.options = options;
+      this.info = {state: null, tag: null, controller: null, connected: false, locked: false, operation: null};
+      this.seen = {record: -1, connected: -1, control: -1, allowed: -1, progress: -1};
+      this.allowed = [];
+      this.progress = null;
+      this.rows = new Map();
+      this.dirtyRows = new Set();
+      this.dirtyAll = true;
+      this.root = el("section", "partition");
+      this.root.dataset.partition = pid;
+      if (options.heading) {
+        const h = this.root.appendChild(el("h2"));
+        h.appendChild(document.createTextNode("Partition "));
+        const a = h.appendChild(el("a", null, pid));
+        a.href = "/partitions/" + encodeURIComponent(pid);
+      }
+      const dl = this.root.appendChild(el("dl", "summary"));
+      const item = (label, cls) => {
+        dl.appendChild(el("dt", null, label));
+        return dl.appendChild(el("dd", cls));
+      };
+      this.stateEl = item("State", "partition-state").appendChild(el("span", "state"));
+      this.tagEl = item("Tag", "partition-tag");
+      this.controllerEl = item("Controller", "partition-controller");
+      this.connectedEl = item("PCA", "partition-connected");
+      this.operationEl = item("Operation", "partition-operation");
+      this.detectors = this.root.appendChild(systemsTable("Detectors", options.withAction));
+      this.globals = this.root.appendChild(systemsTable("Global systems", options.withAction));
+      parent.appendChild(this.root);
+    }
+
+    // The whole picture from GET /api/partitions/{id}; older than any
+    // event received after `since` (the last event id before the fetch).
+    load(details, since) {
+      // A part already updated by a newer event keeps that event's value.
+      const info = this.info;
+      const fresh = (key) => {
+        if (this.seen[key] > since) return false;
+        this.seen[key] = since;
+        return true;
+      };
+      if (fresh("connected")) info.connected = !!details.connected;
+      if (fresh("record")) {
+        info.state = details.connected ? details.state : null;
+        info.tag = details.tag;
+        info.locked = !!details.locked;
+        info.operation = details.operation;
+      }
+      if (fresh("control")) info.controller = details.controller;
+      if (fresh("allowed")) this.allowed = details.allowed || [];
+      if (fresh("progress")) this.progress = details.progress;
+      const present = new Set();
+      for (const system of (details.systems || []).slice().sort(byId)) {
+        present.add(system.id);
+        this.setSystem(system.id, system, since, true);
+      }
+      for (const id of [...this.rows.keys()]) if (!present.has(id)) this.setSystem(id, null, since, true);
+      this.dirtyAll = true;
+    }
+
+    setSystem(id, value, eventId, force) {
+      let row = this.rows.get(id);
+      // Older than what is shown (a snapshot is as new as its `since`).
+      if (row && (force ? eventId < row.seen : eventId <= row.seen)) return;
+      if (value === null) {
+        if (row) {
+          row.tr.remove();
+          this.rows.delete(id);
+          this.dirtyRows.delete(row);
+        }
+        return;
+      }
+      if (!row) {
+        row = new Row(id, this.options.withAction);
+        this.rows.set(id, row);
+        insertSorted((value.kind === "detector" ? this.detectors : this.globals).tBodies[0], row);
+      }
+      row.seen = eventId;
+      row.record = value;
+      this.dirtyRows.add(row);
+    }
+
+    // A `state` event of this partition.
+    state(data, id) {
+      const key = data.key;
+      if (key === "partition") {
+        if (id <= this.seen.record) return;
+        this.seen.record = id;
+        const v = data.value || {};
+        this.info.state = v.state || null;
+        this.info.tag = v.tag || null;
+        this.info.locked = !!v.locked;
+        this.info.operation = v.operation || null;
+        if (!v.operation) this.progress = null;
+      } else if (key === "connected") {
+        if (id <= this.seen.connected) return;
+        this.seen.connected = id;
+        this.info.connected = !!(data.value && data.value.connected);
+        for (const row of this.rows.values()) this.dirtyRows.add(row);
+      } else if (key === "reset") {
+        return "refetch";
+      } else if (typeof key === "string" && key.startsWith("system/")) {
+        this.setSystem(key.slice(7), data.value, id, false);
+        return;
+      }
+      this.dirtyAll = true;
+    }
+
+    control(data, id) {
+      if (id <= this.seen.control) return;
+      this.seen.control = id;
+      this.info.controller = data.holder || null;
+      this.dirtyAll = true;
+    }
+
+    setAllowed(data, id) {
+      if (id <= this.seen.allowed) return;
+      this.seen.allowed = id;
+      this.allowed = data.allowed || [];
+      this.dirtyAll = true;
+    }
+
+    setProgress(data, id) {
+      if (id <= this.seen.progress) return;
+      this.seen.progress = id;
+      this.progress = data;
+      this.dirtyAll = true;
+    }
+
+    shownState() {
+      return this.info.connected ? (this.info.state || "unknown") : CP;
+    }
+
+    render() {
+      const decorate = this.options.decorateReset;
+      if (this.dirtyAll) {
+        const info = this.info;
+        ECS.showState(this.stateEl, this.shownState());
+        setText(this.tagEl, info.tag || "No configuration tag");
+        setText(this.controllerEl, info.controller || "nobody");
+        setText(this.connectedEl, info.connected ? "connected" : "not connected");
+        setText(this.operationEl, info.locked ? "locked by a move" : (info.operation || "none"));
+        if (decorate) for (const b of this.root.querySelectorAll("button.reset")) decorate(b);
+      }
+      for (const row of this.dirtyRows) row.render(this.info.connected, decorate);
+      this.dirtyRows.clear();
+      const changed = this.dirtyAll;
+      this.dirtyAll = false;
+      return changed;
+    }
+  }
+
+  // The unassigned detectors table (overview).
+  class UnassignedView {
+    constructor(parent) {
+      this.rows = new Map();
+      this.dirty = new Set();
+      this.table = parent.appendChild(systemsTable("Unassigned detectors", false));
+      this.table.id = "unassigned";
+      this.empty = parent.appendChild(el("p", "empty", "No unassigned detectors."));
+    }
+    load(list, since) {
+      const present = new Set();
+      for (const r of list.slice().sort(byId)) { present.add(r.id); this.set(r.id, r, since, true); }
+      for (const id of [...this.rows.keys()]) if (!present.has(id)) this.set(id, null, since, true);
+    }
+    set(id, value, eventId, force) {
+      let row = this.rows.get(id);
+      if (row && (force ? eventId < row.seen : eventId <= row.seen)) return;
+      if (value === null) {
+        if (row) { row.tr.remove(); this.rows.delete(id); this.dirty.delete(row); }
+        return;
+      }
+      if (!row) {
+        row = new Row(id, false);
+        this.rows.set(id, row);
+        insertSorted(this.table.tBodies[0], row);
+      }
+      row.seen = eventId;
+      row.record = value;
+      this.dirty.add(row);
+    }
+    render() {
+      for (const row of this.dirty) row.render(true, null);
+      this.dirty.clear();
+      this.empty.hidden = this.rows.size > 0;
+      this.table.hidden = this.rows.size === 0;
+    }
+  }
+
+  // The log tail: newest at the bottom, at most `max` lines.  The box is a
+  // flex column-reverse (ecs.css): its first child is shown at the bottom and
+  // it stays scrolled to the end by itself, so the page never reads the
+  // layout (a forced layout of a 1,000-row table costs hundreds of ms).
+  class LogView {
+    constructor(box, withPartition, max) {
+      this.box = box;
+      this.withPartition = withPartition;
+      this.max = max || 500;
+      this.pending = [];
+    }
+    line(entry) {
+      const when = new Date((entry.time || 0) * 1000);
+      const div = el("div", "log-line level-" + String(entry.level || "info").replace(/[^a-z]/g, ""));
+      const prefix = when.toLocaleTimeString([], {hour12: false}) + " " + String(entry.level || "").toUpperCase() + " ";
+      const where = this.withPartition && entry.partition ? entry.partition + ": " : "";
+      div.textContent = prefix + where + (entry.source ? entry.source + ": " : "") + entry.message;
+      return div;
+    }
+    load(entries) {  // newest first, as the API answers
+      this.box.replaceChildren();
+      this.pending = entries.slice().reverse();
+    }
+    add(entry) { this.pending.push(entry); }
+    render() {
+      if (!this.pending.length) return;
+      const fragment = document.createDocumentFragment();
+      const lines = this.pending.slice(-this.max);
+      for (let i = lines.length - 1; i >= 0; i--) fragment.appendChild(this.line(lines[i]));
+      this.pending = [];
+      this.box.prepend(fragment);
+      while (this.box.childElementCount > this.max) this.box.lastElementChild.remove();
+    }
+  }
+
+  // The page's live picture.  options: {partition (one, or null for all),
+  // container, unassigned (element or null), log (element or null),
+  // withAction, heading, decorateReset(button), onChange(view)}.
+  class Live {
+    constructor(options) {
+      this.options = options;
+      this.views = new Map();
+      this.queue = [];
+      this.lastId = 0;
+      this.loading = null;
+      this.frame = 0;
+      this.unassigned = options.unassigned ? new UnassignedView(options.unassigned) : null;
+      this.log = options.log ? new LogView(options.log, !options.partition) : null;
+      this.refetch = new Set();
+    }
+
+    start() {
+      const handle = (type) => (data, id) => this.push(type, data, id);
+      this.source = ECS.events(this.options.partition, {
+        state: handle("state"),
+        progress: handle("progress"),
+        log: handle("log"),
+        control: handle("control"),
+        allowed: handle("allowed"),
+        reload: () => this.reload(),
+      });
+      return this.reload();
+    }
+
+    push(type, data, id) {
+      const number = parseInt(id, 10);
+      if (Number.isFinite(number) && number > this.lastId) this.lastId = number;
+      this.queue.push([type, data, Number.isFinite(number) ? number : this.lastId]);
+      this.schedule();
+    }
+
+    schedule() {
+      if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.flush(); });
+    }
+
+    // Fetch everything again (first load, or after a `reload` event).
+    reload() {
+      if (this.loading) { this.reloadAgain = true; return this.loading; }
+      this.loading = this._load().finally(() => {
+        this.loading = null;
+        this.schedule();
+        if (this.reloadAgain) { this.reloadAgain = false; this.reload(); }
+      });
+      return this.loading;
+    }
+
+    async _load() {
+      const since = this.lastId;
+      const jobs = [];
+      let ids;
+      if (this.options.partition) {
+        ids = [this.options.partition];
+      } else {
+        const list = await ECS.api("GET", "/api/partitions");
+        if (!list.ok) { ECS.showReply("Loading partitions", list); return; }
+        ids = list.data.map((p) => p.id);
+      }
+      for (const [pid, view] of this.views) {
+        if (!ids.includes(pid)) { view.root.remove(); this.views.delete(pid); }
+      }
+      for (const pid of ids) jobs.push(this._loadPartition(pid, since));
+      if (this.unassigned) {
+        jobs.push(ECS.api("GET", "/api/detectors/unassigned").then((r) => { if (r.ok) this.unassigned.load(r.data, since); }));
+      }
+      if (this.log) {
+        const q = this.options.partition ? "?limit=100&partition=" + encodeURIComponent(this.options.partition) : "?limit=100";
+        jobs.push(ECS.api("GET", "/api/logs" + q).then((r) => { if (r.ok) this.log.load(r.data); }));
+      }
+      await Promise.all(jobs);
+      const loading = this.options.container.querySelector(".loading");
+      if (loading) loading.remove();
+      const empty = this.options.container.querySelector(".no-partitions");
+      if (empty) empty.hidden = this.views.size > 0;
+    }
+
+    async _loadPartition(pid, since) {
+      const answer = await ECS.api("GET", "/api/partitions/" + encodeURIComponent(pid));
+      if (!answer.ok) { ECS.showReply("Loading partition " + pid, answer); return; }
+      let view = this.views.get(pid);
+      if (!view) {
+        view = new PartitionView(pid, this.options.container, this.options);
+        this.views.set(pid, view);
+      }
+      view.load(answer.data, since);
+    }
+
+    flush() {
+      if (this.loading) return;  // applied once the snapshot is in (ids keep order)
+      const queue = this.queue;
+      this.queue = [];
+      let refetch = false;
+      for (const [type, data, id] of queue) {
+        const pid = data.partition !== undefined ? data.partition : data.scope;
+        const view = this.views.get(pid);
+        if (type === "log") {
+          if (this.log) this.log.add(data);
+        } else if (type === "state") {
+          if (data.partition === null && typeof data.key === "string" && data.key.startsWith("unassigned/")) {
+            if (this.unassigned) this.unassigned.set(data.key.slice(11), data.value, id, false);
+          } else if (view) {
+            if (view.state(data, id) === "refetch") this.refetch.add(pid);
+          } else if (!this.options.partition && data.partition) {
+            refetch = true;  // a partition we do not know yet
+          }
+        } else if (type === "control") {
+          if (view) view.control(data, id);
+          if (data.reason === "partition deleted" && !this.options.partition) refetch = true;
+          if (this.options.onControl) this.options.onControl(data);
+        } else if (type === "allowed") {
+          if (view) view.setAllowed(data, id);
+        } else if (type === "progress") {
+          if (view) view.setProgress(data, id);
+        }
+      }
+      for (const view of this.views.values()) {
+        if (view.render() && this.options.onChange) this.options.onChange(view);
+      }
+      if (this.unassigned) this.unassigned.render();
+      if (this.log) this.log.render();
+      if (refetch) this.reload();
+      else if (this.refetch.size) {
+        const since = this.lastId;
+        const pids = [...this.refetch];
+        this.refetch.clear();
+        for (const pid of pids) this._loadPartition(pid, since).then(() => this.schedule());
+      }
+    }
+  }
+
+  return {Live, PartitionView, CP, collator};
+})();

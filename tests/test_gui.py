@@ -1,0 +1,235 @@
+"""
+Tests for L{ecs.gui} and L{ecs.gui.pages}: the page shells served beside
+the API (login redirect, roles, CSP, escaping, static files), and the
+C{allowed} events the monitor's buttons follow (L{agents.eca_partitions}).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from agents.eca_partitions import PartitionWatch
+from ecs.gui import CSP, GuiPages, site_root
+from ecs.sequence import load_sequence
+from ecs.web import WebAPI
+from tests.fake_control import PASSWORD, FakeControlCenter
+
+BASE = "http://ecs.test"
+STATIC = Path(__file__).resolve().parent.parent / "templates" / "static"
+HOSTILE = 'p"><img src=x onerror=alert(1)>'
+
+
+class PageTestCase(SynchronousTestCase):
+    """The API and the GUI over a FakeControlCenter, reached through StubTreq."""
+
+    def setUp(self) -> None:
+        self.center = FakeControlCenter()
+        api = WebAPI(self.center, Clock())
+        self.stub = StubTreq(site_root(api.resource(), GuiPages(self.center).resource()))
+
+    def cookie(self, user: str) -> str:
+        """A session token of C{user} (the session cookie's value)."""
+        session = self.successResultOf(self.center.login(user, PASSWORD, "session"))
+        return str(session.token)
+
+    def get(self, path: str, user: str | None = "operator") -> tuple[int, dict[str, list[str]], str]:
+        """GET C{path} (as C{user}'s session): status, headers, body text."""
+        headers = {"cookie": [f"ecs_session={self.cookie(user)}"]} if user else {}
+        response = self.successResultOf(self.stub.get(BASE + path, headers=headers, allow_redirects=False))
+        body = self.successResultOf(response.content()).decode("utf-8")
+        raw = {k.decode().lower(): [v.decode() for v in vs] for k, vs in response.headers.getAllRawHeaders()}
+        return response.code, raw, body
+
+
+class PageTests(PageTestCase):
+    """Login redirects, roles, headers."""
+
+    def test_redirect_to_login(self) -> None:
+        """Without a session, a page sends to the login form and back."""
+        for path in ("/", "/partitions/demo"):
+            code, headers, _ = self.get(path, user=None)
+            self.assertEqual(code, 303)
+            self.assertEqual(headers["location"], ["/login?next=" + path])
+
+    def test_unknown_session_redirects(self) -> None:
+        """A bogus cookie is no session."""
+        response = self.successResultOf(self.stub.get(BASE + "/", headers={"cookie": ["ecs_session=bogus"]},
+                                                      allow_redirects=False))
+        self.assertEqual(response.code, 303)
+
+    def test_overview(self) -> None:
+        """The overview shell: CSP, CSRF meta, the live scripts, no inline script or style."""
+        code, headers, body = self.get("/")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers["content-security-policy"], [CSP.decode()])
+        self.assertEqual(headers["x-frame-options"], ["DENY"])
+        session = self.center.sessions[next(reversed(self.center.sessions))]
+        self.assertIn(f'<meta name="csrf-token" content="{session.csrf}"', body)
+        scripts = re.findall(r'<script src="([^"]+)"', body)
+        self.assertEqual(scripts, ["/static/ecs.js", "/static/live.js", "/static/overview.js"])
+        self.assertIn('id="partitions"', body)
+        self.assertIn('id="unassigned-box"', body)
+        self.assertIn('id="log"', body)
+        self.assert_no_inline(body)
+
+    def test_monitor(self) -> None:
+        """The monitor shell: the partition for the scripts, the panel, both dialogs."""
+        code, headers, body = self.get("/partitions/demo")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers["content-security-policy"], [CSP.decode()])
+        self.assertIn('data-partition="demo"', body)
+        scripts = re.findall(r'<script src="([^"]+)"', body)
+        self.assertEqual(scripts, ["/static/ecs.js", "/static/live.js", "/static/configdialog.js", "/static/monitor.js"])
+        for element in ("take-control", "release-control", "select-config", "auto-configure", "cmd-configure",
+                        "cmd-start", "cmd-stop", "cmd-abort", "progress", "why", "confirm-abort", "config-dialog",
+                        "tag-select", "config-table", "save-tag", "config-select"):
+            self.assertIn(f'id="{element}"', body)
+        self.assertIn("<h1>Partition demo</h1>", body)
+        self.assert_no_inline(body)
+
+    def test_monitor_unknown_partition(self) -> None:
+        """An unknown partition (and the ECS scope's name) is a 404 for a logged-in user."""
+        for pid in ("nope", "ecs"):
+            code, headers, body = self.get(f"/partitions/{pid}")
+            self.assertEqual(code, 404, pid)
+            self.assertIn("not_found", body)
+            self.assertEqual(headers["content-type"], ["text/plain; charset=utf-8"])
+
+    def test_no_role(self) -> None:
+        """A user without the viewer role gets 403 naming the role, not the page."""
+        for path in ("/", "/partitions/demo"):
+            code, _, body = self.get(path, user="nobody")
+            self.assertEqual(code, 403)
+            self.assertIn("viewer", body)
+            self.assertNotIn("monitor.js", body)
+            self.assertNotIn("overview.js", body)
+
+    def assert_no_inline(self, body: str) -> None:
+        """No inline script, style attribute or event handler (the CSP would refuse them)."""
+        self.assertNotRegex(body, r"<script(?![^>]*\bsrc=)[^>]*>")
+        self.assertNotRegex(body, r"\sstyle=")
+        self.assertNotRegex(body, r"\son[a-z]+=")
+
+
+class EscapingTests(PageTestCase):
+    """Hostile names never become markup."""
+
+    def test_hostile_partition_id(self) -> None:
+        """A partition id with markup is escaped in the heading, the data attribute and the navigation."""
+        self.center.partitions_[HOSTILE] = {"id": HOSTILE, "state": "Idle", "tag": None, "locked": False, "systems": []}
+        code, _, body = self.get("/partitions/" + quote(HOSTILE, safe=""))
+        self.assertEqual(code, 200)
+        self.assertNotIn("<img src=x", body)
+        self.assertIn("<h1>Partition p\"&gt;&lt;img src=x onerror=alert(1)&gt;</h1>", body)
+        self.assertIn('data-partition="p&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"', body)
+        code, _, body = self.get("/")
+        self.assertNotIn("<img src=x", body)
+        self.assertIn('href="/partitions/p&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"', body)
+
+    def test_hostile_user_name(self) -> None:
+        """A user name with markup is escaped in the user menu and the body's data attribute."""
+        name = "<img src=x onerror=alert(1)>"
+        self.center.passwords[name] = PASSWORD
+        self.center.roles[name] = ("viewer",)
+        code, _, body = self.get("/", user=name)
+        self.assertEqual(code, 200)
+        self.assertNotIn("<img src=x", body)
+        self.assertIn("&lt;img src=x onerror=alert(1)&gt;", body)
+
+    def test_scripts_never_write_html(self) -> None:
+        """The page scripts build the DOM from text only (no innerHTML and friends)."""
+        for path in sorted(STATIC.glob("*.js")):
+            text = path.read_text(encoding="utf-8")
+            for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+                self.assertNotIn(sink, text, f"{path.name} uses {sink}")
+
+
+class StaticTests(PageTestCase):
+    """C{/static/}: our assets and nothing else."""
+
+    def test_asset(self) -> None:
+        """A script is served with its type and nosniff, without a session."""
+        code, headers, body = self.get("/static/live.js", user=None)
+        self.assertEqual(code, 200)
+        self.assertIn("javascript", headers["content-type"][0])
+        self.assertEqual(headers["x-content-type-options"], ["nosniff"])
+        self.assertIn("window.LIVE", body)
+
+    def test_traversal_refused(self) -> None:
+        """Paths leaving templates/static answer 404."""
+        for path in ("/static/../base.html", "/static/%2e%2e/base.html", "/static/..%2fbase.html",
+                     "/static/%2e%2e%2f%2e%2e%2fecs%2fweb.py", "/static/%2Fetc%2Fpasswd", "/static/", "/static/nope.js"):
+            code, headers, body = self.get(path, user=None)
+            if code == 308:  # the router merges '//': still under /static/, then 404
+                location = headers["location"][0]
+                self.assertTrue(location.startswith("/static/") or location.startswith(BASE + "/static/"), location)
+                code, _, body = self.get(location.removeprefix(BASE), user=None)
+            self.assertEqual(code, 404, path)
+            self.assertNotIn("t:render", body)
+            self.assertNotIn("import ", body)
+
+
+class _Events:
+    """What a PartitionWatch needs of the ECA, recording the events."""
+
+    def __init__(self) -> None:
+        self.sequence = load_sequence(None, ["TFC", "DCS", "QA", "FLES"])
+        self.holders: dict[str, str] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, type: str, data: dict[str, Any], partition: str | None = None) -> int:
+        self.events.append((type, data))
+        return len(self.events)
+
+    def partition_seen(self, watch: Any) -> None:
+        pass
+
+    def system_seen(self, watch: Any, system: str) -> None:
+        pass
+
+    def allowed(self) -> list[list[str]]:
+        return [data["allowed"] for type, data in self.events if type == "allowed"]
+
+
+class AllowedEventTests(SynchronousTestCase):
+    """The ECA tells the GUI which commands are allowed when that changes."""
+
+    def setUp(self) -> None:
+        self.eca = _Events()
+        self.watch = PartitionWatch(self.eca, "p")  # type: ignore[arg-type]
+        self.watch.connected = True
+
+    def record(self, state: str, **extra: Any) -> dict[str, Any]:
+        return {"id": "p", "state": state, "tag": None, "locked": False, "operation": None, **extra}
+
+    def test_partition_record(self) -> None:
+        """A new partition state gives an allowed event, the same list again none."""
+        self.watch._changed("partition", self.record("Idle"))
+        self.watch._changed("partition", self.record("Idle", tag="x"))
+        top = self.eca.sequence.top_active
+        self.watch._changed("partition", self.record(top))
+        self.watch._changed("partition", self.record(top, locked=True))
+        self.assertEqual(self.eca.allowed(), [["abort", "configure"], ["abort", "configure", "start"], ["abort"]])
+
+    def test_system_error(self) -> None:
+        """A system entering or leaving Error changes whether reset is allowed; other changes send nothing."""
+        self.watch._changed("partition", self.record("Idle"))
+        system = {"id": "STS", "kind": "detector", "state": "Unconfigured", "connected": True}
+        self.watch._changed("system/STS", system)
+        self.watch._changed("system/STS", {**system, "state": "Error"})
+        self.watch._changed("system/STS", {**system, "state": "Error", "comment": "again"})
+        self.watch._changed("system/STS", None)
+        self.assertEqual(self.eca.allowed(), [["abort", "configure"], ["abort", "reset", "configure"], ["abort", "configure"]])
+
+    def test_connection(self) -> None:
+        """Losing the PCA allows nothing."""
+        self.watch._changed("partition", self.record("Idle"))
+        self.watch._set_connected(False)
+        self.assertEqual(self.eca.allowed(), [["abort", "configure"], []])
