@@ -17,7 +17,6 @@ SSE client resumes with C{Last-Event-ID}.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter, deque
 from typing import Any, Callable
 
@@ -34,7 +33,6 @@ from agents.eca_unassigned import UnassignedWatch
 from ecs import protocol
 from ecs.config import Settings, Subsystems
 from ecs.control import ControlError, IControlCenter, Session, User
-from ecs.pubsub import StateStore
 from ecs.remote_registry import REGISTRY, Entry, RegistryService
 from ecs.sequence import Sequence
 from ecs.store import LogEntry, Store, StoreError

@@ -42,7 +42,6 @@ The server
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 

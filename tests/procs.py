@@ -83,6 +83,32 @@ class Watched(protocol.ProcessProtocol):
         self.ended.callback(self.exit_code)
 
 
+class Collected(protocol.ProcessProtocol):
+    """Feeds C{stdin} (then closes it), collects stdout and stderr; C{ended}
+    fires with the exit code (None when a signal ended the process)."""
+
+    def __init__(self, stdin: bytes | None = None) -> None:
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[int | None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.stdin:
+            self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        code = 0 if reason.check(ProcessDone) else getattr(reason.value, "exitCode", None)
+        self.ended.callback(code)
+
+
 def spawn(
     testcase: Any,
     name: str,

@@ -18,39 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import treq
-from twisted.internet import defer, protocol, reactor
-from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet import defer, reactor
+from twisted.internet.error import ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
-from tests.procs import ROOT, spawn, tool
+from tests.procs import ROOT, Collected, spawn, tool
 from tests.test_demo import free_port
 
 PASSWORD = "admin-pass-123"
-
-
-class _Collect(protocol.ProcessProtocol):
-    """stdout, stderr and the exit code of one CLI run."""
-
-    def __init__(self, stdin: bytes | None) -> None:
-        self.stdin = stdin
-        self.out = b""
-        self.err = b""
-        self.ended: defer.Deferred[int | None] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.stdin is not None:
-            self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Any) -> None:
-        code = 0 if reason.check(ProcessDone) else getattr(reason.value, "exitCode", None)
-        self.ended.callback(code)
 
 
 class Result:
@@ -78,7 +53,7 @@ class ClientCommandTests(TestCase):
 
     async def ecs(self, home: Path, *argv: str, stdin: str | None = None, timeout: float = 60.0) -> Result:
         """Run `ecs argv...` as a subprocess with its config dir under C{home}."""
-        collect = _Collect(stdin.encode() if stdin is not None else None)
+        collect = Collected(stdin.encode() if stdin is not None else None)
         args = [sys.executable, "-m", "ecs.cli", *argv]
         transport = reactor.spawnProcess(collect, args[0], args, env=self.env(home), path=str(ROOT))  # type: ignore[attr-defined]
         timer = reactor.callLater(timeout, _kill, transport)  # type: ignore[attr-defined]
@@ -194,12 +169,12 @@ class ClientCommandTests(TestCase):
         self.expect(await self.ecs(admin, "configure", "demo", "--tag", "no-such-tag", "--auto", "--wait"), 1, "no-such-tag")
         self.expect(await self.ecs(admin, "configure", "demo"), 2, "--tag")
         watch_home = admin
-        watch = _Collect(None)
+        watch = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "watch", "demo"]
         watcher = reactor.spawnProcess(watch, args[0], args, env=self.env(watch_home), path=str(ROOT))  # type: ignore[attr-defined]
         self.addCleanup(_stop, watch, watcher)
         await self.until_output(watch, b"demo state Idle")
-        screen = _Collect(None)  # the same on a terminal: a redrawn table
+        screen = Collected(None)  # the same on a terminal: a redrawn table
         args = [sys.executable, "-m", "ecs.cli", "watch", "demo", "--until", "QA_Active", "--timeout", "60"]
         terminal = reactor.spawnProcess(screen, args[0], args, env=self.env(watch_home), path=str(ROOT), usePTY=True)  # type: ignore[attr-defined]
         self.addCleanup(_stop, screen, terminal)
@@ -223,7 +198,7 @@ class ClientCommandTests(TestCase):
         self.assertRegex(screen.out.decode("utf-8", "replace"), r"STS +detector +Active +Active +sts-default")
 
         # -- logs --follow sees what happens next -----------------------------------------
-        follow = _Collect(None)
+        follow = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "logs", "--follow", "--partition", "demo", "--limit", "1"]
         follower = reactor.spawnProcess(follow, args[0], args, env=self.env(viewer), path=str(ROOT))  # type: ignore[attr-defined]
         self.addCleanup(_stop, follow, follower)
@@ -247,7 +222,7 @@ class ClientCommandTests(TestCase):
         r = await self.ecs(admin, "start", "demo", "--wait")
         self.expect(r, 1, "start needs QA_Active")
         # A configure aborted while it is waited for: exit 1, the reason named.
-        waiting = _Collect(None)
+        waiting = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "configure", "demo", "--tag", "demo", "--auto", "--wait"]
         waiter = reactor.spawnProcess(waiting, args[0], args, env=self.env(admin), path=str(ROOT))  # type: ignore[attr-defined]
         self.addCleanup(_stop, waiting, waiter)
@@ -292,7 +267,7 @@ class ClientCommandTests(TestCase):
         code, body = await self.api("GET", "/api/partitions", json.loads((shifter / "config" / "ecs" / "credentials.json").read_text())["token"])
         self.assertEqual(code, 200)
 
-    async def until_output(self, collect: _Collect, text: bytes, timeout: float = 30.0, stream: str = "out") -> None:
+    async def until_output(self, collect: Collected, text: bytes, timeout: float = 30.0, stream: str = "out") -> None:
         """Wait until C{collect}'s stdout (or stderr) contains C{text}."""
         for _ in range(int(timeout / 0.05)):
             if text in getattr(collect, stream):
@@ -316,7 +291,7 @@ def _kill(transport: Any) -> None:
         pass
 
 
-async def _stop(collect: _Collect, transport: Any) -> None:
+async def _stop(collect: Collected, transport: Any) -> None:
     if collect.ended.called:
         return
     _kill(transport)

@@ -5,7 +5,6 @@ with CURVE keys, driven over ZeroMQ by a stand-in PCA in the test.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 

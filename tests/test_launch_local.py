@@ -7,7 +7,6 @@ stopped; records adopted by a second launcher; pid reuse; bad input.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path

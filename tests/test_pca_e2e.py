@@ -19,7 +19,7 @@ from ecs.protocol import Envelope
 from ecs.security import init_keys, load_keys
 from ecs.transport import RequestError
 from ecs.zmq_transport import ZmqNode
-from tests.procs import Watched, spawn, stop, tool
+from tests.procs import Watched, spawn, tool
 
 DETECTORS = ("STS", "MVD", "TOF", "TRD", "RICH")
 STEP = 0.4  # seconds per simulated configure step

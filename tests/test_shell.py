@@ -14,18 +14,19 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from ecs.control import ControlError, User
+from ecs.control import User
 from ecs.shell import AdminShell, host_key_path, listen_shell, load_host_key
 from ecs.shell_commands import CommandInterpreter, Outcome
 from ecs.shell_session import AdminManhole, CommandTerminal, ShellSession
 from tests.eca_harness import ECAHarness
 from tests.fake_control import FakeControlCenter
+from tests.procs import Collected as ProcessOutput
 
 
 class Collected:
@@ -424,31 +425,6 @@ class HostKeyTests(TestCase):
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
 
 
-class _Run(protocol.ProcessProtocol):
-    """An ssh subprocess: feeds stdin, collects output, killed (by pid) if it outlives its timeout."""
-
-    def __init__(self, stdin: bytes) -> None:
-        self.stdin = stdin
-        self.out = b""
-        self.err = b""
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if self.stdin:
-            self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        code = reason.value.exitCode
-        self.done.callback(code if code is not None else -1)
-
-
 class ShellEndToEndTests(ECAHarness):
     """The shell in a real ECA, driven by OpenSSH's client."""
 
@@ -693,7 +669,7 @@ async def _process(
     executable: str, args: list[str], stdin: bytes = b"", env: dict[str, str] | None = None, timeout: float = 30.0
 ) -> tuple[str, str, int]:
     """Run a program (not blocking the reactor); its stdout, stderr and exit status. Killed by pid after C{timeout}."""
-    run = _Run(stdin)
+    run = ProcessOutput(stdin)
     path = shutil.which(executable) or executable
     process = reactor.spawnProcess(run, path, [executable, *args], env=env if env is not None else dict(os.environ))
 
@@ -705,7 +681,8 @@ async def _process(
 
     timer = reactor.callLater(timeout, kill)
     try:
-        code = await run.done
+        ended = await run.ended
+        code = -1 if ended is None else ended
     finally:
         if timer.active():
             timer.cancel()

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.template import Element, Tag, TagLoader, XMLFile, flattenString, renderer, tags
+from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from ecs.control import ControlError, IControlCenter, Session
 from ecs.paths import data_dir
