@@ -122,16 +122,20 @@ class AgentsMixin:
 
     def set_placement(self: "ExperimentControlAgent", user: User, agent: str, host: str, launcher: str,
                       options: dict[str, Any], autostart: bool) -> defer.Deferred[dict[str, Any]]:
-        """See L{IControlCenter.set_placement}."""
-        self._need(user, "expert")
+        """
+        See L{IControlCenter.set_placement}.  Admin only: a placement says
+        which program runs where, with which environment (C{twistd},
+        C{env}, C{args}), with the ECA's SSH key and SLURM account.
+        """
+        self._need(user, "admin")
         supervisor = self._supervisor()
         return self._audited(user, "set_placement",
                              {"agent": agent, "host": host, "launcher": launcher, "autostart": autostart},
                              lambda: supervisor.place(agent, host, launcher, options, autostart, user.name))
 
     def delete_placement(self: "ExperimentControlAgent", user: User, agent: str) -> defer.Deferred[None]:
-        """See L{IControlCenter.delete_placement}."""
-        self._need(user, "expert")
+        """See L{IControlCenter.delete_placement} (admin only, as placing)."""
+        self._need(user, "admin")
         supervisor = self._supervisor()
         return self._audited(user, "delete_placement", {"agent": agent}, lambda: supervisor.unplace(agent))
 

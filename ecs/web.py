@@ -625,7 +625,7 @@ class WebAPI:
         force = _bool(body, "force")
         return self._json(request, await self._call(self.center.move_detector, session.user, did, to, force))
 
-    # -- agents: placement and supervision (reads viewer, changes expert) ---------
+    # -- agents: placement (admin) and supervision (reads viewer, commands expert) --
 
     @app.route("/api/agents", methods=["GET"])
     async def agents_list(self, request: IRequest) -> bytes:
@@ -641,8 +641,8 @@ class WebAPI:
 
     @app.route("/api/agents/<agent>", methods=["PUT"])
     async def agent_place(self, request: IRequest, agent: str) -> bytes:
-        """Place an agent C{{"host", "launcher", "options"?, "autostart"?}}."""
-        session = await self._session(request, "expert")
+        """Place an agent C{{"host", "launcher", "options"?, "autostart"?}} (admin: it says what runs where)."""
+        session = await self._session(request, "admin")
         body = self._body(request, ("host", "launcher", "options", "autostart"))
         host, launcher = _text(body, "host"), _text(body, "launcher")
         options = body.get("options", {})
@@ -656,8 +656,8 @@ class WebAPI:
 
     @app.route("/api/agents/<agent>", methods=["DELETE"])
     async def agent_unplace(self, request: IRequest, agent: str) -> bytes:
-        """Forget an agent's placement (409 while it runs)."""
-        session = await self._session(request, "expert")
+        """Forget an agent's placement (admin; 409 while it runs)."""
+        session = await self._session(request, "admin")
         return self._json(request, await self._call(self.center.delete_placement, session.user, agent))
 
     @app.route("/api/agents/<agent>/<any(start,stop,restart):command>", methods=["POST"])

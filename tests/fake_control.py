@@ -436,8 +436,8 @@ class FakeControlCenter:
 
     @_deferred
     def set_placement(self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> dict[str, Any]:
-        """Place an agent (expert); bad names and launchers refused."""
-        self._require(user, "expert")
+        """Place an agent (admin); bad names and launchers refused."""
+        self._require(user, "admin")
         kind, sep, agent_id = agent.partition(":")
         if not sep or kind not in ("pca", "detector", "global", "simhost") or not agent_id:
             raise ControlError("bad_request", f"invalid agent name {agent!r}")
@@ -452,8 +452,8 @@ class FakeControlCenter:
 
     @_deferred
     def delete_placement(self, user: User, agent: str) -> None:
-        """Forget a placement; conflict while running."""
-        self._require(user, "expert")
+        """Forget a placement (admin); conflict while running."""
+        self._require(user, "admin")
         if self._agent(agent)["status"]["running"]:
             raise ControlError("conflict", f"{agent} is running: stop it first")
         del self.agents_[agent]

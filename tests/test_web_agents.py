@@ -35,8 +35,8 @@ class AgentPlacementTests(WebTestCase):
     """PUT and DELETE /api/agents/{agent}."""
 
     def test_place(self) -> None:
-        """An expert places an agent; options and autostart are optional."""
-        token = self.token("expert")
+        """An admin places an agent; options and autostart are optional."""
+        token = self.token("admin")
         r = self.call("PUT", "/api/agents/detector:STS", token=token,
                       json={"host": "node1", "launcher": "ssh", "options": {"user": "daq"}, "autostart": False})
         self.assertEqual(r.code, 200, r.body)
@@ -44,11 +44,11 @@ class AgentPlacementTests(WebTestCase):
                          ("node1", "ssh", {"user": "daq"}, False))
         r = self.call("PUT", "/api/agents/global:all", token=token, json={"host": "localhost", "launcher": "local"})
         self.assertEqual((r.code, r.json["options"], r.json["autostart"]), (200, {}, True))
-        self.assertIn(("expert", "set_placement", ("global:all", "localhost", "local")), self.center.audit)
+        self.assertIn(("admin", "set_placement", ("global:all", "localhost", "local")), self.center.audit)
 
     def test_place_validation(self) -> None:
         """Missing or mistyped fields are 400 naming the field; the center's refusals too."""
-        token = self.token("expert")
+        token = self.token("admin")
         cases = [
             ({"launcher": "local"}, "host"),
             ({"host": "h"}, "launcher"),
@@ -65,10 +65,16 @@ class AgentPlacementTests(WebTestCase):
         self.assertNotIn("detector:STS", self.center.agents_)
 
     def test_roles(self) -> None:
-        """Operators may not place, delete, start or read output."""
+        """Operators may not place, delete, start or read output; experts may not place or delete
+        (a placement says which program runs where)."""
+        expert = self.token("expert")
+        self.assertError(self.call("PUT", "/api/agents/pca:demo", token=expert, json={"host": "h", "launcher": "local",
+                                                                                        "options": {"twistd": "/bin/sh"}}),
+                         403, "forbidden", role="admin")
+        self.assertError(self.call("DELETE", "/api/agents/pca:demo", token=expert), 403, "forbidden", role="admin")
         token = self.token("operator")
         self.assertError(self.call("PUT", "/api/agents/pca:demo", token=token, json={"host": "h", "launcher": "local"}),
-                         403, "forbidden", role="expert")
+                         403, "forbidden", role="admin")
         self.assertError(self.call("DELETE", "/api/agents/pca:demo", token=token), 403, "forbidden")
         self.assertError(self.call("POST", "/api/agents/pca:demo/start", token=token), 403, "forbidden")
         self.assertError(self.call("GET", "/api/agents/pca:demo/output", token=token), 403, "forbidden")
@@ -76,7 +82,7 @@ class AgentPlacementTests(WebTestCase):
 
     def test_delete(self) -> None:
         """DELETE forgets a stopped agent (404 after); 409 while it runs."""
-        token = self.token("expert")
+        token = self.token("admin")
         self.assertEqual(self.call("POST", "/api/agents/pca:demo/start", token=token).code, 200)
         self.assertError(self.call("DELETE", "/api/agents/pca:demo", token=token), 409, "conflict")
         self.assertEqual(self.call("POST", "/api/agents/pca:demo/stop", token=token).code, 200)

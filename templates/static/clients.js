@@ -34,7 +34,7 @@
       button("Stop", () => { if (confirm("Stop " + name + "?")) command(name, "stop"); }, !running),
       button("Restart", () => { if (confirm("Restart " + name + "?")) command(name, "restart"); }, false),
       button("Output", () => output(name), false),
-      button("Placement…", () => place(agent), false));
+      placementButton(agent));
     const row = el("tr", {dataset: {agent: name}, class: running ? "running" : "stopped"},
       el("td", {}, el("strong", {text: name})),
       el("td", {text: agent.host || "—"}),
@@ -51,6 +51,13 @@
 
   function button(label, fn, disabled) {
     return el("button", {type: "button", text: label, disabled, on: {click: fn}});
+  }
+
+  // Placing says which program runs where: admins only (the server checks too).
+  function placementButton(agent) {
+    const b = button("Placement…", () => place(agent), !ECS.hasRole("admin"));
+    if (b.disabled) b.title = "changing a placement needs role admin";
+    return b;
   }
 
   function show(agent) {
