@@ -248,6 +248,26 @@ class SshRefusalTests(SshTestBase):
 class OfflineTests(TestCase):
     """Known hosts, commands, timeouts and the per-host limit, without a network."""
 
+    def test_conch_is_quiet(self) -> None:
+        """conch's per-connection info and debug lines are dropped; its warnings and errors pass."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from ecs.launch import _conch
+
+        seen: list[dict] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        for cls in (_conch._Transport, _conch._UserAuth, _conch._Connection, _conch._Session):
+            self.assertIs(cls._log, _conch._QUIET, cls)
+        _conch._QUIET.info("channel open")
+        _conch._QUIET.debug("NEW KEYS")
+        _conch._QUIET.error("other side refused open")
+        _conch._QUIET.warn("other side unimplemented packet")
+        self.assertEqual([(e["log_format"], e["log_level"]) for e in seen],
+                         [("other side refused open", LogLevel.error),
+                          ("other side unimplemented packet", LogLevel.warn)])
+        self.assertFalse(_conch._OneConnection.noisy)
+
     def test_known_hosts(self) -> None:
         """Port-qualified, plain, hashed and revoked lines are honoured; others never match."""
         blob, other = b"\0\0\0\x0bssh-ed25519key-one", b"\0\0\0\x0bssh-ed25519key-two"

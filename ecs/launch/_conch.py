@@ -25,13 +25,27 @@ from typing import Any, Callable
 
 import attrs
 from twisted.conch.ssh import channel, common, connection, keys, transport, userauth
-from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectError, ConnectionLost
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, LogLevel, Logger, globalLogPublisher
+from zope.interface import provider
 from twisted.python.failure import Failure
 
 from ecs.launch import LaunchError
+
+@provider(ILogObserver)
+def _warnings_only(event: dict[str, Any]) -> None:
+    # conch logs every connection at info/debug (kex, channels, "Disconnecting
+    # with error ... user closed connection" on a normal close): with status
+    # polls every few seconds per host that would swamp the ECA's log.  Our
+    # own log lines say what happened; conch's warnings and errors still pass.
+    if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+        globalLogPublisher(event)
+
+
+_QUIET = Logger(observer=_warnings_only)
+
 
 MAX_OUTPUT = 1 << 20
 """Bytes of stdout (and of stderr) kept from one command; the rest is dropped."""
@@ -195,6 +209,8 @@ class Operation:
 
 
 class _Transport(transport.SSHClientTransport):
+    _log = _QUIET
+
     def __init__(self, op: Operation) -> None:
         self.op = op
         op.transport = self
@@ -227,6 +243,7 @@ class _Transport(transport.SSHClientTransport):
 
 
 class _UserAuth(userauth.SSHUserAuthClient):
+    _log = _QUIET
     preferredOrder = [b"publickey"]
 
     def __init__(self, op: Operation, service: connection.SSHConnection) -> None:
@@ -252,6 +269,8 @@ class _UserAuth(userauth.SSHUserAuthClient):
 
 
 class _Connection(connection.SSHConnection):
+    _log = _QUIET
+
     def __init__(self, op: Operation) -> None:
         super().__init__()
         self.op = op
@@ -263,6 +282,7 @@ class _Connection(connection.SSHConnection):
 
 
 class _Session(channel.SSHChannel):
+    _log = _QUIET
     name = b"session"
 
     def __init__(self, op: Operation, **kw: Any) -> None:
@@ -319,6 +339,18 @@ class _Session(channel.SSHChannel):
         self.conn.transport.loseConnection()
 
 
+class _OneConnection(protocol.Factory):
+    """Builds the one transport of an operation, without "Starting factory" lines."""
+
+    noisy = False
+
+    def __init__(self, built: _Transport) -> None:
+        self.built = built
+
+    def buildProtocol(self, addr: Any) -> _Transport:
+        return self.built
+
+
 def run(
     reactor: Any, host: str, port: int, user: str, key: keys.Key, known_hosts: KnownHosts, command: bytes,
     timeout: float, on_output: Callable[[bytes, Result], bytes | None] | None = None,
@@ -331,7 +363,7 @@ def run(
     op = Operation(host, port, user, key, known_hosts, command, on_output)
     # The endpoint's own connect timeout is longer than ours, so ours decides.
     endpoint = HostnameEndpoint(reactor, host, port, timeout=int(timeout) + 2)
-    connecting = connectProtocol(endpoint, _Transport(op))
+    connecting = endpoint.connect(_OneConnection(_Transport(op)))
 
     def refused(failure: Failure) -> None:
         if op.done.called:  # cancelled by the timeout
