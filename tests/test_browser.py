@@ -174,6 +174,37 @@ class OverviewTests(TestCase):
         self.assertEqual(await browser.text(row("MVD", "state")), "Unconfigured")
         self.assertTrue(await browser.js(MARK), "the overview was reloaded")
 
+    async def test_burst_for_one_row(self) -> None:
+        """
+        A burst of 500 events for one row inside one frame leaves the row
+        showing the newest (a disconnected system: Connection Problem, red),
+        and an older event arriving after them changes nothing; the other
+        rows are untouched.
+        """
+        demo = await Demo.start(self)
+        browser = await Browser.open(self, demo, "admin")
+        await browser.get("/")
+        await browser.wait_text(row("STS", "state"), "Unconfigured")
+        shown = await browser.js_async("""
+            const done = arguments[arguments.length - 1];
+            const live = window.ECS_LIVE;
+            const first = live.lastId + 1000000;
+            const event = (n, state, connected) => ({partition: "demo", key: "system/STS", value: {
+              id: "STS", kind: "detector", state, raw_state: state + "_" + n, tag: "t" + n, comment: "",
+              connected}});
+            for (let n = 0; n < 500; n++) {
+              live.push("state", event(n, n % 2 ? "Configuring" : "Active", n !== 499), String(first + n));
+            }
+            live.push("state", event(-1, "Error", true), String(first - 1));  // older than the burst
+            requestAnimationFrame(() => requestAnimationFrame(() => {
+              const tr = document.querySelector('#partitions tr[data-system="STS"]');
+              done([[...tr.querySelectorAll("td")].map((td) => td.textContent),
+                    tr.querySelector(".state").className, live.queue.length]);
+            }));
+        """)
+        self.assertEqual(shown, [["STS", "Connection Problem", "—", "t499", "", "no"], "state state-red", 0])
+        self.assertEqual(await browser.text(row("MVD", "state")), "Unconfigured")
+
 
 class ScreenshotTests(TestCase):
     """The documentation's screenshots, and the progress bar while configuring."""

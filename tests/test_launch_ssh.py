@@ -258,7 +258,7 @@ class OfflineTests(TestCase):
         globalLogPublisher.addObserver(seen.append)
         self.addCleanup(globalLogPublisher.removeObserver, seen.append)
         for cls in (_conch._Transport, _conch._UserAuth, _conch._Connection, _conch._Session):
-            self.assertIs(cls._log, _conch._QUIET, cls)
+            self.assertIs(cls._log.observer, _conch._warnings_only, cls)  # Logger binds per class
         _conch._QUIET.info("channel open")
         _conch._QUIET.debug("NEW KEYS")
         _conch._QUIET.error("other side refused open")
