@@ -68,12 +68,16 @@ window.ECS = (function () {
   }
 
   // Show the answer of a command in #reply (or el): success or the refusal.
-  function showReply(what, result, el) {
+  // command: the answer of a partition command, which the PCA accepted with
+  // the partition's state; the operation goes on, its progress is on the page.
+  function showReply(what, result, el, command) {
     const box = el || document.getElementById("reply");
     if (!box) return;
     box.hidden = false;
     box.className = "reply " + (result.ok ? "reply-ok" : "reply-error");
-    const reason = result.ok ? "done" : (result.data && (result.data.reason || result.data.error)) || "failed";
+    const state = command && result.data && typeof result.data.state === "string" ? result.data.state : null;
+    const done = state ? "accepted, state " + state : "done";
+    const reason = result.ok ? done : (result.data && (result.data.reason || result.data.error)) || "failed";
     box.textContent = what + ": " + (result.ok ? "" : result.status + " ") + reason;
   }
 

@@ -33,13 +33,14 @@ window.LIVE = (function () {
       this.record = null;
       this.tr = el("tr");
       this.tr.dataset.system = id;
+      this.tr.setAttribute("role", "row");
       this.cells = {};
-      for (const name of ["id", "state", "raw", "tag", "comment", "connected"]) {
-        this.cells[name] = this.tr.appendChild(el("td", "col-" + name));
+      for (const name of ["id", "state", "raw", "tag", "comment", "connected"].concat(withAction ? ["action"] : [])) {
+        const td = this.cells[name] = this.tr.appendChild(el("td", "col-" + name));
+        td.setAttribute("role", "cell");
       }
       this.cells.id.textContent = id;
       this.stateEl = this.cells.state.appendChild(el("span", "state"));
-      if (withAction) this.cells.action = this.tr.appendChild(el("td", "col-action"));
     }
 
     render(pcaConnected, decorate) {
@@ -68,14 +69,22 @@ window.LIVE = (function () {
     }
   }
 
+  // A systems table.  ecs.css lays it out as grid rows (a table re-lays out
+  // all its rows for one changed cell), so the elements are given their
+  // table roles explicitly.
   function systemsTable(caption, withAction) {
-    const table = el("table", "systems");
+    const table = el("table", withAction ? "systems with-action" : "systems");
+    table.setAttribute("role", "table");
+    table.setAttribute("aria-label", caption);
     table.appendChild(el("caption", null, caption));
-    const head = table.appendChild(el("thead")).appendChild(el("tr"));
+    const thead = table.appendChild(el("thead"));
+    thead.setAttribute("role", "rowgroup");
+    const head = thead.appendChild(el("tr"));
+    head.setAttribute("role", "row");
     const columns = ["System", "State", "Raw state", "Tag", "Comment", "Connected"];
     if (withAction) columns.push("Action");
-    for (const name of columns) head.appendChild(el("th", null, name));
-    table.appendChild(el("tbody"));
+    for (const name of columns) head.appendChild(el("th", null, name)).setAttribute("role", "columnheader");
+    table.appendChild(el("tbody")).setAttribute("role", "rowgroup");
     return table;
   }
 

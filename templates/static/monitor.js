@@ -112,7 +112,7 @@ document.addEventListener("DOMContentLoaded", () => {
     update();
     const result = await ECS.api(method, path, body);
     busy = false;
-    ECS.showReply(what, result);
+    ECS.showReply(what, result, undefined, !/\/control(\?|$)/.test(path));
     update();
     return result;
   }
