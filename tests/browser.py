@@ -251,11 +251,14 @@ class Browser:
         await self.run(steps)
 
     def _wait(self, condition: Callable[[Any], Any], timeout: float, what: str) -> Any:
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
+        # A live page replaces elements (options of a select, rows) while we
+        # look at them: an element gone stale or missing means "not yet".
+        ignored = (NoSuchElementException, StaleElementReferenceException)
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition)
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
         except TimeoutException:
             raise AssertionError(f"browser ({self.user}): {what} not seen within {timeout} s at "
                                  f"{self.driver.current_url}") from None
@@ -303,7 +306,7 @@ class Browser:
             self._wait(ec.element_to_be_clickable((By.CSS_SELECTOR, css)), timeout, f"{css} clickable")
             self.driver.find_element(By.CSS_SELECTOR, css).click()
 
-        await self.run(steps)
+        await self.run(self._again_if_stale, steps)
 
     async def select(self, css: str, value: str) -> None:
         """Choose the option with C{value} in the select C{css} (fires its change event)."""
@@ -316,7 +319,20 @@ class Browser:
                        30, f"option {value!r} in {css}")
             Select(self.driver.find_element(By.CSS_SELECTOR, css)).select_by_value(value)
 
-        await self.run(steps)
+        await self.run(self._again_if_stale, steps)
+
+    @staticmethod
+    def _again_if_stale(steps: Callable[[], None], attempts: int = 3) -> None:
+        """Run C{steps}; once more if the page replaced the element in between."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for attempt in range(attempts):
+            try:
+                steps()
+                return
+            except StaleElementReferenceException:
+                if attempt == attempts - 1:
+                    raise
 
     async def js(self, script: str, *args: Any) -> Any:
         """Run JavaScript in the page (C{return ...} for a value)."""
