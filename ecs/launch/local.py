@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, threads
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -391,13 +391,17 @@ class LocalLauncher:
 
     def tail(self, record: LaunchRecord, lines: int) -> defer.Deferred[str]:
         """
-        The last C{lines} lines of the agent's log file.  Read on the reactor
-        thread: the read is bounded (at most 1 MiB, from the end of the file)
-        and the file is local.
+        The last C{lines} lines of the agent's log file, read in the
+        reactor's thread pool (bounded: at most 1 MiB from the end; the state
+        directory may be on a network file system that stalls).
         """
-        return defer.maybeDeferred(self._tail, record, lines)
+        try:
+            path = self._log_path(record, lines)
+        except LaunchError:
+            return defer.fail()
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), tail_file, path, lines)
 
-    def _tail(self, record: LaunchRecord, lines: int) -> str:
+    def _log_path(self, record: LaunchRecord, lines: int) -> Path:
         check_lines(lines)
         if not record.log:
             raise LaunchError("unknown", f"no log file recorded for {record.agent}")
@@ -405,7 +409,7 @@ class LocalLauncher:
         logs = self.state_dir / "logs" / "agents"
         if path.parent.resolve() != logs.resolve():
             raise LaunchError("invalid", f"log file {record.log!r} of {record.agent} is not under {logs}")
-        return tail_file(path, lines)
+        return path
 
 
 def _pid(record: LaunchRecord) -> int:
