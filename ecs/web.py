@@ -6,7 +6,9 @@ L{WebAPI} is a class holding C{app = Klein()}; it talks only to an
 L{IControlCenter} and an injected clock.  Mount it with
 C{Site(WebAPI(center, reactor).resource())} on an endpoint service; never
 C{app.run()}.  The endpoint string (C{tcp:8080:interface=127.0.0.1}, or
-C{ssl:...}) belongs to the service that mounts it.
+C{ssl:...}) belongs to the service that mounts it.  The routes for experts
+and admins (agents, configurations, tags, runs, logs, users) are in
+L{ecs.web_admin}, the event stream's connection in L{ecs.web_stream}.
 
 Authentication
     C{Authorization: Bearer <token>} (scripts, the CLI) or the session
@@ -70,15 +72,14 @@ from typing import Any, Callable, Iterable, NoReturn
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from zope.interface import implementer
 
 from ecs.control import ROLES, ControlError, IControlCenter, Session
+from ecs.web_stream import EventStream
 
 MAX_BODY = 1 << 20
 COOKIE = b"ecs_session"
@@ -153,115 +154,6 @@ class LoginLimiter:
     def succeeded(self, key: tuple[str, str]) -> None:
         """A successful login clears that user's count (not the address's)."""
         self._failures.pop(key, None)
-
-
-@implementer(IPushProducer)
-class EventStream:
-    """One open C{/api/events} response: writes events, keep-alives, and
-    drops itself when its client cannot keep up (see the module docstring)."""
-
-    _log = Logger()
-
-    def __init__(self, request: IRequest, clock: IReactorTime, keepalive: float, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
-        self.request = request
-        self._max_buffer = max_buffer
-        self._on_close = on_close
-        self._paused = False
-        self._queue: list[bytes] = []
-        self._queued = 0
-        self._last_id = -1
-        self._unsubscribe: Callable[[], None] | None = None
-        self.closed = False
-        self.dropped = False
-        self.done: defer.Deferred[None] = defer.Deferred()
-        self._keepalive = LoopingCall(self._send_keepalive)
-        self._keepalive.clock = clock
-        self._keepalive_interval = keepalive
-
-    def start(self, replay: list[tuple[int, str, dict[str, Any]]] | None, subscribe: Callable[[Callable[[int, str, dict[str, Any]], None]], Callable[[], None]]) -> None:
-        """Send the replay (None: a reload event), then follow live events."""
-        request = self.request
-        if getattr(request, "channel", None) is None:
-            # Gone already: notifyFinish would never fire.
-            self._finished(None)
-            return
-        request.notifyFinish().addBoth(self._finished)
-        request.registerProducer(self, True)
-        self._write(b"retry: 3000\n\n")
-        if replay is None:
-            self._write(b"event: reload\ndata: {}\n\n")
-        else:
-            for event_id, kind, data in replay:
-                self.send(event_id, kind, data)
-        if not self.closed:
-            self._unsubscribe = subscribe(self.send)
-            self._keepalive.start(self._keepalive_interval, now=False)
-
-    def send(self, event_id: int, kind: str, data: dict[str, Any]) -> None:
-        """Write one event (the center's subscriber callback)."""
-        if self.closed or event_id <= self._last_id:
-            return
-        self._last_id = event_id
-        kind = "".join(c for c in str(kind) if c not in "\r\n")
-        payload = json.dumps(data, separators=(",", ":"), default=str)
-        self._write(f"id: {int(event_id)}\nevent: {kind}\ndata: {payload}\n\n".encode())
-
-    def _send_keepalive(self) -> None:
-        if not self._paused:
-            self._write(b": keep-alive\n\n")
-
-    def _write(self, chunk: bytes) -> None:
-        if self.closed:
-            return
-        if not self._paused:
-            self.request.write(chunk)
-            return
-        self._queue.append(chunk)
-        self._queued += len(chunk)
-        if self._queued > self._max_buffer:
-            self._drop()
-
-    def _drop(self) -> None:
-        self._log.warn("dropping a slow event-stream client ({queued} bytes queued)", queued=self._queued)
-        self.dropped = True
-        self._close()
-        transport = getattr(self.request, "transport", None)
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None) or transport.loseConnection
-            abort()
-
-    # IPushProducer: the connection tells us when its buffer is full.
-    def pauseProducing(self) -> None:
-        """The transport's buffer is full: queue from now on."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """The transport drained: write what was queued."""
-        self._paused = False
-        queue, self._queue, self._queued = self._queue, [], 0
-        for chunk in queue:
-            self._write(chunk)
-
-    def stopProducing(self) -> None:
-        """The connection is going away."""
-        self._close()
-
-    def _finished(self, result: object) -> None:
-        self._close()
-        if not self.done.called:
-            self.done.callback(None)
-
-    def _close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._queue, self._queued = [], 0
-        if self._keepalive.running:
-            self._keepalive.stop()
-        if self._unsubscribe is not None:
-            unsubscribe, self._unsubscribe = self._unsubscribe, None
-            unsubscribe()
-        self._on_close(self)
 
 
 class WebAPI:
@@ -625,175 +517,6 @@ class WebAPI:
         force = _bool(body, "force")
         return self._json(request, await self._call(self.center.move_detector, session.user, did, to, force))
 
-    # -- agents: placement (admin) and supervision (reads viewer, commands expert) --
-
-    @app.route("/api/agents", methods=["GET"])
-    async def agents_list(self, request: IRequest) -> bytes:
-        """Every placed agent: placement, launcher status, registration, supervision."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.agents))
-
-    @app.route("/api/agents/<agent>", methods=["GET"])
-    async def agent_get(self, request: IRequest, agent: str) -> bytes:
-        """One agent (C{<kind>:<id>})."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.agent, agent))
-
-    @app.route("/api/agents/<agent>", methods=["PUT"])
-    async def agent_place(self, request: IRequest, agent: str) -> bytes:
-        """Place an agent C{{"host", "launcher", "options"?, "autostart"?}} (admin: it says what runs where)."""
-        session = await self._session(request, "admin")
-        body = self._body(request, ("host", "launcher", "options", "autostart"))
-        host, launcher = _text(body, "host"), _text(body, "launcher")
-        options = body.get("options", {})
-        if not isinstance(options, dict):
-            _bad("options", "must be an object")
-        autostart = body.get("autostart", True)
-        if not isinstance(autostart, bool):
-            _bad("autostart", "must be true or false")
-        return self._json(request, await self._call(self.center.set_placement, session.user, agent, host, launcher,
-                                                    options, autostart))
-
-    @app.route("/api/agents/<agent>", methods=["DELETE"])
-    async def agent_unplace(self, request: IRequest, agent: str) -> bytes:
-        """Forget an agent's placement (admin; 409 while it runs)."""
-        session = await self._session(request, "admin")
-        return self._json(request, await self._call(self.center.delete_placement, session.user, agent))
-
-    @app.route("/api/agents/<agent>/<any(start,stop,restart):command>", methods=["POST"])
-    async def agent_command(self, request: IRequest, agent: str, command: str) -> bytes:
-        """Start, stop or restart an agent; the agent after it (launcher failures 502)."""
-        session = await self._session(request, "expert")
-        self._body(request, (), required=False)
-        return self._json(request, await self._call(self.center.agent_command, session.user, agent, command))
-
-    @app.route("/api/agents/<agent>/output", methods=["GET"])
-    async def agent_output(self, request: IRequest, agent: str) -> bytes:
-        """The last lines of an agent's output (?lines=N, at most 2000, default 200)."""
-        session = await self._session(request, "expert")
-        lines = self._int(request, "lines", 200, 1, 2000)
-        return self._json(request, await self._call(self.center.agent_output, session.user, agent, lines))
-
-    # -- configurations and tags --------------------------------------------------
-
-    @app.route("/api/configs", methods=["GET"])
-    async def configs(self, request: IRequest) -> bytes:
-        """Latest version of every configuration (?system=)."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.configs, self._query(request, "system")))
-
-    @app.route("/api/configs/<cid>", methods=["GET"])
-    async def config(self, request: IRequest, cid: str) -> bytes:
-        """One configuration (?version=N)."""
-        await self._session(request, "viewer")
-        version = self._int(request, "version", None, 1, 2**31)
-        return self._json(request, await self._call(self.center.config, cid, version))
-
-    @app.route("/api/configs/<cid>", methods=["PUT"])
-    async def save_config(self, request: IRequest, cid: str) -> bytes:
-        """A new version of a configuration C{{"system", "parameters"}}."""
-        session = await self._session(request, "expert")
-        body = self._body(request, ("system", "parameters"))
-        system = _text(body, "system")
-        parameters = body.get("parameters")
-        if not isinstance(parameters, dict):
-            _bad("parameters", "must be an object")
-        return self._json(request, await self._call(self.center.save_config, session.user, cid, system, parameters))
-
-    @app.route("/api/configs/<cid>", methods=["DELETE"])
-    async def delete_config(self, request: IRequest, cid: str) -> bytes:
-        """Delete a configuration."""
-        session = await self._session(request, "expert")
-        return self._json(request, await self._call(self.center.delete_config, session.user, cid))
-
-    @app.route("/api/tags", methods=["GET"])
-    async def tags(self, request: IRequest) -> bytes:
-        """Every tag (?partition= adds compatible/missing/extra)."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.tags, self._query(request, "partition")))
-
-    @app.route("/api/tags/<name>", methods=["GET"])
-    async def tag(self, request: IRequest, name: str) -> bytes:
-        """One tag."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.tag, name))
-
-    @app.route("/api/tags/<name>", methods=["PUT"])
-    async def save_tag(self, request: IRequest, name: str) -> bytes:
-        """Create or replace a tag C{{"configs": [ids]}}."""
-        session = await self._session(request, "expert")
-        ids = _text_list(self._body(request, ("configs",)), "configs")
-        return self._json(request, await self._call(self.center.save_tag, session.user, name, ids))
-
-    @app.route("/api/tags/<name>", methods=["DELETE"])
-    async def delete_tag(self, request: IRequest, name: str) -> bytes:
-        """Delete a tag."""
-        session = await self._session(request, "expert")
-        return self._json(request, await self._call(self.center.delete_tag, session.user, name))
-
-    # -- runs and logs ----------------------------------------------------------------
-
-    @app.route("/api/runs", methods=["GET"])
-    async def runs(self, request: IRequest) -> bytes:
-        """Run records, newest first (?partition=&limit=)."""
-        await self._session(request, "viewer")
-        limit = self._int(request, "limit", 100, 1, MAX_LIMIT)
-        return self._json(request, await self._call(self.center.runs, self._query(request, "partition"), limit))
-
-    @app.route("/api/logs", methods=["GET"])
-    async def logs(self, request: IRequest) -> bytes:
-        """Stored log events (?partition=&level=&since=&until=&q=&limit=)."""
-        await self._session(request, "viewer")
-        times: dict[str, float | None] = {}
-        for name in ("since", "until"):
-            text = self._query(request, name)
-            times[name] = None
-            if text is not None:
-                try:
-                    times[name] = float(text)
-                except ValueError:
-                    _bad(name, "must be a number (seconds since the epoch)")
-                if not math.isfinite(times[name]):  # type: ignore[arg-type]
-                    _bad(name, "must be finite")
-        limit = self._int(request, "limit", 100, 1, MAX_LIMIT)
-        result = await self._call(self.center.logs, self._query(request, "partition"), self._query(request, "level"),
-                                  times["since"], self._query(request, "q"), limit, times["until"])
-        return self._json(request, result)
-
-    # -- users (admin) -------------------------------------------------------------------
-
-    @app.route("/api/users", methods=["GET"])
-    async def users(self, request: IRequest) -> bytes:
-        """Every user with roles."""
-        session = await self._session(request, "admin")
-        return self._json(request, await self._call(self.center.users, session.user))
-
-    @app.route("/api/users", methods=["POST"])
-    async def add_user(self, request: IRequest) -> bytes:
-        """A new user C{{username, password, roles}}."""
-        session = await self._session(request, "admin")
-        body = self._body(request, ("username", "password", "roles"))
-        name, password = _text(body, "username"), _text(body, "password")
-        roles = _roles(body)
-        return self._json(request, await self._call(self.center.add_user, session.user, name, password, roles))
-
-    @app.route("/api/users/<name>", methods=["PUT"])
-    async def update_user(self, request: IRequest, name: str) -> bytes:
-        """Change a user's password and/or roles."""
-        session = await self._session(request, "admin")
-        body = self._body(request, ("password", "roles"))
-        if not body:
-            _bad("body", "give password and/or roles")
-        password = _text(body, "password") if "password" in body else None
-        roles = _roles(body) if "roles" in body else None
-        return self._json(request, await self._call(self.center.update_user, session.user, name, password, roles))
-
-    @app.route("/api/users/<name>", methods=["DELETE"])
-    async def delete_user(self, request: IRequest, name: str) -> bytes:
-        """Delete a user."""
-        session = await self._session(request, "admin")
-        return self._json(request, await self._call(self.center.delete_user, session.user, name))
-
     # -- events ----------------------------------------------------------------------------
 
     @app.route("/api/events", methods=["GET"])
@@ -891,5 +614,12 @@ def _set_cookie(request: IRequest, token: str, secure: bool, clear: bool = False
         parts.append(b"Secure")
     request.cookies.append(b"; ".join(parts))
 
+
+def _load_routes() -> None:
+    # The expert and admin routes live in their own module, on WebAPI.app.
+    import ecs.web_admin  # noqa: F401
+
+
+_load_routes()
 
 __all__ = ["WebAPI", "EventStream", "LoginLimiter", "ApiError"]
