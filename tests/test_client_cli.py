@@ -258,6 +258,13 @@ class ClientCommandTests(TestCase):
         r = await self.ecs(viewer, "agents", "--json")
         self.assertIn("detector:STS", [row["agent"] for row in r.json()])
 
+        # -- control release ----------------------------------------------------------------
+        self.expect(await self.ecs(shifter, "control", "release", "demo"), 1)  # not the holder
+        self.expect(await self.ecs(admin, "control", "release", "demo"), 0)
+        r = await self.ecs(viewer, "--json", "status")
+        self.assertIsNone(next(p for p in r.json() if p["id"] == "demo")["controller"])
+        self.expect(await self.ecs(shifter, "control", "take", "demo"), 0)  # free again
+
         # -- logout -------------------------------------------------------------------------
         self.expect(await self.ecs(admin, "logout"), 0)
         self.assertFalse(credentials.exists())
