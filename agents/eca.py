@@ -353,6 +353,14 @@ class ExperimentControlAgent(AgentsMixin, ManagementMixin, AsyncStartService):
         """See L{IControlCenter.release_control}."""
         return defer.Deferred.fromCoroutine(self._release(user, scope))
 
+    async def _ecs_holder(self) -> dict[str, Any]:
+        row = await self.store.control("ecs")
+        return {"scope": "ecs", "holder": row.holder if row else None, "since": row.since if row else None}
+
+    def ecs_control(self) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.ecs_control}."""
+        return defer.Deferred.fromCoroutine(self._ecs_holder())
+
     async def _holding(self, user: User, scope: str) -> None:
         row = await self.store.control(scope)
         if row is None or row.holder != user.name:

@@ -128,6 +128,9 @@ class IControlCenter(Interface):
     def release_control(user: User, scope: str) -> "defer.Deferred[None]":
         """Give control up."""
 
+    def ecs_control() -> "defer.Deferred[dict[str, Any]]":
+        """Who holds the ECS control: C{{"scope": "ecs", "holder": name or None, "since": time or None}}."""
+
     def command(user: User, partition_id: str, command: str, body: dict[str, Any]) -> "defer.Deferred[dict[str, Any]]":
         """configure/start/stop/abort/reset on a partition; the user must hold its
         control (operator role); the PCA's refusal comes back as conflict/locked."""

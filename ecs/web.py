@@ -445,6 +445,12 @@ class WebAPI:
 
     # -- management (expert, with the ECS control) ---------------------------------
 
+    @app.route("/api/control", methods=["GET"])
+    async def ecs_control(self, request: IRequest) -> bytes:
+        """Who holds the ECS control (holder null when nobody)."""
+        await self._session(request, "viewer")
+        return self._json(request, await self._call(self.center.ecs_control))
+
     @app.route("/api/control", methods=["POST"])
     async def take_ecs_control(self, request: IRequest) -> bytes:
         """Take the ECS control, needed for management (admin: ?force=1)."""

@@ -207,6 +207,12 @@ class FakeControlCenter:
         self.emit("control", {"scope": scope, "holder": None}, None if scope == "ecs" else scope)
 
     @_deferred
+    def ecs_control(self) -> dict[str, Any]:
+        """Who holds the ECS control."""
+        holder = self.holders.get("ecs")
+        return {"scope": "ecs", "holder": holder, "since": 0.0 if holder else None}
+
+    @_deferred
     def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> dict[str, Any]:
         """Run a command when the user holds control and the state allows it."""
         self._require(user, "operator")

@@ -144,6 +144,7 @@ class MoveTests(TestCase):
         self.assertFalse(await second_view.js(f"return !!document.querySelector('{monitor_row('second', 'STS')}')"))
 
         await expert.get("/manage")
+        await expert.wait_text("#ecs-holder", "Holder: you.")  # read from GET /api/control on load
         await expert.select("#move-from", "demo")
         await expert.select("#move-to", "second")
         await expert.wait_js("return !!document.querySelector('#move-detectors input[value=STS]')")

@@ -101,8 +101,13 @@ class ControlTests(ECAHarness):
 
     async def test_ecs_control(self) -> None:
         """The ECS control is separate from partitions and needs the expert role."""
+        r = await self.call("GET", "/api/control", token=await self.login("viewer"))
+        self.assertEqual((r.code, r.json["holder"], r.json["since"]), (200, None, None))
         await self.take("expert", "ecs")
         self.assertEqual((await self.store.control("ecs")).holder, "expert")
+        r = await self.call("GET", "/api/control", token=await self.login("viewer"))
+        self.assertEqual((r.json["scope"], r.json["holder"]), ("ecs", "expert"))
+        self.assertIsInstance(r.json["since"], float)
         self.assertIsNone(await self.store.control("demo"))
         r = await self.call("POST", "/api/control", token=await self.login("admin"))
         self.assertError(r, 409, "conflict", holder="expert")

@@ -567,8 +567,10 @@ class ManagementTests(WebTestCase):
         """An expert takes and releases the ECS control; an operator may not; a wrong scope is 400."""
         self.assertError(self.call("POST", "/api/control", token=self.token("operator")), 403, "forbidden", role="expert")
         self.assertError(self.call("POST", "/api/control", token=self.ex, json={"scope": "demo"}), 400, "bad_request", field="scope")
+        self.assertEqual(self.call("GET", "/api/control", token=self.token("viewer")).json["holder"], None)
         r = self.call("POST", "/api/control", token=self.ex)
         self.assertEqual(r.json, {"scope": "ecs", "holder": "expert"})
+        self.assertEqual(self.call("GET", "/api/control", token=self.token("viewer")).json["holder"], "expert")
         self.assertError(self.call("POST", "/api/control", token=self.token("admin")), 409, "conflict", holder="expert")
         self.assertEqual(self.call("DELETE", "/api/control", token=self.ex).code, 200)
         self.assertEqual(self.center.holders, {})

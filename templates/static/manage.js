@@ -117,10 +117,15 @@
       await each(label, ids, (id) => ECS.api("POST", "/api/detectors/" + enc(id) + "/move", {to}),
                  (id) => ECS.api("POST", "/api/detectors/" + enc(id) + "/move", {to, force: true}), "Move anyway (force)");
     });
+    const showHolder = async () => {
+      const r = await ECS.api("GET", "/api/control");
+      if (r.ok) holder("Holder: " + (r.data.holder === ECS.user() ? "you" : r.data.holder || "nobody") + ".");
+    };
     ECS.events(null, {
       control: (data) => { if (data.scope === "ecs") holder("Holder: " + (data.holder || "nobody") + "."); },
-      reload: refresh,
+      reload: async () => { await showHolder(); await refresh(); },
     });
+    await showHolder();
     await refresh();
   });
 })();
