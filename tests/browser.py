@@ -30,21 +30,18 @@ otherwise screenshots go to the test's temporary directory.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import treq
 import yaml
 from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import SkipTest
 
-from tests.procs import ROOT, spawn, tool
+from tests.procs import ROOT, call_api, free_port, spawn, tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -69,13 +66,6 @@ def skip_without_browser() -> None:
     reason = browser_missing()
     if reason is not None:
         raise SkipTest(reason)
-
-
-def free_port() -> int:
-    """A loopback port free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def screenshot_dir(testcase: Any) -> Path:
@@ -141,25 +131,15 @@ class Demo:
 
     async def api(self, method: str, path: str, user: str | None = "admin", body: Any = None) -> tuple[int, Any]:
         """Call the JSON API as C{user} (a bearer token; None: anonymous)."""
-        headers = {"Content-Type": ["application/json"]}
-        if user is not None:
-            headers["Authorization"] = [f"Bearer {await self.token(user)}"]
-        data = json.dumps(body).encode() if body is not None else None
-        response = await treq.request(method, self.base + path, headers=headers, data=data, persistent=False)
-        content = await response.content()
-        try:
-            return response.code, json.loads(content) if content else None
-        except ValueError:
-            return response.code, content.decode("utf-8", "replace")
+        return await call_api(self.base, method, path, await self.token(user) if user is not None else None, body)
 
     async def token(self, user: str) -> str:
         """An API token of C{user} (logged in once)."""
         if user not in self._tokens:
-            response = await treq.post(self.base + "/api/login", json={
-                "username": user, "password": self.passwords[user], "kind": "api"}, persistent=False)
-            body = await response.json()
-            if response.code != 200:
-                raise AssertionError(f"login of {user}: {response.code} {body}")
+            code, body = await call_api(self.base, "POST", "/api/login",
+                                        body={"username": user, "password": self.passwords[user], "kind": "api"})
+            if code != 200:
+                raise AssertionError(f"login of {user}: {code} {body}")
             self._tokens[user] = body["token"]
         return self._tokens[user]
 

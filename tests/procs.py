@@ -8,9 +8,11 @@ is killed by pid in cleanup, its process group too.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,29 @@ class Collected(protocol.ProcessProtocol):
     def processEnded(self, reason: Any) -> None:
         code = 0 if reason.check(ProcessDone) else getattr(reason.value, "exitCode", None)
         self.ended.callback(code)
+
+
+def free_port() -> int:
+    """A loopback port free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def call_api(base: str, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    """One request to a real ECA's JSON API: (status, parsed JSON, or the text when it is not JSON)."""
+    import treq
+
+    headers = {"Content-Type": ["application/json"]}
+    if token:
+        headers["Authorization"] = [f"Bearer {token}"]
+    data = json.dumps(body).encode() if body is not None else None
+    response = await treq.request(method, base + path, headers=headers, data=data, persistent=False)
+    content = await response.content()
+    try:
+        return response.code, json.loads(content) if content else None
+    except ValueError:
+        return response.code, content.decode("utf-8", "replace")
 
 
 def spawn(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import attrs
 from twisted.internet import reactor, utils
 from twisted.trial.unittest import SkipTest
 
-from tests.procs import Watched, spawn
+from tests.procs import Watched, free_port, spawn
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -49,14 +48,6 @@ class SshServer:
     tmp: Path
     process: Watched
     pid: int
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def keygen(path: Path, kind: str = "ed25519") -> str:

@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet import defer, reactor
 from twisted.internet.error import ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
-from tests.procs import ROOT, Collected, spawn, tool
-from tests.test_demo import free_port
+from tests.procs import ROOT, Collected, call_api, free_port, spawn, tool
 
 PASSWORD = "admin-pass-123"
 
@@ -64,10 +62,7 @@ class ClientCommandTests(TestCase):
         return Result(code, collect.out.decode("utf-8", "replace"), collect.err.decode("utf-8", "replace"))
 
     async def api(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Content-Type": ["application/json"], "Authorization": [f"Bearer {token}"]}
-        data = json.dumps(body).encode() if body is not None else None
-        response = await treq.request(method, self.base + path, headers=headers, data=data, persistent=False)
-        return response.code, json.loads(await response.content() or b"null")
+        return await call_api(self.base, method, path, token, body)
 
     def expect(self, result: Result, code: int, *stderr: str) -> None:
         self.assertEqual(result.code, code, result)

@@ -6,23 +6,13 @@ configure, recording and abort, and a second user refused meanwhile.
 
 from __future__ import annotations
 
-import json
-import socket
 from pathlib import Path
 from typing import Any
 
-import treq
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.procs import spawn, tool
-
-
-def free_port() -> int:
-    """A loopback port free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.procs import call_api, free_port, spawn, tool
 
 
 class DemoTests(TestCase):
@@ -31,17 +21,7 @@ class DemoTests(TestCase):
     timeout = 180
 
     async def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-        headers = {"Content-Type": ["application/json"]}
-        if token:
-            headers["Authorization"] = [f"Bearer {token}"]
-        data = json.dumps(body).encode() if body is not None else None
-        response = await treq.request(method, self.base + path, headers=headers, data=data, persistent=False)
-        content = await response.content()
-        try:
-            parsed = json.loads(content) if content else None
-        except ValueError:
-            parsed = content.decode("utf-8", "replace")
-        return response.code, parsed
+        return await call_api(self.base, method, path, token, body)
 
     async def login(self, user: str, password: str) -> str:
         code, body = await self.api("POST", "/api/login", body={"username": user, "password": password, "kind": "api"})

@@ -12,11 +12,9 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet import error
-from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from agents.eca_systems import PARTITION_TABLE, sequence_table, table_from_json, table_json
 from ecs.config import load_subsystems
@@ -26,6 +24,7 @@ from ecs.gui.fsmview import DOT, DotRenderer
 from ecs.sequence import load_sequence
 from ecs.web import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
+from tests.fake_process import FakeProcessReactor
 
 BASE = "http://ecs.test"
 
@@ -42,41 +41,6 @@ PAGES = {
 }
 #: a user holding exactly each role (the fake's users)
 LOWER = {"viewer": "nobody", "expert": "operator", "admin": "expert"}
-
-
-class FakeTransport:
-    """The process transport a L{FakeProcessReactor} hands to a protocol."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.stdin_closed = False
-        self.signals: list[str] = []
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def closeStdin(self) -> None:  # noqa: N802
-        self.stdin_closed = True
-
-    def signalProcess(self, signal: str) -> None:  # noqa: N802
-        self.signals.append(signal)
-
-
-@implementer(IReactorProcess)
-class FakeProcessReactor(Clock):
-    """A Clock that records C{spawnProcess} calls instead of running anything."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spawned: list[tuple[Any, str, list[str], dict[str, str]]] = []
-
-    def spawnProcess(self, protocol: Any, executable: str, args: list[str] = (), env: dict[str, str] | None = None,  # type: ignore[assignment]  # noqa: N802
-                     path: str | None = None, uid: int | None = None, gid: int | None = None, usePTY: bool = False,  # noqa: N803
-                     childFDs: Any = None) -> FakeTransport:  # noqa: N803
-        transport = FakeTransport()
-        self.spawned.append((protocol, executable, list(args), dict(env or {})))
-        protocol.makeConnection(transport)
-        return transport
 
 
 def finish(protocol: Any, out: bytes = b"", code: int = 0) -> None:
@@ -197,7 +161,7 @@ class FsmRouteTests(GuiTestCase):
         d = self.stub.get(BASE + "/fsm/draw/global?state=Configuring", headers=self._cookie("viewer"))
         self.stub.flush()
         self.assertNoResult(d)  # waiting for the child, not blocking
-        [(protocol, executable, args, env)] = self.reactor.spawned
+        [(protocol, executable, args, env, _)] = self.reactor.spawned
         self.assertEqual((executable, args), (DOT, [DOT, "-Tsvg"]))
         transport = protocol.transport
         self.assertTrue(transport.stdin_closed)

@@ -8,14 +8,11 @@ end to end, a detector controller run as a job of a real single-node SLURM
 
 from __future__ import annotations
 
-import json
 import re
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import treq
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
@@ -25,7 +22,8 @@ from zope.interface.verify import verifyObject
 
 from ecs.launch import AgentSpec, ILauncher, LaunchError, LaunchRecord, Placement
 from ecs.launch.slurm import CommandResult, ProcessRunner, SlurmLauncher, build_submission
-from tests.procs import pid_alive, spawn, tool
+from tests.fake_process import FakeProcessReactor
+from tests.procs import call_api, free_port, pid_alive, spawn, tool
 
 SPEC = AgentSpec("detector", "D1", ("ecs-detector", "--id", "D1", "--type", "STS"))
 COMMON = ["--config", "/etc/ecs/ecs.yaml", "--state-dir", "/var/lib/ecs"]
@@ -312,42 +310,12 @@ class StopTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(self.launcher.tail(record(), 0), LaunchError).value.code, "invalid")
 
 
-class _FakeTransport:
-    def __init__(self) -> None:
-        self.written = b""
-        self.stdin_closed = False
-        self.signals: list[str] = []
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def closeStdin(self) -> None:
-        self.stdin_closed = True
-
-    def signalProcess(self, name: str) -> None:
-        self.signals.append(name)
-
-
-class ProcessReactor(Clock):
-    """A Clock that records spawnProcess calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spawned: list[tuple[Any, str, list[str], dict[str, str], _FakeTransport]] = []
-
-    def spawnProcess(self, proto: Any, executable: str, args: list[str], env: dict[str, str], usePTY: bool) -> Any:
-        transport = _FakeTransport()
-        proto.makeConnection(transport)
-        self.spawned.append((proto, executable, args, env, transport))
-        return transport
-
-
 class ProcessRunnerTests(SynchronousTestCase):
     """The real runner with a fake process reactor."""
 
     def test_output_and_code(self) -> None:
         """stdin is written then closed; output and exit code come back; env has the extra variables."""
-        fake = ProcessReactor()
+        fake = FakeProcessReactor()
         d = ProcessRunner(fake, {"SLURM_CONF": "/x/slurm.conf"})(["sh", "-s"], b"echo hi\n", 5.0)
         proto, executable, args, env, transport = fake.spawned[0]
         self.assertEqual((executable.endswith("/sh"), args, env["SLURM_CONF"]), (True, ["sh", "-s"], "/x/slurm.conf"))
@@ -360,14 +328,14 @@ class ProcessRunnerTests(SynchronousTestCase):
 
     def test_signal(self) -> None:
         """A command killed by a signal has minus the signal as code."""
-        fake = ProcessReactor()
+        fake = FakeProcessReactor()
         d = ProcessRunner(fake)(["sh"], None, 5.0)
         fake.spawned[0][0].processEnded(Failure(ProcessTerminated(signal=9)))
         self.assertEqual(self.successResultOf(d).code, -9)
 
     def test_timeout_kills(self) -> None:
         """A command still running after its timeout is killed and fails with 'timeout'."""
-        fake = ProcessReactor()
+        fake = FakeProcessReactor()
         d = ProcessRunner(fake)(["sh"], None, 5.0)
         fake.advance(5.0)
         self.assertEqual(fake.spawned[0][4].signals, ["KILL"])
@@ -376,7 +344,7 @@ class ProcessRunnerTests(SynchronousTestCase):
 
     def test_missing_binary(self) -> None:
         """A command not on the PATH fails clearly, nothing is spawned."""
-        fake = ProcessReactor()
+        fake = FakeProcessReactor()
         d = ProcessRunner(fake, {"PATH": "/nonexistent"})(["sbatch"], None, 5.0)
         failure = self.failureResultOf(d, LaunchError)
         self.assertEqual(failure.value.code, "failed")
@@ -409,26 +377,13 @@ class ScriptTests(TestCase):
         self.assertFalse(any(Path(f"pwned{n}").exists() for n in range(1, 6)))
 
 
-def free_port() -> int:
-    """A loopback port free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SlurmEndToEndTests(TestCase):
     """A detector controller as a job of a real single-node SLURM, registered with a real ECA."""
 
     timeout = 120
 
     async def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-        headers = {"Content-Type": ["application/json"]}
-        if token:
-            headers["Authorization"] = [f"Bearer {token}"]
-        data = json.dumps(body).encode() if body is not None else None
-        response = await treq.request(method, self.base + path, headers=headers, data=data, persistent=False)
-        content = await response.content()
-        return response.code, json.loads(content) if content else None
+        return await call_api(self.base, method, path, token, body)
 
     async def unassigned(self, token: str) -> dict[str, Any]:
         code, body = await self.api("GET", "/api/detectors/unassigned", token)

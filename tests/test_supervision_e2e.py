@@ -20,8 +20,7 @@ import treq
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.procs import pid_alive, spawn, tool
-from tests.test_demo import free_port
+from tests.procs import call_api, free_port, pid_alive, spawn, tool
 
 PASSWORD = "admin-pass-123"
 PLUGINS = ("ecs-pca", "ecs-detector", "ecs-global", "ecs-simhost")
@@ -86,11 +85,7 @@ class SupervisionTests(TestCase):
         return spawn(self, plugin, argv, cwd=str(self.tmp), env={"ECS_ADMIN_PASSWORD": PASSWORD})
 
     async def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        headers = {"Content-Type": ["application/json"], "Authorization": [f"Bearer {token or self.token}"]}
-        data = json.dumps(body).encode() if body is not None else None
-        response = await treq.request(method, self.base + path, headers=headers, data=data, persistent=False)
-        content = await response.content()
-        return response.code, json.loads(content) if content else None
+        return await call_api(self.base, method, path, token or self.token, body)
 
     async def login(self, proc: Any) -> None:
         await proc.wait_for(r"ECS web: http://127\.0\.0\.1:\d+/", timeout=60)
