@@ -473,9 +473,10 @@ class ExperimentControlAgent(AgentsMixin, ManagementMixin, AsyncStartService):
         return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], _raise_store)
 
     def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
-             until: float | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+             until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{IControlCenter.logs}."""
-        d = self.store.logs(partition=partition_id, level=level, since=since, q=q, limit=limit, until=until)
+        d = self.store.logs(partition=partition_id, level=level, since=since, q=q, limit=limit, until=until,
+                            before_id=before_id)
         return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], lambda f: _raise_store(f))
 
     # -- metrics -----------------------------------------------------------------

@@ -221,8 +221,10 @@ class IControlCenter(Interface):
         """Run records, newest first."""
 
     def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
-             until: float | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
-        """Stored log events, newest first (C{since} <= time < C{until})."""
+             until: float | None = None, before_id: int | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+        """Stored log events, newest first (C{since} <= time < C{until}; with
+        C{before_id}, the events after C{(until, before_id)} in (time, id)
+        order: the next page, with no event of the same time skipped)."""
 
     def subscribe(callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None) -> Callable[[], None]:
         """Live events C{callback(event_id, type, data)}: types state, progress,

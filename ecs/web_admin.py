@@ -133,7 +133,8 @@ async def runs(self: WebAPI, request: IRequest) -> bytes:
 
 @WebAPI.app.route("/api/logs", methods=["GET"])
 async def logs(self: WebAPI, request: IRequest) -> bytes:
-    """Stored log events (?partition=&level=&since=&until=&q=&limit=)."""
+    """Stored log events (?partition=&level=&since=&until=&before_id=&q=&limit=; before_id with until
+    pages from the event (until, before_id) on, skipping none of the same time)."""
     await self._session(request, "viewer")
     times: dict[str, float | None] = {}
     for name in ("since", "until"):
@@ -147,8 +148,11 @@ async def logs(self: WebAPI, request: IRequest) -> bytes:
             if not math.isfinite(times[name]):  # type: ignore[arg-type]
                 _bad(name, "must be finite")
     limit = self._int(request, "limit", 100, 1, MAX_LIMIT)
+    before_id = self._int(request, "before_id", None, 0, 2**63 - 1)
+    if before_id is not None and times["until"] is None:
+        _bad("before_id", "needs until (the time of that event)")
     result = await self._call(self.center.logs, self._query(request, "partition"), self._query(request, "level"),
-                              times["since"], self._query(request, "q"), limit, times["until"])
+                              times["since"], self._query(request, "q"), limit, times["until"], before_id)
     return self._json(request, result)
 
 # -- users (admin) -------------------------------------------------------------------

@@ -498,13 +498,20 @@ class FakeControlCenter:
 
     @_deferred
     def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
-             until: float | None = None) -> list[dict[str, Any]]:
+             until: float | None = None, before_id: int | None = None) -> list[dict[str, Any]]:
         """Stored log events, newest first, filtered."""
+        def older(r: dict[str, Any]) -> bool:
+            if until is None:
+                return True
+            if before_id is None:
+                return bool(r["time"] < until)
+            return bool(r["time"] < until or (r["time"] == until and r.get("id", 0) < before_id))
+
         rows = [r for r in reversed(self.log_records)
                 if (partition_id is None or r["partition"] == partition_id)
                 and (level is None or r["level"] == level)
                 and (since is None or r["time"] >= since)
-                and (until is None or r["time"] < until)
+                and older(r)
                 and (q is None or q in r["message"])]
         return rows[:limit]
 

@@ -279,6 +279,10 @@ class SystemsTests(GuiTestCase):
         self.stub.flush()
         rows = self.successResultOf(self.successResultOf(d).json())
         self.assertEqual([r["time"] for r in rows], [100.0])
+        d = self.stub.get(BASE + "/api/logs?before_id=3", headers=headers)  # a cursor needs its time
+        self.stub.flush()
+        response = self.successResultOf(d)
+        self.assertEqual((response.code, self.successResultOf(response.json())["field"]), (400, "before_id"))
         d = self.stub.get(BASE + "/api/logs?until=soon", headers=headers)
         self.stub.flush()
         response = self.successResultOf(d)

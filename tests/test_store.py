@@ -1070,6 +1070,22 @@ class LogTests(StoreTestCase):
         self.assertEqual((row.time, row.partition, row.level, row.source), (T0 + 4, None, "error", "pca"))
         await self.fails(self.store.logs(level="verbose"), "bad_request", "verbose")
 
+    async def test_paging_keeps_equal_times(self) -> None:
+        """Paging with (until, before_id) from the last row shown skips no event of the same time."""
+        await self.store.add_logs([self.entry(T0 + (1 if i < 5 else 2), "info", f"m{i}") for i in range(8)])
+        seen: list[str] = []
+        page = await self.store.logs(limit=3)
+        while page:
+            seen += [r.message for r in page]
+            last = page[-1]
+            page = await self.store.logs(limit=3, until=last.time, before_id=last.id)
+        self.assertEqual(sorted(seen), [f"m{i}" for i in range(8)])
+        self.assertEqual(len(seen), 8)
+        # by time alone the rest of the page boundary's second would be lost
+        first = await self.store.logs(limit=4)
+        self.assertLess(len(first) + len(await self.store.logs(until=first[-1].time)), 8)
+        await self.fails(self.store.logs(before_id=3), "bad_request", "until")
+
     async def test_search_escapes_wildcards(self) -> None:
         """q is a plain substring: % _ and backslash match only themselves."""
         texts = ["100% done", "100 done", "a_b", "axb", "back\\slash", "backslash", "Mixed Case"]

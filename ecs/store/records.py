@@ -236,11 +236,17 @@ class RecordOperations(_StoreArea):
         q: str | None = None,
         limit: int = 500,
         until: float | None = None,
+        before_id: int | None = None,
     ) -> list[LogRow]:
         """
         Log events newest first: of one partition, at C{level} or above,
         at or after C{since}, before C{until}, whose message contains C{q}
         (plain text, no wildcards; ASCII case-insensitive), at most C{limit}.
+
+        With C{before_id} (and C{until}), the page after the event
+        C{(until, before_id)} in that order: events at exactly C{until} with a
+        smaller id are included, so paging never skips events that share a
+        time stamp.
         """
         _check_int(limit, "limit", 1, _LIMIT_MAX)
         where, params = [], []
@@ -257,7 +263,14 @@ class RecordOperations(_StoreArea):
         if since is not None:
             where.append("time >= ?")
             params.append(_check_number(since, "since"))
-        if until is not None:
+        if until is not None and before_id is not None:
+            # the order is (time DESC, id DESC): strictly after the cursor
+            where.append("(time < ? OR (time = ? AND id < ?))")
+            cursor = _check_number(until, "until")
+            params += [cursor, cursor, _check_int(before_id, "before_id", 0)]
+        elif before_id is not None:
+            raise StoreError("bad_request", "before_id needs until (the time of that event)")
+        elif until is not None:
             where.append("time < ?")
             params.append(_check_number(until, "until"))
         if q is not None:

@@ -6,16 +6,17 @@
   const {el, clear, fillSelect} = ADMIN;
   const $ = (id) => document.getElementById(id);
   const LEVELS = ["debug", "info", "warn", "error", "critical"];
-  let oldest = null;   // time of the oldest event shown (for "older")
+  let oldest = null;   // the oldest event shown: {time, id} (the cursor for "older")
   let shown = 0;
 
   const seconds = (input) => input.value ? String(new Date(input.value).getTime() / 1000) : null;
 
-  function query(until) {
+  function query(cursor) {
     const params = new URLSearchParams();
     for (const [name, value] of [["partition", $("logs-partition").value], ["level", $("logs-level").value],
                                  ["q", $("logs-q").value.trim()], ["since", seconds($("logs-since"))],
-                                 ["until", until !== undefined ? until : seconds($("logs-until"))],
+                                 ["until", cursor ? String(cursor.time) : seconds($("logs-until"))],
+                                 ["before_id", cursor ? String(cursor.id) : null],
                                  ["limit", $("logs-limit").value || "200"]]) {
       if (value) params.set(name, value);
     }
@@ -31,14 +32,17 @@
 
   async function load(older) {
     const limit = Number($("logs-limit").value || 200);
-    const r = await ECS.api("GET", query(older ? String(oldest) : undefined));
+    const r = await ECS.api("GET", query(older ? oldest : null));
     if (!r.ok) { ECS.showReply("Loading the logs", r); return; }
     const body = $("logs").tBodies[0];
     if (!older) { clear(body); shown = 0; }
     // Newest first from the API: the table shows newest at the top.
     for (const e of r.data) body.append(row(e));
     shown += r.data.length;
-    if (r.data.length) oldest = r.data[r.data.length - 1].time;
+    if (r.data.length) {
+      const last = r.data[r.data.length - 1];
+      oldest = {time: last.time, id: last.id};
+    }
     $("logs-older").disabled = r.data.length < limit;
     $("logs-count").textContent = shown + " events shown" + (r.data.length < limit ? " (all that match)" : "");
   }
