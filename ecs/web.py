@@ -390,6 +390,10 @@ class WebAPI:
         session = await self._session(request, "viewer")
         self._body(request, (), required=False)
         await self._call(self.center.logout, session.token)
+        # A logged-out session sees nothing more: its open event streams end
+        # (their reconnection is refused with 401).
+        for stream in [s for s in self._streams if s.token == session.token]:
+            stream.end()
         _set_cookie(request, "", request.isSecure(), clear=True)
         return self._json(request, None)
 
@@ -528,7 +532,7 @@ class WebAPI:
     @app.route("/api/events", methods=["GET"])
     async def events(self, request: IRequest) -> None:
         """The SSE stream (?partition=, Last-Event-ID or ?last_event_id=)."""
-        await self._session(request, "viewer")
+        session = await self._session(request, "viewer")
         partition = self._query(request, "partition")
         if partition is not None:
             await self._existing_partition(partition)
@@ -549,6 +553,7 @@ class WebAPI:
         if request.method == b"HEAD":
             return
         stream = EventStream(request, self.clock, self.keepalive, self.sse_max_buffer, self._streams.discard)
+        stream.token = session.token
         self._streams.add(stream)
         stream.start(replay, lambda callback: self.center.subscribe(callback, partition))
         # Ends when the client goes (Klein then cancels this Deferred, which

@@ -37,6 +37,9 @@ class EventStream:
         self._unsubscribe: Callable[[], None] | None = None
         self.closed = False
         self.dropped = False
+        #: the session token that opened the stream (L{ecs.web} ends the
+        #: streams of a session when it logs out)
+        self.token: str | None = None
         self.done: defer.Deferred[None] = defer.Deferred()
         self._keepalive = LoopingCall(self._send_keepalive)
         self._keepalive.clock = clock
@@ -85,10 +88,21 @@ class EventStream:
         if self._queued > self._max_buffer:
             self._drop()
 
+    def end(self) -> None:
+        """
+        Close the stream from our side (its session ended): the client's
+        reconnection is then refused with 401 and a page goes to its login.
+        """
+        self._close()
+        self._abort()
+
     def _drop(self) -> None:
         self._log.warn("dropping a slow event-stream client ({queued} bytes queued)", queued=self._queued)
         self.dropped = True
         self._close()
+        self._abort()
+
+    def _abort(self) -> None:
         transport = getattr(self.request, "transport", None)
         if transport is not None:
             abort = getattr(transport, "abortConnection", None) or transport.loseConnection

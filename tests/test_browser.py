@@ -206,6 +206,36 @@ class OverviewTests(TestCase):
         self.assertEqual(await browser.text(row("MVD", "state")), "Unconfigured")
 
 
+class SessionEndTests(TestCase):
+    """A page whose session ends stops receiving events and goes to the login page."""
+
+    timeout = 90
+
+    def setUp(self) -> None:
+        skip_without_browser()
+
+    async def test_logout_elsewhere_sends_page_to_login(self) -> None:
+        """
+        The session is logged out by another tab (a fetch with the page's own
+        cookie and CSRF token): the ECA ends its event stream, the browser's
+        reconnection is refused with 401, and the page goes to the login
+        form instead of showing a stale overview as "reconnecting" forever.
+        """
+        demo = await Demo.start(self)
+        browser = await Browser.open(self, demo, "admin")
+        await browser.get("/")
+        await browser.wait_text(row("STS", "state"), "Unconfigured")
+        await browser.wait_text("#connection", "live")
+        status = await browser.js_async("""
+            const done = arguments[arguments.length - 1];
+            fetch("/api/logout", {method: "POST", credentials: "same-origin",
+                                  headers: {"X-CSRF-Token": ECS.csrf()}}).then((r) => done(r.status));
+        """)
+        self.assertEqual(status, 200)
+        await browser.wait(lambda d: "/login" in d.current_url, timeout=30, what="the login page")
+        self.assertIn("next=%2F", await browser.run(lambda: browser.driver.current_url))
+
+
 class ScreenshotTests(TestCase):
     """The documentation's screenshots, and the progress bar while configuring."""
 

@@ -937,6 +937,23 @@ class EventTests(WebTestCase):
         self.stub.flush()
         self.assertIsNotNone(reader.lost)
 
+    def test_logout_ends_its_streams(self) -> None:
+        """Logging out ends that session's event streams; another session's goes on."""
+        mine, other = self.token("viewer"), self.token("viewer")
+        _, reader = self.open(headers={"Authorization": f"Bearer {mine}"})
+        _, reader2 = self.open(headers={"Authorization": f"Bearer {other}"})
+        self.assertEqual(self.call("POST", "/api/logout", token=mine).code, 200)
+        self.stub.flush()
+        self.assertIsNotNone(reader.lost)
+        self.assertIsNone(reader2.lost)
+        self.assertEqual(len(self.api.streams), 1)
+        self.center.emit("log", {"n": 1}, "demo")
+        self.stub.flush()
+        self.assertEqual([e["data"] for e in reader2.events()], [{"n": 1}])
+        self.assertEqual([e["data"] for e in reader.events()], [])
+        self.assertError(self.call("GET", "/api/events", token=mine), 401, "unauthenticated")
+        self.close(reader2)
+
     def test_head(self) -> None:
         """HEAD answers the stream's headers and ends without subscribing."""
         r = self.call("HEAD", "/api/events", token=self.token("viewer"))

@@ -30,23 +30,45 @@ window.ECS = (function () {
 
   // Follow /api/events.  handlers: {eventType: fn(data, id)}; the special
   // "reload" handler is called when events were missed (fetch everything
-  // again); "open"/"error" for the connection indicator.
+  // again); "open"/"error" for the connection indicator.  Returns {close()}.
+  //
+  // The browser reconnects by itself after a network error, but gives up
+  // for good when the server answers with an error status (the session
+  // ended: 401; a proxy's 502).  Then we ask the API (a 401 sends the page
+  // to the login) and open the stream again, resuming after the last event
+  // seen (?last_event_id=), with a back-off of 1 s doubling to 30 s.
   function events(partition, handlers) {
-    const url = "/api/events" + (partition ? "?partition=" + encodeURIComponent(partition) : "");
-    const source = new EventSource(url, {withCredentials: true});
+    const base = "/api/events" + (partition ? "?partition=" + encodeURIComponent(partition) : "");
     const indicator = document.getElementById("connection");
     const mark = (text, cls) => { if (indicator) { indicator.textContent = text; indicator.className = "connection " + cls; } };
-    source.onopen = () => { mark("live", "ok"); if (handlers.open) handlers.open(); };
-    source.onerror = () => { mark("reconnecting…", "bad"); if (handlers.error) handlers.error(); };
-    for (const [type, fn] of Object.entries(handlers)) {
-      if (type === "open" || type === "error") continue;
-      source.addEventListener(type, (event) => {
-        let data = {};
-        try { data = JSON.parse(event.data); } catch (e) { return; }
-        fn(data, event.lastEventId);
-      });
+    let source = null, lastId = null, closed = false, timer = null, delay = 1000;
+
+    function open() {
+      timer = null;
+      const url = lastId === null ? base : base + (partition ? "&" : "?") + "last_event_id=" + encodeURIComponent(lastId);
+      source = new EventSource(url, {withCredentials: true});
+      source.onopen = () => { delay = 1000; mark("live", "ok"); if (handlers.open) handlers.open(); };
+      source.onerror = async () => {
+        mark("reconnecting…", "bad");
+        if (handlers.error) handlers.error();
+        if (closed || source.readyState !== EventSource.CLOSED || timer) return;
+        await api("GET", "/api/partitions");  // 401: off to the login page
+        if (!closed && !timer) timer = setTimeout(open, delay);
+        delay = Math.min(delay * 2, 30000);
+      };
+      for (const [type, fn] of Object.entries(handlers)) {
+        if (type === "open" || type === "error") continue;
+        source.addEventListener(type, (event) => {
+          if (event.lastEventId) lastId = event.lastEventId;
+          let data = {};
+          try { data = JSON.parse(event.data); } catch (e) { return; }
+          fn(data, event.lastEventId);
+        });
+      }
     }
-    return source;
+
+    open();
+    return {close() { closed = true; if (timer) clearTimeout(timer); source.close(); }};
   }
 
   // The colour class of a state (red / yellow / green as the original).
