@@ -73,6 +73,7 @@ from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -85,6 +86,7 @@ MAX_BODY = 1 << 20
 COOKIE = b"ecs_session"
 CSRF_HEADER = b"x-csrf-token"
 KEEPALIVE = 15.0
+SESSION_CHECK = 30.0
 SSE_MAX_BUFFER = 1 << 20
 MAX_LIMIT = 10000
 _SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS")
@@ -173,6 +175,7 @@ class WebAPI:
         login_limit_user: int = 5,
         login_limit_address: int = 20,
         login_window: float = 60.0,
+        session_check: float = SESSION_CHECK,
     ) -> None:
         self.center = center
         self.clock = clock
@@ -181,6 +184,30 @@ class WebAPI:
         self.sse_max_buffer = sse_max_buffer
         self.limiter = LoginLimiter(clock, login_limit_user, login_limit_address, login_window)
         self._streams: set[EventStream] = set()
+        # While streams are open their sessions are checked every
+        # session_check seconds: a stream of a session that ended another way
+        # than through its own logout (password changed, user deleted, token
+        # expired or revoked) ends too.
+        self.session_check = session_check
+        self._checking = LoopingCall(lambda: defer.Deferred.fromCoroutine(self._check_sessions()))
+        self._checking.clock = clock
+
+    def _stream_closed(self, stream: EventStream) -> None:
+        self._streams.discard(stream)
+        if not self._streams and self._checking.running:
+            self._checking.stop()
+
+    async def _check_sessions(self) -> None:
+        for stream in list(self._streams):
+            if stream.closed or stream.token is None:
+                continue
+            try:
+                alive = await self._authenticate(stream.token.encode("ascii"))
+            except Exception:  # a database hiccup must not end streams nor the check
+                self._log.failure("checking the session of an event stream")
+                continue
+            if alive is None:
+                stream.end()
 
     def resource(self) -> KleinResource:
         """The resource to mount with C{Site(api.resource())}."""
@@ -552,9 +579,11 @@ class WebAPI:
         request.setHeader(b"x-accel-buffering", b"no")
         if request.method == b"HEAD":
             return
-        stream = EventStream(request, self.clock, self.keepalive, self.sse_max_buffer, self._streams.discard)
+        stream = EventStream(request, self.clock, self.keepalive, self.sse_max_buffer, self._stream_closed)
         stream.token = session.token
         self._streams.add(stream)
+        if not self._checking.running:
+            self._checking.start(self.session_check, now=False)
         stream.start(replay, lambda callback: self.center.subscribe(callback, partition))
         # Ends when the client goes (Klein then cancels this Deferred, which
         # is fine: the stream has already cleaned up through notifyFinish).

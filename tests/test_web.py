@@ -954,6 +954,23 @@ class EventTests(WebTestCase):
         self.assertError(self.call("GET", "/api/events", token=mine), 401, "unauthenticated")
         self.close(reader2)
 
+    def test_ended_session_ends_stream(self) -> None:
+        """A session that ends another way (password changed, user deleted) loses its stream at the next check."""
+        token = self.token("viewer")
+        _, reader = self.open(headers={"Authorization": f"Bearer {token}"})
+        _, other = self.open()
+        self.clock.advance(self.api.session_check)
+        self.stub.flush()
+        self.assertIsNone(reader.lost)
+        del self.center.sessions[token]  # as a password change does in the store
+        self.clock.advance(self.api.session_check)
+        self.stub.flush()
+        self.assertIsNotNone(reader.lost)
+        self.assertIsNone(other.lost)
+        self.close(other)
+        self.assertEqual(self.api.streams, frozenset())
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no check runs without streams
+
     def test_head(self) -> None:
         """HEAD answers the stream's headers and ends without subscribing."""
         r = self.call("HEAD", "/api/events", token=self.token("viewer"))
