@@ -14,6 +14,7 @@ from twisted.internet import defer
 
 from ecs.control import ControlError
 from ecs.launch import AgentStatus, LaunchError, LaunchRecord
+from ecs.store import StoreError
 
 if TYPE_CHECKING:
     from agents.eca_supervisor import Supervised
@@ -59,6 +60,8 @@ class DeathWatch:
     def poll(self) -> None:
         """Ask for the status of every agent with a launch record (one poll per agent at a time)."""
         for entry in list(self.entries.values()):
+            if entry.unstored is not None and entry.unstored is entry.record and not entry.storing:
+                self._track(defer.Deferred.fromCoroutine(self._store_record(entry)))
             if entry.record is None or entry.polling or entry.lock.locked or entry.stopping:
                 continue
             launcher = self.launchers.get(entry.record.launcher)
@@ -71,6 +74,24 @@ class DeathWatch:
                            errbackArgs=(entry, record))
             d.addErrback(lambda f, e=entry: self._log.failure("polling {agent}", f, agent=e.name))
             d.addBoth(lambda _, e=entry: setattr(e, "polling", False))
+
+    async def _store_record(self, entry: Supervised) -> None:
+        """Store a launch record that could not be stored when the agent started."""
+        record = entry.unstored
+        if record is None:
+            return
+        entry.storing = True
+        try:
+            await self.store.record_launch(entry.name, record.launcher, record.host, record.to_json())
+        except StoreError as e:
+            self._log.error("launch record of {agent} still not stored: {error}", agent=entry.name, error=e.reason)
+            return
+        finally:
+            entry.storing = False
+        if entry.unstored is record:
+            entry.unstored = None
+        if entry.record is not record:  # gone meanwhile: the record must not outlive it
+            await self.store.delete_launch(entry.name)
 
     def _polled(self, status: AgentStatus, entry: Supervised, record: LaunchRecord) -> None:
         if entry.record is not record or entry.stopping or self._closed:

@@ -136,6 +136,8 @@ class Supervised:
     polling: bool = False
     early_exit: AgentStatus | None = None
     sent: dict[str, Any] | None = None
+    unstored: LaunchRecord | None = None  # its launch record could not be stored yet
+    storing: bool = False
 
 
 class Supervisor(DeathWatch):
@@ -464,10 +466,14 @@ class Supervisor(DeathWatch):
             raise control_error(error) from None
         entry.record = entry.last_record = record
         entry.status = AgentStatus(entry.name, True, record.pid, record.job_id, None, record.started, "running")
+        entry.unstored = None
         try:
             await self.store.record_launch(entry.name, record.launcher, record.host, record.to_json())
         except StoreError as e:
-            self._log.error("launch record of {agent} not stored (a restarted ECA will not adopt it): {error}",
+            # Until it is stored a restarted ECA would not adopt the agent:
+            # every poll tries again (DeathWatch.poll).
+            entry.unstored = record
+            self._log.error("launch record of {agent} not stored, trying again: {error}",
                             agent=entry.name, error=e.reason)
         if entry.record is not record:
             return  # it died meanwhile (and _died has dealt with it)

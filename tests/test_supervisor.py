@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 from agents.eca_supervisor import Supervisor, spec_for
 from ecs.control import ControlError
 from ecs.launch import AgentSpec, AgentStatus, ILauncher, LaunchError, LaunchRecord, Placement
+from ecs.store import StoreError
 from ecs.store.placements import LaunchRow, PlacementRow
 
 
@@ -165,6 +166,24 @@ class SupervisorTests(SupervisorTestCase):
         record = json.loads(self.store.launches_["detector:D1"].record)
         self.assertEqual(record["pid"], agent["status"]["pid"])
         self.assertEqual([e["supervision"]["state"] for e in self.events], ["starting", "running"])
+
+    def test_unstored_record_stored_at_next_poll(self) -> None:
+        """A launch record the database refused is stored at the next poll (so a restarted ECA adopts it)."""
+        self.resume()
+        real = self.store.record_launch
+        failures = [StoreError("unavailable", "database is locked")]
+
+        def flaky(*args: Any) -> defer.Deferred[LaunchRow]:
+            return defer.fail(failures.pop()) if failures else real(*args)
+
+        self.store.record_launch = flaky  # type: ignore[method-assign]
+        self.run_(self.supervisor.start("detector:D1"))
+        self.assertEqual(self.state(), "running")
+        self.assertNotIn("detector:D1", self.store.launches_)
+        self.clock.advance(3.0)
+        record = json.loads(self.store.launches_["detector:D1"].record)
+        self.assertEqual(record["pid"], self.pid())
+        self.assertIsNone(self.supervisor.entries["detector:D1"].unstored)
 
     def test_restart_with_backoff(self) -> None:
         """A death restarts the agent after 1 s, then 2 s, then 4 s."""
