@@ -36,6 +36,8 @@ class DeathWatch:
         flap_min_run: float
         flap_count: int
         reset_after: float
+        poll_interval: float
+        remote_poll_interval: float
         backoff_initial: float
         backoff_max: float
 
@@ -67,6 +69,11 @@ class DeathWatch:
             launcher = self.launchers.get(entry.record.launcher)
             if launcher is None:
                 continue
+            every = self.poll_interval if entry.record.launcher == "local" else self.remote_poll_interval
+            now = self.clock.seconds()
+            if entry.last_polled is not None and now - entry.last_polled < every - 1e-6:
+                continue
+            entry.last_polled = now
             entry.polling = True
             record = entry.record
             d = defer.maybeDeferred(launcher.status, record)

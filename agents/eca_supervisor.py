@@ -28,7 +28,9 @@ Rules:
     A manual start clears it.
   - B{Prompt deaths.}  A launcher that has C{on_exit(callback)} (the local
     one) tells us at once; every agent with a launch record is also polled
-    with C{status()} every C{poll_interval} seconds, in parallel, with at
+    with C{status()} every C{poll_interval} seconds (C{remote_poll_interval},
+    15 s, for the C{ssh} and C{slurm} launchers: each poll of a remote host
+    is a new SSH connection or a C{squeue} call), in parallel, with at
     most one poll in flight per agent (each launcher keeps its own timeout).
   - B{One operation at a time per agent}: start, stop and restart of one
     agent are serialised, so concurrent starts start it once.
@@ -137,6 +139,7 @@ class Supervised:
     early_exit: AgentStatus | None = None
     sent: dict[str, Any] | None = None
     unstored: LaunchRecord | None = None  # its launch record could not be stored yet
+    last_polled: float | None = None
     storing: bool = False
 
 
@@ -172,6 +175,7 @@ class Supervisor(DeathWatch):
         flap_window: float = 60.0,
         flap_min_run: float = 10.0,
         poll_interval: float = 3.0,
+        remote_poll_interval: float = 15.0,
         grace: float = 10.0,
     ) -> None:
         self.store = store
@@ -188,6 +192,7 @@ class Supervisor(DeathWatch):
         self.flap_window = flap_window
         self.flap_min_run = flap_min_run
         self.poll_interval = poll_interval
+        self.remote_poll_interval = remote_poll_interval
         self.grace = grace
         self.entries: dict[str, Supervised] = {}
         self._poll = task.LoopingCall(self.poll)

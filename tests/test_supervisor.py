@@ -44,7 +44,7 @@ class FakeLauncher:
         if self.fail is not None:
             return defer.fail(self.fail)
         self.next_pid += 1
-        record = LaunchRecord(spec.name, "local", placement.host, self.clock.seconds(), pid=self.next_pid)
+        record = LaunchRecord(spec.name, placement.launcher, placement.host, self.clock.seconds(), pid=self.next_pid)
         self.alive.add(record.pid or 0)
         if self.hold:
             d: defer.Deferred[LaunchRecord] = defer.Deferred()
@@ -184,6 +184,24 @@ class SupervisorTests(SupervisorTestCase):
         record = json.loads(self.store.launches_["detector:D1"].record)
         self.assertEqual(record["pid"], self.pid())
         self.assertIsNone(self.supervisor.entries["detector:D1"].unstored)
+
+    def test_remote_agents_polled_less_often(self) -> None:
+        """Agents of the ssh and slurm launchers are polled every remote_poll_interval, local ones every poll_interval."""
+        self.supervisor.launchers["ssh"] = self.launcher
+        self.store.set_placement("detector:R1", "node1", "ssh", {"agent_args": ["--type", "STS"]})
+        self.resume()
+        self.run_(self.supervisor.start("detector:D1"))
+        self.run_(self.supervisor.start("detector:R1"))
+        polls = lambda name: self.launcher.calls.count(("status", name))  # noqa: E731
+        for _ in range(10):
+            self.clock.advance(3.0)
+        self.assertEqual((polls("detector:D1"), polls("detector:R1")), (10, 2))
+        dead = self.pid("detector:R1")
+        self.launcher.alive.discard(dead)  # a remote death is still found, within one remote interval
+        for _ in range(5):
+            self.clock.advance(3.0)
+        self.assertEqual(self.supervisor.agent("detector:R1")["supervision"]["restarts"], 1)
+        self.assertNotEqual(self.pid("detector:R1"), dead)
 
     def test_restart_with_backoff(self) -> None:
         """A death restarts the agent after 1 s, then 2 s, then 4 s."""
