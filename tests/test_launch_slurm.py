@@ -185,20 +185,23 @@ class StatusTests(SynchronousTestCase):
 
     def status(self, answers: dict[str, CommandResult | Exception]) -> Any:
         runner = FakeRunner(lambda argv: answers[argv[0]])
-        launcher = SlurmLauncher(Clock(), [], runner=runner)
+        clock = Clock()
+        launcher = SlurmLauncher(clock, [], runner=runner)
         self.runner = runner
-        return launcher.status(record())
+        d = launcher.status(record())
+        clock.advance(0)  # the end of the reactor turn: squeue is asked
+        return d
 
     def test_running(self) -> None:
         """A RUNNING job is running since its start time, on its node."""
-        status = self.successResultOf(self.status({"squeue": ok("RUNNING|None|2025-01-31T12:00:00|node7\n")}))
+        status = self.successResultOf(self.status({"squeue": ok("42|RUNNING|None|2025-01-31T12:00:00|node7\n")}))
         self.assertEqual((status.running, status.job_id, status.detail), (True, "42", "RUNNING on node7"))
         self.assertEqual(status.since, time.mktime((2025, 1, 31, 12, 0, 0, 0, 0, -1)))
-        self.assertEqual(self.runner.commands(), [["squeue", "-h", "-j", "42", "-o", "%T|%r|%S|%B"]])
+        self.assertEqual(self.runner.commands(), [["squeue", "-h", "-j", "42", "-o", "%i|%T|%r|%S|%B"]])
 
     def test_pending(self) -> None:
         """A PENDING job counts as running (it must not be started twice), with its reason."""
-        status = self.successResultOf(self.status({"squeue": ok("PENDING|Resources|N/A|n/a\n")}))
+        status = self.successResultOf(self.status({"squeue": ok("42|PENDING|Resources|N/A|n/a\n")}))
         self.assertEqual((status.running, status.since, status.detail), (True, None, "PENDING (Resources)"))
 
     def test_ended_from_sacct(self) -> None:
@@ -237,12 +240,147 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(self.status({"squeue": odd}), LaunchError).value.code, "failed")
 
 
+def agent(job_id: int) -> LaunchRecord:
+    """The record of detector D<job_id> as job <job_id>."""
+    return LaunchRecord(f"detector:D{job_id}", "slurm", "cluster", 1.0, job_id=str(job_id))
+
+
+class BatchTests(SynchronousTestCase):
+    """status() calls of one reactor turn share their squeue commands."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.queue = {"41": "RUNNING|None|2025-01-31T12:00:00|n1", "42": "PENDING|Priority|N/A|n/a",
+                      "43": "RUNNING|None|2025-01-31T12:00:00|n3"}
+        self.ended = {"44": "COMPLETED|0:0|2025-01-31T12:05:00"}
+
+        def respond(argv: list[str]) -> Any:
+            if argv[0] == "squeue":
+                jobs = argv[argv.index("-j") + 1].split(",")
+                if len(jobs) == 1 and jobs[0] not in self.queue:
+                    return NO_JOB  # what SLURM 22.05 says when the only id asked is unknown
+                return ok("".join(f"{job}|{self.queue[job]}\n" for job in reversed(jobs) if job in self.queue))
+            if argv[0] == "sacct":
+                line = self.ended.get(argv[argv.index("-j") + 1])
+                return ok(line + "\n") if line else ok()
+            return NO_JOB
+
+        self.runner = FakeRunner(respond)
+        self.launcher = SlurmLauncher(self.clock, [], runner=self.runner)
+
+    def statuses(self, *jobs: int) -> list[Any]:
+        """The statuses of C{jobs}, all asked in one reactor turn."""
+        asked = len(self.runner.calls)
+        calls = [self.launcher.status(agent(job)) for job in jobs]
+        for d in calls:
+            self.assertNoResult(d)
+        self.assertEqual(len(self.runner.calls), asked)  # nothing asked before the turn ends
+        self.clock.advance(0)
+        return [self.successResultOf(d) for d in calls]
+
+    def squeued(self) -> list[list[str]]:
+        """The job ids of every squeue command, in order."""
+        return [argv[3].split(",") for argv in self.runner.commands("squeue")]
+
+    def test_one_squeue_per_turn(self) -> None:
+        """Three status() calls in one turn: one squeue with the three ids; each caller gets its own job."""
+        running, pending, other = self.statuses(41, 42, 43)
+        self.assertEqual(self.runner.commands(), [["squeue", "-h", "-j", "41,42,43", "-o", "%i|%T|%r|%S|%B"]])
+        self.assertEqual((running.agent, running.job_id, running.running, running.detail),
+                         ("detector:D41", "41", True, "RUNNING on n1"))
+        self.assertEqual((pending.agent, pending.job_id, pending.running, pending.since, pending.detail),
+                         ("detector:D42", "42", True, None, "PENDING (Priority)"))
+        self.assertEqual((other.agent, other.job_id, other.detail), ("detector:D43", "43", "RUNNING on n3"))
+        self.statuses(43)  # a later turn asks again
+        self.assertEqual(self.squeued(), [["41", "42", "43"], ["43"]])
+
+    def test_ended_jobs_go_to_accounting(self) -> None:
+        """Jobs the list does not show ask sacct, then scontrol, each on its own; listed jobs ask neither."""
+        first, ended, forgotten = self.statuses(41, 44, 45)
+        self.assertEqual(self.squeued(), [["41", "44", "45"]])
+        self.assertTrue(first.running)
+        self.assertEqual((ended.job_id, ended.running, ended.exit_code, ended.detail),
+                         ("44", False, 0, "COMPLETED, exited with code 0"))
+        self.assertEqual((forgotten.job_id, forgotten.running), ("45", False))
+        self.assertIn("finished, state unknown", forgotten.detail)
+        self.assertEqual([argv[5] for argv in self.runner.commands("sacct")], ["44", "45"])
+        self.assertEqual(self.runner.commands("scontrol"), [["scontrol", "-o", "show", "job", "45"]])
+
+    def test_error_fails_all(self) -> None:
+        """An unreachable controller or a squeue timeout fails every status() of the batch alike."""
+        for answer, code, text in (
+            (ok(err="squeue: error: Unable to contact slurm controller (connect failure)\n", code=1), "unreachable",
+             "Unable to contact slurm controller"),
+            (LaunchError("timeout", "squeue did not finish within 30 s (killed)"), "timeout", "did not finish"),
+            (LaunchError("failed", "squeue not found on PATH"), "failed", "not found"),
+        ):
+            self.runner.respond = lambda argv, answer=answer: answer
+            calls = [self.launcher.status(agent(job)) for job in (41, 42, 43)]
+            self.clock.advance(0)
+            for job, d in zip((41, 42, 43), calls):
+                error = self.failureResultOf(d, LaunchError).value
+                self.assertEqual(error.code, code)
+                self.assertIn(text, error.reason)
+                if code == "unreachable":
+                    self.assertIn(f"squeue failed for job {job} (asked with 2 other jobs)", error.reason)
+        self.assertEqual(len(self.runner.commands("squeue")), 3)
+        self.assertEqual(self.runner.commands("sacct") + self.runner.commands("scontrol"), [])
+
+    def test_chunks(self) -> None:
+        """A big batch is split into squeue commands of at most status_batch ids; a job asked twice is asked once."""
+        self.launcher = SlurmLauncher(self.clock, [], runner=self.runner, status_batch=2)
+        self.ended.update({str(job): "COMPLETED|0:0|2025-01-31T12:05:00" for job in range(44, 48)})
+        results = self.statuses(41, 42, 43, 44, 41, 45)
+        self.assertEqual(self.squeued(), [["41", "42"], ["43", "44"], ["45"]])
+        self.assertEqual([(s.job_id, s.running) for s in results],
+                         [("41", True), ("42", True), ("43", True), ("44", False), ("41", True), ("45", False)])
+
+    def test_default_chunk(self) -> None:
+        """By default at most 200 ids go into one squeue."""
+        self.statuses(*range(1000, 1401))
+        self.assertEqual([len(jobs) for jobs in self.squeued()], [200, 200, 1])
+
+    def test_list_refused_falls_back(self) -> None:
+        """Should squeue refuse a whole list for one unknown id, each job is asked on its own."""
+        answer = self.runner.respond
+
+        def strict(argv: list[str]) -> Any:
+            if argv[0] == "squeue" and any(job not in self.queue for job in argv[3].split(",")):
+                return NO_JOB
+            return answer(argv)
+
+        self.runner.respond = strict
+        running, ended, pending = self.statuses(41, 44, 42)
+        self.assertEqual(self.squeued(), [["41", "44", "42"], ["41"], ["44"], ["42"]])
+        self.assertEqual([(s.job_id, s.running, s.detail) for s in (running, ended, pending)], [
+            ("41", True, "RUNNING on n1"), ("44", False, "COMPLETED, exited with code 0"),
+            ("42", True, "PENDING (Priority)"),
+        ])
+
+    def test_stop_shares_the_turn(self) -> None:
+        """stop's queue polls join the status() calls of the same turn; a cancelled caller does not disturb others."""
+        self.runner.respond = lambda argv: ok("".join(f"{job}|{self.queue[job]}\n" for job in self.queue)) \
+            if argv[0] == "squeue" else ok()
+        stopping = self.launcher.stop(agent(42), 3.0)
+        cancelled = self.launcher.status(agent(41))
+        other = self.launcher.status(agent(43))
+        cancelled.cancel()
+        self.failureResultOf(cancelled, defer.CancelledError)
+        self.clock.advance(0)
+        self.assertEqual(self.squeued()[0], ["42", "41", "43"])
+        self.assertEqual(self.runner.commands("scancel")[0], ["scancel", "42"])
+        self.assertTrue(self.successResultOf(other).running)
+        del self.queue["42"]
+        self.clock.advance(0.5)
+        self.assertFalse(self.successResultOf(stopping).running)
+
+
 class StopTests(SynchronousTestCase):
     """stop: SIGTERM, then SIGKILL after the grace period, with a Clock."""
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.queue = "RUNNING|None|2025-01-31T12:00:00|n1\n"
+        self.queue = "42|RUNNING|None|2025-01-31T12:00:00|n1\n"
         self.ignores_term = False
 
         def respond(argv: list[str]) -> Any:
@@ -257,9 +395,15 @@ class StopTests(SynchronousTestCase):
         self.runner = FakeRunner(respond)
         self.launcher = SlurmLauncher(self.clock, [], timeout=5.0, runner=self.runner, poll_interval=0.5)
 
+    def stop(self, grace: float) -> defer.Deferred[Any]:
+        """Stop D1 and end the reactor turn (squeue questions go out at its end)."""
+        d = self.launcher.stop(record(), grace)
+        self.clock.advance(0)
+        return d
+
     def test_graceful(self) -> None:
         """A job that ends on SIGTERM: one scancel --signal=TERM --full, no SIGKILL."""
-        status = self.successResultOf(self.launcher.stop(record(), 10.0))
+        status = self.successResultOf(self.stop(10.0))
         self.assertEqual(self.runner.commands("scancel"), [["scancel", "--signal=TERM", "--full", "42"]])
         self.assertEqual((status.running, status.exit_code), (False, 0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -267,7 +411,7 @@ class StopTests(SynchronousTestCase):
     def test_killed_after_grace(self) -> None:
         """A job still there after the grace period gets SIGKILL and a cancel; stop fires once it is gone."""
         self.ignores_term = True
-        d = self.launcher.stop(record(), 3.0)
+        d = self.stop(3.0)
         self.clock.advance(2.5)
         self.assertNoResult(d)
         self.assertEqual(len(self.runner.commands("scancel")), 1)
@@ -282,21 +426,21 @@ class StopTests(SynchronousTestCase):
 
     def test_pending_cancelled(self) -> None:
         """A pending job (no process to signal) is simply cancelled."""
-        self.queue = "PENDING|Priority|N/A|n/a\n"
-        self.successResultOf(self.launcher.stop(record(), 3.0))
+        self.queue = "42|PENDING|Priority|N/A|n/a\n"
+        self.successResultOf(self.stop(3.0))
         self.assertEqual(self.runner.commands("scancel"), [["scancel", "42"]])
 
     def test_already_gone(self) -> None:
         """Stopping a job that already left the queue succeeds without scancel."""
         self.queue = ""
-        status = self.successResultOf(self.launcher.stop(record(), 3.0))
+        status = self.successResultOf(self.stop(3.0))
         self.assertFalse(status.running)
         self.assertEqual(self.runner.commands("scancel"), [])
 
     def test_never_leaves(self) -> None:
         """A job that stays after SIGKILL fails the stop with 'timeout' after the launcher's timeout."""
-        self.runner.respond = lambda argv: ok("COMPLETING|None|N/A|n1\n") if argv[0] == "squeue" else ok()
-        d = self.launcher.stop(record(), 1.0)
+        self.runner.respond = lambda argv: ok("42|COMPLETING|None|N/A|n1\n") if argv[0] == "squeue" else ok()
+        d = self.stop(1.0)
         self.clock.pump([0.5] * 20)
         self.assertEqual(self.failureResultOf(d, LaunchError).value.code, "timeout")
 
@@ -477,3 +621,59 @@ class SlurmEndToEndTests(TestCase):
             return not (await self.unassigned(token))["SL1"]["connected"]
 
         await self.poll(disconnected, "SL1 shown disconnected")
+
+    async def test_batched_status(self) -> None:
+        """Two running jobs, one ended and one unknown id asked in one turn: one squeue, each gets its own state."""
+        from tests.slurm import start_cluster
+
+        cluster = await start_cluster(self)
+        tmp = Path(self.mktemp()).resolve()
+        tmp.mkdir()
+        for name, body in (("sleeper", "exec sleep 300"), ("failer", "exit 3")):
+            (tmp / name).write_text(f"#!/bin/sh\n{body}\n")
+            (tmp / name).chmod(0o755)
+        real = ProcessRunner(reactor, cluster.env)
+        commands: list[list[str]] = []
+
+        def counting(argv: Sequence[str], stdin: bytes | None, timeout: float) -> defer.Deferred[CommandResult]:
+            commands.append(list(argv))
+            return real(argv, stdin, timeout)
+
+        launcher = SlurmLauncher(reactor, [], timeout=15.0, log_dir=str(tmp), runner=counting, poll_interval=0.2)
+
+        async def start(agent_id: str, program: str) -> LaunchRecord:
+            spec = AgentSpec("detector", agent_id, ("ecs-detector", "--id", agent_id))
+            return await launcher.start(spec, Placement(f"detector:{agent_id}", cluster.node, "slurm",
+                                                        {"twistd": str(tmp / program)}))
+
+        failed = await start("F1", "failer")
+
+        async def ended() -> Any:
+            return not (await launcher.status(failed)).running
+
+        await self.poll(ended, "the failing job to end")
+        first, second = await start("R1", "sleeper"), await start("R2", "sleeper")
+
+        async def both_running() -> Any:
+            states = await defer.gatherResults([launcher.status(first), launcher.status(second)])
+            return all(s.detail.startswith("RUNNING") for s in states)
+
+        await self.poll(both_running, "two jobs RUNNING")
+        unknown = LaunchRecord("detector:U1", "slurm", cluster.node, 1.0, job_id="999999")
+        del commands[:]
+        records = [first, failed, second, unknown]
+        statuses = await defer.gatherResults([launcher.status(r) for r in records])
+        squeues = [argv for argv in commands if argv[0] == "squeue"]
+        self.assertEqual(squeues[0][3], ",".join(str(r.job_id) for r in records))
+        # SLURM 22.05 leaves unknown ids out of a list (it refuses only a lone unknown id): no per-job fallback
+        self.assertEqual(len(squeues), 1, squeues)
+        self.assertEqual([(s.agent, s.job_id, s.running) for s in statuses],
+                         [(r.agent, r.job_id, running) for r, running in zip(records, (True, False, True, False))])
+        self.assertTrue(statuses[0].detail.startswith("RUNNING on "), statuses[0].detail)
+        self.assertTrue(statuses[2].detail.startswith("RUNNING on "), statuses[2].detail)
+        self.assertEqual((statuses[1].exit_code, statuses[1].detail), (3, "FAILED, exited with code 3"))
+        self.assertIn("finished, state unknown", statuses[3].detail)
+
+        stopped = await defer.gatherResults([launcher.stop(first, 5.0), launcher.stop(second, 5.0)])
+        self.assertEqual([(s.running, s.exit_code) for s in stopped], [(False, -15), (False, -15)])
+        self.assertEqual(await cluster.jobs(), [])

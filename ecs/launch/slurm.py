@@ -14,6 +14,16 @@ C{sacct} (accounting) and then C{scontrol show job} (recently ended jobs)
 say how it ended; with neither, the status says "state unknown".  C{tail}
 reads the output file with C{tail} if it is on this host's file systems.
 
+Queue look-ups are batched: every C{squeue} question asked in one reactor
+turn (the supervisor's status poll of all agents, the polls of C{stop})
+goes out as one C{squeue -j ID1,ID2,...} per L{STATUS_BATCH} jobs, so a
+poll of thousands of jobs costs a handful of commands and controller RPCs,
+not one each.  A job the answer does not list left the queue (SLURM 22.05
+omits unknown ids from a list and fails only when the one id asked is
+unknown); should C{squeue} refuse a whole list with "Invalid job id", its
+jobs are asked one by one.  Only jobs that ended go on to C{sacct} and
+C{scontrol}, one by one.
+
 Why no caller value can reach a shell: the SLURM commands are started
 without a shell (C{spawnProcess} with an argument list), so their options
 are single arguments checked against strict patterns.  The only text a
@@ -78,6 +88,10 @@ _HINTS = {"partition": "a name or names, comma-separated", "account": "a name", 
           "time": "a string such as '90', '2:00:00' or '1-00:00:00'", "nodelist": "a host list such as 'n[01-04]'"}
 _OUTPUT_CAP = 1 << 20
 MAX_TAIL_LINES = 10_000
+STATUS_BATCH = 200
+"""At most this many job ids in one C{squeue} command."""
+_FALLBACK_PARALLEL = 8
+"""Single-job C{squeue} commands at a time when a list was refused."""
 
 
 @attrs.frozen
@@ -294,6 +308,16 @@ class _Queued:
     node: str
 
 
+class _SqueueFailed(Exception):
+    """C{squeue} ended with an error (C{code}: a L{LaunchError} code) for a list of C{jobs} jobs."""
+
+    def __init__(self, code: str, err: str, jobs: int) -> None:
+        super().__init__(code, err, jobs)
+        self.code = code
+        self.err = err
+        self.jobs = jobs
+
+
 @implementer(ILauncher)
 class SlurmLauncher:
     """
@@ -307,6 +331,8 @@ class SlurmLauncher:
     @param log_dir: where output files go without a C{workdir} or
         C{output} option (default: the current directory).
     @param runner: runs the commands (a L{ProcessRunner} by default).
+    @param poll_interval: seconds between queue polls while stopping.
+    @param status_batch: at most this many job ids in one C{squeue}.
     """
 
     name = "slurm"
@@ -321,6 +347,7 @@ class SlurmLauncher:
         log_dir: str | None = None,
         runner: Runner | None = None,
         poll_interval: float = 0.5,
+        status_batch: int = STATUS_BATCH,
     ) -> None:
         self.reactor = reactor
         self.common_args = [check_argument(a, "common argument") for a in common_args]
@@ -328,6 +355,11 @@ class SlurmLauncher:
         self.log_dir = check_argument(os.path.abspath(log_dir or "."), "log directory")
         self.run = runner or ProcessRunner(reactor, env)
         self.poll_interval = poll_interval
+        if not isinstance(status_batch, int) or status_batch < 1:
+            raise ValueError(f"status_batch must be a positive integer, got {status_batch!r}")
+        self.status_batch = status_batch
+        self._asked: list[tuple[str, defer.Deferred[_Queued | None]]] | None = None
+        self._fallback = defer.DeferredSemaphore(_FALLBACK_PARALLEL)
 
     def start(self, spec: AgentSpec, placement: Placement) -> defer.Deferred[LaunchRecord]:
         """Submit the agent's job; fire with its record once SLURM gave its id."""
@@ -374,7 +406,11 @@ class SlurmLauncher:
         return await self._status(record)
 
     def status(self, record: LaunchRecord) -> defer.Deferred[AgentStatus]:
-        """The job's state: from C{squeue}, else C{sacct}, else C{scontrol show job}."""
+        """
+        The job's state: from C{squeue}, else C{sacct}, else C{scontrol show
+        job}.  Calls made in one reactor turn share their C{squeue} commands
+        (see the module docstring); it fails for all of them alike.
+        """
         return defer.Deferred.fromCoroutine(self._status(record))
 
     async def _status(self, record: LaunchRecord) -> AgentStatus:
@@ -423,19 +459,87 @@ class SlurmLauncher:
             raise LaunchError("invalid", f"invalid SLURM job id {record.job_id!r} in the record of {record.agent}")
         return record.job_id
 
-    async def _queued(self, job: str) -> _Queued | None:
-        """The job in C{squeue}, or C{None} when it is not listed."""
-        result = await self.run(["squeue", "-h", "-j", job, "-o", "%T|%r|%S|%B"], None, self.timeout)
+    def _queued(self, job: str) -> defer.Deferred[_Queued | None]:
+        """
+        The job in C{squeue}, or C{None} when it is not listed: asked at
+        the end of this reactor turn, with every other job asked in it.
+        """
+        if self._asked is None:
+            self._asked = []
+            self.reactor.callLater(0, self._ask_queue)
+        d: defer.Deferred[_Queued | None] = defer.Deferred()
+        self._asked.append((job, d))
+        return d
+
+    def _ask_queue(self) -> None:
+        """Send this turn's questions: one C{squeue} per L{status_batch} distinct jobs."""
+        asked, self._asked = self._asked or [], None
+        waiting: dict[str, list[defer.Deferred[_Queued | None]]] = {}
+        for job, d in asked:
+            waiting.setdefault(job, []).append(d)
+        jobs = list(waiting)
+        for first in range(0, len(jobs), self.status_batch):
+            chunk = jobs[first : first + self.status_batch]
+            answer = defer.Deferred.fromCoroutine(self._squeue(chunk))
+            answer.addCallbacks(self._answer_queued, self._queue_failed, callbackArgs=(waiting,),
+                                errbackArgs=(chunk, waiting))
+            answer.addErrback(lambda f, n=len(chunk): self._log.failure("answering a squeue of {n} jobs", f, n=n))
+
+    @staticmethod
+    def _answer_queued(found: dict[str, _Queued | None], waiting: dict[str, list[defer.Deferred[_Queued | None]]]) -> None:
+        for job, queued in found.items():
+            for d in waiting.get(job, ()):
+                if not d.called:  # a caller may have cancelled
+                    d.callback(queued)
+
+    @staticmethod
+    def _queue_failed(failure: Failure, chunk: list[str],
+                      waiting: dict[str, list[defer.Deferred[_Queued | None]]]) -> None:
+        error = failure.value
+        for job in chunk:
+            for d in waiting.get(job, ()):
+                if d.called:
+                    continue
+                if isinstance(error, _SqueueFailed):
+                    others = f" (asked with {error.jobs - 1} other jobs)" if error.jobs > 1 else ""
+                    d.errback(LaunchError(error.code, f"squeue failed for job {job}{others}: {error.err}"))
+                elif isinstance(error, LaunchError):
+                    d.errback(LaunchError(error.code, error.reason))
+                else:
+                    d.errback(failure)
+
+    async def _squeue(self, jobs: list[str]) -> dict[str, _Queued | None]:
+        """Each of C{jobs} as C{squeue} lists it, or C{None}; L{_SqueueFailed} if it fails."""
+        result = await self.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i|%T|%r|%S|%B"], None, self.timeout)
         if result.code != 0:
+            err = result.err.strip()
             if any(text in result.err for text in _GONE_ERRORS):
-                return None
+                if len(jobs) == 1:
+                    return {jobs[0]: None}
+                self._log.debug("squeue refused a list of {n} jobs ({error}): asking one by one", n=len(jobs),
+                                error=err)
+                found: dict[str, _Queued | None] = {}
+                try:
+                    parts = await defer.gatherResults(
+                        [self._fallback.run(self._squeue_one, job) for job in jobs], consumeErrors=True
+                    )
+                except defer.FirstError as e:
+                    e.subFailure.raiseException()
+                for part in parts:
+                    found.update(part)
+                return found
             code = "unreachable" if any(text in result.err for text in _UNREACHABLE) else "failed"
-            raise LaunchError(code, f"squeue failed for job {job}: {result.err.strip()}")
-        line = result.out.strip().splitlines()[0] if result.out.strip() else ""
-        if not line:
-            return None
-        state, reason, start, node = (line.split("|", 3) + ["", "", ""])[:4]
-        return _Queued(state.split()[0] if state.strip() else "UNKNOWN", reason, parse_time(start), node)
+            raise _SqueueFailed(code, err, len(jobs))
+        listed: dict[str, _Queued | None] = {job: None for job in jobs}
+        for line in result.out.splitlines():
+            job, state, reason, start, node = (line.strip().split("|", 4) + ["", "", "", ""])[:5]
+            if job in listed and listed[job] is None:
+                listed[job] = _Queued(state.split()[0] if state.strip() else "UNKNOWN", reason, parse_time(start),
+                                      node)
+        return listed
+
+    def _squeue_one(self, job: str) -> defer.Deferred[dict[str, _Queued | None]]:
+        return defer.Deferred.fromCoroutine(self._squeue([job]))
 
     async def _accounting(self, job: str) -> tuple[str, int | None, float | None] | None:
         """(state, exit code, end) of an ended job from C{sacct}, else C{scontrol}; C{None} if neither knows."""
