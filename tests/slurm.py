@@ -32,7 +32,7 @@ from typing import Any
 from twisted.internet import reactor, task
 from twisted.trial.unittest import SkipTest
 
-from ecs.launch.slurm import ProcessRunner
+from ecs.launch.command import ProcessRunner
 from tests.procs import Watched, spawn
 
 DAEMONS = ("munged", "slurmctld", "slurmd")

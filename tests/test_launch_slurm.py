@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from ecs.launch import AgentSpec, ILauncher, LaunchError, LaunchRecord, Placement
-from ecs.launch.slurm import CommandResult, ProcessRunner, SlurmLauncher, build_submission
+from ecs.launch.command import CommandResult, ProcessRunner
+from ecs.launch.slurm import SlurmLauncher, build_submission
 from tests.fake_process import FakeProcessReactor
 from tests.procs import call_api, free_port, pid_alive, spawn, tool
 
@@ -489,11 +490,14 @@ class ProcessRunnerTests(SynchronousTestCase):
     def test_missing_binary(self) -> None:
         """A command not on the PATH fails clearly, nothing is spawned."""
         fake = FakeProcessReactor()
-        d = ProcessRunner(fake, {"PATH": "/nonexistent"})(["sbatch"], None, 5.0)
+        d = ProcessRunner(fake, {"PATH": "/nonexistent"}, ": is the SLURM client installed?")(["sbatch"], None, 5.0)
         failure = self.failureResultOf(d, LaunchError)
         self.assertEqual(failure.value.code, "failed")
-        self.assertIn("sbatch not found on PATH", failure.value.reason)
+        self.assertIn("sbatch not found on PATH (/nonexistent): is the SLURM client installed?", failure.value.reason)
         self.assertEqual(fake.spawned, [])
+        launcher = SlurmLauncher(fake, [], env={"PATH": "/nonexistent"})
+        failure = self.failureResultOf(launcher.run(["squeue"], None, 5.0), LaunchError)
+        self.assertIn("is the SLURM client installed?", failure.value.reason)
 
 
 class ScriptTests(TestCase):

@@ -42,14 +42,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import attrs
-from twisted.internet import defer, protocol
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -65,6 +63,7 @@ from ecs.launch import (
     check_argument,
     check_id,
 )
+from ecs.launch.command import CommandResult, ProcessRunner, Runner
 
 JOB_ID_RE = re.compile(r"[0-9]{1,20}")
 NAMES_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}(?:,[A-Za-z0-9_.-]{1,128}){0,31}")
@@ -86,96 +85,11 @@ _GONE_ERRORS = ("Invalid job id", "already completing or completed", "Job/step a
 _UNREACHABLE = ("Unable to contact", "Socket timed out", "Connection refused", "Zero Bytes were transmitted")
 _HINTS = {"partition": "a name or names, comma-separated", "account": "a name", "qos": "a name",
           "time": "a string such as '90', '2:00:00' or '1-00:00:00'", "nodelist": "a host list such as 'n[01-04]'"}
-_OUTPUT_CAP = 1 << 20
 MAX_TAIL_LINES = 10_000
 STATUS_BATCH = 200
 """At most this many job ids in one C{squeue} command."""
 _FALLBACK_PARALLEL = 8
 """Single-job C{squeue} commands at a time when a list was refused."""
-
-
-@attrs.frozen
-class CommandResult:
-    """What a command printed and how it ended (C{code}: negative for a signal)."""
-
-    code: int
-    out: str
-    err: str
-
-
-Runner = Callable[[Sequence[str], "bytes | None", float], "defer.Deferred[CommandResult]"]
-"""C{runner(argv, stdin, timeout)}: run a command, fail with L{LaunchError}."""
-
-
-class _Collector(protocol.ProcessProtocol):
-    """Feeds stdin, gathers (capped) output, fires with a L{CommandResult}."""
-
-    def __init__(self, stdin: bytes | None, done: defer.Deferred[CommandResult]) -> None:
-        self.stdin = stdin
-        self.done = done
-        self.out: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
-
-    def connectionMade(self) -> None:
-        if self.stdin:
-            self.transport.write(self.stdin)  # type: ignore[union-attr]
-        self.transport.closeStdin()  # type: ignore[union-attr]
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        buffer = self.out.setdefault(fd, bytearray())
-        if len(buffer) < _OUTPUT_CAP:
-            buffer += data[: _OUTPUT_CAP - len(buffer)]
-
-    def processEnded(self, reason: Failure) -> None:
-        code = getattr(reason.value, "exitCode", 0)
-        if code is None:
-            code = -(getattr(reason.value, "signal", None) or signal.SIGKILL)
-        if not self.done.called:
-            text = {fd: bytes(b).decode("utf-8", "replace") for fd, b in self.out.items()}
-            self.done.callback(CommandResult(int(code), text[1], text[2]))
-
-
-class ProcessRunner:
-    """
-    The real L{Runner}: C{reactor.spawnProcess}, no shell, the environment
-    of the ECA plus C{env}; a command still running after its timeout is
-    killed and fails with L{LaunchError} C{timeout}.
-    """
-
-    def __init__(self, reactor: Any, env: Mapping[str, str] | None = None) -> None:
-        self.reactor = reactor
-        self.env = {**os.environ, **(env or {})}
-
-    def __call__(self, argv: Sequence[str], stdin: bytes | None, timeout: float) -> defer.Deferred[CommandResult]:
-        """Run C{argv} (its first element looked up on the C{PATH})."""
-        binary = shutil.which(argv[0], path=self.env.get("PATH"))
-        if binary is None:
-            return defer.fail(LaunchError(
-                "failed", f"{argv[0]} not found on PATH ({self.env.get('PATH', '')}): is the SLURM client installed?"
-            ))
-        done: defer.Deferred[CommandResult] = defer.Deferred()
-        try:
-            transport = self.reactor.spawnProcess(
-                _Collector(stdin, done), binary, list(argv), env=self.env, usePTY=False
-            )
-        except OSError as e:
-            return defer.fail(LaunchError("failed", f"cannot run {argv[0]}: {e}"))
-
-        def expire() -> None:
-            try:
-                transport.signalProcess("KILL")
-            except (ProcessExitedAlready, OSError):
-                pass
-            if not done.called:
-                done.errback(LaunchError("timeout", f"{argv[0]} did not finish within {timeout:g} s (killed)"))
-
-        timer = self.reactor.callLater(timeout, expire)
-
-        def finished(result: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            return result
-
-        return done.addBoth(finished)
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -353,7 +267,7 @@ class SlurmLauncher:
         self.common_args = [check_argument(a, "common argument") for a in common_args]
         self.timeout = timeout
         self.log_dir = check_argument(os.path.abspath(log_dir or "."), "log directory")
-        self.run = runner or ProcessRunner(reactor, env)
+        self.run = runner or ProcessRunner(reactor, env, ": is the SLURM client installed?")
         self.poll_interval = poll_interval
         if not isinstance(status_batch, int) or status_batch < 1:
             raise ValueError(f"status_batch must be a positive integer, got {status_batch!r}")
