@@ -206,6 +206,32 @@ class OverviewTests(TestCase):
         self.assertEqual(await browser.text(row("MVD", "state")), "Unconfigured")
 
 
+class AlarmTests(TestCase):
+    """Agents that need a person are shown on every page."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        skip_without_browser()
+
+    async def test_flapping_agent_alarm(self) -> None:
+        """A flapping agent raises the alarm in the top bar, live; stopping it clears the alarm."""
+        demo = await Demo.start(self)
+        browser = await Browser.open(self, demo, "admin")
+        await browser.get("/")
+        await browser.wait_text("#connection", "live")
+        self.assertFalse(await browser.js("return document.getElementById('alarms').hidden === false"))
+        placement = {"host": "localhost", "launcher": "local", "autostart": False,
+                     "options": {"agent_args": ["--type", "NoSuchType"]}}
+        self.assertEqual((await demo.api("PUT", "/api/agents/detector:BAD", body=placement))[0], 200)
+        self.assertEqual((await demo.api("POST", "/api/agents/detector:BAD/start"))[0], 200)
+        await browser.wait_text("#alarms", "1 agent needs attention: detector:BAD", timeout=60)
+        self.assertIn("flapping", await browser.attribute("#alarms", "title"))
+        self.assertEqual(await browser.attribute("#alarms", "href"), demo.base + "/clients")
+        self.assertEqual((await demo.api("POST", "/api/agents/detector:BAD/stop"))[0], 200)
+        await browser.wait_js("return document.getElementById('alarms').hidden === true", what="the alarm cleared")
+
+
 class SessionEndTests(TestCase):
     """A page whose session ends stops receiving events and goes to the login page."""
 

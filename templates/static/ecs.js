@@ -37,7 +37,12 @@ window.ECS = (function () {
   // ended: 401; a proxy's 502).  Then we ask the API (a 401 sends the page
   // to the login) and open the stream again, resuming after the last event
   // seen (?last_event_id=), with a back-off of 1 s doubling to 30 s.
-  function events(partition, handlers) {
+  function events(partition, pageHandlers) {
+    // every page also keeps the agents alarm (below) up to date
+    const handlers = {...pageHandlers, agent: (data, id) => {
+      noteAgent(data);
+      if (pageHandlers.agent) pageHandlers.agent(data, id);
+    }};
     const base = "/api/events" + (partition ? "?partition=" + encodeURIComponent(partition) : "");
     const indicator = document.getElementById("connection");
     const mark = (text, cls) => { if (indicator) { indicator.textContent = text; indicator.className = "connection " + cls; } };
@@ -69,6 +74,30 @@ window.ECS = (function () {
 
     open();
     return {close() { closed = true; if (timer) clearTimeout(timer); source.close(); }};
+  }
+
+  // Agents that need a person, on every page: flapping (the supervisor gave
+  // up restarting them) or failed (their launcher could not start them).
+  const troubled = new Map();
+  function showAlarms() {
+    const box = document.getElementById("alarms");
+    if (!box) return;
+    const names = [...troubled.keys()].sort();
+    box.hidden = names.length === 0;
+    box.textContent = names.length === 0 ? "" : "Alarm: " + names.length +
+      (names.length === 1 ? " agent needs attention: " : " agents need attention: ") +
+      names.slice(0, 3).join(", ") + (names.length > 3 ? ", …" : "");
+    box.title = names.map((n) => n + ": " + troubled.get(n)).join("\n");
+  }
+  function noteAgent(agent) {
+    const supervision = (agent && agent.supervision) || {};
+    if (!agent || typeof agent.agent !== "string") return;
+    if (supervision.state === "flapping" || supervision.state === "failed") {
+      troubled.set(agent.agent, supervision.state + (supervision.reason ? ": " + supervision.reason : ""));
+    } else {
+      troubled.delete(agent.agent);
+    }
+    showAlarms();
   }
 
   // The colour class of a state (red / yellow / green as the original).
@@ -116,6 +145,15 @@ window.ECS = (function () {
     const mine = (document.body.dataset.roles || "").split(" ");
     return mine.some((r) => order.indexOf(r) >= order.indexOf(role));
   };
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    const alarms = document.getElementById("alarms");
+    if (alarms) {
+      if (!hasRole("expert")) alarms.href = "/logs?level=error";  // the clients page is for experts
+      const r = await api("GET", "/api/agents");
+      if (r.ok && Array.isArray(r.data)) r.data.forEach(noteAgent);
+    }
+  });
 
   document.addEventListener("DOMContentLoaded", () => {
     const logout = document.getElementById("logout");
