@@ -35,14 +35,11 @@ thread pool, and only a real reactor runs it.
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any, Callable
 
-import attrs
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
-from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -59,6 +56,7 @@ from ecs.sequence import Sequence, load_sequence
 from ecs.store import Store
 from ecs.transport import RequestError
 from ecs.web import WebAPI
+from tests.http_helpers import _UNSET, Result, SSEReader, parse_events
 from tests.pca_harness import subsystems_with
 
 BASE = "http://ecs.test"
@@ -90,68 +88,6 @@ P2_DETECTORS = ("STS2",)
 UNASSIGNED = ("TOF2",)
 DETECTOR_TYPES = {"STS": "STS", "MVD": "MVD", "TOF": "TOF", "TRD": "TRD", "RICH": "RICH", "STS2": "STS", "TOF2": "TOF"}
 GLOBALS = ("TFC", "DCS", "QA", "FLES")
-
-_UNSET = object()
-
-
-@attrs.frozen
-class Result:
-    """A finished HTTP response: status, raw body, the treq response."""
-
-    code: int
-    body: bytes
-    response: Any
-
-    @property
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-    def header(self, name: str) -> list[str]:
-        """Every value of a response header."""
-        return self.response.headers.getRawHeaders(name, [])
-
-
-def parse_events(data: bytes) -> list[dict[str, Any]]:
-    """Parse SSE blocks into C{{"id", "event", "data"}} dicts (comments skipped)."""
-    events = []
-    for block in data.decode().split("\n\n"):
-        fields: dict[str, Any] = {}
-        for line in block.split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = value
-        if "event" in fields:
-            fields["data"] = json.loads(fields["data"])
-            if "id" in fields:
-                fields["id"] = int(fields["id"])
-            events.append(fields)
-    return events
-
-
-class SSEReader(Protocol):
-    """Receives an event-stream body piece by piece; can hang up."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.lost: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lost = reason
-
-    def events(self) -> list[dict[str, Any]]:
-        """The events (not comments or retry lines) received so far."""
-        return parse_events(self.data)
-
-    def hang_up(self) -> None:
-        """Close the connection as a browser tab does."""
-        if self.transport is not None and self.lost is None:
-            self.transport.loseConnection()
-
 
 class ECAHarness(TestCase):
     """The whole system, started in C{setUp} and stopped by a cleanup (L{stop_everything})."""

@@ -6,13 +6,10 @@ import inspect
 import json
 from typing import Any
 
-import attrs
 import treq
 from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -22,70 +19,9 @@ from zope.interface.verify import verifyObject
 from ecs.control import IControlCenter
 from ecs.web import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
+from tests.http_helpers import _UNSET, Result, SSEReader, parse_events
 
 BASE = "http://ecs.test"
-_UNSET = object()
-
-
-@attrs.frozen
-class Result:
-    """A finished response: status, raw body, the treq response."""
-
-    code: int
-    body: bytes
-    response: Any
-
-    @property
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-    def header(self, name: str) -> list[str]:
-        """Every value of a response header."""
-        return self.response.headers.getRawHeaders(name, [])
-
-
-class SSEReader(Protocol):
-    """Receives an event-stream body piece by piece; can hang up."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.lost: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lost = reason
-
-    def events(self) -> list[dict[str, Any]]:
-        """The events (not comments or retry lines) received so far."""
-        return parse_events(self.data)
-
-    def hang_up(self) -> None:
-        """Close the connection as a browser tab does."""
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-
-def parse_events(data: bytes) -> list[dict[str, Any]]:
-    """Parse SSE blocks into C{{"id", "event", "data"}} dicts."""
-    events = []
-    for block in data.decode().split("\n\n"):
-        fields: dict[str, Any] = {}
-        for line in block.split("\n"):
-            if not line or line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = value
-        if "event" in fields:
-            fields["data"] = json.loads(fields["data"])
-            if "id" in fields:
-                fields["id"] = int(fields["id"])
-            events.append(fields)
-    return events
-
-
 @implementer(IBodyProducer)
 class ChunkedBody:
     """A body of unknown length, so the request has no Content-Length."""
