@@ -71,7 +71,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -88,6 +87,7 @@ for _p in (str(ROOT), str(HERE)):
         sys.path.insert(0, _p)
 
 import configure_common as common  # noqa: E402
+from benchlib import BenchError, LogFollower, cpu_ticks, exists, free_ports, say, sleep  # noqa: E402
 
 BIN = Path(sys.executable).parent
 AGENT = HERE / "configure_agent.py"
@@ -97,42 +97,6 @@ BENCH_TO_PCA = {"configure", "start", "stop", "abort", "snapshot", "status"}
 HEARTBEAT = "heartbeat"
 
 
-def say(message: str) -> None:
-    """Progress for humans, on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_ports(count: int) -> list[int]:
-    """C{count} distinct free TCP ports on 127.0.0.1."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of process C{pid}, in clock ticks (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_mb(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (with the reason)."""
-
-
 # ---------------------------------------------------------------------------
 # Agent processes
 
@@ -140,7 +104,7 @@ class BenchError(Exception):
 def _agent_protocol():  # type: ignore[no-untyped-def]
     from twisted.internet import defer, protocol
 
-    class AgentProcess(protocol.ProcessProtocol):
+    class AgentProcess(protocol.ProcessProtocol, LogFollower):
         """One agent: output goes straight to a log file; we only watch its exit."""
 
         def __init__(self, name: str, log_path: Path) -> None:
@@ -149,8 +113,7 @@ def _agent_protocol():  # type: ignore[no-untyped-def]
             self.pid: int | None = None
             self.exit_code: int | None = None
             self.ended: defer.Deferred[int | None] = defer.Deferred()
-            self._offset = 0
-            self._partial = b""
+            LogFollower.__init__(self, log_path)
 
         def connectionMade(self) -> None:
             self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -162,23 +125,6 @@ def _agent_protocol():  # type: ignore[no-untyped-def]
         @property
         def alive(self) -> bool:
             return not self.ended.called
-
-        def new_lines(self) -> list[str]:
-            """Log lines written since the last call."""
-            with open(self.log_path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-            self._offset += len(data)
-            data = self._partial + data
-            *lines, self._partial = data.split(b"\n")
-            return [line.decode("utf-8", "replace") for line in lines]
-
-        def tail(self, count: int = 25) -> str:
-            try:
-                lines = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
-            except OSError:
-                return ""
-            return "\n".join(f"    {line}" for line in lines[-count:])
 
     return AgentProcess
 
@@ -284,18 +230,18 @@ class Agents:
     def kill_all(self, grace: float = 3.0) -> None:
         """SIGTERM each agent's process group, SIGKILL what is left after C{grace} (synchronous)."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            living = [a for a in self.all if a.pid is not None and _exists(a.pid)]
+            living = [a for a in self.all if a.pid is not None and exists(a.pid)]
             for agent in living:
                 _signal_group(agent.pid, sig)
             deadline = time.monotonic() + grace
             while living and time.monotonic() < deadline:
-                living = [a for a in living if _exists(a.pid)]
+                living = [a for a in living if exists(a.pid)]
                 if living:
                     time.sleep(0.05)
             if not living:
                 return
         for agent in self.all:
-            if agent.pid is not None and _exists(agent.pid):
+            if agent.pid is not None and exists(agent.pid):
                 say(f"warning: {agent.name} (pid {agent.pid}) survived SIGKILL")
 
 
@@ -312,30 +258,6 @@ def _signal_group(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _exists(pid: int) -> bool:
-    """Whether C{pid} is alive (a zombie child is reaped by the reactor, or here)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def sleep(seconds: float) -> Any:
-    from twisted.internet import reactor, task
-
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 # ---------------------------------------------------------------------------

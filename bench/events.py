@@ -96,7 +96,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -110,6 +109,8 @@ HERE = Path(__file__).resolve().parent
 for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+
+from benchlib import BenchError, LogFollower, cpu_ticks, exists, free_ports, say, sleep  # noqa: E402
 
 WRAPPER = HERE / "events_agent.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -131,60 +132,8 @@ STAGE_NAMES = {
 }
 
 
-def say(message: str) -> None:
-    """Progress for humans, on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (with the reason)."""
-
-
 class StartStalled(BenchError):
     """The demo's systems stopped connecting before all of them were."""
-
-
-def free_ports(count: int) -> list[int]:
-    """C{count} distinct free TCP ports on 127.0.0.1."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of process C{pid}, in clock ticks (all its threads); 0 if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def exists(pid: int) -> bool:
-    """Whether C{pid} is alive (not a zombie); reaps it if it is our child."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -210,28 +159,20 @@ def summary_ms(values: list[float]) -> dict[str, Any]:
     }
 
 
-def sleep(seconds: float) -> Any:
-    from twisted.internet import reactor, task
-
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
 # ---------------------------------------------------------------------------
 # Processes
 
 
-class Demo:
+class Demo(LogFollower):
     """The demo process tree: started by us, every pid killed by us."""
 
     def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp / "demo.log")
         self.tmp = tmp
         self.out = tmp / "points"
         self.out.mkdir()
-        self.log_path = tmp / "demo.log"
         self.pid: int | None = None
         self.ended: Any = None
-        self._offset = 0
-        self._partial = b""
 
     def start(self, argv: list[str], env: dict[str, str]) -> None:
         from twisted.internet import defer, protocol, reactor
@@ -271,21 +212,8 @@ class Demo:
                 pass
         return found
 
-    def new_lines(self) -> list[str]:
-        with open(self.log_path, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        self._offset += len(data)
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        return [line.decode("utf-8", "replace") for line in lines]
-
     def tail(self, count: int = 30) -> str:
-        try:
-            lines = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(f"    {line}" for line in lines[-count:])
+        return super().tail(count)
 
     def check(self) -> None:
         if not self.alive:

@@ -36,13 +36,12 @@ process I{is} the agent:
   a few microseconds per state change.  On SIGRTMIN+2 the list is written
   to C{DIR/points.<pid>.json} (then C{DIR/points.<pid>.done});
 
-- in the ECA process only, replaces L{agents.eca_service.LocalLauncher.start}
-  so that every agent the demo launches runs through this file too, with
-  its own process as the parent to die with.  The launcher's behaviour is
-  otherwise the same (same argv after the wrapper, same environment, same
-  child protocol).  With C{ECS_BENCH_ORDERED_START=1} in the environment
-  the PCA is started only once every controller process has logged that it
-  is serving: a work-around for a start-up race of the product (a sim host
+- in the ECA process only, makes the local launcher (L{ecs.launch.local})
+  run every agent the demo's supervisor starts through this file too, with
+  the ECA as the parent to die with (its "twistd" becomes a script that
+  execs this file with the same arguments).  With
+  C{ECS_BENCH_ORDERED_START=1} in the environment the PCA is started only
+  once every controller process has logged that it is serving: a work-around for a start-up race of the product (a sim host
   registers its detectors before it serves them; a PCA whose status query
   is refused meanwhile never asks again), which C{bench/events.py} uses
   when a natural start stalls.
@@ -55,6 +54,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -182,7 +182,6 @@ def pace_pca_commands(chunk: int) -> None:
 
 
 def patch_eca(out: Path) -> None:
-    from agents import eca_service
     from agents.eca_partitions import PartitionWatch
 
     original_received = PartitionWatch._received
@@ -220,42 +219,57 @@ def patch_eca(out: Path) -> None:
     tcp.Connection.writeSomeData = writeSomeData  # type: ignore[method-assign]
 
     ordered = os.environ.get("ECS_BENCH_ORDERED_START") == "1"
-    starting: set[str] = set()  # controller processes not serving yet
-    held: list[tuple[Any, str, list[str]]] = []  # PCAs held back until they all serve
 
-    class Child(eca_service._Child):  # type: ignore[misc, name-defined]
-        """The demo's child protocol; also notices the controller host's "serving" line."""
+    # Every agent the demo's supervisor starts runs through this file: the
+    # local launcher execs its "twistd", which here is a small script that
+    # execs this file with the same arguments (and this process as the
+    # parent to die with).
+    wrapper = out / "agent-wrapper.sh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"ECS_BENCH_PARENT={os.getpid()} exec {shlex.quote(sys.executable)} "
+        f"{shlex.quote(str(Path(__file__).resolve()))} {shlex.quote(str(out))} \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
 
-        def outReceived(self, data: bytes) -> None:
-            if self.name in starting and b" serving " in data:
-                starting.discard(self.name)
-                if not starting:
-                    for launcher, name, args in held:
-                        spawn(launcher, name, args)
-                    held.clear()
-            super().outReceived(data)
+    from twisted.internet import task
 
-        errReceived = outReceived
+    from ecs.launch.local import LocalLauncher
 
-    def spawn(self: Any, name: str, args: list[str]) -> None:
-        child = Child(name)
-        argv = [sys.executable, str(Path(__file__).resolve()), str(out), "-n", "--pidfile=", *args,
-                "--state-dir", str(self.state_dir), *self.common]
-        env = dict(os.environ)
-        env["ECS_BENCH_PARENT"] = str(os.getpid())  # the child dies with this process
-        transport = self.reactor.spawnProcess(child, sys.executable, argv, env=env)
-        self.children[name] = (child, transport)
+    original_init = LocalLauncher.__init__
+    original_start = LocalLauncher.start
 
-    def start(self: Any, name: str, args: list[str]) -> None:
-        """L{LocalLauncher.start}, with the child run through this file."""
-        if ordered and args and args[0] == "ecs-pca" and starting:
-            held.append((self, name, args))
-            return
-        if ordered and args and args[0] in CONTROLLER_PLUGINS:
-            starting.add(name)
-        spawn(self, name, args)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.twistd = str(wrapper)
 
-    eca_service.LocalLauncher.start = start  # type: ignore[method-assign]
+    async def serving(self: Any, logs: list[Path]) -> None:
+        # the controllers started so far have logged that they serve
+        while True:
+            ready = [p for p in logs if p.exists() and b" serving " in p.read_bytes()]
+            if len(ready) == len(logs):
+                return
+            await task.deferLater(self.reactor, 0.1, lambda: None)
+
+    async def start_after_controllers(self: Any, spec: Any, placement: Any) -> Any:
+        await task.deferLater(self.reactor, 0.5, lambda: None)  # let the supervisor start the rest
+        await serving(self, [self.log_path(s) for s in controllers])
+        return await original_start(self, spec, placement)
+
+    controllers: list[Any] = []
+
+    def start(self: Any, spec: Any, placement: Any) -> Any:
+        """L{LocalLauncher.start}; with ordered starts the PCA waits for the controllers."""
+        if ordered and spec.kind == "pca":
+            from twisted.internet import defer
+
+            return defer.Deferred.fromCoroutine(start_after_controllers(self, spec, placement))
+        if spec.kind in ("detector", "global", "simhost"):
+            controllers.append(spec)
+        return original_start(self, spec, placement)
+
+    LocalLauncher.__init__ = __init__  # type: ignore[method-assign]
+    LocalLauncher.start = start  # type: ignore[method-assign]
 
 
 def main() -> None:
