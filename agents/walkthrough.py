@@ -138,10 +138,10 @@ def write_inventory(path: Path, extra: list[str]) -> dict[str, str]:
 
 async def main(reactor: Any, argv: list[str]) -> None:
     """Run the walk-through (see the module docstring)."""
-    from ecs.config import load_settings
+    from ecs.config.settings import load_settings
+    from ecs.net.keys import init_keys, load_keys
+    from ecs.net.zeromq import ZmqNode
     from ecs.paths import data_dir
-    from ecs.security import init_keys, load_keys
-    from ecs.zmq_transport import ZmqNode
 
     parser = argparse.ArgumentParser(prog="python -m agents.walkthrough")
     parser.add_argument("--state-dir", default="var")

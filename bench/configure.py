@@ -421,7 +421,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _run(args: argparse.Namespace, n: int, k: int, tmp: Path, agents: Agents) -> dict[str, Any]:
     from twisted.internet import reactor
 
-    from ecs.zmq_transport import ZmqNode
+    from ecs.net.zeromq import ZmqNode
 
     # -- documents -------------------------------------------------------
     ports = free_ports(2 + k)
@@ -441,7 +441,7 @@ async def _run(args: argparse.Namespace, n: int, k: int, tmp: Path, agents: Agen
     if args.security == "curve":
         subprocess.run([str(BIN / "ecs"), "keys", "init", "--dir", str(tmp / "keys")], check=True,
                        stdout=subprocess.DEVNULL, env=agents.env)
-        from ecs.security import load_keys
+        from ecs.net.keys import load_keys
 
         keys = load_keys(tmp / "keys")
     common_args = ["--config", str(tmp / "ecs.yaml"), "--subsystems", str(tmp / "subsystems.yaml"),

@@ -1,6 +1,6 @@
 """
 The configure benchmark's partition assembled in ONE process on the
-in-memory transport (L{ecs.memory_transport}) with a clock (a heap-based
+in-memory transport (L{ecs.net.memory}) with a clock (a heap-based
 L{task.Clock}, see L{heap_clock}): the
 same L{PartitionAgent}, the same L{ControllerHost}s (K sim hosts and one
 global-systems host), the same documents as L{bench/configure.py}, and one
@@ -119,14 +119,14 @@ def run(
     """Configure the in-memory partition C{repeat} times; count and time it."""
     from twisted.internet import defer, task
 
-    from agents.host import ControllerHost
-    from agents.pca import PartitionAgent
+    from agents.controller.host import ControllerHost
+    from agents.pca.agent import PartitionAgent
     from ecs import protocol
-    from ecs.config import load_settings, load_subsystems
-    from ecs.configs import FileConfigSource
-    from ecs.memory_transport import MemoryNetwork, MemoryNode
-    from ecs.registry import InventoryRegistry
-    from ecs.sequence import load_sequence
+    from ecs.config.settings import load_settings, load_subsystems
+    from ecs.config.sources import FileConfigSource
+    from ecs.fsm.sequence import load_sequence
+    from ecs.net.memory import MemoryNetwork, MemoryNode
+    from ecs.net.registry import InventoryRegistry
 
     if begin_logging:
         _begin_logging(log_level)

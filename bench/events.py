@@ -101,8 +101,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -892,7 +893,7 @@ def main() -> None:
                         help="launch the PCA only once every controller serves, from the first start")
     parser.add_argument("--eca-read-batch", type=int, default=None, metavar="K",
                         help="what-if: the ECA process reads at most K ZeroMQ messages per reactor turn "
-                        "(ecs.zmq_transport.MAX_READ_BATCH, shipped 256); not a product setting")
+                        "(ecs.net.zeromq.MAX_READ_BATCH, shipped 256); not a product setting")
     parser.add_argument("--pca-send-chunk", type=int, default=None, metavar="K",
                         help="what-if: the PCA sends at most K commands to systems per reactor turn "
                         "(the shipped PCA sends one per system in one loop); not a product setting")

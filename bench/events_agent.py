@@ -83,8 +83,8 @@ def _plugin(twistd_args: list[str]) -> str:
 
 
 def patch_controllers() -> None:
-    from agents.controller import SystemController
-    from agents.host import PartitionLink
+    from agents.controller.host import PartitionLink
+    from agents.controller.system import SystemController
 
     original_fire = SystemController._fire
 
@@ -109,8 +109,8 @@ def patch_controllers() -> None:
 
 
 def patch_pca() -> None:
-    from agents.pca import PartitionAgent
-    from agents.sequencer import Sequencer
+    from agents.pca.agent import PartitionAgent
+    from agents.pca.sequencer import Sequencer
 
     original_fold = Sequencer._fold
 
@@ -152,7 +152,7 @@ def pace_pca_commands(chunk: int) -> None:
     """
     from twisted.internet import defer
 
-    from agents.pca import PartitionAgent
+    from agents.pca.agent import PartitionAgent
 
     original_send = PartitionAgent._send
     queue: list[tuple[Any, Any, str, Any, Any]] = []
@@ -182,7 +182,7 @@ def pace_pca_commands(chunk: int) -> None:
 
 
 def patch_eca(out: Path) -> None:
-    from agents.eca_partitions import PartitionWatch
+    from agents.eca.partitions import PartitionWatch
 
     original_received = PartitionWatch._received
 
@@ -292,7 +292,7 @@ def main() -> None:
         # messages the ECA's ZeroMQ sockets hand over per reactor turn.
         batch = os.environ.get("ECS_BENCH_ECA_READ_BATCH")
         if batch:
-            from ecs import zmq_transport
+            from ecs.net import zeromq as zmq_transport
 
             zmq_transport.MAX_READ_BATCH = int(batch)
 

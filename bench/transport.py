@@ -1,5 +1,5 @@
 """
-Benchmark of the ZeroMQ transport (L{ecs.zmq_transport}) beside raw pyzmq.
+Benchmark of the ZeroMQ transport (L{ecs.net.zeromq}) beside raw pyzmq.
 
 Run from the repository root::
 
@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -256,7 +256,7 @@ async def ours_request_reply(
     from twisted.internet import defer
     from twisted.python.failure import Failure
 
-    from ecs.zmq_transport import ZmqNode
+    from ecs.net.zeromq import ZmqNode
 
     server_node = ZmqNode(reactor, "bench-server", keys=keys)
     client_node = ZmqNode(reactor, "bench-client", keys=keys)
@@ -305,7 +305,7 @@ async def ours_pub_sub(reactor: Any, keys: Any, events: int, batch: int) -> dict
     """ZmqNode publisher to a ZmqNode subscriber, both on the reactor."""
     from twisted.internet import defer, task
 
-    from ecs.zmq_transport import ZmqNode
+    from ecs.net.zeromq import ZmqNode
 
     pub_node = ZmqNode(reactor, "bench-pub", keys=keys)
     sub_node = ZmqNode(reactor, "bench-sub", keys=keys)
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         textFileLogObserver,
     )
 
-    from ecs.security import init_keys, load_keys
+    from ecs.net.keys import init_keys, load_keys
 
     # Errors go to stderr; the "security is none" warning stays out of the table.
     globalLogBeginner.beginLoggingTo(
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
                 row = await ours_pub_sub(reactor, k, args.events, args.batch)
                 ours_ps.append(("ours (ZmqNode)", security, row))
 
-    def run(reactor: Any) -> "defer.Deferred[None]":
+    def run(reactor: Any) -> defer.Deferred[None]:
         return defer.Deferred.fromCoroutine(ours(reactor))
 
     try:

@@ -1,10 +1,10 @@
 """
 ECS: the shared library of the experiment control system.
 
-Configuration (:mod:`ecs.config`), the wire protocol (:mod:`ecs.protocol`),
-the transports (:mod:`ecs.transport`, :mod:`ecs.zmq_transport`,
-:mod:`ecs.memory_transport`), declarative state machines (:mod:`ecs.fsm`),
-the registry interface (:mod:`ecs.registry`) and the ``ecs`` command line
+Configuration (:mod:`ecs.config.settings`), the wire protocol (:mod:`ecs.protocol`),
+the transports (:mod:`ecs.net.transport`, :mod:`ecs.net.zeromq`,
+:mod:`ecs.net.memory`), declarative state machines (:mod:`ecs.fsm.machine`),
+the registry interface (:mod:`ecs.net.registry`) and the ``ecs`` command line
 (:mod:`ecs.cli`).
 """
 

@@ -22,7 +22,7 @@ On the ECA host::
     ecs db upgrade [--state-dir DIR]
 
 The agent's endpoint comes from C{--endpoint} or from C{--inventory}.
-Over the ECA's HTTP API (L{ecs.client_cli}; C{ecs --help} lists them with
+Over the ECA's HTTP API (L{ecs.client.cli}; C{ecs --help} lists them with
 their exit codes)::
 
     ecs login|logout, status [P], control take|release P, configure P --tag T
@@ -35,13 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ecs import __version__
 
 
 def _fsm_check(args: argparse.Namespace) -> int:
-    from ecs.fsm import check_files
+    from ecs.fsm.machine import check_files
 
     code, lines = check_files(args.files)
     for line in lines:
@@ -50,7 +51,7 @@ def _fsm_check(args: argparse.Namespace) -> int:
 
 
 def _fsm_dot(args: argparse.Namespace) -> int:
-    from ecs.fsm import TableError, dot_file
+    from ecs.fsm.machine import TableError, dot_file
 
     try:
         print(dot_file(args.file, args.state), end="")
@@ -61,7 +62,7 @@ def _fsm_dot(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
-    from ecs.security import KeyFileError, init_keys
+    from ecs.net.keys import KeyFileError, init_keys
 
     try:
         written = init_keys(args.dir, force=args.force)
@@ -74,7 +75,7 @@ def _keys_init(args: argparse.Namespace) -> int:
 
 
 def _keys_add(args: argparse.Namespace) -> int:
-    from ecs.security import KeyFileError, add_client
+    from ecs.net.keys import KeyFileError, add_client
 
     try:
         public, secret = add_client(args.dir, args.name)
@@ -90,8 +91,8 @@ def _endpoint(args: argparse.Namespace) -> str:
         return str(args.endpoint)
     if not args.inventory:
         raise SystemExit("ecs: give --endpoint or --inventory to find the agent")
-    from ecs.config import ConfigError
-    from ecs.registry import InventoryRegistry
+    from ecs.config.settings import ConfigError
+    from ecs.net.registry import InventoryRegistry
 
     try:
         registry = InventoryRegistry.from_file(args.inventory)
@@ -128,10 +129,10 @@ async def request_agent(reactor: Any, args: argparse.Namespace, type: str, body:
     Send one request to the agent named by C{args}; print the reply as JSON
     (exit code 0) or the refusal on stderr (exit code 1).
     """
-    from ecs.config import ConfigError, load_settings
-    from ecs.security import KeyFileError, load_keys
-    from ecs.transport import RequestError, default_sender
-    from ecs.zmq_transport import ZmqNode
+    from ecs.config.settings import ConfigError, load_settings
+    from ecs.net.keys import KeyFileError, load_keys
+    from ecs.net.transport import RequestError, default_sender
+    from ecs.net.zeromq import ZmqNode
 
     endpoint = _endpoint(args)
     overrides = {"security": args.security} if args.security else None
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(func=_db_upgrade)
 
     # The commands over the ECA's HTTP API (login, status, configure, watch, ...).
-    from ecs.client_cli import add_commands
+    from ecs.client.cli import add_commands
 
     add_commands(parser, commands)
     return parser

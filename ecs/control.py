@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_web -*-
 """
 What the ECA offers to its user interfaces: the JSON API and web pages
-(L{ecs.web}), the CLI over HTTP and the SSH shell.
+(L{ecs.web.api}), the CLI over HTTP and the SSH shell.
 
 L{IControlCenter} is the one door: every read goes through its getters and
 every change through its named actions, which check roles and control
@@ -20,7 +20,8 @@ Errors are L{ControlError}s with a code that maps to an HTTP status:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -92,13 +93,13 @@ class IControlCenter(Interface):
 
     # -- authentication ----------------------------------------------------
 
-    def login(username: str, password: str, kind: str = "session") -> "defer.Deferred[Session]":
+    def login(username: str, password: str, kind: str = "session") -> defer.Deferred[Session]:
         """Check the password; a new token (kind session or api). unauthenticated on failure."""
 
-    def logout(token: str) -> "defer.Deferred[None]":
+    def logout(token: str) -> defer.Deferred[None]:
         """Forget the token and release every control its user holds."""
 
-    def authenticate(token: str) -> "defer.Deferred[Session | None]":
+    def authenticate(token: str) -> defer.Deferred[Session | None]:
         """The session of a token, or None (unknown or expired)."""
 
     # -- partitions (reads are synchronous: from memory) -------------------
@@ -113,86 +114,86 @@ class IControlCenter(Interface):
     def unassigned() -> list[dict[str, Any]]:
         """Detectors in no partition, with their live states."""
 
-    def systems() -> "defer.Deferred[dict[str, Any]]":
+    def systems() -> defer.Deferred[dict[str, Any]]:
         """C{{detector_types: {type: {table}}, global_systems: {id: {table}},
         detectors: [{id, type, partition}], partition_table, tables: {key:
         {name, initial, states: {state: summary}, rows: [[state, input, next]]}}}}:
-        what exists and the state tables (see L{agents.eca_systems})."""
+        what exists and the state tables (see L{ecs.fsm.systems})."""
 
     # -- control -------------------------------------------------------------
 
-    def take_control(user: User, scope: str, force: bool = False) -> "defer.Deferred[dict[str, Any]]":
+    def take_control(user: User, scope: str, force: bool = False) -> defer.Deferred[dict[str, Any]]:
         """Take control of a partition (scope = its id) or of the ECS (scope "ecs");
         conflict with C{holder} when someone else holds it; force needs admin."""
 
-    def release_control(user: User, scope: str) -> "defer.Deferred[None]":
+    def release_control(user: User, scope: str) -> defer.Deferred[None]:
         """Give control up."""
 
-    def ecs_control() -> "defer.Deferred[dict[str, Any]]":
+    def ecs_control() -> defer.Deferred[dict[str, Any]]:
         """Who holds the ECS control: C{{"scope": "ecs", "holder": name or None, "since": time or None}}."""
 
-    def command(user: User, partition_id: str, command: str, body: dict[str, Any]) -> "defer.Deferred[dict[str, Any]]":
+    def command(user: User, partition_id: str, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """configure/start/stop/abort/reset on a partition; the user must hold its
         control (operator role); the PCA's refusal comes back as conflict/locked."""
 
     # -- management (need the ECS control, expert role) ---------------------
 
-    def create_partition(user: User, partition_id: str) -> "defer.Deferred[dict[str, Any]]":
+    def create_partition(user: User, partition_id: str) -> defer.Deferred[dict[str, Any]]:
         """A new partition (its PCA is registered or launched)."""
 
-    def delete_partition(user: User, partition_id: str, force: bool = False) -> "defer.Deferred[None]":
+    def delete_partition(user: User, partition_id: str, force: bool = False) -> defer.Deferred[None]:
         """Delete a partition; its detectors become unassigned."""
 
-    def create_detector(user: User, detector_id: str, type: str) -> "defer.Deferred[dict[str, Any]]":
+    def create_detector(user: User, detector_id: str, type: str) -> defer.Deferred[dict[str, Any]]:
         """A new, unassigned detector of a known type."""
 
-    def delete_detector(user: User, detector_id: str, force: bool = False) -> "defer.Deferred[None]":
+    def delete_detector(user: User, detector_id: str, force: bool = False) -> defer.Deferred[None]:
         """Delete an unassigned detector."""
 
-    def move_detector(user: User, detector_id: str, to: str | None, force: bool = False) -> "defer.Deferred[dict[str, Any]]":
+    def move_detector(user: User, detector_id: str, to: str | None, force: bool = False) -> defer.Deferred[dict[str, Any]]:
         """Move a detector to partition C{to} (None: unassigned), two-phase."""
 
     # -- configurations and tags --------------------------------------------
 
-    def configs(system: str | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+    def configs(system: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """Latest version of every configuration."""
 
-    def config(config_id: str, version: int | None = None) -> "defer.Deferred[dict[str, Any]]":
+    def config(config_id: str, version: int | None = None) -> defer.Deferred[dict[str, Any]]:
         """One configuration (with C{versions}); not_found."""
 
-    def save_config(user: User, config_id: str, system: str, parameters: dict[str, Any]) -> "defer.Deferred[dict[str, Any]]":
+    def save_config(user: User, config_id: str, system: str, parameters: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """A new version (expert role)."""
 
-    def delete_config(user: User, config_id: str) -> "defer.Deferred[None]":
+    def delete_config(user: User, config_id: str) -> defer.Deferred[None]:
         """Delete (expert); conflict while a tag uses it."""
 
-    def tags(partition_id: str | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+    def tags(partition_id: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """Every tag; with a partition, each with compatible/missing/extra."""
 
-    def tag(name: str) -> "defer.Deferred[dict[str, Any]]":
+    def tag(name: str) -> defer.Deferred[dict[str, Any]]:
         """One tag: C{{name, configs: {system: config_id}}}."""
 
-    def save_tag(user: User, name: str, config_ids: list[str]) -> "defer.Deferred[dict[str, Any]]":
+    def save_tag(user: User, name: str, config_ids: list[str]) -> defer.Deferred[dict[str, Any]]:
         """Create or replace (expert)."""
 
-    def delete_tag(user: User, name: str) -> "defer.Deferred[None]":
+    def delete_tag(user: User, name: str) -> defer.Deferred[None]:
         """Delete (expert)."""
 
     # -- users (admin) -------------------------------------------------------
 
-    def users(user: User) -> "defer.Deferred[list[dict[str, Any]]]":
+    def users(user: User) -> defer.Deferred[list[dict[str, Any]]]:
         """Every user with roles (never hashes)."""
 
-    def add_user(user: User, name: str, password: str, roles: list[str]) -> "defer.Deferred[dict[str, Any]]":
+    def add_user(user: User, name: str, password: str, roles: list[str]) -> defer.Deferred[dict[str, Any]]:
         """A new user."""
 
-    def update_user(user: User, name: str, password: str | None, roles: list[str] | None) -> "defer.Deferred[dict[str, Any]]":
+    def update_user(user: User, name: str, password: str | None, roles: list[str] | None) -> defer.Deferred[dict[str, Any]]:
         """Change password and/or roles."""
 
-    def delete_user(user: User, name: str) -> "defer.Deferred[None]":
+    def delete_user(user: User, name: str) -> defer.Deferred[None]:
         """Delete a user (not yourself)."""
 
-    # -- agents: placement and supervision (see agents.eca_supervisor) ---------
+    # -- agents: placement and supervision (see agents.eca.supervisor.supervisor) ---------
 
     def agents() -> list[dict[str, Any]]:
         """C{[{agent, kind, id, host, launcher, options, autostart, registered,
@@ -202,26 +203,26 @@ class IControlCenter(Interface):
     def agent(agent: str) -> dict[str, Any]:
         """One agent (C{"<kind>:<id>"}) as in L{agents}; not_found."""
 
-    def set_placement(user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> "defer.Deferred[dict[str, Any]]":
+    def set_placement(user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> defer.Deferred[dict[str, Any]]:
         """Place an agent (expert): insert or replace; the agent dict."""
 
-    def delete_placement(user: User, agent: str) -> "defer.Deferred[None]":
+    def delete_placement(user: User, agent: str) -> defer.Deferred[None]:
         """Forget a placement (expert); conflict while the agent runs."""
 
-    def agent_command(user: User, agent: str, command: str) -> "defer.Deferred[dict[str, Any]]":
+    def agent_command(user: User, agent: str, command: str) -> defer.Deferred[dict[str, Any]]:
         """start, stop or restart an agent (expert); the agent dict after it.
         A launcher failure is an error with the launcher's code (502)."""
 
-    def agent_output(user: User, agent: str, lines: int) -> "defer.Deferred[dict[str, Any]]":
+    def agent_output(user: User, agent: str, lines: int) -> defer.Deferred[dict[str, Any]]:
         """C{{agent, text}}: the last lines of its output (expert)."""
 
     # -- runs, logs, events, metrics -----------------------------------------
 
-    def runs(partition_id: str | None = None, limit: int = 100) -> "defer.Deferred[list[dict[str, Any]]]":
+    def runs(partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
         """Run records, newest first."""
 
     def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
-             until: float | None = None, before_id: int | None = None) -> "defer.Deferred[list[dict[str, Any]]]":
+             until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """Stored log events, newest first (C{since} <= time < C{until}; with
         C{before_id}, the events after C{(until, before_id)} in (time, id)
         order: the next page, with no event of the same time skipped)."""

@@ -3,14 +3,15 @@
 Where the data folders (``fsm/``, ``etc/``, ``templates/``) live.
 
 In a source checkout (or an editable install) they sit beside the ``ecs``
-package; a normal ``pip install .`` puts them under ``<prefix>/share/ecs``.
-``ECS_DATA_DIR`` overrides both, for unusual deployments.
+package; an installed wheel carries them inside it, as ``ecs/data/``
+(setup.py copies them there), so a virtualenv, ``pip install --user`` and a
+system prefix all find them.  ``ECS_DATA_DIR`` overrides both, for unusual
+deployments.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 DATA_FOLDERS = ("fsm", "etc", "templates")
@@ -26,8 +27,9 @@ def data_root() -> Path:
     override = os.environ.get("ECS_DATA_DIR")
     if override:
         candidates.append(Path(override))
-    candidates.append(Path(__file__).resolve().parent.parent)
-    candidates.append(Path(sys.prefix) / "share" / "ecs")
+    here = Path(__file__).resolve().parent
+    candidates.append(here.parent)
+    candidates.append(here / "data")
     for candidate in candidates:
         if (candidate / "etc" / "ecs.yaml").is_file():
             return candidate

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -59,6 +60,15 @@ BUSY = "busy"
 LOCKED = "locked"
 UNKNOWN_SYSTEM = "unknown_system"
 OVERLOADED = "overloaded"
+
+#: The state shown for a system (or partition) that is not reachable: the
+#: PCA's picture, the ECA's unassigned detectors and the GUI all use it.
+CONNECTION_PROBLEM = "Connection Problem"
+
+
+def pca_node_name(partition: str) -> str:
+    """The agent name (and sender name) of the PCA of C{partition}."""
+    return f"pca:{partition}"
 
 
 class ProtocolError(ValueError):

@@ -18,7 +18,7 @@ A schema checks a value and returns the normalised value (numbers become
 C{float}, defaults are filled in).  It never stops at the first problem: all
 problems are collected and reported together, as one L{ConfigError}.
 
-L{ecs.config} uses it for C{etc/ecs.yaml} and C{etc/subsystems.yaml}, and
+L{ecs.config.settings} uses it for C{etc/ecs.yaml} and C{etc/subsystems.yaml}, and
 re-exports its names.
 """
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 MAX_CELL = 60
 """Widest a table cell gets before it is cut."""
@@ -316,7 +317,19 @@ def format_agents(rows: list[dict[str, Any]], color: bool = False) -> str:
 
 
 __all__ = [
-    "clean", "display_width", "table", "state_colour", "progress_bar", "format_time", "format_duration",
-    "format_partitions", "format_partition", "format_systems", "format_progress", "format_logs",
-    "format_log_line", "format_runs", "format_agents",
+    "clean",
+    "display_width",
+    "format_agents",
+    "format_duration",
+    "format_log_line",
+    "format_logs",
+    "format_partition",
+    "format_partitions",
+    "format_progress",
+    "format_runs",
+    "format_systems",
+    "format_time",
+    "progress_bar",
+    "state_colour",
+    "table",
 ]

@@ -28,9 +28,10 @@ import hashlib
 import os
 import secrets
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, TextIO
 
 import bcrypt
 from twisted.internet.defer import Deferred
@@ -244,7 +245,7 @@ def _read_password(args: Any, env: Mapping[str, str], name: str) -> str:
 
 
 def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def cli_user(

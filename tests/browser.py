@@ -34,8 +34,9 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from twisted.internet import reactor, task, threads
@@ -106,7 +107,7 @@ class Demo:
 
     @classmethod
     async def start(cls, testcase: Any, detectors: int = 0, subsystems: Path | None = None,
-                    args: list[str] | None = None) -> "Demo":
+                    args: list[str] | None = None) -> Demo:
         """Start a demo for C{testcase}; fires once its web answers and the partition is Idle with every system connected."""
         tmp = Path(testcase.mktemp()).resolve()
         tmp.mkdir(parents=True)
@@ -195,7 +196,7 @@ class Browser:
         self.user = user
 
     @classmethod
-    async def open(cls, testcase: Any, demo: Demo, user: str | None = "admin", size: tuple[int, int] = (1400, 1000)) -> "Browser":
+    async def open(cls, testcase: Any, demo: Demo, user: str | None = "admin", size: tuple[int, int] = (1400, 1000)) -> Browser:
         """A new browser, logged in as C{user} through the login page (None: not logged in)."""
         skip_without_browser()
         profile = tempfile.mkdtemp(prefix="ecs-chromium-")
@@ -355,5 +356,13 @@ def _new_driver(profile: str, size: tuple[int, int]) -> Any:
     return driver
 
 
-__all__ = ["Demo", "Browser", "browser_missing", "skip_without_browser", "free_port", "screenshot_dir",
-           "slow_subsystems", "ADMIN_PASSWORD"]
+__all__ = [
+    "ADMIN_PASSWORD",
+    "Browser",
+    "Demo",
+    "browser_missing",
+    "free_port",
+    "screenshot_dir",
+    "skip_without_browser",
+    "slow_subsystems",
+]

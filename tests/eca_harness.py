@@ -5,7 +5,7 @@ A whole ECS in one process, for tests of the Experiment Control Agent.
 L{ECAHarness} builds, on the in-memory transport driven by the real reactor:
 
   - a real SQLite L{Store} in a temporary directory, seeded like the demo
-    (L{agents.eca_service.seed_demo}: partition C{demo} with STS MVD TOF TRD
+    (L{agents.eca.tap.seed_demo}: partition C{demo} with STS MVD TOF TRD
     RICH, their configurations, tags C{demo} and C{demo-alt}) plus a second
     partition C{p2} with detector C{STS2} (tag C{p2}) and an unassigned
     detector C{TOF2};
@@ -35,27 +35,29 @@ thread pool, and only a real reactor runs it.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from agents.eca import ExperimentControlAgent
-from agents.eca_service import seed_demo
-from agents.host import ControllerHost, pca_node_name
-from agents.pca import PartitionAgent
+from agents.controller.host import ControllerHost
+from agents.eca.agent import ExperimentControlAgent
+from agents.eca.tap import seed_demo
+from agents.pca.agent import PartitionAgent
 from ecs import users
-from ecs.config import load_settings
-from ecs.configs import EmptyConfigSource
-from ecs.memory_transport import MemoryNetwork, MemoryNode
-from ecs.remote_registry import RemoteRegistry
-from ecs.sequence import Sequence, load_sequence
+from ecs.config.settings import load_settings
+from ecs.config.sources import EmptyConfigSource
+from ecs.fsm.sequence import Sequence, load_sequence
+from ecs.net.memory import MemoryNetwork, MemoryNode
+from ecs.net.remote_registry import RemoteRegistry
+from ecs.net.transport import RequestError
+from ecs.protocol import pca_node_name
 from ecs.store import Store
-from ecs.transport import RequestError
-from ecs.web import WebAPI
+from ecs.web.api import WebAPI
 from tests.http_helpers import _UNSET, Result, SSEReader, parse_events
 from tests.pca_harness import subsystems_with
 
@@ -392,4 +394,4 @@ class ECAHarness(TestCase):
         return row.partition
 
 
-__all__ = ["ECAHarness", "Result", "SSEReader", "parse_events", "PASSWORD", "BASE", "SETTINGS", "STEP"]
+__all__ = ["BASE", "PASSWORD", "SETTINGS", "STEP", "ECAHarness", "Result", "SSEReader", "parse_events"]

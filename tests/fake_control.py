@@ -15,7 +15,8 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -32,11 +33,11 @@ TRANSITIONS = {
 }
 
 
-def _deferred(f: Callable[..., Any]) -> Callable[..., "defer.Deferred[Any]"]:
+def _deferred(f: Callable[..., Any]) -> Callable[..., defer.Deferred[Any]]:
     """Run C{f} and answer a Deferred (errors as failed Deferreds, as the real center does)."""
 
     @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> "defer.Deferred[Any]":
+    def wrapper(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         return defer.maybeDeferred(f, *args, **kwargs)
 
     return wrapper
@@ -166,9 +167,9 @@ class FakeControlCenter:
     @_deferred
     def systems(self) -> dict[str, Any]:
         """The shipped subsystems' tables, with this fake's detectors and detector types."""
-        from agents.eca_systems import systems_view, tables_json
-        from ecs.config import load_subsystems
-        from ecs.sequence import load_sequence
+        from ecs.config.settings import load_subsystems
+        from ecs.fsm.sequence import load_sequence
+        from ecs.fsm.systems import systems_view, tables_json
 
         subsystems = load_subsystems()
         sequence = load_sequence(None, list(subsystems.global_systems))

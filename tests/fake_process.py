@@ -25,10 +25,10 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         self.written += data
 
-    def closeStdin(self) -> None:  # noqa: N802
+    def closeStdin(self) -> None:
         self.stdin_closed = True
 
-    def signalProcess(self, signal: str) -> None:  # noqa: N802
+    def signalProcess(self, signal: str) -> None:
         self.signals.append(signal)
 
 
@@ -40,9 +40,9 @@ class FakeProcessReactor(Clock):
         super().__init__()
         self.spawned: list[tuple[Any, str, list[str], dict[str, str], FakeTransport]] = []
 
-    def spawnProcess(self, protocol: Any, executable: str, args: Any = (), env: dict[str, str] | None = None,  # noqa: N802
-                     path: str | None = None, uid: int | None = None, gid: int | None = None, usePTY: bool = False,  # noqa: N803
-                     childFDs: Any = None) -> FakeTransport:  # noqa: N803
+    def spawnProcess(self, protocol: Any, executable: str, args: Any = (), env: dict[str, str] | None = None,
+                     path: str | None = None, uid: int | None = None, gid: int | None = None, usePTY: bool = False,
+                     childFDs: Any = None) -> FakeTransport:
         transport = FakeTransport()
         self.spawned.append((protocol, executable, list(args), dict(env or {}), transport))
         protocol.makeConnection(transport)

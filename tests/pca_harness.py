@@ -14,15 +14,15 @@ import attrs
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from agents.host import ControllerHost
-from agents.pca import PartitionAgent
-from ecs.config import ActionSpec, Subsystems, SystemType, load_settings, load_subsystems
-from ecs.configs import FileConfigSource
-from ecs.memory_transport import MemoryNetwork, MemoryNode
+from agents.controller.host import ControllerHost
+from agents.pca.agent import PartitionAgent
+from ecs.config.settings import ActionSpec, Subsystems, SystemType, load_settings, load_subsystems
+from ecs.config.sources import FileConfigSource
+from ecs.fsm.sequence import Sequence, load_sequence
+from ecs.net.memory import MemoryNetwork, MemoryNode
+from ecs.net.registry import InventoryRegistry
+from ecs.net.transport import RequestError
 from ecs.protocol import Envelope
-from ecs.registry import InventoryRegistry
-from ecs.sequence import Sequence, load_sequence
-from ecs.transport import RequestError
 
 SETTINGS = load_settings(overrides={"security": "none"})
 SHIPPED = load_subsystems()

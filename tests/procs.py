@@ -195,4 +195,4 @@ def pid_alive(pid: int) -> bool:
     return "State:\tZ" not in status
 
 
-__all__ = ["ROOT", "Watched", "spawn", "stop", "tool", "pid_alive", "signal"]
+__all__ = ["ROOT", "Watched", "pid_alive", "signal", "spawn", "stop", "tool"]

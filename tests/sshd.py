@@ -104,4 +104,4 @@ async def start_sshd(testcase: Any) -> SshServer:
     raise AssertionError("sshd did not start")
 
 
-__all__ = ["SshServer", "start_sshd", "keygen", "free_port", "reactor"]
+__all__ = ["SshServer", "free_port", "keygen", "reactor", "start_sshd"]

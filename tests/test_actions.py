@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_actions -*-
 """
-Tests for :mod:`agents.actions`: simulated, script and python subsystem actions.
+Tests for :mod:`agents.controller.actions`: simulated, script and python subsystem actions.
 
 The simulated and python actions run on a :class:`task.Clock`.  The script action runs real
 subprocesses on the real reactor (tests may use the global reactor); every test cleans up by
@@ -15,7 +15,8 @@ import os
 import random
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -23,7 +24,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from agents.actions import (
+from agents.controller.actions import (
     ActionFailed,
     ActionRequest,
     IAction,
@@ -32,7 +33,7 @@ from agents.actions import (
     SimulatedAction,
     make_action,
 )
-from agents.script_action import _SETSID_WRAPPER, _LineSplitter
+from agents.controller.script_action import _SETSID_WRAPPER, _LineSplitter
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 
@@ -72,7 +73,7 @@ class MakeActionTests(SynchronousTestCase):
         kinds = [
             ("simulated", {"duration": 1.0, "failure_probability": 0.0, "seed": 1}),
             ("script", {"path": os.path.join(SCRIPTS, "exit_status.sh"), "args": [], "timeout": 5}),
-            ("python", {"class": "agents.actions.ExampleHook", "options": {}}),
+            ("python", {"class": "agents.controller.actions.ExampleHook", "options": {}}),
         ]
         for kind, params in kinds:
             verifyObject(IAction, make_action(kind, params, "TPC", clock, _Lines()))
@@ -251,7 +252,7 @@ class PythonActionTests(SynchronousTestCase):
 
     def test_example_hook(self) -> None:
         """ExampleHook, named by dotted path, logs the step and succeeds."""
-        action = make_action("python", {"class": "agents.actions.ExampleHook"}, "TPC",
+        action = make_action("python", {"class": "agents.controller.actions.ExampleHook"}, "TPC",
                              self.clock, self.lines)
         self.assertIsNone(self.successResultOf(action.run(_request(partition="PCA1"))))
         self.assertEqual(self.lines.lines,
@@ -260,7 +261,7 @@ class PythonActionTests(SynchronousTestCase):
 
     def test_example_hook_delay(self) -> None:
         """ExampleHook waits its delay option on the reactor's clock."""
-        action = make_action("python", {"class": "agents.actions.ExampleHook",
+        action = make_action("python", {"class": "agents.controller.actions.ExampleHook",
                                         "options": {"delay": 2}}, "TPC", self.clock, self.lines)
         d = action.run(_request())
         self.assertNoResult(d)
@@ -314,7 +315,7 @@ class PythonActionTests(SynchronousTestCase):
 
     def test_bad_dotted_paths(self) -> None:
         """Unimportable, missing, undotted, broken or run-less classes are ValueErrors."""
-        for path in ["tests.no_such_module.Hook", "agents.actions.NoSuchHook", "NoDots",
+        for path in ["tests.no_such_module.Hook", "agents.controller.actions.NoSuchHook", "NoDots",
                      "tests.test_actions.BrokenHook", "tests.test_actions.NoRunHook"]:
             with self.assertRaises(ValueError) as cm:
                 make_action("python", {"class": path, "options": {}}, "TPC", self.clock,

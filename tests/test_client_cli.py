@@ -1,5 +1,5 @@
 """
-The C{ecs} API commands (L{ecs.client_cli}) against a real demo: C{twistd
+The C{ecs} API commands (L{ecs.client.cli}) against a real demo: C{twistd
 -n ecs-demo} on loopback with free ports, the CLI run as real
 subprocesses with C{HOME} and C{XDG_CONFIG_HOME} in a temporary directory,
 every command checked for its output and exit code.

@@ -20,12 +20,23 @@ from unittest import mock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ecs.cli import build_parser
-from ecs.client import (
-    EXIT_AUTH, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, Client, ClientError, SSEParser, config_dir,
-    credentials_path, exit_code_for, load_credentials, normalise_url, save_credentials,
+from ecs.client.cli import QUIET, Context, Waiter, parse_since
+from ecs.client.http import (
+    EXIT_AUTH,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    Client,
+    ClientError,
+    SSEParser,
+    config_dir,
+    credentials_path,
+    exit_code_for,
+    load_credentials,
+    normalise_url,
+    save_credentials,
 )
-from ecs.client_cli import QUIET, Context, Waiter, parse_since
-from ecs.client_watch import LiveView
+from ecs.client.watch import LiveView
 
 
 def record(state: str, level: int, operation: str | None = None, summary: str = "Active", stages: int = 4) -> dict[str, Any]:
@@ -164,9 +175,8 @@ class ContextTests(SynchronousTestCase):
         for argv in (["configure", "demo"], ["configure", "demo", "--tag", "t", "--config", "c"],
                      ["logs", "--limit", "0"], ["status", "--timeout", "-1"], ["logs", "--level", "loud"],
                      ["control", "grab", "demo"]):
-            with self.assertRaises(SystemExit) as caught:
-                with mock.patch("sys.stderr"):
-                    self.args(*argv)
+            with self.assertRaises(SystemExit) as caught, mock.patch("sys.stderr"):
+                self.args(*argv)
             self.assertEqual(caught.exception.code, 2, argv)
 
     def test_bad_url(self) -> None:
@@ -379,7 +389,7 @@ class NetworkFailureTests(SynchronousTestCase):
 
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_config -*-
 """
-Tests for L{ecs.config}: the schema helper, the settings and subsystems
+Tests for L{ecs.config.settings}: the schema helper, the settings and subsystems
 loaders, and the shipped C{etc/} files.
 """
 
@@ -14,9 +14,9 @@ import yaml
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from ecs import paths
-from ecs.config import (
+from ecs.config.settings import (
+    SETTINGS_SCHEMA,
     ActionSpec,
-    Bool,
     ConfigError,
     Field,
     Int,
@@ -25,7 +25,6 @@ from ecs.config import (
     Number,
     OneOf,
     Record,
-    SETTINGS_SCHEMA,
     Str,
     Subsystems,
     SystemType,
@@ -37,6 +36,7 @@ from ecs.config import (
     load_yaml,
     validate,
 )
+from ecs.schema import Bool
 
 SHIPPED_FSMS = ("detector-2step.yaml", "detector-3step.yaml", "global.yaml", "global-recording.yaml")
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_configs -*-
 """
-Tests for L{ecs.configs}: configuration sources, their load-time checks,
+Tests for L{ecs.config.sources}: configuration sources, their load-time checks,
 inline configurations, and the shipped C{etc/demo-configs.yaml}.
 """
 
@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ecs import paths
-from ecs.config import load_subsystems
-from ecs.configs import (
+from ecs.config.settings import load_subsystems
+from ecs.config.sources import (
     NO_SOURCE,
     ConfigLookupError,
     EmptyConfigSource,

@@ -1,5 +1,5 @@
 """
-Tests for L{agents.controller.SystemController}: the rules of a controlled
+Tests for L{agents.controller.system.SystemController}: the rules of a controlled
 system, driven with an action whose steps the test completes by hand.
 """
 
@@ -12,11 +12,11 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from agents.actions import ActionFailed, ActionRequest, IAction
-from agents.controller import SystemController, validate_config
+from agents.controller.actions import ActionFailed, ActionRequest, IAction
+from agents.controller.system import SystemController, validate_config
 from ecs import protocol
-from ecs.fsm import load_table
-from ecs.transport import RequestError
+from ecs.fsm.machine import load_table
+from ecs.net.transport import RequestError
 
 FSM = Path(__file__).resolve().parent.parent / "fsm"
 

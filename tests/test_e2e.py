@@ -11,9 +11,9 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from ecs.security import init_keys, load_keys
-from ecs.transport import Request, RequestError
-from ecs.zmq_transport import ZmqNode
+from ecs.net.keys import init_keys, load_keys
+from ecs.net.transport import Request, RequestError
+from ecs.net.zeromq import ZmqNode
 from tests.procs import spawn, tool
 
 

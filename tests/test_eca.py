@@ -1,5 +1,5 @@
 """
-Tests for L{agents.eca}, L{agents.eca_manage} and L{agents.eca_partitions}:
+Tests for L{agents.eca.agent}, L{agents.eca.manage} and L{agents.eca.partitions}:
 the real Experiment Control Agent behind the HTTP API, with real PCAs and
 controllers on the in-memory transport and a real SQLite store
 (L{tests.eca_harness}).
@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor
 
 from ecs import protocol, users
 from ecs.control import ControlError, User
-from ecs.transport import Request, RequestError
+from ecs.net.transport import Request, RequestError
 from tests.eca_harness import PASSWORD, ECAHarness
 
 ALL_SYSTEMS_DEMO = {"TFC", "DCS", "QA", "FLES", "STS", "MVD", "TOF", "TRD", "RICH"}

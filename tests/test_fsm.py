@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fsm -*-
 """
-Tests for L{ecs.fsm}: the shipped state tables, the loader's checks, the
+Tests for L{ecs.fsm.machine}: the shipped state tables, the loader's checks, the
 Automat-backed L{Machine}, DOT output and the command-line helpers.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from ecs import fsm
-from ecs.fsm import InvalidTransition, Machine, StateTable, TableError
+from ecs.fsm import machine as fsm
+from ecs.fsm.table import parse_table
+from ecs.fsm.machine import InvalidTransition, Machine, StateTable, TableError
 
 FSM_DIR = Path(__file__).parent.parent / "fsm"
 SHIPPED = ("detector-2step", "detector-3step", "global", "global-recording")
@@ -274,7 +275,7 @@ class LoaderRejectionTests(SynchronousTestCase):
     def problems(self, text: str, source: str = "fsm/x.yaml") -> list[str]:
         """The problems reported for C{text}; fails if it is accepted."""
         exc = self.assertRaises(
-            TableError, fsm.parse_table, textwrap.dedent(text).lstrip("\n"), source
+            TableError, parse_table, textwrap.dedent(text).lstrip("\n"), source
         )
         self.assertEqual(str(exc), "\n".join(exc.problems))
         return exc.problems
@@ -287,15 +288,15 @@ class LoaderRejectionTests(SynchronousTestCase):
 
     def test_tables_compare_by_contents(self) -> None:
         """Tables parsed from the same text are equal, hash alike, and cannot be changed."""
-        one = fsm.parse_table(textwrap.dedent(GOOD), "fsm/tiny.yaml")
-        two = fsm.parse_table(textwrap.dedent(GOOD), "fsm/tiny.yaml")
+        one = parse_table(textwrap.dedent(GOOD), "fsm/tiny.yaml")
+        two = parse_table(textwrap.dedent(GOOD), "fsm/tiny.yaml")
         self.assertEqual(one, two)
         self.assertEqual(len({one, two}), 1)
         self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, one, "initial", "Active")
 
     def test_good_table_accepted(self) -> None:
         """The reference small table is accepted, keeping declaration and row order."""
-        table = fsm.parse_table(textwrap.dedent(GOOD), "fsm/tiny.yaml")
+        table = parse_table(textwrap.dedent(GOOD), "fsm/tiny.yaml")
         self.assertEqual(table.source, "fsm/tiny.yaml")
         self.assertEqual(list(table.states), ["Unconfigured", "Configuring", "Active"])
         self.assertEqual(table.next_state("Configuring", "success"), "Active")
@@ -354,7 +355,7 @@ class LoaderRejectionTests(SynchronousTestCase):
 
     def test_description_allowed(self) -> None:
         """An optional description is accepted."""
-        fsm.parse_table("description: a test table\n" + textwrap.dedent(GOOD), "t.yaml")
+        parse_table("description: a test table\n" + textwrap.dedent(GOOD), "t.yaml")
 
     def test_initial_undeclared(self) -> None:
         """An initial state that is not declared is rejected on its line, listing the states."""
@@ -582,7 +583,7 @@ class MachineTests(SynchronousTestCase):
     def table(self, name: str = "tiny") -> StateTable:
         """A small table, named C{name} so that it gets its own factory."""
         text = textwrap.dedent(GOOD).replace("name: tiny", f"name: {name}")
-        return fsm.parse_table(text, "t.yaml")
+        return parse_table(text, "t.yaml")
 
     def test_start_in_state(self) -> None:
         """A machine can start in a given state, and Automat follows from there."""
@@ -639,7 +640,7 @@ class MachineTests(SynchronousTestCase):
         states: {A: Active, B: Unconfigured}
         transitions: [[B, configure, A], [A, abort, B]]
         """
-        machine = Machine(fsm.parse_table(textwrap.dedent(text), "last.yaml"))
+        machine = Machine(parse_table(textwrap.dedent(text), "last.yaml"))
         self.assertEqual(machine.state, "B")
         self.assertEqual(machine.fire("configure"), "A")
         self.assertEqual(machine.fire("abort"), "B")
@@ -647,7 +648,7 @@ class MachineTests(SynchronousTestCase):
     def test_self_loop(self) -> None:
         """A row leading back to its own state works."""
         text = textwrap.dedent(GOOD) + "  - [Active, configure, Active]\n"
-        machine = Machine(fsm.parse_table(text, "loop.yaml"), "Active")
+        machine = Machine(parse_table(text, "loop.yaml"), "Active")
         self.assertEqual(machine.fire("configure"), "Active")
         self.assertEqual(machine.fire("abort"), "Unconfigured")
 

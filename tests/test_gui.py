@@ -1,7 +1,7 @@
 """
 Tests for L{ecs.gui} and L{ecs.gui.pages}: the page shells served beside
 the API (login redirect, roles, CSP, escaping, static files), and the
-C{allowed} events the monitor's buttons follow (L{agents.eca_partitions}).
+C{allowed} events the monitor's buttons follow (L{agents.eca.partitions}).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from agents.eca_partitions import PartitionWatch
-from ecs.gui import CSP, GuiPages, site_root
-from ecs.sequence import load_sequence
-from ecs.web import WebAPI
+from agents.eca.partitions import PartitionWatch
+from ecs.fsm.sequence import load_sequence
+from ecs.gui.site import CSP, GuiPages, site_root
+from ecs.web.api import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
 
 BASE = "http://ecs.test"

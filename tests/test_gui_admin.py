@@ -1,7 +1,7 @@
 """
 Tests for the management pages of the GUI (L{ecs.gui.admin}), the state
 machine page and its drawings (L{ecs.gui.fsmview}), the systems view
-(L{agents.eca_systems}, C{GET /api/systems}) and C{GET /api/logs?until=},
+(L{ecs.fsm.systems}, C{GET /api/systems}) and C{GET /api/logs?until=},
 over a fake control center.
 """
 
@@ -16,13 +16,13 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from agents.eca_systems import PARTITION_TABLE, sequence_table, table_from_json, table_json
-from ecs.config import load_subsystems
+from ecs.config.settings import load_subsystems
 from ecs.control import ControlError
-from ecs.gui import GuiPages, site_root
+from ecs.fsm.sequence import load_sequence
+from ecs.fsm.systems import PARTITION_TABLE, sequence_table, table_from_json, table_json
 from ecs.gui.fsmview import DOT, DotRenderer
-from ecs.sequence import load_sequence
-from ecs.web import WebAPI
+from ecs.gui.site import GuiPages, site_root
+from ecs.web.api import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
 from tests.fake_process import FakeProcessReactor
 
@@ -221,7 +221,7 @@ class RealDotTests(TestCase):
         """dot -Tsvg draws the partition machine with the current state lit."""
         from twisted.internet import reactor
 
-        from ecs.fsm import to_dot
+        from ecs.fsm.machine import to_dot
 
         table = sequence_table(load_sequence(None, list(load_subsystems().global_systems)))
         svg = await DotRenderer(reactor).svg("k", to_dot(table, "QA_Active"))

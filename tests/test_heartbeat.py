@@ -1,12 +1,13 @@
 """
-Tests for L{ecs.heartbeat.Heartbeat}: loss after C{timeout} without an
+Tests for L{ecs.net.heartbeat.Heartbeat}: loss after C{timeout} without an
 answer, recovery when the peer answers, one ping in flight at most, and a
 clean stop.  Time is a L{Clock}; pings are Deferreds the test fires.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -14,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from ecs.heartbeat import Heartbeat
+from ecs.net.heartbeat import Heartbeat
 
 
 class Peer:

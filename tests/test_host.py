@@ -1,5 +1,5 @@
 """
-Tests for L{agents.host.ControllerHost}: controllers behind one endpoint,
+Tests for L{agents.controller.host.ControllerHost}: controllers behind one endpoint,
 driven over the in-memory transport with a L{Clock} and a stand-in PCA.
 """
 
@@ -12,12 +12,12 @@ import attrs
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from agents import host as host_module
-from agents.host import ControllerHost
-from ecs.config import ActionSpec, load_settings, load_subsystems
-from ecs.memory_transport import MemoryNetwork, MemoryNode
-from ecs.registry import InventoryRegistry
-from ecs.transport import Request, RequestError
+from agents.controller import host as host_module
+from agents.controller.host import ControllerHost
+from ecs.config.settings import ActionSpec, load_settings, load_subsystems
+from ecs.net.memory import MemoryNetwork, MemoryNode
+from ecs.net.registry import InventoryRegistry
+from ecs.net.transport import Request, RequestError
 
 SETTINGS = load_settings(overrides={"security": "none"})
 SUBSYSTEMS = load_subsystems()

@@ -14,8 +14,7 @@ from pathlib import Path
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
-from ecs.launch import AgentSpec, AgentStatus, LaunchError, LaunchRecord, Placement
-from ecs.launch import _proc
+from ecs.launch import AgentSpec, AgentStatus, LaunchError, LaunchRecord, Placement, _proc
 from ecs.launch.local import LocalLauncher, check_env, describe_exit, tail_file
 from tests.procs import pid_alive
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -548,7 +549,7 @@ class SlurmEndToEndTests(TestCase):
 
     async def start_eca(self, tmp: Path) -> str:
         """A real ecs-eca whose store holds the unassigned detector SL1 (type STS); returns an admin token."""
-        from ecs.security import init_keys
+        from ecs.net.keys import init_keys
         from ecs.store import Store, database_path
 
         state = tmp / "var"

@@ -20,12 +20,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from ecs.launch import AgentSpec, LaunchError, LaunchRecord, Placement
-from ecs.launch import _conch, _proc, remote
+from ecs.launch import AgentSpec, LaunchError, LaunchRecord, Placement, _conch, _proc, remote
 from ecs.launch.ssh import SshLauncher
+from tests.procs import tool
 from tests.sshd import keygen, start_sshd
 from tests.test_launch_local import INVENTORY, kill_group_now, wait_until
-from tests.procs import tool
 
 FAKE_AGENT = "#!/bin/sh\necho \"fake agent $$ started\"\nsleep 300 &\nwait\n"
 

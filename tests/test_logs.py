@@ -1,14 +1,14 @@
-"""Tests for L{ecs.logs.apply_log_level}."""
+"""Tests for L{ecs.config.logs.apply_log_level}."""
 
 from __future__ import annotations
 
 import io
 from typing import Any
 
-from twisted.logger import LogBeginner, LogLevel, LogPublisher, Logger
+from twisted.logger import LogBeginner, Logger, LogLevel, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ecs.logs import apply_log_level
+from ecs.config.logs import apply_log_level
 
 
 class LogLevelTests(SynchronousTestCase):

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_partition -*-
 """
-Unit tests of the derived partition state (L{agents.partition}): hand-built
+Unit tests of the derived partition state (L{agents.pca.partition}): hand-built
 L{SystemView}s, no network, no clock.
 """
 
@@ -10,8 +10,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from agents.partition import CONNECTION_PROBLEM, Partition, SystemView, accept_status, detector_stage
-from ecs.sequence import load_sequence, parse_sequence
+from agents.pca.partition import Partition, SystemView, accept_status, detector_stage
+from ecs.fsm.sequence import load_sequence, parse_sequence
+from ecs.protocol import CONNECTION_PROBLEM
 
 GLOBALS = ["TFC", "DCS", "QA", "FLES"]
 SEQUENCE = load_sequence(None, GLOBALS)

@@ -15,10 +15,10 @@ from typing import Any
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from ecs.net.keys import init_keys, load_keys
+from ecs.net.transport import RequestError
+from ecs.net.zeromq import ZmqNode
 from ecs.protocol import Envelope
-from ecs.security import init_keys, load_keys
-from ecs.transport import RequestError
-from ecs.zmq_transport import ZmqNode
 from tests.procs import Watched, spawn, tool
 
 DETECTORS = ("STS", "MVD", "TOF", "TRD", "RICH")

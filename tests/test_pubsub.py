@@ -1,8 +1,8 @@
 """
-Tests for L{ecs.pubsub}: event numbering (L{PublisherCore}), event
+Tests for L{ecs.net.pubsub}: event numbering (L{PublisherCore}), event
 validation (L{SubscriberCore}), the replicated table (L{StateStore}) and
 the clone-pattern subscriber (L{Mirror}), alone with a fake snapshot source
-and end to end over L{ecs.memory_transport}.
+and end to end over L{ecs.net.memory}.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from ecs import protocol
-from ecs.memory_transport import MemoryNetwork, MemoryNode
+from ecs.net.memory import MemoryNetwork, MemoryNode
+from ecs.net.pubsub import TICK_TOPIC, Mirror, PublisherCore, StateStore, SubscriberCore, fetch_paged_snapshot
 from ecs.protocol import Envelope, ProtocolError
-from ecs.pubsub import fetch_paged_snapshot, TICK_TOPIC, Mirror, PublisherCore, StateStore, SubscriberCore
 
 
 class Logs:

@@ -1,4 +1,4 @@
-"""Tests for the standalone registry (L{ecs.registry.InventoryRegistry})."""
+"""Tests for the standalone registry (L{ecs.net.registry.InventoryRegistry})."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ecs.config import ConfigError
-from ecs.registry import AgentInfo, InventoryRegistry, RegistryError
+from ecs.config.settings import ConfigError
+from ecs.net.registry import AgentInfo, InventoryRegistry, RegistryError
 
 INVENTORY = {
     "partitions": {"p1": {"endpoint": "tcp://127.0.0.1:7100", "detectors": ["STS", "MVD"]}},

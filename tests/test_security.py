@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_security -*-
 """
-Tests for L{ecs.security}: creating a CURVE key directory with safe file
+Tests for L{ecs.net.keys}: creating a CURVE key directory with safe file
 modes, refusing to overwrite it by accident, authorising further clients,
 and loading keys with errors that say which file is missing and which
 command makes it.
@@ -19,7 +19,7 @@ import zmq
 import zmq.auth
 from twisted.trial.unittest import SynchronousTestCase
 
-from ecs.security import CurveKeys, KeyFileError, add_client, init_keys, load_keys
+from ecs.net.keys import CurveKeys, KeyFileError, add_client, init_keys, load_keys
 
 
 def _mode(path: Path) -> int:

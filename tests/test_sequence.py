@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sequence -*-
 """
-Tests for L{ecs.sequence}: the shipped C{fsm/partition.yaml}, the look-up
+Tests for L{ecs.fsm.sequence}: the shipped C{fsm/partition.yaml}, the look-up
 helpers of L{Sequence}, an alternative sequence, and every rejection, each
 named by file and key path.
 """
@@ -16,8 +16,8 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from ecs import paths
-from ecs.config import ConfigError, load_subsystems
-from ecs.sequence import (
+from ecs.config.settings import ConfigError, load_subsystems
+from ecs.fsm.sequence import (
     DETECTORS,
     Recording,
     Sequence,

@@ -17,12 +17,12 @@ from typing import Any
 
 from twisted.internet import defer
 
-from agents.actions import SimulatedAction
-from agents.host import ControllerHost
+from agents.controller.actions import SimulatedAction
+from agents.controller.host import ControllerHost
 from ecs import protocol
-from ecs.memory_transport import MemoryNode
-from ecs.pubsub import Mirror, fetch_paged_snapshot
-from ecs.transport import RequestError
+from ecs.net.memory import MemoryNode
+from ecs.net.pubsub import Mirror, fetch_paged_snapshot
+from ecs.net.transport import RequestError
 from tests.pca_harness import DETECTORS, GLOBALS, SETTINGS, PartitionHarness, config
 
 ALL = (*GLOBALS, *DETECTORS)
@@ -215,7 +215,7 @@ class ConfigureTests(Scenario):
 
     def test_progress_not_swallowed(self) -> None:
         """A count that changes inside the progress interval is reported when it ends."""
-        from agents.sequencer import PROGRESS_INTERVAL
+        from agents.pca.sequencer import PROGRESS_INTERVAL
 
         self.command("configure", tag="v1", auto=True)
         sequencer = self.pca.sequencer

@@ -1,6 +1,6 @@
 """
-Tests for the plugins' composition (L{agents.service}, L{agents.detector},
-L{agents.global_system}, L{agents.simhost}): options and configuration
+Tests for the plugins' composition (L{agents._tap}, L{agents.controller.detector},
+L{agents.controller.global_system}, L{agents.controller.simhost}): options and configuration
 errors found before anything is bound.
 """
 
@@ -11,10 +11,10 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from agents import detector, global_system, simhost
-from agents.host import ControllerHost
-from agents.simhost import parse_ids
-from ecs.security import init_keys
+from agents.controller import detector, global_system, simhost
+from agents.controller.host import ControllerHost
+from agents.controller.simhost import parse_ids
+from ecs.net.keys import init_keys
 
 
 class ParseIdsTests(SynchronousTestCase):

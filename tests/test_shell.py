@@ -1,6 +1,6 @@
 """
-Tests for the ECA's SSH admin shell: L{ecs.shell_commands} with a fake
-center and a L{Clock}; L{ecs.shell_session} with a fake channel; and the
+Tests for the ECA's SSH admin shell: L{ecs.shell.commands} with a fake
+center and a L{Clock}; L{ecs.shell.session} with a fake channel; and the
 whole shell in an ECA (L{tests.eca_harness}) driven by the real OpenSSH
 client C{/usr/bin/ssh} as a subprocess.
 """
@@ -21,9 +21,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from ecs.control import User
-from ecs.shell import AdminShell, host_key_path, listen_shell, load_host_key
-from ecs.shell_commands import CommandInterpreter, Outcome
-from ecs.shell_session import AdminManhole, CommandTerminal, ShellSession
+from ecs.shell.commands import CommandInterpreter, Outcome
+from ecs.shell.server import AdminShell, host_key_path, listen_shell, load_host_key
+from ecs.shell.session import AdminManhole, CommandTerminal, ShellSession
 from tests.eca_harness import ECAHarness
 from tests.fake_control import FakeControlCenter
 from tests.procs import Collected as ProcessOutput
@@ -352,8 +352,8 @@ class SessionTests(SynchronousTestCase):
 
     def test_input_bounds(self) -> None:
         """An overlong line rings the bell instead of growing; too many queued lines are dropped."""
-        from ecs.shell_commands import LINE_MAX
-        from ecs.shell_session import MAX_PENDING
+        from ecs.shell.commands import LINE_MAX
+        from ecs.shell.session import MAX_PENDING
 
         session, proto = self.session()
         session.openShell(proto)
@@ -544,10 +544,9 @@ class ShellEndToEndTests(ECAHarness):
 
     async def test_window_change_over_ssh(self) -> None:
         """A terminal resize (window-change) on a live session redraws the line and the session goes on."""
+        from twisted.conch.ssh.session import packRequest_window_change
         from twisted.internet.endpoints import TCP4ClientEndpoint
         from twisted.internet.protocol import Factory
-
-        from twisted.conch.ssh.session import packRequest_window_change
 
         client = _ConchClient("operator", self.keys["operator"], self.shell.host_key)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=10)
@@ -567,7 +566,7 @@ class ShellEndToEndTests(ECAHarness):
         """--ssh none starts nothing; a taken default port is skipped with a warning; an explicit one fails."""
         self.assertIsNone(await listen_shell("none", self.eca, self.store, self.state_dir, reactor))
         taken = f"tcp:{self.port}:interface=127.0.0.1"
-        from ecs import shell as shell_module
+        from ecs.shell import server as shell_module
 
         self.patch(shell_module, "DEFAULT_ENDPOINT", taken)
         self.assertIsNone(await listen_shell(None, self.eca, self.store, self.state_dir, reactor))

@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from ecs.store import core as store_module
 from ecs.store import (
     ANY,
     ECS_SCOPE,
@@ -34,6 +33,7 @@ from ecs.store import (
     StoreError,
     database_path,
 )
+from ecs.store import core as store_module
 
 T0 = 1_700_000_000.0
 

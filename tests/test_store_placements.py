@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 
-from tests.test_store import T0, StoreTestCase
-
 from ecs.store.placements import MAX_OPTIONS, LaunchRow, PlacementRow
+from tests.test_store import T0, StoreTestCase
 
 
 class PlacementTests(StoreTestCase):

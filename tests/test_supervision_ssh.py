@@ -23,10 +23,10 @@ import yaml
 from twisted.trial.unittest import TestCase
 
 from ecs.launch import _proc
-from ecs.security import init_keys
+from ecs.net.keys import init_keys
+from tests import test_supervision_e2e as local_e2e  # (not its class by name: trial would run it here too)
 from tests.procs import pid_alive, spawn, tool
 from tests.sshd import SSHD, SshServer, start_sshd
-from tests import test_supervision_e2e as local_e2e  # (not its class by name: trial would run it here too)
 
 AGENT = "detector:SSH1"
 

@@ -1,12 +1,13 @@
 """
-Tests for L{agents.eca_supervisor}: a L{Clock}, a fake launcher that
+Tests for L{agents.eca.supervisor.supervisor}: a L{Clock}, a fake launcher that
 records its calls, and an in-memory store of placements and launch records.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -14,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from agents.eca_supervisor import Supervisor, spec_for
+from agents.eca.supervisor.supervisor import Supervisor, spec_for
 from ecs.control import ControlError
 from ecs.launch import AgentSpec, AgentStatus, ILauncher, LaunchError, LaunchRecord, Placement
 from ecs.store import StoreError

@@ -11,8 +11,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ecs import textview
 from ecs.textview import (
-    clean, display_width, format_agents, format_logs, format_partition, format_partitions, format_runs,
-    progress_bar, table,
+    clean,
+    display_width,
+    format_agents,
+    format_logs,
+    format_partition,
+    format_partitions,
+    format_runs,
+    progress_bar,
+    table,
 )
 
 EVIL = "ok\x1b[2J\x1b[H\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x1b\\\x9b31m\u202eevil\x07\r\nnext\tcol"
@@ -53,7 +60,7 @@ class CleanTests(SynchronousTestCase):
 
     def test_no_control_character_survives(self) -> None:
         """Every C0/C1 control character and DEL is removed or replaced."""
-        text = clean("".join(chr(c) for c in list(range(0, 32)) + list(range(127, 160))) + "x")
+        text = clean("".join(chr(c) for c in list(range(32)) + list(range(127, 160))) + "x")
         self.assertTrue(all(c == " " or c == "x" for c in text), repr(text))
 
     def test_values(self) -> None:

@@ -1,6 +1,6 @@
 """
-Tests for L{ecs.transport} (L{Dispatcher}, L{Correlator}) and for the
-in-memory medium L{ecs.memory_transport}, including unit-level protocol
+Tests for L{ecs.net.transport} (L{Dispatcher}, L{Correlator}) and for the
+in-memory medium L{ecs.net.memory}, including unit-level protocol
 fuzzing of the serving side.
 
 No sockets, no sleeps: time is a L{Clock}, the medium is a list or a
@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ecs import protocol
-from ecs.memory_transport import MemoryNetwork, MemoryNode
-from ecs.protocol import Envelope
-from ecs.pubsub import SubscriberCore
-from ecs.correlator import Correlator
-from ecs.dispatcher import Dispatcher
-from ecs.transport import (
+from ecs.net.correlator import Correlator
+from ecs.net.dispatcher import Dispatcher
+from ecs.net.memory import MemoryNetwork, MemoryNode
+from ecs.net.pubsub import SubscriberCore
+from ecs.net.transport import (
+    UNAUTHORISED,
     IClient,
     INode,
     IPublisher,
@@ -36,9 +37,9 @@ from ecs.transport import (
     Request,
     RequestError,
     RequestTimeout,
-    UNAUTHORISED,
     WouldBlock,
 )
+from ecs.protocol import Envelope
 
 
 class Logs:

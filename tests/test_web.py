@@ -1,4 +1,4 @@
-"""Tests for L{ecs.web}: the JSON API, SSE and metrics over a fake control center."""
+"""Tests for L{ecs.web.api}: the JSON API, SSE and metrics over a fake control center."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ecs.control import IControlCenter
-from ecs.web import WebAPI
+from ecs.web.api import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
 from tests.http_helpers import _UNSET, Result, SSEReader, parse_events
 

@@ -1,4 +1,4 @@
-"""Tests for the agents routes of L{ecs.web} (placement, start/stop/restart, output) over the fake center."""
+"""Tests for the agents routes of L{ecs.web.api} (placement, start/stop/restart, output) over the fake center."""
 
 from __future__ import annotations
 

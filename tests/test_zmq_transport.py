@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_zmq_transport -*-
 """
-Tests for L{ecs.zmq_transport} and L{ecs.zmq_curve}: real ZeroMQ sockets on
+Tests for L{ecs.net.zeromq} and L{ecs.net.curve}: real ZeroMQ sockets on
 127.0.0.1, driven by the real reactor.
 
 Every node binds C{tcp://127.0.0.1:*} and is closed in a cleanup.  There is
@@ -30,35 +30,36 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import zmq
 import zmq.auth
 from twisted.internet import defer, reactor, task
-from twisted.logger import LogLevel, Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zmq.utils.monitor import recv_monitor_message
 
 from ecs import protocol
+from ecs.net.curve import ConnectingSocket, KeyAllowList
+from ecs.net.keys import CurveKeys, KeyFileError, add_client, init_keys, load_keys
+from ecs.net.pubsub import TICK_TOPIC, Mirror, StateStore
+from ecs.net.transport import UNAUTHORISED, Request, RequestError, RequestTimeout
+from ecs.net.zeromq import ZmqNode
 from ecs.protocol import Envelope
-from ecs.pubsub import TICK_TOPIC, Mirror, StateStore
-from ecs.security import CurveKeys, KeyFileError, add_client, init_keys, load_keys
-from ecs.transport import UNAUTHORISED, Request, RequestError, RequestTimeout
-from ecs.zmq_curve import ConnectingSocket, KeyAllowList
-from ecs.zmq_transport import ZmqNode
 
 LOCAL = "tcp://127.0.0.1:*"
 POLL = 0.01
 T = TypeVar("T")
 
 
-def async_test(f: Callable[..., Awaitable[T]]) -> Callable[..., "defer.Deferred[T]"]:
+def async_test(f: Callable[..., Awaitable[T]]) -> Callable[..., defer.Deferred[T]]:
     """Run an C{async def} test method as a Deferred on the real reactor."""
 
     @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> "defer.Deferred[T]":
+    def wrapper(*args: Any, **kwargs: Any) -> defer.Deferred[T]:
         return defer.Deferred.fromCoroutine(f(*args, **kwargs))  # type: ignore[arg-type]
 
     return wrapper
@@ -286,7 +287,7 @@ class RequestReplyTests(ZmqTestCase):
     @async_test
     async def test_reads_in_bounded_batches(self) -> None:
         """A flood is read at most MAX_READ_BATCH messages per reactor turn, and all of it is served."""
-        from ecs import zmq_transport
+        from ecs.net import zeromq as zmq_transport
 
         count = 3 * zmq_transport.MAX_READ_BATCH
         server = self.serve(self.node("srv"), {"A": {"echo": lambda r: {"i": r.body["i"]}}})
@@ -317,7 +318,7 @@ class RequestReplyTests(ZmqTestCase):
         count = 500
         started = []
 
-        def delayed(request: Request) -> "defer.Deferred[dict]":
+        def delayed(request: Request) -> defer.Deferred[dict]:
             started.append(request.body["i"])
             # Later requests are answered first.
             delay = (count - request.body["i"]) * 0.0002
@@ -448,7 +449,7 @@ class RequestReplyTests(ZmqTestCase):
         """A reply after the client's deadline is dropped; later requests are unaffected."""
         finished = []
 
-        def slow(request: Request) -> "defer.Deferred[dict]":
+        def slow(request: Request) -> defer.Deferred[dict]:
             def answer() -> dict:
                 finished.append(request.body["n"])
                 return {"n": request.body["n"]}
@@ -812,7 +813,7 @@ class PubSubTests(ZmqTestCase):
 
         sub_node = self.node("eca", request_timeout=1.0)
 
-        def fetch() -> "defer.Deferred[dict]":
+        def fetch() -> defer.Deferred[dict]:
             return sub_node.connect(holder["server"].address).request("states", "snapshot", {})
 
         mirror = Mirror(reactor, fetch, lambda k, v: None, retry_delay=0.05)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
-from ecs.gui import GuiPages
+from ecs.gui.base import GuiPages
 
 #: (route, template and script name, title, role needed)
 PAGES = (

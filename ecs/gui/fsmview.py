@@ -4,7 +4,7 @@ The state-machine page of the GUI (C{/fsm}) and its drawings.
 
 Every table comes from L{IControlCenter.systems} (the partition machine
 derived from the sequence, and each subsystem's table), drawn by
-L{ecs.fsm.to_dot} with the current state lit.  With Debian's graphviz
+L{ecs.fsm.machine.to_dot} with the current state lit.  With Debian's graphviz
 installed (C{/usr/bin/dot}) C{GET /fsm/draw/<table>?state=S} answers
 C{image/svg+xml} made by C{dot -Tsvg}, run as a child process through the
 reactor (never blocking it) with a timeout, and kept per (table, state);
@@ -30,10 +30,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from agents.eca_systems import table_from_json
 from ecs.control import ControlError
-from ecs.fsm import to_dot
-from ecs.gui import GuiPages
+from ecs.fsm.machine import to_dot
+from ecs.fsm.systems import table_from_json
+from ecs.gui.base import GuiPages
 
 DOT = "/usr/bin/dot"
 DOT_TIMEOUT = 10.0
@@ -45,7 +45,7 @@ SVG_CSP = b"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self
 class _DotProcess(protocol.ProcessProtocol):
     """Feed DOT text to C{dot -Tsvg}; collect its output (bounded)."""
 
-    def __init__(self, source: bytes, done: "defer.Deferred[tuple[bytes, bytes, int | None]]") -> None:
+    def __init__(self, source: bytes, done: defer.Deferred[tuple[bytes, bytes, int | None]]) -> None:
         self._source = source
         self._done = done
         self._out: list[bytes] = []
@@ -53,13 +53,13 @@ class _DotProcess(protocol.ProcessProtocol):
         self._size = 0
         self.too_large = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Send the DOT text and close the child's stdin."""
         assert self.transport is not None
         self.transport.write(self._source)
         self.transport.closeStdin()
 
-    def outReceived(self, data: bytes) -> None:  # noqa: N802
+    def outReceived(self, data: bytes) -> None:
         """Keep stdout, killing the child beyond L{MAX_SVG} bytes."""
         self._size += len(data)
         if self._size > MAX_SVG:
@@ -69,7 +69,7 @@ class _DotProcess(protocol.ProcessProtocol):
             return
         self._out.append(data)
 
-    def errReceived(self, data: bytes) -> None:  # noqa: N802
+    def errReceived(self, data: bytes) -> None:
         """Keep the start of stderr, for the error message."""
         if sum(map(len, self._err)) < 4096:
             self._err.append(data)
@@ -82,7 +82,7 @@ class _DotProcess(protocol.ProcessProtocol):
         except Exception:  # already gone
             pass
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         """Answer C{(stdout, stderr, exit code)}."""
         code = getattr(reason.value, "exitCode", None)
         if not self._done.called:
@@ -110,7 +110,7 @@ class DotRenderer:
         """Whether the dot program is installed (and the reactor can spawn)."""
         return IReactorProcess.providedBy(self.reactor) and os.access(self.dot, os.X_OK)
 
-    def svg(self, key: Any, source: str) -> "defer.Deferred[bytes]":
+    def svg(self, key: Any, source: str) -> defer.Deferred[bytes]:
         """The SVG of C{source} (cached under C{key}); fails with a L{ControlError}."""
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -229,4 +229,4 @@ async def fsm_draw(self: GuiPages, request: IRequest, table: str) -> bytes:
     return svg
 
 
-__all__ = ["DotRenderer", "renderer", "DOT"]
+__all__ = ["DOT", "DotRenderer", "renderer"]

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
 from ecs.control import ControlError
-from ecs.gui import GuiPages
+from ecs.gui.base import GuiPages
 
 LIVE_SCRIPTS = ["live.js"]
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
-
 
 AGENT_KINDS = ("pca", "detector", "global", "simhost")
 """The kinds of agent a launcher starts."""

@@ -20,19 +20,21 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.conch.ssh import channel, common, connection, keys, transport, userauth
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectError, ConnectionLost
-from twisted.logger import ILogObserver, LogLevel, Logger, globalLogPublisher
-from zope.interface import provider
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from ecs.launch import LaunchError
+
 
 @provider(ILogObserver)
 def _warnings_only(event: dict[str, Any]) -> None:

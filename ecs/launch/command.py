@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet import defer, protocol

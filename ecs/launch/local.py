@@ -21,8 +21,9 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from twisted.internet import defer, protocol, threads
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -38,9 +39,9 @@ from ecs.launch import (
     LaunchError,
     LaunchRecord,
     Placement,
+    _proc,
     check_argument,
 )
-from ecs.launch import _proc
 
 _WRAPPER = (
     "import os, sys\n"

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from ecs.launch import LaunchError
 

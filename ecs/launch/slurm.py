@@ -44,7 +44,8 @@ import re
 import shlex
 import signal
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -491,4 +492,4 @@ class SlurmLauncher:
             await deferLater(self.reactor, self.poll_interval, lambda: None)
 
 
-__all__ = ["SlurmLauncher", "ProcessRunner", "CommandResult", "Submission", "build_submission", "check_options"]
+__all__ = ["CommandResult", "ProcessRunner", "SlurmLauncher", "Submission", "build_submission", "check_options"]

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -40,11 +41,12 @@ from ecs.launch import (
     LaunchError,
     LaunchRecord,
     Placement,
+    _conch,
     check_argument,
     check_host,
     check_id,
+    remote,
 )
-from ecs.launch import _conch, remote
 from ecs.launch.local import check_args, check_env, check_lines
 
 DEFAULT_WORKDIR = ".ecs"

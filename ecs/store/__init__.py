@@ -97,7 +97,6 @@ from ecs.store.rows import (
 )
 from ecs.store.schema import SCHEMA_VERSION, UPGRADES
 
-
 __all__ = [
     "ANY",
     "CODES",

@@ -6,9 +6,11 @@ and of each partition.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ecs.store.errors import (
+    _TOKEN_HASH_RE,
     ECS_SCOPE,
     NAME_RE,
     ROLES,
@@ -19,7 +21,6 @@ from ecs.store.errors import (
     _check_text,
     _iso,
     _show,
-    _TOKEN_HASH_RE,
     check_name,
 )
 from ecs.store.rows import ControlRow, TokenRow, UserRow

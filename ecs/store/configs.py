@@ -7,12 +7,12 @@ most one configuration per system).
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ecs.store.errors import StoreError, _check_int, _show, _to_json, check_name
 from ecs.store.rows import ConfigRow, TagRow
 from ecs.store.txn import _all, _deferred, _exists, _one, _StoreArea, _Txn
-
 
 _CONFIG_COLUMNS = "v.config_id, v.version, c.system, v.parameters, v.created, v.author"
 _CONFIG_FROM = "configurations c JOIN configuration_versions v ON v.config_id = c.config_id"

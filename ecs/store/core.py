@@ -10,8 +10,9 @@ L{ecs.store.configs}, L{ecs.store.accounts} and L{ecs.store.records}.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
@@ -24,11 +25,11 @@ from ecs.store.inventory import InventoryOperations
 from ecs.store.keys import KeyOperations
 from ecs.store.placements import PlacementOperations
 from ecs.store.records import RecordOperations
+
 # SCHEMA_VERSION and UPGRADES are read from this module when a database is
 # opened (tests patch them here).
 from ecs.store.schema import SCHEMA_VERSION, UPGRADES, _read_version
 from ecs.store.txn import T, _deferred, _run, _Txn
-
 
 DATABASE_NAME = "ecs.sqlite"
 BUSY_TIMEOUT_MS = 10_000

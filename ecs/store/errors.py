@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
-
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 CODES = ("not_found", "conflict", "bad_request", "unavailable")
 """
@@ -130,7 +129,7 @@ def _check_roles(roles: object) -> tuple[str, ...]:
 
 
 def _iso(when: float) -> str:
-    return datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
 
 
 class _AnyType:

@@ -6,7 +6,8 @@ to) and the global systems.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ecs.store.errors import ANY, ECS_SCOPE, NAME_RE, StoreError, _AnyType, _show, check_name
 from ecs.store.rows import DetectorRow, PartitionRow
@@ -137,7 +138,7 @@ class InventoryOperations(_StoreArea):
         return await self._read(op, what=f"read detector {detector_id}")
 
     @_deferred
-    async def detectors(self, partition: str | None | _AnyType = ANY) -> list[DetectorRow]:
+    async def detectors(self, partition: str | _AnyType | None = ANY) -> list[DetectorRow]:
         """
         Detectors by id: all (L{ANY}), the unassigned ones (C{None}) or
         those of one partition.

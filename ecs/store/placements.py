@@ -15,13 +15,13 @@ that a restarted ECA adopts it instead of starting a duplicate.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ecs.launch import AGENT_KINDS, HOST_RE, ID_RE, LAUNCHERS
 from ecs.store.errors import StoreError, _show, _to_json, check_name
 from ecs.store.txn import _all, _deferred, _one, _StoreArea, _Txn
-
 
 MAX_OPTIONS = 16_384
 """Largest placement options, in bytes of compact JSON."""

@@ -7,22 +7,22 @@ trail and log events.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from ecs.logs import LEVELS as LOG_LEVELS
+from ecs.config.logs import LEVELS as LOG_LEVELS
 from ecs.store.errors import (
+    _LIMIT_MAX,
     StoreError,
     _check_int,
     _check_number,
     _check_text,
-    _LIMIT_MAX,
     _show,
     _to_json,
     check_name,
 )
 from ecs.store.rows import AuditRow, ConfigRow, LogEntry, LogRow, RunRow
 from ecs.store.txn import _all, _deferred, _exists, _one, _StoreArea, _Txn
-
 
 _RUN_COLUMNS = "number, partition, tag, configs, operator, started, ended, outcome"
 

@@ -10,14 +10,14 @@ those functions use.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, ParamSpec, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from ecs.store.errors import StoreError
-
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -3,26 +3,26 @@
 from twisted.application.service import ServiceMaker
 
 ecs_detector = ServiceMaker(
-    "ECS detector controller", "agents.detector", "One detector controller.", "ecs-detector"
+    "ECS detector controller", "agents.controller.detector", "One detector controller.", "ecs-detector"
 )
 ecs_global = ServiceMaker(
     "ECS global system controller",
-    "agents.global_system",
+    "agents.controller.global_system",
     "Global-system controllers (TFC, DCS, QA, FLES or all), one FSM per partition.",
     "ecs-global",
 )
 ecs_simhost = ServiceMaker(
-    "ECS sim host", "agents.simhost", "Many simulated detector controllers in one process.", "ecs-simhost"
+    "ECS sim host", "agents.controller.simhost", "Many simulated detector controllers in one process.", "ecs-simhost"
 )
 ecs_pca = ServiceMaker(
     "ECS partition control agent",
-    "agents.pca",
+    "agents.pca.agent",
     "One partition: its sequence, configure/record/abort, liveness of its systems.",
     "ecs-pca",
 )
 ecs_eca = ServiceMaker(
     "ECS experiment control agent",
-    "agents.eca_service",
+    "agents.eca.tap",
     "The ECA: database, registry, partitions, control, web API.",
     "ecs-eca",
 )

@@ -1,0 +1,534 @@
+# -*- test-case-name: tests.test_host -*-
+"""
+A process hosting controllers behind one request endpoint.
+
+The detector controller (one detector), the sim host (hundreds of
+detectors) and the global-system controller (one or all global systems,
+each with one state machine per partition) are all a L{ControllerHost}:
+one ROUTER endpoint, one handler table per agent id, and one
+L{PartitionLink} per partition that receives the state updates.
+
+State updates are one-way C{states} notifications to the partition's PCA,
+batched per reactor turn (a sim host configuring a thousand detectors sends
+a handful of messages, not thousands), each entry with the system's own
+sequence number.  Each link watches its PCA with heartbeats; when the PCA
+comes back, every system of the partition reports its state again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger, LogLevel
+
+from agents._lifecycle import AsyncStartService
+from agents.controller.actions import make_action
+from agents.controller.system import COMMANDS, SystemController
+from ecs import protocol
+from ecs.config.settings import Settings, SystemType
+from ecs.fsm.machine import load_table
+from ecs.net.heartbeat import Heartbeat
+from ecs.net.registry import AgentInfo, IRegistry, RegistryError
+from ecs.net.transport import INode, IServer, Request, RequestError, new_epoch
+
+_LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
+
+#: The most state updates in one notification: a few hundred bytes each, so
+#: a batch stays far below the message size limit however many systems
+#: change in one reactor turn.
+BATCH = 500
+
+#: Hosts with more agents log each transition at debug level only.
+VERBOSE_AGENTS = 20
+
+
+class PartitionLink:
+    """Sends one partition's state updates to its PCA, and watches the PCA."""
+
+    _log = Logger()
+
+    def __init__(self, host: ControllerHost, partition: str) -> None:
+        self.host = host
+        self.partition = partition
+        self.endpoint: str | None = None
+        self._batch: dict[str, dict[str, Any]] = {}
+        self._flush_call: Any = None
+        self.heartbeat: Heartbeat | None = None
+        self.sent = 0
+        self._resolving: Any = None
+        self._started = False
+        self._stopped = False
+        self._told_unknown = False
+
+    async def start(self) -> None:
+        """Find the PCA and start watching it (looking again until it is known); once."""
+        if self._started:
+            return
+        self._started = True
+        await self._resolve()
+
+    async def _resolve(self) -> None:
+        """Look the PCA up; watch it at its (new) endpoint; retry while unknown."""
+        self._resolving = None
+        if self._stopped:
+            return
+        try:
+            endpoint = await self.host.registry.endpoint_of("pca", self.partition)
+        except Exception as e:
+            self._log.warn("PCA {partition}: registry lookup failed: {error}", partition=self.partition, error=e)
+            endpoint = self.endpoint
+        if self._stopped:
+            return
+        if endpoint is None:
+            if not self._told_unknown:
+                self._told_unknown = True
+                self._log.warn(
+                    "partition {partition} has no known PCA endpoint yet: looking again every {seconds} s",
+                    partition=self.partition,
+                    seconds=self.host.settings.heartbeat_timeout,
+                )
+            self._resolving = self.host.reactor.callLater(
+                self.host.settings.heartbeat_timeout, self._resolve_soon
+            )
+            return
+        if endpoint == self.endpoint and self.heartbeat is not None:
+            return
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self._log.info("PCA {partition} moved to {endpoint}", partition=self.partition, endpoint=endpoint)
+        self.endpoint = endpoint
+        client = self.host.node.connect(endpoint)
+        settings = self.host.settings
+        self.heartbeat = Heartbeat(
+            self.host.reactor,
+            settings.heartbeat_interval,
+            settings.heartbeat_timeout,
+            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
+            self._lost,
+            self._recovered,
+            name=f"PCA {self.partition} at {self.endpoint}",
+            last_heard=self._last_heard,
+        )
+        self.heartbeat.start()
+
+    def _resolve_soon(self) -> None:
+        defer.Deferred.fromCoroutine(self._resolve()).addErrback(
+            lambda f: self._log.failure("resolving PCA {partition}", f, partition=self.partition)
+        )
+
+    def _last_heard(self) -> float | None:
+        """The latest sign of life of the PCA: a reply, or a command it sent us."""
+        assert self.endpoint is not None
+        heard = [
+            self.host.node.connect(self.endpoint).last_received,
+            self.host.server.last_heard_from(protocol.pca_node_name(self.partition))
+            if self.host.server is not None
+            else None,
+        ]
+        return max((t for t in heard if t is not None), default=None)
+
+    def stop(self) -> None:
+        """Stop watching and drop what is not sent."""
+        self._stopped = True
+        if self._resolving is not None and self._resolving.active():
+            self._resolving.cancel()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+
+    def add(self, update: dict[str, Any]) -> None:
+        """
+        Queue one update; all updates of this reactor turn go together.
+
+        Until the PCA first answers, nothing is queued: its first answer
+        makes every system report its current state (L{_recovered}).
+        """
+        if self.endpoint is None or self.heartbeat is None or self.heartbeat.alive is None:
+            return
+        # Only the latest state of a system in this turn matters to the PCA
+        # (a sim host passes three states per detector in one turn).
+        self._batch.pop(update["system"], None)
+        self._batch[update["system"]] = update
+        if self._flush_call is None:
+            self._flush_call = self.host.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Send the queued updates now, in notifications of at most L{BATCH} updates."""
+        self._flush_call = None
+        batch, self._batch = list(self._batch.values()), {}
+        if not batch or self.endpoint is None:
+            return
+        client = self.host.node.connect(self.endpoint)
+        for start in range(0, len(batch), BATCH):
+            chunk = batch[start : start + BATCH]
+            try:
+                client.notify(
+                    self.partition,
+                    "states",
+                    {"incarnation": self.host.incarnation, "updates": chunk},
+                    sender=self.host.name,
+                )
+                self.sent += 1
+            except RequestError as e:
+                self._log.error(
+                    "{count} state updates for partition {partition} not sent: {reason}",
+                    count=len(chunk),
+                    partition=self.partition,
+                    reason=e.reason,
+                )
+
+    def _lost(self) -> None:
+        self._log.warn("PCA of partition {partition} lost", partition=self.partition)
+        # It may have restarted elsewhere (a new port): ask the registry.
+        if self._resolving is None or not self._resolving.active():
+            self._resolving = self.host.reactor.callLater(0, self._resolve_soon)
+
+    def _recovered(self) -> None:
+        # First contact, or the PCA may have restarted or missed updates:
+        # every system of the partition reports its state.
+        for controller in self.host.controllers_of_partition(self.partition):
+            controller.publish()
+
+
+class ControllerHost(AsyncStartService):
+    """
+    The service of C{ecs-detector}, C{ecs-simhost} and C{ecs-global}.
+
+    @param bind: the endpoint to bind, or None to ask the registry (and
+        fall back to a free port on C{settings.bind_host}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        node: INode,
+        registry: IRegistry,
+        settings: Settings,
+        reactor: Any,
+        bind: str | None = None,
+    ) -> None:
+        self.name = name
+        self.node = node
+        self.registry = registry
+        self.settings = settings
+        self.reactor = reactor
+        self._bind = bind
+        self.server: IServer | None = None
+        self.address: str | None = None
+        self._detectors: dict[str, tuple[SystemType, str | None, str | None]] = {}
+        self._globals: dict[str, SystemType] = {}
+        self.controllers: dict[tuple[str, str | None], SystemController] = {}
+        self.kinds: dict[str, str] = {}
+        self.links: dict[str, PartitionLink] = {}
+        self.label = name
+        self.expected_failures = (RegistryError, OSError)
+        #: Changes with every start of the process: a PCA that sees a new
+        #: incarnation knows the sequence numbers started again.
+        self.incarnation = new_epoch()
+
+    def add_detector(
+        self, detector: str, system_type: SystemType, start_state: str | None = None,
+        start_tag: str | None = None,
+    ) -> None:
+        """Host detector C{detector} (before the service starts)."""
+        self._detectors[detector] = (system_type, start_state, start_tag)
+        self.kinds[detector] = "detector"
+
+    def add_global(self, system: str, system_type: SystemType) -> None:
+        """Host global system C{system} (before the service starts)."""
+        self._globals[system] = system_type
+        self.kinds[system] = "global"
+
+    def controllers_of_partition(self, partition: str) -> list[SystemController]:
+        """Every controller whose updates go to C{partition}."""
+        return [c for (_, p), c in self.controllers.items() if c.partition == partition]
+
+    async def _start(self) -> None:
+        registry_start = getattr(self.registry, "start", None)
+        if registry_start is not None:
+            registry_start()
+        bind = self._bind
+        if bind is None:
+            # Agents served here share one endpoint: the registry must name
+            # the same one for all of them, or none.
+            wanted = {
+                agent_id: await self.registry.bind_address(kind, agent_id)
+                for agent_id, kind in self.kinds.items()
+            }
+            named = {address for address in wanted.values() if address is not None}
+            if len(named) > 1:
+                raise OSError(
+                    "the registry names different endpoints for agents served by one process: "
+                    + ", ".join(f"{a} at {e}" for a, e in sorted(wanted.items()) if e)
+                )
+            bind = named.pop() if named else None
+        if bind is None:
+            bind = f"tcp://{self.settings.bind_host}:*"
+        try:
+            self.server = self.node.serve(bind)
+        except OSError as e:
+            raise OSError(f"{e} (is another {', '.join(self.kinds)} already running?)") from None
+        self.address = self.server.address
+        for detector, (system_type, start_state, start_tag) in self._detectors.items():
+            partition = await self.registry.partition_of(detector)
+            self._create(detector, system_type, partition, start_state, start_tag)
+        partitions = await self.registry.partitions() if self._globals else []
+        for system, system_type in self._globals.items():
+            for partition in partitions:
+                self._create(system, system_type, partition, None, None)
+        for agent_id in self.kinds:
+            self.server.register(agent_id, self._handlers(agent_id))
+        # Registered only once they answer: a PCA asks for their status as
+        # soon as it learns where they are.
+        for agent_id, kind in self.kinds.items():
+            await self.registry.register(AgentInfo(agent_id, kind, self.address))
+        for link in list(self.links.values()):
+            await link.start()
+        for controller in self.controllers.values():
+            if controller.partition is None:
+                controller.publish()
+        self._log.info(
+            "{name} serving {count} agent(s) at {address}",
+            name=self.name,
+            count=len(self.kinds),
+            address=self.address,
+        )
+
+    def _create(
+        self,
+        system: str,
+        system_type: SystemType,
+        partition: str | None,
+        start_state: str | None,
+        start_tag: str | None,
+    ) -> SystemController:
+        table = load_table(system_type.fsm_path)
+
+        def log_line(level: str, text: str) -> None:
+            log_level = LogLevel.levelWithName(level) if level in _LEVEL_NAMES else LogLevel.info
+            self._log.emit(log_level, "{system}: {text}", system=system, text=text)
+
+        action = make_action(
+            system_type.action.kind, system_type.action.params, system, self.reactor, log_line
+        )
+        if partition is not None and partition not in self.links:
+            self.links[partition] = PartitionLink(self, partition)
+        controller = SystemController(
+            system,
+            table,
+            action,
+            self._emit,
+            partition,
+            start_state,
+            start_tag,
+            # A sim host's thousands of transitions would drown its log (and
+            # cost half its time): there they are debug lines.
+            verbose=len(self.kinds) <= VERBOSE_AGENTS,
+        )
+        self.controllers[(system, partition if system in self._globals else None)] = controller
+        return controller
+
+    def _emit(self, update: dict[str, Any]) -> None:
+        partition = update.get("partition")
+        link = self.links.get(partition) if partition else None
+        if link is not None:
+            link.add(update)
+
+    def _controller(self, agent_id: str, body: dict[str, Any]) -> SystemController:
+        if self.kinds[agent_id] == "detector":
+            return self.controllers[(agent_id, None)]
+        partition = body.get("partition")
+        if not isinstance(partition, str):
+            raise RequestError(
+                protocol.BAD_REQUEST, f"global system {agent_id} needs 'partition' in the request"
+            )
+        controller = self.controllers.get((agent_id, partition))
+        if controller is None:
+            known = sorted(p for (s, p) in self.controllers if s == agent_id and p)
+            raise RequestError(
+                "unknown_partition",
+                f"{agent_id} does not serve partition {partition!r} (serves: {', '.join(known) or 'none'})",
+            )
+        return controller
+
+    def _handlers(self, agent_id: str) -> dict[str, Callable[[Request], Any]]:
+        handlers: dict[str, Callable[[Request], Any]] = {}
+        for command in COMMANDS:
+            handlers[command] = self._command_handler(agent_id, command)
+        handlers["status"] = lambda r: self._status(agent_id, r)
+        handlers["inject"] = lambda r: self._inject(agent_id, r)
+        if self.kinds[agent_id] == "global":
+            handlers["add_partition"] = lambda r: self._add_partition(agent_id, r)
+            handlers["remove_partition"] = lambda r: self._remove_partition(agent_id, r)
+        else:
+            handlers["assign"] = lambda r: self._assign(agent_id, r)
+        return handlers
+
+    @staticmethod
+    def _partition_arg(request: Request, optional: bool = False) -> str | None:
+        partition = request.body.get("partition")
+        if partition is None and optional:
+            return None
+        if not isinstance(partition, str) or not partition:
+            raise RequestError(protocol.BAD_REQUEST, "'partition' must be a partition id")
+        return partition
+
+    async def _add_partition(self, agent_id: str, request: Request) -> dict[str, Any]:
+        """A global system starts serving a new partition (the ECA created it)."""
+        partition = self._partition_arg(request)
+        assert partition is not None
+        if (agent_id, partition) not in self.controllers:
+            controller = self._create(agent_id, self._globals[agent_id], partition, None, None)
+            link = self.links[partition]
+            if link.heartbeat is None:
+                await link.start()
+            elif link.heartbeat.alive:
+                controller.publish()
+        return self.controllers[(agent_id, partition)].reply()
+
+    def _remove_partition(self, agent_id: str, request: Request) -> dict[str, Any]:
+        """A global system stops serving a deleted partition."""
+        partition = self._partition_arg(request)
+        controller = self.controllers.pop((agent_id, partition), None)
+        if controller is not None:
+            controller.stop()
+        if partition is not None and not self.controllers_of_partition(partition):
+            link = self.links.pop(partition, None)
+            if link is not None:
+                link.stop()
+        return {"removed": controller is not None}
+
+    async def _assign(self, agent_id: str, request: Request) -> dict[str, Any]:
+        """A detector now reports to another partition (or none): the ECA moved it."""
+        partition = self._partition_arg(request, optional=True)
+        controller = self.controllers[(agent_id, None)]
+        old = controller.partition
+        controller.partition = partition
+        if old is not None and old != partition and not self.controllers_of_partition(old):
+            link = self.links.pop(old, None)
+            if link is not None:
+                link.stop()
+        if partition is not None:
+            link = self.links.get(partition)
+            if link is None:
+                link = self.links[partition] = PartitionLink(self, partition)
+                await link.start()
+            if link.heartbeat is not None and link.heartbeat.alive:
+                controller.publish()
+        self._log.info("{detector} now belongs to {partition}", detector=agent_id, partition=partition)
+        return controller.reply()
+
+    def _command_handler(self, agent_id: str, command: str) -> Callable[[Request], Any]:
+        def handle(request: Request) -> defer.Deferred[dict[str, Any]]:
+            controller = self._controller(agent_id, request.body)
+            self._log.debug(
+                "{system}: {command} from {sender}",
+                system=agent_id,
+                command=command,
+                sender=request.sender,
+            )
+            reply = defer.maybeDeferred(controller.command, command, request.body.get("config"))
+            return reply.addCallback(lambda status: {**status, "incarnation": self.incarnation})
+
+        return handle
+
+    def _status(self, agent_id: str, request: Request) -> dict[str, Any]:
+        if self.kinds[agent_id] == "global" and "partition" not in request.body:
+            return {
+                "system": agent_id,
+                "partitions": {
+                    p: c.reply()
+                    for (s, p), c in self.controllers.items()
+                    if s == agent_id
+                },
+            }
+        return {**self._controller(agent_id, request.body).reply(), "incarnation": self.incarnation}
+
+    async def _inject(self, agent_id: str, request: Request) -> dict[str, Any]:
+        what = request.body.get("what")
+        if what == "detector_error":
+            return await self._detector_alarm(agent_id, request.body.get("detector"))
+        if what not in ("error", "resolved"):
+            raise RequestError(
+                protocol.BAD_REQUEST,
+                f"inject needs 'what': error, resolved or detector_error, got {what!r}",
+            )
+        targets = [c for (s, _), c in self.controllers.items() if s == agent_id]
+        if "partition" in request.body:
+            targets = [self._controller(agent_id, request.body)]
+        results = {}
+        for controller in targets:
+            key = controller.partition if self.kinds[agent_id] == "global" else agent_id
+            try:
+                results[key] = controller.inject(what)["state"]
+            except RequestError as e:
+                results[key] = f"refused: {e.reason}"
+        self._log.info("{system}: injected {what}: {results}", system=agent_id, what=what, results=results)
+        return {"system": agent_id, "results": results}
+
+    async def _detector_alarm(self, agent_id: str, detector: object) -> dict[str, Any]:
+        if not isinstance(detector, str) or not detector:
+            raise RequestError(protocol.BAD_REQUEST, "detector_error needs 'detector': a detector id")
+        partition = await self.registry.partition_of(detector)
+        if partition is None:
+            raise RequestError(
+                protocol.NOT_ALLOWED, f"detector {detector} is not assigned to any partition"
+            )
+        endpoint = await self.registry.endpoint_of("pca", partition)
+        if endpoint is None:
+            raise RequestError(
+                protocol.UNKNOWN_SYSTEM, f"partition {partition} has no known PCA endpoint"
+            )
+        self._log.warn(
+            "{system}: alarm for detector {detector}, sent to partition {partition}",
+            system=agent_id,
+            detector=detector,
+            partition=partition,
+        )
+        reply = await self.node.connect(endpoint).request(
+            partition,
+            "alarm",
+            {"source": agent_id, "detector": detector, "message": "detectorError"},
+            sender=agent_id,
+        )
+        return {"partition": partition, "reply": reply}
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop actions and heartbeats, unregister, close the sockets."""
+        super().stopService()
+        for controller in self.controllers.values():
+            controller.stop()
+        for link in self.links.values():
+            link.stop()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        # Aborted scripts are being killed: wait until their processes are gone.
+        for controller in self.controllers.values():
+            when_idle = getattr(controller.action, "when_idle", None)
+            if when_idle is not None:
+                await when_idle()
+        if self.server is not None:
+            for agent_id, kind in self.kinds.items():
+                try:
+                    await self.registry.unregister(kind, agent_id)
+                except Exception as e:
+                    self._log.warn("unregister {agent} failed: {error}", agent=agent_id, error=e)
+        registry_stop = getattr(self.registry, "stop", None)
+        if registry_stop is not None:
+            registry_stop()
+        await self.node.close()
+
+
+def controller_host(composition: Any, name: str, bind: str | None) -> ControllerHost:
+    """The controller service of a plugin's L{agents._tap.Composition}, with its node."""
+    from twisted.internet import reactor
+
+    node = composition.node(name)
+    return ControllerHost(name, node, composition.registry, composition.settings, reactor, bind)

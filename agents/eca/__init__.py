@@ -1,0 +1,1 @@
+"""The experiment control agent (`ecs-eca`): store, registry, partitions, control, supervision, web and shell."""

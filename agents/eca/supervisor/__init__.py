@@ -1,0 +1,1 @@
+"""Supervision of placed agents: start, watch, restart with back-off, stop."""

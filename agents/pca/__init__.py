@@ -1,0 +1,1 @@
+"""The partition control agent (`ecs-pca`): the partition sequence and its systems."""

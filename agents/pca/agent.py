@@ -1,0 +1,653 @@
+# -*- test-case-name: tests.test_pca -*-
+"""
+The Partition Control Agent: C{twistd -n ecs-pca --id P}.
+
+The service wires the L{agents.pca.sequencer.Sequencer} to the network:
+
+- it serves the partition's commands on one endpoint (target: the
+  partition id) and receives the systems' C{states} notifications there;
+- it publishes every system's record, its own record, log lines and
+  configure progress on a PUB socket, with a snapshot request for
+  late joiners (L{ecs.net.pubsub.StateStore}, in pages);
+- it watches every system endpoint with heartbeats: a lost endpoint makes
+  its systems C{Connection Problem}; a recovered one is asked for the
+  status of each system, which is folded in;
+- it keeps the partition's tag and the configurations it gave in a small
+  JSON file under the state directory, written off the reactor thread, so
+  that after a restart the tag is back and the state is re-derived from
+  what the live systems report.
+
+Command bodies (see C{docs/protocol.md}): C{configure} C{{"tag": T}} or
+C{{"configs": [ids or configuration objects]}}, with C{"auto": bool};
+C{start}, C{stop}, C{abort}, C{lock}, C{unlock}, C{status}; C{reset}
+C{{"system": S}}; C{alarm} C{{"detector": D, "source": S}};
+C{add_detector} C{{"detector": D, "type"?: T, "endpoint"?: E}};
+C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
+"limit"?: n}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger, LogLevel
+from twisted.python import usage
+
+from agents._lifecycle import AsyncStartService
+from agents.pca.partition import Partition, SystemView
+from agents.pca.sequencer import Sequencer
+from ecs import protocol
+from ecs.config.settings import Settings, Subsystems
+from ecs.config.sources import ConfigLookupError, IConfigSource, normalise_inline
+from ecs.fsm.sequence import Sequence
+from ecs.net.heartbeat import Heartbeat
+from ecs.net.pubsub import StateStore
+from ecs.net.registry import AgentInfo, IRegistry, RegistryError
+from ecs.net.transport import INode, IPublisher, Request, RequestError
+
+SNAPSHOT_PAGE = 2000
+PERSIST_DELAY = 0.1
+MAX_UPDATES = 10_000
+_LEVELS = {"debug", "info", "warn", "error", "critical"}
+
+
+def _body_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestError(protocol.BAD_REQUEST, f"'{key}' must be a non-empty string")
+    return value
+
+
+class PartitionAgent(AsyncStartService):
+    """The PCA of one partition."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        partition_id: str,
+        node: INode,
+        registry: IRegistry,
+        settings: Settings,
+        subsystems: Subsystems,
+        sequence: Sequence,
+        configs: IConfigSource,
+        reactor: Any,
+        bind: str | None = None,
+        state_file: Path | None = None,
+        writer: Callable[[Callable[[], None]], defer.Deferred[None]] | None = None,
+    ) -> None:
+        self.id = partition_id
+        self.node = node
+        self.registry = registry
+        self.settings = settings
+        self.subsystems = subsystems
+        self.sequence = sequence
+        self.config_source = configs
+        self.reactor = reactor
+        self._bind = bind
+        self.state_file = state_file
+        self._writer = writer
+        self._writes: defer.Deferred[None] = defer.succeed(None)
+        self._write_soon: Any = None
+        self._settle_timer: Any = None
+        self.address: str | None = None
+        self.publisher: IPublisher | None = None
+        self.store: StateStore | None = None
+        self.sequencer: Sequencer | None = None
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self._ticker: task.LoopingCall | None = None
+        self._resolver: task.LoopingCall | None = None
+        self._resolving = False
+        self._query_retries: dict[str, Any] = {}
+        self.label = f"PCA {partition_id}"
+        self.expected_failures = (RegistryError, OSError)
+
+    # -- start and stop --------------------------------------------------
+
+    async def _start(self) -> None:
+        registry_start = getattr(self.registry, "start", None)
+        if registry_start is not None:
+            registry_start()
+        bind = self._bind or await self.registry.bind_address("pca", self.id)
+        host = self.settings.bind_host
+        server = self.node.serve(bind or f"tcp://{host}:*")
+        self.address = server.address
+        self.publisher = self.node.publish(f"tcp://{host}:*")
+        self.store = StateStore(self.publisher, prefix="state/")
+        views = await self._views()
+        partition = Partition(self.id, self.sequence, views)
+        self._restore(partition)
+        self.sequencer = Sequencer(
+            partition, self._send, self, self.reactor, self._persist, settled=False
+        )
+        for view in views:
+            self.system_changed(view)
+        self.sequencer._changed()
+        server.register(self.id, self._handlers())
+        # Registered once it can answer: the ECA asks for a snapshot at once.
+        await self.registry.register(
+            AgentInfo(self.id, "pca", self.address, publish=self.publisher.address)
+        )
+        for endpoint in sorted({v.endpoint for v in views if v.endpoint}):
+            self._watch(endpoint)
+        # Judge the whole partition once every system answered, or once the
+        # silent ones count as lost.
+        self._settle_timer = self.reactor.callLater(
+            self.settings.heartbeat_timeout + self.settings.heartbeat_interval, self._settle
+        )
+        self._maybe_settled()
+        self._ticker = task.LoopingCall(self.publisher.tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(self.settings.heartbeat_interval, now=False)
+        self._resolver = task.LoopingCall(self._resolve_lost)
+        self._resolver.clock = self.reactor
+        self._resolver.start(self.settings.heartbeat_timeout, now=False)
+        self._log.info(
+            "PCA {id} serving at {address}, publishing at {publish}: {count} systems",
+            id=self.id,
+            address=self.address,
+            publish=self.publisher.address,
+            count=len(views),
+        )
+
+    async def _views(self) -> list[SystemView]:
+        views = []
+        for system in self.sequence.global_systems():
+            system_type = self.subsystems.global_systems.get(system)
+            views.append(
+                SystemView(
+                    system,
+                    "global",
+                    self.sequence.stage_of_system(system, False).index,
+                    endpoint=await self.registry.endpoint_of("global", system),
+                    timeout=system_type.command_timeout if system_type else self.settings.request_timeout,
+                    type=system,
+                )
+            )
+        for detector in await self.registry.detectors_of(self.id):
+            views.append(await self._detector_view(detector))
+        for view in views:
+            if view.endpoint is None:
+                self._log.error(
+                    "{system}: no endpoint known (registry): shown as Connection Problem",
+                    system=view.id,
+                )
+        return views
+
+    async def _detector_view(self, detector: str, type_name: str | None = None, endpoint: str | None = None) -> SystemView:
+        type_name = type_name or await self.registry.detector_type(detector)
+        system_type = self.subsystems.detector_types.get(type_name or "")
+        if system_type is None:
+            self._log.error(
+                "detector {detector} has unknown type {type}: default command timeout",
+                detector=detector,
+                type=type_name,
+            )
+        return SystemView(
+            detector,
+            "detector",
+            self.sequence.stage_of_system(detector, True).index,
+            endpoint=endpoint or await self.registry.endpoint_of("detector", detector),
+            timeout=system_type.command_timeout if system_type else self.settings.request_timeout,
+            type=type_name,
+        )
+
+    def _settle(self) -> None:
+        self._settle_timer = None
+        if self.sequencer is not None:
+            self.sequencer.settle()
+
+    def _maybe_settled(self) -> None:
+        sequencer = self.sequencer
+        if sequencer is None or sequencer.settled:
+            return
+        if all(v.seq >= 0 for v in sequencer.partition.systems.values()):
+            if self._settle_timer is not None and self._settle_timer.active():
+                self._settle_timer.cancel()
+            self._settle()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop watching, flush the state file, close the sockets."""
+        super().stopService()
+        if self._settle_timer is not None and self._settle_timer.active():
+            self._settle_timer.cancel()
+        if self._write_soon is not None and self._write_soon.active():
+            self._write_soon.cancel()
+            self._write_now()
+        for heartbeat in self.heartbeats.values():
+            heartbeat.stop()
+        for loop in (self._ticker, self._resolver):
+            if loop is not None and loop.running:
+                loop.stop()
+        for retry in self._query_retries.values():
+            if retry.active():
+                retry.cancel()
+        self._query_retries.clear()
+        if self.sequencer is not None:
+            self.sequencer.stop_timers()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self._writes
+        try:
+            await self.registry.unregister("pca", self.id)
+        except Exception as e:
+            self._log.warn("unregister failed: {error}", error=e)
+        registry_stop = getattr(self.registry, "stop", None)
+        if registry_stop is not None:
+            registry_stop()
+        await self.node.close()
+
+    # -- the systems -----------------------------------------------------
+
+    def _send(self, view: SystemView, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        if view.endpoint is None:
+            return defer.fail(
+                RequestError(protocol.UNKNOWN_SYSTEM, f"{view.id} has no known endpoint")
+            )
+        if view.kind == "global":
+            body = {**body, "partition": self.id}
+        return self.node.connect(view.endpoint).request(view.id, command, body, timeout=view.timeout)
+
+    def _watch(self, endpoint: str) -> None:
+        client = self.node.connect(endpoint)
+        heartbeat = Heartbeat(
+            self.reactor,
+            self.settings.heartbeat_interval,
+            self.settings.heartbeat_timeout,
+            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
+            lambda: self._endpoint_lost(endpoint),
+            lambda: self._endpoint_back(endpoint),
+            name=f"PCA {self.id}: systems at {endpoint}",
+            last_heard=lambda: client.last_received,
+        )
+        self.heartbeats[endpoint] = heartbeat
+        heartbeat.start()
+
+    def _resolve_lost(self) -> None:
+        """Ask the registry again where unknown or lost systems are now."""
+        if self._resolving or self.sequencer is None:
+            return
+        lost = [
+            v
+            for v in self.sequencer.partition.systems.values()
+            if v.endpoint is None or self.heartbeats.get(v.endpoint, None) is None
+            or self.heartbeats[v.endpoint].alive is False
+        ]
+        if lost:
+            self._resolving = True
+            d = defer.Deferred.fromCoroutine(self._relocate(lost))
+            d.addErrback(lambda f: self._log.failure("resolving systems", f))
+            d.addBoth(lambda _: setattr(self, "_resolving", False))
+
+    async def _relocate(self, views: list[SystemView]) -> None:
+        for view in views:
+            kind = "global" if view.kind == "global" else "detector"
+            try:
+                endpoint = await self.registry.endpoint_of(kind, view.id)
+            except Exception as e:
+                self._log.warn("{system}: registry lookup failed: {error}", system=view.id, error=e)
+                return
+            if endpoint is None or endpoint == view.endpoint or self.sequencer is None:
+                continue
+            if self.sequencer.partition.systems.get(view.id) is not view:
+                continue
+            old = view.endpoint
+            view.endpoint = endpoint
+            self._log.info("{system} is now at {endpoint}", system=view.id, endpoint=endpoint)
+            if old is not None and old in self.heartbeats and not self._at(old):
+                self.heartbeats.pop(old).stop()
+            if endpoint in self.heartbeats:
+                if self.heartbeats[endpoint].alive:
+                    self._query(view)
+            else:
+                self._watch(endpoint)
+
+    def _at(self, endpoint: str) -> list[SystemView]:
+        assert self.sequencer is not None
+        return [v for v in self.sequencer.partition.systems.values() if v.endpoint == endpoint]
+
+    def _endpoint_lost(self, endpoint: str) -> None:
+        assert self.sequencer is not None
+        for view in self._at(endpoint):
+            self.sequencer.connection(view.id, False)
+
+    def _endpoint_back(self, endpoint: str) -> None:
+        for view in self._at(endpoint):
+            self._query(view)
+
+    def _query(self, view: SystemView) -> None:
+        """Ask a (re)connected system for its status, then count it as connected."""
+        sequencer = self.sequencer
+        assert sequencer is not None
+        d = self._send(view, "status", {})
+
+        def got(status: dict[str, Any]) -> None:
+            incarnation = status.get("incarnation")
+            sequencer.update(view.id, status, incarnation if isinstance(incarnation, str) else None)
+            sequencer.connection(view.id, True)
+            self._maybe_settled()
+
+        def failed(failure: Any) -> None:
+            self._log.warn(
+                "{system}: status query failed: {error}; asking again in {delay} s",
+                system=view.id,
+                error=failure.getErrorMessage(),
+                delay=self.settings.heartbeat_interval,
+            )
+            self._retry_query(view)
+
+        d.addCallbacks(got, failed)
+
+    def _retry_query(self, view: SystemView) -> None:
+        """Ask again later, while the system is ours, unconnected and its endpoint answers."""
+
+        def again() -> None:
+            self._query_retries.pop(view.id, None)
+            sequencer = self.sequencer
+            if not self.running or sequencer is None or sequencer.partition.systems.get(view.id) is not view:
+                return
+            heartbeat = self.heartbeats.get(view.endpoint or "")
+            if not view.connected and heartbeat is not None and heartbeat.alive:
+                self._query(view)
+
+        if view.id not in self._query_retries:
+            self._query_retries[view.id] = self.reactor.callLater(self.settings.heartbeat_interval, again)
+
+    # -- outputs of the sequencer ----------------------------------------
+
+    def system_changed(self, view: SystemView) -> None:
+        """Publish a system's record."""
+        if self.store is not None:
+            self.store.set(f"system/{view.id}", view.event())
+
+    def partition_changed(self, record: dict[str, Any]) -> None:
+        """Publish the partition's record."""
+        if self.store is not None:
+            self.store.set("partition", record)
+
+    def log(self, level: str, source: str, message: str) -> None:
+        """Log for operators: the agent log and a published log event."""
+        self._log.emit(
+            LogLevel.levelWithName(level if level in _LEVELS else "info"),
+            "{partition}: {message}",
+            partition=self.id,
+            message=message,
+            source=source,
+        )
+        if self.publisher is not None:
+            self.publisher.publish(
+                f"log/{self.id}",
+                "log",
+                {
+                    "partition": self.id,
+                    "level": level,
+                    "source": source,
+                    "time": self.reactor.seconds(),
+                    "message": message,
+                },
+            )
+
+    def progress(self, stage: str, ready: int, total: int) -> None:
+        """Publish configure progress."""
+        if self.publisher is not None:
+            self.publisher.publish(
+                f"progress/{self.id}",
+                "progress",
+                {"partition": self.id, "stage": stage, "ready": ready, "total": total},
+            )
+
+    # -- persistence -----------------------------------------------------
+
+    def _restore(self, partition: Partition) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            saved = json.loads(self.state_file.read_text(encoding="utf-8"))
+            tag = saved.get("tag")
+            expected = {
+                s: c for s, c in saved.get("expected", {}).items() if s in partition.systems
+            }
+            needs = [s for s in saved.get("needs", []) if s in partition.systems]
+        except (OSError, ValueError, AttributeError) as e:
+            self._log.error("state file {path} unreadable, ignored: {error}", path=self.state_file, error=e)
+            return
+        partition.tag = tag if isinstance(tag, str) else None
+        partition.expected = expected
+        for system in needs:
+            partition.systems[system].needs_configure = True
+        partition.refresh_all()
+        self._log.info("restored tag {tag} and {count} configurations", tag=partition.tag, count=len(expected))
+
+    def _persist(self) -> None:
+        """Save the tag and configurations soon (changes in a burst: one write)."""
+        if self.state_file is None or self.sequencer is None:
+            return
+        if self._write_soon is None or not self._write_soon.active():
+            self._write_soon = self.reactor.callLater(PERSIST_DELAY, self._write_now)
+
+    def _write_now(self) -> None:
+        """Write the state file off the reactor thread, after earlier writes."""
+        self._write_soon = None
+        assert self.state_file is not None and self.sequencer is not None
+        partition = self.sequencer.partition
+        data = json.dumps(
+            {
+                "tag": partition.tag,
+                "expected": partition.expected,
+                "needs": sorted(v.id for v in partition.systems.values() if v.needs_configure),
+            },
+            sort_keys=True,
+        )
+        path = self.state_file
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(data, encoding="utf-8")
+            os.replace(temporary, path)
+
+        def after(_: object) -> defer.Deferred[None]:
+            if self._writer is not None:
+                return self._writer(write)
+            from twisted.internet.threads import deferToThreadPool
+
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), write)
+
+        def failed(failure: Any) -> None:
+            self._log.error("state file {path} not written: {error}", path=path, error=failure.value)
+
+        self._writes = self._writes.addCallback(after).addErrback(failed)
+
+    # -- commands --------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Callable[[Request], Any]]:
+        s = self.sequencer
+        assert s is not None
+        return {
+            "configure": self._configure,
+            "start": lambda r: s.start(),
+            "stop": lambda r: s.stop(),
+            "abort": lambda r: s.abort(),
+            "lock": lambda r: s.lock(),
+            "unlock": lambda r: s.unlock(),
+            "status": lambda r: s.status(),
+            "reset": lambda r: s.reset(_body_str(r.body, "system")),
+            "alarm": self._alarm,
+            "add_detector": self._add_detector,
+            "remove_detector": self._remove_detector,
+            "snapshot": self._snapshot,
+            "states": self._states,
+        }
+
+    async def _configure(self, request: Request) -> dict[str, Any]:
+        body = request.body
+        auto = body.get("auto", False)
+        if not isinstance(auto, bool):
+            raise RequestError(protocol.BAD_REQUEST, "'auto' must be true or false")
+        has_tag, has_configs = "tag" in body, "configs" in body
+        if not has_tag and not has_configs:
+            raise RequestError(
+                protocol.BAD_REQUEST, "configure needs 'tag' (a name) or 'configs' (a list), or both"
+            )
+        try:
+            tag = _body_str(body, "tag") if has_tag else None
+            if has_configs:
+                # With both, the configurations are used and the tag names them
+                # (the ECA resolves tags from its database and sends both).
+                items = body["configs"]
+                if not isinstance(items, list) or not items:
+                    raise RequestError(protocol.BAD_REQUEST, "'configs' must be a non-empty list")
+                if all(isinstance(i, str) for i in items):
+                    configs = await self.config_source.configs(items)
+                else:
+                    configs = normalise_inline(items)
+            else:
+                assert tag is not None
+                configs = await self.config_source.tag(tag)
+        except ConfigLookupError as e:
+            raise RequestError(e.code, e.reason)
+        assert self.sequencer is not None
+        return self.sequencer.configure(configs, tag, auto)
+
+    def _alarm(self, request: Request) -> defer.Deferred[dict[str, Any]]:
+        assert self.sequencer is not None
+        detector = _body_str(request.body, "detector")
+        source = request.body.get("source") or request.sender
+        message = request.body.get("message") or "alarm"
+        return self.sequencer.alarm(detector, str(source), str(message))
+
+    async def _add_detector(self, request: Request) -> dict[str, Any]:
+        sequencer = self.sequencer
+        assert sequencer is not None
+        detector = _body_str(request.body, "detector")
+        if detector in sequencer.partition.systems:
+            raise RequestError(protocol.NOT_ALLOWED, f"{detector} is already in partition {self.id}")
+        sequencer.check_membership_change()
+        type_name = request.body.get("type")
+        endpoint = request.body.get("endpoint")
+        view = await self._detector_view(
+            detector,
+            type_name if isinstance(type_name, str) else None,
+            endpoint if isinstance(endpoint, str) else None,
+        )
+        sequencer.check_membership_change()  # again: the lookups took time
+        if detector in sequencer.partition.systems:
+            raise RequestError(protocol.NOT_ALLOWED, f"{detector} is already in partition {self.id}")
+        sequencer.add_system(view)
+        self.log("info", self.id, f"detector {detector} added")
+        if view.endpoint is not None:
+            if view.endpoint in self.heartbeats:
+                if self.heartbeats[view.endpoint].alive:
+                    self._query(view)
+            else:
+                self._watch(view.endpoint)
+        return sequencer.record()
+
+    def _remove_detector(self, request: Request) -> dict[str, Any]:
+        sequencer = self.sequencer
+        assert sequencer is not None and self.store is not None
+        detector = _body_str(request.body, "detector")
+        view = sequencer.partition.systems.get(detector)
+        if view is None or view.kind != "detector":
+            raise RequestError(protocol.UNKNOWN_SYSTEM, f"{detector} is not a detector of partition {self.id}")
+        sequencer.check_membership_change()
+        sequencer.remove_system(detector)
+        self.store.remove(f"system/{detector}")
+        if view.endpoint is not None and not self._at(view.endpoint):
+            self.heartbeats.pop(view.endpoint).stop()
+        self.log("info", self.id, f"detector {detector} removed")
+        return sequencer.record()
+
+    def _snapshot(self, request: Request) -> dict[str, Any]:
+        assert self.store is not None
+        after = request.body.get("after")
+        limit = request.body.get("limit", SNAPSHOT_PAGE)
+        if after is not None and not isinstance(after, str):
+            raise RequestError(protocol.BAD_REQUEST, "'after' must be a key (string)")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= SNAPSHOT_PAGE:
+            raise RequestError(protocol.BAD_REQUEST, f"'limit' must be 1..{SNAPSHOT_PAGE}")
+        return self.store.snapshot(after, limit)
+
+    def _states(self, request: Request) -> None:
+        sequencer = self.sequencer
+        assert sequencer is not None
+        updates = request.body.get("updates")
+        incarnation = request.body.get("incarnation")
+        if not isinstance(updates, list) or len(updates) > MAX_UPDATES:
+            raise RequestError(protocol.BAD_REQUEST, f"'updates' must be a list of at most {MAX_UPDATES}")
+        if incarnation is not None and not isinstance(incarnation, str):
+            raise RequestError(protocol.BAD_REQUEST, "'incarnation' must be a string")
+        for update in updates:
+            if not isinstance(update, dict) or not isinstance(update.get("system"), str):
+                continue
+            partition = update.get("partition")
+            if partition is not None and partition != self.id:
+                continue
+            sequencer.update(update["system"], update, incarnation)
+
+
+class Options(usage.Options):
+    """Options of C{ecs-pca}."""
+
+    optParameters = [
+        ["id", None, None, "Partition id (required)."],
+        ["config", "c", None, "Agent settings file (default: the installed etc/ecs.yaml)."],
+        ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
+        ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
+        ["inventory", "i", None, "YAML inventory: partitions, detectors, endpoints (standalone use)."],
+        ["configs", None, None, "YAML file of configurations and tags (standalone use)."],
+        ["state-dir", None, None, "State directory (overrides state_dir of the settings)."],
+        ["bind", None, None, "Endpoint to serve on (default: from the inventory, else a free port)."],
+        ["security", None, None, "Override the settings' security mode: curve or none."],
+    ]
+
+    def postOptions(self) -> None:
+        """Require --id."""
+        if not self["id"]:
+            raise usage.UsageError("--id is required")
+        if self["security"] not in (None, "curve", "none"):
+            raise usage.UsageError(f"--security must be curve or none, got {self['security']!r}")
+
+
+def makeService(options: Options) -> service.IService:
+    """Compose the PCA; configuration errors exit before anything is bound."""
+    from agents._tap import Composition
+    from ecs.config.settings import ConfigError, fail
+    from ecs.config.sources import EmptyConfigSource, FileConfigSource
+    from ecs.fsm.sequence import load_sequence
+
+    composition = Composition(options)
+    try:
+        sequence = load_sequence(
+            options["sequence"], list(composition.subsystems.global_systems)
+        )
+        source: IConfigSource = (
+            FileConfigSource.from_file(options["configs"]) if options["configs"] else EmptyConfigSource()
+        )
+    except ConfigError as e:
+        fail(e)
+    partition = options["id"]
+    from twisted.internet import reactor
+
+
+    node = composition.node(protocol.pca_node_name(partition))  # before .registry: it may need the node
+    return PartitionAgent(
+        partition,
+        node,
+        composition.registry,
+        composition.settings,
+        composition.subsystems,
+        sequence,
+        source,
+        reactor,
+        options["bind"],
+        composition.settings.state_dir / f"pca-{partition}.json",
+    )

@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_security -*-
+"""
+CURVE keys: creation, loading and the allow-list of client keys.
+
+Layout of a key directory (created by C{ecs keys init --dir DIR})::
+
+    DIR/server.key, DIR/server.key_secret   every agent serves with this pair;
+                                            clients verify servers against it
+    DIR/client.key, DIR/client.key_secret   agents and the CLI on this host
+                                            connect with this pair
+    DIR/authorized/*.key                    public keys allowed to connect
+
+Secret files are mode 0600 and the directory 0700.  A client whose public
+key is not in C{authorized/} is refused during the CURVE handshake: none of
+its messages reach a handler.  More clients (another host, an operator's
+tool) get their own pair with C{ecs keys add NAME}.
+
+The allow-list is re-read by a serving process when C{authorized/} changes
+(a file added, removed or rewritten; see
+L{ecs.net.curve.KeyAllowList}): C{ecs keys add} takes effect for new
+connections without a restart.  Connections already established stay up; a
+client refused earlier is retried by its own process with a new socket after
+a back-off (2 s doubling to 30 s), so it gets in at its next attempt.  A
+damaged file in C{authorized/} is a L{KeyFileError} naming it when serving
+starts; found at a reload, it is logged and the previous allow-list stays in
+force.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import attrs
+import zmq
+import zmq.auth
+from zmq.utils import z85
+
+
+class KeyFileError(Exception):
+    """A key directory that is missing, incomplete or unreadable."""
+
+
+SERVER = "server"
+CLIENT = "client"
+AUTHORIZED = "authorized"
+
+
+@attrs.frozen
+class CurveKeys:
+    """The key material one process needs."""
+
+    server_public: bytes
+    server_secret: bytes | None
+    client_public: bytes
+    client_secret: bytes
+    authorized_dir: Path
+
+    def authorized_keys(self) -> frozenset[bytes]:
+        """
+        The public keys currently allowed to connect (Z85 text).
+
+        @raise KeyFileError: naming the allow-list directory when it is
+            missing, or the first file in it that cannot be read or holds no
+            valid public key, so that one damaged file is found at once.
+        """
+        if not self.authorized_dir.is_dir():
+            raise KeyFileError(
+                f"no allow-list directory {self.authorized_dir}: run "
+                f"`ecs keys init --dir {self.authorized_dir.parent}`"
+            )
+        keys = set()
+        for path in sorted(self.authorized_dir.glob("*.key")):
+            try:
+                public, _ = zmq.auth.load_certificate(path)
+            except (OSError, ValueError) as e:
+                raise KeyFileError(
+                    f"cannot read authorised CURVE key {path}: {e}; "
+                    "remove the file or replace it with a public key made by `ecs keys add`"
+                ) from None
+            if not _valid_key(public):
+                raise KeyFileError(
+                    f"cannot read authorised CURVE key {path}: the public key is not "
+                    "40 characters of Z85; remove the file or replace it with a public key "
+                    "made by `ecs keys add`"
+                )
+            keys.add(public)
+        return frozenset(keys)
+
+
+def _secure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _create_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    public, secret = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
+
+
+def init_keys(directory: str | Path, force: bool = False) -> list[Path]:
+    """
+    Create the server and client pairs and the allow-list in C{directory}.
+
+    @raise KeyFileError: when keys exist already and C{force} is not set, so
+        that a running installation's keys are never replaced by accident.
+    @return: the files written.
+    """
+    directory = Path(directory)
+    existing = [directory / f"{n}.key_secret" for n in (SERVER, CLIENT)]
+    if any(p.exists() for p in existing) and not force:
+        raise KeyFileError(
+            f"{directory} already holds keys; use --force to replace them "
+            "(every agent and client must then get the new ones)"
+        )
+    _secure_dir(directory)
+    _secure_dir(directory / AUTHORIZED)
+    written: list[Path] = []
+    for name in (SERVER, CLIENT):
+        written.extend(_create_pair(directory, name))
+    client_public = directory / f"{CLIENT}.key"
+    allowed = directory / AUTHORIZED / f"{CLIENT}.key"
+    _authorise(client_public, allowed)
+    written.append(allowed)
+    return written
+
+
+def add_client(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """
+    Create a further client pair C{name} and authorise its public key.
+
+    The pair is written to C{DIR/clients/NAME.key[_secret]}, for copying to
+    the client's host.
+    """
+    directory = Path(directory)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise KeyFileError(f"client name {name!r} must be letters, digits, '-', '_' or '.'")
+    _load_pair(directory, SERVER, need_secret=False)
+    clients = directory / "clients"
+    _secure_dir(clients)
+    public, secret = _create_pair(clients, name)
+    _authorise(public, directory / AUTHORIZED / f"{name}.key")
+    return public, secret
+
+
+def _authorise(public: Path, allowed: Path) -> None:
+    """
+    Copy a public key file into the allow-list atomically: a serving
+    process re-reads C{authorized/} when it changes, and must never see a
+    half-written file.
+    """
+    partial = allowed.with_name(f".{allowed.name}.partial")
+    shutil.copyfile(public, partial)
+    os.replace(partial, allowed)
+
+
+def _load_pair(directory: Path, name: str, need_secret: bool) -> tuple[bytes, bytes | None]:
+    secret_path = directory / f"{name}.key_secret"
+    public_path = directory / f"{name}.key"
+    path = secret_path if secret_path.exists() else public_path
+    if need_secret and not secret_path.exists():
+        raise KeyFileError(
+            f"no CURVE key {secret_path}: run `ecs keys init --dir {directory}` "
+            "(or set `security: none` for a quick local run)"
+        )
+    if not path.exists():
+        raise KeyFileError(
+            f"no CURVE key {public_path}: run `ecs keys init --dir {directory}` "
+            "(or set `security: none` for a quick local run)"
+        )
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"cannot read CURVE key {path}: {e}")
+    if need_secret and secret is None:
+        raise KeyFileError(
+            f"no secret key in {path}: run `ecs keys init --dir {directory}` "
+            "(or set `security: none` for a quick local run)"
+        )
+    for what, key in (("public", public), ("secret", secret)):
+        if key is not None and not _valid_key(key):
+            raise KeyFileError(
+                f"cannot read CURVE key {path}: the {what} key is not 40 characters of Z85"
+            )
+    return public, secret
+
+
+def _valid_key(key: bytes) -> bool:
+    """True for a CURVE key in Z85 text (40 characters, 32 bytes decoded)."""
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+def load_keys(directory: str | Path, need_server_secret: bool = True) -> CurveKeys:
+    """
+    Load a key directory made by L{init_keys}.
+
+    @param need_server_secret: False for pure clients (the CLI on another
+        host), which only verify servers.
+    @raise KeyFileError: naming the missing file and the command that makes it.
+    """
+    directory = Path(directory)
+    server_public, server_secret = _load_pair(directory, SERVER, need_server_secret)
+    client_public, client_secret = _load_pair(directory, CLIENT, True)
+    assert client_secret is not None
+    authorized = directory / AUTHORIZED
+    if need_server_secret and not authorized.is_dir():
+        raise KeyFileError(f"no allow-list directory {authorized}: run `ecs keys init --dir {directory}`")
+    return CurveKeys(server_public, server_secret, client_public, client_secret, authorized)
+
+
+def ensure_ssh_key(path: str | Path) -> bool:
+    """
+    Make an ed25519 SSH private key at C{path} (OpenSSH format, mode 0600,
+    folder 0700, its public key in C{path.pub}) unless one is there; a key
+    readable by others is made 0600.  Used for the admin shell's host key
+    and the ssh launcher's client key.  A few hundred bytes of file I/O, done
+    at start-up.
+
+    @return: whether a key was made.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from twisted.conch.ssh.keys import Key
+
+    path = Path(path)
+    made = False
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = ed25519.Ed25519PrivateKey.generate()
+        data = secret.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        temporary = path.with_name(path.name + ".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        made = True
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    key = Key.fromFile(str(path))
+    if key.isPublic():
+        raise KeyFileError(f"{path} holds a public key; a private key is needed")
+    public = path.with_name(path.name + ".pub")
+    line = key.public().toString("OPENSSH").decode("ascii") + "\n"
+    if not public.exists() or public.read_text(encoding="ascii", errors="replace") != line:
+        public.write_text(line, encoding="ascii")
+    return made

@@ -1,0 +1,14 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+The ECA's JSON API with every route: L{ecs.web.routes} declares L{WebAPI}
+and the operator routes, L{ecs.web.admin} adds the expert and admin routes
+to the same Klein app.  Import L{WebAPI} from here, so that both are loaded.
+"""
+
+from ecs.web import admin
+from ecs.web.routes import ApiError, EventStream, LoginLimiter, WebAPI
+
+#: The module that added the expert and admin routes (imported for that effect).
+ADMIN_ROUTES = admin
+
+__all__ = ["ApiError", "EventStream", "LoginLimiter", "WebAPI"]

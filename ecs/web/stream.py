@@ -1,0 +1,146 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+One open C{GET /api/events} response of the ECA's API (L{ecs.web.api}): the
+events as SSE blocks, keep-alive comments, and the rule for slow clients
+(the stream is a push producer on its connection; past C{max_buffer} queued
+bytes the client is dropped and resumes later with its Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """One open C{/api/events} response: writes events, keep-alives, and
+    drops itself when its client cannot keep up (see the module docstring)."""
+
+    _log = Logger()
+
+    def __init__(self, request: IRequest, clock: IReactorTime, keepalive: float, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
+        self.request = request
+        self._max_buffer = max_buffer
+        self._on_close = on_close
+        self._paused = False
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._last_id = -1
+        self._unsubscribe: Callable[[], None] | None = None
+        self.closed = False
+        self.dropped = False
+        #: the session token that opened the stream (L{ecs.web.api} ends the
+        #: streams of a session when it logs out)
+        self.token: str | None = None
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self._keepalive = LoopingCall(self._send_keepalive)
+        self._keepalive.clock = clock
+        self._keepalive_interval = keepalive
+
+    def start(self, replay: list[tuple[int, str, dict[str, Any]]] | None, subscribe: Callable[[Callable[[int, str, dict[str, Any]], None]], Callable[[], None]]) -> None:
+        """Send the replay (None: a reload event), then follow live events."""
+        request = self.request
+        if getattr(request, "channel", None) is None:
+            # Gone already: notifyFinish would never fire.
+            self._finished(None)
+            return
+        request.notifyFinish().addBoth(self._finished)
+        request.registerProducer(self, True)
+        self._write(b"retry: 3000\n\n")
+        if replay is None:
+            self._write(b"event: reload\ndata: {}\n\n")
+        else:
+            for event_id, kind, data in replay:
+                self.send(event_id, kind, data)
+        if not self.closed:
+            self._unsubscribe = subscribe(self.send)
+            self._keepalive.start(self._keepalive_interval, now=False)
+
+    def send(self, event_id: int, kind: str, data: dict[str, Any]) -> None:
+        """Write one event (the center's subscriber callback)."""
+        if self.closed or event_id <= self._last_id:
+            return
+        self._last_id = event_id
+        kind = "".join(c for c in str(kind) if c not in "\r\n")
+        payload = json.dumps(data, separators=(",", ":"), default=str)
+        self._write(f"id: {int(event_id)}\nevent: {kind}\ndata: {payload}\n\n".encode())
+
+    def _send_keepalive(self) -> None:
+        if not self._paused:
+            self._write(b": keep-alive\n\n")
+
+    def _write(self, chunk: bytes) -> None:
+        if self.closed:
+            return
+        if not self._paused:
+            self.request.write(chunk)
+            return
+        self._queue.append(chunk)
+        self._queued += len(chunk)
+        if self._queued > self._max_buffer:
+            self._drop()
+
+    def end(self) -> None:
+        """
+        Close the stream from our side (its session ended): the client's
+        reconnection is then refused with 401 and a page goes to its login.
+        """
+        self._close()
+        self._abort()
+
+    def _drop(self) -> None:
+        self._log.warn("dropping a slow event-stream client ({queued} bytes queued)", queued=self._queued)
+        self.dropped = True
+        self._close()
+        self._abort()
+
+    def _abort(self) -> None:
+        transport = getattr(self.request, "transport", None)
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None) or transport.loseConnection
+            abort()
+
+    # IPushProducer: the connection tells us when its buffer is full.
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: queue from now on."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: write what was queued."""
+        self._paused = False
+        queue, self._queue, self._queued = self._queue, [], 0
+        for chunk in queue:
+            self._write(chunk)
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self._close()
+
+    def _finished(self, result: object) -> None:
+        self._close()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue, self._queued = [], 0
+        if self._keepalive.running:
+            self._keepalive.stop()
+        if self._unsubscribe is not None:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            unsubscribe()
+        self._on_close(self)
+
+
+__all__ = ["EventStream"]
