@@ -15,15 +15,16 @@ REGISTRY_PORT ?= 5000
 SSH_PORT ?=
 STATE_DIR ?= var
 
-.PHONY: test demo install clean bench
+.PHONY: test check demo install clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 
 # Editable install in compat mode: twistd finds the plugins (STACK-NOTES).
-$(STAMP): $(PY) setup.py
-	$(PIP) install --quiet -e '.[test]' --config-settings editable_mode=compat
+# The wheel as users install it is tested by tests/test_install.py.
+$(STAMP): $(PY) setup.py pyproject.toml
+	$(PIP) install --quiet -e '.[test,check]' --config-settings editable_mode=compat
 	$(PY) -c "from twisted.plugin import getPlugins, IPlugin; list(getPlugins(IPlugin))"
 	touch $(STAMP)
 
@@ -31,6 +32,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m twisted.trial --jobs=$(TRIAL_JOBS) $(TESTS)
+
+# Linters and type checks (configured in pyproject.toml); .ci/run runs this before the tests.
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(VENV)/bin/twistd -n --pidfile= ecs-demo --port $(PORT) --registry-port $(REGISTRY_PORT) \
