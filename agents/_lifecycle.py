@@ -1,15 +1,30 @@
-# -*- test-case-name: tests.test_host -*-
+# -*- test-case-name: tests.test_startup -*-
 """
-Services whose start-up is asynchronous (STYLE.md #2).
+Services whose start-up is asynchronous (STYLE.md #2), and how a process
+that cannot start ends.
 
 C{MultiService} ignores a Deferred returned by C{startService}, so an agent
 that must bind, register and look things up models its start-up instead:
 L{AsyncStartService.startService} runs the coroutine C{_start}, and
 C{ready} fires when it is done.  A failure is logged (known, operator-level
 failures as one line, others with their traceback) and the process exits
-with status 1 once the reactor has stopped, so that whatever supervises the
-agent sees it failed: twistd itself has no way to report a failure that
-happens after the reactor started.
+with status 1, so that whatever supervises the agent (systemd's
+C{Restart=on-failure}, the ECA's supervisor) sees it failed: twistd itself
+has no way to report a failure that happens after C{makeService}.
+
+The failure may come in either phase:
+
+ - before the reactor runs: twistd calls C{startService} before
+   C{reactor.run()}, so a C{_start} that fails before its first real wait
+   (a port taken, a bad bind address) fails right there.  The exit is then
+   scheduled with C{callWhenRunning}: stopping a reactor that has not
+   started does nothing, which is how an agent used to stay up with no
+   ports;
+ - once it runs: the reactor is stopped at once.
+
+Either way the services get a short grace period to stop (they may hold
+sockets or a database); after it, or once the reactor has shut down, the
+process ends with status 1, whatever a stuck C{stopService} is waiting for.
 """
 
 from __future__ import annotations
@@ -22,16 +37,37 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+#: Seconds the services get to stop after a failed start before the process
+#: ends anyway (a stop may wait on a peer that will never answer).
+SHUTDOWN_GRACE = 3.0
 
-def exit_after_shutdown(reactor: Any) -> None:
-    """Stop the reactor; exit with status 1 once it has shut down."""
+EXIT_START_FAILED = 1
 
-    def exit_nonzero() -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
 
-    reactor.addSystemEventTrigger("after", "shutdown", exit_nonzero)
+def _exit_now(code: int = EXIT_START_FAILED) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def exit_after_shutdown(
+    reactor: Any, grace: float = SHUTDOWN_GRACE, exit: Any = _exit_now
+) -> None:
+    """
+    Stop C{reactor} and end the process with status 1 once it has shut
+    down, or after C{grace} seconds, whichever comes first.  Before the
+    reactor runs, all of this waits until it does.
+
+    @param exit: called (with no argument) to end the process; tests pass a
+        recorder.
+    """
+    if not getattr(reactor, "running", False):
+        when_running = getattr(reactor, "callWhenRunning", None)
+        if when_running is not None:
+            when_running(exit_after_shutdown, reactor, grace, exit)
+        return
+    reactor.addSystemEventTrigger("after", "shutdown", exit)
+    reactor.callLater(grace, exit)
     reactor.stop()
 
 
@@ -72,7 +108,11 @@ class AsyncStartService(service.Service):
         self.ready.addErrback(lambda _: None)
 
     def fatal(self, message: str) -> None:
-        """Say why, and end the process with status 1 (when the reactor runs)."""
+        """
+        Say why, and end the process with status 1: now if the reactor
+        runs, as soon as it runs if it does not yet (see the module
+        docstring).  A reactor without C{running} (a test's C{Clock}) is
+        left alone.
+        """
         self._log.critical("{message}", message=message)
-        if getattr(self.reactor, "running", False):
-            exit_after_shutdown(self.reactor)
+        exit_after_shutdown(self.reactor)
