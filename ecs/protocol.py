@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -201,11 +200,9 @@ _ALLOWED_FIELDS = {
 }
 
 
-def _check(condition: bool, reason: Callable[[], str], raw: dict[str, Any] | None = None) -> None:
-    # The reason is built only when the check fails: a valid frame costs no
-    # repr() of its (possibly large) fields.
-    if not condition:
-        raise _error(BAD_REQUEST, reason(), raw)
+def _bad(reason: str, raw: dict[str, Any]) -> ProtocolError:
+    """A C{bad_request} error about C{raw}, carrying what could be read of it."""
+    return _error(BAD_REQUEST, reason, raw)
 
 
 def _error(code: str, reason: str, raw: dict[str, Any] | None) -> ProtocolError:
@@ -241,12 +238,12 @@ def decode(frame: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
     try:
         raw = json.loads(frame.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ProtocolError(BAD_REQUEST, f"frame is not UTF-8 ({e.reason} at byte {e.start})")
+        raise ProtocolError(BAD_REQUEST, f"frame is not UTF-8 ({e.reason} at byte {e.start})") from None
     except ValueError as e:
-        raise ProtocolError(BAD_REQUEST, f"frame is not JSON ({e})")
+        raise ProtocolError(BAD_REQUEST, f"frame is not JSON ({e})") from None
     except RecursionError:
         # A small frame such as b"[" * 100000 exhausts the parser's stack.
-        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply to parse")
+        raise ProtocolError(BAD_REQUEST, "frame is nested too deeply to parse") from None
     if not isinstance(raw, dict):
         raise ProtocolError(BAD_REQUEST, f"message must be a JSON object, got {type(raw).__name__}")
     version = raw.get("v")
@@ -254,72 +251,59 @@ def decode(frame: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
         raise _error(
             UNSUPPORTED_VERSION, f"field 'v' must be {VERSION}, got {version!r}", raw
         )
+    # Each check narrows the field's type for what follows; a message is
+    # built only when the check fails, so a valid frame costs no repr() of
+    # its (possibly large) fields.
     kind = raw.get("kind")
-    _check(kind in KINDS, lambda: f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}", raw)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise _bad(f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}", raw)
     unknown = sorted(set(raw) - _ALLOWED_FIELDS[kind])
-    _check(not unknown, lambda: f"unexpected field(s) for a {kind}: {', '.join(unknown)}", raw)
+    if unknown:
+        raise _bad(f"unexpected field(s) for a {kind}: {', '.join(unknown)}", raw)
     msg_type = raw.get("type")
-    _check(
-        isinstance(msg_type, str) and bool(_TYPE.match(msg_type)),
-        lambda: f"field 'type' must be an identifier of at most 64 characters, got {_short(msg_type)}",
-        raw,
-    )
+    if not isinstance(msg_type, str) or not _TYPE.match(msg_type):
+        raise _bad(f"field 'type' must be an identifier of at most 64 characters, got {_short(msg_type)}", raw)
+    names: list[str] = []
     for name in ("sender", "target"):
         value = raw.get(name)
-        _check(
-            isinstance(value, str) and bool(_NAME.match(value)),
-            lambda: f"field '{name}' must be an agent id (1-128 of A-Z a-z 0-9 _ . : @ * -), "
-            f"got {_short(value)}",
-            raw,
-        )
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise _bad(
+                f"field '{name}' must be an agent id (1-128 of A-Z a-z 0-9 _ . : @ * -), got {_short(value)}", raw
+            )
+        names.append(value)
+    sender, target = names
     body = raw.get("body")
-    _check(isinstance(body, dict), lambda: f"field 'body' must be an object, got {_short(body)}", raw)
+    if not isinstance(body, dict):
+        raise _bad(f"field 'body' must be an object, got {_short(body)}", raw)
     fields: dict[str, Any] = {}
     if kind in ("request", "reply"):
         request_id = raw.get("id")
-        _check(
-            isinstance(request_id, str) and bool(_REQUEST_ID.match(request_id)),
-            lambda: f"field 'id' must be a request id (1-64 of A-Z a-z 0-9 _ . : -), got {_short(request_id)}",
-            raw,
-        )
+        if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+            raise _bad(f"field 'id' must be a request id (1-64 of A-Z a-z 0-9 _ . : -), got {_short(request_id)}", raw)
         fields["id"] = request_id
     if kind == "reply":
         status = raw.get("status")
-        _check(status in STATUSES, lambda: f"field 'status' must be ok or error, got {_short(status)}", raw)
+        if status not in STATUSES:
+            raise _bad(f"field 'status' must be ok or error, got {_short(status)}", raw)
         fields["status"] = status
         if status == "error":
             code = body.get("code")
-            _check(
-                isinstance(code, str) and bool(_CODE.match(code)),
-                lambda: f"error body 'code' must be a lower-case identifier, got {_short(code)}",
-                raw,
-            )
-            _check(
-                isinstance(body.get("reason"), str),
-                lambda: f"error body 'reason' must be a string, got {_short(body.get('reason'))}",
-                raw,
-            )
+            if not isinstance(code, str) or not _CODE.match(code):
+                raise _bad(f"error body 'code' must be a lower-case identifier, got {_short(code)}", raw)
+            if not isinstance(body.get("reason"), str):
+                raise _bad(f"error body 'reason' must be a string, got {_short(body.get('reason'))}", raw)
     if kind == "event":
         topic = raw.get("topic")
-        _check(
-            isinstance(topic, str) and bool(_TOPIC.match(topic)),
-            lambda: f"field 'topic' must be a topic name, got {_short(topic)}",
-            raw,
-        )
+        if not isinstance(topic, str) or not _TOPIC.match(topic):
+            raise _bad(f"field 'topic' must be a topic name, got {_short(topic)}", raw)
         epoch = raw.get("epoch")
-        _check(
-            isinstance(epoch, str) and bool(_REQUEST_ID.match(epoch)),
-            lambda: f"field 'epoch' must be an id string, got {_short(epoch)}",
-            raw,
-        )
+        if not isinstance(epoch, str) or not _REQUEST_ID.match(epoch):
+            raise _bad(f"field 'epoch' must be an id string, got {_short(epoch)}", raw)
         seq = raw.get("seq")
-        _check(
-            isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0,
-            lambda: f"field 'seq' must be a non-negative integer, got {_short(seq)}",
-            raw,
-        )
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise _bad(f"field 'seq' must be a non-negative integer, got {_short(seq)}", raw)
         fields.update(topic=topic, epoch=epoch, seq=seq)
-    return Envelope(kind, msg_type, raw["sender"], raw["target"], body, **fields)
+    return Envelope(kind, msg_type, sender, target, body, **fields)
 
 
 def _short(value: object, limit: int = 60) -> str:

@@ -1,1 +1,5 @@
-"""The message bus: the node interface (`transport`), its ZeroMQ and memory media, the sans-IO cores they share (`dispatcher`, `correlator`, `pubsub`, `heartbeat`), CURVE keys and the registry."""
+"""
+The message bus: the node interface (C{transport}), its ZeroMQ and memory
+media, the sans-IO cores they share (C{dispatcher}, C{correlator}, C{pubsub},
+C{heartbeat}), CURVE keys and the registry.
+"""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -79,7 +80,7 @@ class Correlator:
         self._refusal: str | None = None
         self._prefix = new_epoch()
         self._counter = 0
-        self._pending: dict[str, tuple[defer.Deferred[dict], IDelayedCall, str]] = {}
+        self._pending: dict[str, tuple[defer.Deferred[dict[str, Any]], IDelayedCall, str]] = {}
         self._outbox: deque[tuple[bytes, str | None, float, str]] = deque()
         self._retry: IDelayedCall | None = None
         self._closed = False
@@ -107,10 +108,10 @@ class Correlator:
         self,
         target: str,
         type: str,
-        body: dict,
+        body: dict[str, Any],
         timeout: float | None = None,
         sender: str | None = None,
-    ) -> defer.Deferred[dict]:
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{ecs.net.transport.IClient.request}."""
         if self._closed:
             return defer.fail(RequestError("closed", f"connection to {self.address} is closed"))
@@ -128,19 +129,19 @@ class Correlator:
             return defer.fail(self._overloaded(what))
         deadline = self._default_timeout if timeout is None else timeout
 
-        def cancel(d: defer.Deferred[dict]) -> None:
+        def cancel(d: defer.Deferred[dict[str, Any]]) -> None:
             entry = self._pending.pop(request_id, None)
             if entry is not None and entry[1].active():
                 entry[1].cancel()
 
-        d: defer.Deferred[dict] = defer.Deferred(cancel)
+        d: defer.Deferred[dict[str, Any]] = defer.Deferred(cancel)
         timer = self._clock.callLater(deadline, self._expired, request_id, deadline)
         self._pending[request_id] = (d, timer, what)
         self._outbox.append((frame, request_id, self._clock.seconds() + deadline, what))
         self._flush()
         return d
 
-    def notify(self, target: str, type: str, body: dict, sender: str | None = None) -> None:
+    def notify(self, target: str, type: str, body: dict[str, Any], sender: str | None = None) -> None:
         """
         See L{ecs.net.transport.IClient.notify}.
 
@@ -162,9 +163,9 @@ class Correlator:
         try:
             return protocol.encode(envelope, self._max_size)
         except ProtocolError as e:
-            raise RequestError(e.code, e.reason)
+            raise RequestError(e.code, e.reason) from e
         except (TypeError, ValueError, RecursionError) as e:
-            raise RequestError(protocol.BAD_REQUEST, f"body cannot be encoded: {e}")
+            raise RequestError(protocol.BAD_REQUEST, f"body cannot be encoded: {e}") from e
 
     def _overloaded(self, what: str) -> RequestError:
         self._log.error(
@@ -363,13 +364,13 @@ class CorrelatedClient:
         self,
         target: str,
         type: str,
-        body: dict,
+        body: dict[str, Any],
         timeout: float | None = None,
         sender: str | None = None,
-    ) -> defer.Deferred[dict]:
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{ecs.net.transport.IClient.request}."""
         return self.correlator.request(target, type, body, timeout, sender)
 
-    def notify(self, target: str, type: str, body: dict, sender: str | None = None) -> None:
+    def notify(self, target: str, type: str, body: dict[str, Any], sender: str | None = None) -> None:
         """See L{ecs.net.transport.IClient.notify}."""
         self.correlator.notify(target, type, body, sender)

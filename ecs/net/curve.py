@@ -182,7 +182,7 @@ class _MonitorReader:
     def __init__(
         self,
         reactor: Any,
-        watched: zmq.Socket,
+        watched: zmq.Socket[Any],
         events: int,
         received: Callable[[dict[str, Any]], None],
     ) -> None:
@@ -192,8 +192,10 @@ class _MonitorReader:
         # A name of our own: a replaced socket's mailbox descriptor (pyzmq's
         # default name) may be reused by the next one.
         address = f"inproc://ecs-monitor-{next(self._names)}"
-        self.pipe: zmq.Socket | None = watched.get_monitor_socket(events, address)
-        self._fd = self.pipe.getsockopt(zmq.FD)
+        self.pipe: zmq.Socket[Any] | None = watched.get_monitor_socket(events, address)
+        fd = self.pipe.getsockopt(zmq.FD)
+        assert isinstance(fd, int), f"ZMQ_FD is an int option, got {fd!r}"
+        self._fd = fd
         reactor.addReader(self)
         # Events queued before the descriptor was registered signal nothing.
         self._first_read: Any = reactor.callLater(0, self.doRead)

@@ -203,8 +203,8 @@ class Dispatcher:
             if answered:
                 return
             if isinstance(value, Failure):
-                if value.check(RequestError):
-                    error = value.value
+                error = value.value
+                if isinstance(error, RequestError):
                     self._refuse(peer, envelope, error.code, error.reason)
                 else:
                     self._log.failure(

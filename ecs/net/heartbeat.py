@@ -92,7 +92,7 @@ class Heartbeat:
                 )
             self.alive = False
             self._call(self._on_lost)
-            if self._timer is None:
+            if not self._watching():
                 return  # on_lost stopped us: no ping after stop()
         if self._in_flight is None:
             d = self._ping(self.timeout)
@@ -114,6 +114,11 @@ class Heartbeat:
     def _unanswered(self, failure: object, d: defer.Deferred[Any]) -> None:
         if self._in_flight is d:
             self._in_flight = None
+
+    def _watching(self) -> bool:
+        # A method, not an attribute test: a callback may have called stop()
+        # since the caller last looked at self._timer.
+        return self._timer is not None
 
     def _call(self, callback: Callable[[], None]) -> None:
         try:

@@ -173,7 +173,7 @@ def _load_pair(directory: Path, name: str, need_secret: bool) -> tuple[bytes, by
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as e:
-        raise KeyFileError(f"cannot read CURVE key {path}: {e}")
+        raise KeyFileError(f"cannot read CURVE key {path}: {e}") from e
     if need_secret and secret is None:
         raise KeyFileError(
             f"no secret key in {path}: run `ecs keys init --dir {directory}` "

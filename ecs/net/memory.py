@@ -16,9 +16,11 @@ C{IMMEDIATE}).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -92,18 +94,20 @@ class MemoryNetwork:
 class MemoryServer:
     """A bound request endpoint."""
 
-    def __init__(self, network: MemoryNetwork, address: str, dispatcher_args: dict) -> None:
+    def __init__(self, network: MemoryNetwork, address: str, dispatcher_args: dict[str, Any]) -> None:
         self.network = network
         self.address = address
         self.dispatcher = Dispatcher(self._send, network.clock, name=address, **dispatcher_args)
 
     def _send(self, peer: object, frame: bytes) -> None:
-        client: MemoryClient = peer  # type: ignore[assignment]
+        # the dispatcher hands back the peer it was given by receive()
+        client = peer
+        assert isinstance(client, MemoryClient), f"reply to {client!r}, not a MemoryClient"
         if self.address in self.network.down:
             return  # the reply is lost, as on a dead link; the client times out
         self.network.schedule(lambda: client.correlator.frame_received([frame]))
 
-    def register(self, agent_id: str, handlers: dict[str, Handler]) -> None:
+    def register(self, agent_id: str, handlers: Mapping[str, Handler]) -> None:
         """See L{IServer.register}."""
         self.dispatcher.register(agent_id, handlers)
 
@@ -132,7 +136,7 @@ class MemoryServer:
 class MemoryClient(CorrelatedClient):
     """A connection to one L{MemoryServer} address."""
 
-    def __init__(self, network: MemoryNetwork, address: str, correlator_args: dict) -> None:
+    def __init__(self, network: MemoryNetwork, address: str, correlator_args: dict[str, Any]) -> None:
         self.network = network
         self.address = address
         self.correlator = Correlator(
@@ -166,7 +170,7 @@ class MemoryPublisher(PublisherCore):
         topic = frames[0]
         for subscriber in list(self.network.subscribers.get(self.address, ())):
             if subscriber.matches(topic):
-                self.network.schedule(lambda s=subscriber: self._deliver(s, frames))
+                self.network.schedule(functools.partial(self._deliver, subscriber, frames))
 
     def _deliver(self, subscriber: MemorySubscriber, frames: list[bytes]) -> None:
         # A subscriber closed while the frames were in flight gets nothing.

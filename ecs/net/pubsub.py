@@ -288,9 +288,8 @@ class Mirror:
         if envelope.type == "state" and isinstance(envelope.body.get("value"), dict):
             self.entries[key] = envelope.body["value"]
             self._notify(key, envelope.body["value"])
-        elif envelope.type == "removed":
-            if self.entries.pop(key, None) is not None:
-                self._notify(key, None)
+        elif envelope.type == "removed" and self.entries.pop(key, None) is not None:
+            self._notify(key, None)
 
     def _notify(self, key: str, value: dict[str, Any] | None) -> None:
         try:

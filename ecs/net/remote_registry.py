@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ecs import protocol
@@ -98,11 +99,10 @@ class RemoteRegistry:
     def _register_all(self) -> None:
         for info in list(self._registered.values()):
             self._log.info("registering {kind} {id} again with the ECA", kind=info.kind, id=info.id)
-            self._ask("register", _info_body(info)).addErrback(
-                lambda f, i=info: self._log.error(
-                    "re-registration of {id} failed: {error}", id=i.id, error=f.getErrorMessage()
-                )
-            )
+            self._ask("register", _info_body(info)).addErrback(self._register_again_failed, info.id)
+
+    def _register_again_failed(self, failure: Failure, id: str) -> None:
+        self._log.error("re-registration of {id} failed: {error}", id=id, error=failure.getErrorMessage())
 
     def _ask(self, type: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """Ask the ECA; while it does not answer, ask again (saying so once)."""
@@ -115,7 +115,7 @@ class RemoteRegistry:
                 return await self.client.request(REGISTRY, type, body)
             except RequestError as error:
                 if error.code not in (protocol.TIMEOUT, protocol.OVERLOADED):
-                    raise RegistryError(error.code, f"ECA registry: {error.reason}")
+                    raise RegistryError(error.code, f"ECA registry: {error.reason}") from error
                 if not self._waiting:
                     self._waiting = True
                     self._log.warn(
@@ -261,13 +261,17 @@ class RegistryService:
             version=self._text(body, "version", optional=True) or "?",
         )
         old = self.entries.get((kind, agent_id))
-        if old is not None and (old.info.host, old.info.pid) != (info.host, info.pid):
-            if old.info.endpoint != info.endpoint and await self._alive(old):
-                raise RequestError(
-                    "already_running",
-                    f"{kind} {agent_id} is already running on {old.info.host} (pid {old.info.pid}) "
-                    f"at {old.info.endpoint}",
-                )
+        if (
+            old is not None
+            and (old.info.host, old.info.pid) != (info.host, info.pid)
+            and old.info.endpoint != info.endpoint
+            and await self._alive(old)
+        ):
+            raise RequestError(
+                "already_running",
+                f"{kind} {agent_id} is already running on {old.info.host} (pid {old.info.pid}) "
+                f"at {old.info.endpoint}",
+            )
         entry = Entry(info, self.clock.seconds())
         self.entries[(kind, agent_id)] = entry
         self._log.info(

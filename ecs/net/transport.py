@@ -46,7 +46,7 @@ from ecs.protocol import Envelope, ProtocolError
 #: transport makes it up from what its socket reports.
 UNAUTHORISED = "unauthorised"
 
-HandlerResult = Union[dict, "defer.Deferred[dict]", Awaitable[dict], None]
+HandlerResult = Union[dict[str, Any], "defer.Deferred[dict[str, Any]]", Awaitable[dict[str, Any]], None]
 Handler = Callable[["Request"], HandlerResult]
 
 
@@ -112,14 +112,14 @@ class IClient(Interface):
     )
 
     def request(
-        target: str, type: str, body: dict, timeout: float | None = None, sender: str | None = None
-    ) -> defer.Deferred[dict]:
+        target: str, type: str, body: dict[str, Any], timeout: float | None = None, sender: str | None = None
+    ) -> defer.Deferred[dict[str, Any]]:
         """
         Send a request; fire with the reply body, or fail with
         L{RequestError} (error reply) or L{RequestTimeout}.
         """
 
-    def notify(target: str, type: str, body: dict, sender: str | None = None) -> None:
+    def notify(target: str, type: str, body: dict[str, Any], sender: str | None = None) -> None:
         """Send a one-way message."""
 
 
@@ -130,7 +130,7 @@ class IPublisher(Interface):
     epoch = Attribute("Identifies this publisher's lifetime; changes on restart.")
     seq = Attribute("Sequence number of the last published event (0: none yet).")
 
-    def publish(topic: str, type: str, body: dict) -> int:
+    def publish(topic: str, type: str, body: dict[str, Any]) -> int:
         """Publish one event and return its sequence number."""
 
 

@@ -26,7 +26,7 @@ Choices, each for a reason found in STACK-NOTES:
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
@@ -149,7 +149,7 @@ def _send(connection: Any, frames: list[bytes]) -> None:
         socket.send(frames[-1], zmq.NOBLOCK)
     except zmq.ZMQError as e:
         if e.errno == errno.EAGAIN:
-            raise WouldBlock(str(e))
+            raise WouldBlock(str(e)) from e
         raise
     # ZeroMQ may not signal readability after a write: check for input on
     # the next turn, as txZMQ's own send() does (but with our reactor).
@@ -179,7 +179,7 @@ class ZmqServer:
         assert isinstance(peer, bytes)
         _send(self.connection, [peer, frame])
 
-    def register(self, agent_id: str, handlers: dict[str, Handler]) -> None:
+    def register(self, agent_id: str, handlers: Mapping[str, Handler]) -> None:
         """See L{IServer.register}."""
         self.dispatcher.register(agent_id, handlers)
 
@@ -363,7 +363,7 @@ class ZmqNode:
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=self.allow_list)
 
-    def configure_socket(self, socket: zmq.Socket, server: bool) -> None:
+    def configure_socket(self, socket: zmq.Socket[Any], server: bool) -> None:
         """Set limits and CURVE options; must precede bind/connect."""
         socket.setsockopt(zmq.SNDHWM, self.high_water_mark)
         socket.setsockopt(zmq.RCVHWM, self.high_water_mark)
