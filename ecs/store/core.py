@@ -1,22 +1,34 @@
 # -*- test-case-name: tests.test_store -*-
 """
-The L{Store} itself: opening (with the pool of one connection on one
-thread, and the schema upgrades), closing, and the read and write
-transactions every operation goes through.  The operations of each area
-come from the mixins L{Store} combines: L{ecs.store.inventory},
+The L{Store} itself: opening (with the schema upgrades), closing, and the
+read and write transactions every operation goes through.  The operations
+of each area come from the mixins L{Store} combines: L{ecs.store.inventory},
 L{ecs.store.configs}, L{ecs.store.accounts} and L{ecs.store.records}.
+
+Where the transactions run is injected (L{IRunner}): by default the one
+thread of an C{adbapi} pool with one connection (L{PoolRunner}); tests pass
+L{InlineRunner}, which runs each transaction at once on the caller's
+thread (as buildbot's C{NonThreadPool}), so they can run on a C{Clock}.
+
+The database holds password hashes and tokens: its folder is created
+0700 and the file 0600 (an existing file with a looser mode is tightened,
+and the log says so).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from ecs.store.accounts import AccountOperations
 from ecs.store.configs import ConfigOperations
@@ -29,10 +41,14 @@ from ecs.store.records import RecordOperations
 # SCHEMA_VERSION and UPGRADES are read from this module when a database is
 # opened (tests patch them here).
 from ecs.store.schema import SCHEMA_VERSION, UPGRADES, _read_version
-from ecs.store.txn import T, _deferred, _run, _Txn
+from ecs.store.txn import IRunner, T, _deferred, _run, _Txn
 
 DATABASE_NAME = "ecs.sqlite"
 BUSY_TIMEOUT_MS = 10_000
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+
+_log = Logger()
 
 
 def database_path(state_dir: str | Path) -> Path:
@@ -52,6 +68,7 @@ def _on_connect(conn: sqlite3.Connection) -> None:
 
 
 def _make_pool(path: Path, reactor: Any) -> adbapi.ConnectionPool:
+    """Today's default: one connection on one thread of the reactor's pool."""
     return adbapi.ConnectionPool(
         "sqlite3",
         str(path),
@@ -64,6 +81,80 @@ def _make_pool(path: Path, reactor: Any) -> adbapi.ConnectionPool:
         cp_reactor=reactor,
         cp_noisy=False,
     )
+
+
+def PoolRunner(path: Path, reactor: Any) -> IRunner:
+    """The default runner: an C{adbapi} pool of one connection on one thread."""
+    return _make_pool(path, reactor)
+
+
+class InlineRunner:
+    """
+    Runs each transaction at once on the caller's thread, on one connection
+    (for tests: no thread, so a C{Clock} can drive everything; the Deferred
+    it returns has already fired).  Blocks on SQL: never use it in an agent.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(
+            str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
+        _on_connect(self._conn)
+
+    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run C{interaction(cursor, *args)}; commit if it returns, roll back if it raises."""
+        cursor = self._conn.cursor()
+        try:
+            result = interaction(cursor, *args)
+            cursor.close()
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            return defer.fail()
+        return defer.succeed(result)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def inline_runner(path: Path, reactor: Any) -> IRunner:
+    """A runner factory for L{Store.open} (tests): L{InlineRunner}."""
+    return InlineRunner(path)
+
+
+RunnerFactory = Callable[[Path, Any], IRunner]
+
+
+def _private_paths(path: Path) -> None:
+    """Create the database folder 0700; tighten an existing database file to 0600."""
+    if str(path) == ":memory:":
+        return
+    try:
+        path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError("unavailable", f"cannot create {path.parent}: {e}") from e
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        # Created empty with the right mode: sqlite keeps an existing file's mode.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise StoreError("unavailable", f"cannot create {path}: {e}") from e
+        os.close(fd)
+        return
+    if mode & 0o077:
+        try:
+            path.chmod(FILE_MODE)
+        except OSError as e:
+            _log.warn("database {path} is mode {mode:o} and could not be made 0600: {error}",
+                      path=str(path), mode=mode, error=e)
+            return
+        _log.warn("database {path} was mode {mode:o}: made 0600 (it holds password hashes and tokens)",
+                  path=str(path), mode=mode)
 
 
 def _too_new(path: Path, found: int) -> StoreError:
@@ -85,7 +176,7 @@ def _upgrade_step(txn: _Txn, path: Path, target: int) -> None:
     txn.execute("UPDATE schema_version SET version = ? WHERE id = 1", (target,))
 
 
-async def _migrate(pool: adbapi.ConnectionPool, path: Path) -> tuple[int, int]:
+async def _migrate(pool: IRunner, path: Path) -> tuple[int, int]:
     old = await _run(pool, True, _read_version, what=f"open {path}")
     if old > SCHEMA_VERSION:
         raise _too_new(path, old)
@@ -115,7 +206,7 @@ class Store(
 
     def __init__(
         self,
-        pool: adbapi.ConnectionPool,
+        pool: IRunner,
         path: Path,
         reactor: Any,
         clock: IReactorTime,
@@ -132,7 +223,11 @@ class Store(
 
     @classmethod
     def open(
-        cls, path: str | Path, reactor: Any, clock: IReactorTime | None = None
+        cls,
+        path: str | Path,
+        reactor: Any,
+        clock: IReactorTime | None = None,
+        runner: RunnerFactory = PoolRunner,
     ) -> Deferred[Store]:
         """
         Open (creating it and its folders if needed) the database at
@@ -140,16 +235,18 @@ class Store(
 
         @param reactor: runs the pool's thread and delivers results.
         @param clock: the source of timestamps (default: C{reactor}).
+        @param runner: makes the L{IRunner} from the path and the reactor
+            (default L{PoolRunner}; tests: L{inline_runner}).
         """
-        return Deferred.fromCoroutine(cls._open(Path(path), reactor, clock or reactor))
+        return Deferred.fromCoroutine(cls._open(Path(path), reactor, clock or reactor, runner))
 
     @classmethod
-    async def _open(cls, path: Path, reactor: Any, clock: IReactorTime) -> Store:
+    async def _open(cls, path: Path, reactor: Any, clock: IReactorTime, runner: RunnerFactory) -> Store:
+        _private_paths(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError("unavailable", f"cannot create {path.parent}: {e}") from e
-        pool = _make_pool(path, reactor)
+            pool = runner(path, reactor)
+        except sqlite3.Error as e:
+            raise StoreError("unavailable", f"cannot open {path}: {e}") from e
         try:
             old, _ = await _migrate(pool, path)
         except BaseException:
@@ -181,8 +278,8 @@ class Store(
             # The pool's one thread runs jobs in order: once this no-op is
             # done, everything queued before it is.
             await self._pool.runInteraction(lambda txn: None)
-        except Exception:
-            pass
+        except Exception as e:
+            _log.warn("closing {path}: {error}", path=str(self.path), error=e)
         self._pool.close()
 
     def _now(self) -> float:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from ecs.store.errors import StoreError
@@ -60,12 +59,26 @@ def _deferred(f: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]
     return wrapper
 
 
-async def _run(
-    pool: adbapi.ConnectionPool, write: bool, fn: Callable[..., T], *args: Any, what: str
-) -> T:
+class IRunner(Protocol):
+    """
+    Where the store's transactions run (L{ecs.store.core.Store.open}): by
+    default the one thread of an C{adbapi} pool (L{ecs.store.core.PoolRunner});
+    in tests, inline on the caller's thread (L{ecs.store.core.InlineRunner}).
+    """
+
+    def runInteraction(self, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run C{interaction(txn, *args)} in one transaction: committed if it returns, rolled back if it raises."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (after the transactions already queued)."""
+        ...
+
+
+async def _run(runner: IRunner, write: bool, fn: Callable[..., T], *args: Any, what: str) -> T:
     """Run C{fn(txn, *args)} in one transaction, translating database errors."""
     try:
-        result: T = await pool.runInteraction(_interaction, write, fn, args)
+        result: T = await runner.runInteraction(_interaction, write, fn, args)
     except sqlite3.IntegrityError as e:
         raise StoreError("conflict", f"{what}: {e}") from e
     except sqlite3.Error as e:
