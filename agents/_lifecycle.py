@@ -35,13 +35,22 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+
+from ecs.net.keys import KeyFileError
+from ecs.schema import ConfigError
 
 #: Seconds the services get to stop after a failed start before the process
 #: ends anyway (a stop may wait on a peer that will never answer).
 SHUTDOWN_GRACE = 3.0
 
 EXIT_START_FAILED = 1
+
+#: Failures that are the operator's to fix (a port taken, a file missing or
+#: damaged, bad settings), whatever the agent: reported as one line, with no
+#: traceback.  An agent adds its own in C{expected_failures}.
+OPERATOR_FAILURES: tuple[type[BaseException], ...] = (OSError, CannotListenError, KeyFileError, ConfigError)
 
 
 def _exit_now(code: int = EXIT_START_FAILED) -> None:
@@ -78,8 +87,9 @@ class AsyncStartService(service.Service):
     reactor: Any
     #: How the agent names itself in the start-up failure message.
     label = "agent"
-    #: Failures that are the operator's to fix: reported as one line.
-    expected_failures: tuple[type[BaseException], ...] = (OSError,)
+    #: Failures that are the operator's to fix, besides L{OPERATOR_FAILURES}:
+    #: reported as one line.
+    expected_failures: tuple[type[BaseException], ...] = ()
 
     @property
     def ready(self) -> defer.Deferred[None]:
@@ -98,7 +108,7 @@ class AsyncStartService(service.Service):
         defer.Deferred.fromCoroutine(self._start()).addCallbacks(ready.callback, self._start_failed)
 
     def _start_failed(self, failure: Any) -> None:
-        if failure.check(*self.expected_failures):
+        if failure.check(*OPERATOR_FAILURES, *self.expected_failures):
             message = f"{self.label} cannot start: {failure.value}"
         else:
             self._log.failure("{label} cannot start", failure, label=self.label)
