@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_web -*-
 """
 What the ECA offers to its user interfaces: the JSON API and web pages
-(L{ecs.web.api}), the CLI over HTTP and the SSH shell.
+(L{ecs.web.api}, L{ecs.gui.site}), the CLI over HTTP and the SSH shell.
 
 L{IControlCenter} is the one door: every read goes through its getters and
 every change through its named actions, which check roles and control
@@ -150,7 +150,8 @@ class IControlCenter(Interface):
     def delete_detector(user: User, detector_id: str, force: bool = False) -> defer.Deferred[None]:
         """Delete an unassigned detector."""
 
-    def move_detector(user: User, detector_id: str, to: str | None, force: bool = False) -> defer.Deferred[dict[str, Any]]:
+    def move_detector(user: User, detector_id: str, to: str | None,
+                      force: bool = False) -> defer.Deferred[dict[str, Any]]:
         """Move a detector to partition C{to} (None: unassigned), two-phase."""
 
     # -- configurations and tags --------------------------------------------
@@ -161,7 +162,8 @@ class IControlCenter(Interface):
     def config(config_id: str, version: int | None = None) -> defer.Deferred[dict[str, Any]]:
         """One configuration (with C{versions}); not_found."""
 
-    def save_config(user: User, config_id: str, system: str, parameters: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+    def save_config(user: User, config_id: str, system: str,
+                    parameters: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """A new version (expert role)."""
 
     def delete_config(user: User, config_id: str) -> defer.Deferred[None]:
@@ -187,7 +189,8 @@ class IControlCenter(Interface):
     def add_user(user: User, name: str, password: str, roles: list[str]) -> defer.Deferred[dict[str, Any]]:
         """A new user."""
 
-    def update_user(user: User, name: str, password: str | None, roles: list[str] | None) -> defer.Deferred[dict[str, Any]]:
+    def update_user(user: User, name: str, password: str | None,
+                    roles: list[str] | None) -> defer.Deferred[dict[str, Any]]:
         """Change password and/or roles."""
 
     def delete_user(user: User, name: str) -> defer.Deferred[None]:
@@ -203,7 +206,8 @@ class IControlCenter(Interface):
     def agent(agent: str) -> dict[str, Any]:
         """One agent (C{"<kind>:<id>"}) as in L{agents}; not_found."""
 
-    def set_placement(user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> defer.Deferred[dict[str, Any]]:
+    def set_placement(user: User, agent: str, host: str, launcher: str, options: dict[str, Any],
+                      autostart: bool) -> defer.Deferred[dict[str, Any]]:
         """Place an agent (expert): insert or replace; the agent dict."""
 
     def delete_placement(user: User, agent: str) -> defer.Deferred[None]:
@@ -227,7 +231,8 @@ class IControlCenter(Interface):
         C{before_id}, the events after C{(until, before_id)} in (time, id)
         order: the next page, with no event of the same time skipped)."""
 
-    def subscribe(callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None) -> Callable[[], None]:
+    def subscribe(callback: Callable[[int, str, dict[str, Any]], None],
+                  partition_id: str | None = None) -> Callable[[], None]:
         """Live events C{callback(event_id, type, data)}: types state, progress,
         log, control; returns the unsubscribe function."""
 
@@ -235,5 +240,7 @@ class IControlCenter(Interface):
         """Buffered events after C{event_id} (for Last-Event-ID), or None when
         they are no longer buffered (the client must reload)."""
 
-    def metrics() -> str:
-        """Prometheus text format."""
+    def metrics() -> bytes | str:
+        """The Prometheus text exposition of the ECA's metrics (synchronous):
+        bytes as C{prometheus_client.generate_latest} gives them, or text;
+        C{/metrics} serves it as C{prometheus_client.CONTENT_TYPE_LATEST}."""

@@ -538,12 +538,12 @@ class FakeControlCenter:
         return [(i, k, d) for i, k, d, p in self.events
                 if i > event_id and (partition_id is None or p in (None, partition_id))]
 
-    def metrics(self) -> str:
-        """Prometheus text format."""
-        lines = ["# HELP ecs_partition_state Partition state (1 for the current one).",
+    def metrics(self) -> bytes:
+        """Prometheus text exposition (bytes, as the real center's prometheus_client answers)."""
+        lines = ["# HELP ecs_partition_state 1 for the current state of each partition",
                  "# TYPE ecs_partition_state gauge"]
         for p in self.partitions_.values():
-            lines.append(f'ecs_partition_state{{partition="{p["id"]}",state="{p["state"]}"}} 1')
+            lines.append(f'ecs_partition_state{{partition="{p["id"]}",state="{p["state"]}"}} 1.0')
         lines += ["# HELP ecs_commands_total Commands accepted.", "# TYPE ecs_commands_total counter",
-                  f"ecs_commands_total {len(self.commands)}"]
-        return "\n".join(lines) + "\n"
+                  f"ecs_commands_total {float(len(self.commands))}"]
+        return ("\n".join(lines) + "\n").encode("utf-8")

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import treq
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -16,6 +18,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from agents.eca.metrics import EcaMetrics
 from ecs.control import IControlCenter
 from ecs.web.api import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
@@ -136,11 +139,35 @@ class PublicTests(WebTestCase):
         self.assertEqual((r.code, r.json), (200, {"status": "ok"}))
 
     def test_metrics(self) -> None:
-        """GET /metrics is Prometheus text without authentication."""
+        """GET /metrics is the center's Prometheus exposition, without authentication, as CONTENT_TYPE_LATEST."""
         r = self.call("GET", "/metrics")
         self.assertEqual(r.code, 200)
-        self.assertEqual(r.header("Content-Type"), ["text/plain; version=0.0.4; charset=utf-8"])
-        self.assertIn(b'ecs_partition_state{partition="demo",state="Idle"} 1', r.body)
+        self.assertEqual(r.header("Content-Type"), [CONTENT_TYPE_LATEST])
+        self.assertEqual(r.body, self.center.metrics())
+        families = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+        [state] = families["ecs_partition_state"].samples
+        self.assertEqual((state.labels, state.value), ({"partition": "demo", "state": "Idle"}, 1.0))
+
+    def test_metrics_text(self) -> None:
+        """A center that answers text (str) is served as UTF-8 bytes."""
+        self.center.metrics = lambda: 'ecs_x{partition="π"} 1\n'  # type: ignore[method-assign]
+        r = self.call("GET", "/metrics")
+        self.assertEqual((r.code, r.body), (200, 'ecs_x{partition="π"} 1\n'.encode()))
+        self.assertEqual(r.header("Content-Type"), [CONTENT_TYPE_LATEST])
+
+    def test_metrics_deferred(self) -> None:
+        """A center that answers with a Deferred is waited for."""
+        self.center.metrics = lambda: defer.succeed(b"ecs_y 2\n")  # type: ignore[method-assign, assignment, return-value]
+        r = self.call("GET", "/metrics")
+        self.assertEqual((r.code, r.body), (200, b"ecs_y 2\n"))
+
+    def test_metrics_wrong_type(self) -> None:
+        """A center answering neither bytes nor text is a bug: 500, logged, naming the type."""
+        self.center.metrics = lambda: {"not": "text"}  # type: ignore[method-assign, assignment, return-value]
+        r = self.call("GET", "/metrics")
+        self.assertError(r, 500, "internal")
+        [error] = self.flushLoggedErrors(TypeError)
+        self.assertIn("dict", str(error.value))
 
     def test_unknown_path(self) -> None:
         """An unknown path is a JSON 404."""
@@ -803,6 +830,33 @@ class EventTests(WebTestCase):
         self.stub.flush()
         self.assertEqual(reader.data.count(b": keep-alive\n\n"), 3)
         self.close(reader)
+
+    def test_open_streams(self) -> None:
+        """open_streams counts the open streams (the ECA's ecs_event_streams_open gauge); HEAD opens none."""
+        self.assertEqual(self.api.open_streams(), 0)
+        _, first = self.open()
+        _, second = self.open()
+        self.assertEqual(self.api.open_streams(), 2)
+        self.call("HEAD", "/api/events", token=self.token("viewer"))
+        self.assertEqual(self.api.open_streams(), 2)
+        self.close(first)
+        self.assertEqual(self.api.open_streams(), 1)
+        self.close(second)
+        self.assertEqual(self.api.open_streams(), 0)
+
+    def test_open_streams_metric(self) -> None:
+        """open_streams is what the ECA hands to EcaMetrics.observe_streams: the gauge follows the streams."""
+        metrics = EcaMetrics()
+        metrics.observe_streams(self.api.open_streams)
+
+        def gauge() -> float | None:
+            return metrics.registry.get_sample_value("ecs_event_streams_open")
+
+        self.assertEqual(gauge(), 0.0)
+        _, reader = self.open()
+        self.assertEqual(gauge(), 1.0)
+        self.close(reader)
+        self.assertEqual(gauge(), 0.0)
 
     def test_unsubscribe_on_disconnect(self) -> None:
         """When the client goes the stream unsubscribes and stops its keep-alive timer."""

@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.test_web -*-
 """
-The API routes for experts and admins (DESIGN.md section 7): agents and
-their placement, configurations and tags, runs and logs, users.  They are
-routes of L{ecs.web.routes.WebAPI}'s Klein app (added when L{ecs.web.api} imports this module)
-with the same plumbing: authentication and roles, bounded JSON bodies,
-errors as JSON naming the field.
+The API routes for experts and admins: agents and their placement,
+configurations and tags, runs and logs, users.  They are routes of
+L{ecs.web.routes.WebAPI}'s Klein app (added when L{ecs.web.api} imports this
+module) with the same plumbing: authentication and roles
+(L{ecs.web.auth}), bounded JSON bodies and checked queries
+(L{ecs.web.inputs}), errors as JSON naming the field.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 
 from twisted.web.iweb import IRequest
 
-from ecs.web.routes import MAX_LIMIT, WebAPI, _bad, _roles, _text, _text_list
+from ecs.web.inputs import MAX_LIMIT, bad, query, query_int, roles, text, text_list
+from ecs.web.routes import WebAPI
 
 # -- agents: placement (admin) and supervision (reads viewer, commands expert) --
 
@@ -34,13 +36,13 @@ async def agent_place(self: WebAPI, request: IRequest, agent: str) -> bytes:
     """Place an agent C{{"host", "launcher", "options"?, "autostart"?}} (admin: it says what runs where)."""
     session = await self._session(request, "admin")
     body = self._body(request, ("host", "launcher", "options", "autostart"))
-    host, launcher = _text(body, "host"), _text(body, "launcher")
+    host, launcher = text(body, "host"), text(body, "launcher")
     options = body.get("options", {})
     if not isinstance(options, dict):
-        _bad("options", "must be an object")
+        bad("options", "must be an object")
     autostart = body.get("autostart", True)
     if not isinstance(autostart, bool):
-        _bad("autostart", "must be true or false")
+        bad("autostart", "must be true or false")
     return self._json(request, await self._call(self.center.set_placement, session.user, agent, host, launcher,
                                                 options, autostart))
 
@@ -61,7 +63,7 @@ async def agent_command(self: WebAPI, request: IRequest, agent: str, command: st
 async def agent_output(self: WebAPI, request: IRequest, agent: str) -> bytes:
     """The last lines of an agent's output (?lines=N, at most 2000, default 200)."""
     session = await self._session(request, "expert")
-    lines = self._int(request, "lines", 200, 1, 2000)
+    lines = query_int(request, "lines", 200, 1, 2000)
     return self._json(request, await self._call(self.center.agent_output, session.user, agent, lines))
 
 # -- configurations and tags --------------------------------------------------
@@ -70,13 +72,13 @@ async def agent_output(self: WebAPI, request: IRequest, agent: str) -> bytes:
 async def configs(self: WebAPI, request: IRequest) -> bytes:
     """Latest version of every configuration (?system=)."""
     await self._session(request, "viewer")
-    return self._json(request, await self._call(self.center.configs, self._query(request, "system")))
+    return self._json(request, await self._call(self.center.configs, query(request, "system")))
 
 @WebAPI.app.route("/api/configs/<cid>", methods=["GET"])
 async def config(self: WebAPI, request: IRequest, cid: str) -> bytes:
     """One configuration (?version=N)."""
     await self._session(request, "viewer")
-    version = self._int(request, "version", None, 1, 2**31)
+    version = query_int(request, "version", None, 1, 2**31)
     return self._json(request, await self._call(self.center.config, cid, version))
 
 @WebAPI.app.route("/api/configs/<cid>", methods=["PUT"])
@@ -84,10 +86,10 @@ async def save_config(self: WebAPI, request: IRequest, cid: str) -> bytes:
     """A new version of a configuration C{{"system", "parameters"}}."""
     session = await self._session(request, "expert")
     body = self._body(request, ("system", "parameters"))
-    system = _text(body, "system")
+    system = text(body, "system")
     parameters = body.get("parameters")
     if not isinstance(parameters, dict):
-        _bad("parameters", "must be an object")
+        bad("parameters", "must be an object")
     return self._json(request, await self._call(self.center.save_config, session.user, cid, system, parameters))
 
 @WebAPI.app.route("/api/configs/<cid>", methods=["DELETE"])
@@ -100,7 +102,7 @@ async def delete_config(self: WebAPI, request: IRequest, cid: str) -> bytes:
 async def tags(self: WebAPI, request: IRequest) -> bytes:
     """Every tag (?partition= adds compatible/missing/extra)."""
     await self._session(request, "viewer")
-    return self._json(request, await self._call(self.center.tags, self._query(request, "partition")))
+    return self._json(request, await self._call(self.center.tags, query(request, "partition")))
 
 @WebAPI.app.route("/api/tags/<name>", methods=["GET"])
 async def tag(self: WebAPI, request: IRequest, name: str) -> bytes:
@@ -112,7 +114,7 @@ async def tag(self: WebAPI, request: IRequest, name: str) -> bytes:
 async def save_tag(self: WebAPI, request: IRequest, name: str) -> bytes:
     """Create or replace a tag C{{"configs": [ids]}}."""
     session = await self._session(request, "expert")
-    ids = _text_list(self._body(request, ("configs",)), "configs")
+    ids = text_list(self._body(request, ("configs",)), "configs")
     return self._json(request, await self._call(self.center.save_tag, session.user, name, ids))
 
 @WebAPI.app.route("/api/tags/<name>", methods=["DELETE"])
@@ -127,32 +129,35 @@ async def delete_tag(self: WebAPI, request: IRequest, name: str) -> bytes:
 async def runs(self: WebAPI, request: IRequest) -> bytes:
     """Run records, newest first (?partition=&limit=)."""
     await self._session(request, "viewer")
-    limit = self._int(request, "limit", 100, 1, MAX_LIMIT)
-    return self._json(request, await self._call(self.center.runs, self._query(request, "partition"), limit))
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    return self._json(request, await self._call(self.center.runs, query(request, "partition"), limit))
 
 @WebAPI.app.route("/api/logs", methods=["GET"])
 async def logs(self: WebAPI, request: IRequest) -> bytes:
     """Stored log events (?partition=&level=&since=&until=&before_id=&q=&limit=; before_id with until
     pages from the event (until, before_id) on, skipping none of the same time)."""
     await self._session(request, "viewer")
-    times: dict[str, float | None] = {}
-    for name in ("since", "until"):
-        text = self._query(request, name)
-        times[name] = None
-        if text is not None:
-            try:
-                times[name] = float(text)
-            except ValueError:
-                _bad(name, "must be a number (seconds since the epoch)")
-            if not math.isfinite(times[name]):  # type: ignore[arg-type]
-                _bad(name, "must be finite")
-    limit = self._int(request, "limit", 100, 1, MAX_LIMIT)
-    before_id = self._int(request, "before_id", None, 0, 2**63 - 1)
+    times = {name: _query_time(request, name) for name in ("since", "until")}
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    before_id = query_int(request, "before_id", None, 0, 2**63 - 1)
     if before_id is not None and times["until"] is None:
-        _bad("before_id", "needs until (the time of that event)")
-    result = await self._call(self.center.logs, self._query(request, "partition"), self._query(request, "level"),
-                              times["since"], self._query(request, "q"), limit, times["until"], before_id)
+        bad("before_id", "needs until (the time of that event)")
+    result = await self._call(self.center.logs, query(request, "partition"), query(request, "level"),
+                              times["since"], query(request, "q"), limit, times["until"], before_id)
     return self._json(request, result)
+
+def _query_time(request: IRequest, name: str) -> float | None:
+    """C{?name=} as finite seconds since the epoch, or None."""
+    value = query(request, name)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        bad(name, "must be a number (seconds since the epoch)")
+    if not math.isfinite(seconds):
+        bad(name, "must be finite")
+    return seconds
 
 # -- users (admin) -------------------------------------------------------------------
 
@@ -167,9 +172,9 @@ async def add_user(self: WebAPI, request: IRequest) -> bytes:
     """A new user C{{username, password, roles}}."""
     session = await self._session(request, "admin")
     body = self._body(request, ("username", "password", "roles"))
-    name, password = _text(body, "username"), _text(body, "password")
-    roles = _roles(body)
-    return self._json(request, await self._call(self.center.add_user, session.user, name, password, roles))
+    name, password = text(body, "username"), text(body, "password")
+    role_names = roles(body)
+    return self._json(request, await self._call(self.center.add_user, session.user, name, password, role_names))
 
 @WebAPI.app.route("/api/users/<name>", methods=["PUT"])
 async def update_user(self: WebAPI, request: IRequest, name: str) -> bytes:
@@ -177,10 +182,11 @@ async def update_user(self: WebAPI, request: IRequest, name: str) -> bytes:
     session = await self._session(request, "admin")
     body = self._body(request, ("password", "roles"))
     if not body:
-        _bad("body", "give password and/or roles")
-    password = _text(body, "password") if "password" in body else None
-    roles = _roles(body) if "roles" in body else None
-    return self._json(request, await self._call(self.center.update_user, session.user, name, password, roles))
+        bad("body", "give password and/or roles")
+    password = text(body, "password") if "password" in body else None
+    role_names = roles(body) if "roles" in body else None
+    return self._json(request, await self._call(self.center.update_user, session.user, name, password,
+                                                role_names))
 
 @WebAPI.app.route("/api/users/<name>", methods=["DELETE"])
 async def delete_user(self: WebAPI, request: IRequest, name: str) -> bytes:

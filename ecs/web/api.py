@@ -6,7 +6,9 @@ to the same Klein app.  Import L{WebAPI} from here, so that both are loaded.
 """
 
 from ecs.web import admin
-from ecs.web.routes import ApiError, EventStream, LoginLimiter, WebAPI
+from ecs.web.auth import LoginLimiter
+from ecs.web.inputs import ApiError
+from ecs.web.routes import EventStream, WebAPI
 
 #: The module that added the expert and admin routes (imported for that effect).
 ADMIN_ROUTES = admin

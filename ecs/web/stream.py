@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.web.http import Request
 from zope.interface import implementer
 
 
@@ -27,7 +27,8 @@ class EventStream:
 
     _log = Logger()
 
-    def __init__(self, request: IRequest, clock: IReactorTime, keepalive: float, max_buffer: int, on_close: Callable[[EventStream], None]) -> None:
+    def __init__(self, request: Request, clock: IReactorTime, keepalive: float, max_buffer: int,
+                 on_close: Callable[[EventStream], None]) -> None:
         self.request = request
         self._max_buffer = max_buffer
         self._on_close = on_close
@@ -46,7 +47,8 @@ class EventStream:
         self._keepalive.clock = clock
         self._keepalive_interval = keepalive
 
-    def start(self, replay: list[tuple[int, str, dict[str, Any]]] | None, subscribe: Callable[[Callable[[int, str, dict[str, Any]], None]], Callable[[], None]]) -> None:
+    def start(self, replay: list[tuple[int, str, dict[str, Any]]] | None,
+              subscribe: Callable[[Callable[[int, str, dict[str, Any]], None]], Callable[[], None]]) -> None:
         """Send the replay (None: a reload event), then follow live events."""
         request = self.request
         if getattr(request, "channel", None) is None:

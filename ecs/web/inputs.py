@@ -1,0 +1,202 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+Checking what a client sent to the ECA's API (L{ecs.web.api}), before any of
+it reaches the center: the JSON body (size first, then type, then fields),
+query parameters and the fields of a body.  Every refusal names what was
+wrong: L{bad} raises a 400 L{ControlError} with the field, L{ApiError} is
+for the other statuses (413 here, 429 and 405 elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+from twisted.web.iweb import IRequest
+
+from ecs.control import ROLES, ControlError
+
+#: The largest request body, in bytes (the default of L{ecs.web.api.WebAPI}).
+MAX_BODY = 1 << 20
+#: The largest C{limit} a list query may ask for.
+MAX_LIMIT = 10000
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "")
+
+
+class ApiError(Exception):
+    """An HTTP error that is not a L{ControlError} (413, 429, 405 ...)."""
+
+    def __init__(self, status: int, code: str, reason: str, headers: dict[bytes, bytes] | None = None,
+                 **details: Any) -> None:
+        super().__init__(f"{status} {code}: {reason}")
+        self.status = status
+        self.headers = headers or {}
+        self._body = {"error": code, "reason": reason, **details}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return self._body
+
+
+def bad(field: str, reason: str) -> NoReturn:
+    """Raise a 400 naming C{field}."""
+    raise ControlError("bad_request", f"{field}: {reason}", field=field)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+# -- the body -------------------------------------------------------------------
+
+
+def body(request: IRequest, allowed: Iterable[str], max_body: int, required: bool = True) -> dict[str, Any]:
+    """
+    The JSON object body, size- and type-checked before it is parsed.
+
+    The size is checked on C{Content-Length} first and then by reading at most
+    one byte more than C{max_body} (Twisted has already buffered the body,
+    beyond 100 KiB in a temporary file), never by loading an unbounded body.
+    Fields outside C{allowed} are refused by name.
+    """
+    length = request.getHeader(b"content-length")
+    if length is not None:
+        try:
+            size = int(length)
+        except ValueError:
+            bad("Content-Length", "not a number")
+        if size > max_body:
+            raise ApiError(413, "too_large", f"body larger than {max_body} bytes")
+    content = request.content
+    data = b""
+    if content is not None:
+        content.seek(0)
+        data = content.read(max_body + 1)
+    if len(data) > max_body:
+        raise ApiError(413, "too_large", f"body larger than {max_body} bytes")
+    if not data:
+        if required:
+            bad("body", "a JSON object is required")
+        return {}
+    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if ctype != b"application/json":
+        bad("Content-Type", "must be application/json")
+    try:
+        parsed = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError):
+        bad("body", "not valid JSON")
+    if not isinstance(parsed, dict):
+        bad("body", "must be a JSON object")
+    known = set(allowed)
+    for key in parsed:
+        if key not in known:
+            bad(str(key), "unknown field")
+    return parsed
+
+
+# -- the query --------------------------------------------------------------------
+
+
+def query(request: IRequest, name: str) -> str | None:
+    """The last C{?name=} value as text; None when absent or empty (C{?name=} means "not given")."""
+    values: list[bytes] | None = request.args.get(name.encode())
+    if not values or not values[-1]:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        bad(name, "not UTF-8")
+
+
+def query_flag(request: IRequest, name: str) -> bool:
+    """C{?name=1} (or true, yes) or C{?name=0} (false, no, empty, absent)."""
+    value = query(request, name)
+    if value is None or value.lower() in _FALSE:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    bad(name, "must be 1 or 0")
+
+
+def query_int(request: IRequest, name: str, default: int | None, low: int, high: int) -> int | None:
+    """C{?name=N} with C{low <= N <= high}, or C{default} when absent."""
+    value = query(request, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        bad(name, "must be an integer")
+    if not low <= number <= high:
+        bad(name, f"must be between {low} and {high}")
+    return number
+
+
+# -- fields of a body ---------------------------------------------------------------
+
+
+def text(fields: dict[str, Any], field: str) -> str:
+    """A required non-empty string."""
+    value = fields.get(field)
+    if not isinstance(value, str) or not value:
+        bad(field, "must be a non-empty string")
+    return value
+
+
+def boolean(fields: dict[str, Any], field: str) -> bool:
+    """An optional boolean (false when absent)."""
+    value = fields.get(field, False)
+    if not isinstance(value, bool):
+        bad(field, "must be true or false")
+    return value
+
+
+def text_list(fields: dict[str, Any], field: str) -> list[str]:
+    """A list of non-empty strings."""
+    value = fields.get(field)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        bad(field, "must be a list of non-empty strings")
+    return value
+
+
+def roles(fields: dict[str, Any]) -> list[str]:
+    """C{roles}: a list of known role names."""
+    names = text_list(fields, "roles")
+    for role in names:
+        if role not in ROLES:
+            bad("roles", f"unknown role {role!r} (known: {', '.join(ROLES)})")
+    return names
+
+
+def configure_body(fields: dict[str, Any]) -> dict[str, Any]:
+    """C{{"tag", "auto"}} or C{{"configs", "auto"}}, exactly one of tag and configs."""
+    if ("tag" in fields) == ("configs" in fields):
+        bad("tag", "give either tag or configs")
+    result: dict[str, Any] = {"auto": boolean(fields, "auto")}
+    if "tag" in fields:
+        result["tag"] = text(fields, "tag")
+    else:
+        result["configs"] = text_list(fields, "configs")
+        if not result["configs"]:
+            bad("configs", "must not be empty")
+    return result
+
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_LIMIT",
+    "ApiError",
+    "bad",
+    "body",
+    "boolean",
+    "configure_body",
+    "query",
+    "query_flag",
+    "query_int",
+    "roles",
+    "text",
+    "text_list",
+]
