@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_web -*-
 """
-The API routes for experts and admins: agents and their placement,
-configurations and tags, runs and logs, users.  They are routes of
+The API routes for experts and admins: the ECS control and the management
+of partitions and detectors, agents and their placement, configurations
+and tags, runs and logs, users.  They are routes of
 L{ecs.web.routes.WebAPI}'s Klein app (added when L{ecs.web.api} imports this
 module) with the same plumbing: authentication and roles
 (L{ecs.web.auth}), bounded JSON bodies and checked queries
@@ -14,8 +15,88 @@ import math
 
 from twisted.web.iweb import IRequest
 
-from ecs.web.inputs import MAX_LIMIT, bad, query, query_int, roles, text, text_list
+from ecs.web.inputs import MAX_LIMIT, bad, boolean, query, query_flag, query_int, roles, text, text_list
 from ecs.web.routes import WebAPI
+
+# -- management (expert, with the ECS control) ---------------------------------
+
+@WebAPI.app.route("/api/control", methods=["GET"])
+async def ecs_control(self: WebAPI, request: IRequest) -> bytes:
+    """Who holds the ECS control (holder null when nobody)."""
+    await self._session(request, "viewer")
+    return self._json(request, await self._call(self.center.ecs_control))
+
+@WebAPI.app.route("/api/control", methods=["POST"])
+async def take_ecs_control(self: WebAPI, request: IRequest) -> bytes:
+    """Take the ECS control, needed for management (admin: ?force=1)."""
+    session = await self._session(request, "expert")
+    force = self._force(request, session)
+    body = self._body(request, ("scope",), required=False)
+    if body.get("scope", "ecs") != "ecs":
+        bad("scope", "must be ecs")
+    return self._json(request, await self._call(self.center.take_control, session.user, "ecs", force))
+
+@WebAPI.app.route("/api/control", methods=["DELETE"])
+async def release_ecs_control(self: WebAPI, request: IRequest) -> bytes:
+    """Give up the ECS control."""
+    session = await self._session(request, "expert")
+    return self._json(request, await self._call(self.center.release_control, session.user, "ecs"))
+
+@WebAPI.app.route("/api/partitions", methods=["POST"])
+async def create_partition(self: WebAPI, request: IRequest) -> bytes:
+    """Create a partition C{{"id"}}."""
+    session = await self._session(request, "expert")
+    pid = text(self._body(request, ("id",)), "id")
+    if pid == "ecs":
+        bad("id", "ecs is reserved")
+    return self._json(request, await self._call(self.center.create_partition, session.user, pid))
+
+@WebAPI.app.route("/api/partitions/<pid>", methods=["DELETE"])
+async def delete_partition(self: WebAPI, request: IRequest, pid: str) -> bytes:
+    """Delete a partition (?force=1)."""
+    session = await self._session(request, "expert")
+    force = query_flag(request, "force")
+    return self._json(request, await self._call(self.center.delete_partition, session.user, pid, force))
+
+@WebAPI.app.route("/api/detectors/unassigned", methods=["GET"])
+async def unassigned(self: WebAPI, request: IRequest) -> bytes:
+    """Detectors in no partition, with live states."""
+    await self._session(request, "viewer")
+    return self._json(request, await self._call(self.center.unassigned))
+
+@WebAPI.app.route("/api/systems", methods=["GET"])
+async def systems(self: WebAPI, request: IRequest) -> bytes:
+    """Detector types, global systems, detectors and the state tables."""
+    await self._session(request, "viewer")
+    return self._json(request, await self._call(self.center.systems))
+
+@WebAPI.app.route("/api/detectors", methods=["POST"])
+async def create_detector(self: WebAPI, request: IRequest) -> bytes:
+    """Create an unassigned detector C{{"id", "type"}}."""
+    session = await self._session(request, "expert")
+    body = self._body(request, ("id", "type"))
+    did, dtype = text(body, "id"), text(body, "type")
+    return self._json(request, await self._call(self.center.create_detector, session.user, did, dtype))
+
+@WebAPI.app.route("/api/detectors/<did>", methods=["DELETE"])
+async def delete_detector(self: WebAPI, request: IRequest, did: str) -> bytes:
+    """Delete an unassigned detector (?force=1)."""
+    session = await self._session(request, "expert")
+    force = query_flag(request, "force")
+    return self._json(request, await self._call(self.center.delete_detector, session.user, did, force))
+
+@WebAPI.app.route("/api/detectors/<did>/move", methods=["POST"])
+async def move_detector(self: WebAPI, request: IRequest, did: str) -> bytes:
+    """Move a detector C{{"to": partition or null, "force"?}}."""
+    session = await self._session(request, "expert")
+    body = self._body(request, ("to", "force"))
+    if "to" not in body:
+        bad("to", "required (a partition id or null)")
+    to = body["to"]
+    if to is not None and (not isinstance(to, str) or not to):
+        bad("to", "must be a partition id or null")
+    force = boolean(body, "force")
+    return self._json(request, await self._call(self.center.move_detector, session.user, did, to, force))
 
 # -- agents: placement (admin) and supervision (reads viewer, commands expert) --
 

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_web -*-
 """
 The ECA's JSON API and event stream, as a Klein app: L{WebAPI}, its
-plumbing, its error answers and the operator routes (login, partitions and
-their commands, management of partitions and detectors, events, metrics).
+plumbing, its error answers and the operator routes (health, metrics,
+login and logout, partitions with their control and commands, events).
 
 L{WebAPI} is a class holding C{app = Klein()}; it talks only to an
 L{IControlCenter} and an injected clock.  Mount it with
@@ -325,86 +325,6 @@ class WebAPI:
         if pid == "ecs":
             raise ControlError("not_found", "no partition ecs")
         await self._call(self.center.partition, pid)
-
-    # -- management (expert, with the ECS control) ---------------------------------
-
-    @app.route("/api/control", methods=["GET"])
-    async def ecs_control(self, request: IRequest) -> bytes:
-        """Who holds the ECS control (holder null when nobody)."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.ecs_control))
-
-    @app.route("/api/control", methods=["POST"])
-    async def take_ecs_control(self, request: IRequest) -> bytes:
-        """Take the ECS control, needed for management (admin: ?force=1)."""
-        session = await self._session(request, "expert")
-        force = self._force(request, session)
-        body = self._body(request, ("scope",), required=False)
-        if body.get("scope", "ecs") != "ecs":
-            bad("scope", "must be ecs")
-        return self._json(request, await self._call(self.center.take_control, session.user, "ecs", force))
-
-    @app.route("/api/control", methods=["DELETE"])
-    async def release_ecs_control(self, request: IRequest) -> bytes:
-        """Give up the ECS control."""
-        session = await self._session(request, "expert")
-        return self._json(request, await self._call(self.center.release_control, session.user, "ecs"))
-
-    @app.route("/api/partitions", methods=["POST"])
-    async def create_partition(self, request: IRequest) -> bytes:
-        """Create a partition C{{"id"}}."""
-        session = await self._session(request, "expert")
-        pid = text(self._body(request, ("id",)), "id")
-        if pid == "ecs":
-            bad("id", "ecs is reserved")
-        return self._json(request, await self._call(self.center.create_partition, session.user, pid))
-
-    @app.route("/api/partitions/<pid>", methods=["DELETE"])
-    async def delete_partition(self, request: IRequest, pid: str) -> bytes:
-        """Delete a partition (?force=1)."""
-        session = await self._session(request, "expert")
-        force = inputs.query_flag(request, "force")
-        return self._json(request, await self._call(self.center.delete_partition, session.user, pid, force))
-
-    @app.route("/api/detectors/unassigned", methods=["GET"])
-    async def unassigned(self, request: IRequest) -> bytes:
-        """Detectors in no partition, with live states."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.unassigned))
-
-    @app.route("/api/systems", methods=["GET"])
-    async def systems(self, request: IRequest) -> bytes:
-        """Detector types, global systems, detectors and the state tables."""
-        await self._session(request, "viewer")
-        return self._json(request, await self._call(self.center.systems))
-
-    @app.route("/api/detectors", methods=["POST"])
-    async def create_detector(self, request: IRequest) -> bytes:
-        """Create an unassigned detector C{{"id", "type"}}."""
-        session = await self._session(request, "expert")
-        body = self._body(request, ("id", "type"))
-        did, dtype = text(body, "id"), text(body, "type")
-        return self._json(request, await self._call(self.center.create_detector, session.user, did, dtype))
-
-    @app.route("/api/detectors/<did>", methods=["DELETE"])
-    async def delete_detector(self, request: IRequest, did: str) -> bytes:
-        """Delete an unassigned detector (?force=1)."""
-        session = await self._session(request, "expert")
-        force = inputs.query_flag(request, "force")
-        return self._json(request, await self._call(self.center.delete_detector, session.user, did, force))
-
-    @app.route("/api/detectors/<did>/move", methods=["POST"])
-    async def move_detector(self, request: IRequest, did: str) -> bytes:
-        """Move a detector C{{"to": partition or null, "force"?}}."""
-        session = await self._session(request, "expert")
-        body = self._body(request, ("to", "force"))
-        if "to" not in body:
-            bad("to", "required (a partition id or null)")
-        to = body["to"]
-        if to is not None and (not isinstance(to, str) or not to):
-            bad("to", "must be a partition id or null")
-        force = inputs.boolean(body, "force")
-        return self._json(request, await self._call(self.center.move_detector, session.user, did, to, force))
 
     # -- events ----------------------------------------------------------------------------
 
