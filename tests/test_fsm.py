@@ -14,9 +14,10 @@ from pathlib import Path
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from ecs.fsm import build
 from ecs.fsm import machine as fsm
+from ecs.fsm.machine import InvalidTransition, Machine, StateTable, TableError, Transition
 from ecs.fsm.table import parse_table
-from ecs.fsm.machine import InvalidTransition, Machine, StateTable, TableError
 
 FSM_DIR = Path(__file__).parent.parent / "fsm"
 SHIPPED = ("detector-2step", "detector-3step", "global", "global-recording")
@@ -346,7 +347,7 @@ class LoaderRejectionTests(SynchronousTestCase):
         problem = self.only(GOOD + "transition: []\n")
         self.assertTrue(problem.startswith("fsm/x.yaml line 11: unknown key 'transition'"), problem)
         self.assertIn("did you mean 'transitions'?", problem)
-        self.assertIn("allowed: name, description, initial, states, transitions", problem)
+        self.assertIn("allowed: name, description, kind, initial, states, transitions", problem)
 
     def test_top_level_key_twice(self) -> None:
         """A top-level key given twice is rejected naming both lines."""
@@ -616,13 +617,13 @@ class MachineTests(SynchronousTestCase):
     def test_factory_cached(self) -> None:
         """The Automat factory is built once per table, however many machines use it."""
         builds = []
-        real = fsm.TypeMachineBuilder
+        real = build.TypeMachineBuilder
 
         def counting(*args: object) -> object:
             builds.append(args)
             return real(*args)
 
-        self.patch(fsm, "TypeMachineBuilder", counting)
+        self.patch(build, "TypeMachineBuilder", counting)
         table = self.table("cache-test")
         factory = fsm.machine_factory(table)
         Machine(table)

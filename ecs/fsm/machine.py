@@ -4,37 +4,43 @@ Declarative state machines: YAML state tables run as Automat machines.
 
 A state table (``fsm/*.yaml``) gives only the topology of a machine.  It
 declares the states, each with its summary state, the initial state, and rows
-of ``[state, input, next state]``.  The vocabulary is fixed in code:
-L{SUMMARY_STATES} and L{INPUTS}.  What each input does is code in the
-controllers.
+of ``[state, input, next state]``.  The vocabulary is fixed in code
+(L{ecs.fsm.table}); what a transition does is code too, registered by the
+controller that runs the table.
 
-L{parse_table} and L{load_table} check a table and return a L{StateTable}.
-When a table is bad they raise one L{TableError} that lists every problem,
-each with the file and the line.  Those live in L{ecs.fsm.table} and are
-re-exported here.  L{Machine} runs a table on an Automat
-machine built at run time with C{TypeMachineBuilder}; the built factory is
-cached per table.  L{to_dot} draws a table as Graphviz DOT text.
-L{check_files} and L{dot_file} back the C{ecs fsm check} and C{ecs fsm dot}
-commands.
+L{Machine} runs a table on an Automat machine built with
+C{TypeMachineBuilder} (L{ecs.fsm.build}); the built factory is cached per
+table and outputs registry.  Automat is the only judge of a transition: it
+moves the machine and runs the transition's outputs, and refuses an input
+the table has no row for (turned into L{InvalidTransition}).  The outputs
+are a registry of method names keyed by C{(input, target summary)}, called
+on the machine's C{outputs} object with the L{Transition} and the arguments
+given to L{Machine.fire}, e.g. entering a C{Configuring} state runs the
+controller's C{A_run_step}.
+
+The loader (L{load_table}, L{TableError}), the drawing (L{to_dot}) and the
+C{ecs fsm} helpers (L{check_files}, L{dot_file}) are re-exported here.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
-from automat import TypeMachineBuilder
+from automat import NoTransition
 from twisted.logger import Logger
 
-# Re-exported: the table vocabulary, parser and loader, defined in ecs.fsm.table.
+from ecs.fsm.build import Built, build_machine
+from ecs.fsm.draw import check_files, dot_file, to_dot
 from ecs.fsm.table import (
     INPUTS,
     StateTable,
     TableError,
     _cache_key,
     load_table,
+    parse_table,
 )
 
 _log = Logger()
@@ -50,15 +56,20 @@ class InvalidTransition(Exception):
     """
 
     def __init__(
-        self, state: str, input: str, allowed: list[str], table: str | None = None
+        self,
+        state: str,
+        input: str,
+        allowed: list[str],
+        table: str | None = None,
+        inputs: Sequence[str] = INPUTS,
     ) -> None:
         self.state = state
         self.input = input
         self.allowed = list(allowed)
         self.table = table
         where = f"{table}: " if table else ""
-        if input not in INPUTS:
-            why = f"unknown input {input!r} (inputs: {', '.join(INPUTS)})"
+        if input not in inputs:
+            why = f"unknown input {input!r} (inputs: {', '.join(inputs)})"
         else:
             why = f"input {input!r} is not possible in state {state!r}"
         accepted = ", ".join(self.allowed) if self.allowed else "none"
@@ -67,66 +78,88 @@ class InvalidTransition(Exception):
 
 # --- running -----------------------------------------------------------------
 
-
-@attrs.define
-class _Core:
-    """The data behind a running machine: its current state name."""
-
-    state: str
+#: Output method names keyed by C{(input, summary of the target state)}.
+Registry = Mapping[tuple[str, str], Sequence[str]]
 
 
 @attrs.frozen
-class _Built:
-    """A built Automat factory and its typed states by name."""
+class Transition:
+    """One transition, as its outputs are told: C{old -input-> new}."""
 
-    factory: Any
-    states: dict[str, Any]
-
-
-_FACTORIES: dict[tuple[object, ...], _Built] = {}
+    old: str
+    input: str
+    new: str
 
 
-def _input_method(name: str) -> Callable[[object], None]:
-    def method(self: object) -> None:
+@attrs.define
+class _Core:
+    """The data behind a running machine: its state name and its outputs object."""
+
+    state: str
+    outputs: object = None
+
+
+_FACTORIES: dict[tuple[object, ...], Built] = {}
+
+
+def _input_method(name: str) -> Callable[..., None]:
+    def method(self: object, *args: object) -> None:
         """Feed this input to the machine."""
 
     method.__name__ = method.__qualname__ = name
     return method
 
 
-def _enter(target: str) -> Callable[[object, _Core], None]:
-    def enter(inputs: object, core: _Core) -> None:
-        core.state = target
-
-    enter.__name__ = enter.__qualname__ = f"enter_{target}"
-    return enter
+def _frozen(registry: Registry) -> tuple[tuple[tuple[str, str], tuple[str, ...]], ...]:
+    return tuple(sorted((key, tuple(names)) for key, names in registry.items()))
 
 
-def _built(table: StateTable) -> _Built:
-    """Build (once per table contents) the Automat machine for C{table}."""
-    key = _cache_key(table)
+def _check_registry(table: StateTable, registry: Registry) -> None:
+    vocabulary = table.vocabulary
+    for input, summary in registry:
+        if input not in vocabulary.inputs or summary not in vocabulary.summaries:
+            raise ValueError(
+                f"{table.name}: outputs registered for ({input!r}, {summary!r}), which is not "
+                f"an (input, summary state) of a {vocabulary.kind} table"
+            )
+
+
+def _outputs_of(table: StateTable, registry: Registry) -> Callable[[str, str, str], Any]:
+    """The behaviour of each row: call its registered outputs on the core's outputs object."""
+
+    def behaviour_for(state: str, input: str, target: str) -> Callable[..., None]:
+        names = tuple(registry.get((input, table.summary(target)), ()))
+        step = Transition(state, input, target)
+
+        def run_outputs(core: _Core, *args: object) -> None:
+            for name in names:
+                getattr(core.outputs, name)(step, *args)
+
+        return run_outputs
+
+    return behaviour_for
+
+
+def _built(table: StateTable, registry: Registry | None = None) -> Built:
+    """Build (once per table contents and registry) the Automat machine for C{table}."""
+    registry = registry or {}
+    key = (_cache_key(table), _frozen(registry))
     built = _FACTORIES.get(key)
     if built is not None:
         return built
-    used = [i for i in INPUTS if any(i == inp for _, inp in table.rows)]
-    methods = {name: _input_method(name) for name in used}
+    _check_registry(table, registry)
+    methods = {name: _input_method(name) for name in table.vocabulary.inputs}
     inputs = types.new_class(
         f"Inputs_{table.name}", (Protocol,), exec_body=lambda ns: ns.update(methods)
     )
-    builder = TypeMachineBuilder(inputs, _Core)
-    # Automat's first declared state is its initial state.
-    order = [table.initial] + [s for s in table.states if s != table.initial]
-    typed = {state: builder.state(state) for state in order}
-    for (state, input), target in table.rows.items():
-        typed[state].upon(getattr(inputs, input)).to(typed[target])(_enter(target))
-    built = _FACTORIES[key] = _Built(factory=builder.build(), states=typed)
+    built = _FACTORIES[key] = build_machine(table, inputs, _Core, _outputs_of(table, registry))
     _log.debug("built state machine for table {table}", table=table.name)
     return built
 
 
-def machine_factory(table: StateTable) -> Any:
-    """The Automat factory for C{table}, built on first use and then cached."""
-    return _built(table).factory
+def machine_factory(table: StateTable, registry: Registry | None = None) -> Any:
+    """The Automat factory for C{table} (and C{registry}), built on first use and then cached."""
+    return _built(table, registry).factory
 
 
 Observer = Callable[[str, str, str], object]
@@ -136,25 +169,42 @@ class Machine:
     """
     A running state machine for one L{StateTable}.
 
-    Inputs are fed with L{fire}.  Observers see every transition as
-    C{(old, input, new)}.  They are told synchronously, so they must not fire
-    the machine themselves: hand further inputs to an eventual queue instead.
+    Inputs are fed with L{fire}; Automat decides whether the table allows
+    them and runs the outputs C{registry} names for the transition on
+    C{outputs}.  Observers see every transition as C{(old, input, new)}.
+    Outputs and observers are called synchronously, so they must not fire
+    the machine themselves: hand further inputs to a queue instead.
     """
 
     _log = Logger()
 
-    def __init__(self, table: StateTable, state: str | None = None) -> None:
-        """Start a machine for C{table} in C{state} (default: the initial one)."""
+    def __init__(
+        self,
+        table: StateTable,
+        state: str | None = None,
+        outputs: object = None,
+        registry: Registry | None = None,
+    ) -> None:
+        """
+        Start a machine for C{table} in C{state} (default: the initial one).
+
+        @param outputs: the object whose methods C{registry} names.
+        @param registry: output method names by C{(input, target summary)}.
+        @raise ValueError: for an unknown C{state}, or a registry naming an
+            input or summary state outside the table's vocabulary or a
+            method C{outputs} does not have.
+        """
         start = table.initial if state is None else state
         table.summary(start)  # ValueError naming the valid states if unknown
-        built = _built(table)
+        missing = sorted({n for names in (registry or {}).values() for n in names
+                          if not callable(getattr(outputs, n, None))})
+        if missing:
+            raise ValueError(f"{table.name}: outputs object {outputs!r} lacks {', '.join(missing)}")
+        built = _built(table, registry)
         self._table = table
-        self._core = _Core(start)
-        if state is None:
-            # Automat's own initial state: the table's initial one, declared first.
-            self._inputs = built.factory(self._core)
-        else:
-            self._inputs = built.factory(self._core, built.states[start])
+        self._core = _Core(start, outputs)
+        # Automat's own initial state is the table's initial one, declared first.
+        self._inputs = built.start(self._core, state)
         self._observers: list[Observer] = []
         self._firing = False
 
@@ -173,6 +223,11 @@ class Machine:
         """The summary state of the current state."""
         return self._table.summary(self._core.state)
 
+    @property
+    def firing(self) -> bool:
+        """Whether an input is being handled (outputs or observers are running)."""
+        return self._firing
+
     def allowed(self) -> list[str]:
         """The inputs the table accepts in the current state."""
         return self._table.inputs_from(self._core.state)
@@ -181,13 +236,19 @@ class Machine:
         """Whether C{input} is possible in the current state."""
         return self._table.next_state(self._core.state, input) is not None
 
-    def fire(self, input: str) -> str:
-        """
-        Feed C{input} and return the new state.
+    def _refusal(self, input: str) -> InvalidTransition:
+        return InvalidTransition(
+            self._core.state, input, self.allowed(), self._table.name,
+            self._table.vocabulary.inputs,
+        )
 
-        @raise InvalidTransition: if the table has no such row; the machine
-            stays in its state.
-        @raise RuntimeError: if called from inside an observer.
+    def fire(self, input: str, *args: object) -> str:
+        """
+        Feed C{input} and return the new state; C{args} go to the outputs.
+
+        @raise InvalidTransition: if Automat refuses C{input} (the table has
+            no such row); the machine stays in its state.
+        @raise RuntimeError: if called from inside an output or an observer.
         """
         if self._firing:
             raise RuntimeError(
@@ -195,11 +256,14 @@ class Machine:
                 f"handling another input; queue it for later instead"
             )
         old = self._core.state
-        if not self.can(input):
-            raise InvalidTransition(old, input, self.allowed(), self._table.name)
+        if input not in self._table.vocabulary.inputs:
+            raise self._refusal(input)
         self._firing = True
         try:
-            getattr(self._inputs, input)()
+            try:
+                getattr(self._inputs, input)(*args)
+            except NoTransition:
+                raise self._refusal(input) from None
             new = self._core.state
             self._log.debug(
                 "{table}: {old} -{input}-> {new}",
@@ -229,123 +293,19 @@ class Machine:
         return unsubscribe
 
 
-# --- drawing and command-line helpers -----------------------------------------
-
-# summary state -> (fill, border, fill when current)
-_COLOURS = {
-    "Unconfigured": ("#f8d7d7", "#b71c1c", "#e57373"),
-    "Error": ("#f8d7d7", "#b71c1c", "#e57373"),
-    "Configuring": ("#fff4c2", "#b28704", "#ffd54f"),
-    "Active": ("#d9f2d9", "#1b5e20", "#66bb6a"),
-    "Recording": ("#d9f2d9", "#1b5e20", "#66bb6a"),
-}
-
-
-def _quote(text: str) -> str:
-    """A DOT double-quoted id."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def to_dot(table: StateTable, current: str | None = None) -> str:
-    """
-    Draw C{table} as Graphviz DOT text.
-
-    States are coloured by summary state (red Unconfigured/Error, yellow
-    Configuring, green Active/Recording).  An arrow from a point marks the
-    initial state, and C{current}, if given, is drawn bold and filled darker.
-    """
-    if current is not None:
-        table.summary(current)
-    start = "__start__"
-    while start in table.states:
-        start += "_"
-    out = [
-        f"digraph {_quote(table.name)} {{",
-        f"  graph [rankdir=LR, label={_quote(table.name)}, labelloc=t];",
-        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
-        '  edge [fontname="Helvetica", fontsize=10];',
-        f'  {_quote(start)} [shape=point, width=0.15, label="", tooltip="initial state"];',
-        f"  {_quote(start)} -> {_quote(table.initial)};",
-    ]
-    for state, summary in table.states.items():
-        fill, border, strong = _COLOURS[summary]
-        notes = [summary]
-        attrs_ = [f'color="{border}"']
-        if state == table.initial:
-            notes.append("initial")
-        if state == current:
-            notes.append("current")
-            attrs_ += [f'fillcolor="{strong}"', 'style="rounded,filled,bold"', "penwidth=3"]
-        else:
-            attrs_.append(f'fillcolor="{fill}"')
-        attrs_.append(f"tooltip={_quote(', '.join(notes))}")
-        out.append(f"  {_quote(state)} [{', '.join(attrs_)}];")
-    for (state, input), target in table.rows.items():
-        out.append(f"  {_quote(state)} -> {_quote(target)} [label={_quote(input)}];")
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
-def check_files(paths: list[str]) -> tuple[int, list[str]]:
-    """
-    Check state table files for C{ecs fsm check}.
-
-    @return: the exit code (0 if every file is good, else 1) and the lines to
-        print: C{OK path (N states, M rows)} or the problems found.
-    """
-    if not paths:
-        return 1, ["no state table files given"]
-    code = 0
-    lines: list[str] = []
-    for path in paths:
-        if _is_sequence(path):
-            sequence_code, sequence_lines = _check_sequence(path)
-            code = max(code, sequence_code)
-            lines.extend(sequence_lines)
-            continue
-        try:
-            table = load_table(path)
-        except TableError as exc:
-            code = 1
-            lines.extend(exc.problems)
-        else:
-            lines.append(f"OK {path} ({len(table.states)} states, {len(table.rows)} rows)")
-    return code, lines
-
-
-def _is_sequence(path: str) -> bool:
-    """Whether C{path} is a partition sequence (it has C{stages}), not a state table."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return any(line.startswith("stages:") for line in f)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def _check_sequence(path: str) -> tuple[int, list[str]]:
-    """Check a partition sequence against the installed global systems."""
-    from ecs.config.settings import ConfigError, load_subsystems
-    from ecs.fsm.sequence import load_sequence
-
-    try:
-        globals_ = load_subsystems().global_systems
-        sequence = load_sequence(path, globals_)
-    except ConfigError as exc:
-        return 1, [str(line) for line in exc.problems]
-    return 0, [f"OK {path} (partition sequence: {len(sequence.stages)} stages, "
-               f"{len(sequence.states())} states)"]
-
-
-def dot_file(path: str, state: str | None) -> str:
-    """
-    The DOT text for C{ecs fsm dot path [--state S]}.
-
-    @raise TableError: if the table is bad or C{state} is not one of its states.
-    """
-    table = load_table(path)
-    if state is not None and state not in table.states:
-        raise TableError(
-            [f"{path}: unknown state {state!r} for --state (states: {', '.join(table.states)})"]
-        )
-    return to_dot(table, state)
+__all__ = [
+    "INPUTS",
+    "InvalidTransition",
+    "Machine",
+    "Observer",
+    "Registry",
+    "StateTable",
+    "TableError",
+    "Transition",
+    "check_files",
+    "dot_file",
+    "load_table",
+    "machine_factory",
+    "parse_table",
+    "to_dot",
+]

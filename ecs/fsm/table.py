@@ -5,8 +5,10 @@ State tables: the YAML files that declare the topology of a state machine.
 A state table (``fsm/*.yaml``) gives only the topology of a machine.  It
 declares the states, each with its summary state, the initial state, and rows
 of ``[state, input, next state]``.  The vocabulary is fixed here in code:
-L{SUMMARY_STATES} and L{INPUTS}.  What each input does is code in the
-controllers.
+L{SUMMARY_STATES} and L{INPUTS} for a system's table, L{AGENT_STATES} and
+L{AGENT_INPUTS} for a table with C{kind: agent} (the supervisor's agent
+lifecycle).  What each input does is code: the outputs registered with
+L{ecs.fsm.machine.Machine} or the agent machine's behaviours.
 
 L{parse_table} and L{load_table} check a table and return a L{StateTable}.
 When a table is bad they raise one L{TableError} that lists every problem,
@@ -16,7 +18,6 @@ the file changes.  L{ecs.fsm.machine} runs tables and re-exports these names.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections import deque
 from collections.abc import Mapping
@@ -27,25 +28,45 @@ import attrs
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ecs.fsm.nodes import Problems as _Problems
+from ecs.fsm.nodes import TableError
+from ecs.fsm.nodes import describe as _describe
+from ecs.fsm.nodes import is_str as _is_str
+from ecs.fsm.nodes import line as _line
+from ecs.fsm.nodes import mapping as _mapping
+from ecs.fsm.nodes import render as _render
+from ecs.fsm.nodes import suggest as _suggest
+
 SUMMARY_STATES = ("Unconfigured", "Configuring", "Active", "Recording", "Error")
 INPUTS = ("configure", "success", "abort", "error", "resolved", "reset", "start", "stop")
-TOP_LEVEL_KEYS = ("name", "description", "initial", "states", "transitions")
+
+#: What operators see of a supervised agent (the summary states of C{kind: agent}).
+AGENT_STATES = ("stopped", "starting", "running", "restarting", "flapping", "failed", "unknown")
+#: The events of an agent's lifecycle (the inputs of C{kind: agent}).
+AGENT_INPUTS = (
+    "start_requested", "launched", "launch_failed", "died_restartable", "died_flapping", "ended",
+    "backoff_elapsed", "stop_requested", "stop_done", "stop_failed", "status_running",
+    "status_unknown",
+)
+
+TOP_LEVEL_KEYS = ("name", "description", "kind", "initial", "states", "transitions")
+
+
+@attrs.frozen
+class Vocabulary:
+    """The summary states and inputs a kind of table may use (fixed in code)."""
+
+    kind: str
+    summaries: tuple[str, ...]
+    inputs: tuple[str, ...]
+
+
+#: C{kind:} of a table -> its vocabulary.  A table without C{kind} is a system table.
+VOCABULARIES = {
+    "system": Vocabulary("system", SUMMARY_STATES, INPUTS),
+    "agent": Vocabulary("agent", AGENT_STATES, AGENT_INPUTS),
+}
 REQUIRED_KEYS = ("name", "initial", "states", "transitions")
-
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-class TableError(ValueError):
-    """
-    A state table was rejected.
-
-    @ivar problems: every problem found, each naming the file and, where
-        there is one, the line.  C{str()} puts one problem on each line.
-    """
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 def _copy(mapping: Mapping[Any, str]) -> dict[Any, str]:
@@ -55,7 +76,8 @@ def _copy(mapping: Mapping[Any, str]) -> dict[Any, str]:
 
 def _cache_key(table: StateTable) -> tuple[object, ...]:
     """A table's contents as a hashable key (its hash; the Automat factory cache)."""
-    return (table.name, table.initial, tuple(table.states.items()), tuple(table.rows.items()))
+    return (table.kind, table.name, table.initial, tuple(table.states.items()),
+            tuple(table.rows.items()))
 
 
 @attrs.frozen(hash=False)
@@ -68,6 +90,7 @@ class StateTable:
     @ivar initial: the state a new machine starts in.
     @ivar states: state name -> summary state, in declaration order.
     @ivar rows: C{(state, input)} -> next state, in file order.
+    @ivar kind: which L{Vocabulary} the table uses (C{system} or C{agent}).
     """
 
     name: str
@@ -75,6 +98,12 @@ class StateTable:
     initial: str
     states: dict[str, str] = attrs.field(converter=_copy)
     rows: dict[tuple[str, str], str] = attrs.field(converter=_copy)
+    kind: str = attrs.field(default="system", validator=attrs.validators.in_(VOCABULARIES))
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The summary states and inputs of this table's kind."""
+        return VOCABULARIES[self.kind]
 
     def __attrs_post_init__(self) -> None:
         """Refuse a table whose initial state or rows name undeclared states."""
@@ -114,76 +143,6 @@ class StateTable:
 
 
 # --- parsing -----------------------------------------------------------------
-
-
-def _line(node: Node) -> int:
-    """The 1-based line a YAML node starts on."""
-    return node.start_mark.line + 1
-
-
-def _is_str(node: Node | None) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _STR_TAG and node.value != ""
-
-
-def _render(node: Node) -> str:
-    """A short flow-style rendering of a node, for messages."""
-    if isinstance(node, SequenceNode):
-        return "[" + ", ".join(_render(n) for n in node.value) + "]"
-    if isinstance(node, MappingNode):
-        return "{" + ", ".join(f"{_render(k)}: {_render(v)}" for k, v in node.value) + "}"
-    return str(node.value)
-
-
-def _describe(node: Node | None) -> str:
-    """What a node is, for "expected X, got Y" messages."""
-    if node is None:
-        return "nothing"
-    if isinstance(node, SequenceNode):
-        return f"a list of {len(node.value)} ({_render(node)})"
-    if isinstance(node, MappingNode):
-        return f"a mapping ({_render(node)})"
-    if node.tag == _STR_TAG:
-        return f"the string {node.value!r}" if node.value else "an empty string"
-    if node.value in ("", "~", "null", "Null", "NULL"):
-        return "nothing (null)"
-    return f"{node.tag.rsplit(':', 1)[-1]} {node.value!r} (quote it to make it a name)"
-
-
-class _Problems:
-    """Collects problems as (line, message); formats them with the source."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[tuple[int, str]] = []
-
-    def add(self, line: int, message: str) -> None:
-        self.items.append((line, message))
-
-    def error(self) -> TableError:
-        ordered = sorted(self.items, key=lambda item: item[0])
-        return TableError([f"{self.source} line {ln}: {msg}" for ln, msg in ordered])
-
-
-def _mapping(node: MappingNode, noun: str, problems: _Problems) -> dict[str, tuple[Node, Node]]:
-    """The string keys of a mapping node; duplicates and odd keys are reported."""
-    result: dict[str, tuple[Node, Node]] = {}
-    for key, value in node.value:
-        if not _is_str(key):
-            problems.add(_line(key), f"expected a {noun} name, got {_describe(key)}")
-        elif key.value in result:
-            first = _line(result[key.value][0])
-            problems.add(
-                _line(key),
-                f"{noun} {key.value!r} declared twice (lines {first} and {_line(key)})",
-            )
-        else:
-            result[key.value] = (key, value)
-    return result
-
-
-def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def parse_table(text: str, source: str) -> StateTable:
@@ -236,9 +195,10 @@ def parse_table(text: str, source: str) -> StateTable:
         node = top["description"][1]
         problems.add(_line(node), f"'description' must be text, got {_describe(node)}")
 
-    states, state_lines = _parse_states(top.get("states"), problems)
+    vocabulary = _parse_kind(top.get("kind"), problems)
+    states, state_lines = _parse_states(top.get("states"), vocabulary, problems)
     initial = _parse_initial(top.get("initial"), states, problems)
-    rows = _parse_rows(top.get("transitions"), states, problems)
+    rows = _parse_rows(top.get("transitions"), states, vocabulary, problems)
 
     if initial is not None:
         reached = _reachable(initial, rows)
@@ -251,11 +211,26 @@ def parse_table(text: str, source: str) -> StateTable:
                 )
     if problems.items or initial is None:
         raise problems.error()
-    return StateTable(name=name, source=source, initial=initial, states=states, rows=rows)
+    return StateTable(name=name, source=source, initial=initial, states=states, rows=rows,
+                      kind=vocabulary.kind)
+
+
+def _parse_kind(entry: tuple[Node, Node] | None, problems: _Problems) -> Vocabulary:
+    """The C{kind} key's vocabulary (a system table's when missing or wrong)."""
+    if entry is None:
+        return VOCABULARIES["system"]
+    kinds = tuple(VOCABULARIES)
+    node = entry[1]
+    if not _is_str(node) or node.value not in VOCABULARIES:
+        shown = repr(node.value) if _is_str(node) else _describe(node)
+        hint = _suggest(node.value, kinds) if _is_str(node) else ""
+        problems.add(_line(node), f"unknown kind {shown}{hint} (kinds: {', '.join(kinds)})")
+        return VOCABULARIES["system"]
+    return VOCABULARIES[node.value]
 
 
 def _parse_states(
-    entry: tuple[Node, Node] | None, problems: _Problems
+    entry: tuple[Node, Node] | None, vocabulary: Vocabulary, problems: _Problems
 ) -> tuple[dict[str, str], dict[str, int]]:
     """The C{states} mapping: (state -> summary, state -> line)."""
     states: dict[str, str] = {}
@@ -273,20 +248,22 @@ def _parse_states(
         problems.add(_line(key), "'states' is empty: declare at least the initial state")
     for state, (state_key, value) in _mapping(node, "state", problems).items():
         lines[state] = _line(state_key)
-        choices = ", ".join(SUMMARY_STATES)
+        summaries = vocabulary.summaries
+        choices = ", ".join(summaries)
+        placeholder = summaries[-1]  # so rows naming the state are not reported too
         if not _is_str(value):
             problems.add(
                 _line(value),
                 f"state {state!r}: expected a summary state ({choices}), got {_describe(value)}",
             )
-            states[state] = "Error"  # placeholder so rows naming it are not reported too
-        elif value.value not in SUMMARY_STATES:
+            states[state] = placeholder
+        elif value.value not in summaries:
             problems.add(
                 _line(value),
                 f"state {state!r}: unknown summary state {value.value!r}"
-                f"{_suggest(value.value, SUMMARY_STATES)} (expected one of: {choices})",
+                f"{_suggest(value.value, summaries)} (expected one of: {choices})",
             )
-            states[state] = "Error"
+            states[state] = placeholder
         else:
             states[state] = value.value
     return states, lines
@@ -320,7 +297,10 @@ def _parse_initial(
 
 
 def _parse_rows(
-    entry: tuple[Node, Node] | None, states: dict[str, str], problems: _Problems
+    entry: tuple[Node, Node] | None,
+    states: dict[str, str],
+    vocabulary: Vocabulary,
+    problems: _Problems,
 ) -> dict[tuple[str, str], str]:
     """The C{transitions} rows, as (state, input) -> next state."""
     rows: dict[tuple[str, str], str] = {}
@@ -360,12 +340,13 @@ def _parse_rows(
                     f"{shown}: unknown state {name!r}{_suggest(name, list(states))} "
                     f"(declared states: {declared})",
                 )
-        if input not in INPUTS:
+        inputs = vocabulary.inputs
+        if input not in inputs:
             ok = False
             problems.add(
                 line,
-                f"{shown}: unknown input {input!r}{_suggest(input, INPUTS)} "
-                f"(inputs: {', '.join(INPUTS)})",
+                f"{shown}: unknown input {input!r}{_suggest(input, inputs)} "
+                f"(inputs: {', '.join(inputs)})",
             )
         if (state, input) in first_line:
             problems.add(
