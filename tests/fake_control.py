@@ -73,14 +73,16 @@ class FakeControlCenter:
         for system in ["TFC", "DCS", "QA", "FLES", "STS", "MVD"]:
             cid = f"{system.lower()}-default"
             self.config_versions[cid] = [{"id": cid, "system": system, "version": 1, "parameters": {"mode": "default"}}]
-        self.tags_: dict[str, dict[str, str]] = {"demo": {c[0]["system"]: cid for cid, c in self.config_versions.items()}}
+        self.tags_: dict[str, dict[str, str]] = {"demo": {c[0]["system"]: cid for cid,
+                                                          c in self.config_versions.items()}}
         self.run_records: list[dict[str, Any]] = [{"run": 1, "partition": "demo", "tag": "demo", "outcome": "stopped"}]
         self.log_records: list[dict[str, Any]] = [
             {"time": 100.0, "level": "info", "source": "demo", "partition": "demo", "message": "configured"},
             {"time": 200.0, "level": "error", "source": "STS", "partition": "demo", "message": "STS failed"},
         ]
         self.subscribers: list[tuple[Callable[[int, str, dict[str, Any]], None], str | None]] = []
-        self.events: collections.deque[tuple[int, str, dict[str, Any], str | None]] = collections.deque(maxlen=buffer_size)
+        self.events: collections.deque[tuple[int, str, dict[str, Any],
+                                             str | None]] = collections.deque(maxlen=buffer_size)
         self.agents_: dict[str, dict[str, Any]] = {
             "pca:demo": self._agent_record("pca:demo", "localhost", "local", {}, True),
         }
@@ -241,7 +243,8 @@ class FakeControlCenter:
         self._need_ecs_control(user)
         if partition_id in self.partitions_:
             raise ControlError("conflict", f"partition {partition_id} exists")
-        self.partitions_[partition_id] = {"id": partition_id, "state": "Idle", "tag": None, "locked": False, "systems": []}
+        self.partitions_[partition_id] = {"id": partition_id, "state": "Idle", "tag": None, "locked": False,
+                                          "systems": []}
         self.audit.append((user.name, "create_partition", (partition_id,)))
         return self._short(self.partitions_[partition_id])
 
@@ -421,11 +424,13 @@ class FakeControlCenter:
 
     # -- agents ----------------------------------------------------------------------------------
 
-    def _agent_record(self, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> dict[str, Any]:
+    def _agent_record(self, agent: str, host: str, launcher: str, options: dict[str, Any],
+                      autostart: bool) -> dict[str, Any]:
         kind, _, agent_id = agent.partition(":")
         return {"agent": agent, "kind": kind, "id": agent_id, "host": host, "launcher": launcher, "options": options,
                 "autostart": autostart, "registered": False,
-                "status": {"running": False, "pid": None, "job_id": None, "exit_code": None, "since": None, "detail": ""},
+                "status": {"running": False, "pid": None, "job_id": None, "exit_code": None, "since": None,
+                           "detail": ""},
                 "supervision": {"state": "stopped", "restarts": 0, "next_restart": None, "reason": ""}}
 
     def _agent(self, agent: str) -> dict[str, Any]:
@@ -442,7 +447,8 @@ class FakeControlCenter:
         return self._agent(agent)
 
     @_deferred
-    def set_placement(self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool) -> dict[str, Any]:
+    def set_placement(self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any],
+                      autostart: bool) -> dict[str, Any]:
         """Place an agent (admin); bad names and launchers refused."""
         self._require(user, "admin")
         kind, sep, agent_id = agent.partition(":")
@@ -516,7 +522,8 @@ class FakeControlCenter:
                 and (q is None or q in r["message"])]
         return rows[:limit]
 
-    def subscribe(self, callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[int, str, dict[str, Any]], None],
+                  partition_id: str | None = None) -> Callable[[], None]:
         """Add a subscriber; the returned function removes it."""
         entry = (callback, partition_id)
         self.subscribers.append(entry)
@@ -527,7 +534,8 @@ class FakeControlCenter:
 
         return unsubscribe
 
-    def events_since(self, event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
+    def events_since(self, event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str,
+                                                                                                        Any]]] | None:
         """Buffered events after C{event_id}, or None when some are gone."""
         oldest = self.events[0][0] if self.events else None
         newest = self.events[-1][0] if self.events else 0

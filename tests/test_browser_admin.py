@@ -93,8 +93,8 @@ class AdminPagesTests(TestCase):
         if code == 200 and agents:
             first = agents[0]["agent"]
             await browser.wait_js(f"return !!document.querySelector('#clients tr[data-agent=\"{first}\"]')")
-            self.assertEqual(await browser.js("return document.querySelectorAll('#clients tbody tr[data-agent]').length"),
-                             len(agents))
+            rows = await browser.js("return document.querySelectorAll('#clients tbody tr[data-agent]').length")
+            self.assertEqual(rows, len(agents))
         else:
             await browser.wait_js("return !document.getElementById('clients-unavailable').hidden")
 
@@ -158,7 +158,7 @@ class MoveTests(TestCase):
                                 what="STS gone from the monitor of demo")
         self.assertTrue(await demo_view.js(MARK), "the demo monitor was reloaded")
         self.assertTrue(await second_view.js(MARK), "the second monitor was reloaded")
-        code, systems = await demo.api("GET", "/api/systems")
+        _, systems = await demo.api("GET", "/api/systems")
         self.assertIn({"id": "STS", "type": "STS", "partition": "second"}, systems["detectors"])
 
         # A refused move is listed per detector with a force retry.

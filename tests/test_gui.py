@@ -86,7 +86,8 @@ class PageTests(PageTestCase):
         self.assertEqual(headers["content-security-policy"], [CSP.decode()])
         self.assertIn('data-partition="demo"', body)
         scripts = re.findall(r'<script src="([^"]+)"', body)
-        self.assertEqual(scripts, ["/static/ecs.js", "/static/live.js", "/static/configdialog.js", "/static/monitor.js"])
+        self.assertEqual(scripts, ["/static/ecs.js", "/static/live.js", "/static/configdialog.js",
+                                   "/static/monitor.js"])
         for element in ("take-control", "release-control", "select-config", "auto-configure", "cmd-configure",
                         "cmd-start", "cmd-stop", "cmd-abort", "progress", "why", "confirm-abort", "config-dialog",
                         "tag-select", "config-table", "save-tag", "config-select"):
@@ -165,11 +166,12 @@ class StaticTests(PageTestCase):
     def test_traversal_refused(self) -> None:
         """Paths leaving templates/static answer 404."""
         for path in ("/static/../base.html", "/static/%2e%2e/base.html", "/static/..%2fbase.html",
-                     "/static/%2e%2e%2f%2e%2e%2fecs%2fweb.py", "/static/%2Fetc%2Fpasswd", "/static/", "/static/nope.js"):
+                     "/static/%2e%2e%2f%2e%2e%2fecs%2fweb.py", "/static/%2Fetc%2Fpasswd", "/static/",
+                     "/static/nope.js"):
             code, headers, body = self.get(path, user=None)
             if code == 308:  # the router merges '//': still under /static/, then 404
                 location = headers["location"][0]
-                self.assertTrue(location.startswith("/static/") or location.startswith(BASE + "/static/"), location)
+                self.assertTrue(location.startswith(("/static/", BASE + "/static/")), location)
                 code, _, body = self.get(location.removeprefix(BASE), user=None)
             self.assertEqual(code, 404, path)
             self.assertNotIn("t:render", body)
@@ -226,7 +228,8 @@ class AllowedEventTests(SynchronousTestCase):
         self.watch._changed("system/STS", {**system, "state": "Error"})
         self.watch._changed("system/STS", {**system, "state": "Error", "comment": "again"})
         self.watch._changed("system/STS", None)
-        self.assertEqual(self.eca.allowed(), [["abort", "configure"], ["abort", "reset", "configure"], ["abort", "configure"]])
+        self.assertEqual(self.eca.allowed(), [["abort", "configure"], ["abort", "reset", "configure"], ["abort",
+                                                                                                        "configure"]])
 
     def test_connection(self) -> None:
         """Losing the PCA allows nothing."""

@@ -134,9 +134,9 @@ class FsmRouteTests(GuiTestCase):
         self.assertIn("text/plain", response.headers.getRawHeaders("content-type")[0])
         text = body.decode()
         self.assertIn('"Configuring_TFC" [color=', text)
-        lit = [line for line in text.splitlines() if line.strip().startswith('"Configuring_TFC" [')][0]
+        lit = next(line for line in text.splitlines() if line.strip().startswith('"Configuring_TFC" ['))
         self.assertIn("penwidth=3", lit)
-        other = [line for line in text.splitlines() if line.strip().startswith('"Idle" [')][0]
+        other = next(line for line in text.splitlines() if line.strip().startswith('"Idle" ['))
         self.assertNotIn("penwidth=3", other)
 
     def test_unknown_table_and_state_refused(self) -> None:
@@ -161,7 +161,7 @@ class FsmRouteTests(GuiTestCase):
         d = self.stub.get(BASE + "/fsm/draw/global?state=Configuring", headers=self._cookie("viewer"))
         self.stub.flush()
         self.assertNoResult(d)  # waiting for the child, not blocking
-        [(protocol, executable, args, env, _)] = self.reactor.spawned
+        [(protocol, executable, args, _, _)] = self.reactor.spawned
         self.assertEqual((executable, args), (DOT, [DOT, "-Tsvg"]))
         transport = protocol.transport
         self.assertTrue(transport.stdin_closed)

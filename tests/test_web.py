@@ -216,7 +216,8 @@ class LoginTests(WebTestCase):
 
     def test_login_secure_cookie_over_tls(self) -> None:
         """Over HTTPS the cookie is also Secure."""
-        r = self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD}, base="https://ecs.test")
+        r = self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD},
+                      base="https://ecs.test")
         self.assertIn("Secure", [p.strip() for p in r.header("Set-Cookie")[0].split(";")])
 
     def test_login_api_token(self) -> None:
@@ -323,7 +324,8 @@ class LoginTests(WebTestCase):
     def test_logout(self) -> None:
         """Logout forgets the token, releases controls and expires the cookie."""
         stub, csrf = self.cookie_login("operator")
-        self.assertEqual(self.call("POST", "/api/partitions/demo/control", stub=stub, headers={"X-CSRF-Token": csrf}).code, 200)
+        self.assertEqual(self.call("POST", "/api/partitions/demo/control", stub=stub,
+                                   headers={"X-CSRF-Token": csrf}).code, 200)
         r = self.call("POST", "/api/logout", stub=stub, headers={"X-CSRF-Token": csrf})
         self.assertEqual((r.code, r.json), (200, {"status": "ok"}))
         self.assertEqual(self.center.holders, {})
@@ -355,7 +357,8 @@ class AuthTests(WebTestCase):
 
     def test_bogus_cookie(self) -> None:
         """A bogus session cookie is 401, not a 500 (Klein's NoSuchSession trap)."""
-        r = self.call("POST", "/api/partitions/demo/control", headers={"Cookie": "ecs_session=forged", "X-CSRF-Token": "x"})
+        r = self.call("POST", "/api/partitions/demo/control",
+                      headers={"Cookie": "ecs_session=forged", "X-CSRF-Token": "x"})
         self.assertError(r, 401, "unauthenticated")
 
     def test_cookie_reads_need_no_csrf(self) -> None:
@@ -381,7 +384,8 @@ class AuthTests(WebTestCase):
         stub, csrf = self.cookie_login("expert")
         body = {"system": "STS", "parameters": {}}
         self.assertEqual(self.call("PUT", "/api/configs/sts-x", stub=stub, json=body).code, 403)
-        self.assertEqual(self.call("PUT", "/api/configs/sts-x", stub=stub, json=body, headers={"X-CSRF-Token": csrf}).code, 200)
+        self.assertEqual(self.call("PUT", "/api/configs/sts-x", stub=stub, json=body,
+                                   headers={"X-CSRF-Token": csrf}).code, 200)
 
     def test_bearer_needs_no_csrf(self) -> None:
         """A bearer request changes state without a CSRF token."""
@@ -391,11 +395,16 @@ class AuthTests(WebTestCase):
     def test_roles(self) -> None:
         """Each kind of endpoint refuses a too-low role with 403 naming the role."""
         viewer, operator, expert = self.token("viewer"), self.token("operator"), self.token("expert")
-        self.assertError(self.call("GET", "/api/partitions", token=self.token("nobody")), 403, "forbidden", role="viewer")
-        self.assertError(self.call("POST", "/api/partitions/demo/control", token=viewer), 403, "forbidden", role="operator")
-        self.assertError(self.call("POST", "/api/partitions/demo/start", token=viewer), 403, "forbidden", role="operator")
-        self.assertError(self.call("POST", "/api/partitions", token=operator, json={"id": "p2"}), 403, "forbidden", role="expert")
-        self.assertError(self.call("PUT", "/api/tags/t", token=operator, json={"configs": []}), 403, "forbidden", role="expert")
+        self.assertError(self.call("GET", "/api/partitions", token=self.token("nobody")), 403, "forbidden",
+                         role="viewer")
+        self.assertError(self.call("POST", "/api/partitions/demo/control", token=viewer), 403, "forbidden",
+                         role="operator")
+        self.assertError(self.call("POST", "/api/partitions/demo/start", token=viewer), 403, "forbidden",
+                         role="operator")
+        self.assertError(self.call("POST", "/api/partitions", token=operator, json={"id": "p2"}), 403, "forbidden",
+                         role="expert")
+        self.assertError(self.call("PUT", "/api/tags/t", token=operator, json={"configs": []}), 403, "forbidden",
+                         role="expert")
         self.assertError(self.call("GET", "/api/users", token=expert), 403, "forbidden", role="admin")
         self.assertEqual(self.center.commands, [])
 
@@ -411,7 +420,8 @@ class PartitionTests(WebTestCase):
         """GET /api/partitions lists id, state, tag, controller, connected."""
         self.hold("operator")
         r = self.call("GET", "/api/partitions", token=self.token("viewer"))
-        self.assertEqual(r.json, [{"id": "demo", "state": "Idle", "tag": None, "controller": "operator", "connected": True}])
+        self.assertEqual(r.json, [{"id": "demo", "state": "Idle", "tag": None, "controller": "operator",
+                                   "connected": True}])
 
     def test_detail(self) -> None:
         """GET /api/partitions/demo has allowed commands and systems; unknown is 404."""
@@ -486,8 +496,10 @@ class PartitionTests(WebTestCase):
     def test_reset_needs_system(self) -> None:
         """reset without a system string is 400 naming system."""
         self.hold("operator")
-        self.assertError(self.call("POST", "/api/partitions/demo/reset", token=self.op), 400, "bad_request", field="body")
-        self.assertError(self.call("POST", "/api/partitions/demo/reset", token=self.op, json={}), 400, "bad_request", field="system")
+        self.assertError(self.call("POST", "/api/partitions/demo/reset", token=self.op), 400, "bad_request",
+                         field="body")
+        self.assertError(self.call("POST", "/api/partitions/demo/reset", token=self.op, json={}), 400, "bad_request",
+                         field="system")
         self.assertError(self.call("POST", "/api/partitions/demo/reset", token=self.op, json={"system": ["STS"]}),
                          400, "bad_request", field="system")
 
@@ -528,8 +540,10 @@ class ManagementTests(WebTestCase):
 
     def test_ecs_control(self) -> None:
         """An expert takes and releases the ECS control; an operator may not; a wrong scope is 400."""
-        self.assertError(self.call("POST", "/api/control", token=self.token("operator")), 403, "forbidden", role="expert")
-        self.assertError(self.call("POST", "/api/control", token=self.ex, json={"scope": "demo"}), 400, "bad_request", field="scope")
+        self.assertError(self.call("POST", "/api/control", token=self.token("operator")), 403, "forbidden",
+                         role="expert")
+        self.assertError(self.call("POST", "/api/control", token=self.ex, json={"scope": "demo"}), 400, "bad_request",
+                         field="scope")
         self.assertEqual(self.call("GET", "/api/control", token=self.token("viewer")).json["holder"], None)
         r = self.call("POST", "/api/control", token=self.ex)
         self.assertEqual(r.json, {"scope": "ecs", "holder": "expert"})
@@ -545,15 +559,18 @@ class ManagementTests(WebTestCase):
         r = self.call("POST", "/api/partitions", token=self.ex, json={"id": "p2"})
         self.assertEqual((r.code, r.json["id"]), (200, "p2"))
         self.assertError(self.call("POST", "/api/partitions", token=self.ex, json={"id": "p2"}), 409, "conflict")
-        self.assertError(self.call("POST", "/api/partitions", token=self.ex, json={"id": ""}), 400, "bad_request", field="id")
-        self.assertError(self.call("POST", "/api/partitions", token=self.ex, json={"id": "ecs"}), 400, "bad_request", field="id")
+        self.assertError(self.call("POST", "/api/partitions", token=self.ex, json={"id": ""}), 400, "bad_request",
+                         field="id")
+        self.assertError(self.call("POST", "/api/partitions", token=self.ex, json={"id": "ecs"}), 400, "bad_request",
+                         field="id")
 
     def test_delete_partition(self) -> None:
         """DELETE removes a partition; a running one needs ?force=1; unknown 404."""
         self.take_ecs()
         self.center.partitions_["demo"]["state"] = "Running"
         self.assertError(self.call("DELETE", "/api/partitions/demo", token=self.ex), 409, "conflict")
-        self.assertError(self.call("DELETE", "/api/partitions/demo?force=x", token=self.ex), 400, "bad_request", field="force")
+        self.assertError(self.call("DELETE", "/api/partitions/demo?force=x", token=self.ex), 400, "bad_request",
+                         field="force")
         self.assertEqual(self.call("DELETE", "/api/partitions/demo?force=1", token=self.ex).code, 200)
         self.assertNotIn("demo", self.center.partitions_)
         self.assertError(self.call("DELETE", "/api/partitions/demo", token=self.ex), 404, "not_found")
@@ -565,7 +582,8 @@ class ManagementTests(WebTestCase):
         self.assertEqual(r.json, {"id": "TRD", "type": "trd"})
         self.assertError(self.call("POST", "/api/detectors", token=self.ex, json={"id": "X", "type": "toaster"}),
                          400, "bad_request", field="type")
-        self.assertError(self.call("POST", "/api/detectors", token=self.ex, json={"id": "X"}), 400, "bad_request", field="type")
+        self.assertError(self.call("POST", "/api/detectors", token=self.ex, json={"id": "X"}), 400, "bad_request",
+                         field="type")
         r = self.call("GET", "/api/detectors/unassigned", token=self.token("viewer"))
         self.assertEqual(sorted(d["id"] for d in r.json), ["TOF", "TRD"])
         self.assertEqual(self.call("DELETE", "/api/detectors/TRD", token=self.ex).code, 200)
@@ -582,11 +600,15 @@ class ManagementTests(WebTestCase):
         r = self.call("POST", "/api/detectors/TOF/move", token=self.ex, json={"to": None, "force": True})
         self.assertEqual(r.json, {"id": "TOF", "partition": None})
         self.assertEqual(self.center.audit[-1], ("expert", "move_detector", ("TOF", None, True)))
-        for body, field in [({}, "to"), ({"force": True}, "to"), ({"to": 3}, "to"), ({"to": "demo", "force": 1}, "force")]:
-            self.assertError(self.call("POST", "/api/detectors/TOF/move", token=self.ex, json=body), 400, "bad_request", field=field)
+        for body, field in [({}, "to"), ({"force": True}, "to"), ({"to": 3}, "to"),
+                            ({"to": "demo", "force": 1}, "force")]:
+            self.assertError(self.call("POST", "/api/detectors/TOF/move", token=self.ex, json=body), 400,
+                             "bad_request", field=field)
         self.center.partitions_["demo"]["locked"] = True
-        self.assertError(self.call("POST", "/api/detectors/TOF/move", token=self.ex, json={"to": "demo"}), 423, "locked")
-        self.assertError(self.call("POST", "/api/detectors/NOPE/move", token=self.ex, json={"to": None}), 404, "not_found")
+        self.assertError(self.call("POST", "/api/detectors/TOF/move", token=self.ex, json={"to": "demo"}), 423,
+                         "locked")
+        self.assertError(self.call("POST", "/api/detectors/NOPE/move", token=self.ex, json={"to": None}), 404,
+                         "not_found")
 
 
 class ConfigTests(WebTestCase):
@@ -604,14 +626,17 @@ class ConfigTests(WebTestCase):
 
     def test_config_versions(self) -> None:
         """PUT adds a version; GET gives the latest or ?version=N; bad or unknown versions 400/404."""
-        r = self.call("PUT", "/api/configs/sts-default", token=self.ex, json={"system": "STS", "parameters": {"mode": "fast"}})
+        r = self.call("PUT", "/api/configs/sts-default", token=self.ex, json={"system": "STS",
+                                                                              "parameters": {"mode": "fast"}})
         self.assertEqual(r.json["version"], 2)
         r = self.call("GET", "/api/configs/sts-default", token=self.viewer)
         self.assertEqual((r.json["parameters"], r.json["versions"]), ({"mode": "fast"}, [1, 2]))
         r = self.call("GET", "/api/configs/sts-default?version=1", token=self.viewer)
         self.assertEqual(r.json["parameters"], {"mode": "default"})
-        self.assertError(self.call("GET", "/api/configs/sts-default?version=one", token=self.viewer), 400, "bad_request", field="version")
-        self.assertError(self.call("GET", "/api/configs/sts-default?version=0", token=self.viewer), 400, "bad_request", field="version")
+        self.assertError(self.call("GET", "/api/configs/sts-default?version=one", token=self.viewer), 400,
+                         "bad_request", field="version")
+        self.assertError(self.call("GET", "/api/configs/sts-default?version=0", token=self.viewer), 400,
+                         "bad_request", field="version")
         self.assertError(self.call("GET", "/api/configs/sts-default?version=9", token=self.viewer), 404, "not_found")
         self.assertError(self.call("GET", "/api/configs/nope", token=self.viewer), 404, "not_found")
 
@@ -619,8 +644,10 @@ class ConfigTests(WebTestCase):
         """PUT needs a system string and a parameters object; a viewer gets 403."""
         for body, field in [({"system": "STS"}, "parameters"), ({"system": "STS", "parameters": [1]}, "parameters"),
                             ({"parameters": {}}, "system")]:
-            self.assertError(self.call("PUT", "/api/configs/c", token=self.ex, json=body), 400, "bad_request", field=field)
-        self.assertError(self.call("PUT", "/api/configs/c", token=self.viewer, json={"system": "STS", "parameters": {}}),
+            self.assertError(self.call("PUT", "/api/configs/c", token=self.ex, json=body), 400, "bad_request",
+                             field=field)
+        self.assertError(self.call("PUT", "/api/configs/c", token=self.viewer, json={"system": "STS",
+                                                                                     "parameters": {}}),
                          403, "forbidden")
 
     def test_config_delete(self) -> None:
@@ -642,7 +669,8 @@ class ConfigTests(WebTestCase):
         r = self.call("PUT", "/api/tags/small", token=self.ex, json={"configs": ["sts-default", "tfc-default"]})
         self.assertEqual(r.json["configs"], {"STS": "sts-default", "TFC": "tfc-default"})
         self.assertEqual(self.call("GET", "/api/tags/small", token=self.viewer).json["name"], "small")
-        self.assertError(self.call("PUT", "/api/tags/t", token=self.ex, json={"configs": "sts-default"}), 400, "bad_request", field="configs")
+        self.assertError(self.call("PUT", "/api/tags/t", token=self.ex, json={"configs": "sts-default"}), 400,
+                         "bad_request", field="configs")
         self.assertError(self.call("PUT", "/api/tags/t", token=self.ex, json={"configs": ["nope"]}), 404, "not_found")
         self.assertEqual(self.call("DELETE", "/api/tags/small", token=self.ex).code, 200)
         self.assertError(self.call("GET", "/api/tags/small", token=self.viewer), 404, "not_found")
@@ -660,11 +688,13 @@ class RecordTests(WebTestCase):
         """GET /api/runs lists runs, filtered by ?partition= and bounded by ?limit=."""
         self.center.run_records.append({"run": 2, "partition": "demo", "tag": "demo", "outcome": "aborted"})
         self.assertEqual([r["run"] for r in self.call("GET", "/api/runs", token=self.viewer).json], [2, 1])
-        self.assertEqual([r["run"] for r in self.call("GET", "/api/runs?partition=demo&limit=1", token=self.viewer).json], [2])
+        self.assertEqual([r["run"] for r in self.call("GET", "/api/runs?partition=demo&limit=1",
+                                                      token=self.viewer).json], [2])
         self.assertEqual(self.call("GET", "/api/runs?partition=other", token=self.viewer).json, [])
         self.assertEqual(len(self.call("GET", "/api/runs?partition=&limit=", token=self.viewer).json), 2)
         for bad in ["0", "x", "100001"]:
-            self.assertError(self.call("GET", f"/api/runs?limit={bad}", token=self.viewer), 400, "bad_request", field="limit")
+            self.assertError(self.call("GET", f"/api/runs?limit={bad}", token=self.viewer), 400, "bad_request",
+                             field="limit")
 
     def test_logs(self) -> None:
         """GET /api/logs filters by level, since and text; a bad since is 400."""
@@ -692,13 +722,15 @@ class UserTests(WebTestCase):
 
     def test_add(self) -> None:
         """POST adds a user who can then log in; bad roles 400; duplicate 409."""
-        r = self.call("POST", "/api/users", token=self.admin, json={"username": "eve", "password": "pw", "roles": ["viewer"]})
+        r = self.call("POST", "/api/users", token=self.admin, json={"username": "eve", "password": "pw",
+                                                                    "roles": ["viewer"]})
         self.assertEqual(r.json, {"name": "eve", "roles": ["viewer"]})
         self.assertEqual(self.call("POST", "/api/login", json={"username": "eve", "password": "pw"}).code, 200)
         for body, field in [({"username": "x", "password": "p", "roles": ["god"]}, "roles"),
                             ({"username": "x", "password": "p", "roles": "viewer"}, "roles"),
                             ({"username": "x", "roles": []}, "password")]:
-            self.assertError(self.call("POST", "/api/users", token=self.admin, json=body), 400, "bad_request", field=field)
+            self.assertError(self.call("POST", "/api/users", token=self.admin, json=body), 400, "bad_request",
+                             field=field)
         r = self.call("POST", "/api/users", token=self.admin, json={"username": "eve", "password": "pw", "roles": []})
         self.assertError(r, 409, "conflict")
 
@@ -708,7 +740,8 @@ class UserTests(WebTestCase):
         self.assertEqual(r.json["roles"], ["operator"])
         self.call("PUT", "/api/users/viewer", token=self.admin, json={"password": "new"})
         self.assertEqual(self.center.passwords["viewer"], "new")
-        self.assertError(self.call("PUT", "/api/users/viewer", token=self.admin, json={}), 400, "bad_request", field="body")
+        self.assertError(self.call("PUT", "/api/users/viewer", token=self.admin, json={}), 400, "bad_request",
+                         field="body")
         self.assertError(self.call("PUT", "/api/users/nope", token=self.admin, json={"roles": []}), 404, "not_found")
 
     def test_delete(self) -> None:
@@ -871,7 +904,8 @@ class EventTests(WebTestCase):
 
     def test_collect_incrementally(self) -> None:
         """treq.collect sees each event as it is sent, and a collector that hangs up ends the stream."""
-        d = self.stub.get(BASE + "/api/events", headers={"Authorization": f"Bearer {self.token('viewer')}"}, unbuffered=True)
+        d = self.stub.get(BASE + "/api/events", headers={"Authorization": f"Bearer {self.token('viewer')}"},
+                          unbuffered=True)
         self.stub.flush()
         response = self.successResultOf(d)
         chunks: list[bytes] = []
