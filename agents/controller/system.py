@@ -22,6 +22,17 @@ bugs:
   the first report after the process starts (L{SystemController.publish},
   called by the host once the partition is reachable) has number 0.
 
+The transitions are made by the Automat machine built from the table
+(L{ecs.fsm.machine.Machine}), which also runs what a transition does: the
+outputs of L{OUTPUTS}, keyed by (input, summary of the target state), are
+methods of the controller.  Entering a C{Configuring} state runs the step's
+action (C{A_run_step}), C{configure} takes the configuration
+(C{C_take_config}), C{abort}/C{error}/C{reset}/C{resolved} forget it
+(C{C_forget_config}), and every transition is logged and reported
+(C{C_report}).  An input the table refuses is answered C{not_allowed}.
+Inputs that arise while the machine handles another (a step that finished
+at once) are queued and fed after it, never reentrantly.
+
 It knows nothing about sockets: the hosting service (L{agents.controller.host}) turns
 requests into L{SystemController.command} calls and sends what C{emit}
 receives.  A global system has one of these per partition, each with its
@@ -30,16 +41,19 @@ own action and abort flag (the original shared one across partitions).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from agents.controller.actions import ActionFailed, ActionRequest, IAction
 from ecs import protocol
-from ecs.fsm.machine import Machine, StateTable
+from ecs.fsm.machine import InvalidTransition, Machine, StateTable, Transition
+from ecs.fsm.table import INPUTS, SUMMARY_STATES
 from ecs.net.transport import RequestError
 
 #: Commands a partition may send to a system.
@@ -47,7 +61,43 @@ COMMANDS = ("configure", "abort", "reset", "error", "start", "stop")
 #: Commands never refused as busy.
 ALWAYS_ACCEPTED = ("abort", "reset")
 
+#: Inputs after which the configuration and its tag are forgotten.
+FORGETTING = ("abort", "error", "reset", "resolved")
+
 Emit = Callable[[dict[str, Any]], None]
+
+
+def _outputs() -> dict[tuple[str, str], tuple[str, ...]]:
+    """The outputs of every (input, target summary): see the module docstring."""
+    registry: dict[tuple[str, str], tuple[str, ...]] = {}
+    for input in INPUTS:
+        for summary in SUMMARY_STATES:
+            names: list[str] = []
+            if input in FORGETTING:
+                names.append("C_forget_config")
+            if input == "configure":
+                names.append("C_take_config")
+            names.append("C_report")
+            if summary == "Configuring" and input in ("configure", "success"):
+                names.append("A_run_step")
+            registry[input, summary] = tuple(names)
+    return registry
+
+
+#: Output method names of L{SystemController}, by (input, target summary).
+OUTPUTS = _outputs()
+
+
+@attrs.frozen
+class Note:
+    """What a transition is fed with, besides its input."""
+
+    comment: str | None = None
+    """The new comment, or C{None} to keep the current one."""
+    config: dict[str, Any] | None = None
+    """The checked configuration (C{configure} only)."""
+    same: bool = False
+    """Whether it is the configuration the system already has (walk through without work)."""
 
 
 def validate_config(system: str, config: object) -> dict[str, Any]:
@@ -104,7 +154,6 @@ class SystemController:
         self.table = table
         self.action = action
         self._emit = emit
-        self.machine = Machine(table, start_state)
         self.tag: str | None = start_tag
         self.comment = ""
         self.config: dict[str, Any] | None = None
@@ -113,6 +162,9 @@ class SystemController:
         self._running = False
         self._step: defer.Deferred[None] | None = None
         self._interrupt: str | None = None
+        self._later: deque[Callable[[], None]] = deque()
+        self._draining = False
+        self.machine = Machine(table, start_state, outputs=self, registry=OUTPUTS)
 
     @property
     def state(self) -> str:
@@ -150,34 +202,114 @@ class SystemController:
         except Exception:
             self._log.failure("{system}: state update could not be sent", system=self.system)
 
-    def _fire(self, input: str, comment: str | None = None) -> None:
-        old = self.state
-        self.machine.fire(input)
-        if input in ("abort", "error", "reset", "resolved"):
-            self.tag = None
-            self.config = None
-        if comment is not None:
-            self.comment = comment
+    # -- feeding the machine --------------------------------------------------------
+
+    def _fire(self, input: str, comment: str | None = None, config: dict[str, Any] | None = None,
+              same: bool = False) -> None:
+        """Feed C{input} now; C{not_allowed} if the table refuses it; then run what was queued."""
+        try:
+            self.machine.fire(input, Note(comment, config, same))
+        except InvalidTransition as refused:
+            possible = ", ".join(refused.allowed) or "none"
+            raise RequestError(
+                protocol.NOT_ALLOWED,
+                f"{input} is not possible for {self.system} in state {refused.state} "
+                f"(possible: {possible})",
+            ) from None
+        self._drain()
+
+    def _soon(self, work: Callable[[], None]) -> None:
+        """Run C{work} now, or after the input being handled if the machine is busy with one."""
+        if self.machine.firing or self._draining:
+            self._later.append(work)
+            return
+        work()
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._later:
+                self._later.popleft()()
+        finally:
+            self._draining = False
+
+    # -- outputs (run by the machine; see OUTPUTS) ---------------------------------------
+
+    def C_forget_config(self, step: Transition, note: Note) -> None:
+        """Forget the configuration and its tag."""
+        self.tag = None
+        self.config = None
+
+    def C_take_config(self, step: Transition, note: Note) -> None:
+        """Keep the configuration being applied and tag the system with it."""
+        if note.config is not None:
+            self.config = note.config
+            self.tag = note.config["config_id"]
+
+    def C_report(self, step: Transition, note: Note) -> None:
+        """Take the comment, log the transition and publish the new state."""
+        if note.comment is not None:
+            self.comment = note.comment
         if self._verbose:  # a sim host's thousands of transitions are not logged at all
             self._log.emit(
                 LogLevel.info,
                 "{system}{where}: {old} -{input}-> {new}",
                 system=self.system,
                 where=f" ({self.partition})" if self.partition else "",
-                old=old,
-                input=input,
-                new=self.state,
+                old=step.old,
+                input=step.input,
+                new=step.new,
             )
         self.publish()
 
-    def _refuse_impossible(self, command: str) -> None:
-        if not self.machine.can(command):
-            possible = ", ".join(self.table.inputs_from(self.state)) or "none"
-            raise RequestError(
-                protocol.NOT_ALLOWED,
-                f"{command} is not possible for {self.system} in state {self.state} "
-                f"(possible: {possible})",
-            )
+    def A_run_step(self, step: Transition, note: Note) -> None:
+        """Start the action for the configuring state entered (or walk through it)."""
+        if note.same:
+            if self.machine.can("success"):
+                self._soon(lambda: self._fire("success", "same configuration, nothing to do",
+                                              same=True))
+            return
+        if not self.machine.can("success"):
+            reason = f"state table has no success row from {step.new}"
+            self._soon(lambda: self._finish_failed(reason))
+            return
+        self._running = True
+        request = ActionRequest(self.system, self.partition, "configure", step.new, self.config)
+        try:
+            running = self.action.run(request)
+        except Exception as e:
+            self._log.failure("{system}: action raised", system=self.system)
+            self._running = False
+            reason = f"action raised {type(e).__name__}: {e}"
+            self._soon(lambda: self._finish_failed(reason))
+            return
+        self._step = running
+        running.addCallbacks(self._step_succeeded, self._step_failed)
+        running.addErrback(self._unexpected)
+
+    def _step_succeeded(self, _: object) -> None:
+        self._step = None
+        self._running = False
+        self._soon(lambda: self._fire("success"))
+
+    def _step_failed(self, failure: Failure) -> None:
+        self._step = None
+        self._running = False
+        if failure.check(defer.CancelledError):
+            self._soon(self._finish_interrupted)
+        elif failure.check(ActionFailed):
+            reason = failure.value.reason
+            self._soon(lambda: self._finish_failed(reason))
+        else:
+            self._log.failure("{system}: action raised", failure, system=self.system)
+            error = failure.value
+            reason = f"action raised {type(error).__name__}: {error}"
+            self._soon(lambda: self._finish_failed(reason))
+
+    # -- commands -----------------------------------------------------------------------
 
     def command(self, command: str, config: object = None) -> dict[str, Any]:
         """
@@ -201,52 +333,18 @@ class SystemController:
             return self._abort()
         if command == "error":
             return self.inject("error")
-        self._refuse_impossible(command)
         self._fire(command, comment="")
         return self.reply()
 
     def _configure(self, config: dict[str, Any]) -> dict[str, Any]:
-        self._refuse_impossible("configure")
         same = (
             self.tag == config["config_id"]
             and self.table.summary(self.state) in ("Active", "Recording")
         )
-        self.config = config
-        self.tag = config["config_id"]
-        self._fire("configure", comment="")
-        if same:
-            # Same configuration as now: walk through without work.
-            while self.table.is_configuring(self.state) and self.machine.can("success"):
-                self._fire("success", comment="same configuration, nothing to do")
-            return self.reply()
         self._interrupt = None
-        # Runs synchronously up to the first step that takes time.
-        defer.Deferred.fromCoroutine(self._run_steps(config)).addErrback(self._unexpected)
+        # The action runs synchronously up to the first step that takes time.
+        self._fire("configure", comment="", config=config, same=same)
         return self.reply()
-
-    async def _run_steps(self, config: dict[str, Any]) -> None:
-        self._running = True
-        try:
-            while self.table.is_configuring(self.state):
-                if not self.machine.can("success"):
-                    raise ActionFailed(f"state table has no success row from {self.state}")
-                request = ActionRequest(
-                    self.system, self.partition, "configure", self.state, config
-                )
-                self._step = self.action.run(request)
-                await self._step
-                self._step = None
-                self._fire("success")
-        except defer.CancelledError:
-            self._finish_interrupted()
-        except ActionFailed as e:
-            self._finish_failed(e.reason)
-        except Exception as e:
-            self._log.failure("{system}: action raised", system=self.system)
-            self._finish_failed(f"action raised {type(e).__name__}: {e}")
-        finally:
-            self._step = None
-            self._running = False
 
     def _finish_interrupted(self) -> None:
         how, self._interrupt = self._interrupt, None
@@ -279,7 +377,6 @@ class SystemController:
             return self.reply()
         if self.table.summary(self.state) == "Unconfigured" and not self.machine.can("abort"):
             return self.reply()  # nothing to abort: abort is idempotent
-        self._refuse_impossible("abort")
         self._fire("abort", comment="aborted")
         return self.reply()
 
@@ -293,11 +390,9 @@ class SystemController:
             if self.busy:
                 self._interrupt_running("error")
                 return self.reply()
-            self._refuse_impossible("error")
             self._fire("error", comment="error reported by the subsystem")
             return self.reply()
         if what == "resolved":
-            self._refuse_impossible("resolved")
             self._fire("resolved", comment="error resolved")
             return self.reply()
         raise RequestError(protocol.BAD_REQUEST, f"cannot inject {what!r} (use error or resolved)")
