@@ -130,6 +130,42 @@ class FakeControlCenterTests(SynchronousTestCase):
         self.assertIsNone(center.events_since(9))
 
 
+#: Every route of the API (path rule, method): the operator routes of
+#: ecs.web.routes and the expert and admin routes of ecs.web.admin.
+ROUTES = {
+    ("/metrics", "GET"), ("/api/health", "GET"), ("/api/login", "POST"), ("/api/logout", "POST"),
+    ("/api/events", "GET"),
+    ("/api/partitions", "GET"), ("/api/partitions", "POST"),
+    ("/api/partitions/<pid>", "GET"), ("/api/partitions/<pid>", "DELETE"),
+    ("/api/partitions/<pid>/control", "POST"), ("/api/partitions/<pid>/control", "DELETE"),
+    ("/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>", "POST"),
+    ("/api/control", "GET"), ("/api/control", "POST"), ("/api/control", "DELETE"),
+    ("/api/detectors", "POST"), ("/api/detectors/unassigned", "GET"), ("/api/detectors/<did>", "DELETE"),
+    ("/api/detectors/<did>/move", "POST"), ("/api/systems", "GET"),
+    ("/api/agents", "GET"), ("/api/agents/<agent>", "GET"), ("/api/agents/<agent>", "PUT"),
+    ("/api/agents/<agent>", "DELETE"), ("/api/agents/<agent>/<any(start,stop,restart):command>", "POST"),
+    ("/api/agents/<agent>/output", "GET"),
+    ("/api/configs", "GET"), ("/api/configs/<cid>", "GET"), ("/api/configs/<cid>", "PUT"),
+    ("/api/configs/<cid>", "DELETE"),
+    ("/api/tags", "GET"), ("/api/tags/<name>", "GET"), ("/api/tags/<name>", "PUT"), ("/api/tags/<name>", "DELETE"),
+    ("/api/runs", "GET"), ("/api/logs", "GET"),
+    ("/api/users", "GET"), ("/api/users", "POST"), ("/api/users/<name>", "PUT"), ("/api/users/<name>", "DELETE"),
+}
+
+
+class RouteTableTests(SynchronousTestCase):
+    """ecs.web.api's WebAPI carries every route, however the modules are split."""
+
+    def test_every_route(self) -> None:
+        """The Klein app has exactly the API's routes, each with its one method."""
+        found = set()
+        for rule in WebAPI.app.url_map.iter_rules():
+            for method in rule.methods or ():
+                if method not in ("HEAD", "OPTIONS"):
+                    found.add((rule.rule, method))
+        self.assertEqual(found, ROUTES)
+
+
 class PublicTests(WebTestCase):
     """Endpoints without authentication, and the error shapes."""
 
