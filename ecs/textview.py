@@ -14,10 +14,14 @@ sequences (clear the screen, set the window title, rewrite the scrollback)
 or control characters; they are removed, never interpreted.  Missing or
 mistyped fields are shown as C{-}, never raise: a newer server may send
 more, an older one less.
+
+Longer than most modules on purpose: every answer's text lives here, one
+small function each, so the command line and the shell cannot drift apart.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import unicodedata
@@ -316,10 +320,112 @@ def format_agents(rows: list[dict[str, Any]], color: bool = False) -> str:
                  body, color, coloured=(5,))
 
 
+def format_detectors(detectors: list[dict[str, Any]], unassigned: list[dict[str, Any]], color: bool = False) -> str:
+    """C{GET /api/systems} detectors (id, type, partition) with the live states of the unassigned ones."""
+    if not detectors:
+        return "no detectors\n"
+    live = {_get(u, "id"): u for u in unassigned}
+    body = []
+    for d in sorted(detectors, key=lambda d: clean(_get(d, "id"))):
+        u = live.get(_get(d, "id"))
+        body.append([_get(d, "id"), _get(d, "type"), _get(d, "partition") or "(unassigned)",
+                     _get(u, "state") if u is not None else None])
+    return table(["DETECTOR", "TYPE", "PARTITION", "STATE"], body, color, coloured=(3,))
+
+
+def format_configs(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """C{GET /api/configs}: id, system, latest version."""
+    if not rows:
+        return "no configurations\n"
+    body = [[_get(r, "id"), _get(r, "system"), _get(r, "version")] for r in sorted(rows, key=lambda r: clean(_get(r, "id")))]
+    return table(["CONFIGURATION", "SYSTEM", "VERSION"], body, color)
+
+
+def format_config(config: dict[str, Any]) -> str:
+    """C{GET /api/configs/<id>}: the header, the versions, the parameters as indented JSON (cleaned)."""
+    versions = _get(config, "versions")
+    shown = ", ".join(clean(v) for v in versions) if isinstance(versions, list) else "-"
+    parameters = _get(config, "parameters")
+    text = json.dumps(parameters if parameters is not None else {}, indent=2, sort_keys=True, default=str)
+    head = f"Configuration {clean(_get(config, 'id'))} of {clean(_get(config, 'system'))}, version {clean(_get(config, 'version'))}"
+    return f"{head} (versions: {shown})\n" + "\n".join(clean(line) for line in text.splitlines()) + "\n"
+
+
+def _flatten(value: Any, prefix: str, into: dict[str, str]) -> None:
+    if isinstance(value, dict) and value:
+        for key in value:
+            _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), into)
+    else:
+        into[prefix or "(all)"] = json.dumps(value, sort_keys=True, default=str)
+
+
+def parameter_changes(old: Any, new: Any) -> list[tuple[str, str | None, str | None]]:
+    """The changed leaves of two parameter trees: C{(dotted key, old JSON or None, new JSON or None)}, sorted."""
+    before: dict[str, str] = {}
+    after: dict[str, str] = {}
+    _flatten(old if old is not None else {}, "", before)
+    _flatten(new if new is not None else {}, "", after)
+    keys = sorted(set(before) | set(after))
+    return [(k, before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)]
+
+
+def format_diff(old: Any, new: Any, old_name: str = "old", new_name: str = "new") -> str:
+    """What changes from C{old} to C{new} parameters: C{- key: value} / C{+ key: value} lines, or that nothing does."""
+    changes = parameter_changes(old, new)
+    if not changes:
+        return f"no differences between {clean(old_name)} and {clean(new_name)}\n"
+    lines = [f"--- {clean(old_name)}", f"+++ {clean(new_name)}"]
+    for key, before, after in changes:
+        if before is not None:
+            lines.append(f"- {clean(key)}: {clean(before)}")
+        if after is not None:
+            lines.append(f"+ {clean(key)}: {clean(after)}")
+    return "\n".join(lines) + "\n"
+
+
+def format_tags(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """C{GET /api/tags}: name, its configurations (system=id), and with a partition whether it fits."""
+    if not rows:
+        return "no tags\n"
+    fits = any("compatible" in r for r in rows if isinstance(r, dict))
+    body = []
+    for r in rows:
+        configs = _get(r, "configs")
+        pairs = ", ".join(f"{clean(k)}={clean(v)}" for k, v in sorted(configs.items())) if isinstance(configs, dict) else "-"
+        row = [_get(r, "name"), pairs]
+        if fits:
+            missing, extra = _get(r, "missing") or [], _get(r, "extra") or []
+            note = "yes" if _get(r, "compatible") else "; ".join(
+                ([f"missing {', '.join(map(clean, missing))}"] if missing else [])
+                + ([f"extra {', '.join(map(clean, extra))}"] if extra else [])) or "no"
+            row.append(note)
+        body.append(row)
+    return table(["TAG", "CONFIGURATIONS"] + (["FITS"] if fits else []), body, color, max_cell=120)
+
+
+def format_tag(tag: dict[str, Any]) -> str:
+    """C{GET /api/tags/<name>}: one line per system."""
+    configs = _get(tag, "configs")
+    rows = sorted(configs.items()) if isinstance(configs, dict) else []
+    return f"Tag {clean(_get(tag, 'name'))}\n" + table(["SYSTEM", "CONFIGURATION"], rows)
+
+
+def format_users(rows: list[dict[str, Any]], color: bool = False) -> str:
+    """C{GET /api/users}: name and roles."""
+    if not rows:
+        return "no users\n"
+    body = [[_get(r, "name"), ", ".join(clean(x) for x in _get(r, "roles") or [])] for r in rows]
+    return table(["USER", "ROLES"], body, color)
+
+
 __all__ = [
     "clean",
     "display_width",
     "format_agents",
+    "format_config",
+    "format_configs",
+    "format_detectors",
+    "format_diff",
     "format_duration",
     "format_log_line",
     "format_logs",
@@ -328,7 +434,11 @@ __all__ = [
     "format_progress",
     "format_runs",
     "format_systems",
+    "format_tag",
+    "format_tags",
     "format_time",
+    "format_users",
+    "parameter_changes",
     "progress_bar",
     "state_colour",
     "table",

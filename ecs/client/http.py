@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ecs.client.commands import CommandError
 from ecs.exits import EXIT_AUTH, EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_USAGE
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -41,15 +42,11 @@ IDLE = 40.0
 """Seconds of silence after which an event stream counts as dead (the ECA sends a keep-alive every 15 s)."""
 
 
-class ClientError(Exception):
+class ClientError(CommandError):
     """A failed API call: C{exit_code}, a message, and the HTTP status and body when there was an answer."""
 
     def __init__(self, exit_code: int, message: str, status: int | None = None, body: Any = None) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.message = message
-        self.status = status
-        self.body = body
+        super().__init__(exit_code, message, body, status)
 
 
 class StreamTimeout(ClientError):

@@ -131,11 +131,13 @@ class CommandTerminal(recvline.HistoricRecvLine):
             self.lineReceived(b"exit")
 
     def handle_INT(self) -> None:
-        """Ctrl-C: drop the line being typed."""
+        """Ctrl-C: drop the line being typed; stop a command that follows events (watch, --wait, --follow)."""
         self.lineBuffer = []
         self.lineBufferIndex = 0
         self.terminal.write(b"^C\r\n")
-        if not self.busy:
+        if self.busy:
+            self.session.interpreter.interrupt()
+        else:
             self.drawInputLine()
 
     def characterReceived(self, ch: bytes, moreCharactersComing: bool) -> None:
