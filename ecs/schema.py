@@ -304,7 +304,7 @@ class ListOf:
         """See L{Schema.check}."""
         if not isinstance(value, list):
             return _expected(problems, path, self, value)
-        result = [self.item.check(item, path + (i,), problems) for i, item in enumerate(value)]
+        result = [self.item.check(item, (*path, i), problems) for i, item in enumerate(value)]
         return INVALID if any(item is INVALID for item in result) else result
 
 
@@ -330,7 +330,7 @@ class MappingOf:
             return _expected(problems, path, self, value)
         result = {}
         for key, item in value.items():
-            where = path + (key if isinstance(key, str) else repr(key),)
+            where = (*path, key if isinstance(key, str) else repr(key))
             checked_key = self.keys.check(key, where, problems)
             checked = self.values.check(item, where, problems)
             result[key] = checked if checked_key is not INVALID else INVALID
@@ -388,10 +388,10 @@ class Record:
         result: dict[str, Any] = {}
         for name, field in self.fields.items():
             if name in value:
-                result[name] = field.schema.check(value[name], path + (name,), problems)
+                result[name] = field.schema.check(value[name], (*path, name), problems)
             elif field.required:
                 problems.add(
-                    path + (name,),
+                    (*path, name),
                     f"required key is missing (expected {field.schema.describe()})",
                 )
                 result[name] = INVALID
@@ -445,11 +445,11 @@ class Tagged:
             return _expected(problems, path, self, value)
         if self.tag not in value:
             problems.add(
-                path + (self.tag,),
+                (*path, self.tag),
                 f"required key is missing (expected {self._tag_schema.describe()})",
             )
             return INVALID
-        tag = self._tag_schema.check(value[self.tag], path + (self.tag,), problems)
+        tag = self._tag_schema.check(value[self.tag], (*path, self.tag), problems)
         if tag is INVALID:
             return INVALID
         return self._variants[tag].check(value, path, problems)

@@ -65,7 +65,7 @@ BCRYPT_ROUNDS = 12
 PASSWORD_MAX_BYTES = 72  # bcrypt's limit; longer passwords are refused, not truncated
 
 ADMIN_NAME = "admin"
-ADMIN_PASSWORD_FILE = "admin-password"
+ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name, not a password
 DEFAULT_STATE_DIR = "var"
 
 _dummy_hash: str | None = None  # compared against for unknown users
@@ -202,12 +202,7 @@ def ensure_admin(
         given = environ.get("ECS_ADMIN_PASSWORD") or None
         password = given or secrets.token_urlsafe(12)
         hashed = await hash_password_async(store.reactor, password)
-        folder = Path(state_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / ADMIN_PASSWORD_FILE
-        temporary = folder / (ADMIN_PASSWORD_FILE + ".new")
-        if given is None:
-            _write_secret(temporary, password + "\n")
+        final, temporary = _admin_password_files(state_dir, None if given else password)
         try:
             await store.add_user(ADMIN_NAME, hashed, ["admin"])
         except BaseException:
@@ -220,6 +215,21 @@ def ensure_admin(
         return None
 
     return Deferred.fromCoroutine(run())
+
+
+def _admin_password_files(state_dir: str | Path, password: str | None) -> tuple[Path, Path]:
+    """
+    The admin password file and its temporary name; C{password}, when
+    given, is written to the temporary one.  Small local file operations,
+    done once on a first start: not worth a thread.
+    """
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / ADMIN_PASSWORD_FILE
+    temporary = folder / (ADMIN_PASSWORD_FILE + ".new")
+    if password is not None:
+        _write_secret(temporary, password + "\n")
+    return final, temporary
 
 
 # ---------------------------------------------------------------------------
@@ -242,6 +252,14 @@ def _read_password(args: Any, env: Mapping[str, str], name: str) -> str:
     if getpass.getpass("Again: ") != first:
         raise PasswordError("the passwords differ")
     return first
+
+
+def _read_key_text(source: str, stdin: TextIO) -> str:
+    """The first megabyte of a public key file (C{-}: standard input): a small read by a one-shot command."""
+    if source == "-":
+        return stdin.read(1_000_000)
+    with open(source, encoding="utf-8", errors="replace") as f:
+        return f.read(1_000_000)
 
 
 def _when(t: float) -> str:
@@ -267,19 +285,19 @@ async def cli_user(
     err = stderr or sys.stderr
     environ = os.environ if env is None else env
     action = getattr(args, "action", None)
-    name = getattr(args, "name", None)
+    given_name = getattr(args, "name", None)
     state_dir = getattr(args, "state_dir", None) or DEFAULT_STATE_DIR
     prefix = f"ecs user {action}"
     if action not in ("add", "passwd", "del", "list", "roles"):
         print(f"ecs user: unknown action {action!r}", file=err)
         return 1
     try:
-        if action != "list":
-            check_name(name, "user name")
+        # every action but list names a user; list never reads the name
+        name = "" if action == "list" else check_name(given_name, "user name")
         password_hash = None
         if action in ("add", "passwd"):
             password_hash = await hash_password_async(
-                reactor, _read_password(args, environ, str(name))
+                reactor, _read_password(args, environ, name)
             )
         roles = parse_roles(getattr(args, "roles", None) or ("viewer" if action == "add" else ""))
         store = await Store.open(database_path(state_dir), reactor)
@@ -369,11 +387,7 @@ async def cli_user_key(
         key_line = None
         if action == "add":
             source = rest[1]
-            if source == "-":
-                text = (stdin or sys.stdin).read(1_000_000)
-            else:
-                with open(source, encoding="utf-8", errors="replace") as f:
-                    text = f.read(1_000_000)
+            text = _read_key_text(source, stdin or sys.stdin)
             lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
             if len(lines) != 1:
                 where = "standard input" if source == "-" else source
@@ -388,8 +402,8 @@ async def cli_user_key(
                 print(f"key {row.fingerprint} ({row.type}) added for {row.user}", file=out)
             elif action == "list":
                 for row in await store.user_keys(rest[0] if rest else None):
-                    print(f"{row.user:<24} {row.fingerprint}  {row.type:<20} {_when(row.created)}  {row.comment}".rstrip(),
-                          file=out)
+                    line = f"{row.user:<24} {row.fingerprint}  {row.type:<20} {_when(row.created)}  {row.comment}"
+                    print(line.rstrip(), file=out)
             else:
                 row = await store.delete_user_key(rest[0])
                 print(f"key {row.fingerprint} of {row.user} deleted", file=out)

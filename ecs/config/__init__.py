@@ -1,1 +1,4 @@
-"""Configuration: agent settings and subsystem types (`settings`), where a PCA gets configurations (`sources`), log levels (`logs`)."""
+"""
+Configuration: agent settings and subsystem types (C{settings}), where a PCA
+gets configurations (C{sources}), log levels (C{logs}).
+"""

@@ -107,8 +107,8 @@ def _check_heartbeat(values: dict[str, Any], path: KeyPath, problems: Problems) 
     """The heartbeat timeout must exceed the interval, or every peer looks dead."""
     if values["timeout"] <= values["interval"]:
         problems.add(
-            path + ("timeout",),
-            f"expected a number greater than {format_path(path + ('interval',))} "
+            (*path, "timeout"),
+            f"expected a number greater than {format_path((*path, 'interval'))} "
             f"({values['interval']!r}), got {values['timeout']!r}",
         )
 

@@ -142,15 +142,15 @@ class JsonValue:
             problems.add(path, f"expected a finite number, got {value!r}")
             return INVALID
         if isinstance(value, list):
-            items = [self.check(item, path + (i,), problems) for i, item in enumerate(value)]
+            items = [self.check(item, (*path, i), problems) for i, item in enumerate(value)]
             return INVALID if any(item is INVALID for item in items) else items
         if isinstance(value, dict):
             result: dict[str, Any] = {}
             for key, item in value.items():
                 if isinstance(key, str):
-                    result[key] = self.check(item, path + (key,), problems)
+                    result[key] = self.check(item, (*path, key), problems)
                 else:
-                    problems.add(path + (repr(key),), f"expected a string key, got {describe_value(key)}")
+                    problems.add((*path, repr(key)), f"expected a string key, got {describe_value(key)}")
                     result[repr(key)] = INVALID
             return INVALID if any(item is INVALID for item in result.values()) else result
         problems.add(path, f"expected {self.describe()}, got {describe_value(value)}")

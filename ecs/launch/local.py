@@ -211,7 +211,7 @@ class LocalLauncher:
 
     def log_path(self, spec: AgentSpec) -> Path:
         """Where the agent's output goes."""
-        spec.name  # checks kind and id, which make up the file name
+        _ = spec.name  # the property checks kind and id, which make up the file name
         return self.state_dir / "logs" / "agents" / f"{spec.kind}-{spec.id}.log"
 
     def command(self, spec: AgentSpec, placement: Placement) -> list[str]:
@@ -301,8 +301,8 @@ class LocalLauncher:
             if self.reactor.seconds() > deadline:
                 try:
                     transport.signalProcess("KILL")
-                except Exception:
-                    pass
+                except Exception as e:  # gone already: the error below says what matters
+                    self._log.debug("killing {agent}: {error}", agent=child.agent, error=e)
                 raise LaunchError("timeout", f"{child.agent} (pid {child.pid}) did not start its process group")
             await deferLater(self.reactor, 0.005, lambda: None)
 

@@ -97,7 +97,9 @@ def check_options(options: Mapping[str, Any]) -> None:
     """Refuse unknown or malformed slurm placement options (L{LaunchError} C{invalid})."""
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
-        raise LaunchError("invalid", f"unknown slurm option(s) {', '.join(unknown)}: known are {', '.join(sorted(OPTIONS))}")
+        raise LaunchError(
+            "invalid", f"unknown slurm option(s) {', '.join(unknown)}: known are {', '.join(sorted(OPTIONS))}"
+        )
     for key, pattern in (("partition", NAMES_RE), ("account", NAMES_RE), ("qos", NAMES_RE),
                          ("time", TIME_RE), ("nodelist", NODELIST_RE)):
         if key in options and not (isinstance(options[key], str) and pattern.fullmatch(options[key])):
@@ -398,10 +400,15 @@ class SlurmLauncher:
             answer = defer.Deferred.fromCoroutine(self._squeue(chunk))
             answer.addCallbacks(self._answer_queued, self._queue_failed, callbackArgs=(waiting,),
                                 errbackArgs=(chunk, waiting))
-            answer.addErrback(lambda f, n=len(chunk): self._log.failure("answering a squeue of {n} jobs", f, n=n))
+            answer.addErrback(self._answering_failed, len(chunk))
+
+    def _answering_failed(self, failure: Failure, n: int) -> None:
+        self._log.failure("answering a squeue of {n} jobs", failure, n=n)
 
     @staticmethod
-    def _answer_queued(found: dict[str, _Queued | None], waiting: dict[str, list[defer.Deferred[_Queued | None]]]) -> None:
+    def _answer_queued(
+        found: dict[str, _Queued | None], waiting: dict[str, list[defer.Deferred[_Queued | None]]]
+    ) -> None:
         for job, queued in found.items():
             for d in waiting.get(job, ()):
                 if not d.called:  # a caller may have cancelled
@@ -447,7 +454,7 @@ class SlurmLauncher:
             raise _SqueueFailed(code, err, len(jobs))
         listed: dict[str, _Queued | None] = {job: None for job in jobs}
         for line in result.out.splitlines():
-            job, state, reason, start, node = (line.strip().split("|", 4) + ["", "", "", ""])[:5]
+            job, state, reason, start, node = ([*line.strip().split("|", 4), "", "", "", ""])[:5]
             if job in listed and listed[job] is None:
                 listed[job] = _Queued(state.split()[0] if state.strip() else "UNKNOWN", reason, parse_time(start),
                                       node)

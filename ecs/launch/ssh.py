@@ -180,7 +180,9 @@ class SshLauncher:
             raise
         out = (result.out + result.err).decode("utf-8", "replace")
         if result.exit_code != 0 or not seen:
-            raise LaunchError("failed", f"starting {name} on {host} failed ({_exit_text(result)}): {out.strip()[-500:]}")
+            raise LaunchError(
+                "failed", f"starting {name} on {host} failed ({_exit_text(result)}): {out.strip()[-500:]}"
+            )
         started = seen[0]
         self._log.info("started {agent} on {host} (pid {pid}), output in {log}",
                        agent=name, host=host, pid=started.pid, log=started.log)

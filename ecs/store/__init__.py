@@ -69,6 +69,7 @@ C{ecs.store} itself):
 
 from __future__ import annotations
 
+from ecs.config.logs import LEVELS as LOG_LEVELS
 from ecs.store.core import BUSY_TIMEOUT_MS, DATABASE_NAME, Store, database_path
 from ecs.store.errors import (
     ANY,
@@ -81,7 +82,6 @@ from ecs.store.errors import (
     StoreError,
     check_name,
 )
-from ecs.store.records import LOG_LEVELS
 from ecs.store.rows import (
     AuditRow,
     ConfigRow,
@@ -99,11 +99,16 @@ from ecs.store.schema import SCHEMA_VERSION, UPGRADES
 
 __all__ = [
     "ANY",
+    "BUSY_TIMEOUT_MS",
     "CODES",
+    "DATABASE_NAME",
     "ECS_SCOPE",
     "LOG_LEVELS",
+    "LONG_NAME_RE",
+    "NAME_RE",
     "ROLES",
     "SCHEMA_VERSION",
+    "TOKEN_KINDS",
     "UPGRADES",
     "AuditRow",
     "ConfigRow",

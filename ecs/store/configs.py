@@ -24,7 +24,7 @@ def _config_row(row: Sequence[Any]) -> ConfigRow:
 
 
 def _tag_rows(txn: _Txn, where: str = "", params: Sequence[Any] = ()) -> list[TagRow]:
-    tags = _all(txn, f"SELECT name, created, updated, author FROM tags {where} ORDER BY name", params)
+    tags = _all(txn, f"SELECT name, created, updated, author FROM tags {where} ORDER BY name", params)  # noqa: S608 - constant SQL, bound values
     result = []
     for name, created, updated, author in tags:
         members = _all(
@@ -100,7 +100,7 @@ class ConfigOperations(_StoreArea):
             if version is None:
                 row = _one(
                     txn,
-                    f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM}"
+                    f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM}"  # noqa: S608 - constant SQL, bound values
                     f" WHERE c.config_id = ? AND c.deleted IS NULL AND {_LATEST}",
                     (config_id,),
                 )
@@ -109,7 +109,7 @@ class ConfigOperations(_StoreArea):
             else:
                 row = _one(
                     txn,
-                    f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM}"
+                    f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM}"  # noqa: S608 - constant SQL, bound values
                     " WHERE c.config_id = ? AND v.version = ?",
                     (config_id, version),
                 )
@@ -127,7 +127,7 @@ class ConfigOperations(_StoreArea):
         def op(txn: _Txn) -> list[ConfigRow]:
             rows = _all(
                 txn,
-                f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM}"
+                f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM}"  # noqa: S608 - constant SQL, bound values
                 " WHERE c.config_id = ? ORDER BY v.version",
                 (config_id,),
             )
@@ -140,7 +140,7 @@ class ConfigOperations(_StoreArea):
     @_deferred
     async def configs(self, system: str | None = None) -> list[ConfigRow]:
         """The latest version of every live configuration (of one system), by id."""
-        sql = f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM} WHERE c.deleted IS NULL AND {_LATEST}"
+        sql = f"SELECT {_CONFIG_COLUMNS} FROM {_CONFIG_FROM} WHERE c.deleted IS NULL AND {_LATEST}"  # noqa: S608 - constant SQL, bound values
         params: tuple[Any, ...] = ()
         if system is not None:
             check_name(system, "system id")
@@ -233,12 +233,12 @@ class ConfigOperations(_StoreArea):
                     "UPDATE tags SET updated = ?, author = ? WHERE name = ?", (now, author, name)
                 )
                 txn.execute("DELETE FROM tag_members WHERE tag = ?", (name,))
-            members = sorted((system, ms[0]) for system, ms in by_system.items())
+            chosen = sorted((system, ms[0]) for system, ms in by_system.items())
             txn.executemany(
                 "INSERT INTO tag_members (tag, config_id, system) VALUES (?, ?, ?)",
-                [(name, c, s) for s, c in members],
+                [(name, c, s) for s, c in chosen],
             )
-            return TagRow(name, dict(members), created, now, author)
+            return TagRow(name, dict(chosen), created, now, author)
 
         return await self._write(op, what=f"save tag {name}")
 
@@ -283,7 +283,7 @@ class ConfigOperations(_StoreArea):
                 raise StoreError("not_found", f"no tag {name}")
             rows = _all(
                 txn,
-                f"SELECT {_CONFIG_COLUMNS} FROM tag_members m"
+                f"SELECT {_CONFIG_COLUMNS} FROM tag_members m"  # noqa: S608 - constant SQL, bound values
                 " JOIN configurations c ON c.config_id = m.config_id"
                 " JOIN configuration_versions v ON v.config_id = c.config_id"
                 f" WHERE m.tag = ? AND {_LATEST} ORDER BY c.system",

@@ -110,7 +110,8 @@ def parse_public_key(key_line: object) -> tuple[Key, str]:
 def _check_comment(comment: object) -> str:
     if not isinstance(comment, str) or len(comment) > COMMENT_MAX or not _COMMENT_RE.fullmatch(comment):
         raise StoreError(
-            "bad_request", f"invalid key comment {_show(comment)}: up to {COMMENT_MAX} characters, no control characters"
+            "bad_request",
+            f"invalid key comment {_show(comment)}: up to {COMMENT_MAX} characters, no control characters",
         )
     return comment
 
@@ -176,7 +177,9 @@ class KeyOperations(_StoreArea):
 
         def op(txn: _Txn) -> UserKeyRow:
             row = _one(
-                txn, "SELECT fingerprint, user, key, comment, created FROM user_keys WHERE fingerprint = ?", (fingerprint,)
+                txn,
+                "SELECT fingerprint, user, key, comment, created FROM user_keys WHERE fingerprint = ?",
+                (fingerprint,),
             )
             if row is None:
                 raise StoreError("not_found", f"no SSH key {fingerprint}")

@@ -129,7 +129,7 @@ class PlacementOperations(_StoreArea):
         """Every placement, by agent name."""
 
         def op(txn: _Txn) -> list[PlacementRow]:
-            rows = _all(txn, f"SELECT {_PLACEMENT_COLUMNS} FROM placements ORDER BY agent")
+            rows = _all(txn, f"SELECT {_PLACEMENT_COLUMNS} FROM placements ORDER BY agent")  # noqa: S608 - constant SQL, bound values
             return [_placement_row(r) for r in rows]
 
         return await self._read(op, what="list placements")
@@ -140,7 +140,7 @@ class PlacementOperations(_StoreArea):
         check_agent(agent)
 
         def op(txn: _Txn) -> PlacementRow | None:
-            row = _one(txn, f"SELECT {_PLACEMENT_COLUMNS} FROM placements WHERE agent = ?", (agent,))
+            row = _one(txn, f"SELECT {_PLACEMENT_COLUMNS} FROM placements WHERE agent = ?", (agent,))  # noqa: S608 - constant SQL, bound values
             return None if row is None else _placement_row(row)
 
         return await self._read(op, what=f"read placement of {agent}")
@@ -167,7 +167,7 @@ class PlacementOperations(_StoreArea):
 
         def op(txn: _Txn) -> PlacementRow:
             txn.execute(
-                f"INSERT INTO placements ({_PLACEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO placements ({_PLACEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant SQL, bound values
                 " ON CONFLICT (agent) DO UPDATE SET host = excluded.host, launcher = excluded.launcher,"
                 " options = excluded.options, autostart = excluded.autostart,"
                 " updated = excluded.updated, author = excluded.author",

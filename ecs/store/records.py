@@ -84,7 +84,7 @@ class RecordOperations(_StoreArea):
         now = self._now()
 
         def op(txn: _Txn) -> RunRow:
-            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))
+            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))  # noqa: S608 - constant SQL, bound values
             if row is None:
                 raise StoreError("not_found", f"no run {number}")
             if row[6] is not None:
@@ -92,7 +92,7 @@ class RecordOperations(_StoreArea):
             txn.execute(
                 "UPDATE runs SET ended = ?, outcome = ? WHERE number = ?", (now, outcome, number)
             )
-            return _run_row(tuple(row[:6]) + (now, outcome))
+            return _run_row((*row[:6], now, outcome))
 
         return await self._write(op, what=f"end run {number}")
 
@@ -102,7 +102,7 @@ class RecordOperations(_StoreArea):
         _check_int(number, "run number")
 
         def op(txn: _Txn) -> RunRow:
-            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))
+            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))  # noqa: S608 - constant SQL, bound values
             if row is None:
                 raise StoreError("not_found", f"no run {number}")
             return _run_row(row)
@@ -117,7 +117,7 @@ class RecordOperations(_StoreArea):
         def op(txn: _Txn) -> RunRow | None:
             row = _one(
                 txn,
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE partition = ? AND ended IS NULL",
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE partition = ? AND ended IS NULL",  # noqa: S608 - constant SQL, bound values
                 (partition,),
             )
             return None if row is None else _run_row(row)
@@ -130,14 +130,15 @@ class RecordOperations(_StoreArea):
     ) -> list[RunRow]:
         """Runs newest first: of one partition, numbered below C{before}, at most C{limit}."""
         _check_int(limit, "limit", 1, _LIMIT_MAX)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int | float] = []
         if partition is not None:
             where.append("partition = ?")
             params.append(check_name(partition, "partition id"))
         if before is not None:
             where.append("number < ?")
             params.append(_check_int(before, "run number"))
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"  # noqa: S608 - constant SQL, bound values
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY number DESC LIMIT ?"
@@ -186,7 +187,8 @@ class RecordOperations(_StoreArea):
     ) -> list[AuditRow]:
         """Audit entries newest first, by user or action, with id below C{before}."""
         _check_int(limit, "limit", 1, _LIMIT_MAX)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int | float] = []
         if user is not None:
             where.append("user = ?")
             params.append(_check_text(user, "audit user", empty=True))
@@ -249,7 +251,8 @@ class RecordOperations(_StoreArea):
         time stamp.
         """
         _check_int(limit, "limit", 1, _LIMIT_MAX)
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int | float] = []
         if partition is not None:
             where.append("partition = ?")
             params.append(check_name(partition, "partition id"))
