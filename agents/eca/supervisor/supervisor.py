@@ -32,8 +32,10 @@ Rules:
     15 s, for the C{ssh} and C{slurm} launchers: each poll of a remote host
     is a new SSH connection or a C{squeue} call), in parallel, with at
     most one poll in flight per agent (each launcher keeps its own timeout).
-  - B{One operation at a time per agent}: start, stop and restart of one
-    agent are serialised, so concurrent starts start it once.
+  - B{One operation at a time per agent}: the agent's machine (the table
+    C{fsm/agent.yaml}, L{agents.eca.supervisor.agent_machine}) refuses to
+    launch twice: a start while it is starting loops, and its caller waits
+    for the machine to settle, so concurrent starts start it once.
   - B{Persist, then tell.}  The launch record is stored when an agent has
     started and deleted when it is stopped or found gone; on its start the
     ECA asks each stored record's launcher for its status and adopts the
@@ -43,107 +45,44 @@ Rules:
     C{on_change} (the ECA publishes it as an C{agent} event), once per
     change.
 
+The supervisor is the machines' peer: it implements their outputs
+(L{agent_machine.AgentOutputs}: launcher, store, timer, events) and turns
+what the launchers and the store answer into the machines' inputs.  Deaths
+are found by L{agents.eca.supervisor.watch.DeathWatch} and classified by
+the pure L{agents.eca.supervisor.policy} before they are fed.  A stop that
+the launcher refuses leaves the agent C{unknown} (it may still run), with
+the reason C{stop failed: ...}.
+
 All timing uses the injected clock.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
+from automat import NoTransition
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from agents.eca.supervisor.deaths import DeathWatch, _reason
+from agents.eca.supervisor.agent_machine import Supervised, agent_machine, agent_table_path, new_machine
+from agents.eca.supervisor.policy import BackoffPolicy
+from agents.eca.supervisor.spec import PLUGINS, agent_args, control_error, reason_of, spec_for
+from agents.eca.supervisor.watch import DeathWatch
 from ecs.control import ControlError
-from ecs.launch import (
-    AgentSpec,
-    AgentStatus,
-    ILauncher,
-    LaunchError,
-    LaunchRecord,
-    Placement,
-    check_argument,
-)
+from ecs.fsm.table import AGENT_STATES, StateTable, load_table
+from ecs.launch import AgentSpec, AgentStatus, ILauncher, LaunchError, LaunchRecord, Placement
 from ecs.store import StoreError
 
-STATES = ("stopped", "starting", "running", "restarting", "flapping", "failed", "unknown")
+STATES = AGENT_STATES
 """The supervision states (see the module docstring)."""
 
-PLUGINS = {"pca": "ecs-pca", "detector": "ecs-detector", "global": "ecs-global", "simhost": "ecs-simhost"}
-
-_LAUNCH_CODES = {"invalid": "bad_request", "unknown": "not_found"}
-
-
-def control_error(error: LaunchError | StoreError) -> ControlError:
-    """
-    A launcher's or the store's error as an interface error: bad input 400,
-    unknown 404, the launcher's own failures (C{unreachable}, C{timeout},
-    C{host_key}, C{auth}, C{failed}) 502 with that code.
-    """
-    if isinstance(error, StoreError):
-        code = {"not_found": "not_found", "bad_request": "bad_request", "conflict": "conflict"}.get(
-            error.code, "unavailable")
-        return ControlError(code, error.reason)
-    return ControlError(_LAUNCH_CODES.get(error.code, error.code), error.reason)
+#: Table states in which a launch or a stop is in flight: requests wait for them.
+_BUSY = ("starting", "stopping")
 
 
-def agent_args(options: Mapping[str, Any]) -> list[str]:
-    """The placement's C{agent_args} option (extra plugin arguments), checked."""
-    value = options.get("agent_args", [])
-    if not isinstance(value, (list, tuple)):
-        raise LaunchError("invalid", f"agent_args must be a list of strings, not {value!r}")
-    return [check_argument(v, "agent argument") for v in value]
-
-
-def spec_for(placement: Placement) -> AgentSpec:
-    """
-    What a placement runs: C{ecs-<kind> --id <id>} (a sim host: C{ecs-simhost}
-    alone, its C{--ids} coming from the options) plus the C{agent_args}
-    option, e.g. C{["--type", "STS"]}.
-    """
-    kind, _, agent_id = placement.agent.partition(":")
-    extra = agent_args(placement.options)
-    if kind == "simhost":
-        if "--ids" not in extra:
-            raise LaunchError("invalid", f"{placement.agent}: a sim host needs agent_args with --ids")
-        args: tuple[str, ...] = (PLUGINS[kind], *extra)
-    else:
-        args = (PLUGINS[kind], "--id", agent_id, *extra)
-    return AgentSpec(kind, agent_id, args)
-
-
-@attrs.define(eq=False)
-class Supervised:
-    """What the supervisor knows of one agent."""
-
-    name: str
-    placement: Any = None  # a PlacementRow, or None for a record without placement
-    record: LaunchRecord | None = None
-    last_record: LaunchRecord | None = None
-    status: AgentStatus | None = None
-    state: str = "stopped"
-    reason: str = ""
-    restarts: int = 0
-    next_restart: float | None = None
-    wanted: bool = False
-    stopping: bool = False
-    step: int = 0
-    deaths: deque[tuple[float, float]] = attrs.field(factory=deque)
-    timer: IDelayedCall | None = None
-    lock: defer.DeferredLock = attrs.field(factory=defer.DeferredLock)
-    polling: bool = False
-    early_exit: AgentStatus | None = None
-    sent: dict[str, Any] | None = None
-    unstored: LaunchRecord | None = None  # its launch record could not be stored yet
-    last_polled: float | None = None
-    storing: bool = False
-
-
-class Supervisor(DeathWatch):
+class Supervisor:
     """
     Starts, stops and watches the placed agents (see the module docstring).
 
@@ -154,6 +93,7 @@ class Supervisor(DeathWatch):
         knows the agent (and, for a record with a pid, that very process).
     @param on_change: called with L{describe} of an agent whenever it changes.
     @param log_event: C{log_event(level, message)}: a log line for operators.
+    @param table: the agent lifecycle table (default: the shipped C{fsm/agent.yaml}).
     """
 
     _log = Logger()
@@ -177,6 +117,7 @@ class Supervisor(DeathWatch):
         poll_interval: float = 3.0,
         remote_poll_interval: float = 15.0,
         grace: float = 10.0,
+        table: StateTable | None = None,
     ) -> None:
         self.store = store
         self.launchers = dict(launchers)
@@ -185,24 +126,27 @@ class Supervisor(DeathWatch):
         self.on_change = on_change
         self.log_event = log_event
         self.make_spec = make_spec
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.reset_after = reset_after
-        self.flap_count = flap_count
-        self.flap_window = flap_window
-        self.flap_min_run = flap_min_run
+        self.policy = BackoffPolicy(backoff_initial, backoff_max, reset_after, flap_count, flap_window,
+                                    flap_min_run)
         self.poll_interval = poll_interval
         self.remote_poll_interval = remote_poll_interval
         self.grace = grace
+        self.table = table if table is not None else load_table(agent_table_path())
+        agent_machine(self.table)  # refuse a table that does not match the behaviours now
         self.entries: dict[str, Supervised] = {}
+        self.watch = DeathWatch(self.entries, self.launchers, store, clock, self._feed, self._track,
+                                self.policy, poll_interval, remote_poll_interval)
         self._poll = task.LoopingCall(self.poll)
         self._poll.clock = clock
         self._pending: set[defer.Deferred[Any]] = set()
-        self._closed = False
         #: Whether agents are started on their own (L{resume}'s C{autostart}).
         self.autostart = False
 
     # -- reading -----------------------------------------------------------------
+
+    def shown_state(self, entry: Supervised) -> str:
+        """What operators see of C{entry}'s machine state (one of L{STATES})."""
+        return self.table.summary(entry.state)
 
     def describe(self, entry: Supervised) -> dict[str, Any]:
         """The API's view of an agent."""
@@ -228,7 +172,7 @@ class Supervisor(DeathWatch):
                 "detail": status.detail if status else "",
             },
             "supervision": {
-                "state": entry.state,
+                "state": self.shown_state(entry),
                 "restarts": entry.restarts,
                 "next_restart": entry.next_restart,
                 "reason": entry.reason,
@@ -249,10 +193,16 @@ class Supervisor(DeathWatch):
             raise ControlError("not_found", f"no agent {name!r} (place it first)")
         return entry
 
+    def _new_entry(self, name: str, placement: Any = None) -> Supervised:
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = self.entries[name] = new_machine(Supervised(name, self, placement), self.table)
+        return entry
+
     def _changed(self, entry: Supervised) -> None:
         """Tell C{on_change} if the description changed since it was last told."""
-        if entry.name not in self.entries:
-            return
+        if entry.name not in self.entries or entry.state == "stopping":
+            return  # a stop is told once its outcome is known
         data = self.describe(entry)
         if data != entry.sent:
             entry.sent = data
@@ -268,10 +218,133 @@ class Supervisor(DeathWatch):
             if entry is not None:
                 self._changed(entry)
 
-    def _set(self, entry: Supervised, state: str, reason: str = "") -> None:
-        entry.state = state
-        entry.reason = reason
-        self._changed(entry)
+    # -- feeding the machines ----------------------------------------------------------
+
+    def _feed(self, entry: Supervised, input: str, *args: Any) -> None:
+        """
+        Give C{input} to C{entry}'s machine.  Fed from one of its outputs it
+        is queued by Automat until the transition ends; when the outermost
+        input is done and no launch or stop is in flight, the callers
+        waiting for the agent (L{_settled}) are resumed.
+        """
+        entry.feeding += 1
+        try:
+            getattr(entry.machine, input)(*args)
+        except NoTransition:
+            self._log.failure("{agent}: {input} refused in state {state}", agent=entry.name, input=input,
+                              state=entry.state)
+        finally:
+            entry.feeding -= 1
+        if entry.feeding == 0 and entry.state not in _BUSY:
+            waiters, entry.waiters = entry.waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _settled(self, entry: Supervised) -> defer.Deferred[None]:
+        """Fires once C{entry} has neither a launch nor a stop in flight."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        entry.waiters.append(waiter)
+        return waiter
+
+    # -- the machines' outputs (agent_machine.AgentOutputs) ------------------------------
+
+    def L_start(self, agent: Supervised) -> None:
+        """Start C{agent} with its placement's launcher."""
+        self._track(defer.Deferred.fromCoroutine(self._launch(agent)))
+
+    def L_stop(self, agent: Supervised) -> None:
+        """Stop C{agent} (graceful, then its group killed after the grace period)."""
+        self._track(defer.Deferred.fromCoroutine(self._halt(agent)))
+
+    def S_forget(self, agent: Supervised) -> None:
+        """Delete C{agent}'s launch record."""
+        self._track(defer.Deferred.fromCoroutine(self._forget(agent.name)))
+
+    def T_schedule(self, agent: Supervised, delay: float) -> None:
+        """Feed C{backoff_elapsed} in C{delay} seconds."""
+        agent.next_restart = self.clock.seconds() + delay
+        agent.timer = self.clock.callLater(delay, self._feed, agent, "backoff_elapsed")
+
+    def T_cancel(self, agent: Supervised) -> None:
+        """Cancel C{agent}'s back-off timer."""
+        if agent.timer is not None and agent.timer.active():
+            agent.timer.cancel()
+        agent.timer = None
+        agent.next_restart = None
+
+    def E_changed(self, agent: Supervised) -> None:
+        """Publish C{agent}'s description if it changed."""
+        self._changed(agent)
+
+    def E_log(self, agent: Supervised, level: str, message: str) -> None:
+        """A log line for operators."""
+        self.log_event(level, message)
+
+    def W_died(self, agent: Supervised, status: AgentStatus) -> None:
+        """C{agent} died before its launch was answered."""
+        self.watch.died(agent, status)
+
+    async def _launch(self, entry: Supervised) -> None:
+        placement = entry.placement
+        launcher = self.launchers.get(placement.launcher) if placement is not None else None
+        try:
+            if placement is None:
+                raise LaunchError("unknown", f"{entry.name} has no placement")
+            if launcher is None:
+                raise LaunchError("invalid", f"launcher {placement.launcher} is not configured on this ECA")
+            where = Placement(entry.name, placement.host, placement.launcher, dict(placement.options),
+                              bool(placement.autostart))
+            spec = self.make_spec(where)
+            entry.early_exit = None
+            entry.status = None
+            record = await launcher.start(spec, where)
+        except Exception as e:
+            error = e if isinstance(e, LaunchError) else LaunchError("failed", f"{type(e).__name__}: {e}")
+            if not isinstance(e, LaunchError):
+                self._log.failure("starting {agent}", agent=entry.name)
+            self._feed(entry, "launch_failed", error)
+            return
+        entry.unstored = None
+        try:
+            await self.store.record_launch(entry.name, record.launcher, record.host, record.to_json())
+        except StoreError as e:
+            # Until it is stored a restarted ECA would not adopt the agent:
+            # every poll tries again (DeathWatch.poll).
+            entry.unstored = record
+            self._log.error("launch record of {agent} not stored, trying again: {error}",
+                            agent=entry.name, error=e.reason)
+        self._feed(entry, "launched", record)
+
+    async def _halt(self, entry: Supervised) -> None:
+        record = entry.record
+        if record is None:
+            self._feed(entry, "stop_done", None)
+            return
+        launcher = self.launchers.get(record.launcher)
+        try:
+            if launcher is None:
+                raise LaunchError("invalid", f"launcher {record.launcher} is not configured on this ECA")
+            status = await launcher.stop(record, self.grace)
+        except Exception as e:
+            error = e if isinstance(e, LaunchError) else LaunchError("failed", f"{type(e).__name__}: {e}")
+            if not isinstance(e, LaunchError):
+                self._log.failure("stopping {agent}", agent=entry.name)
+            self._feed(entry, "stop_failed", error)
+            return
+        await self._forget(entry.name)
+        self._feed(entry, "stop_done", status)
+
+    async def _forget(self, name: str) -> None:
+        try:
+            await self.store.delete_launch(name)
+        except StoreError as e:
+            self._log.error("launch record of {agent} not deleted: {error}", agent=name, error=e.reason)
+
+    def _track(self, d: defer.Deferred[Any]) -> None:
+        """Keep a background Deferred until it fires (errors are logged)."""
+        self._pending.add(d)
+        d.addErrback(lambda f: self._log.failure("supervisor background work", f))
+        d.addBoth(lambda _: self._pending.discard(d))
 
     # -- start-up and shut-down --------------------------------------------------------
 
@@ -283,11 +356,11 @@ class Supervisor(DeathWatch):
         """
         self.autostart = autostart
         for row in await self.store.placements():
-            self.entries[row.agent] = Supervised(row.agent, row)
+            self._new_entry(row.agent, row)
         for launcher in self.launchers.values():
             hook = getattr(launcher, "on_exit", None)
             if callable(hook):
-                hook(self._exited)
+                hook(self.watch.exited)
         rows = await self.store.launches()
         await defer.DeferredList([defer.Deferred.fromCoroutine(self._adopt(row)) for row in rows],
                                  consumeErrors=True)
@@ -299,38 +372,34 @@ class Supervisor(DeathWatch):
         self._poll.start(self.poll_interval, now=False)
 
     async def _adopt(self, row: Any) -> None:
-        entry = self.entries.setdefault(row.agent, Supervised(row.agent))
+        entry = self._new_entry(row.agent)
         try:
             record = LaunchRecord.from_json(row.record)
         except LaunchError as e:
             self._log.warn("launch record of {agent} unreadable, forgotten: {error}", agent=row.agent, error=e)
             await self._forget(row.agent)
             return
-        entry.record = record
-        entry.last_record = record
-        entry.wanted = True
+        entry.record = entry.last_record = record
         launcher = self.launchers.get(record.launcher)
         if launcher is None:
-            self._set(entry, "unknown", f"launcher {record.launcher} is not configured on this ECA")
+            self._feed(entry, "status_unknown", f"launcher {record.launcher} is not configured on this ECA")
             return
         try:
             status = await launcher.status(record)
         except Exception as e:
-            self._set(entry, "unknown", f"status unknown: {_reason(e)}")
+            self._feed(entry, "status_unknown", f"status unknown: {reason_of(e)}")
             return
-        entry.status = status
         if status.running:
             self._log.info("adopted {agent} (pid {pid}, job {job}) started before this ECA",
                            agent=row.agent, pid=record.pid, job=record.job_id)
-            self._set(entry, "running")
-        else:
-            entry.record = None
-            entry.wanted = False
-            await self._forget(row.agent)
-            if entry.placement is None:
-                del self.entries[row.agent]
-                return
-            self._set(entry, "stopped", f"gone while the ECA was down ({status.detail})")
+            self._feed(entry, "status_running", status)
+            return
+        entry.record = None
+        await self._forget(row.agent)
+        if entry.placement is None:
+            del self.entries[row.agent]
+            return
+        self._feed(entry, "ended", status, f"gone while the ECA was down ({status.detail})")
 
     async def _autostart(self, entry: Supervised) -> None:
         try:
@@ -338,22 +407,26 @@ class Supervisor(DeathWatch):
         except ControlError as e:
             self._log.warn("autostart of {agent} failed: {reason}", agent=entry.name, reason=e.reason)
 
+    def poll(self) -> None:
+        """Ask for the status of every agent with a launch record (see L{DeathWatch.poll})."""
+        self.watch.poll()
+
     def detach(self) -> None:
         """Stop watching (timers, polls); leave the agents running."""
-        self._closed = True
+        self.watch.closed = True
         if self._poll.running:
             self._poll.stop()
         for entry in self.entries.values():
-            _cancel(entry)
+            self.T_cancel(entry)
 
     async def stop_all(self) -> None:
         """Stop every agent started or adopted (in parallel), then stop watching."""
         self.detach()
-        running = [e for e in self.entries.values() if e.record is not None or e.lock.locked]
+        running = [e for e in self.entries.values() if e.record is not None or e.state in _BUSY]
         results = await defer.DeferredList(
             [defer.Deferred.fromCoroutine(self._stop(e)) for e in running], consumeErrors=True)
-        for entry, (ok, result) in zip(running, results):
-            if not ok:
+        for entry, (ok, result) in zip(running, results, strict=True):
+            if not ok and isinstance(result, Failure):
                 self._log.error("{agent} not stopped: {error}", agent=entry.name, error=result.getErrorMessage())
 
     # -- placement ------------------------------------------------------------------------
@@ -375,7 +448,7 @@ class Supervisor(DeathWatch):
             row = await self.store.set_placement(name, host, launcher, options, autostart, author)
         except StoreError as e:
             raise control_error(e) from None
-        entry = self.entries.setdefault(name, Supervised(name))
+        entry = self._new_entry(name)
         entry.placement = row
         self._changed(entry)
         return self.describe(entry)
@@ -383,14 +456,14 @@ class Supervisor(DeathWatch):
     async def unplace(self, name: str) -> None:
         """Forget an agent's placement; C{conflict} while it runs."""
         entry = self._entry(name)
-        if entry.record is not None or entry.lock.locked or entry.state == "restarting":
-            raise ControlError("conflict", f"{name} is {entry.state}: stop it first")
+        if entry.record is not None or entry.state in (*_BUSY, "restarting"):
+            raise ControlError("conflict", f"{name} is {self.shown_state(entry)}: stop it first")
         try:
             await self.store.delete_placement(name)
         except StoreError as e:
             if e.code != "not_found":
                 raise control_error(e) from None
-        _cancel(entry)
+        self.T_cancel(entry)
         del self.entries[name]
 
     # -- commands -----------------------------------------------------------------------------
@@ -402,13 +475,14 @@ class Supervisor(DeathWatch):
         C{failed}).
         """
         entry = self._entry(name)
-        entry.wanted = True
-        _cancel(entry)
-        if entry.state in ("flapping", "failed", "restarting", "stopped", "unknown"):
-            entry.deaths.clear()
-            entry.step = 0
-            entry.restarts = 0
-        await self._locked(entry, self._launch)
+        while entry.state == "stopping":
+            await self._settled(entry)
+        entry.error = None
+        self._feed(entry, "start_requested")
+        while entry.state == "starting":
+            await self._settled(entry)
+        if entry.state == "failed" and entry.error is not None:
+            raise control_error(entry.error)
         return self.describe(entry)
 
     async def stop(self, name: str) -> dict[str, Any]:
@@ -416,6 +490,19 @@ class Supervisor(DeathWatch):
         entry = self._entry(name)
         await self._stop(entry)
         return self.describe(entry)
+
+    async def _stop(self, entry: Supervised) -> None:
+        while entry.state == "starting":
+            await self._settled(entry)
+        record = entry.record
+        if record is not None and entry.state != "stopping" and record.launcher not in self.launchers:
+            raise ControlError("conflict", f"launcher {record.launcher} is not configured on this ECA")
+        entry.error = None
+        self._feed(entry, "stop_requested")
+        while entry.state == "stopping":
+            await self._settled(entry)
+        if entry.state == "unknown" and entry.error is not None:
+            raise control_error(entry.error)
 
     async def restart(self, name: str) -> dict[str, Any]:
         """Stop, then start (a manual start: flapping is cleared)."""
@@ -437,94 +524,5 @@ class Supervisor(DeathWatch):
             raise control_error(e) from None
         return {"agent": name, "text": text}
 
-    async def _locked(self, entry: Supervised, work: Callable[[Supervised], Awaitable[None]]) -> None:
-        await entry.lock.acquire()
-        try:
-            await work(entry)
-        finally:
-            entry.lock.release()
 
-    async def _launch(self, entry: Supervised) -> None:
-        """Start C{entry} unless it runs (the caller holds its lock)."""
-        if entry.record is not None or not entry.wanted:
-            return
-        placement = entry.placement
-        launcher = self.launchers.get(placement.launcher) if placement is not None else None
-        try:
-            if placement is None:
-                raise LaunchError("unknown", f"{entry.name} has no placement")
-            if launcher is None:
-                raise LaunchError("invalid", f"launcher {placement.launcher} is not configured on this ECA")
-            where = Placement(entry.name, placement.host, placement.launcher, dict(placement.options),
-                              bool(placement.autostart))
-            spec = self.make_spec(where)
-            entry.early_exit = None
-            entry.status = None
-            self._set(entry, "starting")
-            record = await launcher.start(spec, where)
-        except Exception as e:
-            error = e if isinstance(e, LaunchError) else LaunchError("failed", f"{type(e).__name__}: {e}")
-            if not isinstance(e, LaunchError):
-                self._log.failure("starting {agent}", agent=entry.name)
-            self.log_event("error", f"{entry.name} could not be started: {error.reason}")
-            self._set(entry, "failed", f"{error.code}: {error.reason}")
-            raise control_error(error) from None
-        entry.record = entry.last_record = record
-        entry.status = AgentStatus(entry.name, True, record.pid, record.job_id, None, record.started, "running")
-        entry.unstored = None
-        try:
-            await self.store.record_launch(entry.name, record.launcher, record.host, record.to_json())
-        except StoreError as e:
-            # Until it is stored a restarted ECA would not adopt the agent:
-            # every poll tries again (DeathWatch.poll).
-            entry.unstored = record
-            self._log.error("launch record of {agent} not stored, trying again: {error}",
-                            agent=entry.name, error=e.reason)
-        if entry.record is not record:
-            return  # it died meanwhile (and _died has dealt with it)
-        self._set(entry, "running")
-        early, entry.early_exit = entry.early_exit, None
-        if early is not None and early.pid == record.pid:
-            self._died(entry, early)
-
-    async def _stop(self, entry: Supervised) -> None:
-        entry.wanted = False
-        _cancel(entry)
-        await entry.lock.acquire()
-        try:
-            record = entry.record
-            if record is None:
-                entry.next_restart = None
-                if entry.state != "stopped":
-                    self._set(entry, "stopped")
-                return
-            launcher = self.launchers.get(record.launcher)
-            if launcher is None:
-                raise ControlError("conflict", f"launcher {record.launcher} is not configured on this ECA")
-            entry.stopping = True
-            try:
-                status = await launcher.stop(record, self.grace)
-            except LaunchError as e:
-                self._set(entry, "failed", f"stop failed: {e.code}: {e.reason}")
-                raise control_error(e) from None
-            finally:
-                entry.stopping = False
-            entry.record = None
-            entry.status = status
-            await self._forget(entry.name)
-            self._set(entry, "stopped")
-        finally:
-            entry.lock.release()
-
-    async def _forget(self, name: str) -> None:
-        try:
-            await self.store.delete_launch(name)
-        except StoreError as e:
-            self._log.error("launch record of {agent} not deleted: {error}", agent=name, error=e.reason)
-
-
-def _cancel(entry: Supervised) -> None:
-    if entry.timer is not None and entry.timer.active():
-        entry.timer.cancel()
-    entry.timer = None
-    entry.next_restart = None
+__all__ = ["PLUGINS", "STATES", "Supervised", "Supervisor", "agent_args", "control_error", "spec_for"]
