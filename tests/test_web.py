@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import treq
+from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import RequestTraversalAgent, StubTreq
@@ -19,8 +20,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from agents.eca.metrics import EcaMetrics
-from ecs.control import IControlCenter
+from ecs.control import ControlError, IControlCenter, Session
 from ecs.web.api import WebAPI
+from ecs.web.auth import authorized_route, public_route, route_access
 from tests.fake_control import PASSWORD, FakeControlCenter
 from tests.http_helpers import _UNSET, Result, SSEReader, parse_events
 
@@ -130,40 +132,145 @@ class FakeControlCenterTests(SynchronousTestCase):
         self.assertIsNone(center.events_since(9))
 
 
-#: Every route of the API (path rule, method): the operator routes of
-#: ecs.web.routes and the expert and admin routes of ecs.web.admin.
-ROUTES = {
-    ("/metrics", "GET"), ("/api/health", "GET"), ("/api/login", "POST"), ("/api/logout", "POST"),
-    ("/api/events", "GET"),
-    ("/api/partitions", "GET"), ("/api/partitions", "POST"),
-    ("/api/partitions/<pid>", "GET"), ("/api/partitions/<pid>", "DELETE"),
-    ("/api/partitions/<pid>/control", "POST"), ("/api/partitions/<pid>/control", "DELETE"),
-    ("/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>", "POST"),
-    ("/api/control", "GET"), ("/api/control", "POST"), ("/api/control", "DELETE"),
-    ("/api/detectors", "POST"), ("/api/detectors/unassigned", "GET"), ("/api/detectors/<did>", "DELETE"),
-    ("/api/detectors/<did>/move", "POST"), ("/api/systems", "GET"),
-    ("/api/agents", "GET"), ("/api/agents/<agent>", "GET"), ("/api/agents/<agent>", "PUT"),
-    ("/api/agents/<agent>", "DELETE"), ("/api/agents/<agent>/<any(start,stop,restart):command>", "POST"),
-    ("/api/agents/<agent>/output", "GET"),
-    ("/api/configs", "GET"), ("/api/configs/<cid>", "GET"), ("/api/configs/<cid>", "PUT"),
-    ("/api/configs/<cid>", "DELETE"),
-    ("/api/tags", "GET"), ("/api/tags/<name>", "GET"), ("/api/tags/<name>", "PUT"), ("/api/tags/<name>", "DELETE"),
-    ("/api/runs", "GET"), ("/api/logs", "GET"),
-    ("/api/users", "GET"), ("/api/users", "POST"), ("/api/users/<name>", "PUT"), ("/api/users/<name>", "DELETE"),
+#: Every route of the API, (path rule, method) -> the role it needs (None:
+#: public): the operator routes of ecs.web.routes and the expert and admin
+#: routes of ecs.web.admin.
+ROUTES: dict[tuple[str, str], str | None] = {
+    ("/metrics", "GET"): None,
+    ("/api/health", "GET"): None,
+    ("/api/login", "POST"): None,
+    ("/api/logout", "POST"): "viewer",
+    ("/api/events", "GET"): "viewer",
+    ("/api/partitions", "GET"): "viewer",
+    ("/api/partitions", "POST"): "expert",
+    ("/api/partitions/<pid>", "GET"): "viewer",
+    ("/api/partitions/<pid>", "DELETE"): "expert",
+    ("/api/partitions/<pid>/control", "POST"): "operator",
+    ("/api/partitions/<pid>/control", "DELETE"): "operator",
+    ("/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>", "POST"): "operator",
+    ("/api/control", "GET"): "viewer",
+    ("/api/control", "POST"): "expert",
+    ("/api/control", "DELETE"): "expert",
+    ("/api/detectors", "POST"): "expert",
+    ("/api/detectors/unassigned", "GET"): "viewer",
+    ("/api/detectors/<did>", "DELETE"): "expert",
+    ("/api/detectors/<did>/move", "POST"): "expert",
+    ("/api/systems", "GET"): "viewer",
+    ("/api/agents", "GET"): "viewer",
+    ("/api/agents/<agent>", "GET"): "viewer",
+    ("/api/agents/<agent>", "PUT"): "admin",
+    ("/api/agents/<agent>", "DELETE"): "admin",
+    ("/api/agents/<agent>/<any(start,stop,restart):command>", "POST"): "expert",
+    ("/api/agents/<agent>/output", "GET"): "expert",
+    ("/api/configs", "GET"): "viewer",
+    ("/api/configs/<cid>", "GET"): "viewer",
+    ("/api/configs/<cid>", "PUT"): "expert",
+    ("/api/configs/<cid>", "DELETE"): "expert",
+    ("/api/tags", "GET"): "viewer",
+    ("/api/tags/<name>", "GET"): "viewer",
+    ("/api/tags/<name>", "PUT"): "expert",
+    ("/api/tags/<name>", "DELETE"): "expert",
+    ("/api/runs", "GET"): "viewer",
+    ("/api/logs", "GET"): "viewer",
+    ("/api/users", "GET"): "admin",
+    ("/api/users", "POST"): "admin",
+    ("/api/users/<name>", "PUT"): "admin",
+    ("/api/users/<name>", "DELETE"): "admin",
 }
 
 
+def url_map_routes(app: Klein) -> set[tuple[str, str]]:
+    """(path rule, method) of every rule of a Klein app (HEAD and OPTIONS left out: werkzeug adds them)."""
+    found = set()
+    for rule in app.url_map.iter_rules():
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):
+                found.add((rule.rule, method))
+    return found
+
+
 class RouteTableTests(SynchronousTestCase):
-    """ecs.web.api's WebAPI carries every route, however the modules are split."""
+    """Every route of WebAPI is declared with the access it needs, however the modules are split."""
 
     def test_every_route(self) -> None:
         """The Klein app has exactly the API's routes, each with its one method."""
-        found = set()
-        for rule in WebAPI.app.url_map.iter_rules():
-            for method in rule.methods or ():
-                if method not in ("HEAD", "OPTIONS"):
-                    found.add((rule.rule, method))
-        self.assertEqual(found, ROUTES)
+        self.assertEqual(url_map_routes(WebAPI.app), set(ROUTES))
+
+    def test_every_route_declared(self) -> None:
+        """Every rule came through authorized_route or public_route, with the role the API documents."""
+        self.assertEqual(route_access(WebAPI.app), ROUTES)
+
+    def test_public_routes(self) -> None:
+        """Only health, metrics and the login itself answer without a session."""
+        public = {route for route, role in route_access(WebAPI.app).items() if role is None}
+        self.assertEqual(public, {("/api/health", "GET"), ("/metrics", "GET"), ("/api/login", "POST")})
+
+
+class _Owner:
+    """A minimal route owner: authorized_route needs only a center."""
+
+    app = Klein()
+
+    def __init__(self, center: FakeControlCenter) -> None:
+        self.center = center
+
+    @authorized_route(app, "expert", "/secret/<name>", methods=["GET"])
+    async def secret(self, request: Any, session: Session, name: str) -> bytes:
+        return f"{session.user.name} {name}".encode()
+
+    @public_route(app, "/open", methods=["GET", "POST"])
+    def open(self, request: Any) -> bytes:
+        return b"open"
+
+
+class RouteDecoratorTests(SynchronousTestCase):
+    """authorized_route and public_route on an app of their own."""
+
+    def setUp(self) -> None:
+        self.center = FakeControlCenter()
+        self.stub = StubTreq(_Owner(self.center).app.resource())
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        d = self.stub.get(BASE + path, headers=headers)
+        self.stub.flush()
+        response = self.successResultOf(d)
+        return response.code, self.successResultOf(response.content())
+
+    def test_session_passed(self) -> None:
+        """With the role, the handler runs with the session and the URL parts."""
+        token = self.successResultOf(self.center.login("expert", PASSWORD, "api")).token
+        self.assertEqual(self.get("/secret/x", token), (200, b"expert x"))
+
+    def test_refused_before_the_handler(self) -> None:
+        """Without a session, or with a lower role, the handler never runs (the error propagates to the app's
+        handlers: here none, so Klein's 500, with the ControlError logged)."""
+        self.assertEqual(self.get("/secret/x")[0], 500)
+        token = self.successResultOf(self.center.login("viewer", PASSWORD, "api")).token
+        self.assertEqual(self.get("/secret/x", token)[0], 500)
+        errors = self.flushLoggedErrors(ControlError)
+        self.assertEqual([e.value.code for e in errors], ["unauthenticated", "forbidden"])
+
+    def test_public(self) -> None:
+        """A public route needs nothing."""
+        self.assertEqual(self.get("/open"), (200, b"open"))
+
+    def test_access_table(self) -> None:
+        """route_access lists both declarations, one entry per method."""
+        self.assertEqual(route_access(_Owner.app), {("/secret/<name>", "GET"): "expert", ("/open", "GET"): None,
+                                                    ("/open", "POST"): None})
+
+    def test_unknown_role(self) -> None:
+        """A misspelt role is refused when the route is declared."""
+        with self.assertRaises(ValueError):
+            authorized_route(Klein(), "superuser", "/x", methods=["GET"])
+
+    def test_declared_twice(self) -> None:
+        """The same path and method declared twice is refused."""
+        app = Klein()
+        public_route(app, "/x", methods=["GET"])(lambda self, request: b"")
+        with self.assertRaises(ValueError):
+            public_route(app, "/x", methods=["GET"])(lambda self, request: b"")
 
 
 class PublicTests(WebTestCase):

@@ -11,6 +11,13 @@ session's csrf value; bearer requests need none, since a browser never adds
 that header cross-site.  A bearer header wins over a cookie.  Klein's own
 session system is not used (it raises C{NoSuchSession} on a bogus cookie).
 
+Routes are declared with L{authorized_route} (authenticates, checks the
+role, hands the handler the L{Session}) or L{public_route} (no
+authentication, written down as such), never with a bare C{app.route}: a
+route that forgot its check would be silently public.  L{route_access}
+gives what each declared route needs, so a test can compare it with the
+app's whole URL map.
+
 L{LoginLimiter} counts failed logins per user name and per client address
 in a sliding window; the login route answers 429 beyond the limit without
 asking the center.
@@ -19,14 +26,17 @@ asking the center.
 from __future__ import annotations
 
 import collections
+import functools
 import hmac
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+from klein import Klein
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from ecs.control import ControlError, IControlCenter, Session
+from ecs.control import ROLES, ControlError, IControlCenter, Session
 
 #: The session cookie's name.
 COOKIE = b"ecs_session"
@@ -72,6 +82,80 @@ async def request_session(center: IControlCenter, request: IRequest, role: str) 
     if not session.user.has(role):
         raise ControlError("forbidden", f"needs role {role}", role=role)
     return session
+
+
+class HasCenter(Protocol):
+    """What an authorized route's C{self} must have: the center to ask."""
+
+    @property
+    def center(self) -> IControlCenter:
+        """The control center the sessions are checked with."""
+        ...
+
+
+_Self = TypeVar("_Self", bound=HasCenter)
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result", bound=bytes | None)  # what our routes render (None: a stream wrote it)
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+#: id(app) -> (app, {(url, method): role or None}); the app is kept so that
+#: its id is never reused while the entry exists.
+_ACCESS: dict[int, tuple[Klein, dict[tuple[str, str], str | None]]] = {}
+
+
+def _declare(app: Klein, url: str, methods: Iterable[str], role: str | None) -> None:
+    table = _ACCESS.setdefault(id(app), (app, {}))[1]
+    for method in methods:
+        if (url, method) in table:
+            raise ValueError(f"route {method} {url} declared twice")
+        table[(url, method)] = role
+
+
+def route_access(app: Klein) -> dict[tuple[str, str], str | None]:
+    """C{(url rule, method) -> role} of every route declared on C{app} through
+    L{authorized_route} (the role) or L{public_route} (None)."""
+    entry = _ACCESS.get(id(app))
+    return dict(entry[1]) if entry is not None and entry[0] is app else {}
+
+
+def authorized_route(
+    app: Klein, role: str, url: str, *, methods: list[str],
+) -> Callable[
+    [Callable[Concatenate[_Self, IRequest, Session, _Params], Awaitable[_Result]]],
+    Callable[Concatenate[_Self, IRequest, _Params], Coroutine[Any, Any, _Result]],
+]:
+    """
+    Declare a route on C{app} that needs a session with C{role}: the handler
+    C{(self, request, session, **url_parts)} runs only once the request is
+    authenticated (L{request_session}: 401 or 403 otherwise), and gets the
+    session as its third argument.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")
+
+    def declare(
+        handler: Callable[Concatenate[_Self, IRequest, Session, _Params], Awaitable[_Result]],
+    ) -> Callable[Concatenate[_Self, IRequest, _Params], Coroutine[Any, Any, _Result]]:
+        @functools.wraps(handler)
+        async def route(self: _Self, request: IRequest, /, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+            session = await request_session(self.center, request, role)
+            return await handler(self, request, session, *args, **kwargs)
+
+        _declare(app, url, methods, role)
+        app.route(url, methods=methods)(route)
+        return route
+
+    return declare
+
+
+def public_route(app: Klein, url: str, *, methods: list[str]) -> Callable[[_Handler], _Handler]:
+    """Declare a route on C{app} that anyone may call (health, metrics, the login itself)."""
+
+    def declare(handler: _Handler) -> _Handler:
+        _declare(app, url, methods, None)
+        return app.route(url, methods=methods)(handler)
+
+    return declare
 
 
 def set_cookie(request: IRequest, token: str, secure: bool, clear: bool = False) -> None:
@@ -138,5 +222,5 @@ class LoginLimiter:
         self._failures.pop(key, None)
 
 
-__all__ = ["COOKIE", "CSRF_HEADER", "SAFE_METHODS", "LoginLimiter", "authenticate", "client_host",
-           "request_session", "set_cookie"]
+__all__ = ["COOKIE", "CSRF_HEADER", "SAFE_METHODS", "HasCenter", "LoginLimiter", "authenticate",
+           "authorized_route", "client_host", "public_route", "request_session", "route_access", "set_cookie"]

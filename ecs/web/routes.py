@@ -14,6 +14,13 @@ L{ecs.web.api}, which also loads the routes for experts and admins
 sent is checked in L{ecs.web.inputs}, an open event stream is an
 L{ecs.web.stream.EventStream}.
 
+Routes
+    Every route is declared with L{ecs.web.auth.authorized_route} (the
+    role it needs; the handler gets the checked L{Session}) or
+    L{ecs.web.auth.public_route} (health, metrics, login), never with a bare
+    C{app.route}; C{tests.test_web} compares the declarations with the
+    app's whole URL map.
+
 Roles
     Reads need viewer; partition control and commands operator; the ECS
     control, management, configuration and tag writes expert; users and
@@ -79,7 +86,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from ecs.control import ControlError, IControlCenter, Session
 from ecs.web import auth, inputs
-from ecs.web.auth import LoginLimiter
+from ecs.web.auth import LoginLimiter, authorized_route, public_route
 from ecs.web.inputs import MAX_BODY, ApiError, bad, configure_body, text
 from ecs.web.stream import EventStream
 
@@ -167,10 +174,6 @@ class WebAPI:
         """Call a center method that may answer directly or with a Deferred."""
         return await defer.maybeDeferred(f, *args, **kwargs)
 
-    async def _session(self, request: IRequest, role: str) -> Session:
-        """Authenticate (bearer or cookie + CSRF) and check C{role} (see L{ecs.web.auth})."""
-        return await auth.request_session(self.center, request, role)
-
     async def _authenticate(self, token: bytes) -> Session | None:
         return await auth.authenticate(self.center, token)
 
@@ -218,12 +221,12 @@ class WebAPI:
 
     # -- public ------------------------------------------------------------------
 
-    @app.route("/api/health", methods=["GET"])
+    @public_route(app, "/api/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
         """Liveness, no authentication."""
         return self._json(request, {"status": "ok"})
 
-    @app.route("/metrics", methods=["GET"])
+    @public_route(app, "/metrics", methods=["GET"])
     async def metrics(self, request: IRequest) -> bytes:
         """Prometheus text format, no authentication (scrapers have none)."""
         exposition = await self._call(self.center.metrics)
@@ -236,7 +239,7 @@ class WebAPI:
 
     # -- login ---------------------------------------------------------------------
 
-    @app.route("/api/login", methods=["POST"])
+    @public_route(app, "/api/login", methods=["POST"])
     async def login(self, request: IRequest) -> bytes:
         """Check a password; answer the token and set the session cookie."""
         body = self._body(request, ("username", "password", "kind"))
@@ -263,10 +266,9 @@ class WebAPI:
         return self._json(request, {"token": session.token, "user": session.user.name,
                                     "roles": list(session.user.roles), "csrf": session.csrf})
 
-    @app.route("/api/logout", methods=["POST"])
-    async def logout(self, request: IRequest) -> bytes:
+    @authorized_route(app, "viewer", "/api/logout", methods=["POST"])
+    async def logout(self, request: IRequest, session: Session) -> bytes:
         """Forget the token (the center releases its controls) and clear the cookie."""
-        session = await self._session(request, "viewer")
         self._body(request, (), required=False)
         await self._call(self.center.logout, session.token)
         # A logged-out session sees nothing more: its open event streams end
@@ -278,38 +280,34 @@ class WebAPI:
 
     # -- partitions -----------------------------------------------------------------
 
-    @app.route("/api/partitions", methods=["GET"])
-    async def partitions(self, request: IRequest) -> bytes:
+    @authorized_route(app, "viewer", "/api/partitions", methods=["GET"])
+    async def partitions(self, request: IRequest, session: Session) -> bytes:
         """Every partition, short form."""
-        await self._session(request, "viewer")
         return self._json(request, await self._call(self.center.partitions))
 
-    @app.route("/api/partitions/<pid>", methods=["GET"])
-    async def partition(self, request: IRequest, pid: str) -> bytes:
+    @authorized_route(app, "viewer", "/api/partitions/<pid>", methods=["GET"])
+    async def partition(self, request: IRequest, session: Session, pid: str) -> bytes:
         """One partition with its allowed commands and systems."""
-        await self._session(request, "viewer")
         return self._json(request, await self._call(self.center.partition, pid))
 
-    @app.route("/api/partitions/<pid>/control", methods=["POST"])
-    async def take_control(self, request: IRequest, pid: str) -> bytes:
+    @authorized_route(app, "operator", "/api/partitions/<pid>/control", methods=["POST"])
+    async def take_control(self, request: IRequest, session: Session, pid: str) -> bytes:
         """Take control of a partition (admin: ?force=1)."""
-        session = await self._session(request, "operator")
         force = self._force(request, session)
         self._body(request, (), required=False)
         await self._existing_partition(pid)
         return self._json(request, await self._call(self.center.take_control, session.user, pid, force))
 
-    @app.route("/api/partitions/<pid>/control", methods=["DELETE"])
-    async def release_control(self, request: IRequest, pid: str) -> bytes:
+    @authorized_route(app, "operator", "/api/partitions/<pid>/control", methods=["DELETE"])
+    async def release_control(self, request: IRequest, session: Session, pid: str) -> bytes:
         """Give up control of a partition."""
-        session = await self._session(request, "operator")
         await self._existing_partition(pid)
         return self._json(request, await self._call(self.center.release_control, session.user, pid))
 
-    @app.route("/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>", methods=["POST"])
-    async def command(self, request: IRequest, pid: str, command: str) -> bytes:
+    @authorized_route(app, "operator", "/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>",
+                      methods=["POST"])
+    async def command(self, request: IRequest, session: Session, pid: str, command: str) -> bytes:
         """A partition command; the user must hold its control."""
-        session = await self._session(request, "operator")
         if command == "configure":
             body = configure_body(self._body(request, ("tag", "configs", "auto")))
         elif command == "reset":
@@ -328,10 +326,9 @@ class WebAPI:
 
     # -- events ----------------------------------------------------------------------------
 
-    @app.route("/api/events", methods=["GET"])
-    async def events(self, request: IRequest) -> None:
+    @authorized_route(app, "viewer", "/api/events", methods=["GET"])
+    async def events(self, request: IRequest, session: Session) -> None:
         """The SSE stream (?partition=, Last-Event-ID or ?last_event_id=)."""
-        session = await self._session(request, "viewer")
         partition = inputs.query(request, "partition")
         if partition is not None:
             await self._existing_partition(partition)
