@@ -198,7 +198,11 @@ def add_parser(parser: argparse.ArgumentParser, command: Command,
         common(parser)
         return
     common(parser)
-    parser.set_defaults(spec=command.action(None) if command.default else None)
+    if command.default:
+        # "configs --system S" is "configs list --system S": the default action's options work without its name
+        _add_args(parser, command.action(None))
+    else:
+        parser.set_defaults(spec=None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=command.default is None,
                                     title="actions" + (f" (default: {command.default})" if command.default else ""))
     for action in command.actions:
