@@ -73,7 +73,7 @@ def inventory(
     """The inventory document: detectors of sim host i share its endpoint."""
     ranges = split(detectors, len(simhost_endpoints))
     entries: dict[str, dict[str, str]] = {}
-    for (first, last), endpoint in zip(ranges, simhost_endpoints):
+    for (first, last), endpoint in zip(ranges, simhost_endpoints, strict=False):  # fewer ranges: hosts unused
         for n in range(first, last + 1):
             entries[f"{PREFIX}{n}"] = {"type": DETECTOR_TYPE, "endpoint": endpoint}
     return {

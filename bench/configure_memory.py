@@ -99,7 +99,7 @@ def _begin_logging(level: str) -> None:
     )
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    sink = open(os.devnull, "w")
+    sink = open(os.devnull, "w")  # noqa: SIM115 - the log sink of the whole run, closed at exit
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sink), [predicate])],
         redirectStandardIO=False,
@@ -152,7 +152,8 @@ def run(
         globals_host.add_global(name, subsystems.global_systems[name])
     hosts.append(globals_host)
     bench_type = subsystems.detector_types[common.DETECTOR_TYPE]
-    for i, ((first, last), endpoint) in enumerate(zip(common.split(detectors, simhosts), sim_endpoints)):
+    ranges = common.split(detectors, simhosts)  # fewer ranges than hosts when detectors are few
+    for i, ((first, last), endpoint) in enumerate(zip(ranges, sim_endpoints, strict=False)):
         host = ControllerHost(f"sim{i}", MemoryNode(network, f"sim{i}"), registry, settings, clock, bind=endpoint)
         for n in range(first, last + 1):
             host.add_detector(f"{common.PREFIX}{n}", bench_type)

@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import os
@@ -187,16 +188,13 @@ class Demo(LogFollower):
 
         self.exit_code: int | None = None
         self.ended = defer.Deferred()
-        log_file = open(self.log_path, "wb")
-        try:
+        with open(self.log_path, "wb") as log_file:  # the child keeps its own copy of the descriptor
             transport = reactor.spawnProcess(  # type: ignore[attr-defined]
                 Proc(), sys.executable,
                 [sys.executable, str(WRAPPER), str(self.out), *argv],
                 env=env, path=str(self.tmp),
                 childFDs={0: "w", 1: log_file.fileno(), 2: log_file.fileno()},
             )
-        finally:
-            log_file.close()
         self.pid = transport.pid
 
     @property
@@ -630,7 +628,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
             systems = details["systems"]
             connected = sum(1 for s in systems if s["connected"])
             status = f"{connected}/{total} systems connected, partition {details['state']}"
-            if len(systems) == total and connected == total and details["state"] == "Idle" and not details.get("operation"):
+            all_there = len(systems) == total and connected == total
+            if all_there and details["state"] == "Idle" and not details.get("operation"):
                 break
         else:
             status = f"GET /api/partitions/{PARTITION}: {code}"
@@ -725,7 +724,7 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         await phase("abort", cycle, "abort", None, aborted)
 
     if args.profile:
-        profile_dir = Path(args.profile).resolve()
+        profile_dir = Path(args.profile).resolve()  # noqa: ASYNC240 - tiny local I/O in the bench driver
         profile_dir.mkdir(parents=True, exist_ok=True)
         profiled = [pid for pid, plugin in processes.items() if plugin in ("ecs-demo", "ecs-pca", "ecs-simhost")]
         await demo.signal_all(profiled, signal.SIGUSR1, "profile.{pid}.started")
@@ -812,7 +811,7 @@ def analyse(
         by_state[state].append(delay)
         times = stage_times(points, system, state, t_fire, t_event)
         if times is not None:
-            staged.append((delay, [b - a for a, b in zip(times, times[1:])]))
+            staged.append((delay, [b - a for a, b in itertools.pairwise(times)]))
             via[learned_from(points, system, state, t_fire, times[1])] += 1
     if not delays:
         raise BenchError("no state change was paired with an event")
@@ -926,7 +925,7 @@ def main() -> None:
             result = await run(args)
         except BenchError as e:
             say(f"FAILED: {e}")
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         finally:
             finished.append(True)
         print(json.dumps(result), flush=True)

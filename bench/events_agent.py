@@ -41,7 +41,8 @@ process I{is} the agent:
   the ECA as the parent to die with (its "twistd" becomes a script that
   execs this file with the same arguments).  With
   C{ECS_BENCH_ORDERED_START=1} in the environment the PCA is started only
-  once every controller process has logged that it is serving: a work-around for a start-up race of the product (a sim host
+  once every controller process has logged that it is serving: a
+  work-around for a start-up race of the product (a sim host
   registers its detectors before it serves them; a PCA whose status query
   is refused meanwhile never asks again), which C{bench/events.py} uses
   when a natural start stalls.

@@ -69,7 +69,9 @@ if (!window.__observing) {
 window.__flushes = [];
 """
 METRICS = ("LayoutCount", "LayoutDuration", "RecalcStyleCount", "RecalcStyleDuration", "ScriptDuration", "TaskDuration")
-TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8", "blink", "toplevel", "__metadata"]
+TRACE_CATEGORIES = [
+    "devtools.timeline", "disabled-by-default-devtools.timeline", "v8", "blink", "toplevel", "__metadata"
+]
 # Trace events a long task's time is split into (the outermost of each kind).
 PHASES = {"Layout": "layout", "UpdateLayoutTree": "style", "PrePaint": "prepaint", "Paint": "paint",
           "Layerize": "paint", "Commit": "paint", "FunctionCall": "script", "EventDispatch": "script",
@@ -78,7 +80,8 @@ PHASES = {"Layout": "layout", "UpdateLayoutTree": "style", "PrePaint": "prepaint
 
 
 def api(base: str, method: str, path: str, token: str | None = None, body: object = None) -> tuple[int, Any]:
-    request = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, method=method, data=data)
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -214,7 +217,9 @@ def one_run(driver: Any, base: str, token: str, demo_pid: int, tracer: Tracer | 
     out.update(frames=len(flushes), events=sum(f[0] for f in flushes),
                frame_max=max((f[1] for f in flushes), default=0.0), frame_total=sum(f[1] for f in flushes))
     out["active"] = driver.execute_script(
-        "return [...document.querySelectorAll('#partitions td.col-state')].filter(c => c.textContent === 'Active').length")
+        "return [...document.querySelectorAll('#partitions td.col-state')]"
+        ".filter(c => c.textContent === 'Active').length"
+    )
     if tracer:
         out.update({"trace_" + k: v for k, v in long_task_phases(tracer.stop()).items()})
     api(base, "POST", "/api/partitions/demo/abort", token)
@@ -226,18 +231,21 @@ def one_run(driver: Any, base: str, token: str, demo_pid: int, tracer: Tracer | 
 
 
 def show(r: dict[str, float], total: int) -> str:
-    text = (f"configure to QA_Active: API {r['api']:.2f} s, page {r['page']:.2f} s ({r['behind']:.2f} s behind the API poll); "
+    text = (f"configure to QA_Active: API {r['api']:.2f} s, page {r['page']:.2f} s "
+            f"({r['behind']:.2f} s behind the API poll); "
             f"rows Active {r['active']:.0f} of {total}\n"
             f"    frames with events {r['frames']:.0f} ({r['events']:.0f} events), slowest {r['frame_max']:.1f} ms, "
             f"script total {r['frame_total']:.0f} ms\n"
             f"    long tasks {r['long_count']:.0f}, total {r['long_total']:.0f} ms, longest {r['long_max']:.0f} ms\n"
-            f"    renderer: layout {r['LayoutCount']:.0f}x {r['LayoutDuration']:.0f} ms, style {r['RecalcStyleCount']:.0f}x "
-            f"{r['RecalcStyleDuration']:.0f} ms, script {r['ScriptDuration']:.0f} ms, tasks {r['TaskDuration']:.0f} ms; "
+            f"    renderer: layout {r['LayoutCount']:.0f}x {r['LayoutDuration']:.0f} ms, "
+            f"style {r['RecalcStyleCount']:.0f}x {r['RecalcStyleDuration']:.0f} ms, "
+            f"script {r['ScriptDuration']:.0f} ms, tasks {r['TaskDuration']:.0f} ms; "
             f"demo CPU {r['demo_cpu']:.2f} s")
     if "trace_count" in r:
-        phases = ", ".join(f"{p} {r.get('trace_' + p, 0.0):.0f}" for p in ("layout", "style", "prepaint", "paint", "script", "gc"))
-        text += (f"\n    traced long tasks {r['trace_count']:.0f}: wall {r['trace_wall']:.0f} ms, own CPU {r['trace_cpu']:.0f} ms; "
-                 f"ms in {phases}")
+        names = ("layout", "style", "prepaint", "paint", "script", "gc")
+        phases = ", ".join(f"{p} {r.get('trace_' + p, 0.0):.0f}" for p in names)
+        text += (f"\n    traced long tasks {r['trace_count']:.0f}: wall {r['trace_wall']:.0f} ms, "
+                 f"own CPU {r['trace_cpu']:.0f} ms; ms in {phases}")
     return text
 
 
@@ -253,10 +261,11 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, ECS_ADMIN_PASSWORD=password)
-    demo = subprocess.Popen(
-        [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(port),
-         "--registry-port", str(free_port()), "--state-dir", str(tmp / "var"), "--detectors", str(args.detectors)],
-        cwd=tmp, env=env, stdout=open(tmp / "demo.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp / "demo.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        demo = subprocess.Popen(
+            [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(port),
+             "--registry-port", str(free_port()), "--state-dir", str(tmp / "var"), "--detectors", str(args.detectors)],
+            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     driver = None
     tracer = None
     try:

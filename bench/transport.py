@@ -59,7 +59,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return float("nan")
-    index = max(0, min(len(sorted_values) - 1, int(round(fraction * len(sorted_values))) - 1))
+    index = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

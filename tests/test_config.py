@@ -185,7 +185,7 @@ class ValidateTests(SynchronousTestCase):
         def ordered(values: dict, path: tuple, problems: object) -> None:
             """Report lo above hi."""
             if values["lo"] > values["hi"]:
-                problems.add(path + ("lo",), "must not exceed hi")  # type: ignore[attr-defined]
+                problems.add((*path, "lo"), "must not exceed hi")  # type: ignore[attr-defined]
 
         schema = Record({"r": Field(Record({"lo": Field(Int()), "hi": Field(Int())}, checks=[ordered]))})
         self.assertEqual(self.problems({"r": {"lo": 2, "hi": 1}}, schema), ["doc.yaml: r.lo: must not exceed hi"])

@@ -107,7 +107,7 @@ class SubmissionTests(SynchronousTestCase):
         self.assertNotIn("#SBATCH", sub.script)
 
     def test_start_records_job(self) -> None:
-        """start feeds the script to sbatch's stdin and records the job id, the expanded output file and the job name."""
+        """start feeds the script to sbatch's stdin and records the job id, expanded output file and job name."""
         started = self.successResultOf(self.launcher.start(SPEC, placement(job_name="d1", output="/out/%x.%j.log")))
         argv, stdin, timeout = self.runner.calls[0]
         self.assertEqual(argv[:3], ["sbatch", "--parsable", "--job-name=d1"])
@@ -176,7 +176,8 @@ class SubmissionTests(SynchronousTestCase):
 
     def test_sbatch_timeout_cancels_by_name(self) -> None:
         """When sbatch times out the job may be queued: it is cancelled by its name, and the start fails."""
-        self.runner.respond = lambda argv: LaunchError("timeout", "sbatch did not finish") if argv[0] == "sbatch" else ok()
+        timeout = LaunchError("timeout", "sbatch did not finish")
+        self.runner.respond = lambda argv: timeout if argv[0] == "sbatch" else ok()
         failure = self.failureResultOf(self.launcher.start(SPEC, placement()), LaunchError)
         self.assertEqual(failure.value.code, "timeout")
         self.assertEqual(self.runner.commands("scancel"), [["scancel", "--name=ecs-detector-D1"]])
@@ -319,7 +320,7 @@ class BatchTests(SynchronousTestCase):
             self.runner.respond = lambda argv, answer=answer: answer
             calls = [self.launcher.status(agent(job)) for job in (41, 42, 43)]
             self.clock.advance(0)
-            for job, d in zip((41, 42, 43), calls):
+            for job, d in zip((41, 42, 43), calls, strict=True):
                 error = self.failureResultOf(d, LaunchError).value
                 self.assertEqual(error.code, code)
                 self.assertIn(text, error.reason)
@@ -506,7 +507,7 @@ class ScriptTests(TestCase):
 
     async def test_arguments_verbatim(self) -> None:
         """Quotes, spaces, $(...), backticks and ';' in arguments and env reach the program unchanged."""
-        tmp = Path(self.mktemp()).resolve()
+        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
         tmp.mkdir()
         printer = tmp / "print-args"
         printer.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\nprintf "ENV=%s\\n" "$ECS_X"\n')
@@ -523,7 +524,7 @@ class ScriptTests(TestCase):
         self.assertEqual(lines[1:], ["-n", "--pidfile=", "ecs-detector", "--id", "D1", *nasty, "--common", "c d",
                                      "--x", "'; touch pwned4 '", "ENV=$(touch pwned5) 'q'"])
         self.assertEqual([p.name for p in tmp.iterdir() if "pwned" in p.name], [])
-        self.assertFalse(any(Path(f"pwned{n}").exists() for n in range(1, 6)))
+        self.assertFalse(any(Path(f"pwned{n}").exists() for n in range(1, 6)))  # noqa: ASYNC240 - tiny local I/O in a test
 
 
 class SlurmEndToEndTests(TestCase):
@@ -565,21 +566,22 @@ class SlurmEndToEndTests(TestCase):
             await store.close()
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        eca, _ = spawn(self, "ecs-eca", [tool("twistd"), "-n", "--pidfile=", "ecs-eca", "--config", str(tmp / "ecs.yaml"),
-                                         "--state-dir", str(state), "--port", str(port)],
-                       cwd=str(tmp), env={"ECS_ADMIN_PASSWORD": ""})
+        argv = [tool("twistd"), "-n", "--pidfile=", "ecs-eca", "--config", str(tmp / "ecs.yaml"),
+                "--state-dir", str(state), "--port", str(port)]
+        eca, _ = spawn(self, "ecs-eca", argv, cwd=str(tmp), env={"ECS_ADMIN_PASSWORD": ""})
         await eca.wait_for(r"ECS web: http://", timeout=60)
         password = (state / "admin-password").read_text().strip()
-        code, body = await self.api("POST", "/api/login", body={"username": "admin", "password": password, "kind": "api"})
+        login = {"username": "admin", "password": password, "kind": "api"}
+        code, body = await self.api("POST", "/api/login", body=login)
         self.assertEqual(code, 200, body)
         return str(body["token"])
 
     async def test_detector_job(self) -> None:
-        """ecs-detector as a SLURM job: RUNNING, registered with the ECA (connected); stop cancels it, its process is gone."""
+        """ecs-detector as a SLURM job: RUNNING, registered with the ECA; stop cancels it, its process is gone."""
         from tests.slurm import start_cluster
 
         cluster = await start_cluster(self)
-        tmp = Path(self.mktemp()).resolve()
+        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
         tmp.mkdir()
         token = await self.start_eca(tmp)
         launcher = SlurmLauncher(reactor, ["--config", str(tmp / "ecs.yaml"), "--state-dir", str(tmp / "var")],
@@ -632,7 +634,7 @@ class SlurmEndToEndTests(TestCase):
         from tests.slurm import start_cluster
 
         cluster = await start_cluster(self)
-        tmp = Path(self.mktemp()).resolve()
+        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
         tmp.mkdir()
         for name, body in (("sleeper", "exec sleep 300"), ("failer", "exit 3")):
             (tmp / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -672,8 +674,9 @@ class SlurmEndToEndTests(TestCase):
         self.assertEqual(squeues[0][3], ",".join(str(r.job_id) for r in records))
         # SLURM 22.05 leaves unknown ids out of a list (it refuses only a lone unknown id): no per-job fallback
         self.assertEqual(len(squeues), 1, squeues)
+        expected = zip(records, (True, False, True, False), strict=True)
         self.assertEqual([(s.agent, s.job_id, s.running) for s in statuses],
-                         [(r.agent, r.job_id, running) for r, running in zip(records, (True, False, True, False))])
+                         [(r.agent, r.job_id, running) for r, running in expected])
         self.assertTrue(statuses[0].detail.startswith("RUNNING on "), statuses[0].detail)
         self.assertTrue(statuses[2].detail.startswith("RUNNING on "), statuses[2].detail)
         self.assertEqual((statuses[1].exit_code, statuses[1].detail), (3, "FAILED, exited with code 3"))

@@ -150,15 +150,15 @@ class SshAgentTests(SshTestBase):
         weird = self.sshd.tmp / "we'ird $(touch pwned) dir"
         record = await self.start_fake("inj", *INJECTIONS, workdir=str(weird),
                                        args=["$(touch pwned)"], env={"ECS_X": "$(touch pwned);`touch pwned`"})
-        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[:-1]  # noqa: ASYNC240 - tiny local I/O in a test
         expected = ["/bin/sh", str(self.fake), "-n", "--pidfile=", "ecs-simhost", *INJECTIONS,
                     "--common", "$(touch pwned)"]
         self.assertEqual([arg.decode() for arg in cmdline], expected)
-        environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240 - tiny local I/O in a test
         self.assertIn(b"ECS_X=$(touch pwned);`touch pwned`", environ)
         self.assertTrue((weird / "logs" / "simhost-inj.log").exists())
         await self.launcher.stop(record, 5.0)
-        home = Path(os.path.expanduser("~"))
+        home = Path(os.path.expanduser("~"))  # noqa: ASYNC240 - tiny local I/O in a test
         for where in (home, self.sshd.tmp, weird, self.work, Path.cwd(), Path("/")):
             self.assertFalse((where / "pwned").exists(), where)
 
@@ -355,7 +355,7 @@ class OfflineTests(TestCase):
 
     def test_parallel_limit(self) -> None:
         """At most max_parallel_per_host operations per host run at once; other hosts are not held up."""
-        launcher, clock, pending = self.fake_launcher(3)
+        launcher, _clock, pending = self.fake_launcher(3)
         results = [launcher.stop(r, 1.0) for r in self.records(("h1", "h2"), 5)]
         self.assertEqual([h for h, _, _ in pending], ["h1"] * 3 + ["h2"] * 3)
         for _, _, d in pending[:3]:
@@ -408,7 +408,7 @@ class RsaRefusedTests(TestCase):
         """An RSA private key is refused with `invalid`."""
         if not os.access("/usr/bin/ssh-keygen", os.X_OK):
             raise __import__("twisted.trial.unittest").trial.unittest.SkipTest("ssh-keygen is missing")
-        path = Path(self.mktemp()).resolve()
+        path = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
         path.mkdir()
         await keygen(path / "rsa", "rsa")
         error = self.assertRaises(LaunchError, _conch.load_identity, path / "rsa")

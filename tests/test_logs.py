@@ -17,7 +17,9 @@ class LogLevelTests(SynchronousTestCase):
     def test_filters_below_level(self) -> None:
         """With level warn, info events are dropped and warnings pass."""
         publisher = LogPublisher()
-        beginner = LogBeginner(publisher, io.StringIO(), type("S", (), {"warnoptions": []})(), type("W", (), {"showwarning": None})())
+        fake_sys = type("S", (), {"warnoptions": []})()
+        fake_warnings = type("W", (), {"showwarning": None})()
+        beginner = LogBeginner(publisher, io.StringIO(), fake_sys, fake_warnings)
         seen: list[dict[str, Any]] = []
         apply_log_level("warn", beginner)
         beginner.beginLoggingTo([seen.append], redirectStandardIO=False)

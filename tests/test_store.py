@@ -151,7 +151,7 @@ class OpenTests(StoreTestCase):
     async def test_not_a_database(self) -> None:
         """A file that is not SQLite gives a StoreError, not a sqlite3 exception."""
         other = Path(self.mktemp())
-        other.write_bytes(b"this is not a database" * 100)
+        other.write_bytes(b"this is not a database" * 100)  # noqa: ASYNC240 - tiny local I/O in a test
         await self.fails(Store.open(other, reactor), "unavailable", "database error")
 
     async def test_upgrade_reports_versions(self) -> None:
@@ -227,7 +227,7 @@ class OpenTests(StoreTestCase):
 class NameTests(StoreTestCase):
     """Names are checked before any SQL runs."""
 
-    BAD = ["", "a b", "x'; DROP TABLE partitions; --", "a" * 129, "ü", "a/b", "%", None, 5]
+    BAD = ("", "a b", "x'; DROP TABLE partitions; --", "a" * 129, "ü", "a/b", "%", None, 5)
 
     async def test_bad_partition_names(self) -> None:
         """Invalid partition ids are bad requests and nothing is written."""
@@ -639,7 +639,9 @@ class UserTests(StoreTestCase):
     async def test_add_and_read(self) -> None:
         """Users are stored with their roles ordered weakest first."""
         row = await self.store.add_user("bob", "hash-b", ["admin", "operator"])
-        self.assertEqual((row.name, row.password_hash, row.roles, row.created), ("bob", "hash-b", ("operator", "admin"), T0))
+        self.assertEqual(
+            (row.name, row.password_hash, row.roles, row.created), ("bob", "hash-b", ("operator", "admin"), T0)
+        )
         self.assertEqual(await self.store.user("bob"), row)
         self.assertIsNone(await self.store.user("carol"))
         self.assertIsNone(await self.store.user("x' OR 1=1 --"))
@@ -732,7 +734,9 @@ class TokenTests(StoreTestCase):
     async def test_add_and_read(self) -> None:
         """A token is found by its hash with its user and kind."""
         row = await self.store.add_token(self.H1, "bob", "session", expires=T0 + 60)
-        self.assertEqual((row.user, row.kind, row.created, row.last_used, row.expires), ("bob", "session", T0, T0, T0 + 60))
+        self.assertEqual(
+            (row.user, row.kind, row.created, row.last_used, row.expires), ("bob", "session", T0, T0, T0 + 60)
+        )
         self.assertEqual(await self.store.token(self.H1), row)
         self.assertIsNone(await self.store.token(self.H2))
         self.assertIsNone(await self.store.token("not a hash"))
@@ -938,7 +942,10 @@ class RunTests(StoreTestCase):
                 "TFC": {"config_id": "tfc", "version": 2, "parameters": {}},
             },
         )
-        self.assertEqual((run.partition, run.tag, run.operator, run.started, run.ended, run.outcome), ("p1", "physics", "alice", T0, None, None))
+        self.assertEqual(
+            (run.partition, run.tag, run.operator, run.started, run.ended, run.outcome),
+            ("p1", "physics", "alice", T0, None, None),
+        )
         self.assertEqual(await self.store.open_run("p1"), run)
         self.assertEqual(await self.store.run(1), run)
         self.clock.advance(60)
@@ -1015,7 +1022,10 @@ class AuditTests(StoreTestCase):
         self.clock.advance(1)
         await self.store.audit("bob", "take_control", {"scope": "p1"}, "conflict: held by alice")
         await self.store.audit("alice", "configure", {"tag": "physics", "auto": True}, "ok")
-        self.assertEqual((first.user, first.action, first.arguments, first.outcome, first.time), ("alice", "take_control", {"scope": "p1"}, "ok", T0))
+        self.assertEqual(
+            (first.user, first.action, first.arguments, first.outcome, first.time),
+            ("alice", "take_control", {"scope": "p1"}, "ok", T0),
+        )
         entries = await self.store.audit_entries()
         self.assertEqual([e.action for e in entries], ["configure", "take_control", "take_control"])
         self.assertEqual([e.id for e in await self.store.audit_entries(user="alice")], [3, 1])

@@ -63,12 +63,13 @@ class KeyStoreTests(TestCase):
         self.fail(f"no StoreError {code}")
 
     async def test_add_and_list(self) -> None:
-        """A key is stored without its comment in the line, keyed by its SHA-256 fingerprint, with the line's comment."""
+        """A key is stored without the line's comment, keyed by its SHA-256 fingerprint, with that comment apart."""
         line = ed25519_line("alice@laptop")
         row = await self.store.add_user_key("alice", line)
         key, comment = parse_public_key(line)
         self.assertEqual(comment, "alice@laptop")
-        self.assertEqual(row, UserKeyRow(fingerprint(key.blob()), "alice", " ".join(line.split()[:2]), "alice@laptop", T0))
+        stored = " ".join(line.split()[:2])
+        self.assertEqual(row, UserKeyRow(fingerprint(key.blob()), "alice", stored, "alice@laptop", T0))
         self.assertTrue(row.fingerprint.startswith("SHA256:"))
         self.assertEqual(row.type, "ssh-ed25519")
         self.assertEqual(await self.store.user_keys(), [row])
@@ -89,11 +90,16 @@ class KeyStoreTests(TestCase):
 
     async def test_refused_keys(self) -> None:
         """Garbage, private keys, short RSA, DSA, several lines and mismatched types are refused, naming why."""
-        await self.refused(self.store.add_user_key("alice", "hello"), "bad_request", "unsupported SSH key type", "hello")
+        await self.refused(
+            self.store.add_user_key("alice", "hello"), "bad_request", "unsupported SSH key type", "hello"
+        )
         await self.refused(self.store.add_user_key("alice", "ssh-ed25519"), "bad_request", "no key data")
-        await self.refused(self.store.add_user_key("alice", "ssh-ed25519 AAAA!!notbase64"), "bad_request", "invalid ssh-ed25519")
+        await self.refused(
+            self.store.add_user_key("alice", "ssh-ed25519 AAAA!!notbase64"), "bad_request", "invalid ssh-ed25519"
+        )
         await self.refused(self.store.add_user_key("alice", ""), "bad_request", "one line")
-        await self.refused(self.store.add_user_key("alice", ed25519_line() + "\n" + ed25519_line()), "bad_request", "one line")
+        two_lines = ed25519_line() + "\n" + ed25519_line()
+        await self.refused(self.store.add_user_key("alice", two_lines), "bad_request", "one line")
         await self.refused(self.store.add_user_key("alice", 42), "bad_request", "42")  # type: ignore[arg-type]
         private = ed25519.Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
@@ -156,7 +162,10 @@ class KeyStoreTests(TestCase):
         line = ed25519_line("x")
         (folder / "k.pub").write_text(line + "\n")
         shown = subprocess.run(
-            ["ssh-keygen", "-l", "-E", "sha256", "-f", str(folder / "k.pub")], capture_output=True, text=True, check=True
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", str(folder / "k.pub")],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()[1]
         key, _ = parse_public_key(line)
         self.assertEqual(fingerprint(key.blob()), shown)
@@ -195,7 +204,7 @@ class CliUserKeyTests(TestCase):
     async def test_add_list_delete(self) -> None:
         """A key from a file or stdin is added, listed with its fingerprint, and deleted by it."""
         folder = Path(self.mktemp())
-        folder.mkdir()
+        folder.mkdir()  # noqa: ASYNC240 - tiny local I/O in a test
         line = ed25519_line("alice@laptop")
         (folder / "id.pub").write_text("# my key\n\n" + line + "\n")
         code, out, err = await self.key("add", "alice", str(folder / "id.pub"))
@@ -221,18 +230,18 @@ class CliUserKeyTests(TestCase):
         self.assertEqual((await self.key("add", "alice"))[0], 2)
         self.assertEqual((await self.key("rotate"))[0], 2)
         self.assertEqual((await self.key("del"))[0], 2)
-        code, out, err = await self.key("add", "bob", "-", stdin=ed25519_line())
+        code, _out, err = await self.key("add", "bob", "-", stdin=ed25519_line())
         self.assertEqual(code, 1)
         self.assertIn("no user bob", err)
-        code, out, err = await self.key("add", "alice", "-", stdin="ssh-ed25519 garbage")
+        code, _out, err = await self.key("add", "alice", "-", stdin="ssh-ed25519 garbage")
         self.assertEqual(code, 1)
         self.assertIn("invalid ssh-ed25519", err)
-        code, out, err = await self.key("add", "alice", "-", stdin=ed25519_line() + "\n" + ed25519_line())
+        code, _out, err = await self.key("add", "alice", "-", stdin=ed25519_line() + "\n" + ed25519_line())
         self.assertEqual(code, 1)
         self.assertIn("holds 2 keys", err)
-        code, out, err = await self.key("add", "alice", "/nonexistent/id.pub")
+        code, _out, err = await self.key("add", "alice", "/nonexistent/id.pub")
         self.assertEqual(code, 1)
         self.assertIn("/nonexistent/id.pub", err)
-        code, out, err = await self.key("del", "SHA256:nope")
+        code, _out, err = await self.key("del", "SHA256:nope")
         self.assertEqual(code, 1)
         self.assertIn("SHA256:nope", err)

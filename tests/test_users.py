@@ -234,7 +234,8 @@ class CliTests(TestCase):
 
     async def test_add(self) -> None:
         """add stores the user with the roles and the password from a file."""
-        code = await self.user(action="add", name="bob", roles="operator,expert", password_file=self.password_file("pw1"))
+        pw1 = self.password_file("pw1")
+        code = await self.user(action="add", name="bob", roles="operator,expert", password_file=pw1)
         self.assertEqual(code, 0, self.err.getvalue())
         self.assertIn("bob added with roles operator, expert", self.out.getvalue())
         bob = await self.stored("bob")

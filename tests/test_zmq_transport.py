@@ -998,7 +998,7 @@ class CurveTests(ZmqTestCase):
     async def test_added_client_accepted(self) -> None:
         """A client pair made by add_client before the server starts gets through."""
         directory = self.keys_dir()
-        public_path, secret_path = add_client(directory, "operator")
+        _public_path, secret_path = add_client(directory, "operator")
         keys = load_keys(directory)
         public, secret = zmq.auth.load_certificate(secret_path)
         assert secret is not None
