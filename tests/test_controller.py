@@ -289,3 +289,71 @@ class RecordingGlobalSystemTests(Harness):
     def test_start_refused_when_unconfigured(self) -> None:
         """Start needs Active."""
         self.assertRefused(protocol.NOT_ALLOWED, "start")
+
+
+@implementer(IAction)
+class InstantAction:
+    """An action whose steps succeed (or fail) before C{run} returns."""
+
+    def __init__(self, fail_at: str | None = None) -> None:
+        self.steps: list[str] = []
+        self.fail_at = fail_at
+
+    def run(self, request: ActionRequest) -> defer.Deferred[None]:
+        self.steps.append(request.step)
+        if request.step == self.fail_at:
+            return defer.fail(ActionFailed("broke at once"))
+        return defer.succeed(None)
+
+
+class MachineDrivenTests(SynchronousTestCase):
+    """The table's Automat machine makes the controller's transitions and runs their outputs."""
+
+    def controller(self, action: IAction) -> tuple[SystemController, list[dict[str, Any]]]:
+        updates: list[dict[str, Any]] = []
+        table = load_table(FSM / "detector-2step.yaml")
+        return SystemController("STS", table, action, updates.append, "p1"), updates
+
+    def test_instant_steps_are_queued_not_reentrant(self) -> None:
+        """Steps that finish inside the output that started them are fed after it, one report each, in order."""
+        action = InstantAction()
+        controller, updates = self.controller(action)
+        reply = controller.command("configure", config("c1"))
+        self.assertEqual(action.steps, ["Configuring_Step1", "Configuring_Step2"])
+        self.assertEqual([u["state"] for u in updates], ["Configuring_Step1", "Configuring_Step2", "Active"])
+        self.assertEqual([u["seq"] for u in updates], [0, 1, 2])
+        self.assertEqual((reply["state"], reply["busy"], controller.tag), ("Active", False, "c1"))
+
+    def test_instant_failure(self) -> None:
+        """A step that fails at once leads along the error row, the tag forgotten, the reason kept."""
+        controller, updates = self.controller(InstantAction(fail_at="Configuring_Step2"))
+        controller.command("configure", config("c1"))
+        self.assertEqual(controller.state, "Error")
+        self.assertEqual((controller.tag, controller.comment), (None, "transition failed: broke at once"))
+        self.assertFalse(controller.busy)
+
+    def test_outputs_run_by_the_machine(self) -> None:
+        """The registered outputs are what a transition does: each runs once per transition."""
+        action = InstantAction()
+        controller, _ = self.controller(action)
+        calls: list[tuple[str, str, str]] = []
+        for name in ("C_take_config", "C_forget_config", "C_report", "A_run_step"):
+            real = getattr(controller, name)
+
+            def spy(step: Any, note: Any, _name: str = name, _real: Any = real) -> None:
+                calls.append((_name, step.input, step.new))
+                _real(step, note)
+
+            setattr(controller, name, spy)
+        controller.command("configure", config("c1"))
+        controller.command("abort")
+        self.assertEqual(calls, [
+            ("C_take_config", "configure", "Configuring_Step1"),
+            ("C_report", "configure", "Configuring_Step1"),
+            ("A_run_step", "configure", "Configuring_Step1"),
+            ("C_report", "success", "Configuring_Step2"),
+            ("A_run_step", "success", "Configuring_Step2"),
+            ("C_report", "success", "Active"),
+            ("C_forget_config", "abort", "Unconfigured"),
+            ("C_report", "abort", "Unconfigured"),
+        ])

@@ -696,6 +696,89 @@ class MachineTests(SynchronousTestCase):
         self.assertIn("called from an observer", str(errors[0]))
 
 
+class Recorder:
+    """Outputs that record each call as C{(name, transition, *args)}."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def A_work(self, step: Transition, *args: object) -> None:
+        """Record."""
+        self.calls.append(("A_work", step, *args))
+
+    def C_tell(self, step: Transition, *args: object) -> None:
+        """Record."""
+        self.calls.append(("C_tell", step, *args))
+
+
+class MachineOutputsTests(SynchronousTestCase):
+    """Automat decides each transition and runs the outputs registered for it."""
+
+    registry = {
+        ("configure", "Configuring"): ("C_tell", "A_work"),
+        ("success", "Active"): ("C_tell",),
+    }
+
+    def machine(self) -> tuple[Machine, Recorder]:
+        outputs = Recorder()
+        table = parse_table(textwrap.dedent(GOOD).replace("name: tiny", "name: outputs"), "o.yaml")
+        return Machine(table, outputs=outputs, registry=self.registry), outputs
+
+    def test_outputs_once_with_arguments(self) -> None:
+        """Each transition runs its registered outputs once, in order, with the transition and fire's arguments."""
+        machine, outputs = self.machine()
+        machine.fire("configure", "note", 3)
+        self.assertEqual(outputs.calls, [
+            ("C_tell", Transition("Unconfigured", "configure", "Configuring"), "note", 3),
+            ("A_work", Transition("Unconfigured", "configure", "Configuring"), "note", 3),
+        ])
+        machine.fire("success")
+        machine.fire("abort")  # nothing registered for (abort, Unconfigured)
+        self.assertEqual(outputs.calls[2:], [("C_tell", Transition("Configuring", "success", "Active"))])
+
+    def test_outputs_see_the_new_state(self) -> None:
+        """When an output runs, the machine is already in the target state; observers see it too."""
+        machine, outputs = self.machine()
+        states: list[str] = []
+        outputs.A_work = lambda step, *args: states.append(machine.state)  # type: ignore[method-assign]
+        machine.observe(lambda old, input, new: states.append(f"{old}->{new}:{machine.state}"))
+        machine.fire("configure")
+        self.assertEqual(states, ["Configuring", "Unconfigured->Configuring:Configuring"])
+
+    def test_automat_refuses_not_the_dict(self) -> None:
+        """Automat refuses an input the table has no row for, even if the table's lookup were to say yes."""
+        machine, outputs = self.machine()
+        self.patch(StateTable, "next_state", lambda self, state, input: "Active")
+        self.patch(StateTable, "inputs_from", lambda self, state: ["configure"])
+        exc = self.assertRaises(InvalidTransition, machine.fire, "start")
+        self.assertEqual((exc.state, exc.input, exc.allowed), ("Unconfigured", "start", ["configure"]))
+        self.assertIn("input 'start' is not possible in state 'Unconfigured'", str(exc))
+        self.assertEqual((machine.state, outputs.calls), ("Unconfigured", []))
+
+    def test_output_cannot_fire(self) -> None:
+        """An output that fires the machine is refused (it must queue the input instead)."""
+        machine, outputs = self.machine()
+        errors: list[RuntimeError] = []
+
+        def work(step: Transition, *args: object) -> None:
+            try:
+                machine.fire("success")
+            except RuntimeError as e:
+                errors.append(e)
+
+        outputs.A_work = work  # type: ignore[method-assign]
+        machine.fire("configure")
+        self.assertEqual((machine.state, len(errors)), ("Configuring", 1))
+
+    def test_registry_checked(self) -> None:
+        """A registry naming a missing method or an unknown input is refused when the machine is made."""
+        table = parse_table(textwrap.dedent(GOOD), "t.yaml")
+        error = self.assertRaises(ValueError, Machine, table, None, Recorder(), {("configure", "Active"): ("nope",)})
+        self.assertIn("lacks nope", str(error))
+        error = self.assertRaises(ValueError, Machine, table, None, Recorder(), {("explode", "Active"): ("C_tell",)})
+        self.assertIn("('explode', 'Active')", str(error))
+
+
 class DotTests(SynchronousTestCase):
     """to_dot and dot_file draw tables."""
 
