@@ -5,13 +5,14 @@ A whole ECS in one process, for tests of the Experiment Control Agent.
 L{ECAHarness} builds, on the in-memory transport driven by the real reactor:
 
   - a real SQLite L{Store} in a temporary directory, seeded like the demo
-    (L{agents.eca.tap.seed_demo}: partition C{demo} with STS MVD TOF TRD
+    (L{agents.eca.demo.seed_demo}: partition C{demo} with STS MVD TOF TRD
     RICH, their configurations, tags C{demo} and C{demo-alt}) plus a second
     partition C{p2} with detector C{STS2} (tag C{p2}) and an unassigned
     detector C{TOF2};
   - users of every role, created through the store (bcrypt at its lowest
     cost: these tests check behaviour, not hashing);
-  - the real L{ExperimentControlAgent} serving the registry at
+  - the real ECA (L{agents.eca.compose.build_eca}, started by an
+    L{agents.eca.service.EcaCore}) serving the registry at
     C{inproc://registry} (the settings accept only ZeroMQ forms, so not
     C{mem://}; the memory network takes any name);
   - one L{ControllerHost} for every global system (as C{ecs-global --id
@@ -45,8 +46,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from agents.controller.host import ControllerHost
-from agents.eca.agent import ExperimentControlAgent
-from agents.eca.tap import seed_demo
+from agents.eca.accounts import ThreadPasswords
+from agents.eca.compose import Eca, build_eca
+from agents.eca.demo import seed_demo
+from agents.eca.service import EcaCore
 from agents.pca.agent import PartitionAgent
 from ecs import users
 from ecs.config.settings import load_settings
@@ -147,17 +150,21 @@ class ECAHarness(TestCase):
 
     async def start_eca(self) -> None:
         """Start an ECA on the store and the network, with its web API (again after a restart)."""
-        self.eca = ExperimentControlAgent(
+        self.parts: Eca = build_eca(
             self.store,
             MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
+            reactor,
             SETTINGS,
             self.subsystems,
             self.sequence,
-            reactor,
+            ThreadPasswords(reactor),
         )
-        self.eca.startService()
-        await self.eca.ready
+        self.core = EcaCore(self.parts)
+        await self.core.open()
+        self.core.startService()
+        self.eca = self.parts.center
         self.api = WebAPI(self.eca, reactor)
+        self.parts.metrics.observe_streams(lambda: len(self.api.streams))
         self.stub = StubTreq(self.api.resource())
 
     def registry(self, node: MemoryNode) -> RemoteRegistry:
@@ -205,9 +212,9 @@ class ECAHarness(TestCase):
                 await host.stopService()
         if hasattr(self, "tester"):
             await self.tester.close()
-        eca = getattr(self, "eca", None)
-        if eca is not None and eca.running:
-            await eca.stopService()
+        core = getattr(self, "core", None)
+        if core is not None and core.running:
+            await core.stopService()
         await self.store.close()
 
     # -- waiting -------------------------------------------------------------
@@ -237,7 +244,7 @@ class ECAHarness(TestCase):
                 and s.settled
                 and s.partition.state == self.sequence.idle
                 and all(v.connected for v in s.partition.systems.values())
-                and self.eca.watches[partition].connected
+                and self.parts.partitions.get(partition).connected
                 and self.eca.partition(partition)["state"] == self.sequence.idle
             )
 

@@ -1,6 +1,7 @@
 """
-Tests for L{agents.eca.agent}, L{agents.eca.manage} and L{agents.eca.partitions}:
-the real Experiment Control Agent behind the HTTP API, with real PCAs and
+Tests for the ECA's collaborators (L{agents.eca.compose}, L{agents.eca.center},
+L{agents.eca.inventory}, L{agents.eca.partitions}...): the real Experiment
+Control Agent behind the HTTP API, with real PCAs and
 controllers on the in-memory transport and a real SQLite store
 (L{tests.eca_harness}).
 """
@@ -346,7 +347,7 @@ class CommandTests(ECAHarness):
         self.assertTrue(all(s["connected"] is False for s in details["systems"]))
         self.network.set_down(self.pcas["p2"].address, False)
         await self.wait_idle("p2")
-        self.assertEqual(self.eca.watches["p2"].losses, 1)
+        self.assertEqual(self.parts.partitions.get("p2").losses, 1)
 
 
 class HousekeepingTests(ECAHarness):
@@ -356,8 +357,8 @@ class HousekeepingTests(ECAHarness):
         """A control unused for longer than the inactivity time is released, and the stream says why."""
         stub, reader = await self.open_events()
         await self.take("operator")
-        self.eca.control_timeout = 0.0
-        await self.eca._housekeeping()
+        self.parts.scopes.timeout = 0.0
+        await self.parts.housekeeping()
         self.assertIsNone(await self.store.control("demo"))
         self.assertIsNone(self.eca.partition("demo")["controller"])
         released = lambda e: e["event"] == "control" and e["data"]["reason"] == "inactivity"  # noqa: E731
@@ -367,11 +368,11 @@ class HousekeepingTests(ECAHarness):
 
     async def test_old_logs_pruned(self) -> None:
         """Log lines older than the retention are deleted."""
-        self.eca.log_event("info", "test", "old news", None, when=reactor.seconds() - 100)
-        await self.eca._flush_logs()
+        self.parts.logbook.log("info", "test", "old news", None, when=reactor.seconds() - 100)
+        await self.parts.logbook.flush()
         self.assertEqual(len(await self.store.logs(q="old news")), 1)
-        self.eca.log_retention = 50.0
-        await self.eca._housekeeping()
+        self.parts.log_retention = 50.0
+        await self.parts.housekeeping()
         self.assertEqual(await self.store.logs(q="old news"), [])
 
 
@@ -384,7 +385,7 @@ class RestartTests(ECAHarness):
         await self.configure()
         await self.wait_state("demo", "QA_Active")
         pca_seq = self.pcas["demo"].publisher.seq
-        await self.eca.stopService()
+        await self.core.stopService()
         await self.start_eca()
         await self.wait_for(lambda: self.eca.partition("demo")["connected"], what="PCA registered again")
         await self.wait_for(lambda: self.eca.partition("demo")["state"] == "QA_Active", what="state mirrored")
@@ -593,11 +594,14 @@ class EventTests(ECAHarness):
         self.assertEqual(r.code, 200)
         self.assertIn("text/plain", r.header("Content-Type")[0])
         text = r.body.decode()
-        self.assertIn('ecs_partition_state{partition="demo",state="Idle"} 1', text)
-        self.assertIn('ecs_partition_connected{partition="p2"} 1', text)
-        self.assertIn('ecs_commands_total{command="start",outcome="refused"} 1', text)
-        self.assertIn('ecs_heartbeat_losses_total{partition="demo"} 0', text)
-        self.assertIn('ecs_systems{partition="p2",state=', text)
+        self.assertIn('ecs_partition_state{partition="demo",state="Idle"} 1.0', text)
+        self.assertIn('ecs_partition_connected{partition="p2"} 1.0', text)
+        self.assertIn('ecs_commands_total{command="start",outcome="conflict"} 1.0', text)
+        self.assertIn('ecs_command_duration_seconds_count{command="start"} 1.0', text)
+        self.assertIn('ecs_heartbeat_losses_total{partition="demo"} 0.0', text)
+        self.assertIn('ecs_systems{partition="p2",state="Unconfigured"} 5.0', text)
+        self.assertIn('ecs_systems_connected{partition="demo"} 9.0', text)
+        self.assertIn("ecs_event_streams_open 0.0", text)
 
 
 class PartitionManagementTests(ECAHarness):
@@ -621,7 +625,7 @@ class PartitionManagementTests(ECAHarness):
         await self.ok("DELETE", "/api/partitions/p3", "expert")
         self.assertNotIn("p3", [p.id for p in await self.store.partitions()])
         self.assertEqual(self.served("p3"), set())
-        self.assertNotIn("p3", self.eca.watches)
+        self.assertNotIn("p3", self.parts.partitions)
         actions = [(a.action, a.outcome) for a in await self.store.audit_entries() if a.action.endswith("_partition")]
         self.assertEqual(sorted(actions), [("create_partition", "ok"), ("delete_partition", "ok")])
 
@@ -654,7 +658,7 @@ class PartitionManagementTests(ECAHarness):
         body = self.assertError(r, 503, "unavailable")
         self.assertIn("QA", body["reason"])
         self.assertEqual([p.id for p in await self.store.partitions()], ["demo", "p2"])
-        self.assertNotIn("p3", self.eca.watches)
+        self.assertNotIn("p3", self.parts.partitions)
         self.assertEqual(self.served("p3"), set())
         audit = [a.outcome for a in await self.store.audit_entries() if a.action == "create_partition"]
         self.assertEqual(len(audit), 1)
@@ -669,7 +673,7 @@ class PartitionManagementTests(ECAHarness):
         self.network.set_down(self.globals_host.address, False)
         self.assertEqual([p.id for p in await self.store.partitions()], ["demo", "p2"])
         self.assertEqual(self.served("p3"), set())
-        self.assertNotIn("p3", self.eca.watches)
+        self.assertNotIn("p3", self.parts.partitions)
 
     async def test_delete_busy_partition(self) -> None:
         """A configured partition is deleted only with force; its detectors become unassigned."""
@@ -984,7 +988,7 @@ class MoveTests(ECAHarness):
         await self.take("operator", "p2")
         started: defer.Deferred[None] = defer.Deferred()
         release: defer.Deferred[None] = defer.Deferred()
-        original = self.eca.store.move_detector
+        original = self.store.move_detector
 
         async def slow_move(detector: str, to: str | None) -> Any:
             if not started.called:
@@ -992,7 +996,7 @@ class MoveTests(ECAHarness):
                 await release
             return await original(detector, to)
 
-        self.patch(self.eca.store, "move_detector", slow_move)
+        self.patch(self.store, "move_detector", slow_move)
         moving = defer.ensureDeferred(self.move("TRD", "p2"))
         await started
         r = await self.call("POST", "/api/partitions/p2/configure", token=await self.login("operator"),

@@ -1,295 +1,245 @@
 # -*- test-case-name: tests.test_eca -*-
 """
-How the ECA follows one partition: a mirror of what its PCA publishes.
-
-L{PartitionWatch} subscribes to the PCA's publisher, keeps a clone-pattern
-L{Mirror} of its table (the partition record and every system's), watches
-the PCA with heartbeats (a PCA that stops answering is shown as
-disconnected, not with its stale states), turns what arrives into the
-ECA's live events, and notices when the partition starts and stops
-recording (run records).  When the PCA registers again (a restart, a new
-port) the watch starts over from a fresh snapshot.
+L{Partitions}: the partitions the ECA follows, one L{Partition} each (a
+L{PartitionLink} to its PCA and a L{PartitionPicture} of what it
+publishes), and what their changes set off: live events, operator log
+lines, run records (L{IRunBook}), the metrics, and the inventory's
+pending tells (L{IInventoryEvents}, wired after construction: the
+inventory is built from the partitions, so this is a back edge).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from ecs import protocol
-from ecs.net.heartbeat import Heartbeat
-from ecs.net.pubsub import Mirror, fetch_paged_snapshot
+from agents.eca.interfaces import IEventSource, IInventoryEvents, ILogBook, IPartitionObserver, IRunBook
+from agents.eca.link import PartitionLink
+from agents.eca.metrics import EcaMetrics, PartitionSample
+from agents.eca.picture import (
+    Effect,
+    Emit,
+    PartitionPicture,
+    PartitionSeen,
+    RunEnded,
+    RunStarted,
+    StageDone,
+    SystemSeen,
+)
+from ecs.config.settings import Settings
+from ecs.control import ControlError
+from ecs.fsm.sequence import Sequence
 from ecs.net.registry import AgentInfo
-from ecs.protocol import Envelope
+from ecs.net.transport import INode
 
-if TYPE_CHECKING:
-    from agents.eca.agent import ExperimentControlAgent
-
-SNAPSHOT_PAGE = 2000
 OPERATOR_COMMANDS = ("configure", "start", "stop", "abort", "reset")
 
 
-class PartitionWatch:
-    """The ECA's live picture of one partition."""
+@implementer(IPartitionObserver)
+class Partition:
+    """One followed partition: its link, its picture, and what its runs need to know."""
 
     _log = Logger()
 
-    def __init__(self, eca: ExperimentControlAgent, partition_id: str) -> None:
-        self.eca = eca
+    def __init__(self, partition_id: str, owner: Partitions) -> None:
         self.id = partition_id
-        self.records: dict[str, dict[str, Any]] = {}
-        self.progress: dict[str, Any] | None = None
-        self.connected = False
-        self.endpoint: str | None = None
-        self.publish: str | None = None
+        self._owner = owner
+        self.picture = PartitionPicture(partition_id, owner.sequence)
+        self.link = PartitionLink(partition_id, owner.node, owner.clock, owner.settings, self)
+        #: The configurations of the last configure the PCA accepted (for run records).
         self.sent: dict[str, dict[str, Any]] = {}
         self.last_operator: str | None = None
         self.last_command: str | None = None
         self.losses = 0
-        #: The allowed commands last sent as an C{allowed} event.
-        self._allowed: list[str] | None = None
-        self._subscriber: Any = None
-        self._mirror: Mirror | None = None
-        self._heartbeat: Heartbeat | None = None
 
-    # -- following the PCA -------------------------------------------------
+    # -- reading --------------------------------------------------------------------
 
-    def pca_changed(self, info: AgentInfo | None) -> None:
-        """The PCA registered (maybe at a new place) or went away."""
-        if info is not None and (info.endpoint, info.publish) == (self.endpoint, self.publish):
-            return
-        self.stop()
-        if info is None or info.endpoint is None or info.publish is None:
-            self.endpoint = self.publish = None
-            self._set_connected(False)
-            return
-        self.endpoint, self.publish = info.endpoint, info.publish
-        client = self.eca.node.connect(info.endpoint)
-        self._mirror = Mirror(
-            self.eca.reactor,
-            self._snapshot,
-            self._changed,
-            self._reset,
-            retry_delay=self.eca.settings.heartbeat_interval,
-            name=f"ECA mirror of {self.id}",
-        )
-        self._subscriber = self.eca.node.subscribe(
-            info.publish, ["state/", "log/", "progress/"], self._received
-        )
-        self._mirror.start()
-        settings = self.eca.settings
-        self._heartbeat = Heartbeat(
-            self.eca.reactor,
-            settings.heartbeat_interval,
-            settings.heartbeat_timeout,
-            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
-            self._lost,
-            lambda: self._set_connected(True),
-            name=f"ECA: PCA {self.id} at {info.endpoint}",
-            last_heard=lambda: client.last_received,
-        )
-        self._heartbeat.start()
+    @property
+    def connected(self) -> bool:
+        """Whether the PCA answers."""
+        return self.picture.connected
 
-    def _snapshot(self) -> defer.Deferred[dict[str, Any]]:
-        """A whole snapshot of the PCA's table, in pages."""
-        from ecs.net.transport import RequestError
+    @property
+    def records(self) -> dict[str, dict[str, Any]]:
+        """The mirrored records (partition and systems)."""
+        return self.picture.records
 
-        if self.endpoint is None:
-            return defer.fail(RequestError(protocol.TIMEOUT, f"the PCA of {self.id} is not registered"))
-        client = self.eca.node.connect(self.endpoint)
+    def summary(self) -> dict[str, Any]:
+        """See L{PartitionPicture.summary}, with the control holder."""
+        return self.picture.summary(self._owner.holder(self.id))
 
-        def page(after: str | None) -> defer.Deferred[dict[str, Any]]:
-            body: dict[str, Any] = {"limit": SNAPSHOT_PAGE}
-            if after is not None:
-                body["after"] = after
-            return client.request(self.id, "snapshot", body)
+    def details(self) -> dict[str, Any]:
+        """See L{PartitionPicture.details}, with the control holder."""
+        return self.picture.details(self._owner.holder(self.id))
 
-        return fetch_paged_snapshot(page)
-
-    async def detectors(self) -> set[str]:
-        """The detectors the PCA has now (asked, not mirrored; RequestError when it does not answer)."""
-        body = await self._snapshot()
-        return {
-            entry["value"]["id"]
-            for key, entry in body["entries"].items()
-            if key.startswith("system/") and entry["value"].get("kind") == "detector"
-        }
-
-    def stop(self) -> None:
-        """Stop following (the PCA moved, or the ECA stops)."""
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            self._heartbeat = None
-        if self._mirror is not None:
-            self._mirror.stop()
-            self._mirror = None
-        if self._subscriber is not None:
-            self._subscriber.close()
-            self._subscriber = None
-
-    def _lost(self) -> None:
-        self.losses += 1
-        self._set_connected(False)
-        self.eca.log_event("error", "ECA", f"PCA {self.id} does not answer", self.id)
-
-    def _set_connected(self, connected: bool) -> None:
-        if connected == self.connected:
-            return
-        self.connected = connected
-        if connected and self._mirror is not None and self._mirror.synced:
-            self._mirror.start()  # take a fresh snapshot: it may have missed everything
-        self.eca.emit("state", {"partition": self.id, "key": "connected", "value": {"connected": connected}}, self.id)
-        self._tell_allowed()
-        if connected:
-            self.eca.partition_seen(self)  # it may have missed a forced move
-
-    def _received(self, envelope: Envelope) -> None:
-        body = envelope.body
-        if self._mirror is not None:
-            # Every event counts in the publisher's numbering: the mirror
-            # must see them all (it applies only state changes) or it would
-            # take log lines for gaps.
-            self._mirror.event_received(envelope)
-        if envelope.type == "log":
-            self.eca.log_event(
-                str(body.get("level", "info")),
-                str(body.get("source", self.id)),
-                str(body.get("message", "")),
-                self.id,
-                body.get("time") if isinstance(body.get("time"), (int, float)) else None,
-            )
-        elif envelope.type == "progress":
-            self.progress = body
-            self.eca.emit("progress", body, self.id)
-
-    def _reset(self) -> None:
-        # A fresh snapshot replaces the table.  A new mirror (the PCA
-        # registered at a new place: a restart) knows nothing of our older
-        # records, so drop those the snapshot lacks (a detector moved away
-        # meanwhile) or they would be shown for ever.
-        entries = self._mirror.entries if self._mirror is not None else {}
-        for key in [k for k in self.records if k not in entries]:
-            self._changed(key, None)
-        self.eca.emit("state", {"partition": self.id, "key": "reset", "value": None}, self.id)
-
-    def _changed(self, key: str, value: dict[str, Any] | None) -> None:
-        old = self.records.get(key)
-        if value is None:
-            if key not in self.records:
-                return  # already dropped (by _reset)
-            self.records.pop(key, None)
-        else:
-            self.records[key] = value
-        self.eca.emit("state", {"partition": self.id, "key": key, "value": value}, self.id)
-        if key == "partition" or _in_error(old) != _in_error(value):
-            self._tell_allowed()
-        if key == "partition":
-            self._watch_recording(old, value)
-            self.eca.partition_seen(self)
-        elif key.startswith("system/") and value is not None and value.get("connected"):
-            self.eca.system_seen(self, key[len("system/"):])
-
-    def _watch_recording(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        recording = self.eca.sequence.recording
-        if recording is None:
-            return
-        was = old is not None and old.get("state") == recording.state
-        now = new is not None and new.get("state") == recording.state
-        if now and not was:
-            defer.Deferred.fromCoroutine(self.eca.run_started(self)).addErrback(
-                lambda f: self._log.failure("run start", f))
-        elif was and not now:
-            defer.Deferred.fromCoroutine(self.eca.run_ended(self)).addErrback(
-                lambda f: self._log.failure("run end", f))
-
-    def _tell_allowed(self) -> None:
-        """An C{allowed} event when the commands allowed now changed (the GUI's buttons)."""
-        allowed = self.allowed()
-        if allowed != self._allowed:
-            self._allowed = allowed
-            self.eca.emit("allowed", {"partition": self.id, "allowed": allowed}, self.id)
-
-    # -- commands ------------------------------------------------------------
+    # -- talking to the PCA -----------------------------------------------------------
 
     def command(self, command: str, body: dict[str, Any], operator: str) -> defer.Deferred[dict[str, Any]]:
         """Send a command to the PCA (RequestError when refused or unreachable)."""
-        from ecs.net.transport import RequestError
-
-        if self.endpoint is None:
-            return defer.fail(RequestError(protocol.TIMEOUT, f"the PCA of {self.id} is not registered"))
-        if command in OPERATOR_COMMANDS:
+        if command in OPERATOR_COMMANDS and self.link.endpoint is not None:
             # What ends a run (stop, abort) is judged from the operators'
             # commands, not from the ECA's own status or lock requests.
             self.last_operator, self.last_command = operator, command
-        client = self.eca.node.connect(self.endpoint)
-        return client.request(self.id, command, body, timeout=self.eca.settings.request_timeout)
+        return self.link.request(command, body)
 
-    # -- what interfaces show -----------------------------------------------
+    def detectors(self) -> defer.Deferred[set[str]]:
+        """The detectors the PCA has now (asked, not mirrored)."""
+        return defer.Deferred.fromCoroutine(self.link.detectors())
 
-    def system_states(self) -> Counter[str]:
-        """How many systems are in each state."""
-        return Counter(
-            v.get("state", "?") if self.connected else "Unknown"
-            for k, v in self.records.items()
-            if k.startswith("system/")
-        )
+    # -- IPartitionObserver --------------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
-        """C{{id, state, tag, controller, connected}}."""
-        record = self.records.get("partition", {})
-        return {
-            "id": self.id,
-            "state": record.get("state") if self.connected else "Connection Problem",
-            "tag": record.get("tag"),
-            "controller": self.eca.holders.get(self.id),
-            "connected": self.connected,
-        }
+    def got_record(self, key: str, value: dict[str, Any] | None) -> None:
+        """See L{IPartitionObserver.got_record}."""
+        self._owner.carry_out(self, self.picture.apply(key, value))
 
-    def allowed(self) -> list[str]:
-        """The commands the partition's state allows now (the PCA decides in the end)."""
-        record = self.records.get("partition", {})
-        if not self.connected or not record:
-            return []
-        sequence = self.eca.sequence
-        state = record.get("state")
-        allowed = ["abort"]
-        if any(v.get("state") == "Error" for k, v in self.records.items() if k.startswith("system/")):
-            allowed.append("reset")
-        if record.get("locked") or record.get("operation"):
-            return allowed
-        summary = sequence.summary_of(state) if state in sequence.states() else None
-        if summary in ("Idle", "Active"):
-            allowed.append("configure")
-        if state == sequence.top_active:
-            allowed.append("start")
-        if sequence.recording is not None and state == sequence.recording.state:
-            allowed.append("stop")
-        return allowed
+    def got_reset(self, present: frozenset[str]) -> None:
+        """See L{IPartitionObserver.got_reset}."""
+        self._owner.carry_out(self, self.picture.reset(present))
 
-    def details(self) -> dict[str, Any]:
-        """The summary with the systems, what is allowed, lock and progress."""
-        record = self.records.get("partition", {})
-        systems = []
-        for key, value in sorted(self.records.items()):
-            if not key.startswith("system/"):
-                continue
-            shown = dict(value)
-            if not self.connected:
-                shown["connected"] = False
-            systems.append(shown)
-        return {
-            **self.summary(),
-            "locked": bool(record.get("locked")),
-            "operation": record.get("operation"),
-            "allowed": self.allowed(),
-            "progress": self.progress if record.get("operation") else None,
-            "systems": systems,
-        }
+    def got_connected(self, connected: bool) -> None:
+        """See L{IPartitionObserver.got_connected}."""
+        self._owner.carry_out(self, self.picture.set_connected(connected))
+
+    def got_lost(self) -> None:
+        """See L{IPartitionObserver.got_lost}."""
+        self.losses += 1
+        self._owner.metrics.heartbeat_lost(self.id)
+        self._owner.logbook.log("error", "ECA", f"PCA {self.id} does not answer", self.id)
+
+    def got_log(self, level: str, source: str, message: str, when: float | None) -> None:
+        """See L{IPartitionObserver.got_log}."""
+        self._owner.logbook.log(level, source, message, self.id, when)
+
+    def got_progress(self, body: dict[str, Any]) -> None:
+        """See L{IPartitionObserver.got_progress}."""
+        self._owner.carry_out(self, self.picture.progress_received(body, self._owner.clock.seconds()))
 
 
-def _in_error(record: dict[str, Any] | None) -> bool:
-    """Whether a system record is in Error (that allows C{reset})."""
-    return record is not None and record.get("state") == "Error"
+class Partitions:
+    """The followed partitions; see the module docstring."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        node: INode,
+        clock: IReactorTime,
+        settings: Settings,
+        sequence: Sequence,
+        events: IEventSource,
+        logbook: ILogBook,
+        runs: IRunBook,
+        holder: Callable[[str], str | None],
+        metrics: EcaMetrics,
+    ) -> None:
+        self.node = node
+        self.clock = clock
+        self.settings = settings
+        self.sequence = sequence
+        self.events = events
+        self.logbook = logbook
+        self.runs = runs
+        self.holder = holder
+        self.metrics = metrics
+        self._inventory: IInventoryEvents | None = None
+        self._partitions: dict[str, Partition] = {}
+
+    def wire(self, inventory: IInventoryEvents) -> None:
+        """The back edge to the inventory (see the module docstring)."""
+        self._inventory = IInventoryEvents(inventory)
+
+    # -- the set ---------------------------------------------------------------------
+
+    def __contains__(self, partition_id: object) -> bool:
+        return partition_id in self._partitions
+
+    def __iter__(self) -> Iterator[Partition]:
+        return iter(list(self._partitions.values()))
+
+    def get(self, partition_id: str) -> Partition:
+        """The partition, or C{ControlError("not_found")}."""
+        partition = self._partitions.get(partition_id)
+        if partition is None:
+            raise ControlError("not_found", f"no partition {partition_id!r}")
+        return partition
+
+    def watch(self, partition_id: str, info: AgentInfo | None) -> Partition:
+        """Follow a partition (its PCA registered with C{info}, or not yet)."""
+        partition = Partition(partition_id, self)
+        self._partitions[partition_id] = partition
+        if info is not None:
+            partition.link.pca_changed(info)
+        return partition
+
+    def unwatch(self, partition_id: str) -> None:
+        """Stop following a deleted partition."""
+        partition = self._partitions.pop(partition_id, None)
+        if partition is not None:
+            partition.link.stop()
+
+    def pca_changed(self, partition_id: str, info: AgentInfo | None) -> None:
+        """The registry says the PCA of C{partition_id} registered again or went away."""
+        partition = self._partitions.get(partition_id)
+        if partition is not None:
+            partition.link.pca_changed(info)
+
+    def stop(self) -> None:
+        """Stop following every partition (the ECA stops)."""
+        for partition in self._partitions.values():
+            partition.link.stop()
+
+    # -- what interfaces show --------------------------------------------------------------
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every partition's summary."""
+        return [partition.summary() for partition in self._partitions.values()]
+
+    def details(self, partition_id: str) -> dict[str, Any]:
+        """One partition's details."""
+        return self.get(partition_id).details()
+
+    def samples(self) -> list[PartitionSample]:
+        """The partitions as the metrics' gauges see them."""
+        return [
+            PartitionSample(
+                partition=p.id,
+                state=str(p.picture.state()),
+                connected=p.connected,
+                systems=dict(p.picture.system_states()),
+                connected_systems=p.picture.connected_systems(),
+            )
+            for p in self._partitions.values()
+        ]
+
+    # -- effects ---------------------------------------------------------------------------
+
+    def carry_out(self, partition: Partition, effects: list[Effect]) -> None:
+        """Do what a change of C{partition}'s picture calls for (in order)."""
+        for effect in effects:
+            if isinstance(effect, Emit):
+                self.events.emit(effect.type, effect.data, partition.id)
+            elif isinstance(effect, RunStarted):
+                d = defer.Deferred.fromCoroutine(self._run_started(partition, effect.tag))
+                d.addErrback(lambda f: self._log.failure("run start", f))
+            elif isinstance(effect, RunEnded):
+                d = defer.Deferred.fromCoroutine(self._run_ended(partition))
+                d.addErrback(lambda f: self._log.failure("run end", f))
+            elif isinstance(effect, PartitionSeen):
+                if self._inventory is not None:
+                    self._inventory.partition_seen(partition.id)
+            elif isinstance(effect, SystemSeen):
+                if self._inventory is not None:
+                    self._inventory.system_seen(partition.id, effect.system)
+            elif isinstance(effect, StageDone):
+                self.metrics.stage_done(partition.id, effect.stage, effect.seconds)
+
+    async def _run_started(self, partition: Partition, tag: str | None) -> None:
+        await self.runs.started(partition.id, tag, partition.sent, partition.last_operator or "unknown")
+
+    async def _run_ended(self, partition: Partition) -> None:
+        await self.runs.ended(partition.id, partition.last_command)

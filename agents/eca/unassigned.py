@@ -1,57 +1,58 @@
 # -*- test-case-name: tests.test_eca -*-
 """
-Detectors in no partition, supervised by the ECA (the original's
-"unmapped detectors"): their live states on the overview.
+L{Unassigned}: detectors in no partition, supervised by the ECA (the
+original's "unmapped detectors"): their live states on the overview.
 
 Nobody receives their state updates (they report to no partition), so the
-ECA asks each registered one for its status every heartbeat interval, in
-one burst; an unregistered or silent one is shown as C{Connection
-Problem}.  Changes become C{state} events with key C{unassigned/<id>}.
+ECA asks each registered one for its status every heartbeat interval
+(L{Unassigned.tick}, run by a C{TimerService}), in one burst; an
+unregistered or silent one is shown as C{Connection Problem}.  Changes
+become C{state} events with key C{unassigned/<id>}.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
-from ecs.net.transport import RequestError
+from agents.eca.interfaces import IEventSource
+from ecs.config.settings import Settings
+from ecs.net.remote_registry import Entry
+from ecs.net.transport import INode, RequestError
 from ecs.protocol import CONNECTION_PROBLEM
-
-if TYPE_CHECKING:
-    from agents.eca.agent import ExperimentControlAgent
+from ecs.store import Store
 
 REFRESH_EVERY = 5  # polls between two reads of the list from the database
 
 
-class UnassignedWatch:
+class Unassigned:
     """Live states of the unassigned detectors."""
 
     _log = Logger()
 
-    def __init__(self, eca: ExperimentControlAgent) -> None:
-        self.eca = eca
+    def __init__(self, node: INode, registered: Mapping[tuple[str, str], Entry], store: Store,
+                 events: IEventSource, settings: Settings) -> None:
+        self._node = node
+        self._registered = registered
+        self._store = store
+        self._events = events
+        self._settings = settings
         self.records: dict[str, dict[str, Any]] = {}
         self._types: dict[str, str] = {}
         self._polls = 0
-        self._loop: task.LoopingCall | None = None
         self._busy = False
 
-    def start(self) -> None:
-        """Poll every heartbeat interval."""
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self.eca.reactor
-        self._loop.start(self.eca.settings.heartbeat_interval, now=True)
+    def unassigned(self) -> list[dict[str, Any]]:
+        """See L{ecs.control.IControlCenter.unassigned}: live states, polled."""
+        return sorted(self.records.values(), key=lambda r: r["id"])
 
-    def stop(self) -> None:
-        """Stop polling."""
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """One poll, unless the last burst is still out (never pile up)."""
         if self._busy:
-            return  # the last burst is still out: never pile up
+            return
         self._busy = True
         d = defer.Deferred.fromCoroutine(self._poll())
         d.addErrback(lambda f: self._log.failure("polling unassigned detectors", f))
@@ -59,11 +60,11 @@ class UnassignedWatch:
 
     async def _poll(self) -> None:
         if self._polls % REFRESH_EVERY == 0:
-            rows = await self.eca.store.detectors(None)
+            rows = await self._store.detectors(None)
             self._types = {row.id: row.type for row in rows}
             for gone in set(self.records) - set(self._types):
                 del self.records[gone]
-                self.eca.emit("state", {"partition": None, "key": f"unassigned/{gone}", "value": None})
+                self._events.emit("state", {"partition": None, "key": f"unassigned/{gone}", "value": None})
         self._polls += 1
         await defer.DeferredList(
             [defer.Deferred.fromCoroutine(self._ask(detector)) for detector in self._types],
@@ -71,7 +72,7 @@ class UnassignedWatch:
         )
 
     async def _ask(self, detector: str) -> None:
-        entry = self.eca.registry.entries.get(("detector", detector))
+        entry = self._registered.get(("detector", detector))
         record: dict[str, Any] = {
             "id": detector,
             "kind": "detector",
@@ -84,8 +85,8 @@ class UnassignedWatch:
         }
         if entry is not None and entry.info.endpoint is not None:
             try:
-                status = await self.eca.node.connect(entry.info.endpoint).request(
-                    detector, "status", {}, timeout=self.eca.settings.heartbeat_timeout
+                status = await self._node.connect(entry.info.endpoint).request(
+                    detector, "status", {}, timeout=self._settings.heartbeat_timeout
                 )
                 record.update(
                     state=status.get("summary"),
@@ -98,4 +99,4 @@ class UnassignedWatch:
                 record["comment"] = e.reason
         if self.records.get(detector) != record:
             self.records[detector] = record
-            self.eca.emit("state", {"partition": None, "key": f"unassigned/{detector}", "value": record})
+            self._events.emit("state", {"partition": None, "key": f"unassigned/{detector}", "value": record})

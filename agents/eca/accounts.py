@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_eca -*-
+"""
+L{Accounts}: logging in and out, sessions and API tokens, and the users'
+administration (admin only).  Passwords are hashed off the reactor thread
+by an injected L{IPasswords} (L{ThreadPasswords}: the reactor's thread
+pool; tests may hash inline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from agents.eca.errors import csrf_for, need
+from agents.eca.interfaces import IAudit
+from agents.eca.scopes import ControlScopes
+from ecs import users as user_tools
+from ecs.control import ControlError, Session, User
+from ecs.store import Store
+
+SESSION_DAYS = 7
+
+
+class IPasswords(Protocol):
+    """Password hashing, which must not run on the reactor thread."""
+
+    def hash(self, password: str) -> defer.Deferred[str]:
+        """The hash of C{password}."""
+        ...
+
+    def check(self, password: str, password_hash: str) -> defer.Deferred[bool]:
+        """Whether C{password} matches C{password_hash}."""
+        ...
+
+
+class ThreadPasswords:
+    """Hashing in the reactor's thread pool (bcrypt is slow by design)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def hash(self, password: str) -> defer.Deferred[str]:
+        """See L{IPasswords.hash}."""
+        return user_tools.hash_password_async(self._reactor, password)
+
+    def check(self, password: str, password_hash: str) -> defer.Deferred[bool]:
+        """See L{IPasswords.check}."""
+        return user_tools.check_password_async(self._reactor, password, password_hash)
+
+
+def _public(row: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(row)
+    data.pop("password_hash", None)
+    return data
+
+
+def _check_password(password: Any) -> str:
+    if not isinstance(password, str) or len(password) < 8:
+        raise ControlError("bad_request", "the password needs at least 8 characters")
+    return password
+
+
+class Accounts:
+    """Authentication and user administration; see the module docstring."""
+
+    def __init__(self, store: Store, clock: IReactorTime, passwords: IPasswords, scopes: ControlScopes,
+                 audit: IAudit) -> None:
+        self._store = store
+        self._clock = clock
+        self._passwords = passwords
+        self._scopes = scopes
+        self._audit = audit
+
+    # -- sessions ----------------------------------------------------------------
+
+    async def _login(self, username: str, password: str, kind: str) -> Session:
+        row = await self._store.user(username) if isinstance(username, str) and username else None
+        ok = row is not None and await self._passwords.check(
+            password if isinstance(password, str) else "", row.password_hash
+        )
+        if not ok or row is None:
+            await self._audit.record(username or "?", "login", {}, "refused")
+            raise ControlError("unauthenticated", "wrong user name or password")
+        token, hashed = user_tools.new_token()
+        expires = self._clock.seconds() + SESSION_DAYS * 86400 if kind == "session" else None
+        await self._store.add_token(hashed, row.name, kind, expires)
+        await self._audit.record(row.name, "login", {"kind": kind}, "ok")
+        return Session(User(row.name, tuple(row.roles)), token, csrf_for(token))
+
+    def login(self, username: str, password: str, kind: str = "session") -> defer.Deferred[Session]:
+        """See L{ecs.control.IControlCenter.login}."""
+        return defer.Deferred.fromCoroutine(self._login(username, password, kind))
+
+    async def _logout(self, token: str) -> None:
+        session = await self._authenticate(token)
+        await self._store.delete_token(user_tools.token_hash(token))
+        if session is not None:
+            await self._scopes.release_all(session.user.name, "logout")
+            await self._audit.record(session.user.name, "logout", {}, "ok")
+
+    def logout(self, token: str) -> defer.Deferred[None]:
+        """See L{ecs.control.IControlCenter.logout}: also releases every control the user held."""
+        return defer.Deferred.fromCoroutine(self._logout(token))
+
+    async def _authenticate(self, token: str) -> Session | None:
+        if not isinstance(token, str) or not token:
+            return None
+        row = await self._store.token(user_tools.token_hash(token))
+        if row is None:
+            return None
+        user = await self._store.user(row.user)
+        if user is None:
+            return None
+        return Session(User(user.name, tuple(user.roles)), token, csrf_for(token))
+
+    def authenticate(self, token: str) -> defer.Deferred[Session | None]:
+        """See L{ecs.control.IControlCenter.authenticate}."""
+        return defer.Deferred.fromCoroutine(self._authenticate(token))
+
+    # -- administration (admin) ------------------------------------------------------
+
+    def users(self, user: User) -> defer.Deferred[list[dict[str, Any]]]:
+        """See L{ecs.control.IControlCenter.users}."""
+        need(user, "admin")
+        return self._store.users().addCallback(lambda rows: [_public(r) for r in rows])
+
+    def add_user(self, user: User, name: str, password: str, roles: list[str]) -> defer.Deferred[dict[str, Any]]:
+        """See L{ecs.control.IControlCenter.add_user}."""
+        need(user, "admin")
+
+        async def work() -> dict[str, Any]:
+            hashed = await self._passwords.hash(_check_password(password))
+            return _public(await self._store.add_user(name, hashed, roles))
+
+        return self._audit.audited(user, "add_user", {"user": name, "roles": list(roles)}, work)
+
+    def update_user(self, user: User, name: str, password: str | None,
+                    roles: list[str] | None) -> defer.Deferred[dict[str, Any]]:
+        """See L{ecs.control.IControlCenter.update_user}."""
+        need(user, "admin")
+
+        async def work() -> dict[str, Any]:
+            if password is not None:
+                await self._store.set_password(name, await self._passwords.hash(_check_password(password)))
+                await self._store.delete_tokens(name)
+            if roles is not None:
+                await self._store.set_roles(name, roles)
+            row = await self._store.user(name)
+            if row is None:
+                raise ControlError("not_found", f"no user {name!r}")
+            return _public(row)
+
+        return self._audit.audited(user, "update_user",
+                                   {"user": name, "roles": roles, "password": password is not None}, work)
+
+    def delete_user(self, user: User, name: str) -> defer.Deferred[None]:
+        """See L{ecs.control.IControlCenter.delete_user}."""
+        need(user, "admin")
+        if name == user.name:
+            raise ControlError("conflict", "you cannot delete yourself")
+        return self._audit.audited(user, "delete_user", {"user": name}, lambda: self._store.delete_user(name))

@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_eca -*-
+"""
+L{Commands}: the operators' partition commands (configure, start, stop,
+abort, reset).  L{check_command} decides, with no I/O, whether a request
+may go on; L{Commands.command} then checks the control, resolves the
+configurations of a configure, sends the request to the PCA, and records
+the outcome in the audit trail and the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from agents.eca.errors import need, pca_error, store_error
+from agents.eca.interfaces import IAudit, IControlScopes
+from agents.eca.metrics import EcaMetrics
+from agents.eca.partitions import OPERATOR_COMMANDS, Partitions
+from ecs.control import ControlError, User
+from ecs.net.transport import RequestError
+from ecs.store import Store, StoreError
+
+
+def check_command(user: User, partition_id: str, command: str, known: Container[str]) -> None:
+    """Refuse (with the interfaces' error) a command the user may not send, or to no partition."""
+    need(user, "operator")
+    if partition_id not in known:
+        raise ControlError("not_found", f"no partition {partition_id!r}")
+    if command not in OPERATOR_COMMANDS:
+        raise ControlError("not_found", f"no command {command!r}")
+
+
+class Commands:
+    """Partition commands; see the module docstring."""
+
+    def __init__(self, store: Store, partitions: Partitions, scopes: IControlScopes, audit: IAudit,
+                 clock: IReactorTime, metrics: EcaMetrics) -> None:
+        self._store = store
+        self._partitions = partitions
+        self._scopes = scopes
+        self._audit = audit
+        self._clock = clock
+        self._metrics = metrics
+
+    def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+        """See L{ecs.control.IControlCenter.command}."""
+        return defer.Deferred.fromCoroutine(self._command(user, partition_id, command, body))
+
+    async def _command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> dict[str, Any]:
+        check_command(user, partition_id, command, self._partitions)
+        partition = self._partitions.get(partition_id)
+        await self._scopes.require_holder(user, partition_id)
+        started = self._clock.seconds()
+        outcome, code = "ok", "ok"
+        try:
+            request = dict(body)
+            sent = None
+            if command == "configure":
+                request, sent = await self._resolve_configure(body)
+            reply = await partition.command(command, request, user.name)
+            if sent is not None:
+                # Only once the PCA accepted, and without what it ignored
+                # (systems not in the partition): the next run records these.
+                ignored = reply.get("ignored", []) if isinstance(reply, dict) else []
+                partition.sent = {system: c for system, c in sent.items() if system not in ignored}
+            return reply
+        except ControlError as e:
+            outcome, code = f"{e.code}: {e.reason}", e.code
+            raise
+        except RequestError as e:
+            error = pca_error(e)
+            outcome, code = f"{e.code}: {e.reason}", error.code
+            raise error from None
+        finally:
+            self._metrics.command_done(command, code, self._clock.seconds() - started)
+            await self._audit.record(user.name, command, {"partition": partition_id, **body}, outcome)
+
+    async def _resolve_configure(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The PCA's configure request (configurations inline) and their snapshot for run records."""
+        auto = body.get("auto", False)
+        if not isinstance(auto, bool):
+            raise ControlError("bad_request", "'auto' must be true or false")
+        try:
+            if "tag" in body and "configs" not in body:
+                tag = body["tag"]
+                if not isinstance(tag, str):
+                    raise ControlError("bad_request", "'tag' must be a name")
+                rows = list((await self._store.resolve_tag(tag)).values())
+            elif "configs" in body and isinstance(body["configs"], list) and all(isinstance(c, str) for c in body["configs"]):
+                tag = None
+                rows = [await self._store.config(c) for c in body["configs"]]
+            else:
+                raise ControlError("bad_request", "configure needs 'tag' (a name) or 'configs' (a list of configuration ids)")
+        except StoreError as e:
+            raise store_error(e) from None
+        sent = {row.system: row.snapshot() for row in rows}
+        inline = [{"config_id": r.config_id, "system": r.system, "parameters": r.parameters} for r in rows]
+        request: dict[str, Any] = {"configs": inline, "auto": auto}
+        if tag is not None:
+            request["tag"] = tag
+        return request, sent

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_eca -*-
+"""
+The narrow interfaces the ECA's collaborators give each other.
+
+Each collaborator is built from configuration and the services it needs
+(L{agents.eca.compose.build_eca}); these interfaces say what one may ask
+of another, so a test can put a recording dummy in its place
+(L{tests.support.eca_parts}).  The marker interfaces used by C{wire()}
+(L{IInventoryEvents}) also make swapped arguments fail loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import Interface
+
+from ecs.control import User
+
+
+class IEventSource(Interface):
+    """The numbered live events of the interfaces (L{agents.eca.events.EventLog})."""
+
+    def emit(type: str, data: dict[str, Any], partition: str | None = None) -> int:
+        """Number, buffer and deliver one event; its number."""
+
+    def subscribe(callback: Callable[[int, str, dict[str, Any]], None],
+                  partition_id: str | None = None) -> Callable[[], None]:
+        """Deliver the events (of one partition, and the global ones) until the returned callable is called."""
+
+    def events_since(event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
+        """The buffered events after C{event_id}, or None when some were dropped."""
+
+
+class ILogBook(Interface):
+    """Operator log lines (L{agents.eca.logbook.LogBook})."""
+
+    def log(level: str, source: str, message: str, partition: str | None, when: float | None = None) -> None:
+        """A log line for operators: sent live and stored (in batches)."""
+
+
+class IAudit(Interface):
+    """The audit trail (L{agents.eca.audit.Audit})."""
+
+    def audited(user: User, action: str, arguments: dict[str, Any],
+                work: Callable[[], Awaitable[Any]]) -> defer.Deferred[Any]:
+        """Run C{work} and record the action with its outcome."""
+
+    def record(user: str, action: str, arguments: dict[str, Any], outcome: str) -> defer.Deferred[Any]:
+        """Record an action already done (or refused)."""
+
+
+class IControlScopes(Interface):
+    """Who holds which control scope (L{agents.eca.scopes.ControlScopes})."""
+
+    def holder(scope: str) -> str | None:
+        """The holder of C{scope} (cached), or None."""
+
+    def require_holder(user: User, scope: str) -> Awaitable[None]:
+        """Refuse unless C{user} holds C{scope}; counts as activity."""
+
+    def dropped(scope: str, previous: str, reason: str) -> None:
+        """The store dropped the holder of C{scope} (its partition was deleted)."""
+
+
+class IRunBook(Interface):
+    """Run records (L{agents.eca.runs.RunBook})."""
+
+    def started(partition: str, tag: str | None, configs: dict[str, dict[str, Any]],
+                operator: str) -> Awaitable[None]:
+        """The partition entered recording: a new run record, unless one is open."""
+
+    def ended(partition: str, last_command: str | None) -> Awaitable[None]:
+        """The partition left recording: close its run record."""
+
+
+class IInventoryEvents(Interface):
+    """What the partitions tell the inventory (back edge: L{agents.eca.partitions.Partitions.wire})."""
+
+    def partition_seen(partition: str) -> None:
+        """The PCA of C{partition} answers again, or its record changed."""
+
+    def system_seen(partition: str, system: str) -> None:
+        """A system of C{partition} is connected."""
+
+
+class IPartitionObserver(Interface):
+    """What a L{agents.eca.link.PartitionLink} tells about the PCA it follows."""
+
+    def got_record(key: str, value: dict[str, Any] | None) -> None:
+        """A record of the PCA's table changed (None: removed)."""
+
+    def got_reset(present: frozenset[str]) -> None:
+        """A fresh snapshot replaced the table: C{present} are its keys."""
+
+    def got_connected(connected: bool) -> None:
+        """The PCA answers again, or does not any more."""
+
+    def got_lost() -> None:
+        """The PCA missed its heartbeats."""
+
+    def got_log(level: str, source: str, message: str, when: float | None) -> None:
+        """The PCA published a log line."""
+
+    def got_progress(body: dict[str, Any]) -> None:
+        """The PCA published configure progress."""
