@@ -91,13 +91,13 @@ def _endpoint(args: argparse.Namespace) -> str:
         return str(args.endpoint)
     if not args.inventory:
         raise SystemExit("ecs: give --endpoint or --inventory to find the agent")
-    from ecs.config.settings import ConfigError
     from ecs.net.registry import InventoryRegistry
+    from ecs.schema import ConfigError
 
     try:
         registry = InventoryRegistry.from_file(args.inventory)
     except ConfigError as e:
-        raise SystemExit(f"ecs: {e}")
+        raise SystemExit(f"ecs: {e}") from None
     for kind in ("detector", "global", "pca"):
         endpoint = registry.bind_address(kind, args.agent).result
         if endpoint:
@@ -129,22 +129,19 @@ async def request_agent(reactor: Any, args: argparse.Namespace, type: str, body:
     Send one request to the agent named by C{args}; print the reply as JSON
     (exit code 0) or the refusal on stderr (exit code 1).
     """
-    from ecs.config.settings import ConfigError, load_settings
+    from ecs.config.settings import load_settings
     from ecs.net.keys import KeyFileError, load_keys
     from ecs.net.transport import RequestError, default_sender
     from ecs.net.zeromq import ZmqNode
+    from ecs.schema import ConfigError
 
     endpoint = _endpoint(args)
     overrides = {"security": args.security} if args.security else None
     try:
         settings = load_settings(args.config, args.state_dir, overrides)
-        keys = (
-            load_keys(settings.key_dir, need_server_secret=False)
-            if settings.security == "curve"
-            else None
-        )
+        keys = load_keys(settings.key_dir, need_server_secret=False) if settings.security == "curve" else None
     except (ConfigError, KeyFileError) as e:
-        raise SystemExit(f"ecs: {e}")
+        raise SystemExit(f"ecs: {e}") from None
     node = ZmqNode(reactor, default_sender(), keys, request_timeout=args.timeout)
     try:
         reply = await node.connect(endpoint).request(args.agent, type, body)
@@ -227,9 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ecs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    fsm = commands.add_parser("fsm", help="state-table tools").add_subparsers(
-        dest="fsm_command", required=True
-    )
+    fsm = commands.add_parser("fsm", help="state-table tools").add_subparsers(dest="fsm_command", required=True)
     check = fsm.add_parser("check", help="validate state tables")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=_fsm_check)
@@ -238,9 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     dot.add_argument("--state", help="highlight this state")
     dot.set_defaults(func=_fsm_dot)
 
-    keys = commands.add_parser("keys", help="CURVE keys").add_subparsers(
-        dest="keys_command", required=True
-    )
+    keys = commands.add_parser("keys", help="CURVE keys").add_subparsers(dest="keys_command", required=True)
     init = keys.add_parser("init", help="create the key pairs and the allow-list")
     init.add_argument("--dir", required=True)
     init.add_argument("--force", action="store_true", help="replace existing keys")
@@ -263,11 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     user = commands.add_parser("user", help="users of the ECA (on the ECA host)")
     user.add_argument("action", choices=("add", "passwd", "del", "list", "roles", "key"))
     user.add_argument("name", nargs="?")
-    user.add_argument("key_args", nargs="*", metavar="ARG",
-                      help="SSH keys: key add NAME FILE|-, key list [NAME], key del FINGERPRINT")
+    user.add_argument(
+        "key_args", nargs="*", metavar="ARG", help="SSH keys: key add NAME FILE|-, key list [NAME], key del FINGERPRINT"
+    )
     user.add_argument("--comment", help="key add: the key's comment (default: the one in the file)")
     user.add_argument("--roles", help="comma list of viewer, operator, expert, admin")
-    user.add_argument("--password-file", help="read the password from this file (else ECS_USER_PASSWORD or the terminal)")
+    user.add_argument(
+        "--password-file", help="read the password from this file (else ECS_USER_PASSWORD or the terminal)"
+    )
     user.add_argument("--state-dir", default="var", help="the ECA's state directory")
     user.set_defaults(func=_user)
 

@@ -105,8 +105,13 @@ def _paint(text: str, colour: str | None, color: bool) -> str:
     return f"{_COLOURS[colour]}{text}{_RESET}"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], color: bool = False,
-          coloured: Sequence[int] = (), max_cell: int = MAX_CELL) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    color: bool = False,
+    coloured: Sequence[int] = (),
+    max_cell: int = MAX_CELL,
+) -> str:
     """
     A plain table: a header line, then one line per row, columns two spaces
     apart and as wide as their widest cell.  Cells are L{clean}ed and cut at
@@ -119,7 +124,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], color: bool = F
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], display_width(cell))
     lines = []
-    for n, row in enumerate([list(headers)] + cells):
+    for n, row in enumerate([list(headers), *cells]):
         parts = []
         for i, cell in enumerate(row):
             pad = " " * (widths[i] - display_width(cell)) if i < len(row) - 1 else ""
@@ -235,15 +240,17 @@ def format_systems(systems: list[dict[str, Any]], pca_connected: bool = True, co
     body = []
     for s in systems:
         up = pca_connected and _get(s, "connected") is True
-        body.append([
-            _get(s, "id"),
-            _get(s, "kind"),
-            _get(s, "state") if up else "Connection Problem",
-            _get(s, "raw_state") if up else None,
-            _get(s, "tag"),
-            _get(s, "comment") or None,
-            _connected_text(up),
-        ])
+        body.append(
+            [
+                _get(s, "id"),
+                _get(s, "kind"),
+                _get(s, "state") if up else "Connection Problem",
+                _get(s, "raw_state") if up else None,
+                _get(s, "tag"),
+                _get(s, "comment") or None,
+                _connected_text(up),
+            ]
+        )
     return table(["SYSTEM", "KIND", "STATE", "RAW STATE", "TAG", "COMMENT", "CONNECTION"], body, color, coloured=(2, 6))
 
 
@@ -262,8 +269,13 @@ def format_logs(rows: list[dict[str, Any]], color: bool = False) -> str:
 def format_log_line(row: dict[str, Any]) -> str:
     """One log event as one line (for C{--follow})."""
     return "  ".join(
-        [format_time(_get(row, "time")), clean(_get(row, "level")), clean(_get(row, "partition")),
-         clean(_get(row, "source")), clean(_get(row, "message"))]
+        [
+            format_time(_get(row, "time")),
+            clean(_get(row, "level")),
+            clean(_get(row, "partition")),
+            clean(_get(row, "source")),
+            clean(_get(row, "message")),
+        ]
     )
 
 
@@ -279,12 +291,21 @@ def format_runs(rows: list[dict[str, Any]], color: bool = False) -> str:
     for r in rows:
         started, ended = _get(r, "started"), _get(r, "ended")
         length = _number(ended) - _number(started) if ended is not None and started is not None else None
-        body.append([
-            _get(r, "number"), _get(r, "partition"), _get(r, "tag"), _get(r, "operator"),
-            format_time(started), format_time(ended) if ended is not None else "-",
-            format_duration(length), _get(r, "outcome") or "running",
-        ])
-    return table(["RUN", "PARTITION", "TAG", "OPERATOR", "STARTED", "ENDED", "DURATION", "OUTCOME"], body, color, coloured=(7,))
+        body.append(
+            [
+                _get(r, "number"),
+                _get(r, "partition"),
+                _get(r, "tag"),
+                _get(r, "operator"),
+                format_time(started),
+                format_time(ended) if ended is not None else "-",
+                format_duration(length),
+                _get(r, "outcome") or "running",
+            ]
+        )
+    return table(
+        ["RUN", "PARTITION", "TAG", "OPERATOR", "STARTED", "ENDED", "DURATION", "OUTCOME"], body, color, coloured=(7,)
+    )
 
 
 def format_agents(rows: list[dict[str, Any]], color: bool = False) -> str:
@@ -310,14 +331,29 @@ def format_agents(rows: list[dict[str, Any]], color: bool = False) -> str:
         restarts = _get(supervision, "restarts")
         if sup_state is not None and restarts:
             sup_state = f"{clean(sup_state)} ({clean(restarts)} restarts)"
-        notes = [str(n) for n in (_get(status, "detail"), _get(supervision, "reason"))
-                 if n and n not in ("running", sup_state)]
-        body.append([
-            _get(r, "agent"), _get(r, "kind"), _get(r, "host"), _get(r, "launcher"),
-            _get(r, "registered"), process, sup_state, "; ".join(notes) or None,
-        ])
-    return table(["AGENT", "KIND", "HOST", "LAUNCHER", "REGISTERED", "PROCESS", "SUPERVISION", "DETAIL"],
-                 body, color, coloured=(5,))
+        notes = [
+            str(n)
+            for n in (_get(status, "detail"), _get(supervision, "reason"))
+            if n and n not in ("running", sup_state)
+        ]
+        body.append(
+            [
+                _get(r, "agent"),
+                _get(r, "kind"),
+                _get(r, "host"),
+                _get(r, "launcher"),
+                _get(r, "registered"),
+                process,
+                sup_state,
+                "; ".join(notes) or None,
+            ]
+        )
+    return table(
+        ["AGENT", "KIND", "HOST", "LAUNCHER", "REGISTERED", "PROCESS", "SUPERVISION", "DETAIL"],
+        body,
+        color,
+        coloured=(5,),
+    )
 
 
 def format_detectors(detectors: list[dict[str, Any]], unassigned: list[dict[str, Any]], color: bool = False) -> str:
@@ -328,8 +364,14 @@ def format_detectors(detectors: list[dict[str, Any]], unassigned: list[dict[str,
     body = []
     for d in sorted(detectors, key=lambda d: clean(_get(d, "id"))):
         u = live.get(_get(d, "id"))
-        body.append([_get(d, "id"), _get(d, "type"), _get(d, "partition") or "(unassigned)",
-                     _get(u, "state") if u is not None else None])
+        body.append(
+            [
+                _get(d, "id"),
+                _get(d, "type"),
+                _get(d, "partition") or "(unassigned)",
+                _get(u, "state") if u is not None else None,
+            ]
+        )
     return table(["DETECTOR", "TYPE", "PARTITION", "STATE"], body, color, coloured=(3,))
 
 
@@ -337,7 +379,9 @@ def format_configs(rows: list[dict[str, Any]], color: bool = False) -> str:
     """C{GET /api/configs}: id, system, latest version."""
     if not rows:
         return "no configurations\n"
-    body = [[_get(r, "id"), _get(r, "system"), _get(r, "version")] for r in sorted(rows, key=lambda r: clean(_get(r, "id")))]
+    body = [
+        [_get(r, "id"), _get(r, "system"), _get(r, "version")] for r in sorted(rows, key=lambda r: clean(_get(r, "id")))
+    ]
     return table(["CONFIGURATION", "SYSTEM", "VERSION"], body, color)
 
 
@@ -347,7 +391,8 @@ def format_config(config: dict[str, Any]) -> str:
     shown = ", ".join(clean(v) for v in versions) if isinstance(versions, list) else "-"
     parameters = _get(config, "parameters")
     text = json.dumps(parameters if parameters is not None else {}, indent=2, sort_keys=True, default=str)
-    head = f"Configuration {clean(_get(config, 'id'))} of {clean(_get(config, 'system'))}, version {clean(_get(config, 'version'))}"
+    head = (f"Configuration {clean(_get(config, 'id'))} of {clean(_get(config, 'system'))}, "
+            f"version {clean(_get(config, 'version'))}")
     return f"{head} (versions: {shown})\n" + "\n".join(clean(line) for line in text.splitlines()) + "\n"
 
 
@@ -391,13 +436,23 @@ def format_tags(rows: list[dict[str, Any]], color: bool = False) -> str:
     body = []
     for r in rows:
         configs = _get(r, "configs")
-        pairs = ", ".join(f"{clean(k)}={clean(v)}" for k, v in sorted(configs.items())) if isinstance(configs, dict) else "-"
+        pairs = (
+            ", ".join(f"{clean(k)}={clean(v)}" for k, v in sorted(configs.items()))
+            if isinstance(configs, dict)
+            else "-"
+        )
         row = [_get(r, "name"), pairs]
         if fits:
             missing, extra = _get(r, "missing") or [], _get(r, "extra") or []
-            note = "yes" if _get(r, "compatible") else "; ".join(
-                ([f"missing {', '.join(map(clean, missing))}"] if missing else [])
-                + ([f"extra {', '.join(map(clean, extra))}"] if extra else [])) or "no"
+            note = (
+                "yes"
+                if _get(r, "compatible")
+                else "; ".join(
+                    ([f"missing {', '.join(map(clean, missing))}"] if missing else [])
+                    + ([f"extra {', '.join(map(clean, extra))}"] if extra else [])
+                )
+                or "no"
+            )
             row.append(note)
         body.append(row)
     return table(["TAG", "CONFIGURATIONS"] + (["FITS"] if fits else []), body, color, max_cell=120)

@@ -52,7 +52,7 @@ class SshServer:
 
 async def keygen(path: Path, kind: str = "ed25519") -> str:
     """Make a key pair without passphrase at C{path}; return the public key line."""
-    out, err, code = await utils.getProcessOutputAndValue(
+    _out, err, code = await utils.getProcessOutputAndValue(
         SSH_KEYGEN, ["-q", "-t", kind, "-N", "", "-C", "ecs-test", "-f", str(path)], env={}
     )
     if code != 0:
@@ -68,7 +68,7 @@ async def start_sshd(testcase: Any) -> SshServer:
     if os.getuid() == 0:
         # sshd's privilege separation needs this directory when run as root.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    tmp = Path(testcase.mktemp()).resolve()
+    tmp = Path(testcase.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
     tmp.mkdir(parents=True)
     host_key = await keygen(tmp / "host_ed25519")
     user_key = await keygen(tmp / "id_ed25519")

@@ -98,7 +98,7 @@ class KeysCommandTests(SynchronousTestCase):
         """add creates a pair and authorises it."""
         directory = Path(self.mktemp())
         run("keys", "init", "--dir", str(directory))
-        code, out, _ = run("keys", "add", "operator1", "--dir", str(directory))
+        code, _out, _ = run("keys", "add", "operator1", "--dir", str(directory))
         self.assertEqual(code, 0)
         self.assertTrue((directory / "authorized" / "operator1.key").exists())
         self.assertEqual(run("keys", "add", "bad name!", "--dir", str(directory))[0], 1)
@@ -132,7 +132,6 @@ class InjectArgumentTests(SynchronousTestCase):
             self.assertRaises(SystemExit, parser.parse_args, ["inject", "STS", "explode"])
 
 
-
 class RequestAgentTests(TestCase):
     """The part of `ecs inject` that talks to the agent, on the running reactor."""
 
@@ -141,8 +140,7 @@ class RequestAgentTests(TestCase):
         state = Path(self.mktemp())
         run("keys", "init", "--dir", str(state / "keys"))
         args = build_parser().parse_args(
-            ["inject", "STS", "error", "--endpoint", "tcp://127.0.0.1:9",
-             "--state-dir", str(state), "--timeout", "0.3"]
+            ["inject", "STS", "error", "--endpoint", "tcp://127.0.0.1:9", "--state-dir", str(state), "--timeout", "0.3"]
         )
         err = io.StringIO()
         with redirect_stderr(err):

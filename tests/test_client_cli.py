@@ -71,15 +71,27 @@ class ClientCommandTests(TestCase):
 
     async def test_commands(self) -> None:
         """login, status, control, configure/start/stop/abort --wait, watch, reset, logs, runs, agents, logout."""
-        tmp = Path(self.mktemp()).resolve()
+        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
         tmp.mkdir()
         port = free_port()
         self.base = url = f"http://127.0.0.1:{port}"
         demo, _ = spawn(
-            self, "ecs-demo",
-            [tool("twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(port),
-             "--registry-port", str(free_port()), "--state-dir", str(tmp / "var")],
-            cwd=str(tmp), env={"ECS_ADMIN_PASSWORD": PASSWORD},
+            self,
+            "ecs-demo",
+            [
+                tool("twistd"),
+                "-n",
+                "--pidfile=",
+                "ecs-demo",
+                "--port",
+                str(port),
+                "--registry-port",
+                str(free_port()),
+                "--state-dir",
+                str(tmp / "var"),
+            ],
+            cwd=str(tmp),
+            env={"ECS_ADMIN_PASSWORD": PASSWORD},
         )
         await demo.wait_for(r"ECS web: http://127\.0\.0\.1:\d+/", timeout=60)
         admin, shifter, viewer = tmp / "admin", tmp / "shifter", tmp / "viewer"
@@ -88,8 +100,16 @@ class ClientCommandTests(TestCase):
 
         # -- not logged in, login --------------------------------------------------
         self.expect(await self.ecs(admin, "status", "--url", url), 3, "not logged in", "ecs login")
-        r = await self.ecs(admin, "login", "--url", f"http://127.0.0.1:{free_port()}", "--user", "admin",
-                           "--password-stdin", stdin=PASSWORD + "\n")
+        r = await self.ecs(
+            admin,
+            "login",
+            "--url",
+            f"http://127.0.0.1:{free_port()}",
+            "--user",
+            "admin",
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
         self.expect(r, 4, "cannot reach the ECA", "Connection refused")
         r = await self.ecs(admin, "login", "--url", url, "--user", "admin", "--password-stdin", stdin="wrong-one\n")
         self.expect(r, 3, "wrong user name or password")
@@ -107,10 +127,14 @@ class ClientCommandTests(TestCase):
 
         # Two more users, made with the API as admin.
         for name, roles in (("shifter", ["operator"]), ("viewer", ["viewer"])):
-            code, body = await self.api("POST", "/api/users", token, {"username": name, "password": f"{name}-pass-1", "roles": roles})
+            code, body = await self.api(
+                "POST", "/api/users", token, {"username": name, "password": f"{name}-pass-1", "roles": roles}
+            )
             self.assertEqual(code, 200, body)
         for home in (shifter, viewer):
-            r = await self.ecs(home, "login", "--url", url, "--user", home.name, "--password-stdin", stdin=f"{home.name}-pass-1\n")
+            r = await self.ecs(
+                home, "login", "--url", url, "--user", home.name, "--password-stdin", stdin=f"{home.name}-pass-1\n"
+            )
             self.expect(r, 0)
 
         # -- status ----------------------------------------------------------------
@@ -130,7 +154,9 @@ class ClientCommandTests(TestCase):
         self.assertEqual(r.out.splitlines()[0].split(), ["PARTITION", "STATE", "TAG", "CONTROLLER", "PCA"])
         self.assertEqual(r.out.splitlines()[1].split(), ["demo", "Idle", "-", "-", "connected"])
         r = await self.ecs(admin, "status", "--json")
-        self.assertEqual(r.json(), [{"id": "demo", "state": "Idle", "tag": None, "controller": None, "connected": True}])
+        self.assertEqual(
+            r.json(), [{"id": "demo", "state": "Idle", "tag": None, "controller": None, "connected": True}]
+        )
         r = await self.ecs(admin, "status", "demo")
         self.expect(r, 0)
         self.assertIn("Partition demo: Idle", r.out)
@@ -139,13 +165,17 @@ class ClientCommandTests(TestCase):
         # -- control ---------------------------------------------------------------
         # Nobody holds control: the ECA answers 403 "take control first", a refusal
         # of the operation (exit 1), not an authentication problem.
-        self.expect(await self.ecs(shifter, "configure", "demo", "--tag", "demo"), 1, "take control of partition demo first")
+        self.expect(
+            await self.ecs(shifter, "configure", "demo", "--tag", "demo"), 1, "take control of partition demo first"
+        )
         # A viewer lacks the operator role: that is a 403 about who you are: exit 3.
         self.expect(await self.ecs(viewer, "control", "take", "demo"), 3, "needs role operator")
         self.expect(await self.ecs(admin, "control", "take", "demo"), 0)
         # A detector in Error (a fault reported by its subsystem), reset through the ECA.
         endpoint = (await demo.wait_for(r"registered detector STS at (tcp://\S+)")).group(1)
-        self.expect(await self.ecs(admin, "inject", "STS", "error", "--endpoint", endpoint, "--state-dir", str(tmp / "var")), 0)
+        self.expect(
+            await self.ecs(admin, "inject", "STS", "error", "--endpoint", endpoint, "--state-dir", str(tmp / "var")), 0
+        )
         for _ in range(50):
             r = await self.ecs(admin, "--json", "status", "demo")
             if next(s for s in r.json()["systems"] if s["id"] == "STS")["state"] == "Error":
@@ -161,7 +191,9 @@ class ClientCommandTests(TestCase):
         self.expect(await self.ecs(shifter, "control", "take", "demo", "--force"), 3, "force needs role admin")
 
         # -- configure ---------------------------------------------------------------
-        self.expect(await self.ecs(admin, "configure", "demo", "--tag", "no-such-tag", "--auto", "--wait"), 1, "no-such-tag")
+        self.expect(
+            await self.ecs(admin, "configure", "demo", "--tag", "no-such-tag", "--auto", "--wait"), 1, "no-such-tag"
+        )
         self.expect(await self.ecs(admin, "configure", "demo"), 2, "--tag")
         watch_home = admin
         watch = Collected(None)
@@ -183,8 +215,17 @@ class ClientCommandTests(TestCase):
         self.assertEqual(await watch.ended, 0)
         lines = watch.out.decode().splitlines()
         states = [line.split(" state ")[1].split()[0] for line in lines if " demo state " in line]
-        self.assertEqual(states, ["Idle", "Configuring_TFC", "Configuring_Detectors", "Configuring_FLES_and_DCS",
-                                  "Configuring_QA", "QA_Active"])
+        self.assertEqual(
+            states,
+            [
+                "Idle",
+                "Configuring_TFC",
+                "Configuring_Detectors",
+                "Configuring_FLES_and_DCS",
+                "Configuring_QA",
+                "QA_Active",
+            ],
+        )
         self.assertTrue(any(" system STS Active " in line for line in lines), lines)
         self.assertTrue(any(" progress stage Detectors " in line and "5/5" in line for line in lines), lines)
         self.assertEqual(await screen.ended, 0)
@@ -231,7 +272,9 @@ class ClientCommandTests(TestCase):
         r = await self.ecs(admin, "runs", "--json")
         self.expect(r, 0)
         run = r.json()[0]
-        self.assertEqual((run["partition"], run["tag"], run["operator"], run["outcome"]), ("demo", "demo", "admin", "stopped"))
+        self.assertEqual(
+            (run["partition"], run["tag"], run["operator"], run["outcome"]), ("demo", "demo", "admin", "stopped")
+        )
         r = await self.ecs(viewer, "runs", "--partition", "demo")
         self.expect(r, 0)
         self.assertEqual(r.out.splitlines()[1].split()[:4], [str(run["number"]), "demo", "demo", "admin"])
@@ -266,7 +309,9 @@ class ClientCommandTests(TestCase):
         code, body = await self.api("GET", "/api/partitions", token)
         self.assertEqual(code, 401, body)  # forgotten by the ECA too
         self.expect(await self.ecs(admin, "status"), 3, "not logged in")
-        code, body = await self.api("GET", "/api/partitions", json.loads((shifter / "config" / "ecs" / "credentials.json").read_text())["token"])
+        code, body = await self.api(
+            "GET", "/api/partitions", json.loads((shifter / "config" / "ecs" / "credentials.json").read_text())["token"]
+        )
         self.assertEqual(code, 200)
 
     async def until_output(self, collect: Collected, text: bytes, timeout: float = 30.0, stream: str = "out") -> None:
@@ -298,4 +343,3 @@ async def _stop(collect: Collected, transport: Any) -> None:
         return
     _kill(transport)
     await collect.ended
-

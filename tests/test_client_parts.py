@@ -39,10 +39,21 @@ from ecs.client.http import (
 from ecs.client.watch import LiveView
 
 
-def record(state: str, level: int, operation: str | None = None, summary: str = "Active", stages: int = 4) -> dict[str, Any]:
+def record(
+    state: str, level: int, operation: str | None = None, summary: str = "Active", stages: int = 4
+) -> dict[str, Any]:
     """A partition record as the PCA publishes it."""
-    return {"id": "demo", "state": state, "summary": summary, "tag": "demo", "level": level, "stages": stages,
-            "locked": False, "operation": operation, "auto": False}
+    return {
+        "id": "demo",
+        "state": state,
+        "summary": summary,
+        "tag": "demo",
+        "level": level,
+        "stages": stages,
+        "locked": False,
+        "operation": operation,
+        "auto": False,
+    }
 
 
 class SSEParserTests(SynchronousTestCase):
@@ -54,8 +65,11 @@ class SSEParserTests(SynchronousTestCase):
     def test_events(self) -> None:
         """id/event/data blocks, comments and retry ignored, last id kept."""
         parser = SSEParser()
-        events = self.feed(parser, 'retry: 3000\n\n: keep-alive\n\nid: 7\nevent: state\ndata: {"a": 1}\n\n'
-                                   'id: 8\nevent: log\ndata: {"m":\ndata: "x"}\n\n')
+        events = self.feed(
+            parser,
+            'retry: 3000\n\n: keep-alive\n\nid: 7\nevent: state\ndata: {"a": 1}\n\n'
+            'id: 8\nevent: log\ndata: {"m":\ndata: "x"}\n\n',
+        )
         self.assertEqual(events, [(7, "state", {"a": 1}), (8, "log", {"m": "x"})])
         self.assertEqual(parser.last_id, 8)
 
@@ -141,7 +155,9 @@ class ContextTests(SynchronousTestCase):
             self.assertEqual(Context(self.args("status"), need_login=False).url, "http://env:1")
             save_credentials(self.path, "https://stored:2", "a", "t")
             self.assertEqual(Context(self.args("status")).url, "https://stored:2")
-            self.assertEqual(Context(self.args("status", "--url", "http://given:3"), need_login=False).url, "http://given:3")
+            self.assertEqual(
+                Context(self.args("status", "--url", "http://given:3"), need_login=False).url, "http://given:3"
+            )
 
     def test_token_only_for_its_url(self) -> None:
         """The stored token is never sent to another URL: there you are not logged in (exit 3)."""
@@ -172,9 +188,14 @@ class ContextTests(SynchronousTestCase):
 
     def test_usage_errors(self) -> None:
         """Missing --tag, bad --limit, bad --timeout, unknown level: argparse exit 2."""
-        for argv in (["configure", "demo"], ["configure", "demo", "--tag", "t", "--config", "c"],
-                     ["logs", "--limit", "0"], ["status", "--timeout", "-1"], ["logs", "--level", "loud"],
-                     ["control", "grab", "demo"]):
+        for argv in (
+            ["configure", "demo"],
+            ["configure", "demo", "--tag", "t", "--config", "c"],
+            ["logs", "--limit", "0"],
+            ["status", "--timeout", "-1"],
+            ["logs", "--level", "loud"],
+            ["control", "grab", "demo"],
+        ):
             with self.assertRaises(SystemExit) as caught, mock.patch("sys.stderr"):
                 self.args(*argv)
             self.assertEqual(caught.exception.code, 2, argv)
@@ -195,7 +216,9 @@ class WaiterTests(SynchronousTestCase):
 
     def test_auto_configure(self) -> None:
         """Done at the last stage's active state once the operation ends; stale records ignored."""
-        waiter = Waiter("configure", True, record("Configuring_TFC", 0, "configuring stage TFC (1 of 4)", "Configuring"), 0.0)
+        waiter = Waiter(
+            "configure", True, record("Configuring_TFC", 0, "configuring stage TFC (1 of 4)", "Configuring"), 0.0
+        )
         self.assertIsNone(waiter.outcome(0.1))
         waiter.update(record("Idle", 0, None, "Idle"))  # published before our command: stale
         self.assertIsNone(waiter.outcome(0.2))
@@ -269,18 +292,53 @@ class LiveViewTests(SynchronousTestCase):
     """ecs watch's view."""
 
     def detail(self) -> dict[str, Any]:
-        return {"id": "demo", "state": "Idle", "tag": None, "controller": None, "connected": True, "allowed": [],
-                "progress": None, "systems": [{"id": "STS", "kind": "detector", "state": "Unconfigured",
-                                               "raw_state": "Unconfigured", "tag": None, "comment": "", "connected": True}]}
+        return {
+            "id": "demo",
+            "state": "Idle",
+            "tag": None,
+            "controller": None,
+            "connected": True,
+            "allowed": [],
+            "progress": None,
+            "systems": [
+                {
+                    "id": "STS",
+                    "kind": "detector",
+                    "state": "Unconfigured",
+                    "raw_state": "Unconfigured",
+                    "tag": None,
+                    "comment": "",
+                    "connected": True,
+                }
+            ],
+        }
 
     def test_changes(self) -> None:
         """Each event updates the view and gives one clean line."""
         view = LiveView(self.detail())
-        lines, _ = view.apply("state", {"partition": "demo", "key": "partition",
-                                        "value": record("Configuring_TFC", 0, "configuring stage TFC (1 of 4)")})
+        lines, _ = view.apply(
+            "state",
+            {
+                "partition": "demo",
+                "key": "partition",
+                "value": record("Configuring_TFC", 0, "configuring stage TFC (1 of 4)"),
+            },
+        )
         self.assertEqual(lines, ["state Configuring_TFC (configuring stage TFC (1 of 4)) tag demo"])
-        lines, _ = view.apply("state", {"key": "system/STS", "value": {"id": "STS", "state": "Error", "raw_state": "Trip",
-                                                                        "tag": "t", "comment": "x\x1b[2Jy", "connected": True}})
+        lines, _ = view.apply(
+            "state",
+            {
+                "key": "system/STS",
+                "value": {
+                    "id": "STS",
+                    "state": "Error",
+                    "raw_state": "Trip",
+                    "tag": "t",
+                    "comment": "x\x1b[2Jy",
+                    "connected": True,
+                },
+            },
+        )
         self.assertEqual(lines, ["system STS Error (Trip) tag t comment xy"])
         lines, _ = view.apply("control", {"scope": "demo", "holder": "alice", "reason": "take"})
         self.assertEqual((lines, view.detail["controller"]), (["control: alice (take)"], "alice"))
@@ -292,11 +350,11 @@ class LiveViewTests(SynchronousTestCase):
     def test_connection_lost(self) -> None:
         """A lost PCA shows Connection Problem; its return asks for a fresh detail."""
         view = LiveView(self.detail())
-        lines, refetch = view.apply("state", {"key": "connected", "value": {"connected": False}})
+        _lines, refetch = view.apply("state", {"key": "connected", "value": {"connected": False}})
         self.assertEqual((view.state, refetch), ("Connection Problem", False))
         self.assertIn("Connection Problem", view.screen())
         self.assertNotIn("Unconfigured ", view.screen().split("SYSTEM")[1])
-        lines, refetch = view.apply("state", {"key": "connected", "value": {"connected": True}})
+        _lines, refetch = view.apply("state", {"key": "connected", "value": {"connected": True}})
         self.assertTrue(refetch)
         self.assertEqual(view.apply("reload", {}), ([], True))
         self.assertEqual(view.apply("state", {"key": "reset", "value": None}), ([], True))
@@ -313,6 +371,7 @@ class NetworkFailureTests(SynchronousTestCase):
         sock.settimeout(10)
         self.addCleanup(sock.close)
         if serve is not None:
+
             def run() -> None:
                 for _ in range(connections):
                     try:
@@ -321,6 +380,7 @@ class NetworkFailureTests(SynchronousTestCase):
                         return
                     with conn:
                         serve(conn)
+
             thread = threading.Thread(target=run, daemon=True)
             thread.start()
             self.addCleanup(thread.join, 5)
@@ -345,9 +405,11 @@ class NetworkFailureTests(SynchronousTestCase):
 
     def test_not_tls(self) -> None:
         """https to a plain HTTP server: exit 4, TLS named."""
+
         def serve(conn: socket.socket) -> None:
             conn.recv(1024)
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
         port = self.listener(serve)
         with self.assertRaises(ClientError) as caught:
             Client(f"https://127.0.0.1:{port}", timeout=2).get("/api/health")
@@ -364,8 +426,10 @@ class NetworkFailureTests(SynchronousTestCase):
             try:
                 with context.wrap_socket(conn, server_side=True) as tls:
                     tls.recv(4096)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n"
-                                b'{"status": "ok"}')
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n"
+                        b'{"status": "ok"}'
+                    )
             except (ssl.SSLError, OSError):
                 pass  # the client refused our certificate
 
@@ -391,31 +455,44 @@ class NetworkFailureTests(SynchronousTestCase):
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
         now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
             .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            )
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256())
         )
         path = Path(self.mktemp())
         path.write_bytes(
             cert.public_bytes(serialization.Encoding.PEM)
-            + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            + key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         )
         return str(path)
 
     def test_error_body(self) -> None:
         """An error answer gives the server's reason and the status's exit code."""
+
         def serve(conn: socket.socket) -> None:
             conn.recv(4096)
             body = json.dumps({"error": "conflict", "reason": "demo is held by bob", "holder": "bob"}).encode()
-            conn.sendall(b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            conn.sendall(
+                b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+
         port = self.listener(serve)
         with self.assertRaises(ClientError) as caught:
             Client(f"http://127.0.0.1:{port}", token="t", timeout=2).post("/api/partitions/demo/control")
         error = caught.exception
         self.assertEqual((error.exit_code, error.status, error.body["holder"]), (EXIT_REFUSED, 409, "bob"))
         self.assertEqual(error.message, "demo is held by bob (409 conflict)")
-

@@ -96,9 +96,16 @@ class TableTests(SynchronousTestCase):
 
     def test_same_parse_in_both(self) -> None:
         """A line means the same to both front ends (same action, same arguments)."""
-        lines = ["configure demo --tag demo --auto", "logs demo --level error --limit 5", "agents",
-                 "detectors move TOF --to demo --force", "configs diff c 1 2", "users add bob --roles operator,viewer",
-                 "tags set t a b", "agents place detector:X --host h --launcher local --option k=v"]
+        lines = [
+            "configure demo --tag demo --auto",
+            "logs demo --level error --limit 5",
+            "agents",
+            "detectors move TOF --to demo --force",
+            "configs diff c 1 2",
+            "users add bob --roles operator,viewer",
+            "tags set t a b",
+            "agents place detector:X --host h --launcher local --option k=v",
+        ]
         cli = build_parser()
         for line in lines:
             words = line.split()
@@ -159,21 +166,30 @@ class Collected:
 
 def _versions(values: dict[str, Any], query: Mapping[str, Any]) -> dict[str, Any]:
     version = query.get("version") or 3
-    return {"id": values["cid"], "system": "STS", "version": version, "versions": [1, 2, 3],
-            "parameters": {"gain": version, "mode": "x"}}
+    return {
+        "id": values["cid"],
+        "system": "STS",
+        "version": version,
+        "versions": [1, 2, 3],
+        "parameters": {"gain": version, "mode": "x"},
+    }
 
 
 class HttpCommandTests(SynchronousTestCase):
     """Each command sends the request of the web route that serves it."""
 
-    def cli(self, line: str, answers: Mapping[str, Any] | None = None, **run: Any) -> tuple[RecordingClient, Collected, int]:
+    def cli(
+        self, line: str, answers: Mapping[str, Any] | None = None, **run: Any
+    ) -> tuple[RecordingClient, Collected, int]:
         client = RecordingClient(answers)
         printer = Collected()
         args = build_parser().parse_args(line.split())
         code = run_now(args.spec.run(Run(HttpApi(client), args, printer, **run)))  # type: ignore[arg-type]  # the stand-in
         return client, printer, code
 
-    def sent(self, line: str, answers: Mapping[str, Any] | None = None) -> list[tuple[str, str, dict[str, Any], Any, dict[str, Any]]]:
+    def sent(
+        self, line: str, answers: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, str, dict[str, Any], Any, dict[str, Any]]]:
         client, _, code = self.cli(line, answers)
         self.assertEqual(code, 0, line)
         return client.sent
@@ -186,7 +202,13 @@ class HttpCommandTests(SynchronousTestCase):
             "detectors create X sts": ("POST", "create_detector", {}, {"id": "X", "type": "sts"}, {}),
             "detectors delete X": ("DELETE", "delete_detector", {"did": "X"}, None, {}),
             "detectors move X --to p2": ("POST", "move_detector", {"did": "X"}, {"to": "p2", "force": False}, {}),
-            "detectors move X --unassign --force": ("POST", "move_detector", {"did": "X"}, {"to": None, "force": True}, {}),
+            "detectors move X --unassign --force": (
+                "POST",
+                "move_detector",
+                {"did": "X"},
+                {"to": None, "force": True},
+                {},
+            ),
             "configs": ("GET", "configs", {}, None, {}),
             "configs list --system STS": ("GET", "configs", {}, None, {"system": "STS"}),
             "configs show c1 --version 2": ("GET", "config", {"cid": "c1"}, None, {"version": 2}),
@@ -196,12 +218,22 @@ class HttpCommandTests(SynchronousTestCase):
             "tags set t1 a b": ("PUT", "save_tag", {"name": "t1"}, {"configs": ["a", "b"]}, {}),
             "tags delete t1": ("DELETE", "delete_tag", {"name": "t1"}, None, {}),
             "users": ("GET", "users", {}, None, {}),
-            "users roles bob operator,expert": ("PUT", "update_user", {"name": "bob"}, {"roles": ["operator", "expert"]}, {}),
+            "users roles bob operator,expert": (
+                "PUT",
+                "update_user",
+                {"name": "bob"},
+                {"roles": ["operator", "expert"]},
+                {},
+            ),
             "users delete bob": ("DELETE", "delete_user", {"name": "bob"}, None, {}),
             "agents show pca:demo": ("GET", "agent_get", {"agent": "pca:demo"}, None, {}),
-            "agents place detector:X --host h1 --launcher ssh --option user=daq --no-autostart":
-                ("PUT", "agent_place", {"agent": "detector:X"},
-                 {"host": "h1", "launcher": "ssh", "options": {"user": "daq"}, "autostart": False}, {}),
+            "agents place detector:X --host h1 --launcher ssh --option user=daq --no-autostart": (
+                "PUT",
+                "agent_place",
+                {"agent": "detector:X"},
+                {"host": "h1", "launcher": "ssh", "options": {"user": "daq"}, "autostart": False},
+                {},
+            ),
             "agents unplace detector:X": ("DELETE", "agent_unplace", {"agent": "detector:X"}, None, {}),
             "agents restart pca:demo": ("POST", "agent_command", {"agent": "pca:demo", "command": "restart"}, None, {}),
             "agents output pca:demo --lines 7": ("GET", "agent_output", {"agent": "pca:demo"}, None, {"lines": 7}),
@@ -215,19 +247,23 @@ class HttpCommandTests(SynchronousTestCase):
         """status, control, configure, reset, logs and runs keep their routes and bodies."""
         self.assertEqual(self.sent("control take demo --force")[-1][:2], ("POST", "take_control"))
         self.assertEqual(self.sent("control take demo --force")[-1][4], {"force": 1})
-        self.assertEqual(self.sent("configure demo --config a --config b")[-1],
-                         ("POST", "command", {"pid": "demo", "command": "configure"}, {"auto": False, "configs": ["a", "b"]}, {}))
+        self.assertEqual(
+            self.sent("configure demo --config a --config b")[-1],
+            ("POST", "command", {"pid": "demo", "command": "configure"}, {"auto": False, "configs": ["a", "b"]}, {}),
+        )
         self.assertEqual(self.sent("reset demo STS")[-1][3], {"system": "STS"})
-        self.assertEqual(self.sent("logs --partition demo --level warn --limit 3")[-1],
-                         ("GET", "logs", {}, None, {"partition": "demo", "level": "warn", "limit": 3}))
+        self.assertEqual(
+            self.sent("logs --partition demo --level warn --limit 3")[-1],
+            ("GET", "logs", {}, None, {"partition": "demo", "level": "warn", "limit": 3}),
+        )
         self.assertEqual(self.sent("runs demo")[-1], ("GET", "runs", {}, None, {"partition": "demo", "limit": 100}))
 
     def test_users_add_password(self) -> None:
         """users add reads the password from the front end, or makes one up and shows it once."""
-        client, printer, code = self.cli("users add bob --roles operator", read_password=lambda prompt: "s3cret-pass")
+        client, printer, _ = self.cli("users add bob --roles operator", read_password=lambda prompt: "s3cret-pass")
         self.assertEqual(client.sent[-1][3], {"username": "bob", "password": "s3cret-pass", "roles": ["operator"]})
         self.assertNotIn("s3cret-pass", printer.text)
-        client, printer, code = self.cli("users passwd bob --generate")
+        client, printer, _ = self.cli("users passwd bob --generate")
         password = client.sent[-1][3]["password"]
         self.assertGreaterEqual(len(password), 12)
         self.assertIn(f"password: {password}", printer.text)
@@ -238,12 +274,12 @@ class HttpCommandTests(SynchronousTestCase):
 
     def test_configs_diff(self) -> None:
         """configs diff: the last change by default, or two given versions; the changed keys only."""
-        client, printer, code = self.cli("configs diff c1", {"config": _versions})
+        client, printer, _ = self.cli("configs diff c1", {"config": _versions})
         self.assertEqual([s[4] for s in client.sent], [{}, {"version": 2}])
         self.assertIn("- gain: 2\n+ gain: 3\n", printer.text)
         self.assertNotIn("mode", printer.text)
         self.assertEqual(printer.data[-1]["changes"], [{"key": "gain", "from": "2", "to": "3"}])
-        client, printer, code = self.cli("configs diff c1 1 2", {"config": _versions})
+        client, printer, _ = self.cli("configs diff c1 1 2", {"config": _versions})
         self.assertIn("- gain: 1\n+ gain: 2\n", printer.text)
 
     def test_configs_set_confirms(self) -> None:
@@ -254,22 +290,31 @@ class HttpCommandTests(SynchronousTestCase):
             asked.append(question)
             return False
 
-        files = {"new.yaml": "gain: 5\nmode: x\n", "same.json": '{"system": "STS", "parameters": {"gain": 3, "mode": "x"}}'}
+        files = {
+            "new.yaml": "gain: 5\nmode: x\n",
+            "same.json": '{"system": "STS", "parameters": {"gain": 3, "mode": "x"}}',
+        }
         with self.assertRaises(CommandError) as caught:
             self.cli("configs set c1 --file new.yaml", {"config": _versions}, confirm=no, read_file=files.__getitem__)
         self.assertEqual(caught.exception.exit_code, 1)
         self.assertEqual(len(asked), 1)
-        client, printer, code = self.cli("configs set c1 --file new.yaml", {"config": _versions},
-                                         confirm=lambda q: True, read_file=files.__getitem__)
+        client, printer, code = self.cli(
+            "configs set c1 --file new.yaml", {"config": _versions}, confirm=lambda q: True, read_file=files.__getitem__
+        )
         self.assertIn("- gain: 3\n+ gain: 5", printer.notes)
-        self.assertEqual(client.sent[-1][:4], ("PUT", "save_config", {"cid": "c1"}, {"system": "STS", "parameters": {"gain": 5, "mode": "x"}}))
-        client, printer, code = self.cli("configs set c1 --file same.json", {"config": _versions}, read_file=files.__getitem__)
+        self.assertEqual(
+            client.sent[-1][:4],
+            ("PUT", "save_config", {"cid": "c1"}, {"system": "STS", "parameters": {"gain": 5, "mode": "x"}}),
+        )
+        client, printer, code = self.cli(
+            "configs set c1 --file same.json", {"config": _versions}, read_file=files.__getitem__
+        )
         self.assertEqual((code, [s[1] for s in client.sent]), (0, ["config"]))
         self.assertIn("no change", printer.text)
         with self.assertRaises(CommandError) as caught:  # no terminal to ask: --yes is needed
-            self.cli("configs set c1 --params {\"gain\":9}", {"config": _versions})
+            self.cli('configs set c1 --params {"gain":9}', {"config": _versions})
         self.assertIn("--yes", caught.exception.message)
-        client, _, code = self.cli("configs set c1 --params {\"gain\":9} --yes", {"config": _versions})
+        client, _, code = self.cli('configs set c1 --params {"gain":9} --yes', {"config": _versions})
         self.assertEqual(client.sent[-1][3], {"system": "STS", "parameters": {"gain": 9}})
 
     def test_configs_set_new_needs_system(self) -> None:
@@ -283,19 +328,25 @@ class HttpCommandTests(SynchronousTestCase):
             self.cli("configs set c9 --params {} --yes", {"config": missing})
         self.assertEqual(caught.exception.exit_code, 2)
         self.assertIn("--system", caught.exception.message)
-        client, _, code = self.cli("configs set c9 --params {} --system STS --yes", {"config": missing})
+        client, _, _ = self.cli("configs set c9 --params {} --system STS --yes", {"config": missing})
         self.assertEqual(client.sent[-1][3], {"system": "STS", "parameters": {}})
 
     def test_bad_input_named(self) -> None:
         """Bad names, roles, options and documents are refused before any request, naming what was wrong."""
-        for argv in (["tags", "show", "a;b"], ["users", "add", "bob", "--roles", "boss"],
-                     ["detectors", "move", "X"], ["detectors", "move", "X", "--to", "p", "--unassign"],
-                     ["configs", "set", "c1"]):
+        for argv in (
+            ["tags", "show", "a;b"],
+            ["users", "add", "bob", "--roles", "boss"],
+            ["detectors", "move", "X"],
+            ["detectors", "move", "X", "--to", "p", "--unassign"],
+            ["configs", "set", "c1"],
+        ):
             with self.assertRaises(SystemExit, msg=argv), _quiet():
                 build_parser().parse_args(argv)
-        for line, word in (("agents place pca:x --host h --launcher local --option novalue", "--option"),
-                           ("configs set c1 --params [1] --yes", "mapping"),
-                           ("partitions create ecs", "reserved")):
+        for line, word in (
+            ("agents place pca:x --host h --launcher local --option novalue", "--option"),
+            ("configs set c1 --params [1] --yes", "mapping"),
+            ("partitions create ecs", "reserved"),
+        ):
             with self.assertRaises(CommandError, msg=line) as caught:
                 self.cli(line)
             self.assertIn(word, caught.exception.message)
@@ -333,14 +384,23 @@ class ShellOutput:
 class OperationCenter(FakeControlCenter):
     """The fake center whose commands start an operation (as a PCA's do): the record comes by event."""
 
-    def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+    def command(
+        self, user: User, partition_id: str, command: str, body: dict[str, Any]
+    ) -> defer.Deferred[dict[str, Any]]:
         self.commands.append((user.name, partition_id, command, body))
-        return defer.succeed({"state": "Configuring_TFC", "operation": command, "level": 0, "stages": 2,
-                              "summary": "Configuring"})
+        return defer.succeed(
+            {"state": "Configuring_TFC", "operation": command, "level": 0, "stages": 2, "summary": "Configuring"}
+        )
 
     def record(self, state: str, level: int, operation: str | None = None, summary: str = "Active") -> None:
-        self.emit("state", {"key": "partition", "value": {"state": state, "operation": operation, "level": level,
-                                                          "stages": 2, "summary": summary}}, "demo")
+        self.emit(
+            "state",
+            {
+                "key": "partition",
+                "value": {"state": state, "operation": operation, "level": level, "stages": 2, "summary": summary},
+            },
+            "demo",
+        )
 
 
 class ShellTests(SynchronousTestCase):
@@ -398,12 +458,12 @@ class ShellTests(SynchronousTestCase):
         """configs show/set (with --yes after seeing the diff)/diff, tags set/show/delete, through the center."""
         code, out, _ = self.run_line("configs show sts-default", user="viewer")
         self.assertIn("Configuration sts-default of STS, version 1", out)
-        code, out, err = self.run_line("configs set sts-default --params '{\"mode\": \"fast\"}'")
+        code, out, err = self.run_line('configs set sts-default --params \'{"mode": "fast"}\'')
         self.assertEqual(code, 1)
         self.assertIn('- mode: "default"\n+ mode: "fast"', err)
         self.assertIn("not saved (add --yes to save)", err)
         self.assertEqual(len(self.center.config_versions["sts-default"]), 1)
-        code, out, _ = self.run_line("configs set sts-default --params '{\"mode\": \"fast\"}' --yes")
+        code, out, _ = self.run_line('configs set sts-default --params \'{"mode": "fast"}\' --yes')
         self.assertEqual((code, out), (0, "saved sts-default version 2\n"))
         code, out, _ = self.run_line("configs diff sts-default", user="viewer")
         self.assertIn('- mode: "default"\n+ mode: "fast"\n', out)
@@ -443,7 +503,9 @@ class ShellTests(SynchronousTestCase):
         code, out, _ = self.run_line("agents", user="viewer")
         self.assertRegex(out, r"pca:demo +pca +localhost +local")
         self.assertEqual(self.run_line("agents place detector:X --host h --launcher local")[0], 3)
-        self.assertEqual(self.run_line("agents place detector:X --host h --launcher local --option a=b", user="admin")[0], 0)
+        self.assertEqual(
+            self.run_line("agents place detector:X --host h --launcher local --option a=b", user="admin")[0], 0
+        )
         self.assertEqual(self.center.agents_["detector:X"]["options"], {"a": "b"})
         code, out, _ = self.run_line("agents start detector:X")
         self.assertEqual(code, 0)
@@ -459,10 +521,12 @@ class ShellTests(SynchronousTestCase):
 
     def test_json(self) -> None:
         """--json prints the center's answer as JSON, as ecs --json does."""
-        code, out, _ = self.run_line("status demo --json", user="viewer")
+        _, out, _ = self.run_line("status demo --json", user="viewer")
         self.assertEqual(json.loads(out)["id"], "demo")
 
-    def start(self, center: FakeControlCenter, line: str, user: str = "operator") -> tuple[defer.Deferred[Outcome], ShellOutput]:
+    def start(
+        self, center: FakeControlCenter, line: str, user: str = "operator"
+    ) -> tuple[defer.Deferred[Outcome], ShellOutput]:
         output = ShellOutput()
         return self.interpreter(center, self.clock, user).execute(line, output), output
 

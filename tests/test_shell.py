@@ -179,11 +179,11 @@ class InterpreterTests(SynchronousTestCase):
 
     def test_help_whoami_exit(self) -> None:
         """help lists every command, help C shows its usage; whoami; exit ends the session."""
-        outcome, output = self.run_line("help")
+        _, output = self.run_line("help")
         for command in ("status", "control", "configure", "start", "logs", "runs", "whoami", "python", "exit"):
             self.assertIn(command, output.stdout)
         self.assertIn("--tag", self.run_line("help configure")[1].stdout)
-        outcome, output = self.run_line("whoami", info="from test")
+        _, output = self.run_line("whoami", info="from test")
         self.assertEqual(output.stdout, "operator (roles: operator); from test\n")
         self.assertEqual(self.run_line("exit")[0], Outcome(0, exit=True))
         self.assertEqual(self.run_line("quit")[0], Outcome(0, exit=True))
@@ -435,12 +435,14 @@ class ShellEndToEndTests(ECAHarness):
         if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
             raise SkipTest("the OpenSSH client (ssh, ssh-keygen) is not installed")
         await super().setUp()
-        self.home = Path(self.mktemp()).resolve()
+        self.home = Path(self.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
         self.home.mkdir(mode=0o700)
         self.keys: dict[str, Path] = {}
         for name in ("viewer", "operator", "admin", "stranger"):
             path = self.home / f"id_{name}"
-            out, err, code = await _process("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)])
+            _out, err, code = await _process(
+                "ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)]
+            )
             self.assertEqual(code, 0, err)
             self.keys[name] = path
             if name != "stranger":
@@ -459,14 +461,35 @@ class ShellEndToEndTests(ECAHarness):
         """Run OpenSSH's client as C{user} (with C{key}'s identity); its stdout, stderr and exit status."""
         args = ["-tt"] if tty else ["-T"]
         args += [
-            "-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
-            "-o", "IdentityAgent=none", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-            "-i", str(self.keys[key or user]), "-p", str(self.port), f"{user}@127.0.0.1",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(self.keys[key or user]),
+            "-p",
+            str(self.port),
+            f"{user}@127.0.0.1",
         ]
         if command is not None:
             args.append(command)
-        out, err, code = await _process("ssh", args, stdin, env={"HOME": str(self.home), "PATH": os.environ.get("PATH", "")})
+        out, err, code = await _process(
+            "ssh", args, stdin, env={"HOME": str(self.home), "PATH": os.environ.get("PATH", "")}
+        )
         return out, err, code
 
     async def test_exec_requests(self) -> None:
@@ -486,22 +509,22 @@ class ShellEndToEndTests(ECAHarness):
 
     async def test_refused_key(self) -> None:
         """An unregistered key, or a key of another user, is refused (ssh exits 255), and audited."""
-        out, err, code = await self.ssh("stranger", "status")
+        _out, err, code = await self.ssh("stranger", "status")
         self.assertEqual(code, 255)
         self.assertIn("Permission denied", err)
-        out, err, code = await self.ssh("admin", "status", key="operator")
+        _out, _err, code = await self.ssh("admin", "status", key="operator")
         self.assertEqual(code, 255)
         entries = await self.store.audit_entries(action="ssh_login")
         self.assertTrue(any(e.user == "admin" and e.outcome.startswith("refused") for e in entries), entries)
 
     async def test_roles_and_commands(self) -> None:
         """A viewer cannot start (exit 3, naming the role); an operator takes control and configures (audited)."""
-        out, err, code = await self.ssh("viewer", "start demo")
+        _out, err, code = await self.ssh("viewer", "start demo")
         self.assertEqual(code, 3)
         self.assertIn("operator role", err)
-        out, err, code = await self.ssh("operator", "control take demo")
+        _out, err, code = await self.ssh("operator", "control take demo")
         self.assertEqual(code, 0, err)
-        out, err, code = await self.ssh("operator", "configure demo --tag demo --auto")
+        _out, err, code = await self.ssh("operator", "configure demo --tag demo --auto")
         self.assertEqual(code, 0, err)
         await self.wait_state("demo", self.sequence.top_active)
         entries = await self.store.audit_entries(user="operator")
@@ -602,7 +625,9 @@ class _ConchClient:
 
             def channelOpen(self, data: bytes) -> None:
                 async def start() -> None:
-                    await self.conn.sendRequest(self, b"pty-req", packRequest_pty_req(b"xterm", (24, 80, 0, 0), b""), wantReply=True)
+                    await self.conn.sendRequest(
+                        self, b"pty-req", packRequest_pty_req(b"xterm", (24, 80, 0, 0), b""), wantReply=True
+                    )
                     await self.conn.sendRequest(self, b"shell", b"", wantReply=True)
                     client.opened.callback(self)
 

@@ -28,16 +28,43 @@ EVIL = "ok\x1b[2J\x1b[H\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x1b\\\x9b31m\u202eevil
 def detail(**overrides: Any) -> dict[str, Any]:
     """A partition detail as GET /api/partitions/{id} answers."""
     base: dict[str, Any] = {
-        "id": "demo", "state": "Configuring_Detectors", "tag": "demo", "controller": "alice", "connected": True,
-        "locked": False, "operation": "configuring stage Detectors (2 of 4)", "allowed": ["abort"],
+        "id": "demo",
+        "state": "Configuring_Detectors",
+        "tag": "demo",
+        "controller": "alice",
+        "connected": True,
+        "locked": False,
+        "operation": "configuring stage Detectors (2 of 4)",
+        "allowed": ["abort"],
         "progress": {"partition": "demo", "stage": "Detectors", "ready": 2, "total": 5},
         "systems": [
-            {"id": "STS", "kind": "detector", "state": "Active", "raw_state": "Ready_Step2", "tag": "sts-default",
-             "comment": "", "connected": True},
-            {"id": "TOF", "kind": "detector", "state": "Error", "raw_state": "HV_Trip", "tag": "tof-default",
-             "comment": "HV trip on sector 3", "connected": True},
-            {"id": "MVD", "kind": "detector", "state": "Active", "raw_state": "Active_Stale", "tag": "mvd-default",
-             "comment": "", "connected": False},
+            {
+                "id": "STS",
+                "kind": "detector",
+                "state": "Active",
+                "raw_state": "Ready_Step2",
+                "tag": "sts-default",
+                "comment": "",
+                "connected": True,
+            },
+            {
+                "id": "TOF",
+                "kind": "detector",
+                "state": "Error",
+                "raw_state": "HV_Trip",
+                "tag": "tof-default",
+                "comment": "HV trip on sector 3",
+                "connected": True,
+            },
+            {
+                "id": "MVD",
+                "kind": "detector",
+                "state": "Active",
+                "raw_state": "Active_Stale",
+                "tag": "mvd-default",
+                "comment": "",
+                "connected": False,
+            },
         ],
     }
     base.update(overrides)
@@ -71,16 +98,54 @@ class CleanTests(SynchronousTestCase):
         """A hostile value in any field of any formatter leaves no escape in the output."""
         outputs = [
             format_partitions([{"id": EVIL, "state": EVIL, "tag": EVIL, "controller": EVIL, "connected": True}]),
-            format_partition(detail(id=EVIL, tag=EVIL, controller=EVIL, operation=EVIL, allowed=[EVIL],
-                                    progress={"stage": EVIL, "ready": 1, "total": 2},
-                                    systems=[{"id": EVIL, "kind": EVIL, "state": EVIL, "raw_state": EVIL,
-                                              "tag": EVIL, "comment": EVIL, "connected": True}])),
+            format_partition(
+                detail(
+                    id=EVIL,
+                    tag=EVIL,
+                    controller=EVIL,
+                    operation=EVIL,
+                    allowed=[EVIL],
+                    progress={"stage": EVIL, "ready": 1, "total": 2},
+                    systems=[
+                        {
+                            "id": EVIL,
+                            "kind": EVIL,
+                            "state": EVIL,
+                            "raw_state": EVIL,
+                            "tag": EVIL,
+                            "comment": EVIL,
+                            "connected": True,
+                        }
+                    ],
+                )
+            ),
             format_logs([{"time": 1.0, "level": EVIL, "source": EVIL, "message": EVIL, "partition": EVIL}]),
-            format_runs([{"number": EVIL, "partition": EVIL, "tag": EVIL, "operator": EVIL, "started": 1.0,
-                          "ended": None, "outcome": EVIL}]),
-            format_agents([{"agent": EVIL, "kind": EVIL, "host": EVIL, "launcher": EVIL, "registered": True,
-                            "status": {"running": False, "exit_code": EVIL, "detail": EVIL},
-                            "supervision": {"state": EVIL, "restarts": 2}}]),
+            format_runs(
+                [
+                    {
+                        "number": EVIL,
+                        "partition": EVIL,
+                        "tag": EVIL,
+                        "operator": EVIL,
+                        "started": 1.0,
+                        "ended": None,
+                        "outcome": EVIL,
+                    }
+                ]
+            ),
+            format_agents(
+                [
+                    {
+                        "agent": EVIL,
+                        "kind": EVIL,
+                        "host": EVIL,
+                        "launcher": EVIL,
+                        "registered": True,
+                        "status": {"running": False, "exit_code": EVIL, "detail": EVIL},
+                        "supervision": {"state": EVIL, "restarts": 2},
+                    }
+                ]
+            ),
         ]
         for output in outputs:
             self.assertNotIn("\x1b", output)
@@ -141,10 +206,12 @@ class PartitionTests(SynchronousTestCase):
 
     def test_partitions(self) -> None:
         """One line per partition; a disconnected PCA shows Connection Problem, not its state."""
-        text = format_partitions([
-            {"id": "demo", "state": "QA_Active", "tag": "demo", "controller": "alice", "connected": True},
-            {"id": "p2", "state": "Recording", "tag": None, "controller": None, "connected": False},
-        ])
+        text = format_partitions(
+            [
+                {"id": "demo", "state": "QA_Active", "tag": "demo", "controller": "alice", "connected": True},
+                {"id": "p2", "state": "Recording", "tag": None, "controller": None, "connected": False},
+            ]
+        )
         lines = text.splitlines()
         self.assertEqual(lines[0].split(), ["PARTITION", "STATE", "TAG", "CONTROLLER", "PCA"])
         self.assertEqual(lines[1].split(), ["demo", "QA_Active", "demo", "alice", "connected"])
@@ -161,7 +228,9 @@ class PartitionTests(SynchronousTestCase):
         self.assertIn("stage Detectors [" + "#" * 12 + "-" * 18 + "] 2/5", text)
         self.assertIn("allowed: abort", text)
         rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("STS", "TOF", "MVD"))}
-        self.assertEqual(rows["STS"].split(), ["STS", "detector", "Active", "Ready_Step2", "sts-default", "-", "connected"])
+        self.assertEqual(
+            rows["STS"].split(), ["STS", "detector", "Active", "Ready_Step2", "sts-default", "-", "connected"]
+        )
         self.assertIn("HV trip on sector 3", rows["TOF"])
 
     def test_disconnected_system_not_shown_stale(self) -> None:
@@ -207,12 +276,30 @@ class ListTests(SynchronousTestCase):
 
     def test_runs(self) -> None:
         """A finished run has its duration and outcome; an open one is running."""
-        text = format_runs([
-            {"number": 2, "partition": "demo", "tag": "demo", "operator": "alice", "started": 100.0, "ended": None,
-             "outcome": None, "configs": {}},
-            {"number": 1, "partition": "demo", "tag": None, "operator": "bob", "started": 0.0, "ended": 65.0,
-             "outcome": "stopped", "configs": {}},
-        ])
+        text = format_runs(
+            [
+                {
+                    "number": 2,
+                    "partition": "demo",
+                    "tag": "demo",
+                    "operator": "alice",
+                    "started": 100.0,
+                    "ended": None,
+                    "outcome": None,
+                    "configs": {},
+                },
+                {
+                    "number": 1,
+                    "partition": "demo",
+                    "tag": None,
+                    "operator": "bob",
+                    "started": 0.0,
+                    "ended": 65.0,
+                    "outcome": "stopped",
+                    "configs": {},
+                },
+            ]
+        )
         lines = text.splitlines()
         self.assertTrue(lines[1].startswith("2 ") and lines[1].endswith("running"))
         self.assertIn("1 min 05 s", lines[2])
@@ -220,15 +307,45 @@ class ListTests(SynchronousTestCase):
 
     def test_agents(self) -> None:
         """Running with its pid, or exited with its code, and the supervision state."""
-        text = format_agents([
-            {"agent": "STS", "kind": "detector", "id": "STS", "host": "node1", "launcher": "local", "registered": True,
-             "status": {"running": True, "pid": 4242, "job_id": None, "exit_code": None, "since": 1.0, "detail": None},
-             "supervision": {"state": "supervised", "restarts": 0}},
-            {"agent": "pca-demo", "kind": "pca", "id": "demo", "host": "node2", "launcher": "ssh", "registered": False,
-             "status": {"running": False, "pid": None, "job_id": None, "exit_code": 3, "since": 2.0, "detail": "crashed"},
-             "supervision": {"state": "backing_off", "restarts": 2}},
-            {"agent": "odd"},
-        ])
+        text = format_agents(
+            [
+                {
+                    "agent": "STS",
+                    "kind": "detector",
+                    "id": "STS",
+                    "host": "node1",
+                    "launcher": "local",
+                    "registered": True,
+                    "status": {
+                        "running": True,
+                        "pid": 4242,
+                        "job_id": None,
+                        "exit_code": None,
+                        "since": 1.0,
+                        "detail": None,
+                    },
+                    "supervision": {"state": "supervised", "restarts": 0},
+                },
+                {
+                    "agent": "pca-demo",
+                    "kind": "pca",
+                    "id": "demo",
+                    "host": "node2",
+                    "launcher": "ssh",
+                    "registered": False,
+                    "status": {
+                        "running": False,
+                        "pid": None,
+                        "job_id": None,
+                        "exit_code": 3,
+                        "since": 2.0,
+                        "detail": "crashed",
+                    },
+                    "supervision": {"state": "backing_off", "restarts": 2},
+                },
+                {"agent": "odd"},
+            ]
+        )
         lines = text.splitlines()
         self.assertIn("running (pid 4242)", lines[1])
         self.assertIn("supervised", lines[1])

@@ -124,8 +124,9 @@ class HttpApi:
     async def agent(self, agent: str) -> dict[str, Any]:
         return dict(self.client.get("/api/agents/" + _q(agent)) or {})
 
-    async def set_placement(self, agent: str, host: str, launcher: str, options: dict[str, Any],
-                            autostart: bool) -> dict[str, Any]:
+    async def set_placement(
+        self, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool
+    ) -> dict[str, Any]:
         body = {"host": host, "launcher": launcher, "options": options, "autostart": autostart}
         return dict(self.client.call("PUT", "/api/agents/" + _q(agent), body) or {})
 
@@ -141,8 +142,9 @@ class HttpApi:
     async def runs(self, partition: str | None, limit: int) -> list[dict[str, Any]]:
         return list(self.client.get("/api/runs", partition=partition, limit=limit) or [])
 
-    async def logs(self, partition: str | None, level: str | None, since: float | None, q: str | None,
-                   limit: int) -> list[dict[str, Any]]:
+    async def logs(
+        self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
+    ) -> list[dict[str, Any]]:
         return list(self.client.get("/api/logs", partition=partition, level=level, since=since, q=q, limit=limit) or [])
 
 

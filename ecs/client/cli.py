@@ -42,6 +42,7 @@ from ecs.client.http import (
     EXIT_REFUSED,
     EXIT_USAGE,
     ClientError,
+    EventStream,
     delete_credentials,
     partition_path,
     save_credentials,
@@ -82,8 +83,10 @@ def cmd_login(ctx: Context) -> int:
         raise ClientError(EXIT_REFUSED, "the ECA's login answer has no token")
     save_credentials(ctx.path, ctx.url, str(answer.get("user") or user), answer["token"])
     roles = ", ".join(textview.clean(r) for r in answer.get("roles") or [])
-    ctx.out(f"logged in to {ctx.url} as {textview.clean(answer.get('user') or user)} (roles: {roles or 'none'})",
-            {"url": ctx.url, "user": answer.get("user"), "roles": answer.get("roles")})
+    ctx.out(
+        f"logged in to {ctx.url} as {textview.clean(answer.get('user') or user)} (roles: {roles or 'none'})",
+        {"url": ctx.url, "user": answer.get("user"), "roles": answer.get("roles")},
+    )
     return EXIT_OK
 
 
@@ -99,8 +102,9 @@ def cmd_logout(ctx: Context) -> int:
     except ClientError as e:
         if e.status != 401:  # an unknown token is logged out already
             delete_credentials(ctx.path)
-            raise ClientError(e.exit_code, f"{e.message}; the local token was deleted, "
-                                           f"but the ECA may still accept it") from None
+            raise ClientError(
+                e.exit_code, f"{e.message}; the local token was deleted, but the ECA may still accept it"
+            ) from None
     delete_credentials(ctx.path)
     ctx.out(f"logged out of {ctx.url}", {"status": "ok"})
     return EXIT_OK
@@ -132,11 +136,12 @@ class _Follow:
         """Open the stream, send the command, then follow its records to the goal."""
         ctx = self.ctx
         deadline = time.monotonic() + ctx.wait_timeout
-        stream = ctx.client.events(partition)
+        stream: EventStream | None = ctx.client.events(partition)
         try:
             reply = ctx.client.post(partition_path(partition) + "/" + command, body or None)
             waiter = Waiter(command, bool(body.get("auto")), reply, time.monotonic())
-            stream, opened = None, stream
+            opened, stream = stream, None  # wait_for closes it from here on
+            assert opened is not None
             ok, text = wait_for(ctx, opened, waiter, deadline)
         finally:
             if stream is not None:
@@ -156,8 +161,9 @@ class _Follow:
         partition = args.partition or args.partition_flag
         stream = ctx.client.events(partition)
         try:
-            rows = ctx.client.get("/api/logs", partition=partition, level=args.level, since=since,
-                                  q=args.grep, limit=args.limit)
+            rows = ctx.client.get(
+                "/api/logs", partition=partition, level=args.level, since=since, q=args.grep, limit=args.limit
+            )
             seen = {(r.get("time"), r.get("source"), r.get("message")) for r in rows}
             for row in sorted(rows, key=lambda r: (r.get("time") or 0, r.get("id") or 0)):
                 _print_log(ctx, row)
@@ -213,9 +219,16 @@ def _read_password(prompt: str) -> str:
 
 def cmd_shared(ctx: Context) -> int:
     """Run a command of the shared table (L{ecs.client.table}) over HTTP."""
-    run = Run(HttpApi(ctx.client), ctx.args, _Printer(ctx), _Follow(ctx), color=use_colour(),
-              confirm=_confirm if sys.stdin.isatty() else None, read_file=_read_file,
-              read_password=_read_password)
+    run = Run(
+        HttpApi(ctx.client),
+        ctx.args,
+        _Printer(ctx),
+        _Follow(ctx),
+        color=use_colour(),
+        confirm=_confirm if sys.stdin.isatty() else None,
+        read_file=_read_file,
+        read_password=_read_password,
+    )
     return run_now(ctx.args.spec.run(run))
 
 
@@ -249,11 +262,31 @@ def run(handler: Callable[[Context], int], need_login: bool = True) -> Callable[
 def _api_options(parser: argparse.ArgumentParser, top: bool) -> None:
     default: Any = None if top else argparse.SUPPRESS
     group = parser.add_argument_group("ECA connection (API commands)")
-    group.add_argument("--url", dest="api_url", metavar="URL", default=default, help=f"the ECA (default: the logged-in URL, else $ECS_URL, else {DEFAULT_URL})")
-    group.add_argument("--json", dest="api_json", action="store_true", default=default if not top else False, help="print the API's JSON as is")
-    group.add_argument("--timeout", dest="api_timeout", metavar="SECONDS", type=_seconds, default=default,
-                       help=f"seconds for each request ({DEFAULT_TIMEOUT:g}) and for --wait ({DEFAULT_WAIT:g})")
-    group.add_argument("--cacert", dest="api_cacert", metavar="FILE", default=default, help="CA certificates (PEM) to trust for https")
+    group.add_argument(
+        "--url",
+        dest="api_url",
+        metavar="URL",
+        default=default,
+        help=f"the ECA (default: the logged-in URL, else $ECS_URL, else {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--json",
+        dest="api_json",
+        action="store_true",
+        default=default if not top else False,
+        help="print the API's JSON as is",
+    )
+    group.add_argument(
+        "--timeout",
+        dest="api_timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=default,
+        help=f"seconds for each request ({DEFAULT_TIMEOUT:g}) and for --wait ({DEFAULT_WAIT:g})",
+    )
+    group.add_argument(
+        "--cacert", dest="api_cacert", metavar="FILE", default=default, help="CA certificates (PEM) to trust for https"
+    )
 
 
 def _seconds(text: str) -> float:
@@ -266,7 +299,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_commands(parser: argparse.ArgumentParser, commands: Any) -> None:
+def add_commands(
+    parser: argparse.ArgumentParser, commands: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> None:
     """Add login, logout and the shared commands (L{ecs.client.table}) to the C{ecs} parser and its subparsers."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
@@ -278,7 +313,9 @@ def add_commands(parser: argparse.ArgumentParser, commands: Any) -> None:
         _api_options(p, top=False)
 
     def sub(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help, formatter_class=argparse.RawDescriptionHelpFormatter)  # type: ignore[no-any-return]  # argparse's subparsers action is untyped here
+        return commands.add_parser(
+            name, help=help, description=help, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
 
     login = sub("login", "log in to the ECA (token kept in ~/.config/ecs)")
     login.add_argument("--user", help="user name (default: the last one, else your login name)")
@@ -292,8 +329,9 @@ def add_commands(parser: argparse.ArgumentParser, commands: Any) -> None:
         add_command(sub(command.name, command.help), command, common)
 
 
-def add_command(parser: argparse.ArgumentParser, command: Command,
-                common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_command(
+    parser: argparse.ArgumentParser, command: Command, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
     """One shared command as a subcommand of C{ecs}."""
     add_parser(parser, command, common)
     parser.set_defaults(func=run(cmd_shared))

@@ -36,7 +36,7 @@ ROLES = ("viewer", "operator", "expert", "admin")
 
 
 class CommandError(Exception):
-    """A command that cannot go on: the exit code, a message naming what was wrong, the answer's body and status if any."""
+    """A command that cannot go on: its exit code, a message naming what was wrong, the answer's body and status."""
 
     def __init__(self, exit_code: int, message: str, body: Any = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -76,14 +76,16 @@ class Api(Protocol):
     async def delete_user(self, name: str) -> Any: ...
     async def agents(self) -> list[dict[str, Any]]: ...
     async def agent(self, agent: str) -> dict[str, Any]: ...
-    async def set_placement(self, agent: str, host: str, launcher: str, options: dict[str, Any],
-                            autostart: bool) -> dict[str, Any]: ...
+    async def set_placement(
+        self, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool
+    ) -> dict[str, Any]: ...
     async def delete_placement(self, agent: str) -> Any: ...
     async def agent_command(self, agent: str, command: str) -> dict[str, Any]: ...
     async def agent_output(self, agent: str, lines: int) -> dict[str, Any]: ...
     async def runs(self, partition: str | None, limit: int) -> list[dict[str, Any]]: ...
-    async def logs(self, partition: str | None, level: str | None, since: float | None, q: str | None,
-                   limit: int) -> list[dict[str, Any]]: ...
+    async def logs(
+        self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
 
 
 class Printer(Protocol):
@@ -126,7 +128,10 @@ class Run:
 
 @attrs.frozen
 class Arg:
-    """One argparse argument: its flags and keyword options; the arguments of one C{one_of} group exclude each other, and one is required."""
+    """
+    One argparse argument: its flags and keyword options.  The arguments of
+    one C{one_of} group exclude each other, and one of them is required.
+    """
 
     flags: tuple[str, ...]
     options: dict[str, Any] = attrs.field(factory=dict)
@@ -185,8 +190,9 @@ class Command:
         raise KeyError(wanted)
 
 
-def add_parser(parser: argparse.ArgumentParser, command: Command,
-               common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(
+    parser: argparse.ArgumentParser, command: Command, common: Callable[[argparse.ArgumentParser], None]
+) -> None:
     """
     Give C{parser} the arguments of C{command} (a subparser per action),
     C{common(p)} adding the front end's own options to each; the parsed
@@ -203,11 +209,16 @@ def add_parser(parser: argparse.ArgumentParser, command: Command,
         _add_args(parser, command.action(None))
     else:
         parser.set_defaults(spec=None)
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=command.default is None,
-                                    title="actions" + (f" (default: {command.default})" if command.default else ""))
+    actions = parser.add_subparsers(
+        dest="action",
+        metavar="ACTION",
+        required=command.default is None,
+        title="actions" + (f" (default: {command.default})" if command.default else ""),
+    )
     for action in command.actions:
-        sub = actions.add_parser(action.name, help=action.help, description=action.help,
-                                 formatter_class=parser.formatter_class)
+        sub = actions.add_parser(
+            action.name, help=action.help, description=action.help, formatter_class=parser.formatter_class
+        )
         _add_args(sub, action)
         common(sub)
 
@@ -305,6 +316,24 @@ def usage(message: str) -> CommandError:
 
 
 __all__ = [
-    "LIMIT_MAX", "NAME_RE", "ROLES", "Action", "Api", "Arg", "Command", "CommandError", "Follow", "Printer", "Run",
-    "add_parser", "arg", "limit", "name", "parse_since", "roles", "run_now", "usage", "version",
+    "LIMIT_MAX",
+    "NAME_RE",
+    "ROLES",
+    "Action",
+    "Api",
+    "Arg",
+    "Command",
+    "CommandError",
+    "Follow",
+    "Printer",
+    "Run",
+    "add_parser",
+    "arg",
+    "limit",
+    "name",
+    "parse_since",
+    "roles",
+    "run_now",
+    "usage",
+    "version",
 ]

@@ -30,7 +30,8 @@ class LiveView:
         """Start again from a fresh detail."""
         self.detail = dict(detail)
         self.id = str(detail.get("id"))
-        systems = detail.get("systems") if isinstance(detail.get("systems"), list) else []
+        raw = detail.get("systems")
+        systems: list[Any] = raw if isinstance(raw, list) else []
         self.systems: dict[str, dict[str, Any]] = {str(s.get("id")): s for s in systems if isinstance(s, dict)}
 
     @property
@@ -63,16 +64,22 @@ class LiveView:
                 if self.state == before and "operation" not in value:
                     return [], False
                 operation = value.get("operation")
-                return [f"state {textview.clean(self.state)}" + (f" ({textview.clean(operation)})" if operation else "")
-                        + f" tag {textview.clean(self.detail.get('tag'))}"], False
+                return [
+                    f"state {textview.clean(self.state)}"
+                    + (f" ({textview.clean(operation)})" if operation else "")
+                    + f" tag {textview.clean(self.detail.get('tag'))}"
+                ], False
             if key == "connected" and isinstance(value, dict):
                 self.detail["connected"] = value.get("connected") is True
-                return [("PCA connected, state " + textview.clean(self.detail.get("state"))) if self.detail["connected"]
-                        else "PCA not answering: Connection Problem"], self.detail["connected"]
+                return [
+                    ("PCA connected, state " + textview.clean(self.detail.get("state")))
+                    if self.detail["connected"]
+                    else "PCA not answering: Connection Problem"
+                ], self.detail["connected"]
             if key == "reset":
                 return [], True
             if isinstance(key, str) and key.startswith("system/"):
-                name = key[len("system/"):]
+                name = key[len("system/") :]
                 if value is None:
                     self.systems.pop(name, None)
                     return [f"system {textview.clean(name)} removed"], False
@@ -88,11 +95,15 @@ class LiveView:
                 return [], False
             self.detail["controller"] = data.get("holder")
             holder = data.get("holder")
-            return [f"control: {textview.clean(holder) if holder else 'nobody'} ({textview.clean(data.get('reason'))})"], False
+            return [
+                f"control: {textview.clean(holder) if holder else 'nobody'} ({textview.clean(data.get('reason'))})"
+            ], False
         if kind == "log":
             self.logs.append(data)
-            return [f"log {textview.clean(data.get('level'))} {textview.clean(data.get('source'))}: "
-                    f"{textview.clean(data.get('message'))}"], False
+            return [
+                f"log {textview.clean(data.get('level'))} {textview.clean(data.get('source'))}: "
+                f"{textview.clean(data.get('message'))}"
+            ], False
         if kind == "reload":
             return [], True
         return [], False
@@ -164,7 +175,9 @@ class Waiter:
             if self.auto:
                 ok, goal = level == stages, f"every stage configured ({stages})"
             else:
-                ok = self.immediate or (isinstance(level, int) and isinstance(self.start_level, int) and level > self.start_level)
+                ok = self.immediate or (
+                    isinstance(level, int) and isinstance(self.start_level, int) and level > self.start_level
+                )
                 goal = "one more stage configured"
         elif self.command == "start":
             ok, goal = r.get("summary") == "Recording", "recording"

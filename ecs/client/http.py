@@ -110,7 +110,9 @@ def load_credentials(path: Path) -> dict[str, str] | None:
         data = json.loads(text)
     except ValueError:
         raise ClientError(EXIT_AUTH, f"{path} is not valid JSON: run ecs login again") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k) for k in ("url", "user", "token")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), str) and data.get(k) for k in ("url", "user", "token")
+    ):
         raise ClientError(EXIT_AUTH, f"{path} lacks url, user or token: run ecs login again")
     try:
         url = normalise_url(data["url"])
@@ -160,7 +162,7 @@ def normalise_url(url: str) -> str:
     if parsed.query or parsed.fragment or parsed.username or parsed.password:
         raise ValueError(f"URL {url!r} must be just scheme://host[:port][/path]")
     try:
-        parsed.port
+        _ = parsed.port  # the property checks the number
     except ValueError:
         raise ValueError(f"URL {url!r} has an invalid port") from None
     return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
@@ -203,8 +205,15 @@ class Client:
             return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._context)
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def _open(self, method: str, path: str, body: Any, query: Mapping[str, Any] | None,
-              headers: Mapping[str, str] | None, timeout: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        timeout: float,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         pairs = [(k, str(v)) for k, v in (query or {}).items() if v is not None]
         target = self._prefix + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
         data = json.dumps(body).encode() if body is not None else None
@@ -228,7 +237,9 @@ class Client:
                 answer = None
             finally:
                 connection.close()
-            raise ClientError(exit_code_for(response.status, answer), _reason(response.status, answer), response.status, answer)
+            raise ClientError(
+                exit_code_for(response.status, answer), _reason(response.status, answer), response.status, answer
+            )
         return connection, response
 
     def _network_error(self, error: BaseException, seconds: float) -> ClientError:
@@ -256,8 +267,9 @@ class Client:
             connection.close()
         answer = _parse(raw)
         if isinstance(answer, _NotJson):
-            raise ClientError(EXIT_REFUSED, f"{self.url}{path} answered something that is not JSON: is this an ECA?",
-                              response.status)
+            raise ClientError(
+                EXIT_REFUSED, f"{self.url}{path} answered something that is not JSON: is this an ECA?", response.status
+            )
         return answer
 
     def get(self, path: str, **query: Any) -> Any:
@@ -362,7 +374,9 @@ class EventStream:
     so a caller may wake up often (redraws, quiet checks) and read on.
     """
 
-    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse, client: Client) -> None:
+    def __init__(
+        self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse, client: Client
+    ) -> None:
         self._connection = connection
         self._response = response
         self._client = client

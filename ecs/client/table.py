@@ -61,8 +61,10 @@ def _not_ecs(partition: str) -> str:
 
 
 P = arg("partition", type=name("partition id"), help="partition id")
-P_OPT = (arg("partition", type=name("partition id"), nargs="?", help="partition id"),
-         arg("--partition", dest="partition_flag", metavar="P", type=name("partition id"), help="the same, as an option"))
+P_OPT = (
+    arg("partition", type=name("partition id"), nargs="?", help="partition id"),
+    arg("--partition", dest="partition_flag", metavar="P", type=name("partition id"), help="the same, as an option"),
+)
 FORCE = arg("--force", action="store_true")
 WAIT = arg("--wait", action="store_true", help="wait for the end (see --timeout)")
 
@@ -91,7 +93,9 @@ async def control(run: Run) -> int:
     if take:
         answer = await run.api.take_control(scope, bool(run.args.force))
         previous = answer.get("previous") if isinstance(answer, dict) else None
-        run.out.result(f"you control {what}" + (f" (taken from {textview.clean(previous)})" if previous else ""), answer)
+        run.out.result(
+            f"you control {what}" + (f" (taken from {textview.clean(previous)})" if previous else ""), answer
+        )
     else:
         answer = await run.api.release_control(scope)
         run.out.result(f"released control of {what}", answer)
@@ -180,7 +184,9 @@ async def detectors_list(run: Run) -> int:
     detectors = systems.get("detectors") if isinstance(systems, dict) else None
     rows = [d for d in detectors or [] if isinstance(d, dict)]
     unassigned = await run.api.unassigned()
-    run.out.result(textview.format_detectors(rows, unassigned, color=run.color), {"detectors": rows, "unassigned": unassigned})
+    run.out.result(
+        textview.format_detectors(rows, unassigned, color=run.color), {"detectors": rows, "unassigned": unassigned}
+    )
     return EXIT_OK
 
 
@@ -232,10 +238,13 @@ async def configs_diff(run: Run) -> int:
     old = await run.api.config(cid, first)
     new = latest if second == latest.get("version") else await run.api.config(cid, second)
     changes = textview.parameter_changes(old.get("parameters"), new.get("parameters"))
-    data = {"id": cid, "from": first, "to": second,
-            "changes": [{"key": k, "from": a, "to": b} for k, a, b in changes]}
-    run.out.result(textview.format_diff(old.get("parameters"), new.get("parameters"),
-                                        f"{cid} version {first}", f"{cid} version {second}"), data)
+    data = {"id": cid, "from": first, "to": second, "changes": [{"key": k, "from": a, "to": b} for k, a, b in changes]}
+    run.out.result(
+        textview.format_diff(
+            old.get("parameters"), new.get("parameters"), f"{cid} version {first}", f"{cid} version {second}"
+        ),
+        data,
+    )
     return EXIT_OK
 
 
@@ -244,7 +253,9 @@ def _parameters(run: Run) -> tuple[dict[str, Any], str | None]:
     args = run.args
     if args.file is not None:
         if run.read_file is None:
-            raise usage(f"configs set --file reads a file of your computer, not available in {run.where}: give --params JSON")
+            raise usage(
+                f"configs set --file reads a file of your computer, not available in {run.where}: give --params JSON"
+            )
         text = run.read_file(args.file)
         source = args.file
     else:
@@ -278,8 +289,11 @@ async def configs_set(run: Run) -> int:
         raise usage(f"configs set: {args.id} is new: give --system")
     old_name = f"{args.id} version {current.get('version')}" if current else f"{args.id} (new)"
     changes = textview.format_diff((current or {}).get("parameters"), parameters, old_name, f"{args.id} as given")
-    if current is not None and not textview.parameter_changes(current.get("parameters"), parameters) \
-            and system == current.get("system"):
+    if (
+        current is not None
+        and not textview.parameter_changes(current.get("parameters"), parameters)
+        and system == current.get("system")
+    ):
         run.out.result(f"{args.id}: no change, nothing saved", current)
         return EXIT_OK
     if not args.yes:
@@ -346,7 +360,9 @@ async def users_add(run: Run) -> int:
     password, shown = _password(run, run.args.name)
     row = await run.api.add_user(run.args.name, password, run.args.roles)
     text = f"added user {run.args.name} (roles: {', '.join(run.args.roles)})"
-    run.out.result(text + (f"\npassword: {password}" if shown else ""), {**row, **({"password": password} if shown else {})})
+    run.out.result(
+        text + (f"\npassword: {password}" if shown else ""), {**row, **({"password": password} if shown else {})}
+    )
     return EXIT_OK
 
 
@@ -405,7 +421,9 @@ def _options(pairs: list[str] | None, text: str | None) -> dict[str, Any]:
 
 async def agents_place(run: Run) -> int:
     a = run.args
-    row = await run.api.set_placement(a.agent, a.host, a.launcher, _options(a.option, a.options_json), not a.no_autostart)
+    row = await run.api.set_placement(
+        a.agent, a.host, a.launcher, _options(a.option, a.options_json), not a.no_autostart
+    )
     run.out.result(f"placed {a.agent} on {a.host} ({a.launcher})", row)
     return EXIT_OK
 
@@ -443,89 +461,244 @@ def _one(command: str, help: str, role: str, run: Any, *args: Any, follows: bool
 
 COMMANDS: tuple[Command, ...] = (
     _one("status", "partitions, or one partition with its systems", "viewer", status, *P_OPT),
-    _one("control", "take or give up control of a partition, or of the ECS (P = ecs, experts: management)",
-         "operator", control, arg("action", choices=("take", "release")), P,
-         arg("--force", action="store_true", help="take it from its holder (admin)")),
-    _one("configure", "configure a partition", "operator", partition_command, P,
-         arg("--tag", type=name("tag"), help="the tag to configure with", one_of="what"),
-         arg("--config", action="append", metavar="ID", type=name("configuration id"), one_of="what",
-             help="a configuration id (repeat for each system)"),
-         arg("--auto", action="store_true", help="configure every stage in turn"), WAIT, follows=True),
+    _one(
+        "control",
+        "take or give up control of a partition, or of the ECS (P = ecs, experts: management)",
+        "operator",
+        control,
+        arg("action", choices=("take", "release")),
+        P,
+        arg("--force", action="store_true", help="take it from its holder (admin)"),
+    ),
+    _one(
+        "configure",
+        "configure a partition",
+        "operator",
+        partition_command,
+        P,
+        arg("--tag", type=name("tag"), help="the tag to configure with", one_of="what"),
+        arg(
+            "--config",
+            action="append",
+            metavar="ID",
+            type=name("configuration id"),
+            one_of="what",
+            help="a configuration id (repeat for each system)",
+        ),
+        arg("--auto", action="store_true", help="configure every stage in turn"),
+        WAIT,
+        follows=True,
+    ),
     _one("start", "start a run on a partition", "operator", partition_command, P, WAIT, follows=True),
     _one("stop", "stop the run of a partition", "operator", partition_command, P, WAIT, follows=True),
     _one("abort", "abort a partition to Idle", "operator", partition_command, P, WAIT, follows=True),
-    _one("reset", "reset a system in Error", "operator", partition_command, P,
-         arg("system", type=name("system id"), help="detector or global system id")),
-    _one("watch", "follow a partition live", "viewer", watch, P,
-         arg("--until", metavar="STATE", help="end (exit 0) once the partition is in STATE"), follows=True),
-    _one("logs", "stored log events, oldest first", "viewer", logs, *P_OPT,
-         arg("--level", choices=LEVELS, help="this level or above"),
-         arg("--since", help="30s, 10m, 2h, 1d ago; an ISO time; or epoch seconds"),
-         arg("--grep", "-q", dest="grep", metavar="TEXT", help="messages containing TEXT (case-insensitive)"),
-         arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
-         arg("--follow", "-f", action="store_true", help="then print new events as they come"), follows=True),
-    _one("runs", "run records, newest first", "viewer", runs, *P_OPT,
-         arg("--limit", type=limit, default=100, help="at most this many (default 100)")),
-    Command("agents", "the agents: where they run, their processes; place and supervise them", (
-        Action("list", "every agent with its process and supervision", "viewer", agents_list),
-        Action("show", "one agent", "viewer", agents_show, (AGENT,)),
-        Action("place", "place an agent on a host (admin)", "admin", agents_place, (
-            AGENT, arg("--host", required=True, type=name("host")),
-            arg("--launcher", required=True, type=name("launcher"), help="local, ssh or slurm"),
-            arg("--option", action="append", metavar="KEY=VALUE", help="a launcher option (repeat)"),
-            arg("--options-json", metavar="JSON", help="the launcher options as a JSON object"),
-            arg("--no-autostart", action="store_true", help="do not start it with the ECA"))),
-        Action("unplace", "forget an agent's placement (admin; not while it runs)", "admin", agents_unplace, (AGENT,)),
-        *(Action(verb, f"{verb} an agent's process", "expert", agents_command, (AGENT,)) for verb in ("start", "stop", "restart")),
-        Action("output", "the last lines an agent printed", "expert", agents_output,
-               (AGENT, arg("--lines", type=limit, default=200, help="how many (default 200)"))),
-    ), default="list"),
-    Command("partitions", "list, create and delete partitions (changes need the ECS control)", (
-        Action("list", "every partition", "viewer", partitions_list),
-        Action("create", "a new partition", "expert", partitions_create, (arg("id", type=name("partition id")),)),
-        Action("delete", "delete a partition; its detectors become unassigned", "expert", partitions_delete,
-               (arg("id", type=name("partition id")), FORCE)),
-    ), default="list"),
-    Command("detectors", "list, create, delete and move detectors (changes need the ECS control)", (
-        Action("list", "every detector and its partition", "viewer", detectors_list),
-        Action("create", "a new unassigned detector", "expert", detectors_create,
-               (arg("id", type=name("detector id")), arg("type", type=name("detector type")))),
-        Action("delete", "delete an unassigned detector", "expert", detectors_delete, (arg("id", type=name("detector id")), FORCE)),
-        Action("move", "move a detector to a partition, or out of its partition", "expert", detectors_move,
-               (arg("id", type=name("detector id")), arg("--to", metavar="P", type=name("partition id"), one_of="to"),
-                arg("--unassign", action="store_true", help="out of its partition", one_of="to"), FORCE)),
-    ), default="list"),
-    Command("configs", "configurations, their versions and differences; save a new version", (
-        Action("list", "the latest version of every configuration", "viewer", configs_list,
-               (arg("--system", type=name("system id")),)),
-        Action("show", "one configuration", "viewer", configs_show, (ID, arg("--version", type=version))),
-        Action("diff", "what changed between two versions (default: the last change)", "viewer", configs_diff,
-               (ID, arg("first", type=version, nargs="?"), arg("second", type=version, nargs="?"))),
-        Action("set", "save a new version from a YAML/JSON file or text, after showing what changes", "expert",
-               configs_set, (ID, arg("--system", type=name("system id"), help="needed for a new configuration"),
-                             arg("--file", help="YAML or JSON: the parameters, or {system, parameters}; - for stdin",
-                                 one_of="source"),
-                             arg("--params", metavar="JSON", help="the parameters as text instead of a file",
-                                 one_of="source"),
-                             arg("--yes", "-y", action="store_true", help="save without asking"))),
-        Action("delete", "delete a configuration (not while a tag uses it)", "expert", configs_delete, (ID,)),
-    ), default="list"),
-    Command("tags", "tags: one configuration per system, named", (
-        Action("list", "every tag (with --partition: whether it fits)", "viewer", tags_list, P_OPT[1:]),
-        Action("show", "one tag", "viewer", tags_show, (arg("name", type=name("tag")),)),
-        Action("set", "create or replace a tag", "expert", tags_set,
-               (arg("name", type=name("tag")), arg("configs", nargs="+", metavar="CONFIG", type=name("configuration id")))),
-        Action("delete", "delete a tag", "expert", tags_delete, (arg("name", type=name("tag")),)),
-    ), default="list"),
-    Command("users", "the ECA's users and their roles (admin)", (
-        Action("list", "every user with roles", "admin", users_list),
-        Action("add", "a new user", "admin", users_add, (USER, arg("--roles", required=True, type=roles,
-                                                                    help="comma list of viewer, operator, expert, admin"),
-                                                         *PASSWORD)),
-        Action("roles", "set a user's roles", "admin", users_roles, (USER, arg("roles", type=roles))),
-        Action("passwd", "set a user's password", "admin", users_passwd, (USER, *PASSWORD)),
-        Action("delete", "delete a user (not yourself)", "admin", users_delete, (USER,)),
-    ), default="list"),
+    _one(
+        "reset",
+        "reset a system in Error",
+        "operator",
+        partition_command,
+        P,
+        arg("system", type=name("system id"), help="detector or global system id"),
+    ),
+    _one(
+        "watch",
+        "follow a partition live",
+        "viewer",
+        watch,
+        P,
+        arg("--until", metavar="STATE", help="end (exit 0) once the partition is in STATE"),
+        follows=True,
+    ),
+    _one(
+        "logs",
+        "stored log events, oldest first",
+        "viewer",
+        logs,
+        *P_OPT,
+        arg("--level", choices=LEVELS, help="this level or above"),
+        arg("--since", help="30s, 10m, 2h, 1d ago; an ISO time; or epoch seconds"),
+        arg("--grep", "-q", dest="grep", metavar="TEXT", help="messages containing TEXT (case-insensitive)"),
+        arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+        arg("--follow", "-f", action="store_true", help="then print new events as they come"),
+        follows=True,
+    ),
+    _one(
+        "runs",
+        "run records, newest first",
+        "viewer",
+        runs,
+        *P_OPT,
+        arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+    ),
+    Command(
+        "agents",
+        "the agents: where they run, their processes; place and supervise them",
+        (
+            Action("list", "every agent with its process and supervision", "viewer", agents_list),
+            Action("show", "one agent", "viewer", agents_show, (AGENT,)),
+            Action(
+                "place",
+                "place an agent on a host (admin)",
+                "admin",
+                agents_place,
+                (
+                    AGENT,
+                    arg("--host", required=True, type=name("host")),
+                    arg("--launcher", required=True, type=name("launcher"), help="local, ssh or slurm"),
+                    arg("--option", action="append", metavar="KEY=VALUE", help="a launcher option (repeat)"),
+                    arg("--options-json", metavar="JSON", help="the launcher options as a JSON object"),
+                    arg("--no-autostart", action="store_true", help="do not start it with the ECA"),
+                ),
+            ),
+            Action(
+                "unplace", "forget an agent's placement (admin; not while it runs)", "admin", agents_unplace, (AGENT,)
+            ),
+            *(
+                Action(verb, f"{verb} an agent's process", "expert", agents_command, (AGENT,))
+                for verb in ("start", "stop", "restart")
+            ),
+            Action(
+                "output",
+                "the last lines an agent printed",
+                "expert",
+                agents_output,
+                (AGENT, arg("--lines", type=limit, default=200, help="how many (default 200)")),
+            ),
+        ),
+        default="list",
+    ),
+    Command(
+        "partitions",
+        "list, create and delete partitions (changes need the ECS control)",
+        (
+            Action("list", "every partition", "viewer", partitions_list),
+            Action("create", "a new partition", "expert", partitions_create, (arg("id", type=name("partition id")),)),
+            Action(
+                "delete",
+                "delete a partition; its detectors become unassigned",
+                "expert",
+                partitions_delete,
+                (arg("id", type=name("partition id")), FORCE),
+            ),
+        ),
+        default="list",
+    ),
+    Command(
+        "detectors",
+        "list, create, delete and move detectors (changes need the ECS control)",
+        (
+            Action("list", "every detector and its partition", "viewer", detectors_list),
+            Action(
+                "create",
+                "a new unassigned detector",
+                "expert",
+                detectors_create,
+                (arg("id", type=name("detector id")), arg("type", type=name("detector type"))),
+            ),
+            Action(
+                "delete",
+                "delete an unassigned detector",
+                "expert",
+                detectors_delete,
+                (arg("id", type=name("detector id")), FORCE),
+            ),
+            Action(
+                "move",
+                "move a detector to a partition, or out of its partition",
+                "expert",
+                detectors_move,
+                (
+                    arg("id", type=name("detector id")),
+                    arg("--to", metavar="P", type=name("partition id"), one_of="to"),
+                    arg("--unassign", action="store_true", help="out of its partition", one_of="to"),
+                    FORCE,
+                ),
+            ),
+        ),
+        default="list",
+    ),
+    Command(
+        "configs",
+        "configurations, their versions and differences; save a new version",
+        (
+            Action(
+                "list",
+                "the latest version of every configuration",
+                "viewer",
+                configs_list,
+                (arg("--system", type=name("system id")),),
+            ),
+            Action("show", "one configuration", "viewer", configs_show, (ID, arg("--version", type=version))),
+            Action(
+                "diff",
+                "what changed between two versions (default: the last change)",
+                "viewer",
+                configs_diff,
+                (ID, arg("first", type=version, nargs="?"), arg("second", type=version, nargs="?")),
+            ),
+            Action(
+                "set",
+                "save a new version from a YAML/JSON file or text, after showing what changes",
+                "expert",
+                configs_set,
+                (
+                    ID,
+                    arg("--system", type=name("system id"), help="needed for a new configuration"),
+                    arg(
+                        "--file",
+                        help="YAML or JSON: the parameters, or {system, parameters}; - for stdin",
+                        one_of="source",
+                    ),
+                    arg("--params", metavar="JSON", help="the parameters as text instead of a file", one_of="source"),
+                    arg("--yes", "-y", action="store_true", help="save without asking"),
+                ),
+            ),
+            Action("delete", "delete a configuration (not while a tag uses it)", "expert", configs_delete, (ID,)),
+        ),
+        default="list",
+    ),
+    Command(
+        "tags",
+        "tags: one configuration per system, named",
+        (
+            Action("list", "every tag (with --partition: whether it fits)", "viewer", tags_list, P_OPT[1:]),
+            Action("show", "one tag", "viewer", tags_show, (arg("name", type=name("tag")),)),
+            Action(
+                "set",
+                "create or replace a tag",
+                "expert",
+                tags_set,
+                (
+                    arg("name", type=name("tag")),
+                    arg("configs", nargs="+", metavar="CONFIG", type=name("configuration id")),
+                ),
+            ),
+            Action("delete", "delete a tag", "expert", tags_delete, (arg("name", type=name("tag")),)),
+        ),
+        default="list",
+    ),
+    Command(
+        "users",
+        "the ECA's users and their roles (admin)",
+        (
+            Action("list", "every user with roles", "admin", users_list),
+            Action(
+                "add",
+                "a new user",
+                "admin",
+                users_add,
+                (
+                    USER,
+                    arg("--roles", required=True, type=roles, help="comma list of viewer, operator, expert, admin"),
+                    *PASSWORD,
+                ),
+            ),
+            Action("roles", "set a user's roles", "admin", users_roles, (USER, arg("roles", type=roles))),
+            Action("passwd", "set a user's password", "admin", users_passwd, (USER, *PASSWORD)),
+            Action("delete", "delete a user (not yourself)", "admin", users_delete, (USER,)),
+        ),
+        default="list",
+    ),
 )
 
 BY_NAME = {c.name: c for c in COMMANDS}

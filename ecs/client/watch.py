@@ -43,8 +43,11 @@ def wait_for(ctx: Context, stream: EventStream, waiter: Waiter, deadline: float)
                 event = stream.read(min(deadline, time.monotonic() + QUIET))
             except StreamTimeout:
                 if time.monotonic() >= deadline:
-                    raise ClientError(EXIT_TIMEOUT, f"{partition} {ctx.args.command}: still "
-                                      f"{textview.clean(waiter.record.get('state'))} after {ctx.wait_timeout:g} s") from None
+                    raise ClientError(
+                        EXIT_TIMEOUT,
+                        f"{partition} {ctx.args.command}: still "
+                        f"{textview.clean(waiter.record.get('state'))} after {ctx.wait_timeout:g} s",
+                    ) from None
                 continue  # a quiet moment: judge again
             except ClientError:
                 event = None  # the connection broke
@@ -127,12 +130,14 @@ def cmd_watch(ctx: Context) -> int:
     stream = ctx.client.events(partition)
     try:
         view = LiveView(ctx.client.get(partition_path(partition)))
-        stamp = lambda: time.strftime("%H:%M:%S")  # noqa: E731
         if tty:
             _draw(view)
         else:
-            print(f"{stamp()} {textview.clean(partition)} state {textview.clean(view.state)} "
-                  f"tag {textview.clean(view.detail.get('tag'))}", flush=True)
+            print(
+                f"{_stamp()} {textview.clean(partition)} state {textview.clean(view.state)} "
+                f"tag {textview.clean(view.detail.get('tag'))}",
+                flush=True,
+            )
         drawn, dirty = time.monotonic(), False
         while True:
             if args.until and view.state == args.until:
@@ -142,12 +147,14 @@ def cmd_watch(ctx: Context) -> int:
             limit = deadline
             if tty and dirty:
                 limit = min(deadline if deadline is not None else float("inf"), drawn + REDRAW)
+            event: tuple[int | None, str, Any] | tuple[()] | None
             try:
                 event = stream.read(limit)
             except StreamTimeout:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise ClientError(EXIT_TIMEOUT, f"{partition} is {view.state}, not {args.until}, "
-                                      f"after {ctx.wait_timeout:g} s") from None
+                    raise ClientError(
+                        EXIT_TIMEOUT, f"{partition} is {view.state}, not {args.until}, after {ctx.wait_timeout:g} s"
+                    ) from None
                 event = ()  # time to redraw
             except ClientError:
                 event = None  # the connection broke
@@ -164,7 +171,7 @@ def cmd_watch(ctx: Context) -> int:
                     dirty = dirty or bool(lines)
                 else:
                     for line in lines:
-                        print(f"{stamp()} {textview.clean(partition)} {line}", flush=True)
+                        print(f"{_stamp()} {textview.clean(partition)} {line}", flush=True)
             if tty and dirty and time.monotonic() - drawn >= REDRAW:
                 _draw(view)
                 drawn, dirty = time.monotonic(), False
@@ -176,8 +183,14 @@ def cmd_watch(ctx: Context) -> int:
         stream.close()
 
 
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
 def _draw(view: LiveView) -> None:
-    sys.stdout.write("\x1b[H\x1b[2J" + view.screen(color=use_colour()) + f"\n{time.strftime('%H:%M:%S')}  Ctrl-C to quit\n")
+    sys.stdout.write(
+        "\x1b[H\x1b[2J" + view.screen(color=use_colour()) + f"\n{time.strftime('%H:%M:%S')}  Ctrl-C to quit\n"
+    )
     sys.stdout.flush()
 
 

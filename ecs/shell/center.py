@@ -128,8 +128,9 @@ class CenterApi:
     async def agent(self, agent: str) -> dict[str, Any]:
         return dict(await _call(self.center.agent, agent) or {})
 
-    async def set_placement(self, agent: str, host: str, launcher: str, options: dict[str, Any],
-                            autostart: bool) -> dict[str, Any]:
+    async def set_placement(
+        self, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool
+    ) -> dict[str, Any]:
         return dict(await _call(self.center.set_placement, self.user, agent, host, launcher, options, autostart) or {})
 
     async def delete_placement(self, agent: str) -> Any:
@@ -144,8 +145,9 @@ class CenterApi:
     async def runs(self, partition: str | None, limit: int) -> list[dict[str, Any]]:
         return list(await _call(self.center.runs, partition, limit) or [])
 
-    async def logs(self, partition: str | None, level: str | None, since: float | None, q: str | None,
-                   limit: int) -> list[dict[str, Any]]:
+    async def logs(
+        self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
+    ) -> list[dict[str, Any]]:
         return list(await _call(self.center.logs, partition, level, since, q, limit) or [])
 
 

@@ -32,7 +32,7 @@ import json
 import re
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -52,6 +52,7 @@ COMMAND_TIMEOUT = 30.0
 """Seconds a command may take before the shell stops waiting for it (a following one: its --timeout more)."""
 
 LINE_MAX = 4096
+T = TypeVar("T")
 _PYTHON_RE = re.compile(r"\s*(?:ecs\s+)?python(?:\s+(.*?))?\s*", re.DOTALL)
 
 
@@ -105,10 +106,21 @@ def _seconds(value: str) -> float:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     """The shell's options of every shared command: --json, and --timeout for following."""
-    parser.add_argument("--json", dest="api_json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the answer as JSON, as ecs --json does")
-    parser.add_argument("--timeout", dest="api_timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
-                        help="for --wait, watch and logs --follow (default 300)")
+    parser.add_argument(
+        "--json",
+        dest="api_json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the answer as JSON, as ecs --json does",
+    )
+    parser.add_argument(
+        "--timeout",
+        dest="api_timeout",
+        type=_seconds,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="for --wait, watch and logs --follow (default 300)",
+    )
 
 
 def _build_parsers() -> dict[str, tuple[argparse.ArgumentParser, str]]:
@@ -150,12 +162,12 @@ class _Gate:
             self.output.err(text)
 
 
-def within(d: defer.Deferred[Any], seconds: float, clock: IReactorTime) -> defer.Deferred[Any]:
+def within(d: defer.Deferred[T], seconds: float, clock: IReactorTime) -> defer.Deferred[T]:
     """
     C{d}'s result, or L{CommandTimeout} after C{seconds}.  C{d} is not
     cancelled: the center finishes (and audits) what it started.
     """
-    result: defer.Deferred[Any] = defer.Deferred()
+    result: defer.Deferred[T] = defer.Deferred()
 
     def late() -> None:
         if not result.called:
@@ -249,7 +261,7 @@ class CommandInterpreter:
             args = self._parse(name, words)
             seconds = self.timeout
             if isinstance(getattr(args, "spec", None), Action) and args.spec.follows:
-                seconds += ShellFollow.seconds(Run(None, args, None))  # type: ignore[arg-type]  # only reads args
+                seconds += ShellFollow.seconds(args)
             return await within(defer.Deferred.fromCoroutine(self._run(name, args, gate)), seconds, self.clock)
         except UsageError as e:
             text = str(e).rstrip("\n")
@@ -311,8 +323,14 @@ class CommandInterpreter:
         if name == "control" and args.force:
             what += " --force"
         self._need(user, spec.role_for(args), what)
-        run = Run(CenterApi(self.center, user), args, _Printer(out, bool(getattr(args, "api_json", False))),
-                  self.follow, now=lambda: float(self.clock.seconds()), where="the shell")
+        run = Run(
+            CenterApi(self.center, user),
+            args,
+            _Printer(out, bool(getattr(args, "api_json", False))),
+            self.follow,
+            now=lambda: float(self.clock.seconds()),
+            where="the shell",
+        )
         return Outcome(await spec.run(run))
 
     # -- the shell's own commands ------------------------------------------------------
@@ -343,11 +361,22 @@ class CommandInterpreter:
         source = " ".join(args.source).strip()
         if not source:
             if not self.interactive:
-                raise UsageError("python: give SOURCE to evaluate, or use a terminal (ssh -t) for the interactive manhole")
+                raise UsageError(
+                    "python: give SOURCE to evaluate, or use a terminal (ssh -t) for the interactive manhole"
+                )
             return Outcome(EXIT_OK, python=True)
         out.out(await self.evaluate(user, source))
         return Outcome(EXIT_OK)
 
 
-__all__ = ["COMMAND_TIMEOUT", "LINE_MAX", "CommandInterpreter", "CommandTimeout", "Outcome", "Output", "UsageError",
-           "exit_code", "within"]
+__all__ = [
+    "COMMAND_TIMEOUT",
+    "LINE_MAX",
+    "CommandInterpreter",
+    "CommandTimeout",
+    "Outcome",
+    "Output",
+    "UsageError",
+    "exit_code",
+    "within",
+]

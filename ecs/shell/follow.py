@@ -15,6 +15,7 @@ shell session must not be held for ever.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import time
 from collections.abc import Callable
@@ -33,8 +34,8 @@ DEFAULT_WAIT = 300.0
 """Seconds for --wait, watch and logs --follow without --timeout (as on the command line)."""
 MAX_QUEUED = 10_000
 
-_INTERRUPTED = ("interrupted", {})
-_LOST = ("reload", {})
+_INTERRUPTED: tuple[str, dict[str, Any]] = ("interrupted", {})
+_LOST: tuple[str, dict[str, Any]] = ("reload", {})
 
 
 class EventQueue:
@@ -126,14 +127,14 @@ class ShellFollow:
             queue.interrupt()
 
     @staticmethod
-    def seconds(run: Run) -> float:
+    def seconds(args: argparse.Namespace) -> float:
         """The --timeout of the command, else L{DEFAULT_WAIT}."""
-        given = getattr(run.args, "api_timeout", None)
+        given = getattr(args, "api_timeout", None)
         return float(given) if given is not None else DEFAULT_WAIT
 
     async def command_wait(self, run: Run, partition: str, command: str, body: dict[str, Any]) -> int:
         """Subscribe, send the command, then judge its records (L{Waiter}) until the goal or --timeout."""
-        wait = self.seconds(run)
+        wait = self.seconds(run.args)
         queue = self._open(partition)
         try:
             reply = await run.api.command(partition, command, body)
@@ -174,13 +175,16 @@ class ShellFollow:
 
     async def watch(self, run: Run, partition: str, until: str | None) -> int:
         """One line per change (L{LiveView}) until C{until}, --timeout or Ctrl-C."""
-        wait = self.seconds(run)
+        wait = self.seconds(run.args)
         queue = self._open(partition)
         try:
             view = LiveView(await run.api.partition(partition))
             deadline = float(self.clock.seconds()) + wait
-            run.out.result(f"{self._stamp()} {partition} state {textview.clean(view.state)} "
-                           f"tag {textview.clean(view.detail.get('tag'))}", view.shown())
+            run.out.result(
+                f"{self._stamp()} {partition} state {textview.clean(view.state)} "
+                f"tag {textview.clean(view.detail.get('tag'))}",
+                view.shown(),
+            )
             while True:
                 if until and view.state == until:
                     return EXIT_OK
@@ -209,7 +213,7 @@ class ShellFollow:
         """The stored events, then the live ones until --timeout or Ctrl-C."""
         args = run.args
         partition = args.partition or args.partition_flag
-        wait = self.seconds(run)
+        wait = self.seconds(run.args)
         queue = self._open(partition)
         try:
             rows = await run.api.logs(partition, args.level, since, args.grep, args.limit)

@@ -60,6 +60,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import components
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ecs.control import IControlCenter, User
@@ -96,7 +97,7 @@ def load_host_key(state_dir: str | Path) -> Key:
         _log.warn("SSH shell host key {path} was readable by others: made 0600", path=str(path))
     if ensure_ssh_key(path):
         _log.info("SSH shell host key created in {path}", path=str(path))
-    key = Key.fromFile(str(path))
+    key: Key = Key.fromFile(str(path))
     if key.isPublic() or key.sshType() != b"ssh-ed25519":
         raise ValueError(f"{path} is not an ed25519 private key")
     return key
@@ -122,9 +123,10 @@ class KeyChecker:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def requestAvatarId(self, credentials: Any) -> defer.Deferred[bytes]:
+    def requestAvatarId(self, credentials: Any) -> defer.Deferred[bytes | tuple[()]]:
         """See L{ICredentialsChecker}: the user name, as bytes."""
-        return defer.Deferred.fromCoroutine(self._check(credentials))
+        d: defer.Deferred[bytes | tuple[()]] = defer.Deferred.fromCoroutine(self._check(credentials))
+        return d
 
     async def _check(self, credentials: Any) -> bytes:
         name = _shown_name(credentials.username)
@@ -165,7 +167,7 @@ class ShellUser(ConchUser):
     """A logged-in user: only session channels (no forwarding, no subsystems)."""
 
     def __init__(self, name: str, shell: AdminShell) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # conch's ConchUser is not annotated
         self.name = name
         self.shell = shell
         self.channelLookup[b"session"] = SSHSession
@@ -181,21 +183,27 @@ class _Realm:
     def __init__(self, shell: AdminShell) -> None:
         self.shell = shell
 
-    def requestAvatar(self, avatar_id: bytes, mind: Any, *interfaces: Any) -> tuple[Any, ShellUser, Any]:
+    def requestAvatar(self, avatar_id: bytes | tuple[()], mind: Any, *interfaces: Any) -> tuple[Any, ShellUser, Any]:
         if IConchUser not in interfaces:
             raise NotImplementedError("only SSH users")
+        if not isinstance(avatar_id, bytes):
+            raise NotImplementedError("only named users (no anonymous login)")
         return IConchUser, ShellUser(avatar_id.decode("utf-8"), self.shell), lambda: None
 
 
 class _Transport(transport.SSHServerTransport):
     """The server transport, remembered by the shell while connected (closed on stop)."""
 
-    def connectionMade(self) -> None:
-        self.factory.shell.connections.add(self)
-        super().connectionMade()
+    def _shell(self) -> AdminShell:
+        shell: AdminShell = getattr(self.factory, "shell")  # noqa: B009  (set by _Factory; SSHFactory has no such attribute)
+        return shell
 
-    def connectionLost(self, reason: Any) -> None:
-        self.factory.shell.connections.discard(self)
+    def connectionMade(self) -> None:
+        self._shell().connections.add(self)
+        super().connectionMade()  # type: ignore[no-untyped-call]  # conch's transport is not annotated
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._shell().connections.discard(self)
         super().connectionLost(reason)
 
 
@@ -273,10 +281,13 @@ class AdminShell:
     async def stop(self) -> None:
         """Stop listening and close every connection."""
         if self.port is not None:
-            await self.port.stopListening()
+            stopping = self.port.stopListening()
             self.port = None
+            if stopping is not None:
+                await stopping
         for connection in list(self.connections):
-            connection.transport.loseConnection()
+            if connection.transport is not None:
+                connection.transport.loseConnection()
 
 
 async def listen_shell(
@@ -312,4 +323,13 @@ async def listen_shell(
 # SSHSession asks ISession(avatar) for each session channel: a new ShellSession.
 components.registerAdapter(ShellSession, ShellUser, ISession)
 
-__all__ = ["DEFAULT_ENDPOINT", "DEFAULT_PORT", "AdminShell", "KeyChecker", "ShellUser", "host_key_path", "listen_shell", "load_host_key"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_PORT",
+    "AdminShell",
+    "KeyChecker",
+    "ShellUser",
+    "host_key_path",
+    "listen_shell",
+    "load_host_key",
+]

@@ -69,7 +69,7 @@ def _run_source(source: str, namespace: dict[str, Any]) -> tuple[str, Any]:
     except SyntaxError:
         code = compile(source, "<ssh>", "exec")
     with contextlib.redirect_stdout(printed):
-        value = eval(code, namespace)  # the admin manhole: evaluating is its purpose
+        value = eval(code, namespace)  # noqa: S307  (the admin manhole: evaluating is its purpose, admins only)
     return printed.getvalue(), value
 
 
@@ -77,7 +77,7 @@ class AdminManhole(manhole.ColoredManhole):
     """The interactive manhole; Ctrl-D leaves it (L{on_quit}); each line is audited."""
 
     def __init__(self, namespace: dict[str, Any], on_quit: Callable[[], None], on_line: Callable[[str], None]) -> None:
-        super().__init__(namespace)
+        super().__init__(namespace)  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
         self.on_quit = on_quit
         self.on_line = on_line
 
@@ -88,7 +88,7 @@ class AdminManhole(manhole.ColoredManhole):
     def lineReceived(self, line: bytes) -> None:
         """Audit, then run the line."""
         self.on_line(line.decode("utf-8", "replace"))
-        super().lineReceived(line)
+        super().lineReceived(line)  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
 
 
 class CommandTerminal(recvline.HistoricRecvLine):
@@ -105,17 +105,17 @@ class CommandTerminal(recvline.HistoricRecvLine):
 
     def connectionMade(self) -> None:
         """Greet, then prompt."""
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
         self.keyHandlers[manhole.CTRL_D] = self.handle_EOF
         self.keyHandlers[manhole.CTRL_C] = self.handle_INT
         self.terminal.write(
             f"\rECS admin shell, user {self.session.avatar.name}. Type help for the commands.\n".encode()
         )
-        self.drawInputLine()
+        self.drawInputLine()  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
 
     def initializeScreen(self) -> None:
         """No screen reset: output stays readable in a scrollback or a log."""
-        self.setInsertMode()
+        self.setInsertMode()  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
 
     def out(self, text: str) -> None:
         """L{Output}: text to the terminal (which turns newlines into CR LF)."""
@@ -138,14 +138,14 @@ class CommandTerminal(recvline.HistoricRecvLine):
         if self.busy:
             self.session.interpreter.interrupt()
         else:
-            self.drawInputLine()
+            self.drawInputLine()  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
 
     def characterReceived(self, ch: bytes, moreCharactersComing: bool) -> None:
         """Type a character; a line longer than the interpreter takes rings the bell instead."""
         if len(self.lineBuffer) >= LINE_MAX:
             self.terminal.write(b"\a")
         else:
-            super().characterReceived(ch, moreCharactersComing)
+            super().characterReceived(ch, moreCharactersComing)  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
 
     def lineReceived(self, line: bytes) -> None:
         """Queue the line; run it when the ones before it are done."""
@@ -178,7 +178,7 @@ class CommandTerminal(recvline.HistoricRecvLine):
             self.session.open_manhole(then_shell=True, typed=list(self.pending))
             self.pending.clear()
         else:
-            self.drawInputLine()
+            self.drawInputLine()  # type: ignore[no-untyped-call]  # conch's recvline/manhole are not annotated
             self.run_next()
 
 
