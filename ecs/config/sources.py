@@ -40,7 +40,7 @@ import attrs
 from twisted.internet import defer
 from zope.interface import Interface, implementer
 
-from ecs.config.settings import NAME, load_yaml
+from ecs.config.yamlfile import NAME, load_yaml
 from ecs.schema import (
     INVALID,
     ConfigError,
