@@ -1,10 +1,11 @@
-# -*- test-case-name: tests.test_gui_admin -*-
+# -*- test-case-name: tests.test_gui_admin,tests.test_fsmview -*-
 """
 The state-machine page of the GUI (C{/fsm}) and its drawings.
 
 Every table comes from L{IControlCenter.systems} (the partition machine
-derived from the sequence, and each subsystem's table), drawn by
-L{ecs.fsm.machine.to_dot} with the current state lit.  With Debian's graphviz
+derived from the sequence, each subsystem's table, and the supervisor's
+agent lifecycle, C{fsm/agent.yaml}), drawn by L{ecs.fsm.draw.to_dot} with
+the current state lit.  With Debian's graphviz
 installed (C{/usr/bin/dot}) C{GET /fsm/draw/<table>?state=S} answers
 C{image/svg+xml} made by C{dot -Tsvg}, run as a child process through the
 reactor (never blocking it) with a timeout, and kept per (table, state);
@@ -31,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ecs.control import ControlError
-from ecs.fsm.machine import to_dot
+from ecs.fsm.draw import to_dot
 from ecs.fsm.systems import table_from_json
 from ecs.gui.base import GuiPages
 
@@ -139,7 +140,12 @@ class DotRenderer:
         self.reactor.spawnProcess(child, self.dot, [self.dot, "-Tsvg"], env={"PATH": "/usr/bin:/bin"})
         clock: IReactorTime = self.reactor
         expired: list[bool] = []
-        timer = clock.callLater(self.timeout, lambda: (expired.append(True), child.kill()))
+
+        def expire() -> None:
+            expired.append(True)
+            child.kill()
+
+        timer = clock.callLater(self.timeout, expire)
         try:
             out, err, code = await done
         finally:

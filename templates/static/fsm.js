@@ -1,5 +1,6 @@
 // State machines: each table drawn (SVG from graphviz, or DOT text), with
-// the current state of the chosen partition or system lit, live.
+// the current state of the chosen partition, system or supervised agent
+// (the agent lifecycle table) lit, live.
 "use strict";
 (function () {
   const {el, clear} = ADMIN;
@@ -7,7 +8,7 @@
   const enc = encodeURIComponent;
   const svg = document.body.dataset.svg === "1";
   let systems = null;
-  let subjects = new Map();  // option value -> {table, partition?, system?, label}
+  let subjects = new Map();  // option value -> {table, partition?, system?, unassigned?, agent?, label}
   let shownKey = null;
   let pending = null;
 
@@ -53,6 +54,17 @@
       }
       select.append(g);
     }
+    if (systems.agent_table) {
+      const r = await ECS.api("GET", "/api/agents");
+      if (r.ok && Array.isArray(r.data) && r.data.length) {
+        const g = el("optgroup", {label: "Agents (the agent lifecycle)"});
+        for (const a of r.data) {
+          subjects.set("a:" + a.agent, {table: systems.agent_table, agent: a.agent, label: "agent " + a.agent});
+          g.append(el("option", {value: "a:" + a.agent, text: a.agent}));
+        }
+        select.append(g);
+      }
+    }
     const tg = el("optgroup", {label: "Tables"});
     for (const key of Object.keys(systems.tables)) {
       subjects.set("t:" + key, {table: key, label: "table " + key});
@@ -78,6 +90,12 @@
       const r = await ECS.api("GET", "/api/detectors/unassigned");
       const d = r.ok ? r.data.find((x) => x.id === subject.unassigned) : null;
       return d && d.connected ? {state: d.raw_state, note: ""} : {state: null, note: "not connected: state unknown"};
+    }
+    if (subject.agent) {
+      const r = await ECS.api("GET", "/api/agents/" + enc(subject.agent));
+      if (!r.ok) return {state: null, note: ADMIN.reason(r)};
+      const supervision = r.data.supervision || {};
+      return {state: supervision.state || null, note: supervision.reason || ""};
     }
     return {state: null, note: ""};
   }
@@ -115,8 +133,10 @@
     await buildSubjects();
     $("fsm-subject").addEventListener("change", draw);
     await draw();
+    const later = () => { clearTimeout(pending); pending = setTimeout(draw, 250); };
     ECS.events(null, {
-      state: () => { clearTimeout(pending); pending = setTimeout(draw, 250); },
+      state: later,
+      agent: later,
       reload: async () => { await buildSubjects(); shownKey = null; await draw(); },
     });
   });

@@ -22,7 +22,6 @@ current transition.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -30,8 +29,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 
 from agents.eca.supervisor.policy import Death, Flap, Restart
-from ecs import paths
 from ecs.fsm.build import Behaviour, Built, build_machine
+from ecs.fsm.systems import agent_table_path
 from ecs.fsm.table import StateTable, load_table
 from ecs.launch import AgentStatus, LaunchError, LaunchRecord
 
@@ -313,11 +312,6 @@ def _behaviour_for(state: str, input: str, target: str) -> Behaviour:
 
 
 _BUILT: dict[StateTable, Built] = {}
-
-
-def agent_table_path() -> Path:
-    """The shipped C{fsm/agent.yaml}."""
-    return paths.data_dir("fsm") / "agent.yaml"
 
 
 def agent_machine(table: StateTable | None = None) -> Built:
