@@ -66,8 +66,9 @@ def _check_password(password: Any) -> str:
 class Accounts:
     """Authentication and user administration; see the module docstring."""
 
-    def __init__(self, store: Store, clock: IReactorTime, passwords: IPasswords, scopes: ControlScopes,
-                 audit: IAudit) -> None:
+    def __init__(
+        self, store: Store, clock: IReactorTime, passwords: IPasswords, scopes: ControlScopes, audit: IAudit
+    ) -> None:
         self._store = store
         self._clock = clock
         self._passwords = passwords
@@ -137,8 +138,9 @@ class Accounts:
 
         return self._audit.audited(user, "add_user", {"user": name, "roles": list(roles)}, work)
 
-    def update_user(self, user: User, name: str, password: str | None,
-                    roles: list[str] | None) -> defer.Deferred[dict[str, Any]]:
+    def update_user(
+        self, user: User, name: str, password: str | None, roles: list[str] | None
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{ecs.control.IControlCenter.update_user}."""
         need(user, "admin")
 
@@ -153,8 +155,9 @@ class Accounts:
                 raise ControlError("not_found", f"no user {name!r}")
             return _public(row)
 
-        return self._audit.audited(user, "update_user",
-                                   {"user": name, "roles": roles, "password": password is not None}, work)
+        return self._audit.audited(
+            user, "update_user", {"user": name, "roles": roles, "password": password is not None}, work
+        )
 
     def delete_user(self, user: User, name: str) -> defer.Deferred[None]:
         """See L{ecs.control.IControlCenter.delete_user}."""

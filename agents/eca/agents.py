@@ -126,8 +126,9 @@ class AgentActions:
 
     # -- actions (expert, placing: admin) -----------------------------------------------
 
-    def set_placement(self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any],
-                      autostart: bool) -> defer.Deferred[dict[str, Any]]:
+    def set_placement(
+        self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool
+    ) -> defer.Deferred[dict[str, Any]]:
         """
         See L{ecs.control.IControlCenter.set_placement}.  Admin only: a
         placement says which program runs where, with which environment
@@ -135,9 +136,12 @@ class AgentActions:
         """
         need(user, "admin")
         supervisor = self._supervisor()
-        return self._audit.audited(user, "set_placement",
-                                   {"agent": agent, "host": host, "launcher": launcher, "autostart": autostart},
-                                   lambda: supervisor.place(agent, host, launcher, options, autostart, user.name))
+        return self._audit.audited(
+            user,
+            "set_placement",
+            {"agent": agent, "host": host, "launcher": launcher, "autostart": autostart},
+            lambda: supervisor.place(agent, host, launcher, options, autostart, user.name),
+        )
 
     def delete_placement(self, user: User, agent: str) -> defer.Deferred[None]:
         """See L{ecs.control.IControlCenter.delete_placement} (admin only, as placing)."""

@@ -29,8 +29,9 @@ class Audit:
         """See L{IAudit.record}."""
         return self._store.audit(user, action, arguments, outcome)
 
-    def audited(self, user: User, action: str, arguments: dict[str, Any],
-                work: Callable[[], Awaitable[Any]]) -> defer.Deferred[Any]:
+    def audited(
+        self, user: User, action: str, arguments: dict[str, Any], work: Callable[[], Awaitable[Any]]
+    ) -> defer.Deferred[Any]:
         """Run C{work}; a L{StoreError} becomes its L{ControlError}; the outcome is recorded either way."""
 
         async def run() -> Any:

@@ -32,9 +32,20 @@ from ecs.control import IControlCenter, Session, User
 class ControlCenter:
     """The facade; see the module docstring."""
 
-    def __init__(self, events: EventLog, accounts: Accounts, scopes: ControlScopes, partitions: Partitions,
-                 commands: Commands, inventory: Inventory, configs: ConfigLibrary, agents: AgentActions,
-                 unassigned: Unassigned, records: Records, metrics: EcaMetrics) -> None:
+    def __init__(
+        self,
+        events: EventLog,
+        accounts: Accounts,
+        scopes: ControlScopes,
+        partitions: Partitions,
+        commands: Commands,
+        inventory: Inventory,
+        configs: ConfigLibrary,
+        agents: AgentActions,
+        unassigned: Unassigned,
+        records: Records,
+        metrics: EcaMetrics,
+    ) -> None:
         self._events = events
         self._accounts = accounts
         self._scopes = scopes
@@ -93,7 +104,9 @@ class ControlCenter:
         """See L{IControlCenter.ecs_control}."""
         return self._scopes.ecs_control()
 
-    def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+    def command(
+        self, user: User, partition_id: str, command: str, body: dict[str, Any]
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.command}."""
         return self._commands.command(user, partition_id, command, body)
 
@@ -115,7 +128,9 @@ class ControlCenter:
         """See L{IControlCenter.delete_detector}."""
         return self._inventory.delete_detector(user, detector_id, force)
 
-    def move_detector(self, user: User, detector_id: str, to: str | None, force: bool = False) -> defer.Deferred[dict[str, Any]]:
+    def move_detector(
+        self, user: User, detector_id: str, to: str | None, force: bool = False
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.move_detector}."""
         return self._inventory.move_detector(user, detector_id, to, force)
 
@@ -129,7 +144,9 @@ class ControlCenter:
         """See L{IControlCenter.config}."""
         return self._configs.config(config_id, version)
 
-    def save_config(self, user: User, config_id: str, system: str, parameters: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+    def save_config(
+        self, user: User, config_id: str, system: str, parameters: dict[str, Any]
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.save_config}."""
         return self._configs.save_config(user, config_id, system, parameters)
 
@@ -163,7 +180,9 @@ class ControlCenter:
         """See L{IControlCenter.add_user}."""
         return self._accounts.add_user(user, name, password, roles)
 
-    def update_user(self, user: User, name: str, password: str | None, roles: list[str] | None) -> defer.Deferred[dict[str, Any]]:
+    def update_user(
+        self, user: User, name: str, password: str | None, roles: list[str] | None
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.update_user}."""
         return self._accounts.update_user(user, name, password, roles)
 
@@ -181,8 +200,9 @@ class ControlCenter:
         """See L{IControlCenter.agent}."""
         return self._agents.agent(agent)
 
-    def set_placement(self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any],
-                      autostart: bool) -> defer.Deferred[dict[str, Any]]:
+    def set_placement(
+        self, user: User, agent: str, host: str, launcher: str, options: dict[str, Any], autostart: bool
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.set_placement}."""
         return self._agents.set_placement(user, agent, host, launcher, options, autostart)
 
@@ -204,17 +224,28 @@ class ControlCenter:
         """See L{IControlCenter.runs}."""
         return self._records.runs(partition_id, limit)
 
-    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
-             until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+    def logs(
+        self,
+        partition_id: str | None,
+        level: str | None,
+        since: float | None,
+        q: str | None,
+        limit: int,
+        until: float | None = None,
+        before_id: int | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{IControlCenter.logs}."""
         return self._records.logs(partition_id, level, since, q, limit, until, before_id)
 
-    def subscribe(self, callback: Callable[[int, str, dict[str, Any]], None],
-                  partition_id: str | None = None) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None
+    ) -> Callable[[], None]:
         """See L{IControlCenter.subscribe}."""
         return self._events.subscribe(callback, partition_id)
 
-    def events_since(self, event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
+    def events_since(
+        self, event_id: int, partition_id: str | None = None
+    ) -> list[tuple[int, str, dict[str, Any]]] | None:
         """See L{IControlCenter.events_since}."""
         return self._events.events_since(event_id, partition_id)
 

@@ -36,8 +36,15 @@ def check_command(user: User, partition_id: str, command: str, known: Container[
 class Commands:
     """Partition commands; see the module docstring."""
 
-    def __init__(self, store: Store, partitions: Partitions, scopes: IControlScopes, audit: IAudit,
-                 clock: IReactorTime, metrics: EcaMetrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        partitions: Partitions,
+        scopes: IControlScopes,
+        audit: IAudit,
+        clock: IReactorTime,
+        metrics: EcaMetrics,
+    ) -> None:
         self._store = store
         self._partitions = partitions
         self._scopes = scopes
@@ -45,7 +52,9 @@ class Commands:
         self._clock = clock
         self._metrics = metrics
 
-    def command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+    def command(
+        self, user: User, partition_id: str, command: str, body: dict[str, Any]
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{ecs.control.IControlCenter.command}."""
         return defer.Deferred.fromCoroutine(self._command(user, partition_id, command, body))
 
@@ -89,11 +98,17 @@ class Commands:
                 if not isinstance(tag, str):
                     raise ControlError("bad_request", "'tag' must be a name")
                 rows = list((await self._store.resolve_tag(tag)).values())
-            elif "configs" in body and isinstance(body["configs"], list) and all(isinstance(c, str) for c in body["configs"]):
+            elif (
+                "configs" in body
+                and isinstance(body["configs"], list)
+                and all(isinstance(c, str) for c in body["configs"])
+            ):
                 tag = None
                 rows = [await self._store.config(c) for c in body["configs"]]
             else:
-                raise ControlError("bad_request", "configure needs 'tag' (a name) or 'configs' (a list of configuration ids)")
+                raise ControlError(
+                    "bad_request", "configure needs 'tag' (a name) or 'configs' (a list of configuration ids)"
+                )
         except StoreError as e:
             raise store_error(e) from None
         sent = {row.system: row.snapshot() for row in rows}

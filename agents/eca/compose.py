@@ -159,8 +159,9 @@ def build_eca(
     runs = RunBook(store, logbook, metrics)
     observers = RegistryObservers()
     lookups = StoreLookups(store)
-    registry = RegistryService(node, clock, lookups.partitions, lookups.detectors_of, lookups.detector,
-                               on_change=observers.changed)
+    registry = RegistryService(
+        node, clock, lookups.partitions, lookups.detectors_of, lookups.detector, on_change=observers.changed
+    )
     partitions = Partitions(node, clock, settings, sequence, events, logbook, runs, scopes.holder, metrics)
     supervisor = None
     if launchers is not None:
@@ -171,25 +172,52 @@ def build_eca(
             restarts.changed(data)
             events.emit("agent", data, None)
 
-        supervisor = Supervisor(store, launchers, clock, registered=presence.registered, on_change=agent_changed,
-                                log_event=lambda level, message: logbook.log(level, "ECA", message, None),
-                                **dict(supervision or {}))
+        supervisor = Supervisor(
+            store,
+            launchers,
+            clock,
+            registered=presence.registered,
+            on_change=agent_changed,
+            log_event=lambda level, message: logbook.log(level, "ECA", message, None),
+            **dict(supervision or {}),
+        )
         presence.wire(supervisor)
     agents = AgentActions(supervisor, audit, logbook)
-    inventory = Inventory(store, node, registry.entries, partitions, scopes, audit, logbook, agents,
-                          sequence, subsystems)
+    inventory = Inventory(
+        store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems
+    )
     commands = Commands(store, partitions, scopes, audit, clock, metrics)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
 
-    observers.observe(lambda kind, agent, entry: partitions.pca_changed(agent, entry.info if entry else None)
-                      if kind == "pca" else None)                                   # back edge 1
-    observers.observe(agents.registry_changed)                                      # back edge 1
-    partitions.wire(inventory)                                                      # back edge 2
+    observers.observe(
+        lambda kind, agent, entry: (
+            partitions.pca_changed(agent, entry.info if entry else None) if kind == "pca" else None
+        )
+    )  # back edge 1
+    observers.observe(agents.registry_changed)  # back edge 1
+    partitions.wire(inventory)  # back edge 2
     metrics.observe_partitions(partitions.samples)
 
-    center = ControlCenter(events, accounts, scopes, partitions, commands, inventory, configs, agents,
-                           unassigned, records, metrics)
-    return Eca(center, store, node, settings, sequence, events, logbook, scopes, partitions, inventory,
-               unassigned, registry, supervisor, metrics, log_retention, clock)
+    center = ControlCenter(
+        events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics
+    )
+    return Eca(
+        center,
+        store,
+        node,
+        settings,
+        sequence,
+        events,
+        logbook,
+        scopes,
+        partitions,
+        inventory,
+        unassigned,
+        registry,
+        supervisor,
+        metrics,
+        log_retention,
+        clock,
+    )

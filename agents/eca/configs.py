@@ -42,8 +42,9 @@ class ConfigLibrary:
 
         return defer.Deferred.fromCoroutine(get()).addErrback(raise_store)
 
-    def save_config(self, user: User, config_id: str, system: str,
-                    parameters: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
+    def save_config(
+        self, user: User, config_id: str, system: str, parameters: dict[str, Any]
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{ecs.control.IControlCenter.save_config}."""
         need(user, "expert")
 
@@ -58,8 +59,9 @@ class ConfigLibrary:
     def delete_config(self, user: User, config_id: str) -> defer.Deferred[None]:
         """See L{ecs.control.IControlCenter.delete_config}."""
         need(user, "expert")
-        return self._audit.audited(user, "delete_config", {"config": config_id},
-                                   lambda: self._store.delete_config(config_id))
+        return self._audit.audited(
+            user, "delete_config", {"config": config_id}, lambda: self._store.delete_config(config_id)
+        )
 
     def tags(self, partition_id: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{ecs.control.IControlCenter.tags}."""

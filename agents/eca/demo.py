@@ -30,7 +30,7 @@ async def seed_demo(store: Store, extra: int) -> None:
         if config_id not in have:
             await store.save_config(config_id, config["system"], config["parameters"], "demo")
     members = list(data["tags"]["demo"])
-    for detector, _ in detectors[len(DEMO_DETECTORS):]:
+    for detector, _ in detectors[len(DEMO_DETECTORS) :]:
         if f"{detector}-default" not in have:
             await store.save_config(f"{detector}-default", detector, {"threshold": 12}, "demo")
         members.append(f"{detector}-default")
@@ -52,8 +52,9 @@ async def seed_demo_placements(store: Store, extra: int) -> None:
     """
     await store.set_placement("global:all", "localhost", "local", {}, True, "demo")
     for detector in DEMO_DETECTORS:
-        await store.set_placement(f"detector:{detector}", "localhost", "local",
-                                  {"agent_args": ["--type", detector]}, True, "demo")
+        await store.set_placement(
+            f"detector:{detector}", "localhost", "local", {"agent_args": ["--type", detector]}, True, "demo"
+        )
     if extra:
         args = ["--ids", f"1-{extra}", "--prefix", "sim", "--type", "STS"]
         await store.set_placement("simhost:sim", "localhost", "local", {"agent_args": args}, True, "demo")

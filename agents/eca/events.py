@@ -57,7 +57,9 @@ class EventLog:
 
         return unsubscribe
 
-    def events_since(self, event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
+    def events_since(
+        self, event_id: int, partition_id: str | None = None
+    ) -> list[tuple[int, str, dict[str, Any]]] | None:
         """See L{IEventSource.events_since}."""
         if self._events and event_id < self._events[0][0] - 1:
             return None

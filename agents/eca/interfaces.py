@@ -26,8 +26,9 @@ class IEventSource(Interface):
     def emit(type: str, data: dict[str, Any], partition: str | None = None) -> int:
         """Number, buffer and deliver one event; its number."""
 
-    def subscribe(callback: Callable[[int, str, dict[str, Any]], None],
-                  partition_id: str | None = None) -> Callable[[], None]:
+    def subscribe(
+        callback: Callable[[int, str, dict[str, Any]], None], partition_id: str | None = None
+    ) -> Callable[[], None]:
         """Deliver the events (of one partition, and the global ones) until the returned callable is called."""
 
     def events_since(event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
@@ -44,8 +45,9 @@ class ILogBook(Interface):
 class IAudit(Interface):
     """The audit trail (L{agents.eca.audit.Audit})."""
 
-    def audited(user: User, action: str, arguments: dict[str, Any],
-                work: Callable[[], Awaitable[Any]]) -> defer.Deferred[Any]:
+    def audited(
+        user: User, action: str, arguments: dict[str, Any], work: Callable[[], Awaitable[Any]]
+    ) -> defer.Deferred[Any]:
         """Run C{work} and record the action with its outcome."""
 
     def record(user: str, action: str, arguments: dict[str, Any], outcome: str) -> defer.Deferred[Any]:
@@ -68,8 +70,7 @@ class IControlScopes(Interface):
 class IRunBook(Interface):
     """Run records (L{agents.eca.runs.RunBook})."""
 
-    def started(partition: str, tag: str | None, configs: dict[str, dict[str, Any]],
-                operator: str) -> Awaitable[None]:
+    def started(partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str) -> Awaitable[None]:
         """The partition entered recording: a new run record, unless one is open."""
 
     def ended(partition: str, last_command: str | None) -> Awaitable[None]:

@@ -104,7 +104,9 @@ class Inventory:
                 try:
                     await self._node.connect(endpoint).request(system, type, {"partition": partition})
                 except RequestError as e:
-                    raise ControlError("unavailable", f"{system} did not {type.replace('_', ' ')}: {e.reason}") from None
+                    raise ControlError(
+                        "unavailable", f"{system} did not {type.replace('_', ' ')}: {e.reason}"
+                    ) from None
             except ControlError as e:
                 if not every:
                     raise ControlError(e.code, e.reason, told=told) from None
@@ -143,7 +145,9 @@ class Inventory:
             return partition.summary()
 
         async def created() -> dict[str, Any]:
-            summary = await self._audit.audited(user, "create_partition", {"partition": partition_id}, work)
+            summary: dict[str, Any] = await self._audit.audited(
+                user, "create_partition", {"partition": partition_id}, work
+            )
             await self._agents.partition_created(user, partition_id)
             return summary
 
@@ -267,8 +271,11 @@ class Inventory:
             for detector in sorted(set(want) - have):
                 await self._pca(partition, "add_detector", self._add_body(detector, want[detector]))
         except (RequestError, ControlError, StoreError) as e:
-            self._log.warn("PCA {partition} not yet told of the moves it missed: {error}",
-                           partition=partition, error=getattr(e, "reason", e))
+            self._log.warn(
+                "PCA {partition} not yet told of the moves it missed: {error}",
+                partition=partition,
+                error=getattr(e, "reason", e),
+            )
             return
         self._missed.discard(partition)
         changes = sorted(have ^ set(want))
@@ -292,11 +299,16 @@ class Inventory:
 
     # -- moving ----------------------------------------------------------------------------------
 
-    def move_detector(self, user: User, detector_id: str, to: str | None,
-                      force: bool = False) -> defer.Deferred[dict[str, Any]]:
+    def move_detector(
+        self, user: User, detector_id: str, to: str | None, force: bool = False
+    ) -> defer.Deferred[dict[str, Any]]:
         """See L{ecs.control.IControlCenter.move_detector} and the module docstring."""
-        return self._audit.audited(user, "move_detector", {"detector": detector_id, "to": to, "force": force},
-                                   lambda: self._move(user, detector_id, to, force))
+        return self._audit.audited(
+            user,
+            "move_detector",
+            {"detector": detector_id, "to": to, "force": force},
+            lambda: self._move(user, detector_id, to, force),
+        )
 
     async def _move(self, user: User, detector_id: str, to: str | None, force: bool) -> dict[str, Any]:
         await self._ecs_control(user)
@@ -321,8 +333,13 @@ class Inventory:
                         skipped.append(partition)
                         continue
                     raise ControlError("unavailable", f"PCA {partition} does not answer: {e.reason}") from None
-                if record.get("operation") or self._sequence.summary_of(record["state"]) in ("Configuring", "Recording"):
-                    raise ControlError("conflict", f"partition {partition} is {record['state']}: cannot move detectors now")
+                if record.get("operation") or self._sequence.summary_of(record["state"]) in (
+                    "Configuring",
+                    "Recording",
+                ):
+                    raise ControlError(
+                        "conflict", f"partition {partition} is {record['state']}: cannot move detectors now"
+                    )
                 # Counted as locked before the answer: a lock taken whose
                 # answer is lost is released too (unlocking is harmless).
                 locked.append(partition)
@@ -353,8 +370,10 @@ class Inventory:
         self._missed.update(skipped)  # they learn it when they answer again
         for partition in skipped:
             self.partition_seen(partition)
-        self._note(f"{detector_id} moved from {source or 'unassigned'} to {to or 'unassigned'}"
-                   + (f" (forced past {', '.join(skipped)})" if skipped else ""))
+        self._note(
+            f"{detector_id} moved from {source or 'unassigned'} to {to or 'unassigned'}"
+            + (f" (forced past {', '.join(skipped)})" if skipped else "")
+        )
         return dataclasses.asdict(moved)
 
     async def _undo(self, detector: str, type: str, source: str | None, to: str | None, skipped: list[str]) -> None:

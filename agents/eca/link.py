@@ -33,8 +33,9 @@ class PartitionLink:
 
     _log = Logger()
 
-    def __init__(self, partition_id: str, node: INode, clock: IReactorTime, settings: Settings,
-                 observer: IPartitionObserver) -> None:
+    def __init__(
+        self, partition_id: str, node: INode, clock: IReactorTime, settings: Settings, observer: IPartitionObserver
+    ) -> None:
         self.id = partition_id
         self._node = node
         self._clock = clock

@@ -113,7 +113,7 @@ class PartitionPicture:
             effects += self._recording(old, value)
             effects.append(PartitionSeen())
         elif key.startswith("system/") and value is not None and value.get("connected"):
-            effects.append(SystemSeen(key[len("system/"):]))
+            effects.append(SystemSeen(key[len("system/") :]))
         return effects
 
     def reset(self, present: Collection[str]) -> list[Effect]:

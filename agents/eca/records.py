@@ -34,19 +34,30 @@ class Records:
             self._tables = tables_json(self._subsystems, self._sequence)
         tables, table_of = self._tables
         return self._store.detectors().addCallbacks(
-            lambda rows: systems_view(self._subsystems, self._sequence, [dataclasses.asdict(r) for r in rows],
-                                      tables, table_of),
+            lambda rows: systems_view(
+                self._subsystems, self._sequence, [dataclasses.asdict(r) for r in rows], tables, table_of
+            ),
             raise_store,
         )
 
     def runs(self, partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{ecs.control.IControlCenter.runs}."""
         return self._store.runs(partition_id, limit).addCallbacks(
-            lambda rows: [dataclasses.asdict(r) for r in rows], raise_store)
+            lambda rows: [dataclasses.asdict(r) for r in rows], raise_store
+        )
 
-    def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
-             until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+    def logs(
+        self,
+        partition_id: str | None,
+        level: str | None,
+        since: float | None,
+        q: str | None,
+        limit: int,
+        until: float | None = None,
+        before_id: int | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{ecs.control.IControlCenter.logs}."""
-        d = self._store.logs(partition=partition_id, level=level, since=since, q=q, limit=limit, until=until,
-                             before_id=before_id)
+        d = self._store.logs(
+            partition=partition_id, level=level, since=since, q=q, limit=limit, until=until, before_id=before_id
+        )
         return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], raise_store)

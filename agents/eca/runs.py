@@ -29,8 +29,7 @@ class RunBook:
         self._logbook = logbook
         self._metrics = metrics
 
-    async def started(self, partition: str, tag: str | None, configs: dict[str, dict[str, Any]],
-                      operator: str) -> None:
+    async def started(self, partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str) -> None:
         """See L{IRunBook.started}."""
         if await self._store.open_run(partition) is not None:
             return  # still the same run (the ECA restarted while recording)
@@ -50,5 +49,6 @@ class RunBook:
         await self._store.end_run(run.number, outcome)
         if outcome == "failed":
             self._metrics.run_failed(partition)
-        self._logbook.log("info" if outcome == "stopped" else "warn", "ECA", f"run {run.number} ended: {outcome}",
-                          partition)
+        self._logbook.log(
+            "info" if outcome == "stopped" else "warn", "ECA", f"run {run.number} ended: {outcome}", partition
+        )

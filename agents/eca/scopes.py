@@ -30,8 +30,9 @@ class ControlScopes:
 
     _log = Logger()
 
-    def __init__(self, store: Store, events: IEventSource, audit: IAudit, clock: IReactorTime,
-                 timeout: float = 1200.0) -> None:
+    def __init__(
+        self, store: Store, events: IEventSource, audit: IAudit, clock: IReactorTime, timeout: float = 1200.0
+    ) -> None:
         self._store = store
         self._events = events
         self._audit = audit
@@ -52,8 +53,11 @@ class ControlScopes:
             self._holders[scope] = holder
         else:
             self._holders.pop(scope, None)
-        self._events.emit("control", {"scope": scope, "holder": holder, "previous": previous, "reason": reason},
-                          scope if scope != "ecs" else None)
+        self._events.emit(
+            "control",
+            {"scope": scope, "holder": holder, "previous": previous, "reason": reason},
+            scope if scope != "ecs" else None,
+        )
 
     def dropped(self, scope: str, previous: str, reason: str) -> None:
         """See L{IControlScopes.dropped}."""

@@ -31,12 +31,13 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from agents._lifecycle import AsyncStartService
+from agents.eca.accounts import ThreadPasswords
 from agents.eca.compose import HOUSEKEEPING, Eca, build_eca
 from agents.eca.demo import seed_demo, seed_demo_placements
 from agents.eca.logbook import LOG_FLUSH
-from agents.eca.accounts import ThreadPasswords
-from ecs.config.settings import ConfigError, Settings, Subsystems
+from ecs.config.settings import Settings, Subsystems
 from ecs.fsm.sequence import Sequence
+from ecs.schema import ConfigError
 from ecs.store import StoreError
 
 #: The ECA passes each event on to the web: it reads few messages per turn
@@ -73,13 +74,22 @@ def _timer(step: float, work: Callable[[], Awaitable[None] | None], what: str, c
             return None
         if result is None:
             return None
-        d = defer.ensureDeferred(result)
+
+        async def wait() -> None:
+            await result
+
+        d = defer.Deferred.fromCoroutine(wait())
         d.addErrback(lambda f: log.failure("ECA {what}", f, what=what))
         return d
 
     timer = TimerService(step, run)
     timer.clock = clock
     return timer
+
+
+def _add(parent: service.MultiService, child: service.IService) -> None:
+    """C{parent.addService(child)}: started at once if C{parent} runs (through the class: Twisted's is untyped)."""
+    service.MultiService.addService(parent, child)
 
 
 class EcaCore(service.MultiService):
@@ -90,12 +100,12 @@ class EcaCore(service.MultiService):
     """
 
     def __init__(self, eca: Eca) -> None:
-        super().__init__()
+        service.MultiService.__init__(self)
         self.eca = eca
         clock = eca.clock
-        _timer(LOG_FLUSH, eca.logbook.flush, "log flush", clock).setServiceParent(self)
-        _timer(HOUSEKEEPING, eca.housekeeping, "housekeeping", clock).setServiceParent(self)
-        _timer(eca.settings.heartbeat_interval, eca.unassigned.tick, "unassigned poll", clock).setServiceParent(self)
+        _add(self, _timer(LOG_FLUSH, eca.logbook.flush, "log flush", clock))
+        _add(self, _timer(HOUSEKEEPING, eca.housekeeping, "housekeeping", clock))
+        _add(self, _timer(eca.settings.heartbeat_interval, eca.unassigned.tick, "unassigned poll", clock))
 
     async def open(self) -> None:
         """Serve the registry and follow the partitions (before C{startService})."""
@@ -103,7 +113,7 @@ class EcaCore(service.MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop the timers, then the ECA."""
-        stopped = super().stopService()
+        stopped = service.MultiService.stopService(self)
 
         async def stop() -> None:
             await stopped
@@ -120,7 +130,7 @@ class _Closing(service.Service):
 
     def stopService(self) -> defer.Deferred[None]:
         """Run C{close}."""
-        super().stopService()
+        service.Service.stopService(self)
 
         async def close() -> None:
             await self._close()
@@ -179,7 +189,7 @@ class ECAService(AsyncStartService, service.MultiService):
 
         state_dir = self.settings.state_dir
         store = await Store.open(database_path(state_dir), self.reactor)
-        _Closing(store.close).setServiceParent(self)  # first child: closed last
+        _add(self, _Closing(store.close))  # first child: closed last
         password = await ensure_admin(store, state_dir)
         if self.demo_detectors is not None:
             await seed_demo(store, self.demo_detectors)
@@ -194,8 +204,16 @@ class ECAService(AsyncStartService, service.MultiService):
             read_batch=ECA_READ_BATCH,
         )
         eca = self.eca = build_eca(
-            store, node, self.reactor, self.settings, self.subsystems, self.sequence, ThreadPasswords(self.reactor),
-            launchers=self.launchers(), control_timeout=self.control_timeout, log_retention=self.log_retention,
+            store,
+            node,
+            self.reactor,
+            self.settings,
+            self.subsystems,
+            self.sequence,
+            ThreadPasswords(self.reactor),
+            launchers=self.launchers(),
+            control_timeout=self.control_timeout,
+            log_retention=self.log_retention,
         )
         core = EcaCore(eca)
         try:
@@ -203,19 +221,20 @@ class ECAService(AsyncStartService, service.MultiService):
         except BaseException:
             await eca.stop()
             raise
-        core.setServiceParent(self)
+        _add(self, core)
         api = WebAPI(eca.center, self.reactor)
         eca.metrics.observe_streams(lambda: len(api.streams))
         gui = GuiPages(eca.center)
         port = await endpoints.serverFromString(self.reactor, self.web).listen(
-            Site(site_root(api.resource(), gui.resource())))
-        _Closing(port.stopListening).setServiceParent(self)
+            Site(site_root(api.resource(), gui.resource()))
+        )
+        _add(self, _Closing(port.stopListening))
         shell = await listen_shell(self.ssh, eca.center, store, state_dir, self.reactor)
         if shell is not None:
-            _Closing(shell.stop).setServiceParent(self)
+            _add(self, _Closing(shell.stop))
         supervisor = eca.supervisor
         assert supervisor is not None  # built with launchers
-        _Closing(self._stop_agents).setServiceParent(self)  # last child: stopped first
+        _add(self, _Closing(self._stop_agents))  # last child: stopped first
         await supervisor.resume(autostart=self.autostart)
         address = port.getHost()
         self.url = web_url(self.web, address.host, address.port)
@@ -223,13 +242,17 @@ class ECAService(AsyncStartService, service.MultiService):
         if shell is not None:
             self._log.info("{shell}", shell=shell.describe())
         if password is not None:
-            self._log.info("log in as admin with password {password} (also in {path})",
-                           password=password, path=str(state_dir / "admin-password"))
+            self._log.info(
+                "log in as admin with password {password} (also in {path})",
+                password=password,
+                path=str(state_dir / "admin-password"),
+            )
         elif os.environ.get("ECS_ADMIN_PASSWORD"):
             self._log.info("log in as admin with the password in ECS_ADMIN_PASSWORD")
         else:
-            self._log.info("log in as admin (password in {path}, if it was generated)",
-                           path=str(state_dir / "admin-password"))
+            self._log.info(
+                "log in as admin (password in {path}, if it was generated)", path=str(state_dir / "admin-password")
+            )
 
     async def _stop_agents(self) -> None:
         supervisor = self.eca.supervisor if self.eca is not None else None
@@ -255,7 +278,9 @@ class ECAService(AsyncStartService, service.MultiService):
         # so the jobs get the local common arguments.
         identity = state_dir / SSH_CLIENT_KEY
         if ensure_ssh_key(identity):
-            self._log.info("ssh launcher key created: {path}.pub goes into agent hosts' authorized_keys", path=str(identity))
+            self._log.info(
+                "ssh launcher key created: {path}.pub goes into agent hosts' authorized_keys", path=str(identity)
+            )
         known_hosts = state_dir / SSH_KNOWN_HOSTS
         known_hosts.touch(mode=0o644, exist_ok=True)
         return {

@@ -13,20 +13,30 @@ process exits non-zero.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from twisted.application import service
 from twisted.python import usage
 
 from agents.eca.demo import DEMO_DETECTORS, seed_demo, seed_demo_placements
 from agents.eca.service import ECAService
 
-__all__ = ["DEMO_DETECTORS", "DemoOptions", "ECAService", "Options", "makeDemoService", "makeService",
-           "seed_demo", "seed_demo_placements"]
+__all__ = [
+    "DEMO_DETECTORS",
+    "DemoOptions",
+    "ECAService",
+    "Options",
+    "makeDemoService",
+    "makeService",
+    "seed_demo",
+    "seed_demo_placements",
+]
 
 
 class Options(usage.Options):
     """Options of C{ecs-eca}."""
 
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "Settings file (default: the installed etc/ecs.yaml)."],
         ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
         ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
@@ -34,13 +44,23 @@ class Options(usage.Options):
         ["web", None, "tcp:8080:interface=127.0.0.1", "Web endpoint (Twisted endpoint string; ssl:... for TLS)."],
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
         ["registry-port", None, None, "Registry port on 127.0.0.1 (overrides registry.address)."],
-        ["ssh", None, None, "SSH admin shell endpoint (default tcp:2222:interface=127.0.0.1, skipped if taken; none: no shell)."],
-        ["ssh-port", None, None, "SSH admin shell port on 127.0.0.1 (shortcut for --ssh tcp:PORT:interface=127.0.0.1)."],
+        [
+            "ssh",
+            None,
+            None,
+            "SSH admin shell endpoint (default tcp:2222:interface=127.0.0.1, skipped if taken; none: no shell).",
+        ],
+        [
+            "ssh-port",
+            None,
+            None,
+            "SSH admin shell port on 127.0.0.1 (shortcut for --ssh tcp:PORT:interface=127.0.0.1).",
+        ],
         ["security", None, None, "Override the settings' security mode: curve or none."],
         ["control-timeout", None, "1200", "Seconds without activity after which control is released."],
         ["log-retention", None, "30", "Days the stored log lines are kept."],
     ]
-    optFlags = [
+    optFlags: ClassVar[list[list[Any]]] = [
         ["autostart", None, "Start every placed agent with autostart at start-up (always on for ecs-demo)."],
         ["keep-agents", None, "Leave the agents running when the ECA stops (a restarted ECA adopts them)."],
     ]
@@ -65,7 +85,9 @@ class Options(usage.Options):
 class DemoOptions(Options):
     """Options of C{ecs-demo}."""
 
-    optParameters = [["detectors", None, "0", "Extra simulated detectors in partition demo."]]
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["detectors", None, "0", "Extra simulated detectors in partition demo."]
+    ]
 
     def postOptions(self) -> None:
         """Check --detectors."""
@@ -79,8 +101,9 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     from twisted.internet import reactor
 
     from agents._tap import Composition
-    from ecs.config.settings import ConfigError, fail
+    from ecs.config.settings import fail
     from ecs.fsm.sequence import load_sequence
+    from ecs.schema import ConfigError
 
     options.setdefault("inventory", None)  # the ECA is the registry: no inventory
     composition = Composition(options)

@@ -33,8 +33,14 @@ class Unassigned:
 
     _log = Logger()
 
-    def __init__(self, node: INode, registered: Mapping[tuple[str, str], Entry], store: Store,
-                 events: IEventSource, settings: Settings) -> None:
+    def __init__(
+        self,
+        node: INode,
+        registered: Mapping[tuple[str, str], Entry],
+        store: Store,
+        events: IEventSource,
+        settings: Settings,
+    ) -> None:
         self._node = node
         self._registered = registered
         self._store = store

@@ -37,7 +37,7 @@ def _all(txn: _Txn, sql: str, params: Sequence[Any] = ()) -> list[Any]:
 
 def _exists(txn: _Txn, table: str, column: str, value: Any) -> bool:
     # table and column are constants of the ecs.store modules, never caller values.
-    return _one(txn, f"SELECT 1 FROM {table} WHERE {column} = ?", (value,)) is not None
+    return _one(txn, f"SELECT 1 FROM {table} WHERE {column} = ?", (value,)) is not None  # noqa: S608 - constant names
 
 
 def _interaction(txn: _Txn, write: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
