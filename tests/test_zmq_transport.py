@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_zmq_transport -*-
 """
-Tests for L{ecs.net.zeromq} and L{ecs.net.curve}: real ZeroMQ sockets on
-127.0.0.1, driven by the real reactor.
+Tests for L{ecs.net.zeromq}, L{ecs.net.curve} and L{ecs.net.handshake}: real
+ZeroMQ sockets on 127.0.0.1, driven by the real reactor.
 
 Every node binds C{tcp://127.0.0.1:*} and is closed in a cleanup.  There is
 no fixed sleep anywhere: tests wait on Deferreds, and where they must wait
@@ -43,7 +43,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zmq.utils.monitor import recv_monitor_message
 
 from ecs import protocol
-from ecs.net.curve import ConnectingSocket, KeyAllowList
+from ecs.net.curve import KeyAllowList
+from ecs.net.handshake import ConnectingSocket
 from ecs.net.keys import CurveKeys, KeyFileError, add_client, init_keys, load_keys
 from ecs.net.pubsub import TICK_TOPIC, Mirror, StateStore
 from ecs.net.transport import UNAUTHORISED, Request, RequestError, RequestTimeout

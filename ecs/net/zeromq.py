@@ -20,7 +20,8 @@ Choices, each for a reason found in STACK-NOTES:
 - ROUTERs set C{ROUTER_MANDATORY}, so a reply to a vanished client is
   logged rather than silently dropped.
 - CURVE options are set before bind/connect; the allow-list and the
-  handshake monitoring of connecting sockets are in L{ecs.net.curve}.
+  handshake monitoring of connecting sockets are in L{ecs.net.curve} and
+  L{ecs.net.handshake}.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from zope.interface import implementer
 
 from ecs import protocol
 from ecs.net.correlator import CorrelatedClient, Correlator
-from ecs.net.curve import ConnectingSocket, KeyAllowList
+from ecs.net.curve import KeyAllowList
 from ecs.net.dispatcher import Dispatcher
+from ecs.net.handshake import ConnectingSocket
 from ecs.net.keys import CurveKeys
 from ecs.net.pubsub import TICK_TOPIC, PublisherCore, SubscriberCore
 from ecs.net.transport import (
