@@ -1,0 +1,1 @@
+"""Test support: harnesses, fakes and recording dummies shared by several test modules."""

@@ -1,0 +1,46 @@
+# -*- test-case-name: tests.test_eca_parts -*-
+"""
+Helpers for testing the ECA's collaborators one at a time: a real store
+on the inline runner (L{inline_store}) and event-recording dummies that
+provide the collaborators' interfaces (L{Recorder}), wormhole style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
+from zope.interface.interface import InterfaceClass
+
+from ecs.store import Store
+from ecs.store.core import inline_runner
+
+
+class Recorder:
+    """
+    Provides C{iface}; each listed method appends C{("name.method", *args)}
+    to the shared C{events} list and returns C{result(method)}.
+    """
+
+    def __init__(self, name: str, events: list[tuple[Any, ...]], iface: InterfaceClass | None, *methods: str,
+                 result: Callable[[str], Any] = lambda method: None) -> None:
+        if iface is not None:
+            directlyProvides(self, iface)
+        for method in methods:
+
+            def record(*args: Any, _method: str = method, **kwargs: Any) -> Any:
+                events.append((f"{name}.{_method}", *args, *sorted(kwargs.items())))
+                return result(_method)
+
+            setattr(self, method, record)
+
+
+def inline_store(case: SynchronousTestCase, clock: Clock) -> Store:
+    """A real store in a temporary folder whose operations fire at once; closed at cleanup."""
+    store = case.successResultOf(Store.open(Path(case.mktemp()) / "ecs.sqlite", clock, runner=inline_runner))
+    case.addCleanup(lambda: case.successResultOf(store.close()))
+    return store

@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_eca_parts -*-
+"""
+Tests for the ECA's leaf collaborators, each alone with a C{Clock}, a real
+store on the inline runner and recording dummies
+(L{tests.support.eca_parts}): L{agents.eca.events.EventLog},
+L{agents.eca.logbook.LogBook}, L{agents.eca.audit.Audit},
+L{agents.eca.scopes.ControlScopes}, L{agents.eca.compose.RestartCounter}
+and L{agents.eca.service.web_url}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from agents.eca.audit import Audit
+from agents.eca.compose import RestartCounter
+from agents.eca.events import EventLog
+from agents.eca.interfaces import IEventSource, ILogBook
+from agents.eca.logbook import LogBook
+from agents.eca.scopes import ControlScopes
+from agents.eca.service import web_url
+from ecs.control import ControlError, User
+from tests.support.eca_parts import Recorder, inline_store
+
+ALICE = User("alice", ("operator",))
+BOB = User("bob", ("operator",))
+
+
+class EventLogTests(SynchronousTestCase):
+    """Numbering, filtering, the bounded buffer and failing subscribers."""
+
+    def test_numbers_and_filter(self) -> None:
+        """Events are numbered from 1; a partition subscriber gets its own and the global ones."""
+        log = EventLog()
+        got: list[tuple[int, str]] = []
+        log.subscribe(lambda n, t, d: got.append((n, t)), "p1")
+        self.assertEqual(log.emit("state", {}, "p1"), 1)
+        log.emit("state", {}, "p2")
+        log.emit("agent", {}, None)
+        self.assertEqual(got, [(1, "state"), (3, "agent")])
+        self.assertEqual([n for n, _, _ in log.events_since(1, "p2") or []], [2, 3])
+
+    def test_buffer_overrun(self) -> None:
+        """Asking from before the buffer's start gives None (the client must reload)."""
+        log = EventLog(size=2)
+        for _ in range(4):
+            log.emit("log", {})
+        self.assertIsNone(log.events_since(0))
+        self.assertEqual([n for n, _, _ in log.events_since(2) or []], [3, 4])
+
+    def test_subscriber_raises(self) -> None:
+        """A subscriber that raises is logged; the others still get the event; unsubscribing works."""
+        log = EventLog()
+        got: list[int] = []
+
+        def bad(n: int, t: str, d: dict[str, Any]) -> None:
+            raise ValueError("bug")
+
+        log.subscribe(bad)
+        stop = log.subscribe(lambda n, t, d: got.append(n))
+        log.emit("log", {})
+        stop()
+        stop()
+        log.emit("log", {})
+        self.assertEqual(got, [1])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)  # both events reached it
+        self.assertTrue(IEventSource.providedBy(log))
+
+
+class LogBookTests(SynchronousTestCase):
+    """Lines go live at once and to the store in batches."""
+
+    def test_live_then_stored(self) -> None:
+        """A line is an event at once, stamped by the clock, and stored at the next flush."""
+        clock = Clock()
+        clock.advance(100)
+        store = inline_store(self, clock)
+        events: list[tuple[Any, ...]] = []
+        book = LogBook(store, Recorder("events", events, IEventSource, "emit"), clock)  # type: ignore[arg-type]
+        self.assertTrue(ILogBook.providedBy(book))
+        book.log("warn", "ECA", "hello", "p1")
+        self.assertEqual(
+            events,
+            [("events.emit", "log",
+              {"time": 100.0, "level": "warn", "source": "ECA", "message": "hello", "partition": "p1"}, "p1")],
+        )
+        self.assertEqual(self.successResultOf(store.logs(q="hello")), [])
+        self.successResultOf(Deferred.fromCoroutine(book.flush()))
+        self.assertEqual([row.message for row in self.successResultOf(store.logs(q="hello"))], ["hello"])
+
+
+class ScopesTests(SynchronousTestCase):
+    """Taking, releasing and expiring control: the store, the cache and the events agree."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = inline_store(self, self.clock)
+        self.successResultOf(self.store.add_partition("p1"))
+        for name in ("alice", "bob"):
+            self.successResultOf(self.store.add_user(name, "x", ["operator"]))
+        self.events: list[tuple[Any, ...]] = []
+        self.scopes = ControlScopes(self.store, Recorder("events", self.events, IEventSource, "emit"),  # type: ignore[arg-type]
+                                    Audit(self.store), self.clock, timeout=60.0)
+
+    def controls(self) -> list[tuple[Any, ...]]:
+        return [(e[2]["scope"], e[2]["holder"], e[2]["reason"]) for e in self.events if e[1] == "control"]
+
+    def test_take_release(self) -> None:
+        """The holder is cached and announced; another operator is refused with the holder named."""
+        self.successResultOf(self.scopes.take(ALICE, "p1", False, {"p1"}))
+        self.assertEqual(self.scopes.holder("p1"), "alice")
+        failure = self.failureResultOf(self.scopes.take(BOB, "p1", False, {"p1"}), ControlError)
+        self.assertEqual((failure.value.code, failure.value.details.get("holder")), ("conflict", "alice"))
+        self.successResultOf(self.scopes.release(ALICE, "p1"))
+        self.assertIsNone(self.scopes.holder("p1"))
+        self.assertEqual(self.controls(), [("p1", "alice", "take"), ("p1", None, "release")])
+
+    def test_unknown_partition(self) -> None:
+        """A scope that is neither a known partition nor the ECS is not found."""
+        failure = self.failureResultOf(self.scopes.take(ALICE, "nope", False, {"p1"}), ControlError)
+        self.assertEqual(failure.value.code, "not_found")
+
+    def test_expire(self) -> None:
+        """After the timeout without activity, control is released with the reason inactivity."""
+        self.successResultOf(self.scopes.take(ALICE, "p1", False, {"p1"}))
+        self.clock.advance(61)
+        self.successResultOf(Deferred.fromCoroutine(self.scopes.expire()))
+        self.assertIsNone(self.scopes.holder("p1"))
+        self.assertEqual(self.controls()[-1], ("p1", None, "inactivity"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RestartCounterTests(SynchronousTestCase):
+    """Restarts are counted from the supervisor's agent descriptions."""
+
+    def test_counts_increments(self) -> None:
+        """Only growth of supervision.restarts counts, one per restart, per agent."""
+        calls: list[tuple[Any, ...]] = []
+        metrics = Recorder("metrics", calls, None, "agent_restarted")
+        counter = RestartCounter(metrics)  # type: ignore[arg-type]
+        for agent, restarts in (("pca:p", 0), ("pca:p", 0), ("pca:p", 2), ("pca:q", 5), ("pca:q", 6), ("pca:p", 0)):
+            counter.changed({"agent": agent, "supervision": {"restarts": restarts}})
+        counter.changed({"agent": "pca:p"})
+        self.assertEqual(calls, [("metrics.agent_restarted", "pca:p")] * 2 + [("metrics.agent_restarted", "pca:q")])
+
+
+class WebUrlTests(SynchronousTestCase):
+    """The ECA shows the URL with the scheme its web endpoint serves."""
+
+    def test_schemes(self) -> None:
+        """tcp gives http, ssl gives https; an IPv6 host is bracketed."""
+        self.assertEqual(web_url("tcp:8080:interface=127.0.0.1", "127.0.0.1", 8080), "http://127.0.0.1:8080/")
+        self.assertEqual(web_url("ssl:8443:privateKey=k.pem", "0.0.0.0", 8443), "https://0.0.0.0:8443/")
+        self.assertEqual(web_url("SSL:443", "::1", 443), "https://[::1]:443/")
