@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ecs.net.keys import KeyFileError
 from ecs.schema import ConfigError
@@ -60,7 +62,7 @@ def _exit_now(code: int = EXIT_START_FAILED) -> None:
 
 
 def exit_after_shutdown(
-    reactor: Any, grace: float = SHUTDOWN_GRACE, exit: Any = _exit_now
+    reactor: Any, grace: float = SHUTDOWN_GRACE, exit: Callable[[], object] = _exit_now
 ) -> None:
     """
     Stop C{reactor} and end the process with status 1 once it has shut
@@ -75,9 +77,21 @@ def exit_after_shutdown(
         if when_running is not None:
             when_running(exit_after_shutdown, reactor, grace, exit)
         return
-    reactor.addSystemEventTrigger("after", "shutdown", exit)
-    reactor.callLater(grace, exit)
+    ended = False
+
+    def end() -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            exit()
+
+    reactor.addSystemEventTrigger("after", "shutdown", end)
+    reactor.callLater(grace, end)
     reactor.stop()
+
+
+class _Started:
+    """The outcome of a start that succeeded."""
 
 
 class AsyncStartService(service.Service):
@@ -90,32 +104,52 @@ class AsyncStartService(service.Service):
     #: Failures that are the operator's to fix, besides L{OPERATOR_FAILURES}:
     #: reported as one line.
     expected_failures: tuple[type[BaseException], ...] = ()
+    # Class-level defaults: subclasses need not call an __init__ of ours.
+    _start_outcome: _Started | Failure | None = None
+    _ready_waiters: tuple[defer.Deferred[None], ...] = ()
 
     @property
     def ready(self) -> defer.Deferred[None]:
-        """Fires once started (or fails with the reason it could not)."""
-        if not hasattr(self, "_ready"):
-            self._ready: defer.Deferred[None] = defer.Deferred()
-        return self._ready
+        """
+        A new Deferred that fires once started, or fails with the reason it
+        could not; each caller gets its own (a one-shot observer, STYLE.md
+        #7), so a failure nobody waits for is not an unhandled error.
+        """
+        waiter: defer.Deferred[None] = defer.Deferred()
+        outcome = self._start_outcome
+        if outcome is None:
+            self._ready_waiters = (*self._ready_waiters, waiter)
+        elif isinstance(outcome, Failure):
+            waiter.errback(outcome)
+        else:
+            waiter.callback(None)
+        return waiter
+
+    def _started(self, outcome: Failure | None) -> None:
+        self._start_outcome = _Started() if outcome is None else outcome
+        waiters, self._ready_waiters = self._ready_waiters, ()
+        for waiter in waiters:
+            if outcome is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(outcome)
 
     async def _start(self) -> None:
         raise NotImplementedError
 
     def startService(self) -> None:
         """Run C{_start}; C{ready} tells how it went."""
-        super().startService()
-        ready = self.ready
-        defer.Deferred.fromCoroutine(self._start()).addCallbacks(ready.callback, self._start_failed)
+        super().startService()  # type: ignore[no-untyped-call]  # Service.startService is unannotated
+        defer.Deferred.fromCoroutine(self._start()).addCallbacks(lambda _: self._started(None), self._start_failed)
 
-    def _start_failed(self, failure: Any) -> None:
+    def _start_failed(self, failure: Failure) -> None:
         if failure.check(*OPERATOR_FAILURES, *self.expected_failures):
             message = f"{self.label} cannot start: {failure.value}"
         else:
             self._log.failure("{label} cannot start", failure, label=self.label)
             message = f"{self.label} cannot start: {type(failure.value).__name__}: {failure.value}"
         self.fatal(message)
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)
+        self._started(failure)
 
     def fatal(self, message: str) -> None:
         """
@@ -124,5 +158,9 @@ class AsyncStartService(service.Service):
         docstring).  A reactor without C{running} (a test's C{Clock}) is
         left alone.
         """
-        self._log.critical("{message}", message=message)
-        exit_after_shutdown(self.reactor)
+        self._log.critical("{reason}", reason=message)
+        exit_after_shutdown(self.reactor, exit=self.exit_process)
+
+    def exit_process(self) -> None:
+        """End the process with status 1 (tests override it)."""
+        _exit_now(EXIT_START_FAILED)
