@@ -16,7 +16,7 @@ import random
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -368,7 +368,7 @@ class ScriptActionTests(TestCase):
     """The script action runs real processes in their own process group."""
 
     timeout = 60
-    launcher: list[str] | None = None  # None: the default (setsid)
+    launcher: ClassVar[list[str] | None] = None  # None: the default (setsid)
 
     def setUp(self) -> None:
         self.reactor = _RecordingReactor(global_reactor)
@@ -542,7 +542,8 @@ class ScriptActionTests(TestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         await action.when_idle()
-        if os.path.exists(pidfile):  # the script got that far before the signal
+        # the script got that far before the signal (a tiny local file: blocking is harmless)
+        if os.path.exists(pidfile):  # noqa: ASYNC240
             self.read_pids(pidfile, require_alive=False)
             await self.wait_all_gone()
         self.assertEqual(self.reactor.pending(), [])
@@ -555,7 +556,7 @@ class ScriptActionTests(TestCase):
         self.assertIn(("info", "ready"), self.lines)
         await action.when_idle()
         self.assertEqual(self.reactor.pending(), [])
-        with open(pidfile) as f:
+        with open(pidfile) as f:  # noqa: ASYNC230 - a tiny local pid file, read once by the test
             _leader, child = (int(word) for word in f.read().split())
         # The leader is gone, its child is still sleeping (the cleanup kills it by pid).
         self.assertEqual(self.read_pids(pidfile, require_alive=False), [child])
@@ -564,7 +565,7 @@ class ScriptActionTests(TestCase):
 class ScriptActionWrapperTests(ScriptActionTests):
     """The same, spawning through the Python setsid wrapper used when setsid is missing."""
 
-    launcher = [sys.executable, "-c", _SETSID_WRAPPER]
+    launcher: ClassVar[list[str] | None] = [sys.executable, "-c", _SETSID_WRAPPER]
 
 
 class ScriptActionPathTests(SynchronousTestCase):

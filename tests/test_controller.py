@@ -326,7 +326,7 @@ class MachineDrivenTests(SynchronousTestCase):
 
     def test_instant_failure(self) -> None:
         """A step that fails at once leads along the error row, the tag forgotten, the reason kept."""
-        controller, updates = self.controller(InstantAction(fail_at="Configuring_Step2"))
+        controller, _ = self.controller(InstantAction(fail_at="Configuring_Step2"))
         controller.command("configure", config("c1"))
         self.assertEqual(controller.state, "Error")
         self.assertEqual((controller.tag, controller.comment), (None, "transition failed: broke at once"))

@@ -10,6 +10,7 @@ import os
 import re
 import textwrap
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
@@ -714,7 +715,7 @@ class Recorder:
 class MachineOutputsTests(SynchronousTestCase):
     """Automat decides each transition and runs the outputs registered for it."""
 
-    registry = {
+    registry: ClassVar[dict[tuple[str, str], tuple[str, ...]]] = {
         ("configure", "Configuring"): ("C_tell", "A_work"),
         ("success", "Active"): ("C_tell",),
     }

@@ -72,7 +72,7 @@ class AgentTablePageTests(SynchronousTestCase):
 
     def test_systems_name_the_agent_table(self) -> None:
         """GET /api/systems names the agent table and carries it."""
-        code, body, response = self.get("/api/systems")
+        code, body, _ = self.get("/api/systems")
         self.assertEqual(code, 200, body)
         data = json.loads(body)
         self.assertEqual(data["agent_table"], AGENT_TABLE)

@@ -6,13 +6,13 @@ driven over the in-memory transport with a L{Clock} and a stand-in PCA.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from agents.controller import host as host_module
+from agents.controller import link as link_module
 from agents.controller.host import ControllerHost
 from ecs.config.settings import ActionSpec, load_settings, load_subsystems
 from ecs.net.memory import MemoryNetwork, MemoryNode
@@ -53,7 +53,7 @@ class FakePCA:
 class HostHarness(SynchronousTestCase):
     """A memory network, a clock, an inventory and helpers to send commands."""
 
-    inventory: dict[str, Any] = {
+    inventory: ClassVar[dict[str, Any]] = {
         "partitions": {
             "p1": {"endpoint": "mem://pca-p1", "detectors": ["STS", "MVD"]},
             "p2": {"endpoint": "mem://pca-p2", "detectors": ["TOF"]},
@@ -102,7 +102,7 @@ class HostHarness(SynchronousTestCase):
 
     def run_for(self, seconds: float, step: float = 0.125) -> None:
         """Advance the clock in exact binary steps, then deliver what is due."""
-        for _ in range(int(round(seconds / step))):
+        for _ in range(round(seconds / step)):
             self.clock.advance(step)
         self.clock.advance(0)
 
@@ -249,7 +249,7 @@ class GlobalHostTests(HostHarness):
 class SimHostTests(HostHarness):
     """Many detectors behind one endpoint."""
 
-    inventory = {
+    inventory: ClassVar[dict[str, Any]] = {
         "partitions": {"p1": {"endpoint": "mem://pca-p1", "detectors": [str(n) for n in range(1, 201)]}},
         "detectors": {str(n): {"type": "STS"} for n in range(1, 201)},
     }
@@ -294,7 +294,7 @@ class SimHostTests(HostHarness):
 
     def test_large_batches_are_split(self) -> None:
         """A turn with more updates than a batch holds goes out in several notifications, none lost."""
-        self.patch(host_module, "BATCH", 30)
+        self.patch(link_module, "BATCH", 30)
         host = self.host("sim")
         for n in range(1, 201):
             host.add_detector(str(n), SUBSYSTEMS.get("STS"))
@@ -308,7 +308,7 @@ class SimHostTests(HostHarness):
 class NewTypeFromYamlTests(HostHarness):
     """A new detector type is a YAML change only."""
 
-    inventory = {
+    inventory: ClassVar[dict[str, Any]] = {
         "partitions": {"p1": {"endpoint": "mem://pca-p1", "detectors": ["GEM"]}},
         "detectors": {"GEM": {"type": "FourStep"}},
     }

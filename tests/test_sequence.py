@@ -478,7 +478,7 @@ class RejectionTests(SynchronousTestCase):
             "partition.yaml: recording.systems[1]: 'HLT' is not configured by any stage "
             "(stages configure: TFC, detectors, FLES, DCS, QA); a recording system must be "
             "configured first",
-            global_systems=GLOBALS + ("HLT",),
+            global_systems=(*GLOBALS, "HLT"),
         )
 
     def test_recording_system_not_global(self) -> None:
@@ -531,7 +531,7 @@ class LoadFileTests(SynchronousTestCase):
     def test_problem_names_file(self) -> None:
         """A bad file's problems start with its path and the key path."""
         path = self.write(ALTERNATIVE.replace("[FLES, DCS]", "[FLES, DSC]"))
-        error = self.assertRaises(ConfigError, load_sequence, path, GLOBALS + ("HLT",))
+        error = self.assertRaises(ConfigError, load_sequence, path, (*GLOBALS, "HLT"))
         self.assertEqual(
             error.problems,
             (

@@ -187,7 +187,8 @@ class SupervisorTests(SupervisorTestCase):
         self.assertIsNone(self.supervisor.entries["detector:D1"].unstored)
 
     def test_remote_agents_polled_less_often(self) -> None:
-        """Agents of the ssh and slurm launchers are polled every remote_poll_interval, local ones every poll_interval."""
+        """Agents of the ssh and slurm launchers are polled every remote_poll_interval, local ones every
+        poll_interval."""
         self.supervisor.launchers["ssh"] = self.launcher
         self.store.set_placement("detector:R1", "node1", "ssh", {"agent_args": ["--type", "STS"]})
         self.resume()
@@ -322,7 +323,8 @@ class SupervisorTests(SupervisorTestCase):
             self.assertEqual((failure.value.code, failure.value.details), ("bad_request", {"field": "options"}))
         self.assertEqual(sorted(self.store.placements_), ["detector:D1", "pca:p1"])
         agent = self.run_(self.supervisor.place("detector:D2", "localhost", "local", {}, False, "alice"))
-        self.assertEqual((agent["agent"], agent["autostart"], agent["supervision"]["state"]), ("detector:D2", False, "stopped"))
+        self.assertEqual((agent["agent"], agent["autostart"], agent["supervision"]["state"]),
+                         ("detector:D2", False, "stopped"))
 
     def test_concurrent_starts(self) -> None:
         """Two starts while the first is in flight start the agent once."""
@@ -378,7 +380,8 @@ class SupervisorTests(SupervisorTestCase):
             self.supervisor.output("pca:p1", 10)), ControlError).value.code, "conflict")
         self.run_(self.supervisor.start("pca:p1"))
         self.run_(self.supervisor.stop("pca:p1"))
-        self.assertEqual(self.run_(self.supervisor.output("pca:p1", 10)), {"agent": "pca:p1", "text": "output of pca:p1\n"})
+        self.assertEqual(self.run_(self.supervisor.output("pca:p1", 10)),
+                         {"agent": "pca:p1", "text": "output of pca:p1\n"})
 
 
 class StartUpTests(SupervisorTestCase):
@@ -472,7 +475,8 @@ class SpecTests(SynchronousTestCase):
 
     def test_specs(self) -> None:
         """Each kind runs its plugin with --id; agent_args are appended; a sim host needs --ids."""
-        self.assertEqual(spec_for(Placement("detector:D1", "h", "local", {"agent_args": ["--type", "STS"]})).plugin_args,
+        sts = {"agent_args": ["--type", "STS"]}
+        self.assertEqual(spec_for(Placement("detector:D1", "h", "local", sts)).plugin_args,
                          ("ecs-detector", "--id", "D1", "--type", "STS"))
         self.assertEqual(spec_for(Placement("global:all", "h", "local")).plugin_args, ("ecs-global", "--id", "all"))
         self.assertEqual(spec_for(Placement("simhost:s", "h", "local", {"agent_args": ["--ids", "1-5"]})).plugin_args,

@@ -6,13 +6,8 @@ The detector controller (one detector), the sim host (hundreds of
 detectors) and the global-system controller (one or all global systems,
 each with one state machine per partition) are all a L{ControllerHost}:
 one ROUTER endpoint, one handler table per agent id, and one
-L{PartitionLink} per partition that receives the state updates.
-
-State updates are one-way C{states} notifications to the partition's PCA,
-batched per reactor turn (a sim host configuring a thousand detectors sends
-a handful of messages, not thousands), each entry with the system's own
-sequence number.  Each link watches its PCA with heartbeats; when the PCA
-comes back, every system of the partition reports its state again.
+L{agents.controller.link.PartitionLink} per partition that receives the
+state updates and watches the partition's PCA.
 """
 
 from __future__ import annotations
@@ -25,173 +20,18 @@ from twisted.logger import Logger, LogLevel
 
 from agents._lifecycle import AsyncStartService
 from agents.controller.actions import make_action
+from agents.controller.link import PartitionLink
 from agents.controller.system import COMMANDS, SystemController
 from ecs import protocol
 from ecs.config.settings import Settings, SystemType
-from ecs.fsm.machine import load_table
-from ecs.net.heartbeat import Heartbeat
+from ecs.fsm.table import load_table
 from ecs.net.registry import AgentInfo, IRegistry, RegistryError
 from ecs.net.transport import INode, IServer, Request, RequestError, new_epoch
 
 _LEVEL_NAMES = ("debug", "info", "warn", "error", "critical")
 
-#: The most state updates in one notification: a few hundred bytes each, so
-#: a batch stays far below the message size limit however many systems
-#: change in one reactor turn.
-BATCH = 500
-
 #: Hosts with more agents log each transition at debug level only.
 VERBOSE_AGENTS = 20
-
-
-class PartitionLink:
-    """Sends one partition's state updates to its PCA, and watches the PCA."""
-
-    _log = Logger()
-
-    def __init__(self, host: ControllerHost, partition: str) -> None:
-        self.host = host
-        self.partition = partition
-        self.endpoint: str | None = None
-        self._batch: dict[str, dict[str, Any]] = {}
-        self._flush_call: Any = None
-        self.heartbeat: Heartbeat | None = None
-        self.sent = 0
-        self._resolving: Any = None
-        self._started = False
-        self._stopped = False
-        self._told_unknown = False
-
-    async def start(self) -> None:
-        """Find the PCA and start watching it (looking again until it is known); once."""
-        if self._started:
-            return
-        self._started = True
-        await self._resolve()
-
-    async def _resolve(self) -> None:
-        """Look the PCA up; watch it at its (new) endpoint; retry while unknown."""
-        self._resolving = None
-        if self._stopped:
-            return
-        try:
-            endpoint = await self.host.registry.endpoint_of("pca", self.partition)
-        except Exception as e:
-            self._log.warn("PCA {partition}: registry lookup failed: {error}", partition=self.partition, error=e)
-            endpoint = self.endpoint
-        if self._stopped:
-            return
-        if endpoint is None:
-            if not self._told_unknown:
-                self._told_unknown = True
-                self._log.warn(
-                    "partition {partition} has no known PCA endpoint yet: looking again every {seconds} s",
-                    partition=self.partition,
-                    seconds=self.host.settings.heartbeat_timeout,
-                )
-            self._resolving = self.host.reactor.callLater(
-                self.host.settings.heartbeat_timeout, self._resolve_soon
-            )
-            return
-        if endpoint == self.endpoint and self.heartbeat is not None:
-            return
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-            self._log.info("PCA {partition} moved to {endpoint}", partition=self.partition, endpoint=endpoint)
-        self.endpoint = endpoint
-        client = self.host.node.connect(endpoint)
-        settings = self.host.settings
-        self.heartbeat = Heartbeat(
-            self.host.reactor,
-            settings.heartbeat_interval,
-            settings.heartbeat_timeout,
-            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
-            self._lost,
-            self._recovered,
-            name=f"PCA {self.partition} at {self.endpoint}",
-            last_heard=self._last_heard,
-        )
-        self.heartbeat.start()
-
-    def _resolve_soon(self) -> None:
-        defer.Deferred.fromCoroutine(self._resolve()).addErrback(
-            lambda f: self._log.failure("resolving PCA {partition}", f, partition=self.partition)
-        )
-
-    def _last_heard(self) -> float | None:
-        """The latest sign of life of the PCA: a reply, or a command it sent us."""
-        assert self.endpoint is not None
-        heard = [
-            self.host.node.connect(self.endpoint).last_received,
-            self.host.server.last_heard_from(protocol.pca_node_name(self.partition))
-            if self.host.server is not None
-            else None,
-        ]
-        return max((t for t in heard if t is not None), default=None)
-
-    def stop(self) -> None:
-        """Stop watching and drop what is not sent."""
-        self._stopped = True
-        if self._resolving is not None and self._resolving.active():
-            self._resolving.cancel()
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-
-    def add(self, update: dict[str, Any]) -> None:
-        """
-        Queue one update; all updates of this reactor turn go together.
-
-        Until the PCA first answers, nothing is queued: its first answer
-        makes every system report its current state (L{_recovered}).
-        """
-        if self.endpoint is None or self.heartbeat is None or self.heartbeat.alive is None:
-            return
-        # Only the latest state of a system in this turn matters to the PCA
-        # (a sim host passes three states per detector in one turn).
-        self._batch.pop(update["system"], None)
-        self._batch[update["system"]] = update
-        if self._flush_call is None:
-            self._flush_call = self.host.reactor.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        """Send the queued updates now, in notifications of at most L{BATCH} updates."""
-        self._flush_call = None
-        batch, self._batch = list(self._batch.values()), {}
-        if not batch or self.endpoint is None:
-            return
-        client = self.host.node.connect(self.endpoint)
-        for start in range(0, len(batch), BATCH):
-            chunk = batch[start : start + BATCH]
-            try:
-                client.notify(
-                    self.partition,
-                    "states",
-                    {"incarnation": self.host.incarnation, "updates": chunk},
-                    sender=self.host.name,
-                )
-                self.sent += 1
-            except RequestError as e:
-                self._log.error(
-                    "{count} state updates for partition {partition} not sent: {reason}",
-                    count=len(chunk),
-                    partition=self.partition,
-                    reason=e.reason,
-                )
-
-    def _lost(self) -> None:
-        self._log.warn("PCA of partition {partition} lost", partition=self.partition)
-        # It may have restarted elsewhere (a new port): ask the registry.
-        if self._resolving is None or not self._resolving.active():
-            self._resolving = self.host.reactor.callLater(0, self._resolve_soon)
-
-    def _recovered(self) -> None:
-        # First contact, or the PCA may have restarted or missed updates:
-        # every system of the partition reports its state.
-        for controller in self.host.controllers_of_partition(self.partition):
-            controller.publish()
 
 
 class ControllerHost(AsyncStartService):
@@ -501,7 +341,7 @@ class ControllerHost(AsyncStartService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop actions and heartbeats, unregister, close the sockets."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted leaves MultiService.stopService unannotated
         for controller in self.controllers.values():
             controller.stop()
         for link in self.links.values():

@@ -300,7 +300,7 @@ class SystemController:
         self._running = False
         if failure.check(defer.CancelledError):
             self._soon(self._finish_interrupted)
-        elif failure.check(ActionFailed):
+        elif isinstance(failure.value, ActionFailed):
             reason = failure.value.reason
             self._soon(lambda: self._finish_failed(reason))
         else:

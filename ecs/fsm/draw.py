@@ -121,8 +121,8 @@ def _is_sequence(path: str) -> bool:
 def _check_sequence(path: str) -> tuple[int, list[str]]:
     """Check a partition sequence against the installed global systems."""
     from ecs.config.settings import load_subsystems
-    from ecs.schema import ConfigError
     from ecs.fsm.sequence import load_sequence
+    from ecs.schema import ConfigError
 
     try:
         globals_ = load_subsystems().global_systems

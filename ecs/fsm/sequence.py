@@ -186,7 +186,7 @@ def _non_empty(key: str, noun: str) -> Any:
 
     def check(values: dict[str, Any], path: KeyPath, problems: Problems) -> None:
         if not values[key]:
-            problems.add(path + (key,), f"expected at least one {noun}, got an empty list")
+            problems.add((*path, key), f"expected at least one {noun}, got an empty list")
 
     return check
 
@@ -250,14 +250,14 @@ def _cross_check(
     valid = [(i, s) for i, s in enumerate(stages) if s is not INVALID]
     # Rules about the whole list hold only when every stage could be read.
     complete = bool(stages) and len(valid) == len(stages) and idle is not None
-    states = [(("idle",), idle)] if idle is not None else []
+    states: list[tuple[KeyPath, str]] = [(("idle",), idle)] if idle is not None else []
     for i, stage in valid:
         states += [(("stages", i, "configuring"), stage["configuring"])]
         states += [(("stages", i, "active"), stage["active"])]
     if recording not in (None, INVALID):
         states.append((("recording", "state"), recording["state"]))
     _unique(states, "state", "every state name must be unique", problems)
-    names = [(("stages", i, "name"), s["name"]) for i, s in valid]
+    names: list[tuple[KeyPath, str]] = [(("stages", i, "name"), s["name"]) for i, s in valid]
     _unique(names, "stage name", "every stage needs its own name", problems)
 
     def unknown(system: str) -> str:
@@ -283,7 +283,7 @@ def _cross_check(
         target = stage["falls_to"]
         if target is None or idle is None or len(earlier) < i:
             continue  # nothing to check, or an earlier part is already reported
-        allowed = [idle] + earlier
+        allowed = [idle, *earlier]
         if target in allowed:
             continue
         problems.add(
@@ -307,7 +307,9 @@ def _cross_check(
                 f"{system!r} is not configured by any stage (stages configure: "
                 f"{', '.join(configured)}); a recording system must be configured first",
             )
-    recorders = [(("recording", "systems", j), s) for j, s in enumerate(recording["systems"])]
+    recorders: list[tuple[KeyPath, str]] = [
+        (("recording", "systems", j), s) for j, s in enumerate(recording["systems"])
+    ]
     _unique(recorders, "recording system", "list each system once", problems)
 
 

@@ -407,3 +407,17 @@ def load_table(path: str | os.PathLike[str]) -> StateTable:
     table = parse_table(text, source)
     _TABLE_CACHE[key] = (stamp, table)
     return table
+
+
+__all__ = [
+    "AGENT_INPUTS",
+    "AGENT_STATES",
+    "INPUTS",
+    "SUMMARY_STATES",
+    "VOCABULARIES",
+    "StateTable",
+    "TableError",
+    "Vocabulary",
+    "load_table",
+    "parse_table",
+]

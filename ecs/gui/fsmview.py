@@ -26,6 +26,7 @@ from collections import OrderedDict
 from typing import Any
 
 from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -80,8 +81,8 @@ class _DotProcess(protocol.ProcessProtocol):
         try:
             if self.transport is not None:
                 self.transport.signalProcess("KILL")
-        except Exception:  # already gone
-            pass
+        except ProcessExitedAlready:  # already gone: nothing to kill
+            return
 
     def processEnded(self, reason: Failure) -> None:
         """Answer C{(stdout, stderr, exit code)}."""

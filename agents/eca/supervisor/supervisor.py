@@ -64,7 +64,6 @@ from typing import Any
 from automat import NoTransition
 from twisted.internet import defer, task
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from agents.eca.supervisor.agent_machine import Supervised, agent_machine, agent_table_path, new_machine
 from agents.eca.supervisor.policy import BackoffPolicy
@@ -423,11 +422,14 @@ class Supervisor:
         """Stop every agent started or adopted (in parallel), then stop watching."""
         self.detach()
         running = [e for e in self.entries.values() if e.record is not None or e.state in _BUSY]
-        results = await defer.DeferredList(
-            [defer.Deferred.fromCoroutine(self._stop(e)) for e in running], consumeErrors=True)
-        for entry, (ok, result) in zip(running, results, strict=True):
-            if not ok and isinstance(result, Failure):
-                self._log.error("{agent} not stopped: {error}", agent=entry.name, error=result.getErrorMessage())
+
+        async def stop_one(entry: Supervised) -> None:
+            try:
+                await self._stop(entry)
+            except Exception as e:
+                self._log.error("{agent} not stopped: {error}", agent=entry.name, error=e)
+
+        await defer.gatherResults([defer.Deferred.fromCoroutine(stop_one(e)) for e in running])
 
     # -- placement ------------------------------------------------------------------------
 
