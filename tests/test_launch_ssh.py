@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from ecs.launch import AgentSpec, LaunchError, LaunchRecord, Placement, _conch, _proc, remote
+from ecs.launch.known_hosts import KnownHosts, fingerprint
 from ecs.launch.ssh import SshLauncher
 from tests.procs import tool
 from tests.sshd import keygen, start_sshd
@@ -189,7 +190,7 @@ class SshRefusalTests(SshTestBase):
             error = await self.assert_refused(launcher, "host_key")
             self.assertIn(words, error.reason)
             self.assertIn(f"[127.0.0.1]:{self.sshd.port}", error.reason)
-            self.assertIn(_conch.fingerprint(blob), error.reason)
+            self.assertIn(fingerprint(blob), error.reason)
 
     async def test_key_refused(self) -> None:
         """A key the server does not authorise fails with `auth`."""
@@ -287,7 +288,7 @@ class OfflineTests(TestCase):
             f"h5 ssh-ed25519 not!base64\n"
             "garbage\n"
         )
-        known = _conch.KnownHosts(path)
+        known = KnownHosts(path)
         for host, port in (("h1", 2222), ("h2", 22), ("h2b", 22), ("h3", 2200)):
             known.check(host, port, blob)
         for host, port, b, words in (("h1", 22, blob, "unknown"), ("h2", 2222, blob, "unknown"),
@@ -298,7 +299,7 @@ class OfflineTests(TestCase):
             self.assertEqual(caught.exception.code, "host_key")
             self.assertIn(words, caught.exception.reason)
         self.assertEqual(known.known_types("h1", 2222), ["ssh-ed25519"])
-        self.assertEqual(_conch.KnownHosts(Path(self.mktemp())).known_types("h1", 22), [])
+        self.assertEqual(KnownHosts(Path(self.mktemp())).known_types("h1", 22), [])
 
     def test_commands_quote_everything(self) -> None:
         """Each command splits back into the fixed script and exactly the given arguments."""
@@ -320,7 +321,7 @@ class OfflineTests(TestCase):
     def test_timeout(self) -> None:
         """A connection that never completes fails with `timeout` after exactly the timeout."""
         clock = MemoryReactorClock()
-        known = _conch.KnownHosts(Path(self.mktemp()))
+        known = KnownHosts(Path(self.mktemp()))
         key = _conch.keys.Key.fromString(_TEST_KEY)
         d = _conch.run(clock, "127.0.0.1", 2222, "u", key, known, b"true", 5.0)
         self.assertEqual(clock.tcpClients[0][:2], ("127.0.0.1", 2222))

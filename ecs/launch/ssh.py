@@ -47,6 +47,7 @@ from ecs.launch import (
     check_id,
     remote,
 )
+from ecs.launch.known_hosts import KnownHosts
 from ecs.launch.local import check_args, check_env, check_lines
 
 DEFAULT_WORKDIR = ".ecs"
@@ -111,7 +112,7 @@ class SshLauncher:
     ) -> None:
         self.reactor = reactor
         self.key = _conch.load_identity(identity)
-        self.known_hosts = _conch.KnownHosts(known_hosts)
+        self.known_hosts = KnownHosts(known_hosts)
         self.common_args = check_args(common_args, "common arguments")
         self.timeout = timeout
         self.max_parallel = max_parallel_per_host
