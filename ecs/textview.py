@@ -375,12 +375,18 @@ def format_detectors(detectors: list[dict[str, Any]], unassigned: list[dict[str,
     return table(["DETECTOR", "TYPE", "PARTITION", "STATE"], body, color, coloured=(3,))
 
 
+def _config_id(row: Any) -> Any:
+    """A configuration's id: C{config_id} in the ECA's answers (C{id} in older ones)."""
+    found = _get(row, "config_id")
+    return found if found is not None else _get(row, "id")
+
+
 def format_configs(rows: list[dict[str, Any]], color: bool = False) -> str:
     """C{GET /api/configs}: id, system, latest version."""
     if not rows:
         return "no configurations\n"
     body = [
-        [_get(r, "id"), _get(r, "system"), _get(r, "version")] for r in sorted(rows, key=lambda r: clean(_get(r, "id")))
+        [_config_id(r), _get(r, "system"), _get(r, "version")] for r in sorted(rows, key=lambda r: clean(_config_id(r)))
     ]
     return table(["CONFIGURATION", "SYSTEM", "VERSION"], body, color)
 
@@ -391,7 +397,7 @@ def format_config(config: dict[str, Any]) -> str:
     shown = ", ".join(clean(v) for v in versions) if isinstance(versions, list) else "-"
     parameters = _get(config, "parameters")
     text = json.dumps(parameters if parameters is not None else {}, indent=2, sort_keys=True, default=str)
-    head = (f"Configuration {clean(_get(config, 'id'))} of {clean(_get(config, 'system'))}, "
+    head = (f"Configuration {clean(_config_id(config))} of {clean(_get(config, 'system'))}, "
             f"version {clean(_get(config, 'version'))}")
     return f"{head} (versions: {shown})\n" + "\n".join(clean(line) for line in text.splitlines()) + "\n"
 

@@ -70,7 +70,7 @@ class ClientCommandTests(TestCase):
             self.assertIn(text, result.err, result)
 
     async def test_commands(self) -> None:
-        """login, status, control, configure/start/stop/abort --wait, watch, reset, logs, runs, agents, logout."""
+        """login, status, control, configure/start/stop/abort --wait, watch, reset, logs, runs, agents, management, logout."""
         tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
         tmp.mkdir()
         port = free_port()
@@ -295,6 +295,32 @@ class ClientCommandTests(TestCase):
         self.assertRegex(r.out, r"pca:demo +pca +localhost +local +yes +running \(pid \d+\)")
         r = await self.ecs(viewer, "agents", "--json")
         self.assertIn("detector:STS", [row["agent"] for row in r.json()])
+
+        # -- management, from the table shared with the shell -------------------------------------
+        r = await self.ecs(admin, "agents", "show", "pca:demo", "--json")  # a ':' in the path
+        self.expect(r, 0)
+        self.assertEqual(r.json()["agent"], "pca:demo")
+        cid = (await self.ecs(viewer, "configs", "--json")).json()[0]["config_id"]
+        r = await self.ecs(admin, "configs", "set", cid, "--params", '{"cli": 2}')
+        self.expect(r, 1, "add --yes")  # no terminal to ask on: nothing saved
+        self.assertIn("+ cli: 2", r.err)
+        r = await self.ecs(admin, "configs", "set", cid, "--params", '{"cli": 2}', "--yes")
+        self.expect(r, 0)
+        self.assertIn(f"saved {cid} version 2", r.out)
+        r = await self.ecs(viewer, "configs", "diff", cid)
+        self.expect(r, 0)
+        self.assertIn("+ cli: 2", r.out)
+        self.expect(await self.ecs(admin, "partitions", "create", "p9"), 1, "control of the ECS")
+        self.expect(await self.ecs(admin, "control", "take", "ecs"), 0)
+        self.expect(await self.ecs(admin, "partitions", "create", "p9"), 0)
+        self.assertIn("p9", [p["id"] for p in (await self.ecs(viewer, "partitions", "--json")).json()])
+        self.expect(await self.ecs(admin, "partitions", "delete", "p9"), 0)
+        self.expect(await self.ecs(admin, "control", "release", "ecs"), 0)
+        r = await self.ecs(viewer, "tags", "show", "demo")
+        self.expect(r, 0)
+        self.assertIn("Tag demo", r.out)
+        self.assertIn("shifter", [u["name"] for u in (await self.ecs(admin, "users", "--json")).json()])
+        self.expect(await self.ecs(viewer, "users"), 3)
 
         # -- control release ----------------------------------------------------------------
         self.expect(await self.ecs(shifter, "control", "release", "demo"), 1)  # not the holder

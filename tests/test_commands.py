@@ -134,7 +134,8 @@ class RecordingClient:
         # Twisted unquotes each path segment before Klein matches it.
         unquoted = "/".join(urllib.parse.unquote(part) for part in path.split("/"))
         endpoint, values = self.routes.match(unquoted, method=method)
-        self.sent.append((method, endpoint, values, body, {k: v for k, v in (query or {}).items() if v is not None}))
+        query_sent = {k: v for k, v in (query or {}).items() if v is not None}
+        self.sent.append((method, str(endpoint), dict(values), body, query_sent))
         answer = self.answers.get(endpoint, {})
         return answer(values, query or {}) if callable(answer) else answer
 

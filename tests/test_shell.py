@@ -7,6 +7,7 @@ client C{/usr/bin/ssh} as a subprocess.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -268,7 +269,10 @@ class FakeProto:
 
     @property
     def exit_code(self) -> int | None:
-        return None if self.ended is None else self.ended.value.exitCode
+        if self.ended is None:
+            return None
+        code: int | None = getattr(self.ended.value, "exitCode", None)
+        return code
 
 
 class FakeStore:
@@ -314,8 +318,9 @@ class SessionTests(SynchronousTestCase):
         session.openShell(proto)
         self.assertIn(b"ecs> ", proto.written)
         session.windowChanged((50, 132, 0, 0))
-        terminal = session.server.terminalProtocol  # type: ignore[union-attr]
-        self.assertIsInstance(terminal, CommandTerminal)
+        assert session.server is not None
+        terminal = session.server.terminalProtocol
+        assert isinstance(terminal, CommandTerminal)
         self.assertEqual((terminal.width, terminal.height), (132, 50))
         proto.type("whoami\rstatus\n")
         session.eofReceived()
@@ -361,7 +366,9 @@ class SessionTests(SynchronousTestCase):
         session, proto = self.session()
         session.openShell(proto)
         proto.type("x" * (LINE_MAX + 10))
-        terminal = session.server.terminalProtocol  # type: ignore[union-attr]
+        assert session.server is not None
+        terminal = session.server.terminalProtocol
+        assert isinstance(terminal, CommandTerminal)
         self.assertEqual(len(terminal.lineBuffer), LINE_MAX)
         self.assertIn(b"\a", proto.written)
         terminal.lineBuffer = []
@@ -450,7 +457,7 @@ class ShellEndToEndTests(ECAHarness):
         self.shell = AdminShell(self.eca, self.store, self.state_dir, reactor)
         port = await self.shell.listen("tcp:0:interface=127.0.0.1")
         self.addCleanup(self.shell.stop)
-        self.port = port.getHost().port
+        self.port = getattr(port.getHost(), "port")  # noqa: B009  (an IPv4Address; IAddress declares no port)
         self.known_hosts = self.home / "known_hosts"
         public = self.shell.host_key.public().toString("OPENSSH").decode()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {public}\n")
@@ -533,6 +540,37 @@ class ShellEndToEndTests(ECAHarness):
         self.assertIn(("take_control", "ok"), actions)
         self.assertIn(("ssh_login", "ok"), actions)
 
+    async def test_shared_commands(self) -> None:
+        """The command line's commands in a real ECA: --wait follows the events, management acts, users for admins."""
+        _out, err, code = await self.ssh("operator", "control take demo")
+        self.assertEqual(code, 0, err)
+        out, err, code = await self.ssh("operator", "configure demo --tag demo --auto --wait --timeout 60")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.strip(), f"demo: {self.sequence.top_active}")
+        self.assertIn("demo: Configuring_", err)  # each state on the way, on stderr
+        out, err, code = await self.ssh("operator", "abort demo --wait --json")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["state"], "Idle")
+        _out, err, code = await self.ssh("admin", "control take ecs")
+        self.assertEqual(code, 0, err)
+        _out, err, code = await self.ssh("admin", "partitions create p3")
+        self.assertEqual(code, 0, err)
+        out, err, code = await self.ssh("viewer", "partitions --json")
+        self.assertIn("p3", [p["id"] for p in json.loads(out)])
+        configs = json.loads((await self.ssh("viewer", "configs --json"))[0])
+        cid = configs[0]["config_id"]
+        _out, err, code = await self.ssh("admin", f"configs set {cid} --params '{{\"shell\": 1}}' --yes")
+        self.assertEqual(code, 0, err)
+        out, err, code = await self.ssh("viewer", f"configs diff {cid}")
+        self.assertEqual(code, 0, err)
+        self.assertIn("+ shell: 1", out)
+        out, err, code = await self.ssh("admin", "users add bob --roles viewer --generate")
+        self.assertEqual(code, 0, err)
+        self.assertIn("password: ", out)
+        _out, err, code = await self.ssh("viewer", "users")
+        self.assertEqual(code, 3)
+        self.assertIn("admin role", err)
+
     async def test_interactive_session(self) -> None:
         """ssh -tt with typed lines: commands run in order, exit ends with status 0; EOF alone ends too."""
         out, err, code = await self.ssh("operator", tty=True, stdin=b"whoami\nstatus\nexit\n")
@@ -577,7 +615,7 @@ class ShellEndToEndTests(ECAHarness):
         client = _ConchClient("operator", self.keys["operator"], self.shell.host_key)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=10)
         connected = await endpoint.connect(Factory.forProtocol(client.transport_class))
-        self.addCleanup(lambda: connected.transport.loseConnection())
+        self.addCleanup(lambda: getattr(connected, "transport").loseConnection())  # noqa: B009  (IProtocol declares no transport)
         chan = await within_seconds(client.opened, 10)
         await within_seconds(client.wait_for(b"ecs> "), 10)
         chan.conn.sendRequest(chan, b"window-change", packRequest_window_change((50, 132, 0, 0)))
@@ -625,6 +663,7 @@ class _ConchClient:
 
             def channelOpen(self, data: bytes) -> None:
                 async def start() -> None:
+                    assert self.conn is not None
                     await self.conn.sendRequest(
                         self, b"pty-req", packRequest_pty_req(b"xterm", (24, 80, 0, 0), b""), wantReply=True
                     )
@@ -645,7 +684,8 @@ class _ConchClient:
                 return 1
 
             def closed(self) -> None:
-                self.conn.transport.loseConnection()
+                if self.conn is not None and self.conn.transport is not None:
+                    self.conn.transport.loseConnection()
                 if not client.closed.called:
                     client.closed.callback(None)
 

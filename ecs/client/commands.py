@@ -29,7 +29,9 @@ import attrs
 from ecs.exits import EXIT_USAGE
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
-"""What a name (partition, system, tag, configuration, user, agent) may be; the store's rule (L{ecs.store.errors})."""
+"""What a name (partition, system, user, agent) may be; the store's rule (L{ecs.store.errors})."""
+LONG_NAME_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,200}")
+"""The same for configuration ids and tag names."""
 LIMIT_MAX = 10_000
 ROLES = ("viewer", "operator", "expert", "admin")
 """The roles, lowest first (as L{ecs.control.ROLES}; the client may not import the control layer)."""
@@ -252,12 +254,13 @@ def run_now(coroutine: Coroutine[Any, Any, int]) -> int:
 # -- argument checks ------------------------------------------------------------------------
 
 
-def name(what: str) -> Callable[[str], str]:
-    """An argparse type: a name as L{NAME_RE} allows, else an error naming C{what}."""
+def name(what: str, long: bool = False) -> Callable[[str], str]:
+    """An argparse type: a name as L{NAME_RE} (C{long}: L{LONG_NAME_RE}) allows, else an error naming C{what}."""
+    pattern, most = (LONG_NAME_RE, 200) if long else (NAME_RE, 128)
 
     def check(value: str) -> str:
-        if not NAME_RE.fullmatch(value):
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: use 1 to 128 letters, digits or _ . : @ -")
+        if not pattern.fullmatch(value):
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}: use 1 to {most} letters, digits or _ . : @ -")
         return value
 
     check.__name__ = what  # argparse names the type in some messages
@@ -317,6 +320,7 @@ def usage(message: str) -> CommandError:
 
 __all__ = [
     "LIMIT_MAX",
+    "LONG_NAME_RE",
     "NAME_RE",
     "ROLES",
     "Action",

@@ -449,7 +449,7 @@ async def agents_output(run: Run) -> int:
 
 # -- the table -------------------------------------------------------------------------------
 
-ID = arg("id", type=name("id"))
+ID = arg("id", type=name("configuration id", long=True))
 AGENT = arg("agent", type=name("agent"), help="KIND:ID, e.g. pca:demo or detector:STS")
 USER = arg("name", type=name("user name"))
 PASSWORD = (arg("--generate", action="store_true", help="make up a password and show it once"),)
@@ -476,12 +476,12 @@ COMMANDS: tuple[Command, ...] = (
         "operator",
         partition_command,
         P,
-        arg("--tag", type=name("tag"), help="the tag to configure with", one_of="what"),
+        arg("--tag", type=name("tag", long=True), help="the tag to configure with", one_of="what"),
         arg(
             "--config",
             action="append",
             metavar="ID",
-            type=name("configuration id"),
+            type=name("configuration id", long=True),
             one_of="what",
             help="a configuration id (repeat for each system)",
         ),
@@ -662,18 +662,18 @@ COMMANDS: tuple[Command, ...] = (
         "tags: one configuration per system, named",
         (
             Action("list", "every tag (with --partition: whether it fits)", "viewer", tags_list, P_OPT[1:]),
-            Action("show", "one tag", "viewer", tags_show, (arg("name", type=name("tag")),)),
+            Action("show", "one tag", "viewer", tags_show, (arg("name", type=name("tag", long=True)),)),
             Action(
                 "set",
                 "create or replace a tag",
                 "expert",
                 tags_set,
                 (
-                    arg("name", type=name("tag")),
-                    arg("configs", nargs="+", metavar="CONFIG", type=name("configuration id")),
+                    arg("name", type=name("tag", long=True)),
+                    arg("configs", nargs="+", metavar="CONFIG", type=name("configuration id", long=True)),
                 ),
             ),
-            Action("delete", "delete a tag", "expert", tags_delete, (arg("name", type=name("tag")),)),
+            Action("delete", "delete a tag", "expert", tags_delete, (arg("name", type=name("tag", long=True)),)),
         ),
         default="list",
     ),
