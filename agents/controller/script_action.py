@@ -7,6 +7,9 @@ step, in its own session so that abort and timeout can kill the whole process gr
 is a :class:`_ScriptRun` process protocol; :class:`_LineSplitter` turns the script's output into
 agent-log lines.  Built by :func:`agents.controller.actions.make_action`, which re-exports
 :class:`ScriptAction` and the constants below.
+
+(About 410 lines, kept whole: the process protocol, its output splitter and the kill escalation
+share the life of one child process group; split, each part would reach into the others' state.)
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ It knows nothing about sockets: the hosting service (L{agents.controller.host}) 
 requests into L{SystemController.command} calls and sends what C{emit}
 receives.  A global system has one of these per partition, each with its
 own action and abort flag (the original shared one across partitions).
+
+(About 400 lines, kept whole: the command rules and the outputs the machine
+runs share one system's state; the hosting is in L{agents.controller.host}.)
 """
 
 from __future__ import annotations

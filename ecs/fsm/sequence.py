@@ -16,6 +16,9 @@ in one L{ConfigError}, one line each, naming the file and the key path::
 
     fsm/partition.yaml: stages[2].systems[1]: 'FLEZ' is not a global system
     of subsystems.yaml (known: TFC, DCS, QA, FLES)
+
+(About 400 lines, kept whole: the schema, the cross-checks that run on it
+and the L{Sequence} they produce are one reading of one file.)
 """
 
 from __future__ import annotations

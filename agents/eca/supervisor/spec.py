@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_supervisor -*-
 """
-What a placement runs (L{spec_for}) and how launcher and store errors reach
-the interfaces (L{control_error}).
+What a placement runs (L{spec_for}), how an agent is described to the
+interfaces (L{describe}) and how launcher and store errors reach them
+(L{control_error}).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agents.eca.supervisor.agent_machine import Supervised
 from ecs.control import ControlError
 from ecs.launch import AgentSpec, LaunchError, Placement, check_argument
 from ecs.store import StoreError
@@ -56,6 +58,41 @@ def spec_for(placement: Placement) -> AgentSpec:
     return AgentSpec(kind, agent_id, args)
 
 
+def describe(entry: Supervised, shown_state: str, registered: bool) -> dict[str, Any]:
+    """
+    The API's view of an agent: its placement, its last status and its
+    supervision (C{shown_state}: what operators see of its machine's state).
+    """
+    placement = entry.placement
+    record = entry.record or entry.last_record
+    kind, _, agent_id = entry.name.partition(":")
+    status = entry.status
+    return {
+        "agent": entry.name,
+        "kind": kind,
+        "id": agent_id,
+        "host": placement.host if placement else (record.host if record else None),
+        "launcher": placement.launcher if placement else (record.launcher if record else None),
+        "options": dict(placement.options) if placement else {},
+        "autostart": bool(placement.autostart) if placement else False,
+        "registered": registered,
+        "status": {
+            "running": bool(status and status.running),
+            "pid": status.pid if status else None,
+            "job_id": status.job_id if status else None,
+            "exit_code": status.exit_code if status else None,
+            "since": status.since if status else None,
+            "detail": status.detail if status else "",
+        },
+        "supervision": {
+            "state": shown_state,
+            "restarts": entry.restarts,
+            "next_restart": entry.next_restart,
+            "reason": entry.reason,
+        },
+    }
+
+
 def reason_of(error: BaseException) -> str:
     """A launcher error as C{"code: reason"}, any other as its text."""
     if isinstance(error, LaunchError):
@@ -63,4 +100,4 @@ def reason_of(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-__all__ = ["PLUGINS", "agent_args", "control_error", "reason_of", "spec_for"]
+__all__ = ["PLUGINS", "agent_args", "control_error", "describe", "reason_of", "spec_for"]

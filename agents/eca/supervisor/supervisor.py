@@ -17,15 +17,12 @@ state:
 
 Rules:
 
-  - B{Restart with back-off.}  An agent that dies without being stopped by
-    us is started again after C{backoff_initial} seconds, doubling at each
-    death up to C{backoff_max} (defaults 1, 2, 4... 60 s); a run longer than
-    C{reset_after} (60 s) starts the doubling again from the first delay.
-  - B{Flapping.}  C{flap_count} deaths (5) within C{flap_window} seconds
-    (60), each after a run shorter than C{flap_min_run} seconds (10), mark
-    the agent C{flapping}: it is not restarted, and an ECA log line at level
-    error says so (shown in the GUI's log and through the C{agent} event).
-    A manual start clears it.
+  - B{Restart with back-off, or flapping.}  An agent that dies without
+    being stopped by us is started again after a back-off (1, 2, 4... 60 s);
+    five quick deaths within a minute mark it C{flapping}: not restarted, an
+    error line for operators, cleared by a manual start
+    (L{agents.eca.supervisor.policy}; the constructor's C{backoff_*},
+    C{reset_after} and C{flap_*} parameters).
   - B{Prompt deaths.}  A launcher that has C{on_exit(callback)} (the local
     one) tells us at once; every agent with a launch record is also polled
     with C{status()} every C{poll_interval} seconds (C{remote_poll_interval},
@@ -54,6 +51,11 @@ the launcher refuses leaves the agent C{unknown} (it may still run), with
 the reason C{stop failed: ...}.
 
 All timing uses the injected clock.
+
+(About 420 lines: this is the one coordinator of the supervision, the
+interfaces' agent commands and the machines' outputs side by side; its I/O
+edges are L{agents.eca.supervisor.launching} and
+L{agents.eca.supervisor.watch}, its decisions the table and the policy.)
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from agents.eca.supervisor.agent_machine import Supervised, agent_machine, agent_table_path, new_machine
+from agents.eca.supervisor.launching import Launching
 from agents.eca.supervisor.policy import BackoffPolicy
-from agents.eca.supervisor.spec import PLUGINS, agent_args, control_error, reason_of, spec_for
+from agents.eca.supervisor.spec import PLUGINS, agent_args, control_error, describe, spec_for
 from agents.eca.supervisor.watch import DeathWatch
 from ecs.control import ControlError
 from ecs.fsm.table import AGENT_STATES, StateTable, load_table
@@ -133,6 +136,7 @@ class Supervisor:
         self.table = table if table is not None else load_table(agent_table_path())
         agent_machine(self.table)  # refuse a table that does not match the behaviours now
         self.entries: dict[str, Supervised] = {}
+        self.launching = Launching(self.launchers, store, make_spec, grace, self._feed)
         self.watch = DeathWatch(self.entries, self.launchers, store, clock, self._feed, self._track,
                                 self.policy, poll_interval, remote_poll_interval)
         self._poll = task.LoopingCall(self.poll)
@@ -149,34 +153,7 @@ class Supervisor:
 
     def describe(self, entry: Supervised) -> dict[str, Any]:
         """The API's view of an agent."""
-        placement = entry.placement
-        record = entry.record or entry.last_record
-        kind, _, agent_id = entry.name.partition(":")
-        status = entry.status
-        return {
-            "agent": entry.name,
-            "kind": kind,
-            "id": agent_id,
-            "host": placement.host if placement else (record.host if record else None),
-            "launcher": placement.launcher if placement else (record.launcher if record else None),
-            "options": dict(placement.options) if placement else {},
-            "autostart": bool(placement.autostart) if placement else False,
-            "registered": bool(self.registered(entry.name, entry.record)),
-            "status": {
-                "running": bool(status and status.running),
-                "pid": status.pid if status else None,
-                "job_id": status.job_id if status else None,
-                "exit_code": status.exit_code if status else None,
-                "since": status.since if status else None,
-                "detail": status.detail if status else "",
-            },
-            "supervision": {
-                "state": self.shown_state(entry),
-                "restarts": entry.restarts,
-                "next_restart": entry.next_restart,
-                "reason": entry.reason,
-            },
-        }
+        return describe(entry, self.shown_state(entry), bool(self.registered(entry.name, entry.record)))
 
     def agents(self) -> list[dict[str, Any]]:
         """Every agent (placed, or running without a placement), by name."""
@@ -249,15 +226,15 @@ class Supervisor:
 
     def L_start(self, agent: Supervised) -> None:
         """Start C{agent} with its placement's launcher."""
-        self._track(defer.Deferred.fromCoroutine(self._launch(agent)))
+        self._track(defer.Deferred.fromCoroutine(self.launching.launch(agent)))
 
     def L_stop(self, agent: Supervised) -> None:
         """Stop C{agent} (graceful, then its group killed after the grace period)."""
-        self._track(defer.Deferred.fromCoroutine(self._halt(agent)))
+        self._track(defer.Deferred.fromCoroutine(self.launching.halt(agent)))
 
     def S_forget(self, agent: Supervised) -> None:
         """Delete C{agent}'s launch record."""
-        self._track(defer.Deferred.fromCoroutine(self._forget(agent.name)))
+        self._track(defer.Deferred.fromCoroutine(self.launching.forget(agent.name)))
 
     def T_schedule(self, agent: Supervised, delay: float) -> None:
         """Feed C{backoff_elapsed} in C{delay} seconds."""
@@ -282,62 +259,6 @@ class Supervisor:
     def W_died(self, agent: Supervised, status: AgentStatus) -> None:
         """C{agent} died before its launch was answered."""
         self.watch.died(agent, status)
-
-    async def _launch(self, entry: Supervised) -> None:
-        placement = entry.placement
-        launcher = self.launchers.get(placement.launcher) if placement is not None else None
-        try:
-            if placement is None:
-                raise LaunchError("unknown", f"{entry.name} has no placement")
-            if launcher is None:
-                raise LaunchError("invalid", f"launcher {placement.launcher} is not configured on this ECA")
-            where = Placement(entry.name, placement.host, placement.launcher, dict(placement.options),
-                              bool(placement.autostart))
-            spec = self.make_spec(where)
-            entry.early_exit = None
-            entry.status = None
-            record = await launcher.start(spec, where)
-        except Exception as e:
-            error = e if isinstance(e, LaunchError) else LaunchError("failed", f"{type(e).__name__}: {e}")
-            if not isinstance(e, LaunchError):
-                self._log.failure("starting {agent}", agent=entry.name)
-            self._feed(entry, "launch_failed", error)
-            return
-        entry.unstored = None
-        try:
-            await self.store.record_launch(entry.name, record.launcher, record.host, record.to_json())
-        except StoreError as e:
-            # Until it is stored a restarted ECA would not adopt the agent:
-            # every poll tries again (DeathWatch.poll).
-            entry.unstored = record
-            self._log.error("launch record of {agent} not stored, trying again: {error}",
-                            agent=entry.name, error=e.reason)
-        self._feed(entry, "launched", record)
-
-    async def _halt(self, entry: Supervised) -> None:
-        record = entry.record
-        if record is None:
-            self._feed(entry, "stop_done", None)
-            return
-        launcher = self.launchers.get(record.launcher)
-        try:
-            if launcher is None:
-                raise LaunchError("invalid", f"launcher {record.launcher} is not configured on this ECA")
-            status = await launcher.stop(record, self.grace)
-        except Exception as e:
-            error = e if isinstance(e, LaunchError) else LaunchError("failed", f"{type(e).__name__}: {e}")
-            if not isinstance(e, LaunchError):
-                self._log.failure("stopping {agent}", agent=entry.name)
-            self._feed(entry, "stop_failed", error)
-            return
-        await self._forget(entry.name)
-        self._feed(entry, "stop_done", status)
-
-    async def _forget(self, name: str) -> None:
-        try:
-            await self.store.delete_launch(name)
-        except StoreError as e:
-            self._log.error("launch record of {agent} not deleted: {error}", agent=name, error=e.reason)
 
     def _track(self, d: defer.Deferred[Any]) -> None:
         """Keep a background Deferred until it fires (errors are logged)."""
@@ -372,33 +293,8 @@ class Supervisor:
 
     async def _adopt(self, row: Any) -> None:
         entry = self._new_entry(row.agent)
-        try:
-            record = LaunchRecord.from_json(row.record)
-        except LaunchError as e:
-            self._log.warn("launch record of {agent} unreadable, forgotten: {error}", agent=row.agent, error=e)
-            await self._forget(row.agent)
-            return
-        entry.record = entry.last_record = record
-        launcher = self.launchers.get(record.launcher)
-        if launcher is None:
-            self._feed(entry, "status_unknown", f"launcher {record.launcher} is not configured on this ECA")
-            return
-        try:
-            status = await launcher.status(record)
-        except Exception as e:
-            self._feed(entry, "status_unknown", f"status unknown: {reason_of(e)}")
-            return
-        if status.running:
-            self._log.info("adopted {agent} (pid {pid}, job {job}) started before this ECA",
-                           agent=row.agent, pid=record.pid, job=record.job_id)
-            self._feed(entry, "status_running", status)
-            return
-        entry.record = None
-        await self._forget(row.agent)
-        if entry.placement is None:
+        if not await self.launching.adopt(entry, row.record) and entry.placement is None:
             del self.entries[row.agent]
-            return
-        self._feed(entry, "ended", status, f"gone while the ECA was down ({status.detail})")
 
     async def _autostart(self, entry: Supervised) -> None:
         try:
