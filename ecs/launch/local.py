@@ -18,7 +18,6 @@ are watched and stopped through C{/proc} and their process group alone.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -43,6 +42,20 @@ from ecs.launch import (
     check_argument,
 )
 
+# Re-exported: the option checks shared with the ssh launcher
+from ecs.launch.options import ENV_NAME_RE, MAX_TAIL_LINES, check_args, check_env, check_lines
+
+__all__ = [
+    "ENV_NAME_RE",
+    "MAX_TAIL_LINES",
+    "LocalLauncher",
+    "check_args",
+    "check_env",
+    "check_lines",
+    "describe_exit",
+    "tail_file",
+]
+
 _WRAPPER = (
     "import os, sys\n"
     "os.setsid()\n"
@@ -54,45 +67,11 @@ _WRAPPER = (
 )
 """Run by C{python -I -S -c}: become a process group leader, then exec twistd."""
 
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-"""A valid environment variable name."""
-
-MAX_TAIL_LINES = 10_000
 _TAIL_MAX_BYTES = 1 << 20
 _POLL = 0.1
 _KILL_WAIT = 10.0
 
 ExitCallback = Callable[[str, AgentStatus], object]
-
-
-def check_env(value: object) -> dict[str, str]:
-    """The placement's C{env} option, checked: an object of name → string."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise LaunchError("invalid", f"invalid env {value!r}: expected an object of name: value")
-    env = {}
-    for name, text in value.items():
-        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
-            raise LaunchError("invalid", f"invalid environment variable name {name!r}")
-        env[name] = check_argument(text, f"value of environment variable {name}")
-    return env
-
-
-def check_args(value: object, what: str = "args") -> list[str]:
-    """A list of command-line arguments (the placement's C{args}), checked."""
-    if value is None:
-        return []
-    if not isinstance(value, (list, tuple)):
-        raise LaunchError("invalid", f"invalid {what} {value!r}: expected a list of strings")
-    return [check_argument(arg, f"argument in {what}") for arg in value]
-
-
-def check_lines(lines: object) -> int:
-    """A tail length: an int from 1 to L{MAX_TAIL_LINES}."""
-    if not isinstance(lines, int) or isinstance(lines, bool) or not 1 <= lines <= MAX_TAIL_LINES:
-        raise LaunchError("invalid", f"invalid number of lines {lines!r}: 1 to {MAX_TAIL_LINES}")
-    return lines
 
 
 def describe_exit(code: int | None) -> str:

@@ -26,12 +26,12 @@ from typing import Any
 import attrs
 
 from ecs.launch import AgentSpec, LaunchError, Placement, check_argument, check_id
+from ecs.launch.options import ENV_NAME_RE
 
 NAMES_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}(?:,[A-Za-z0-9_.-]{1,128}){0,31}")
 """A partition, account or QOS name, or a comma-separated list of them."""
 NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,1024}")
 TIME_RE = re.compile(r"(?:[0-9]{1,6}-)?[0-9]{1,6}(?::[0-9]{1,2}){0,2}|UNLIMITED|INFINITE")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 EXTRA_RE = re.compile(r"--([a-z][a-z0-9-]{0,63})=(.+)")
 EXTRA_REFUSED = frozenset({"wrap", "parsable", "output", "error", "job-name", "chdir", "array", "test-only"})
 """Options of C{extra} refused: we set them ourselves, or they change what a job is."""

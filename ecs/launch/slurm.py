@@ -57,11 +57,11 @@ from ecs.launch import (
     check_argument,
 )
 from ecs.launch.command import CommandResult, ProcessRunner, Runner
+from ecs.launch.options import ENV_NAME_RE, MAX_TAIL_LINES
 
 # Re-exported: the job's options, command and script, and the parsing of
 # SLURM's answers live in ecs.launch.sbatch.
 from ecs.launch.sbatch import (
-    ENV_NAME_RE,
     OPTIONS,
     Submission,
     build_submission,
@@ -94,7 +94,6 @@ ENDED = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", 
 """Job states after which no process of the job is left."""
 _GONE_ERRORS = ("Invalid job id", "already completing or completed", "Job/step already")
 _UNREACHABLE = ("Unable to contact", "Socket timed out", "Connection refused", "Zero Bytes were transmitted")
-MAX_TAIL_LINES = 10_000
 STATUS_BATCH = 200
 """At most this many job ids in one C{squeue} command."""
 _FALLBACK_PARALLEL = 8

@@ -48,7 +48,7 @@ from ecs.launch import (
     remote,
 )
 from ecs.launch.known_hosts import KnownHosts
-from ecs.launch.local import check_args, check_env, check_lines
+from ecs.launch.options import check_args, check_env, check_lines
 
 DEFAULT_WORKDIR = ".ecs"
 """Relative to the remote user's home directory, where SSH sessions start."""
