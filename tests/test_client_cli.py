@@ -70,7 +70,7 @@ class ClientCommandTests(TestCase):
             self.assertIn(text, result.err, result)
 
     async def test_commands(self) -> None:
-        """login, status, control, configure/start/stop/abort --wait, watch, reset, logs, runs, agents, management, logout."""
+        """login, status, control, configure/start/stop/abort --wait, watch, reset, logs, runs, agents, management."""
         tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
         tmp.mkdir()
         port = free_port()

@@ -330,6 +330,23 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(proto.exit_code, 0)
         self.assertTrue(session.ended)
 
+    def test_ctrl_c_stops_following(self) -> None:
+        """Ctrl-C while watch runs ends it (exit 0) and the prompt comes back; idle, it only drops the line."""
+        session, proto = self.session()
+        session.openShell(proto)
+        proto.type("watch demo\r")
+        self.assertIn(b"demo state Idle", proto.written)
+        assert session.server is not None
+        terminal = session.server.terminalProtocol
+        assert isinstance(terminal, CommandTerminal)
+        self.assertTrue(terminal.busy)
+        proto.type("\x03")
+        session.avatar.shell.reactor.advance(0)
+        self.assertFalse(terminal.busy)
+        self.assertEqual(terminal.last_code, 0)
+        self.assertEqual(session.avatar.shell.center.subscribers, [])
+        self.assertTrue(proto.written.endswith(b"ecs> "))
+
     def test_exit_status_of_last_command_at_eof(self) -> None:
         """At EOF the session ends with the last command's status; exit ends it at once."""
         session, proto = self.session("viewer", ("viewer",))
