@@ -2,6 +2,11 @@
 """
 A small, generic schema helper for checking documents read from YAML files.
 
+One module although it is over 400 lines: it is one small vocabulary (the
+node types, the L{Problems} they report into and L{validate}), whose types
+share the private helpers for expectations and bounds; split, a reader
+would have to follow one idea across files.
+
 The helper (L{validate} with L{Record}, L{Field}, L{MappingOf},
 L{ListOf}, L{Tagged}, L{Str}, L{Int}, L{Number}, L{Bool}, L{OneOf},
 L{Anything}) is generic, so other loaders (an inventory file, say) can reuse

@@ -3,6 +3,12 @@
 Users: passwords, bearer tokens, roles, the first admin, and the helpers
 behind C{ecs user add|passwd|del|list|roles} and C{ecs db upgrade}.
 
+One module although it is just over 400 lines: the command helpers are thin
+(argument checks, one store call, one line of output) over the functions
+above them, and moving them out needs a new layer entry (a module
+C{ecs.users_cli} would fall in layer 0) or a home in C{ecs.cli}, outside
+this layer; the tests and the ECA harness patch L{BCRYPT_ROUNDS} here.
+
   - Passwords are hashed with bcrypt (L{hash_password}, L{check_password}).
     bcrypt is slow on purpose (about 0.25 s at L{BCRYPT_ROUNDS}), so code
     running in the reactor uses L{hash_password_async},

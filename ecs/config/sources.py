@@ -2,6 +2,10 @@
 """
 Where a Partition Control Agent gets its configurations from.
 
+One module although it is just over 400 lines: the interface, its two
+sources (a file, and none) and the checks they share on ids, tags and
+inline configurations are one concern, read together.
+
 A I{configuration} is a named parameter set for one system::
 
     {"config_id": "sts-default", "system": "STS", "parameters": {"threshold_adc": 12}}

@@ -2,6 +2,10 @@
 """
 The C{local} launcher: agents as child processes of the ECA.
 
+One module although it is just over 400 lines: one launcher, spawning,
+watching (spawned and adopted processes alike) and stopping, whose steps
+share the pid and start-time checks that keep it from signalling a stranger.
+
 Each agent runs C{twistd -n --pidfile= <plugin args> <common args> <placement
 args>} as the leader of a new process group (a two-line Python wrapper calls
 C{setsid()} and then C{exec}s twistd, so the group id is the pid we record),

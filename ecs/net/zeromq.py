@@ -2,7 +2,13 @@
 """
 L{ecs.net.transport.INode} over ZeroMQ, through txZMQ.
 
-This is the only module that touches txZMQ or pyzmq sockets.  Socket roles:
+This module makes every txZMQ connection and pyzmq socket
+(L{ecs.net.handshake} only connects and watches them), and it stays one
+module (over 400 lines) for that reason: txZMQ is untyped, and the
+subclasses of its connections are kept at this one edge (the mypy override
+in C{pyproject.toml} that allows subclassing C{Any} names this module
+alone); the logic it wraps is already in the sans-IO cores (dispatcher,
+correlator, pubsub).  Socket roles:
 
 - requests: ROUTER (serving, bound) <- DEALER (client, connected);
   one frame per message, the envelope;

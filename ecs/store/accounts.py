@@ -2,6 +2,12 @@
 """
 Users (with their roles), bearer tokens, and control ownership of the ECS
 and of each partition.
+
+One module although it is over 400 lines: it is one area of the store
+(L{AccountOperations}, mixed into L{ecs.store.Store} by L{ecs.store.core}),
+and its rules cross the three (deleting a user removes their tokens and
+control ownership; the last admin stays).  Control ownership could become
+an area of its own, with a change to the composition in L{ecs.store.core}.
 """
 
 from __future__ import annotations
