@@ -1,6 +1,11 @@
 """
 Benchmark of a partition's configure, start, stop and abort with real agent
-processes on loopback (issue 3, "Performance"; DESIGN.md section 9).
+processes on loopback (issue 3, "Performance").
+
+One script although it is over 400 lines: a benchmark driver read from top
+to bottom (agents, scenario, measurement, report); what it shares with the
+in-memory variant is in C{bench/configure_common.py}, and with the other
+benchmarks in C{bench/benchlib.py}.
 
 Run from the repository root::
 

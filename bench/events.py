@@ -1,7 +1,11 @@
 """
 Benchmark of the delay from a controller's state change to its event on
-the ECA's C{GET /api/events} stream (issue 4; DESIGN.md section 9: p99 at
-most 50 ms with 1,000 detectors).
+the ECA's C{GET /api/events} stream (issue 4; the goal: p99 at most 50 ms
+with 1,000 detectors).
+
+One script although it is over 400 lines: a benchmark driver read from top
+to bottom (agents, load, measurement, report); the helpers it shares with
+the other benchmarks are in C{bench/benchlib.py}.
 
 Run from the repository root::
 
