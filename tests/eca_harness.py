@@ -2,9 +2,11 @@
 """
 A whole ECS in one process, for tests of the Experiment Control Agent.
 
-L{ECAHarness} builds, on the in-memory transport driven by the real reactor:
+L{ECAHarness} builds, on the in-memory transport driven by a
+L{twisted.internet.task.Clock}:
 
-  - a real SQLite L{Store} in a temporary directory, seeded like the demo
+  - a real SQLite L{Store} in a temporary directory, on the inline runner
+    (each transaction runs at once: no thread), seeded like the demo
     (L{agents.eca.demo.seed_demo}: partition C{demo} with STS MVD TOF TRD
     RICH, their configurations, tags C{demo} and C{demo-alt}) plus a second
     partition C{p2} with detector C{STS2} (tag C{p2}) and an unassigned
@@ -21,16 +23,14 @@ L{ECAHarness} builds, on the in-memory transport driven by the real reactor:
   - a L{PartitionAgent} per partition, with a L{RemoteRegistry};
   - a L{WebAPI} over the ECA, reached with L{StubTreq}.
 
-Nothing sleeps: waiting is polling with C{deferLater} in bounded loops
-(L{ECAHarness.wait_for}).  A cleanup stops every agent, then the ECA,
-then closes the store, and waits for all of it; trial then finds no delayed
-call left in the reactor.  Timing: heartbeats every 0.1 s (lost after
-0.4 s), requests time out after L{SETTINGS}C{.request_timeout} = 1 s, so a
-dead peer is found out quickly.
-
-This is the one place where ECS tests use the real reactor and real time
-(STYLE.md #17 asks for a Clock): the store works through the reactor's
-thread pool, and only a real reactor runs it.
+Nothing sleeps and no real time passes: waiting advances the clock in
+steps of L{TICK} (L{ECAHarness.wait_for}, L{ECAHarness.until}), giving the
+real reactor one turn (no delay) per step so that two test coroutines
+(a request and the test that releases it) can interleave.  A cleanup stops
+every agent, then the ECA, then closes the store, and checks that the
+clock has no delayed call left.  Timing: heartbeats every 0.1 s (lost
+after 0.4 s), requests time out after L{SETTINGS}C{.request_timeout} = 1 s,
+so a dead peer is found out quickly (in clock time).
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from agents.controller.host import ControllerHost
-from agents.eca.accounts import ThreadPasswords
 from agents.eca.compose import Eca, build_eca
 from agents.eca.demo import seed_demo
 from agents.eca.service import EcaCore
@@ -60,15 +60,21 @@ from ecs.net.remote_registry import RemoteRegistry
 from ecs.net.transport import RequestError
 from ecs.protocol import pca_node_name
 from ecs.store import Store
+from ecs.store.core import inline_runner
 from ecs.web.api import WebAPI
 from tests.http_helpers import _UNSET, Result, SSEReader, parse_events
 from tests.pca_harness import subsystems_with
+from tests.support.eca_parts import InlinePasswords
 
 BASE = "http://ecs.test"
 REGISTRY = "inproc://registry"
 PASSWORD = "correct horse battery"
 STEP = 0.05
 """Seconds per simulated action step."""
+TICK = 0.01
+"""Clock seconds per waiting step."""
+EPOCH = 1_800_000_000.0
+"""Where the clock starts (a plausible time, so stamps are not near zero)."""
 
 SETTINGS = load_settings(
     overrides={
@@ -103,7 +109,9 @@ class ECAHarness(TestCase):
 
     async def setUp(self) -> None:  # type: ignore[override]
         self.patch(users, "BCRYPT_ROUNDS", 4)
-        self.network = MemoryNetwork(reactor)
+        self.clock = Clock()
+        self.clock.advance(EPOCH)
+        self.network = MemoryNetwork(self.clock)
         self.subsystems = subsystems_with(STEP)
         self.sequence: Sequence = load_sequence(None, list(self.subsystems.global_systems))
         self.state_dir = Path(self.mktemp())
@@ -111,7 +119,7 @@ class ECAHarness(TestCase):
         self.pcas: dict[str, PartitionAgent] = {}
         self._streams: list[tuple[StubTreq, SSEReader]] = []
         self.tokens: dict[str, str] = {}
-        self.store = await Store.open(self.state_dir / "ecs.sqlite", reactor)
+        self.store = await Store.open(self.state_dir / "ecs.sqlite", self.clock, runner=inline_runner)
         # A cleanup, not tearDown: it also runs when setUp fails half-way.
         self.addCleanup(self.stop_everything)
         await self.seed()
@@ -126,11 +134,11 @@ class ECAHarness(TestCase):
         for host in self.hosts.values():
             host.startService()
         for host in self.hosts.values():
-            await host.ready
+            await self.until(host.ready, what=f"host {host} ready")
         for partition in ("demo", "p2"):
             self.start_pca(partition)
         for pca in self.pcas.values():
-            await pca.ready
+            await self.until(pca.ready, what="PCA ready")
         for partition in self.pcas:
             await self.wait_idle(partition)
 
@@ -153,28 +161,28 @@ class ECAHarness(TestCase):
         self.parts: Eca = build_eca(
             self.store,
             MemoryNode(self.network, "eca", request_timeout=SETTINGS.request_timeout),
-            reactor,
+            self.clock,
             SETTINGS,
             self.subsystems,
             self.sequence,
-            ThreadPasswords(reactor),
+            InlinePasswords(),
         )
         self.core = EcaCore(self.parts)
-        await self.core.open()
+        await self.until(defer.Deferred.fromCoroutine(self.core.open()), what="ECA open")
         self.core.startService()
         self.eca = self.parts.center
-        self.api = WebAPI(self.eca, reactor)
+        self.api = WebAPI(self.eca, self.clock)
         self.parts.metrics.observe_streams(lambda: len(self.api.streams))
         self.stub = StubTreq(self.api.resource())
 
     def registry(self, node: MemoryNode) -> RemoteRegistry:
         """A registry client for one agent."""
-        return RemoteRegistry(node, REGISTRY, reactor, SETTINGS.heartbeat_interval, SETTINGS.heartbeat_timeout)
+        return RemoteRegistry(node, REGISTRY, self.clock, SETTINGS.heartbeat_interval, SETTINGS.heartbeat_timeout)
 
     def make_host(self, name: str) -> ControllerHost:
         """A controller host (not started) with its own node and registry client."""
         node = MemoryNode(self.network, name, request_timeout=SETTINGS.request_timeout)
-        host = ControllerHost(name, node, self.registry(node), SETTINGS, reactor)
+        host = ControllerHost(name, node, self.registry(node), SETTINGS, self.clock)
         self.hosts[name] = host
         return host
 
@@ -189,7 +197,7 @@ class ECAHarness(TestCase):
             self.subsystems,
             self.sequence,
             EmptyConfigSource(),
-            reactor,
+            self.clock,
             state_file=None,
         )
         self.pcas[partition] = pca
@@ -206,32 +214,60 @@ class ECAHarness(TestCase):
             self.assertEqual(api.streams, frozenset(), "event streams left open")
         for pca in self.pcas.values():
             if pca.running:
-                await pca.stopService()
+                await self.until(pca.stopService(), what="PCA stopped")
         for host in self.hosts.values():
             if host.running:
-                await host.stopService()
+                await self.until(host.stopService(), what="host stopped")
         if hasattr(self, "tester"):
-            await self.tester.close()
+            await self.until(self.tester.close(), what="tester closed")
         core = getattr(self, "core", None)
         if core is not None and core.running:
-            await core.stopService()
+            await self.until(core.stopService(), what="ECA stopped")
         await self.store.close()
+        self.clock.advance(0)  # what was scheduled for now
+        self.assertEqual(self.clock.getDelayedCalls(), [], "delayed calls left on the clock")
 
     # -- waiting -------------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
         """
-        Poll C{predicate} (which may return an awaitable) every 20 ms until
-        it is true, at most C{timeout} s; its value.
+        Check C{predicate} (which may return an awaitable) after every
+        L{TICK} of the clock until it is true, at most C{timeout} clock
+        seconds; its value.
         """
-        for _ in range(int(timeout / 0.02) + 1):
+        for _ in range(int(timeout / TICK) + 1):
             value = predicate()
             if inspect.isawaitable(value):
-                value = await value
+                value = await self.until(defer.ensureDeferred(value), timeout, what)  # type: ignore[arg-type]
             if value:
                 return value
-            await task.deferLater(reactor, 0.02, lambda: None)
+            await self.tick()
         self.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+
+    async def tick(self, seconds: float = TICK) -> None:
+        """Advance the clock by C{seconds}, then give the real reactor one turn (no delay)."""
+        self.clock.advance(seconds)
+        await task.deferLater(reactor, 0, lambda: None)
+
+    async def until(self, d: defer.Deferred[Any], timeout: float = 10.0, what: str = "") -> Any:
+        """Advance the clock until C{d} fires (at most C{timeout} clock seconds); its result, or raise its failure."""
+        results: list[Any] = []
+
+        def got(result: Any) -> Any:
+            results.append(result)
+            return None if isinstance(result, Failure) else result
+
+        d.addBoth(got)
+        for _ in range(int(timeout / TICK) + 1):
+            if results:
+                break
+            await self.tick()
+        else:
+            self.fail(f"timed out after {timeout} s waiting for {what or d}")
+        result = results[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
 
     async def wait_idle(self, partition: str) -> None:
         """Until the PCA is settled and Idle with every system connected, and the ECA sees it so."""
@@ -259,9 +295,9 @@ class ECAHarness(TestCase):
         return await self.wait_for(shown, timeout, f"{partition} in {state}")
 
     async def settle(self, seconds: float = 0.2) -> None:
-        """Let the system run C{seconds} (for asserting that nothing happens)."""
-        for _ in range(int(seconds / 0.02)):
-            await task.deferLater(reactor, 0.02, lambda: None)
+        """Let the system run C{seconds} of clock time (for asserting that nothing happens)."""
+        for _ in range(int(seconds / TICK)):
+            await self.tick()
 
     # -- HTTP ------------------------------------------------------------------
 
@@ -292,11 +328,11 @@ class ECAHarness(TestCase):
     async def _pumped(self, stub: StubTreq, d: defer.Deferred[Any], timeout: float) -> Any:
         results: list[Any] = []
         d.addBoth(results.append)
-        for _ in range(int(timeout / 0.01) + 1):
+        for _ in range(int(timeout / TICK) + 1):
             stub.flush()
             if results:
                 break
-            await task.deferLater(reactor, 0.01, lambda: None)
+            await self.tick()
         else:
             self.fail("no answer from the web API")
         result = results[0]
@@ -374,7 +410,7 @@ class ECAHarness(TestCase):
         pca = self.pcas[partition]
         assert pca.address is not None
         try:
-            return await self.tester.connect(pca.address).request(partition, type, body)
+            return await self.until(self.tester.connect(pca.address).request(partition, type, body))
         except RequestError as e:
             return e
 
@@ -401,4 +437,4 @@ class ECAHarness(TestCase):
         return row.partition
 
 
-__all__ = ["BASE", "PASSWORD", "SETTINGS", "STEP", "ECAHarness", "Result", "SSEReader", "parse_events"]
+__all__ = ["BASE", "PASSWORD", "SETTINGS", "STEP", "TICK", "ECAHarness", "Result", "SSEReader", "parse_events"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
 from ecs import protocol, users
 from ecs.control import ControlError, User
@@ -121,7 +121,7 @@ class ControlTests(ECAHarness):
         for i in range(100):
             await self.store.add_user(f"racer{i}", hashed, ["operator"])
         attempts = [self.eca.take_control(User(f"racer{i}", ("operator",)), "demo") for i in range(100)]
-        results = await defer.DeferredList(attempts, consumeErrors=True)
+        results = await self.until(defer.DeferredList(attempts, consumeErrors=True))
         winners = [value["holder"] for ok, value in results if ok]
         self.assertEqual(len(winners), 1)
         losers = [value.value for ok, value in results if not ok]
@@ -155,7 +155,7 @@ class CommandTests(ECAHarness):
         operator = await self.login("operator")
         r = await self.call("POST", "/api/partitions/demo/reset", token=operator, json={"system": "TRD"})
         self.assertError(r, 409, "conflict", pca_code=protocol.NOT_ALLOWED)
-        await self.tester.connect(self.hosts["TRD"].address).request("TRD", "inject", {"what": "error"})
+        await self.until(self.tester.connect(self.hosts["TRD"].address).request("TRD", "inject", {"what": "error"}))
         await self.wait_for(lambda: "reset" in self.eca.partition("demo")["allowed"], what="TRD in Error")
         await self.ok("POST", "/api/partitions/demo/reset", "operator", {"system": "TRD"})
         await self.wait_for(lambda: "reset" not in self.eca.partition("demo")["allowed"], what="TRD reset")
@@ -368,7 +368,7 @@ class HousekeepingTests(ECAHarness):
 
     async def test_old_logs_pruned(self) -> None:
         """Log lines older than the retention are deleted."""
-        self.parts.logbook.log("info", "test", "old news", None, when=reactor.seconds() - 100)
+        self.parts.logbook.log("info", "test", "old news", None, when=self.clock.seconds() - 100)
         await self.parts.logbook.flush()
         self.assertEqual(len(await self.store.logs(q="old news")), 1)
         self.parts.log_retention = 50.0
@@ -385,7 +385,7 @@ class RestartTests(ECAHarness):
         await self.configure()
         await self.wait_state("demo", "QA_Active")
         pca_seq = self.pcas["demo"].publisher.seq
-        await self.core.stopService()
+        await self.until(self.core.stopService())
         await self.start_eca()
         await self.wait_for(lambda: self.eca.partition("demo")["connected"], what="PCA registered again")
         await self.wait_for(lambda: self.eca.partition("demo")["state"] == "QA_Active", what="state mirrored")
@@ -522,7 +522,7 @@ class LogTests(ECAHarness):
         await self.take("operator")
         await self.ok("POST", "/api/partitions/demo/configure", "operator", {"tag": "demo", "auto": True})
         await self.logs("?partition=demo&q=configure%20with%20tag")
-        since = reactor.seconds()
+        since = self.clock.seconds()
         await self.ok("POST", "/api/partitions/demo/abort", "operator")  # cancels the configure: a warning
         warnings = await self.logs("?partition=demo&level=warn", lambda es: any("cancelled" in e["message"] for e in es))
         self.assertTrue(all(e["level"] in ("warn", "error", "critical") for e in warnings))
@@ -621,7 +621,7 @@ class PartitionManagementTests(ECAHarness):
         self.start_pca("p3")
         await self.wait_idle("p3")
         self.assertEqual({s["id"] for s in self.eca.partition("p3")["systems"]}, {"TFC", "DCS", "QA", "FLES"})
-        await self.pcas.pop("p3").stopService()
+        await self.until(self.pcas.pop("p3").stopService())
         await self.ok("DELETE", "/api/partitions/p3", "expert")
         self.assertNotIn("p3", [p.id for p in await self.store.partitions()])
         self.assertEqual(self.served("p3"), set())
@@ -721,10 +721,10 @@ class PartitionManagementTests(ECAHarness):
         """A host whose global systems were told of a new partition leaves no timer when it stops."""
         await self.take("expert", "ecs")
         await self.ok("POST", "/api/partitions", "expert", {"id": "p3"})  # no PCA: the links keep looking
-        await self.globals_host.stopService()
+        await self.until(self.globals_host.stopService())
         leftover = [
             c
-            for c in reactor.getDelayedCalls()
+            for c in self.clock.getDelayedCalls()
             if getattr(c.func, "__name__", "") == "_resolve_soon" and c.func.__self__.host is self.globals_host
         ]
         self.assertEqual(leftover, [])
@@ -890,7 +890,7 @@ class MoveTests(ECAHarness):
 
     async def test_source_stopped_forced(self) -> None:
         """Forced past a stopped source PCA the move completes; the restarted PCA and the ECA's view agree."""
-        await self.pcas["demo"].stopService()
+        await self.until(self.pcas["demo"].stopService())
         r = await self.move("TRD", "p2")
         self.assertError(r, 503, "unavailable")
         r = await self.move("TRD", "p2", force=True)
@@ -998,11 +998,11 @@ class MoveTests(ECAHarness):
 
         self.patch(self.store, "move_detector", slow_move)
         moving = defer.ensureDeferred(self.move("TRD", "p2"))
-        await started
+        await self.until(started)
         r = await self.call("POST", "/api/partitions/p2/configure", token=await self.login("operator"),
                             json={"tag": "p2", "auto": True})
         self.assertError(r, 423, "locked")
         release.callback(None)
-        self.assertEqual((await moving).code, 200)
+        self.assertEqual((await self.until(moving)).code, 200)
         await self.assertEndState("TRD", "p2", {"p2"})
 

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 from zope.interface.interface import InterfaceClass
 
+from ecs import users
 from ecs.store import Store
 from ecs.store.core import inline_runner
 
@@ -44,3 +46,15 @@ def inline_store(case: SynchronousTestCase, clock: Clock) -> Store:
     store = case.successResultOf(Store.open(Path(case.mktemp()) / "ecs.sqlite", clock, runner=inline_runner))
     case.addCleanup(lambda: case.successResultOf(store.close()))
     return store
+
+
+class InlinePasswords:
+    """Password hashing on the caller's thread (tests: a low bcrypt cost, no thread pool)."""
+
+    def hash(self, password: str) -> defer.Deferred[str]:
+        """See L{agents.eca.accounts.IPasswords.hash}."""
+        return defer.succeed(users.hash_password(password))
+
+    def check(self, password: str, password_hash: str) -> defer.Deferred[bool]:
+        """See L{agents.eca.accounts.IPasswords.check}."""
+        return defer.succeed(users.check_password(password, password_hash))
