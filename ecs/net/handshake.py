@@ -22,12 +22,28 @@ import zmq
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from txzmq import ZmqEndpoint, ZmqEndpointType
-from txzmq.connection import ZmqConnection
 from zmq.utils.monitor import parse_monitor_message
 from zope.interface import implementer
 
 from ecs.net.keys import CurveKeys
+
+
+class Connection(Protocol):
+    """
+    What a L{ConnectingSocket} needs of a connection: one of the txZMQ
+    connections of L{ecs.net.zeromq}, configured but not connected yet (txZMQ
+    is untyped: it stays behind this interface, in that module).
+    """
+
+    @property
+    def socket(self) -> zmq.Socket[Any] | None:
+        """The ZeroMQ socket; L{None} once shut down."""
+
+    def connect_to(self, address: str) -> None:
+        """Connect to C{address} (raises on a malformed address)."""
+
+    def shutdown(self) -> None:
+        """Close the socket."""
 
 
 class CurveNode(Protocol):
@@ -178,7 +194,7 @@ class ConnectingSocket:
         self,
         node: CurveNode,
         address: str,
-        open: Callable[[], ZmqConnection],
+        open: Callable[[], Connection],
         refused: Callable[[str], None] = lambda reason: None,
         accepted: Callable[[], None] = lambda: None,
     ) -> None:
@@ -199,15 +215,16 @@ class ConnectingSocket:
         self.handshakes = 0
         self.connection = self._connect()
 
-    def _connect(self) -> ZmqConnection:
+    def _connect(self) -> Connection:
         """Open a socket, monitor it (with CURVE), then connect it."""
         connection = self._open()
+        socket = connection.socket
+        if socket is None:
+            raise RuntimeError(f"a connection to {self.address} was opened without a socket")
         if self._node.keys is not None:
-            self._monitor = _MonitorReader(
-                self._reactor, connection.socket, self.HANDSHAKE_EVENTS, self._event
-            )
+            self._monitor = _MonitorReader(self._reactor, socket, self.HANDSHAKE_EVENTS, self._event)
         try:
-            connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, self.address)])
+            connection.connect_to(self.address)
         except Exception:
             # A bad address: close what was opened, or the context never ends.
             if self._monitor is not None:

@@ -103,6 +103,16 @@ class _BoundedRead:
             self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
 
 
+class _Connecting:
+    """A connecting socket as L{ecs.net.handshake.ConnectingSocket} drives it."""
+
+    addEndpoints: Any  # txZMQ's
+
+    def connect_to(self, address: str) -> None:
+        """Connect to C{address} (see L{ecs.net.handshake.Connection})."""
+        self.addEndpoints([ZmqEndpoint(ZmqEndpointType.connect, address)])
+
+
 class _Router(_BoundedRead, ZmqRouterConnection):
     """txZMQ ROUTER handing every message to its server's dispatcher."""
 
@@ -116,7 +126,7 @@ class _Router(_BoundedRead, ZmqRouterConnection):
         self.owner.dispatcher.frame_received(message[0], message[1:])
 
 
-class _Dealer(_BoundedRead, ZmqDealerConnection):
+class _Dealer(_Connecting, _BoundedRead, ZmqDealerConnection):
     """txZMQ DEALER handing every message to its client's correlator."""
 
     socketType = zmq.DEALER
@@ -135,7 +145,7 @@ class _Pub(ZmqPubConnection):
     socketType = zmq.PUB
 
 
-class _Sub(_BoundedRead, ZmqSubConnection):
+class _Sub(_Connecting, _BoundedRead, ZmqSubConnection):
     """txZMQ SUB handing every message's frames to its subscriber."""
 
     socketType = zmq.SUB
@@ -229,7 +239,7 @@ class ZmqClient(CorrelatedClient):
             accepted=self.correlator.handshake_succeeded,
         )
 
-    def _open(self) -> ZmqConnection:
+    def _open(self) -> _Dealer:
         """A configured DEALER, not connected yet."""
         connection = _Dealer(self.node.factory, self)
         self.node.configure_socket(connection.socket, server=False)
@@ -288,7 +298,7 @@ class ZmqSubscriber(SubscriberCore):
         self._prefixes = [*prefixes, TICK_TOPIC]
         self.link = ConnectingSocket(node, address, self._open)
 
-    def _open(self) -> ZmqConnection:
+    def _open(self) -> _Sub:
         """A configured SUB with our subscriptions, not connected yet."""
         connection = _Sub(self.node.factory, self)
         self.node.configure_socket(connection.socket, server=False)
