@@ -100,6 +100,7 @@ UNASSIGNED = ("TOF2",)
 DETECTOR_TYPES = {"STS": "STS", "MVD": "MVD", "TOF": "TOF", "TRD": "TRD", "RICH": "RICH", "STS2": "STS", "TOF2": "TOF"}
 GLOBALS = ("TFC", "DCS", "QA", "FLES")
 
+
 class ECAHarness(TestCase):
     """The whole system, started in C{setUp} and stopped by a cleanup (L{stop_everything})."""
 
@@ -152,7 +153,9 @@ class ECAHarness(TestCase):
             await self.store.add_detector(detector, DETECTOR_TYPES[detector])
         await self.store.save_config("sts2-default", "STS2", {"threshold_adc": 10}, "seed")
         await self.store.save_config("tof2-default", "TOF2", {"threshold_mv": 150}, "seed")
-        await self.store.save_tag("p2", ["tfc-default", "dcs-default", "qa-default", "fles-default", "sts2-default"], "seed")
+        await self.store.save_tag(
+            "p2", ["tfc-default", "dcs-default", "qa-default", "fles-default", "sts2-default"], "seed"
+        )
         for name, roles in USERS.items():
             await self.store.add_user(name, users.hash_password(PASSWORD), roles)
 
@@ -288,6 +291,7 @@ class ECAHarness(TestCase):
 
     async def wait_state(self, partition: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
         """Until the ECA shows C{partition} in C{state} with no operation; its details."""
+
         def shown() -> dict[str, Any] | None:
             details = self.eca.partition(partition)
             return details if details["state"] == state and not details["operation"] else None
@@ -375,8 +379,9 @@ class ECAHarness(TestCase):
         await self.ok("POST", f"/api/partitions/{partition}/configure", user, {"tag": tag, "auto": True})
         await self.wait_state(partition, self.sequence.top_active)
 
-    async def open_events(self, path: str = "/api/events", user: str = "viewer",
-                          headers: dict[str, str] | None = None) -> tuple[StubTreq, SSEReader]:
+    async def open_events(
+        self, path: str = "/api/events", user: str = "viewer", headers: dict[str, str] | None = None
+    ) -> tuple[StubTreq, SSEReader]:
         """Open an event stream as C{user} on a client of its own; the client and a reader."""
         stub = StubTreq(self.api.resource())
         hdrs = {"Authorization": f"Bearer {await self.login(user)}", **(headers or {})}
@@ -388,9 +393,11 @@ class ECAHarness(TestCase):
         self._streams.append((stub, reader))
         return stub, reader
 
-    async def events_until(self, stub: StubTreq, reader: SSEReader,
-                           predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 10.0) -> list[dict[str, Any]]:
+    async def events_until(
+        self, stub: StubTreq, reader: SSEReader, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         """Until the events received satisfy C{predicate}; the events."""
+
         def check() -> list[dict[str, Any]] | None:
             stub.flush()
             events = reader.events()

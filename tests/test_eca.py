@@ -47,8 +47,13 @@ class AuthTests(ECAHarness):
 
     async def test_unauthenticated(self) -> None:
         """Without a token, or with a bad one, every API path but health and metrics answers 401."""
-        for method, path in [("GET", "/api/partitions"), ("POST", "/api/partitions/demo/control"),
-                             ("GET", "/api/runs"), ("PUT", "/api/configs/x"), ("POST", "/api/detectors/TRD/move")]:
+        for method, path in [
+            ("GET", "/api/partitions"),
+            ("POST", "/api/partitions/demo/control"),
+            ("GET", "/api/runs"),
+            ("PUT", "/api/configs/x"),
+            ("POST", "/api/detectors/TRD/move"),
+        ]:
             self.assertError(await self.call(method, path), 401, "unauthenticated")
             self.assertError(await self.call(method, path, token="not-a-token"), 401, "unauthenticated")
         self.assertEqual((await self.call("GET", "/api/health")).code, 200)
@@ -139,15 +144,20 @@ class CommandTests(ECAHarness):
     async def test_partition_reads(self) -> None:
         """GET /api/partitions and /api/partitions/{id} show the live state; an unknown id is 404."""
         listed = await self.ok("GET", "/api/partitions", "viewer")
-        self.assertEqual([(p["id"], p["state"], p["connected"], p["controller"]) for p in listed],
-                         [("demo", "Idle", True, None), ("p2", "Idle", True, None)])
+        self.assertEqual(
+            [(p["id"], p["state"], p["connected"], p["controller"]) for p in listed],
+            [("demo", "Idle", True, None), ("p2", "Idle", True, None)],
+        )
         details = await self.ok("GET", "/api/partitions/p2", "viewer")
-        self.assertEqual({s["id"]: s["kind"] for s in details["systems"]},
-                         {"TFC": "global", "DCS": "global", "QA": "global", "FLES": "global", "STS2": "detector"})
+        self.assertEqual(
+            {s["id"]: s["kind"] for s in details["systems"]},
+            {"TFC": "global", "DCS": "global", "QA": "global", "FLES": "global", "STS2": "detector"},
+        )
         self.assertEqual(details["allowed"], ["abort", "configure"])
         self.assertFalse(details["locked"])
-        self.assertError(await self.call("GET", "/api/partitions/nope", token=await self.login("viewer")),
-                         404, "not_found")
+        self.assertError(
+            await self.call("GET", "/api/partitions/nope", token=await self.login("viewer")), 404, "not_found"
+        )
 
     async def test_reset(self) -> None:
         """A system in Error is reset through the API; one that is not in Error cannot be."""
@@ -174,8 +184,9 @@ class CommandTests(ECAHarness):
         self.assertEqual([(r["number"], r["partition"]) for r in runs], [(2, "p2"), (1, "demo")])
         self.assertEqual([r["number"] for r in await self.ok("GET", "/api/runs?partition=demo", "viewer")], [1])
         self.assertEqual([r["number"] for r in await self.ok("GET", "/api/runs?limit=1", "viewer")], [2])
-        self.assertError(await self.call("GET", "/api/runs?limit=0", token=await self.login("viewer")),
-                         400, "bad_request")
+        self.assertError(
+            await self.call("GET", "/api/runs?limit=0", token=await self.login("viewer")), 400, "bad_request"
+        )
 
     async def test_configure_by_tag_auto(self) -> None:
         """Configure with tag demo and auto reaches QA_Active with every system configured."""
@@ -211,8 +222,12 @@ class CommandTests(ECAHarness):
         await self.take("operator")
         self.assertTrue((await self.to_pca("demo", "lock"))["locked"])
         await self.wait_for(lambda: self.eca.partition("demo")["locked"])
-        r = await self.call("POST", "/api/partitions/demo/configure", token=await self.login("operator"),
-                            json={"tag": "demo", "auto": True})
+        r = await self.call(
+            "POST",
+            "/api/partitions/demo/configure",
+            token=await self.login("operator"),
+            json={"tag": "demo", "auto": True},
+        )
         self.assertError(r, 423, "locked")
         await self.to_pca("demo", "unlock")
         await self.configure()
@@ -223,11 +238,16 @@ class CommandTests(ECAHarness):
         r = await self.call("POST", "/api/partitions/demo/start", token=await self.login("operator"))
         body = self.assertError(r, 409, "conflict", pca_code=protocol.NOT_ALLOWED)
         self.assertIn("QA_Active", body["reason"])
-        r = await self.call("POST", "/api/partitions/demo/configure", token=await self.login("operator"),
-                            json={"tag": "no-such-tag", "auto": True})
+        r = await self.call(
+            "POST",
+            "/api/partitions/demo/configure",
+            token=await self.login("operator"),
+            json={"tag": "no-such-tag", "auto": True},
+        )
         self.assertError(r, 404, "not_found")
-        r = await self.call("POST", "/api/partitions/p2/configure", token=await self.login("operator"),
-                            json={"tag": "p2", "auto": True})
+        r = await self.call(
+            "POST", "/api/partitions/p2/configure", token=await self.login("operator"), json={"tag": "p2", "auto": True}
+        )
         self.assertError(r, 403, "forbidden")  # control of demo is not control of p2
 
     async def test_configure_by_config_ids(self) -> None:
@@ -244,8 +264,9 @@ class CommandTests(ECAHarness):
         await self.take("operator")
         await self.configure()
         original = (await self.store.config("sts-default")).parameters
-        saved = await self.ok("PUT", "/api/configs/sts-default", "expert",
-                              {"system": "STS", "parameters": {"threshold_adc": 99}})
+        saved = await self.ok(
+            "PUT", "/api/configs/sts-default", "expert", {"system": "STS", "parameters": {"threshold_adc": 99}}
+        )
         self.assertEqual(saved["version"], 2)
         await self.ok("POST", "/api/partitions/demo/start", "operator")
         await self.wait_state("demo", "Recording")
@@ -297,8 +318,12 @@ class CommandTests(ECAHarness):
         await self.take("operator")
         await self.configure()
         await self.to_pca("demo", "lock")
-        r = await self.call("POST", "/api/partitions/demo/configure", token=await self.login("operator"),
-                            json={"tag": "demo-alt", "auto": True})
+        r = await self.call(
+            "POST",
+            "/api/partitions/demo/configure",
+            token=await self.login("operator"),
+            json={"tag": "demo-alt", "auto": True},
+        )
         self.assertError(r, 423, "locked")
         await self.to_pca("demo", "unlock")
         await self.wait_for(lambda: not self.eca.partition("demo")["locked"])
@@ -311,8 +336,12 @@ class CommandTests(ECAHarness):
 
     async def test_run_records_partition_systems_only(self) -> None:
         """Configurations the PCA ignored (systems not in the partition) are not in the run record."""
-        await self.ok("PUT", "/api/tags/p2-plus", "expert", {"configs": [
-            "tfc-default", "dcs-default", "qa-default", "fles-default", "sts2-default", "trd-default"]})
+        await self.ok(
+            "PUT",
+            "/api/tags/p2-plus",
+            "expert",
+            {"configs": ["tfc-default", "dcs-default", "qa-default", "fles-default", "sts2-default", "trd-default"]},
+        )
         await self.take("operator", "p2")
         reply = await self.ok("POST", "/api/partitions/p2/configure", "operator", {"tag": "p2-plus", "auto": True})
         self.assertEqual(reply["ignored"], ["TRD"])
@@ -400,8 +429,9 @@ class UserTests(ECAHarness):
 
     async def test_user_lifecycle(self) -> None:
         """An admin adds a user, changes the password (old tokens end) and deletes the user."""
-        added = await self.ok("POST", "/api/users", "admin",
-                              {"username": "newbie", "password": "first password", "roles": ["operator"]})
+        added = await self.ok(
+            "POST", "/api/users", "admin", {"username": "newbie", "password": "first password", "roles": ["operator"]}
+        )
         self.assertEqual((added["name"], added["roles"]), ("newbie", ["operator"]))
         self.assertNotIn("password_hash", added)
         r = await self.call("POST", "/api/login", json={"username": "newbie", "password": "first password"})
@@ -444,8 +474,11 @@ class ConfigTests(ECAHarness):
         self.assertEqual((latest["version"], latest["versions"], latest["parameters"]), (2, [1, 2], {"gain": 2}))
         old = await self.ok("GET", "/api/configs/trd-test?version=1", "viewer")
         self.assertEqual((old["version"], old["parameters"]), (1, {"gain": 1}))
-        self.assertError(await self.call("GET", "/api/configs/trd-test?version=3", token=await self.login("viewer")),
-                         404, "not_found")
+        self.assertError(
+            await self.call("GET", "/api/configs/trd-test?version=3", token=await self.login("viewer")),
+            404,
+            "not_found",
+        )
         listed = {c["config_id"]: c["version"] for c in await self.ok("GET", "/api/configs?system=TRD", "viewer")}
         self.assertEqual(listed, {"trd-default": 1, "trd-test": 2})
 
@@ -524,16 +557,20 @@ class LogTests(ECAHarness):
         await self.logs("?partition=demo&q=configure%20with%20tag")
         since = self.clock.seconds()
         await self.ok("POST", "/api/partitions/demo/abort", "operator")  # cancels the configure: a warning
-        warnings = await self.logs("?partition=demo&level=warn", lambda es: any("cancelled" in e["message"] for e in es))
+        warnings = await self.logs(
+            "?partition=demo&level=warn", lambda es: any("cancelled" in e["message"] for e in es)
+        )
         self.assertTrue(all(e["level"] in ("warn", "error", "critical") for e in warnings))
         later = await self.logs(f"?partition=demo&since={since}", lambda es: any(e["message"] == "abort" for e in es))
         self.assertTrue(all(e["time"] >= since for e in later))
         self.assertFalse(any("configure with tag" in e["message"] for e in later))
         self.assertEqual(await self.ok("GET", "/api/logs?q=%25", "viewer"), [])
-        self.assertError(await self.call("GET", "/api/logs?level=loud", token=await self.login("viewer")),
-                         400, "bad_request")
-        self.assertError(await self.call("GET", "/api/logs?since=soon", token=await self.login("viewer")),
-                         400, "bad_request")
+        self.assertError(
+            await self.call("GET", "/api/logs?level=loud", token=await self.login("viewer")), 400, "bad_request"
+        )
+        self.assertError(
+            await self.call("GET", "/api/logs?since=soon", token=await self.login("viewer")), 400, "bad_request"
+        )
 
 
 class EventTests(ECAHarness):
@@ -544,9 +581,14 @@ class EventTests(ECAHarness):
         stub, reader = await self.open_events()
         await self.take("operator")
         await self.configure()
-        events = await self.events_until(stub, reader, lambda es: any(
-            e["event"] == "state" and e["data"]["key"] == "partition" and e["data"]["value"]["state"] == "QA_Active"
-            for e in es))
+        events = await self.events_until(
+            stub,
+            reader,
+            lambda es: any(
+                e["event"] == "state" and e["data"]["key"] == "partition" and e["data"]["value"]["state"] == "QA_Active"
+                for e in es
+            ),
+        )
         ids = [e["id"] for e in events]
         self.assertEqual(ids, sorted(set(ids)))
         control = [e["data"] for e in events if e["event"] == "control"]
@@ -554,8 +596,9 @@ class EventTests(ECAHarness):
         self.assertEqual(control[0]["holder"], "operator")
         self.assertIn("log", {e["event"] for e in events})
         self.assertTrue(any(e["event"] == "progress" for e in events))
-        states = [e["data"]["value"]["state"] for e in events
-                  if e["event"] == "state" and e["data"]["key"] == "partition"]
+        states = [
+            e["data"]["value"]["state"] for e in events if e["event"] == "state" and e["data"]["key"] == "partition"
+        ]
         self.assertIn("Configuring_TFC", states)
 
     async def test_resume_with_last_event_id(self) -> None:
@@ -568,12 +611,16 @@ class EventTests(ECAHarness):
         await self.ok("DELETE", "/api/partitions/demo/control", "operator")
         await self.take("operator2")
         stub2, reader2 = await self.open_events(headers={"Last-Event-ID": str(last)})
-        events = await self.events_until(stub2, reader2, lambda es: len([e for e in es if e["event"] == "control"]) >= 2)
+        events = await self.events_until(
+            stub2, reader2, lambda es: len([e for e in es if e["event"] == "control"]) >= 2
+        )
         self.assertGreater(events[0]["id"], last)
         controls = [(e["data"]["holder"], e["data"]["reason"]) for e in events if e["event"] == "control"]
         self.assertEqual(controls[:2], [(None, "release"), ("operator2", "take")])
         await self.ok("DELETE", "/api/partitions/demo/control", "operator2")  # live, after the replay
-        events = await self.events_until(stub2, reader2, lambda es: len([e for e in es if e["event"] == "control"]) >= 3)
+        events = await self.events_until(
+            stub2, reader2, lambda es: len([e for e in es if e["event"] == "control"]) >= 3
+        )
         ids = [e["id"] for e in events]
         self.assertEqual(ids, sorted(set(ids)))
 
@@ -730,7 +777,6 @@ class PartitionManagementTests(ECAHarness):
         self.assertEqual(leftover, [])
 
 
-
 class DetectorManagementTests(ECAHarness):
     """Creating and deleting detectors."""
 
@@ -785,8 +831,9 @@ class MoveTests(ECAHarness):
 
     async def move(self, detector: str, to: str | None, force: bool = False) -> Any:
         """POST /api/detectors/{detector}/move as the expert."""
-        return await self.call("POST", f"/api/detectors/{detector}/move", token=await self.login("expert"),
-                               json={"to": to, "force": force})
+        return await self.call(
+            "POST", f"/api/detectors/{detector}/move", token=await self.login("expert"), json={"to": to, "force": force}
+        )
 
     async def assertEndState(self, detector: str, db: str | None, holders: set[str]) -> None:
         """The database says C{db}; exactly the PCAs in C{holders} have the detector; no lock anywhere."""
@@ -798,8 +845,10 @@ class MoveTests(ECAHarness):
                 self.assertNotIn(detector, self.members(partition), f"{partition} still has {detector}")
             self.assertFalse(self.locked(partition), f"{partition} left locked")
         for partition in self.pcas:
-            await self.wait_for(lambda p=partition: self.eca.partition(p)["connected"]
-                                and not self.eca.partition(p)["locked"], what=f"{partition} unlocked in the ECA")
+            await self.wait_for(
+                lambda p=partition: self.eca.partition(p)["connected"] and not self.eca.partition(p)["locked"],
+                what=f"{partition} unlocked in the ECA",
+            )
 
     def shown(self, partition: str) -> set[str]:
         """The systems the ECA shows for C{partition}."""
@@ -814,7 +863,9 @@ class MoveTests(ECAHarness):
         await self.wait_for(lambda: "TRD" in self.shown("p2") and "TRD" not in self.shown("demo"), what="ECA view")
         view = self.pcas["p2"].sequencer.partition.systems["TRD"]
         await self.wait_for(lambda: view.connected, what="TRD connected in p2")
-        audit = [(a.action, a.arguments, a.outcome) for a in await self.store.audit_entries() if a.action == "move_detector"]
+        audit = [
+            (a.action, a.arguments, a.outcome) for a in await self.store.audit_entries() if a.action == "move_detector"
+        ]
         self.assertEqual(audit, [("move_detector", {"detector": "TRD", "to": "p2", "force": False}, "ok")])
 
     async def test_move_to_and_from_unassigned(self) -> None:
@@ -826,8 +877,12 @@ class MoveTests(ECAHarness):
         await self.assertEndState("STS2", None, set())
         self.assertIsNone(self.detector_partition("STS2"))
         # p2 now configures with its one detector TOF2
-        await self.ok("PUT", "/api/tags/p2b", "expert",
-                      {"configs": ["tfc-default", "dcs-default", "qa-default", "fles-default", "tof2-default"]})
+        await self.ok(
+            "PUT",
+            "/api/tags/p2b",
+            "expert",
+            {"configs": ["tfc-default", "dcs-default", "qa-default", "fles-default", "tof2-default"]},
+        )
         await self.take("operator", "p2")
         await self.configure(partition="p2", tag="p2b")
 
@@ -903,6 +958,7 @@ class MoveTests(ECAHarness):
 
     async def test_target_refuses(self) -> None:
         """The target PCA refusing add_detector rolls the move back everywhere."""
+
         def refuse() -> None:
             raise RequestError(protocol.BUSY, "p2 does not want detectors now")
 
@@ -919,6 +975,7 @@ class MoveTests(ECAHarness):
 
     async def test_source_refuses_removal(self) -> None:
         """The source PCA refusing remove_detector after the commit rolls the move back."""
+
         def refuse() -> None:
             raise RequestError(protocol.BUSY, "demo does not let detectors go now")
 
@@ -999,10 +1056,10 @@ class MoveTests(ECAHarness):
         self.patch(self.store, "move_detector", slow_move)
         moving = defer.ensureDeferred(self.move("TRD", "p2"))
         await self.until(started)
-        r = await self.call("POST", "/api/partitions/p2/configure", token=await self.login("operator"),
-                            json={"tag": "p2", "auto": True})
+        r = await self.call(
+            "POST", "/api/partitions/p2/configure", token=await self.login("operator"), json={"tag": "p2", "auto": True}
+        )
         self.assertError(r, 423, "locked")
         release.callback(None)
         self.assertEqual((await self.until(moving)).code, 200)
         await self.assertEndState("TRD", "p2", {"p2"})
-

@@ -85,8 +85,14 @@ class LogBookTests(SynchronousTestCase):
         book.log("warn", "ECA", "hello", "p1")
         self.assertEqual(
             events,
-            [("events.emit", "log",
-              {"time": 100.0, "level": "warn", "source": "ECA", "message": "hello", "partition": "p1"}, "p1")],
+            [
+                (
+                    "events.emit",
+                    "log",
+                    {"time": 100.0, "level": "warn", "source": "ECA", "message": "hello", "partition": "p1"},
+                    "p1",
+                )
+            ],
         )
         self.assertEqual(self.successResultOf(store.logs(q="hello")), [])
         self.successResultOf(Deferred.fromCoroutine(book.flush()))
@@ -103,8 +109,13 @@ class ScopesTests(SynchronousTestCase):
         for name in ("alice", "bob"):
             self.successResultOf(self.store.add_user(name, "x", ["operator"]))
         self.events: list[tuple[Any, ...]] = []
-        self.scopes = ControlScopes(self.store, Recorder("events", self.events, IEventSource, "emit"),  # type: ignore[arg-type]
-                                    Audit(self.store), self.clock, timeout=60.0)
+        self.scopes = ControlScopes(
+            self.store,
+            Recorder("events", self.events, IEventSource, "emit"),  # type: ignore[arg-type]
+            Audit(self.store),
+            self.clock,
+            timeout=60.0,
+        )
 
     def controls(self) -> list[tuple[Any, ...]]:
         return [(e[2]["scope"], e[2]["holder"], e[2]["reason"]) for e in self.events if e[1] == "control"]

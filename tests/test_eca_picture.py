@@ -83,8 +83,11 @@ class EffectTests(SynchronousTestCase):
         """Answering again: a state event, what is allowed, and the partition seen (for pending moves)."""
         self.assertEqual(
             self.picture.set_connected(True),
-            [Emit("state", {"partition": "p", "key": "connected", "value": {"connected": True}}),
-             Emit("allowed", {"partition": "p", "allowed": []}), PartitionSeen()],
+            [
+                Emit("state", {"partition": "p", "key": "connected", "value": {"connected": True}}),
+                Emit("allowed", {"partition": "p", "allowed": []}),
+                PartitionSeen(),
+            ],
         )
 
     def test_system_seen(self) -> None:
@@ -113,8 +116,10 @@ class EffectTests(SynchronousTestCase):
         effects = self.picture.reset(frozenset({"system/STS"}))
         self.assertEqual(
             effects,
-            [Emit("state", {"partition": "p", "key": "system/MVD", "value": None}),
-             Emit("state", {"partition": "p", "key": "reset", "value": None})],
+            [
+                Emit("state", {"partition": "p", "key": "system/MVD", "value": None}),
+                Emit("state", {"partition": "p", "key": "reset", "value": None}),
+            ],
         )
         self.assertEqual(set(self.picture.records), {"system/STS"})
         self.assertEqual(self.picture.apply("system/MVD", None), [])

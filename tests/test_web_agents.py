@@ -15,8 +15,10 @@ class AgentReadTests(WebTestCase):
         self.assertEqual(r.code, 200, r.body)
         self.assertEqual([a["agent"] for a in r.json], ["pca:demo"])
         agent = r.json[0]
-        self.assertEqual(set(agent), {"agent", "kind", "id", "host", "launcher", "options", "autostart", "registered",
-                                      "status", "supervision"})
+        self.assertEqual(
+            set(agent),
+            {"agent", "kind", "id", "host", "launcher", "options", "autostart", "registered", "status", "supervision"},
+        )
         self.assertEqual(set(agent["status"]), {"running", "pid", "job_id", "exit_code", "since", "detail"})
         self.assertEqual(set(agent["supervision"]), {"state", "restarts", "next_restart", "reason"})
         r = self.call("GET", "/api/agents/pca:demo", token=token)
@@ -37,11 +39,17 @@ class AgentPlacementTests(WebTestCase):
     def test_place(self) -> None:
         """An admin places an agent; options and autostart are optional."""
         token = self.token("admin")
-        r = self.call("PUT", "/api/agents/detector:STS", token=token,
-                      json={"host": "node1", "launcher": "ssh", "options": {"user": "daq"}, "autostart": False})
+        r = self.call(
+            "PUT",
+            "/api/agents/detector:STS",
+            token=token,
+            json={"host": "node1", "launcher": "ssh", "options": {"user": "daq"}, "autostart": False},
+        )
         self.assertEqual(r.code, 200, r.body)
-        self.assertEqual((r.json["host"], r.json["launcher"], r.json["options"], r.json["autostart"]),
-                         ("node1", "ssh", {"user": "daq"}, False))
+        self.assertEqual(
+            (r.json["host"], r.json["launcher"], r.json["options"], r.json["autostart"]),
+            ("node1", "ssh", {"user": "daq"}, False),
+        )
         r = self.call("PUT", "/api/agents/global:all", token=token, json={"host": "localhost", "launcher": "local"})
         self.assertEqual((r.code, r.json["options"], r.json["autostart"]), (200, {}, True))
         self.assertIn(("admin", "set_placement", ("global:all", "localhost", "local")), self.center.audit)
@@ -60,21 +68,36 @@ class AgentPlacementTests(WebTestCase):
         for body, field in cases:
             r = self.call("PUT", "/api/agents/detector:STS", token=token, json=body)
             self.assertError(r, 400, "bad_request", field=field)
-        self.assertError(self.call("PUT", "/api/agents/robot:1", token=token, json={"host": "h", "launcher": "local"}),
-                         400, "bad_request")
+        self.assertError(
+            self.call("PUT", "/api/agents/robot:1", token=token, json={"host": "h", "launcher": "local"}),
+            400,
+            "bad_request",
+        )
         self.assertNotIn("detector:STS", self.center.agents_)
 
     def test_roles(self) -> None:
         """Operators may not place, delete, start or read output; experts may not place or delete
         (a placement says which program runs where)."""
         expert = self.token("expert")
-        self.assertError(self.call("PUT", "/api/agents/pca:demo", token=expert, json={"host": "h", "launcher": "local",
-                                                                                        "options": {"twistd": "/bin/sh"}}),
-                         403, "forbidden", role="admin")
+        self.assertError(
+            self.call(
+                "PUT",
+                "/api/agents/pca:demo",
+                token=expert,
+                json={"host": "h", "launcher": "local", "options": {"twistd": "/bin/sh"}},
+            ),
+            403,
+            "forbidden",
+            role="admin",
+        )
         self.assertError(self.call("DELETE", "/api/agents/pca:demo", token=expert), 403, "forbidden", role="admin")
         token = self.token("operator")
-        self.assertError(self.call("PUT", "/api/agents/pca:demo", token=token, json={"host": "h", "launcher": "local"}),
-                         403, "forbidden", role="admin")
+        self.assertError(
+            self.call("PUT", "/api/agents/pca:demo", token=token, json={"host": "h", "launcher": "local"}),
+            403,
+            "forbidden",
+            role="admin",
+        )
         self.assertError(self.call("DELETE", "/api/agents/pca:demo", token=token), 403, "forbidden")
         self.assertError(self.call("POST", "/api/agents/pca:demo/start", token=token), 403, "forbidden")
         self.assertError(self.call("GET", "/api/agents/pca:demo/output", token=token), 403, "forbidden")
@@ -126,9 +149,14 @@ class AgentCommandTests(WebTestCase):
         r = self.call("GET", "/api/agents/pca:demo/output", token=token)
         self.assertEqual((r.code, r.json["agent"]), (200, "pca:demo"))
         self.assertEqual(r.json["text"].count("\n"), 200)
-        self.assertEqual(self.call("GET", "/api/agents/pca:demo/output?lines=2000", token=token).json["text"].count("\n"),
-                         2000)
+        self.assertEqual(
+            self.call("GET", "/api/agents/pca:demo/output?lines=2000", token=token).json["text"].count("\n"), 2000
+        )
         for bad in ("0", "2001", "x"):
-            self.assertError(self.call("GET", f"/api/agents/pca:demo/output?lines={bad}", token=token),
-                             400, "bad_request", field="lines")
+            self.assertError(
+                self.call("GET", f"/api/agents/pca:demo/output?lines={bad}", token=token),
+                400,
+                "bad_request",
+                field="lines",
+            )
         self.assertError(self.call("GET", "/api/agents/pca:nope/output", token=token), 404, "not_found")

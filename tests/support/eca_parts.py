@@ -28,8 +28,14 @@ class Recorder:
     to the shared C{events} list and returns C{result(method)}.
     """
 
-    def __init__(self, name: str, events: list[tuple[Any, ...]], iface: InterfaceClass | None, *methods: str,
-                 result: Callable[[str], Any] = lambda method: None) -> None:
+    def __init__(
+        self,
+        name: str,
+        events: list[tuple[Any, ...]],
+        iface: InterfaceClass | None,
+        *methods: str,
+        result: Callable[[str], Any] = lambda method: None,
+    ) -> None:
         if iface is not None:
             directlyProvides(self, iface)
         for method in methods:
