@@ -2,13 +2,13 @@
 """
 L{ecs.net.transport.INode} over ZeroMQ, through txZMQ.
 
-This module makes every txZMQ connection and pyzmq socket
-(L{ecs.net.handshake} only connects and watches them), and it stays one
-module (over 400 lines) for that reason: txZMQ is untyped, and the
-subclasses of its connections are kept at this one edge (the mypy override
-in C{pyproject.toml} that allows subclassing C{Any} names this module
-alone); the logic it wraps is already in the sans-IO cores (dispatcher,
-correlator, pubsub).  Socket roles:
+This is the only module that imports txZMQ and makes its connections
+(L{ecs.net.handshake} connects them, through a typed interface, and watches
+their handshakes), and it stays one module (over 400 lines) for that
+reason: txZMQ is untyped, and its C{Any} is kept at this one edge (the mypy
+override in C{pyproject.toml} that allows subclassing C{Any} names this
+module alone); the logic it wraps is already in the sans-IO cores
+(dispatcher, correlator, pubsub).  Socket roles:
 
 - requests: ROUTER (serving, bound) <- DEALER (client, connected);
   one frame per message, the envelope;
