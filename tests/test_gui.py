@@ -1,21 +1,20 @@
 """
 Tests for L{ecs.gui} and L{ecs.gui.pages}: the page shells served beside
-the API (login redirect, roles, CSP, escaping, static files), and the
-C{allowed} events the monitor's buttons follow (L{agents.eca.partitions}).
+the API (login redirect, roles, CSP, escaping, static files).  The
+C{allowed} events the monitor's buttons follow are the ECA's
+(C{tests.test_eca_picture.AllowedTests}).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from ecs.fsm.sequence import load_sequence
 from ecs.gui.site import CSP, GuiPages, site_root
 from ecs.web.api import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
@@ -175,69 +174,3 @@ class StaticTests(PageTestCase):
             self.assertEqual(code, 404, path)
             self.assertNotIn("t:render", body)
             self.assertNotIn("import ", body)
-
-
-class _Events:
-    """What a PartitionWatch needs of the ECA, recording the events."""
-
-    def __init__(self) -> None:
-        self.sequence = load_sequence(None, ["TFC", "DCS", "QA", "FLES"])
-        self.holders: dict[str, str] = {}
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, type: str, data: dict[str, Any], partition: str | None = None) -> int:
-        self.events.append((type, data))
-        return len(self.events)
-
-    def partition_seen(self, watch: Any) -> None:
-        pass
-
-    def system_seen(self, watch: Any, system: str) -> None:
-        pass
-
-    def allowed(self) -> list[list[str]]:
-        return [data["allowed"] for type, data in self.events if type == "allowed"]
-
-
-class AllowedEventTests(SynchronousTestCase):
-    """The ECA tells the GUI which commands are allowed when that changes."""
-
-    def setUp(self) -> None:
-        # Imported here: the ECA's partition model is being recomposed
-        # (issue 10); the page tests above must not depend on its layout.
-        try:
-            from agents.eca.partitions import PartitionWatch
-        except ImportError:
-            raise SkipTest("agents.eca.partitions.PartitionWatch is gone: these tests move to the ECA's") from None
-        self.eca = _Events()
-        self.watch = PartitionWatch(self.eca, "p")
-        self.watch.connected = True
-
-    def record(self, state: str, **extra: Any) -> dict[str, Any]:
-        return {"id": "p", "state": state, "tag": None, "locked": False, "operation": None, **extra}
-
-    def test_partition_record(self) -> None:
-        """A new partition state gives an allowed event, the same list again none."""
-        self.watch._changed("partition", self.record("Idle"))
-        self.watch._changed("partition", self.record("Idle", tag="x"))
-        top = self.eca.sequence.top_active
-        self.watch._changed("partition", self.record(top))
-        self.watch._changed("partition", self.record(top, locked=True))
-        self.assertEqual(self.eca.allowed(), [["abort", "configure"], ["abort", "configure", "start"], ["abort"]])
-
-    def test_system_error(self) -> None:
-        """A system entering or leaving Error changes whether reset is allowed; other changes send nothing."""
-        self.watch._changed("partition", self.record("Idle"))
-        system = {"id": "STS", "kind": "detector", "state": "Unconfigured", "connected": True}
-        self.watch._changed("system/STS", system)
-        self.watch._changed("system/STS", {**system, "state": "Error"})
-        self.watch._changed("system/STS", {**system, "state": "Error", "comment": "again"})
-        self.watch._changed("system/STS", None)
-        self.assertEqual(self.eca.allowed(),
-                         [["abort", "configure"], ["abort", "reset", "configure"], ["abort", "configure"]])
-
-    def test_connection(self) -> None:
-        """Losing the PCA allows nothing."""
-        self.watch._changed("partition", self.record("Idle"))
-        self.watch._set_connected(False)
-        self.assertEqual(self.eca.allowed(), [["abort", "configure"], []])
