@@ -10,10 +10,13 @@ and L{agents.eca.service.web_url}.
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from agents.eca.audit import Audit
@@ -23,6 +26,7 @@ from agents.eca.interfaces import IEventSource, ILogBook
 from agents.eca.logbook import LogBook
 from agents.eca.scopes import ControlScopes
 from agents.eca.service import web_url
+from agents.eca.tap import private_state_dir
 from ecs.control import ControlError, User
 from tests.support.eca_parts import Recorder, inline_store
 
@@ -167,3 +171,25 @@ class WebUrlTests(SynchronousTestCase):
         self.assertEqual(web_url("tcp:8080:interface=127.0.0.1", "127.0.0.1", 8080), "http://127.0.0.1:8080/")
         self.assertEqual(web_url("ssl:8443:privateKey=k.pem", "0.0.0.0", 8443), "https://0.0.0.0:8443/")
         self.assertEqual(web_url("SSL:443", "::1", 443), "https://[::1]:443/")
+
+
+class StateDirTests(SynchronousTestCase):
+    """The ECA's state directory is created 0700; a looser existing one is reported."""
+
+    def test_new_private(self) -> None:
+        """A new state directory (and its missing parents) exists afterwards, itself 0700."""
+        path = Path(self.mktemp()) / "a" / "var"
+        private_state_dir(path)
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o700)
+
+    def test_existing_open_warned(self) -> None:
+        """An existing directory open to others is left alone, with a warning naming its mode."""
+        path = Path(self.mktemp())
+        path.mkdir(mode=0o755)
+        path.chmod(0o755)
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        private_state_dir(path)
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o755)
+        self.assertEqual([e["mode"] for e in events if "0700 is advised" in e.get("log_format", "")], [0o755])

@@ -13,13 +13,18 @@ process exits non-zero.
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.application import service
+from twisted.logger import Logger
 from twisted.python import usage
 
 from agents.eca.demo import DEMO_DETECTORS, seed_demo, seed_demo_placements
 from agents.eca.service import ECAService
+
+_log = Logger()
 
 __all__ = [
     "DEMO_DETECTORS",
@@ -96,6 +101,28 @@ class DemoOptions(Options):
             raise usage.UsageError("--detectors must be a number")
 
 
+STATE_DIR_MODE = 0o700
+
+
+def private_state_dir(path: Path) -> None:
+    """
+    Create the state directory 0700 (it holds the database, keys and
+    passwords); an existing one open to others is left as it is, with a
+    warning (tighten it by hand if nothing else needs it).
+    """
+    from ecs.config.settings import fail
+
+    try:
+        path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as e:
+        fail(f"cannot create the state directory {path}: {e}")
+    if mode & 0o077:
+        _log.warn(
+            "state directory {path} is mode {mode:o}: others may read it (0700 is advised)", path=str(path), mode=mode
+        )
+
+
 def _compose(options: Options, demo: int | None) -> service.IService:
     import attrs
     from twisted.internet import reactor
@@ -108,6 +135,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     options.setdefault("inventory", None)  # the ECA is the registry: no inventory
     composition = Composition(options)
     settings = composition.settings
+    private_state_dir(settings.state_dir)
     if options["registry-port"]:
         settings = attrs.evolve(settings, registry_address=f"tcp://127.0.0.1:{options['registry-port']}")
     try:
@@ -121,7 +149,6 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     if options["registry-port"]:
         # the agents must find this registry: give them a settings override file
         override = settings.state_dir / "demo-ecs.yaml"
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
         import yaml
 
         from ecs.config.settings import load_yaml
@@ -162,6 +189,7 @@ def makeDemoService(options: DemoOptions) -> service.IService:
     from ecs.net.keys import init_keys
 
     settings = load_settings(options["config"], options["state-dir"])
+    private_state_dir(settings.state_dir)
     if settings.security == "curve" and not (settings.key_dir / "server.key_secret").exists():
         init_keys(settings.key_dir)
     return _compose(options, int(options["detectors"]))
