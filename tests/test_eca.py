@@ -650,6 +650,22 @@ class EventTests(ECAHarness):
         self.assertIn('ecs_systems_connected{partition="demo"} 9.0', text)
         self.assertIn("ecs_event_streams_open 0.0", text)
 
+    async def test_metrics_of_a_configure_and_a_stream(self) -> None:
+        """A configure times each of its stages once; an open event stream is counted; a heartbeat loss too."""
+        await self.take("operator")
+        await self.configure()
+        await self.open_events()
+        self.network.set_down(self.pcas["p2"].address, True)
+        await self.wait_for(lambda: not self.eca.partition("p2")["connected"], what="p2 lost")
+        self.network.set_down(self.pcas["p2"].address, False)
+        await self.wait_idle("p2")
+        text = (await self.call("GET", "/metrics")).body.decode()
+        for stage in self.sequence.stages:
+            self.assertIn(f'ecs_configure_stage_duration_seconds_count{{stage="{stage.name}"}} 1.0', text)
+        self.assertIn('ecs_commands_total{command="configure",outcome="ok"} 1.0', text)
+        self.assertIn("ecs_event_streams_open 1.0", text)
+        self.assertIn('ecs_heartbeat_losses_total{partition="p2"} 1.0', text)
+
 
 class PartitionManagementTests(ECAHarness):
     """Creating and deleting partitions (original section 5, corrected)."""
