@@ -273,8 +273,7 @@ class ScreenshotTests(TestCase):
     async def test_screenshots(self) -> None:
         """Overview, configuration dialog, monitor mid-configure (slow simulated steps): the bar moves, then hides."""
         shots = screenshot_dir(self)
-        # ASYNC240 allowed: one local path lookup before the demo starts; nothing waits on the reactor yet
-        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240
+        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - one local path lookup before the demo starts
         tmp.mkdir(parents=True)
 
         steps = {"STS": 0.4, "MVD": 0.8, "TOF": 1.2, "TRD": 1.6, "RICH": 2.0,
