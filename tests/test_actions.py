@@ -70,7 +70,7 @@ class MakeActionTests(SynchronousTestCase):
     def test_each_kind_provides_iaction(self) -> None:
         """Every kind of action provides IAction."""
         clock = Clock()
-        kinds = [
+        kinds: list[tuple[str, dict[str, Any]]] = [
             ("simulated", {"duration": 1.0, "failure_probability": 0.0, "seed": 1}),
             ("script", {"path": os.path.join(SCRIPTS, "exit_status.sh"), "args": [], "timeout": 5}),
             ("python", {"class": "agents.controller.actions.ExampleHook", "options": {}}),
@@ -445,8 +445,7 @@ class ScriptActionTests(TestCase):
         config = {"config_id": "cfg-7", "system": "TPC",
                   "parameters": {"gain": 3, "label": "a\\b \"q\" \u00e9"}}
         action = self.make("echo_config.sh", args=["--flag", "two words"])
-        result = await self.run_action(action, _request(partition="PCA1", config=config))
-        self.assertIsNone(result)
+        await self.run_action(action, _request(partition="PCA1", config=config))  # succeeds
         stdin = [text for level, text in self.lines if text.startswith("stdin:")]
         self.assertEqual(len(stdin), 1)
         self.assertEqual(json.loads(stdin[0][len("stdin:"):]), config)
@@ -472,8 +471,8 @@ class ScriptActionTests(TestCase):
         action = self.make("echo_config.sh")
         first = self.run_action(action, _request(partition="PCA1"))
         second = self.run_action(action, _request(partition="PCA2"))
-        self.assertIsNone(await first)
-        self.assertIsNone(await second)
+        await first  # both succeed
+        await second
         self.assertEqual(len([t for _, t in self.lines if t.startswith("env:")]), 2)
 
     async def test_nonzero_exit(self) -> None:
@@ -552,7 +551,7 @@ class ScriptActionTests(TestCase):
         """A script that exits 0 leaving a child on its stdout succeeds after the drain grace."""
         pidfile = self.mktemp()
         action = self.make("group_sleeper.sh", args=[pidfile, "exit"], drain_grace=0.2)
-        self.assertIsNone(await self.run_action(action, _request()))
+        await self.run_action(action, _request())  # succeeds
         self.assertIn(("info", "ready"), self.lines)
         await action.when_idle()
         self.assertEqual(self.reactor.pending(), [])
@@ -575,7 +574,9 @@ class ScriptActionPathTests(SynchronousTestCase):
         """Run a script action for ``path`` and return its ActionFailed."""
         action = ScriptAction(path=path, args=[], timeout=5, system="TPC",
                               reactor=reactor or Clock(), log_line=_Lines(), **kw)
-        return self.failureResultOf(action.run(_request()), ActionFailed).value
+        error = self.failureResultOf(action.run(_request()), ActionFailed).value
+        assert isinstance(error, ActionFailed)
+        return error
 
     def test_missing_script(self) -> None:
         """A path that does not exist is reported as such."""

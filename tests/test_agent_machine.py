@@ -8,7 +8,7 @@ recording dummy of its outputs, with a L{Clock} for the back-off timer.
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import Any, cast
 
 from automat import NoTransition
 from twisted.internet.task import Clock
@@ -21,7 +21,7 @@ from agents.eca.supervisor.agent_machine import (
     agent_table_path,
     new_machine,
 )
-from agents.eca.supervisor.policy import BackoffPolicy, Flap, Restart, after_death
+from agents.eca.supervisor.policy import BackoffPolicy, Death, Flap, Restart, after_death
 from ecs.fsm.draw import check_files
 from ecs.fsm.table import AGENT_INPUTS, AGENT_STATES, load_table, parse_table
 from ecs.launch import AgentStatus, LaunchError, LaunchRecord
@@ -251,7 +251,7 @@ class PolicyTests(SynchronousTestCase):
     def test_doubling_up_to_the_maximum(self) -> None:
         """1, 2, 4 ... seconds, never more than the maximum."""
         delays = []
-        step, deaths = 0, ()
+        step, deaths = 0, cast(tuple[Death, ...], ())
         for n in range(8):
             decision = after_death(self.policy, deaths, step, 1000.0 + 100 * n, 20.0, "x")
             assert isinstance(decision, Restart)

@@ -68,7 +68,7 @@ class Harness(SynchronousTestCase):
         return [u["state"] for u in self.updates]
 
     def assertRefused(self, code: str, command: str, *args: Any) -> RequestError:
-        error = self.assertRaises(RequestError, self.controller.command, command, *args)
+        error: RequestError = self.assertRaises(RequestError, self.controller.command, command, *args)
         self.assertEqual(error.code, code)
         return error
 
@@ -94,7 +94,9 @@ class TwoStepDetectorTests(Harness):
             self.states(), ["Unconfigured", "Configuring_Step1", "Configuring_Step2", "Active"]
         )
         self.assertEqual([r.step for r in self.action.requests], ["Configuring_Step1", "Configuring_Step2"])
-        self.assertEqual(self.action.requests[0].config["parameters"], {"gain": 3})
+        first = self.action.requests[0].config
+        assert first is not None
+        self.assertEqual(first["parameters"], {"gain": 3})
         self.assertEqual(self.controller.tag, "c1")
         self.assertEqual([u["seq"] for u in self.updates], [0, 1, 2, 3])
         self.assertFalse(self.controller.busy)
@@ -235,7 +237,7 @@ class ConfigValidationTests(SynchronousTestCase):
 
     def test_rejections(self) -> None:
         """Each malformed configuration is refused with the field named."""
-        cases = [
+        cases: list[tuple[object, str]] = [
             (None, "config"),
             ({"parameters": {}}, "config_id"),
             ({"config_id": ""}, "config_id"),

@@ -10,9 +10,10 @@ import os
 import re
 import textwrap
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
+from automat import TypeMachineBuilder
 from twisted.trial.unittest import SynchronousTestCase
 
 from ecs.fsm import build
@@ -21,6 +22,13 @@ from ecs.fsm.machine import InvalidTransition, Machine, StateTable, TableError, 
 from ecs.fsm.table import parse_table
 
 FSM_DIR = Path(__file__).parent.parent / "fsm"
+
+
+def _group(pattern: str, text: str) -> str:
+    """The first group of C{pattern}'s first match in C{text} (the test fails without one)."""
+    found = re.search(pattern, text)
+    assert found is not None, (pattern, text)
+    return found.group(1)
 SHIPPED = ("detector-2step", "detector-3step", "global", "global-recording")
 
 # The rows each shipped table must have, written out from the reference
@@ -97,7 +105,7 @@ class WalkMixin:
         """C{input} is refused and the machine stays where it was."""
         before = machine.state
         self.assertFalse(machine.can(input))  # type: ignore[attr-defined]
-        exc = self.assertRaises(InvalidTransition, machine.fire, input)  # type: ignore[attr-defined]
+        exc: InvalidTransition = self.assertRaises(InvalidTransition, machine.fire, input)  # type: ignore[attr-defined]
         self.assertEqual(machine.state, before)  # type: ignore[attr-defined]
         self.assertEqual((exc.state, exc.input), (before, input))  # type: ignore[attr-defined]
         self.assertEqual(exc.allowed, machine.allowed())  # type: ignore[attr-defined]
@@ -276,7 +284,7 @@ class LoaderRejectionTests(SynchronousTestCase):
 
     def problems(self, text: str, source: str = "fsm/x.yaml") -> list[str]:
         """The problems reported for C{text}; fails if it is accepted."""
-        exc = self.assertRaises(
+        exc: TableError = self.assertRaises(
             TableError, parse_table, textwrap.dedent(text).lstrip("\n"), source
         )
         self.assertEqual(str(exc), "\n".join(exc.problems))
@@ -506,7 +514,7 @@ class LoaderRejectionTests(SynchronousTestCase):
         extra: 1
         """
         problems = self.problems(text, "fsm/broken.yaml")
-        lines = [int(re.match(r"fsm/broken\.yaml line (\d+): ", p).group(1)) for p in problems]
+        lines = [int(_group(r"fsm/broken\.yaml line (\d+): ", p)) for p in problems]
         self.assertEqual(lines, [5, 6, 7, 10, 11, 11, 12], problems)
         self.assertIn("unknown summary state 'Actve'", problems[0])
         self.assertIn("state 'Active' declared twice (lines 5 and 6)", problems[1])
@@ -618,9 +626,9 @@ class MachineTests(SynchronousTestCase):
     def test_factory_cached(self) -> None:
         """The Automat factory is built once per table, however many machines use it."""
         builds = []
-        real = build.TypeMachineBuilder
+        real = TypeMachineBuilder
 
-        def counting(*args: object) -> object:
+        def counting(*args: Any) -> Any:
             builds.append(args)
             return real(*args)
 
@@ -800,7 +808,7 @@ class DotTests(SynchronousTestCase):
         """Nodes are red, yellow or green by summary state, and the initial state is marked."""
         dot = fsm.to_dot(shipped("global-recording"))
         colour = {
-            state: re.search(rf'\n  "{state}" \[color="(#\w+)"', dot).group(1)
+            state: _group(rf'\n  "{state}" \[color="(#\w+)"', dot)
             for state in ("Unconfigured", "Configuring", "Active", "Recording", "Error")
         }
         self.assertEqual(colour["Unconfigured"], colour["Error"])

@@ -61,7 +61,8 @@ class AgentTablePageTests(SynchronousTestCase):
         self.gui = GuiPages(self.center)
         self.reactor = FakeProcessReactor()
         self.gui.__dict__["_dot_renderer"] = DotRenderer(self.reactor, dot="/nonexistent/dot")
-        self.stub = StubTreq(site_root(WebAPI(self.center, Clock()).resource(), self.gui.resource()))
+        self.stub: Any = StubTreq(  # its request methods are made at run time
+            site_root(WebAPI(self.center, Clock()).resource(), self.gui.resource()))
 
     def get(self, path: str) -> tuple[int, str, Any]:
         token = self.successResultOf(self.center.login("viewer", PASSWORD, "session")).token

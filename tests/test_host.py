@@ -50,6 +50,12 @@ class FakePCA:
         return [u["state"] for u in self.updates if u["system"] == system]
 
 
+def address_of(host: ControllerHost) -> str:
+    """The address a started host serves at."""
+    assert host.address is not None, "host not started"
+    return host.address
+
+
 class HostHarness(SynchronousTestCase):
     """A memory network, a clock, an inventory and helpers to send commands."""
 
@@ -94,7 +100,7 @@ class HostHarness(SynchronousTestCase):
     def send(self, host: ControllerHost, target: str, type: str, **body: Any) -> Any:
         """Send one request and return its result (a dict or a RequestError)."""
         results: list[Any] = []
-        d = self.client_node.connect(host.address).request(target, type, body)
+        d = self.client_node.connect(address_of(host)).request(target, type, body)
         d.addCallbacks(results.append, lambda f: results.append(f.value))
         self.clock.advance(0)
         self.assertEqual(len(results), 1, "no reply")
@@ -177,10 +183,12 @@ class DetectorHostTests(HostHarness):
         self.network.set_down("mem://pca-p1")
         self.run_for(SETTINGS.heartbeat_timeout + SETTINGS.heartbeat_interval)
         link = self.det.links["p1"]
+        assert link.heartbeat is not None
         self.assertIs(link.heartbeat.alive, False)
         before = len(self.pcas["p1"].updates)
         self.network.set_down("mem://pca-p1", False)
         self.run_for(SETTINGS.heartbeat_interval * 2)
+        assert link.heartbeat is not None
         self.assertIs(link.heartbeat.alive, True)
         resent = self.pcas["p1"].updates[before:]
         self.assertEqual([(u["system"], u["state"]) for u in resent], [("STS", "Unconfigured")])
@@ -263,7 +271,7 @@ class SimHostTests(HostHarness):
         pca = self.pcas["p1"]
         self.assertEqual(len(pca.updates), 200)
         for n in range(1, 201):
-            self.client_node.connect(host.address).request(
+            self.client_node.connect(address_of(host)).request(
                 str(n), "configure", {"config": {"config_id": "c"}}
             )
         self.clock.advance(0)
@@ -285,7 +293,7 @@ class SimHostTests(HostHarness):
         pca = self.pcas["p1"]
         before = len(pca.updates)
         for n in range(1, 201):
-            self.client_node.connect(host.address).request(str(n), "configure", {"config": {"config_id": "c"}})
+            self.client_node.connect(address_of(host)).request(str(n), "configure", {"config": {"config_id": "c"}})
         self.clock.advance(0)
         updates = pca.updates[before:]
         self.assertEqual(len(updates), 200)

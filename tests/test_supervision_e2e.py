@@ -65,10 +65,14 @@ def kill_marked(marker: str) -> None:
                 pass
 
 
-class SupervisionTests(TestCase):
-    """Restart after a kill, adoption after an ECA crash, nothing left after a stop, flapping."""
+class EcaProcessCase(TestCase):
+    """
+    A real ECA process on free ports with its state under one marker folder
+    (every process started with it is killed by that marker in cleanup),
+    and its API.  No tests here: the supervision tests derive from it.
+    """
 
-    timeout = 240
+    token: str
 
     def setUp(self) -> None:
         self.tmp = Path(self.mktemp()).resolve()
@@ -119,6 +123,12 @@ class SupervisionTests(TestCase):
         found = agent_processes(self.marker)
         self.assertEqual(sorted(found.values()), sorted(pids), found)
         self.assertEqual({found[p] for p in pids.values()}, set(pids))
+
+
+class SupervisionTests(EcaProcessCase):
+    """Restart after a kill, adoption after an ECA crash, nothing left after a stop, flapping."""
+
+    timeout = 240
 
     async def test_restart_adopt_and_stop(self) -> None:
         """

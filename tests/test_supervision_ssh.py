@@ -20,32 +20,25 @@ import signal
 from typing import Any
 
 import yaml
-from twisted.trial.unittest import TestCase
 
 from ecs.launch import _proc
 from ecs.net.keys import init_keys
-from tests import test_supervision_e2e as local_e2e  # (not its class by name: trial would run it here too)
+from tests import test_supervision_e2e as local_e2e
 from tests.procs import pid_alive, spawn, tool
 from tests.sshd import SSHD, SshServer, start_sshd
+from tests.test_supervision_e2e import EcaProcessCase  # no tests of its own: not run twice
 
 AGENT = "detector:SSH1"
 
 
-class SshSupervisionTests(TestCase):
+class SshSupervisionTests(EcaProcessCase):
     """An agent placed on an SSH host: refused host key, start, restart, adoption, stop, ECA stop."""
 
     timeout = 150
 
-    # The ECA helpers of the local supervision tests (they use tmp, state_dir,
-    # marker, port, registry_port, base and token, set up as there).
-    start_eca = local_e2e.SupervisionTests.start_eca
-    api = local_e2e.SupervisionTests.api
-    login = local_e2e.SupervisionTests.login
-    until = local_e2e.SupervisionTests.until
-
-    async def setUp(self) -> None:  # type: ignore[override]
+    async def setUp(self) -> None:  # type: ignore[override]  # trial awaits an async setUp
         self.sshd: SshServer = await start_sshd(self)  # stopped last: the ECA's stop needs it
-        local_e2e.SupervisionTests.setUp(self)  # type: ignore[arg-type]
+        EcaProcessCase.setUp(self)
         init_keys(self.state_dir / "keys")
         self.remote = self.state_dir / "remote"  # the "remote host's" files, under the marker
         self.workdir = self.remote / "work"

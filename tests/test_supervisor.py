@@ -34,7 +34,7 @@ class FakeLauncher:
         self.alive: set[int] = set()
         self.next_pid = 100
         self.hold = False
-        self.held: list[defer.Deferred[LaunchRecord]] = []
+        self.held: list[defer.Deferred[None]] = []
         self.fail: LaunchError | None = None
         self.callbacks: list[Callable[[str, AgentStatus], object]] = []
         if hook:
@@ -48,10 +48,9 @@ class FakeLauncher:
         record = LaunchRecord(spec.name, placement.launcher, placement.host, self.clock.seconds(), pid=self.next_pid)
         self.alive.add(record.pid or 0)
         if self.hold:
-            d: defer.Deferred[LaunchRecord] = defer.Deferred()
+            d: defer.Deferred[None] = defer.Deferred()
             self.held.append(d)
-            d.addCallback(lambda _: record)
-            return d
+            return d.addCallback(lambda _: record)
         return defer.succeed(record)
 
     def stop(self, record: LaunchRecord, grace: float) -> defer.Deferred[AgentStatus]:
@@ -177,7 +176,7 @@ class SupervisorTests(SupervisorTestCase):
         def flaky(*args: Any) -> defer.Deferred[LaunchRow]:
             return defer.fail(failures.pop()) if failures else real(*args)
 
-        self.store.record_launch = flaky  # type: ignore[method-assign]
+        self.patch(self.store, "record_launch", flaky)
         self.run_(self.supervisor.start("detector:D1"))
         self.assertEqual(self.state(), "running")
         self.assertNotIn("detector:D1", self.store.launches_)
@@ -354,7 +353,7 @@ class SupervisorTests(SupervisorTestCase):
         """An agent that dies while its launch record is being stored is restarted, not shown running."""
         self.resume()
         pending: defer.Deferred[None] = defer.Deferred()
-        self.store.record_launch = lambda *args: pending  # type: ignore[method-assign]
+        self.patch(self.store, "record_launch", lambda *args: pending)
         d = defer.Deferred.fromCoroutine(self.supervisor.start("detector:D1"))
         self.launcher.kill("detector:D1", self.launcher.next_pid)
         pending.callback(None)
@@ -461,7 +460,11 @@ class PollingTests(SupervisorTestCase):
         self.resume()
         self.run_(self.supervisor.start("detector:D1"))
         pending: defer.Deferred[AgentStatus] = defer.Deferred()
-        self.launcher.status = lambda record: (self.launcher.calls.append(("status", record.agent)), pending)[1]  # type: ignore[method-assign]
+        def slow_status(record: LaunchRecord) -> defer.Deferred[AgentStatus]:
+            self.launcher.calls.append(("status", record.agent))
+            return pending
+
+        self.patch(self.launcher, "status", slow_status)
         self.clock.advance(3)
         self.clock.advance(3)
         self.assertEqual(self.launcher.calls.count(("status", "detector:D1")), 1)
