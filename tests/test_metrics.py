@@ -6,13 +6,14 @@ through C{prometheus_client}'s own text parser.
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
 from agents.eca.metrics import CONTENT_TYPE, EcaMetrics, PartitionSample
 
 
-def parse(metrics: EcaMetrics) -> dict[str, object]:
+def parse(metrics: EcaMetrics) -> dict[str, Metric]:
     """The families of a render, by name."""
     return {family.name: family for family in text_string_to_metric_families(metrics.render().decode("utf-8"))}
 
@@ -85,8 +86,8 @@ class EcaMetricsTests(SynchronousTestCase):
         for name, kind in expected.items():
             self.assertIn(name, families)
             family = families[name]
-            self.assertEqual(family.type, kind, name)  # type: ignore[attr-defined]
-            self.assertTrue(family.documentation, name)  # type: ignore[attr-defined]
+            self.assertEqual(family.type, kind, name)
+            self.assertTrue(family.documentation, name)
 
     def test_process_metrics(self) -> None:
         """The process, platform and garbage-collector metrics are exposed."""
