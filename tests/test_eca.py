@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from zope.interface.verify import verifyObject
 
 from ecs import protocol, users
-from ecs.control import ControlError, User
+from ecs.control import ControlError, IControlCenter, User
 from ecs.net.transport import Request, RequestError
 from tests.eca_harness import PASSWORD, ECAHarness
 
@@ -44,6 +45,10 @@ class AuthTests(ECAHarness):
             self.assertError(r, 401, "unauthenticated")
         outcomes = [(a.user, a.outcome) for a in await self.store.audit_entries() if a.action == "login"]
         self.assertIn(("operator", "refused"), outcomes)
+
+    def test_provides_the_interface(self) -> None:
+        """The ECA's facade provides IControlCenter, every method with the interface's parameters."""
+        verifyObject(IControlCenter, self.eca)
 
     async def test_unauthenticated(self) -> None:
         """Without a token, or with a bad one, every API path but health and metrics answers 401."""

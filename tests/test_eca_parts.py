@@ -25,9 +25,12 @@ from agents.eca.events import EventLog
 from agents.eca.interfaces import IEventSource, ILogBook
 from agents.eca.logbook import LogBook
 from agents.eca.scopes import ControlScopes
-from agents.eca.service import web_url
+from agents.eca.service import ECAService, _add, _Closing, web_url
 from agents.eca.tap import private_state_dir
+from ecs.config.settings import load_settings
 from ecs.control import ControlError, User
+from ecs.fsm.sequence import load_sequence
+from tests.pca_harness import subsystems_with
 from tests.support.eca_parts import Recorder, inline_store
 
 ALICE = User("alice", ("operator",))
@@ -193,3 +196,38 @@ class StateDirTests(SynchronousTestCase):
         private_state_dir(path)
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o755)
         self.assertEqual([e["mode"] for e in events if "0700 is advised" in e.get("log_format", "")], [0o755])
+
+
+class ServiceStopTests(SynchronousTestCase):
+    """ECAService stops its children in reverse order, each after the one before it has stopped."""
+
+    def test_sequential_reverse_stop(self) -> None:
+        """The last child added stops first; the next waits for it; a failing stop is logged and the rest go on."""
+        subsystems = subsystems_with(0.05)
+        sequence = load_sequence(None, list(subsystems.global_systems))
+        clock = Clock()
+        eca = ECAService(load_settings(overrides={"security": "none"}), subsystems, sequence, None, "tcp:0", clock)
+        order: list[str] = []
+        gate: Deferred[None] = Deferred()
+
+        def closer(name: str, wait: Deferred[None] | None = None, fail: bool = False) -> Any:
+            async def close() -> None:
+                order.append(f"{name} begins")
+                if wait is not None:
+                    await wait
+                if fail:
+                    raise RuntimeError(name)
+                order.append(f"{name} ends")
+
+            return close
+
+        for child in (_Closing(closer("store")), _Closing(closer("web", fail=True)), _Closing(closer("agents", gate))):
+            _add(eca, child)
+        d = eca.stopService()
+        self.assertEqual(order, ["agents begins"])
+        self.assertNoResult(d)
+        gate.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(order, ["agents begins", "agents ends", "web begins", "store begins", "store ends"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
