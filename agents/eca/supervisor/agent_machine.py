@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 
 from agents.eca.supervisor.policy import Death, Flap, Restart
 from ecs.fsm.build import Behaviour, Built, build_machine
@@ -296,19 +297,22 @@ BEHAVIOURS: dict[tuple[str, str], Callable[..., None]] = {
 }
 
 
-def _then_tell(behaviour: Callable[..., None]) -> Behaviour:
+_log = Logger()
+
+
+def _behaviour_for(state: str, input: str, target: str) -> Behaviour:
+    """Row C{[state, input, target]}: trace it, run its behaviour, tell the change."""
+    try:
+        behaviour = BEHAVIOURS[state, input]
+    except KeyError:
+        raise ValueError(f"agent table row [{state}, {input}, {target}] has no behaviour in code") from None
+
     def run(agent: Supervised, *args: Any) -> None:
+        _log.debug("agent {agent}: {old} -{input}-> {new}", agent=agent.name, old=state, input=input, new=target)
         behaviour(agent, *args)
         agent.out.E_changed(agent)
 
     return run
-
-
-def _behaviour_for(state: str, input: str, target: str) -> Behaviour:
-    try:
-        return _then_tell(BEHAVIOURS[state, input])
-    except KeyError:
-        raise ValueError(f"agent table row [{state}, {input}, {target}] has no behaviour in code") from None
 
 
 _BUILT: dict[StateTable, Built] = {}
