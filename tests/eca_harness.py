@@ -175,7 +175,7 @@ class ECAHarness(TestCase):
         self.core.startService()
         self.eca = self.parts.center
         self.api = WebAPI(self.eca, self.clock)
-        self.parts.metrics.observe_streams(lambda: len(self.api.streams))
+        self.parts.metrics.observe_streams(self.api.open_streams)
         self.stub = StubTreq(self.api.resource())
 
     def registry(self, node: MemoryNode) -> RemoteRegistry:

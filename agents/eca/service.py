@@ -223,7 +223,7 @@ class ECAService(AsyncStartService, service.MultiService):
             raise
         _add(self, core)
         api = WebAPI(eca.center, self.reactor)
-        eca.metrics.observe_streams(lambda: len(api.streams))
+        eca.metrics.observe_streams(api.open_streams)
         gui = GuiPages(eca.center)
         port = await endpoints.serverFromString(self.reactor, self.web).listen(
             Site(site_root(api.resource(), gui.resource()))
