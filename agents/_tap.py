@@ -10,7 +10,7 @@ with one readable message (L{ecs.config.settings.fail}).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.python import usage
 
@@ -24,7 +24,7 @@ from ecs.net.registry import InventoryRegistry
 class ControllerOptions(usage.Options):
     """Options common to C{ecs-detector}, C{ecs-global} and C{ecs-simhost}."""
 
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "Agent settings file (default: the installed etc/ecs.yaml)."],
         ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
         ["inventory", "i", None, "YAML inventory: partitions, detectors, endpoints (standalone use)."],

@@ -8,6 +8,8 @@ C{--type} or the inventory; its partition from the registry.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from twisted.application.service import IService
 from twisted.python import usage
 
@@ -19,7 +21,7 @@ from ecs.config.settings import fail
 class Options(ControllerOptions):
     """Options of C{ecs-detector}."""
 
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["id", None, None, "Detector id (required)."],
         ["type", "t", None, "Detector type from subsystems.yaml (default: from the inventory)."],
         ["start-state", "s", None, "Start in this state instead of the table's initial one (debugging)."],

@@ -9,6 +9,8 @@ endpoint.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from twisted.application.service import IService
 from twisted.python import usage
 
@@ -19,7 +21,7 @@ from agents.controller.host import controller_host
 class Options(ControllerOptions):
     """Options of C{ecs-global}."""
 
-    optParameters = [["id", None, None, "Global system id, or 'all' (required)."]]
+    optParameters: ClassVar[list[list[Any]]] = [["id", None, None, "Global system id, or 'all' (required)."]]
 
     def postOptions(self) -> None:
         """Require --id."""

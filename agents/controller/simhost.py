@@ -7,6 +7,7 @@ one process, behind one endpoint (scale tests and demos).
 from __future__ import annotations
 
 import re
+from typing import Any, ClassVar
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -45,7 +46,7 @@ def parse_ids(spec: str, prefix: str = "") -> list[str]:
 class Options(ControllerOptions):
     """Options of C{ecs-simhost}."""
 
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["ids", None, None, "Detector ids: numbers and ranges, e.g. 1-500,600 (required)."],
         ["prefix", None, "", "Prefix of every id, e.g. sim for sim1..sim500."],
         ["type", "t", None, "Detector type of ids not in the inventory."],
@@ -59,7 +60,7 @@ class Options(ControllerOptions):
         try:
             self["detector_ids"] = parse_ids(self["ids"], self["prefix"])
         except ValueError as e:
-            raise usage.UsageError(str(e))
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(options: Options) -> IService:

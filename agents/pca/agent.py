@@ -28,20 +28,18 @@ C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger, LogLevel
-from twisted.python import usage
 
 from agents._lifecycle import AsyncStartService
+from agents.pca.liveness import SystemsWatch
 from agents.pca.partition import Partition, SystemView
 from agents.pca.sequencer import Sequencer
+from agents.pca.state_file import PartitionStateFile, Writer
 from ecs import protocol
 from ecs.config.settings import Settings, Subsystems
 from ecs.config.sources import ConfigLookupError, IConfigSource, normalise_inline
@@ -52,7 +50,6 @@ from ecs.net.registry import AgentInfo, IRegistry, RegistryError
 from ecs.net.transport import INode, IPublisher, Request, RequestError
 
 SNAPSHOT_PAGE = 2000
-PERSIST_DELAY = 0.1
 MAX_UPDATES = 10_000
 _LEVELS = {"debug", "info", "warn", "error", "critical"}
 
@@ -81,7 +78,7 @@ class PartitionAgent(AsyncStartService):
         reactor: Any,
         bind: str | None = None,
         state_file: Path | None = None,
-        writer: Callable[[Callable[[], None]], defer.Deferred[None]] | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.id = partition_id
         self.node = node
@@ -93,21 +90,24 @@ class PartitionAgent(AsyncStartService):
         self.reactor = reactor
         self._bind = bind
         self.state_file = state_file
-        self._writer = writer
+        self._saved: PartitionStateFile | None = (
+            PartitionStateFile(state_file, reactor, writer) if state_file is not None else None
+        )
         self._writes: defer.Deferred[None] = defer.succeed(None)
-        self._write_soon: Any = None
         self._settle_timer: Any = None
         self.address: str | None = None
         self.publisher: IPublisher | None = None
         self.store: StateStore | None = None
         self.sequencer: Sequencer | None = None
-        self.heartbeats: dict[str, Heartbeat] = {}
+        self.watch: SystemsWatch | None = None
         self._ticker: task.LoopingCall | None = None
-        self._resolver: task.LoopingCall | None = None
-        self._resolving = False
-        self._query_retries: dict[str, Any] = {}
         self.label = f"PCA {partition_id}"
         self.expected_failures = (RegistryError, OSError)
+
+    @property
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        """The heartbeat of each system endpoint (none before the start)."""
+        return self.watch.heartbeats if self.watch is not None else {}
 
     # -- start and stop --------------------------------------------------
 
@@ -123,7 +123,8 @@ class PartitionAgent(AsyncStartService):
         self.store = StateStore(self.publisher, prefix="state/")
         views = await self._views()
         partition = Partition(self.id, self.sequence, views)
-        self._restore(partition)
+        if self._saved is not None:
+            self._saved.restore(partition)
         self.sequencer = Sequencer(
             partition, self._send, self, self.reactor, self._persist, settled=False
         )
@@ -135,20 +136,22 @@ class PartitionAgent(AsyncStartService):
         await self.registry.register(
             AgentInfo(self.id, "pca", self.address, publish=self.publisher.address)
         )
-        for endpoint in sorted({v.endpoint for v in views if v.endpoint}):
-            self._watch(endpoint)
+        self.watch = SystemsWatch(
+            self.label, self.node, self.registry, self.settings, self.reactor, self.sequencer, self._send,
+            self._maybe_settled,
+        )
+        self.watch.start()
         # Judge the whole partition once every system answered, or once the
         # silent ones count as lost.
         self._settle_timer = self.reactor.callLater(
             self.settings.heartbeat_timeout + self.settings.heartbeat_interval, self._settle
         )
         self._maybe_settled()
-        self._ticker = task.LoopingCall(self.publisher.tick)
+        # Every publisher has tick() (PublisherCore), but IPublisher does not declare it yet.
+        tick: Callable[[], None] = self.publisher.tick  # type: ignore[attr-defined]
+        self._ticker = task.LoopingCall(tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.heartbeat_interval, now=False)
-        self._resolver = task.LoopingCall(self._resolve_lost)
-        self._resolver.clock = self.reactor
-        self._resolver.start(self.settings.heartbeat_timeout, now=False)
         self._log.info(
             "PCA {id} serving at {address}, publishing at {publish}: {count} systems",
             id=self.id,
@@ -181,7 +184,9 @@ class PartitionAgent(AsyncStartService):
                 )
         return views
 
-    async def _detector_view(self, detector: str, type_name: str | None = None, endpoint: str | None = None) -> SystemView:
+    async def _detector_view(
+        self, detector: str, type_name: str | None = None, endpoint: str | None = None
+    ) -> SystemView:
         type_name = type_name or await self.registry.detector_type(detector)
         system_type = self.subsystems.detector_types.get(type_name or "")
         if system_type is None:
@@ -215,21 +220,15 @@ class PartitionAgent(AsyncStartService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop watching, flush the state file, close the sockets."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's Service.stopService is unannotated
         if self._settle_timer is not None and self._settle_timer.active():
             self._settle_timer.cancel()
-        if self._write_soon is not None and self._write_soon.active():
-            self._write_soon.cancel()
-            self._write_now()
-        for heartbeat in self.heartbeats.values():
-            heartbeat.stop()
-        for loop in (self._ticker, self._resolver):
-            if loop is not None and loop.running:
-                loop.stop()
-        for retry in self._query_retries.values():
-            if retry.active():
-                retry.cancel()
-        self._query_retries.clear()
+        if self._saved is not None:
+            self._writes = self._saved.close()
+        if self.watch is not None:
+            self.watch.stop()
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
         if self.sequencer is not None:
             self.sequencer.stop_timers()
         return defer.Deferred.fromCoroutine(self._stop())
@@ -256,111 +255,6 @@ class PartitionAgent(AsyncStartService):
             body = {**body, "partition": self.id}
         return self.node.connect(view.endpoint).request(view.id, command, body, timeout=view.timeout)
 
-    def _watch(self, endpoint: str) -> None:
-        client = self.node.connect(endpoint)
-        heartbeat = Heartbeat(
-            self.reactor,
-            self.settings.heartbeat_interval,
-            self.settings.heartbeat_timeout,
-            lambda timeout: client.request(protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout),
-            lambda: self._endpoint_lost(endpoint),
-            lambda: self._endpoint_back(endpoint),
-            name=f"PCA {self.id}: systems at {endpoint}",
-            last_heard=lambda: client.last_received,
-        )
-        self.heartbeats[endpoint] = heartbeat
-        heartbeat.start()
-
-    def _resolve_lost(self) -> None:
-        """Ask the registry again where unknown or lost systems are now."""
-        if self._resolving or self.sequencer is None:
-            return
-        lost = [
-            v
-            for v in self.sequencer.partition.systems.values()
-            if v.endpoint is None or self.heartbeats.get(v.endpoint, None) is None
-            or self.heartbeats[v.endpoint].alive is False
-        ]
-        if lost:
-            self._resolving = True
-            d = defer.Deferred.fromCoroutine(self._relocate(lost))
-            d.addErrback(lambda f: self._log.failure("resolving systems", f))
-            d.addBoth(lambda _: setattr(self, "_resolving", False))
-
-    async def _relocate(self, views: list[SystemView]) -> None:
-        for view in views:
-            kind = "global" if view.kind == "global" else "detector"
-            try:
-                endpoint = await self.registry.endpoint_of(kind, view.id)
-            except Exception as e:
-                self._log.warn("{system}: registry lookup failed: {error}", system=view.id, error=e)
-                return
-            if endpoint is None or endpoint == view.endpoint or self.sequencer is None:
-                continue
-            if self.sequencer.partition.systems.get(view.id) is not view:
-                continue
-            old = view.endpoint
-            view.endpoint = endpoint
-            self._log.info("{system} is now at {endpoint}", system=view.id, endpoint=endpoint)
-            if old is not None and old in self.heartbeats and not self._at(old):
-                self.heartbeats.pop(old).stop()
-            if endpoint in self.heartbeats:
-                if self.heartbeats[endpoint].alive:
-                    self._query(view)
-            else:
-                self._watch(endpoint)
-
-    def _at(self, endpoint: str) -> list[SystemView]:
-        assert self.sequencer is not None
-        return [v for v in self.sequencer.partition.systems.values() if v.endpoint == endpoint]
-
-    def _endpoint_lost(self, endpoint: str) -> None:
-        assert self.sequencer is not None
-        for view in self._at(endpoint):
-            self.sequencer.connection(view.id, False)
-
-    def _endpoint_back(self, endpoint: str) -> None:
-        for view in self._at(endpoint):
-            self._query(view)
-
-    def _query(self, view: SystemView) -> None:
-        """Ask a (re)connected system for its status, then count it as connected."""
-        sequencer = self.sequencer
-        assert sequencer is not None
-        d = self._send(view, "status", {})
-
-        def got(status: dict[str, Any]) -> None:
-            incarnation = status.get("incarnation")
-            sequencer.update(view.id, status, incarnation if isinstance(incarnation, str) else None)
-            sequencer.connection(view.id, True)
-            self._maybe_settled()
-
-        def failed(failure: Any) -> None:
-            self._log.warn(
-                "{system}: status query failed: {error}; asking again in {delay} s",
-                system=view.id,
-                error=failure.getErrorMessage(),
-                delay=self.settings.heartbeat_interval,
-            )
-            self._retry_query(view)
-
-        d.addCallbacks(got, failed)
-
-    def _retry_query(self, view: SystemView) -> None:
-        """Ask again later, while the system is ours, unconnected and its endpoint answers."""
-
-        def again() -> None:
-            self._query_retries.pop(view.id, None)
-            sequencer = self.sequencer
-            if not self.running or sequencer is None or sequencer.partition.systems.get(view.id) is not view:
-                return
-            heartbeat = self.heartbeats.get(view.endpoint or "")
-            if not view.connected and heartbeat is not None and heartbeat.alive:
-                self._query(view)
-
-        if view.id not in self._query_retries:
-            self._query_retries[view.id] = self.reactor.callLater(self.settings.heartbeat_interval, again)
-
     # -- outputs of the sequencer ----------------------------------------
 
     def system_changed(self, view: SystemView) -> None:
@@ -372,6 +266,11 @@ class PartitionAgent(AsyncStartService):
         """Publish the partition's record."""
         if self.store is not None:
             self.store.set("partition", record)
+
+    def _persist(self) -> None:
+        """The sequencer changed what the state file holds: save it soon."""
+        if self._saved is not None:
+            self._saved.save_soon()
 
     def log(self, level: str, source: str, message: str) -> None:
         """Log for operators: the agent log and a published log event."""
@@ -403,68 +302,6 @@ class PartitionAgent(AsyncStartService):
                 "progress",
                 {"partition": self.id, "stage": stage, "ready": ready, "total": total},
             )
-
-    # -- persistence -----------------------------------------------------
-
-    def _restore(self, partition: Partition) -> None:
-        if self.state_file is None or not self.state_file.exists():
-            return
-        try:
-            saved = json.loads(self.state_file.read_text(encoding="utf-8"))
-            tag = saved.get("tag")
-            expected = {
-                s: c for s, c in saved.get("expected", {}).items() if s in partition.systems
-            }
-            needs = [s for s in saved.get("needs", []) if s in partition.systems]
-        except (OSError, ValueError, AttributeError) as e:
-            self._log.error("state file {path} unreadable, ignored: {error}", path=self.state_file, error=e)
-            return
-        partition.tag = tag if isinstance(tag, str) else None
-        partition.expected = expected
-        for system in needs:
-            partition.systems[system].needs_configure = True
-        partition.refresh_all()
-        self._log.info("restored tag {tag} and {count} configurations", tag=partition.tag, count=len(expected))
-
-    def _persist(self) -> None:
-        """Save the tag and configurations soon (changes in a burst: one write)."""
-        if self.state_file is None or self.sequencer is None:
-            return
-        if self._write_soon is None or not self._write_soon.active():
-            self._write_soon = self.reactor.callLater(PERSIST_DELAY, self._write_now)
-
-    def _write_now(self) -> None:
-        """Write the state file off the reactor thread, after earlier writes."""
-        self._write_soon = None
-        assert self.state_file is not None and self.sequencer is not None
-        partition = self.sequencer.partition
-        data = json.dumps(
-            {
-                "tag": partition.tag,
-                "expected": partition.expected,
-                "needs": sorted(v.id for v in partition.systems.values() if v.needs_configure),
-            },
-            sort_keys=True,
-        )
-        path = self.state_file
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(data, encoding="utf-8")
-            os.replace(temporary, path)
-
-        def after(_: object) -> defer.Deferred[None]:
-            if self._writer is not None:
-                return self._writer(write)
-            from twisted.internet.threads import deferToThreadPool
-
-            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), write)
-
-        def failed(failure: Any) -> None:
-            self._log.error("state file {path} not written: {error}", path=path, error=failure.value)
-
-        self._writes = self._writes.addCallback(after).addErrback(failed)
 
     # -- commands --------------------------------------------------------
 
@@ -513,7 +350,7 @@ class PartitionAgent(AsyncStartService):
                 assert tag is not None
                 configs = await self.config_source.tag(tag)
         except ConfigLookupError as e:
-            raise RequestError(e.code, e.reason)
+            raise RequestError(e.code, e.reason) from None
         assert self.sequencer is not None
         return self.sequencer.configure(configs, tag, auto)
 
@@ -543,12 +380,8 @@ class PartitionAgent(AsyncStartService):
             raise RequestError(protocol.NOT_ALLOWED, f"{detector} is already in partition {self.id}")
         sequencer.add_system(view)
         self.log("info", self.id, f"detector {detector} added")
-        if view.endpoint is not None:
-            if view.endpoint in self.heartbeats:
-                if self.heartbeats[view.endpoint].alive:
-                    self._query(view)
-            else:
-                self._watch(view.endpoint)
+        if self.watch is not None:
+            self.watch.follow(view)
         return sequencer.record()
 
     def _remove_detector(self, request: Request) -> dict[str, Any]:
@@ -561,8 +394,8 @@ class PartitionAgent(AsyncStartService):
         sequencer.check_membership_change()
         sequencer.remove_system(detector)
         self.store.remove(f"system/{detector}")
-        if view.endpoint is not None and not self._at(view.endpoint):
-            self.heartbeats.pop(view.endpoint).stop()
+        if self.watch is not None:
+            self.watch.unfollow(view)
         self.log("info", self.id, f"detector {detector} removed")
         return sequencer.record()
 
@@ -592,62 +425,3 @@ class PartitionAgent(AsyncStartService):
             if partition is not None and partition != self.id:
                 continue
             sequencer.update(update["system"], update, incarnation)
-
-
-class Options(usage.Options):
-    """Options of C{ecs-pca}."""
-
-    optParameters = [
-        ["id", None, None, "Partition id (required)."],
-        ["config", "c", None, "Agent settings file (default: the installed etc/ecs.yaml)."],
-        ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
-        ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
-        ["inventory", "i", None, "YAML inventory: partitions, detectors, endpoints (standalone use)."],
-        ["configs", None, None, "YAML file of configurations and tags (standalone use)."],
-        ["state-dir", None, None, "State directory (overrides state_dir of the settings)."],
-        ["bind", None, None, "Endpoint to serve on (default: from the inventory, else a free port)."],
-        ["security", None, None, "Override the settings' security mode: curve or none."],
-    ]
-
-    def postOptions(self) -> None:
-        """Require --id."""
-        if not self["id"]:
-            raise usage.UsageError("--id is required")
-        if self["security"] not in (None, "curve", "none"):
-            raise usage.UsageError(f"--security must be curve or none, got {self['security']!r}")
-
-
-def makeService(options: Options) -> service.IService:
-    """Compose the PCA; configuration errors exit before anything is bound."""
-    from agents._tap import Composition
-    from ecs.config.settings import ConfigError, fail
-    from ecs.config.sources import EmptyConfigSource, FileConfigSource
-    from ecs.fsm.sequence import load_sequence
-
-    composition = Composition(options)
-    try:
-        sequence = load_sequence(
-            options["sequence"], list(composition.subsystems.global_systems)
-        )
-        source: IConfigSource = (
-            FileConfigSource.from_file(options["configs"]) if options["configs"] else EmptyConfigSource()
-        )
-    except ConfigError as e:
-        fail(e)
-    partition = options["id"]
-    from twisted.internet import reactor
-
-
-    node = composition.node(protocol.pca_node_name(partition))  # before .registry: it may need the node
-    return PartitionAgent(
-        partition,
-        node,
-        composition.registry,
-        composition.settings,
-        composition.subsystems,
-        sequence,
-        source,
-        reactor,
-        options["bind"],
-        composition.settings.state_dir / f"pca-{partition}.json",
-    )

@@ -137,7 +137,9 @@ class Sequencer:
     def _say(self, level: str, message: str, source: str | None = None) -> None:
         self.outputs.log(level, source or self.partition.id, message)
 
-    def send(self, view: SystemView, command: str, body: dict[str, Any] | None = None) -> defer.Deferred[dict[str, Any]]:
+    def send(
+        self, view: SystemView, command: str, body: dict[str, Any] | None = None
+    ) -> defer.Deferred[dict[str, Any]]:
         """Send C{command} to a system; fold the status it answers into its view."""
         d = self._send(view, command, body or {})
 
@@ -169,8 +171,8 @@ class Sequencer:
         return True
 
     def _ignore_refusal(self, failure: Failure, view: SystemView, command: str) -> None:
-        if failure.check(RequestError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, RequestError):
             if error.code != protocol.NOT_ALLOWED:
                 self._say("warn", f"{command} refused by {view.id}: {error.code}: {error.reason}", view.id)
         else:
@@ -527,7 +529,7 @@ class Sequencer:
                 continue
             d = self._send(view, "configure", {"config": partition.expected[view.id]})
             op.requests.append(d)
-            d.addCallbacks(self._accepted, self._refused, (op, view), None, (op, view))
+            d.addCallbacks(self._accepted, self._refused, callbackArgs=(op, view), errbackArgs=(op, view))
         rest = targets[SEND_CHUNK:]
         if rest:
             op.sending = self.clock.callLater(0, self._send_configure, op, rest)
@@ -552,8 +554,8 @@ class Sequencer:
     def _refused(self, failure: Failure, op: ConfigureOp, view: SystemView) -> None:
         if self.op is not op or failure.check(defer.CancelledError):
             return
-        if failure.check(RequestError):
-            error = failure.value
+        error = failure.value
+        if isinstance(error, RequestError):
             reason = f"{view.id} refused configure: {error.code}: {error.reason}"
         else:
             self._log.failure("configure to {system}", failure, system=view.id)

@@ -16,7 +16,7 @@ ecs_simhost = ServiceMaker(
 )
 ecs_pca = ServiceMaker(
     "ECS partition control agent",
-    "agents.pca.agent",
+    "agents.pca.tap",
     "One partition: its sequence, configure/record/abort, liveness of its systems.",
     "ecs-pca",
 )
