@@ -37,4 +37,6 @@ def apply_log_level(level: str, beginner: LogBeginner = globalLogBeginner) -> No
         filtered = [FilteringLogObserver(observer, [predicate]) for observer in observers]
         original(filtered, *args, **kwargs)
 
+    # Replaces the method on this one beginner, which twistd calls later:
+    # mypy refuses assigning to a method, which is the point here.
     beginner.beginLoggingTo = begin_logging_to  # type: ignore[method-assign]

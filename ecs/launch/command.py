@@ -48,9 +48,11 @@ class _Collector(protocol.ProcessProtocol):
         self.out: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
 
     def connectionMade(self) -> None:
+        transport = self.transport
+        assert transport is not None, "spawnProcess sets the transport before connectionMade"
         if self.stdin:
-            self.transport.write(self.stdin)  # type: ignore[union-attr]
-        self.transport.closeStdin()  # type: ignore[union-attr]
+            transport.write(self.stdin)
+        transport.closeStdin()
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         buffer = self.out.setdefault(fd, bytearray())

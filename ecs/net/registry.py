@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -138,7 +137,7 @@ INVENTORY_SCHEMA = Record(
 class InventoryRegistry:
     """L{IRegistry} from an inventory (a file, or a dict in tests)."""
 
-    def __init__(self, data: dict[str, Any], source: str = "<inventory>") -> None:
+    def __init__(self, data: object, source: str = "<inventory>") -> None:
         inventory = validate(data if data is not None else {}, INVENTORY_SCHEMA, source)
         problems = Problems()
         owner: dict[str, str] = {}
@@ -161,7 +160,7 @@ class InventoryRegistry:
     @classmethod
     def from_file(cls, path: str | Path) -> InventoryRegistry:
         """Load and validate an inventory file (raises L{ConfigError})."""
-        return cls(load_yaml(path), str(path))  # type: ignore[arg-type]
+        return cls(load_yaml(path), str(path))
 
     def _configured(self, kind: str, agent_id: str) -> str | None:
         section = {"pca": "partitions", "detector": "detectors", "global": "global_systems"}.get(kind)

@@ -93,12 +93,13 @@ class _BoundedRead:
             if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
                 return
             try:
+                # txZMQ's, on the connection class this is mixed into
                 message = self._readMultipart()  # type: ignore[attr-defined]
             except zmq.ZMQError as e:
                 if e.errno == errno.EAGAIN:
                     continue
                 raise
-            self.messageReceived(message)  # type: ignore[attr-defined]
+            self.messageReceived(message)  # type: ignore[attr-defined]  # likewise
         if self.factory is not None:
             self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
 
