@@ -762,3 +762,19 @@ class DocumentRoundTripTests(SynchronousTestCase):
         data = yaml.safe_load("i: 3\nf: 2.5\nb: on\n")
         schema = Record({"i": Field(Int()), "f": Field(Number()), "b": Field(Bool())})
         self.assertEqual(validate(data, schema, "doc.yaml"), {"i": 3, "f": 2.5, "b": True})
+
+
+class ModuleSplitTests(SynchronousTestCase):
+    def test_settings_keeps_the_names_that_moved(self) -> None:
+        """Names moved to ecs.config.subsystems and ecs.config.yamlfile are still the same objects in settings."""
+        from ecs.config import settings, subsystems, yamlfile
+
+        moved = {
+            subsystems: ("load_subsystems", "Subsystems", "SystemType", "ActionSpec", "UnknownSystemError",
+                         "SUBSYSTEMS_SCHEMA", "ACTION_SCHEMA"),
+            yamlfile: ("load_yaml", "fail", "NAME"),
+        }
+        for module, names in moved.items():
+            for name in names:
+                self.assertIs(getattr(settings, name), getattr(module, name), name)
+        self.assertLessEqual(set(settings.__all__), set(dir(settings)))

@@ -183,6 +183,19 @@ class SubmissionTests(SynchronousTestCase):
         self.assertEqual(self.runner.commands("scancel"), [["scancel", "--name=ecs-detector-D1"]])
 
 
+class ModuleSplitTests(SynchronousTestCase):
+    def test_slurm_keeps_the_names_that_moved(self) -> None:
+        """The job's options, script and parsing moved to ecs.launch.sbatch and are still importable from slurm."""
+        from ecs.launch import local, options, sbatch, slurm
+
+        for name in ("OPTIONS", "Submission", "build_submission", "check_options", "describe", "expand_output",
+                     "parse_exit", "parse_time"):
+            self.assertIs(getattr(slurm, name), getattr(sbatch, name), name)
+        for name in ("ENV_NAME_RE", "MAX_TAIL_LINES", "check_args", "check_env", "check_lines"):
+            self.assertIs(getattr(local, name), getattr(options, name), name)
+        self.assertIs(slurm.ENV_NAME_RE, options.ENV_NAME_RE)
+
+
 class StatusTests(SynchronousTestCase):
     """squeue, sacct and scontrol answers mapped to AgentStatus."""
 
