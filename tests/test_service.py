@@ -103,3 +103,38 @@ class MakeServiceTests(SynchronousTestCase):
     def test_bad_security_option(self) -> None:
         """--security accepts curve or none only."""
         self.assertRaises(usage.UsageError, self.options, detector, "--id", "X", "--security", "maybe")
+
+
+class DemoInventoryTests(SynchronousTestCase):
+    """etc/demo-inventory.yaml, the README's inventory for running agents by hand."""
+
+    def test_names_the_demo_partition(self) -> None:
+        """It loads, holds partition demo with the five demo detectors of shipped types, and the global systems."""
+        from ecs.config.settings import load_subsystems
+        from ecs.net.registry import InventoryRegistry
+        from tests.procs import ROOT
+
+        registry = InventoryRegistry.from_file(ROOT / "etc" / "demo-inventory.yaml")
+        subsystems = load_subsystems()
+        detectors = self.successResultOf(registry.detectors_of("demo"))
+        self.assertEqual(detectors, ["STS", "MVD", "TOF", "TRD", "RICH"])
+        endpoints = set()
+        for name in detectors:
+            self.assertIn(registry.detector_type_now(name), subsystems.detector_types)
+            endpoints.add(self.successResultOf(registry.bind_address("detector", name)))
+        self.assertEqual(len(endpoints), 5, "each detector controller binds its own endpoint")
+        shared = {self.successResultOf(registry.bind_address("global", g)) for g in subsystems.global_systems}
+        self.assertEqual(len(shared), 1, "ecs-global --id all serves every global system on one endpoint")
+        self.assertIsNotNone(self.successResultOf(registry.bind_address("pca", "demo")))
+
+    def test_every_plugin_composes_with_it(self) -> None:
+        """The README's commands compose: ecs-global --id all and ecs-detector --id STS take the endpoint it names."""
+        state = Path(self.mktemp()).resolve()
+        init_keys(state / "keys")
+        inventory = str(Path(__file__).resolve().parent.parent / "etc" / "demo-inventory.yaml")
+        for module, argv in ((global_system, ["--id", "all"]), (detector, ["--id", "STS"])):
+            options = module.Options()
+            options.parseOptions(["--state-dir", str(state), "--inventory", inventory, *argv])
+            service = module.makeService(options)
+            self.addCleanup(service.node.close)
+            self.assertIsInstance(service, ControllerHost)
