@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pca -*-
+# -*- test-case-name: tests.test_pca_e2e -*-
 """
 The Partition Control Agent: C{twistd -n ecs-pca --id P}.
 
@@ -24,6 +24,12 @@ C{{"system": S}}; C{alarm} C{{"detector": D, "source": S}};
 C{add_detector} C{{"detector": D, "type"?: T, "endpoint"?: E}};
 C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
 "limit"?: n}}.
+
+About 400 lines: the start-up, the published outputs and the command
+handlers (validation of each request body) stay together; the liveness of
+the systems (L{agents.pca.liveness}), the state file
+(L{agents.pca.state_file}) and the twistd part (L{agents.pca.tap}) are
+their own modules.
 """
 
 from __future__ import annotations
