@@ -28,6 +28,8 @@ import yaml
 from twisted.internet import defer, protocol, task
 from twisted.internet.error import ProcessExitedAlready
 
+from ecs.config.settings import Settings
+
 DETECTORS = ("STS", "MVD", "TOF", "TRD", "RICH")
 GLOBALS = ("TFC", "DCS", "QA", "FLES")
 
@@ -111,7 +113,7 @@ class Walkthrough:
         return d
 
     async def stop(self) -> None:
-        for child, transport in self.children:
+        for _child, transport in self.children:
             try:
                 transport.signalProcess("TERM")
             except ProcessExitedAlready:
@@ -136,24 +138,26 @@ def write_inventory(path: Path, extra: list[str]) -> dict[str, str]:
     return endpoint
 
 
-async def main(reactor: Any, argv: list[str]) -> None:
-    """Run the walk-through (see the module docstring)."""
+def prepare(state: str, extra: list[str]) -> tuple[Path, Settings, dict[str, str], Path]:
+    """
+    The settings, keys (made if missing), the inventory and the
+    configurations file under the state directory C{state}, before the
+    reactor's part (a few small local files).
+
+    @return: the state directory, the settings, the inventory's endpoints
+        and the configurations file.
+    """
     from ecs.config.settings import load_settings
-    from ecs.net.keys import init_keys, load_keys
-    from ecs.net.zeromq import ZmqNode
+    from ecs.net.keys import init_keys
     from ecs.paths import data_dir
 
-    parser = argparse.ArgumentParser(prog="python -m agents.walkthrough")
-    parser.add_argument("--state-dir", default="var")
-    parser.add_argument("--detectors", type=int, default=0, help="extra simulated detectors")
-    args = parser.parse_args(argv)
-    state_dir = Path(args.state_dir).resolve()
+    state_dir = Path(state).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     settings = load_settings(state_dir=state_dir)
-    if not (settings.key_dir / "server.key_secret").exists():
-        init_keys(settings.key_dir)
-        print(f"created CURVE keys in {settings.key_dir}")
-    extra = [f"sim{n}" for n in range(1, args.detectors + 1)]
+    key_dir = settings.key_dir
+    if not (key_dir / "server.key_secret").exists():
+        init_keys(key_dir)
+        print(f"created CURVE keys in {key_dir}")
     endpoint = write_inventory(state_dir / "demo-inventory.yaml", extra)
     configs = data_dir("etc") / "demo-configs.yaml"
     if extra:
@@ -164,6 +168,20 @@ async def main(reactor: Any, argv: list[str]) -> None:
             data["tags"]["demo"].append(f"{d}-default")
         configs = state_dir / "demo-configs.yaml"
         configs.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return state_dir, settings, endpoint, configs
+
+
+async def main(reactor: Any, argv: list[str]) -> None:
+    """Run the walk-through (see the module docstring)."""
+    from ecs.net.keys import load_keys
+    from ecs.net.zeromq import ZmqNode
+
+    parser = argparse.ArgumentParser(prog="python -m agents.walkthrough")
+    parser.add_argument("--state-dir", default="var")
+    parser.add_argument("--detectors", type=int, default=0, help="extra simulated detectors")
+    args = parser.parse_args(argv)
+    extra = [f"sim{n}" for n in range(1, args.detectors + 1)]
+    state_dir, settings, endpoint, configs = prepare(args.state_dir, extra)
     node = ZmqNode(reactor, "walkthrough", load_keys(settings.key_dir))
     walk = Walkthrough(reactor, state_dir)
     try:

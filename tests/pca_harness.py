@@ -30,10 +30,13 @@ DETECTORS = ("STS", "MVD", "TOF")
 GLOBALS = ("TFC", "DCS", "QA", "FLES")
 
 
-def subsystems_with(duration: float, names: tuple[str, ...] = (), fsm: dict[str, str] | None = None) -> Subsystems:
+def subsystems_with(
+    duration: float, names: tuple[str, ...] = (), fsm: dict[str, str] | None = None
+) -> Subsystems:
     """The shipped types, every action simulated with C{duration} per step."""
     def retime(t: SystemType) -> SystemType:
-        return attrs.evolve(t, action=ActionSpec("simulated", {"duration": duration, "failure_probability": 0.0, "seed": 0}))
+        options = {"duration": duration, "failure_probability": 0.0, "seed": 0}
+        return attrs.evolve(t, action=ActionSpec("simulated", options))
 
     detector_types = {n: retime(t) for n, t in SHIPPED.detector_types.items()}
     global_systems = {n: retime(t) for n, t in SHIPPED.global_systems.items()}
@@ -98,7 +101,9 @@ class PartitionHarness(SynchronousTestCase):
             host.startService()
         self.pca.startService()
         self.flush()
-        self.subscriber = self.tester.subscribe(self.pca.publisher.address, ["state/", "log/", "progress/"], self.events.append)
+        self.subscriber = self.tester.subscribe(
+            self.pca.publisher.address, ["state/", "log/", "progress/"], self.events.append
+        )
         self.advance(SETTINGS.heartbeat_interval)
 
     def make_host(self, name: str, address: str) -> ControllerHost:
@@ -138,7 +143,7 @@ class PartitionHarness(SynchronousTestCase):
 
     def advance(self, seconds: float, step: float = 0.125) -> None:
         """Let C{seconds} pass in exact binary steps."""
-        for _ in range(int(round(seconds / step))):
+        for _ in range(round(seconds / step)):
             self.clock.advance(step)
         self.clock.advance(0)
 

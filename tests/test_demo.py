@@ -46,10 +46,13 @@ class DemoTests(TestCase):
             await task.deferLater(reactor, 0.1, lambda: None)
         raise AssertionError(f"systems never all connected: {body}")
 
+    def setUp(self) -> None:
+        self.tmp = Path(self.mktemp()).resolve()
+        self.tmp.mkdir()
+
     async def test_shift(self) -> None:
         """Login, control, configure demo (auto) to QA_Active, record (a run with its configurations), abort to Idle."""
-        tmp = Path(self.mktemp()).resolve()
-        tmp.mkdir()
+        tmp = self.tmp
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         proc, _ = spawn(
@@ -66,8 +69,8 @@ class DemoTests(TestCase):
         self.assertEqual((await self.api("GET", "/api/partitions"))[0], 401)
 
         admin = await self.login("admin", "admin-pass-123")
-        self.assertEqual((await self.api("POST", "/api/users", admin,
-                                         {"username": "shifter", "password": "shifter-pass-1", "roles": ["operator"]}))[0], 200)
+        shifter = {"username": "shifter", "password": "shifter-pass-1", "roles": ["operator"]}
+        self.assertEqual((await self.api("POST", "/api/users", admin, shifter))[0], 200)
         other = await self.login("shifter", "shifter-pass-1")
         await self.until_state(admin, "Idle")
         await self.until_connected(admin)
@@ -97,7 +100,9 @@ class DemoTests(TestCase):
                 break
             await task.deferLater(reactor, 0.1, lambda: None)
         run = runs[0]
-        self.assertEqual((run["partition"], run["tag"], run["operator"], run["outcome"]), ("demo", "demo", "admin", "stopped"))
+        self.assertEqual(
+            (run["partition"], run["tag"], run["operator"], run["outcome"]), ("demo", "demo", "admin", "stopped")
+        )
         self.assertEqual(run["configs"]["STS"]["config_id"], "sts-default")
         self.assertEqual(run["configs"]["STS"]["version"], 1)
 

@@ -226,7 +226,10 @@ class ConfigureTests(Scenario):
         sequencer._report_progress(op)
         counts["value"] = (2, 5)
         sequencer._report_progress(op)  # inside the interval: held back
-        readies = lambda: [e.body["ready"] for e in self.events if e.type == "progress" and e.body["total"] == 5]
+
+        def readies() -> list[int]:
+            return [e.body["ready"] for e in self.events if e.type == "progress" and e.body["total"] == 5]
+
         self.flush()
         self.assertEqual(readies(), [1])
         self.clock.advance(PROGRESS_INTERVAL)

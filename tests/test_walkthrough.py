@@ -20,10 +20,13 @@ class WalkthroughTests(TestCase):
 
     timeout = 120
 
+    def setUp(self) -> None:
+        self.state = Path(self.mktemp()).resolve()
+        self.state.mkdir()
+
     async def test_walk_and_stop(self) -> None:
         """The walk reaches recording and back; SIGTERM stops every agent it started."""
-        state = Path(self.mktemp()).resolve()
-        state.mkdir()
+        state = self.state
         proc, transport = spawn(
             self,
             "walkthrough",
