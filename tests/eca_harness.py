@@ -102,9 +102,18 @@ GLOBALS = ("TFC", "DCS", "QA", "FLES")
 
 
 class ECAHarness(TestCase):
-    """The whole system, started in C{setUp} and stopped by a cleanup (L{stop_everything})."""
+    """
+    The whole system, started in C{setUp} and stopped by a cleanup (L{stop_everything}).
+
+    @cvar follow_real_time: whether the clock also follows the real
+        reactor's time (advanced every L{TICK} real seconds), for tests that
+        wait on real processes (an OpenSSH client, say) while the ECA must
+        keep answering.  L{ClockedHarness} turns it off: only the test
+        moves the clock.
+    """
 
     timeout = 60
+    follow_real_time = True
 
     # -- building ----------------------------------------------------------
 
@@ -112,6 +121,7 @@ class ECAHarness(TestCase):
         self.patch(users, "BCRYPT_ROUNDS", 4)
         self.clock = Clock()
         self.clock.advance(EPOCH)
+        self._follower: task.LoopingCall | None = None
         self.network = MemoryNetwork(self.clock)
         self.subsystems = subsystems_with(STEP)
         self.sequence: Sequence = load_sequence(None, list(self.subsystems.global_systems))
@@ -123,6 +133,10 @@ class ECAHarness(TestCase):
         self.store = await Store.open(self.state_dir / "ecs.sqlite", self.clock, runner=inline_runner)
         # A cleanup, not tearDown: it also runs when setUp fails half-way.
         self.addCleanup(self.stop_everything)
+        if self.follow_real_time:
+            self._follow_from = reactor.seconds()
+            self._follower = task.LoopingCall(self._follow)
+            self._follower.start(TICK, now=False)
         await self.seed()
         await self.start_eca()
         self.tester = MemoryNode(self.network, "tester", request_timeout=SETTINGS.request_timeout)
@@ -207,6 +221,11 @@ class ECAHarness(TestCase):
         pca.startService()
         return pca
 
+    def _follow(self) -> None:
+        now = reactor.seconds()
+        self.clock.advance(max(0.0, now - self._follow_from))
+        self._follow_from = now
+
     async def stop_everything(self) -> None:
         """Hang up the event streams, stop the agents, then the ECA, then close the store."""
         for stub, reader in self._streams:
@@ -227,6 +246,8 @@ class ECAHarness(TestCase):
         if core is not None and core.running:
             await self.until(core.stopService(), what="ECA stopped")
         await self.store.close()
+        if self._follower is not None and self._follower.running:
+            self._follower.stop()
         self.clock.advance(0)  # what was scheduled for now
         self.assertEqual(self.clock.getDelayedCalls(), [], "delayed calls left on the clock")
 
@@ -444,4 +465,21 @@ class ECAHarness(TestCase):
         return row.partition
 
 
-__all__ = ["BASE", "PASSWORD", "SETTINGS", "STEP", "TICK", "ECAHarness", "Result", "SSEReader", "parse_events"]
+class ClockedHarness(ECAHarness):
+    """The harness on its clock alone: no real time passes, only the test moves the clock."""
+
+    follow_real_time = False
+
+
+__all__ = [
+    "BASE",
+    "PASSWORD",
+    "SETTINGS",
+    "STEP",
+    "TICK",
+    "ClockedHarness",
+    "ECAHarness",
+    "Result",
+    "SSEReader",
+    "parse_events",
+]

@@ -16,12 +16,12 @@ from zope.interface.verify import verifyObject
 from ecs import protocol, users
 from ecs.control import ControlError, IControlCenter, User
 from ecs.net.transport import Request, RequestError
-from tests.eca_harness import PASSWORD, ECAHarness
+from tests.eca_harness import PASSWORD, ClockedHarness
 
 ALL_SYSTEMS_DEMO = {"TFC", "DCS", "QA", "FLES", "STS", "MVD", "TOF", "TRD", "RICH"}
 
 
-class AuthTests(ECAHarness):
+class AuthTests(ClockedHarness):
     """Login, logout and roles."""
 
     async def test_login_logout_releases_control(self) -> None:
@@ -83,7 +83,7 @@ class AuthTests(ECAHarness):
         self.assertEqual(len(await self.ok("GET", "/api/users", "admin")), 5)
 
 
-class ControlTests(ECAHarness):
+class ControlTests(ClockedHarness):
     """Control ownership of partitions and of the ECS."""
 
     async def test_take_control_held(self) -> None:
@@ -143,7 +143,7 @@ class ControlTests(ECAHarness):
         self.assertEqual(self.eca.partition("demo")["controller"], winners[0])
 
 
-class CommandTests(ECAHarness):
+class CommandTests(ClockedHarness):
     """Partition commands through the API, run records."""
 
     async def test_partition_reads(self) -> None:
@@ -384,7 +384,7 @@ class CommandTests(ECAHarness):
         self.assertEqual(self.parts.partitions.get("p2").losses, 1)
 
 
-class HousekeepingTests(ECAHarness):
+class HousekeepingTests(ClockedHarness):
     """What the ECA does on its own: inactive control released, old logs pruned."""
 
     async def test_inactive_control_released(self) -> None:
@@ -410,7 +410,7 @@ class HousekeepingTests(ECAHarness):
         self.assertEqual(await self.store.logs(q="old news"), [])
 
 
-class RestartTests(ECAHarness):
+class RestartTests(ClockedHarness):
     """An ECA restart does not disturb running partitions."""
 
     async def test_eca_restart(self) -> None:
@@ -429,7 +429,7 @@ class RestartTests(ECAHarness):
         self.assertEqual(self.eca.partition("demo")["tag"], "demo")
 
 
-class UserTests(ECAHarness):
+class UserTests(ClockedHarness):
     """User administration through the API, against the real store."""
 
     async def test_user_lifecycle(self) -> None:
@@ -467,7 +467,7 @@ class UserTests(ECAHarness):
         self.assertEqual(len(await self.store.users()), 5)
 
 
-class ConfigTests(ECAHarness):
+class ConfigTests(ClockedHarness):
     """Versioned configurations and tags."""
 
     async def test_config_versions(self) -> None:
@@ -530,7 +530,7 @@ class ConfigTests(ECAHarness):
         self.assertNotIn("compatible", (await self.ok("GET", "/api/tags", "viewer"))[0])
 
 
-class LogTests(ECAHarness):
+class LogTests(ClockedHarness):
     """Logs of the PCAs and of the ECA, stored and queried."""
 
     async def logs(self, query: str, predicate: Any = bool) -> list[dict[str, Any]]:
@@ -578,7 +578,7 @@ class LogTests(ECAHarness):
         )
 
 
-class EventTests(ECAHarness):
+class EventTests(ClockedHarness):
     """The SSE stream and metrics with the real center."""
 
     async def test_live_events(self) -> None:
@@ -672,7 +672,7 @@ class EventTests(ECAHarness):
         self.assertIn('ecs_heartbeat_losses_total{partition="p2"} 1.0', text)
 
 
-class PartitionManagementTests(ECAHarness):
+class PartitionManagementTests(ClockedHarness):
     """Creating and deleting partitions (original section 5, corrected)."""
 
     def served(self, partition: str) -> set[str]:
@@ -798,7 +798,7 @@ class PartitionManagementTests(ECAHarness):
         self.assertEqual(leftover, [])
 
 
-class DetectorManagementTests(ECAHarness):
+class DetectorManagementTests(ClockedHarness):
     """Creating and deleting detectors."""
 
     async def test_unassigned_live_states(self) -> None:
@@ -843,7 +843,7 @@ class DetectorManagementTests(ECAHarness):
         self.assertEqual(await self.db_partition("TRD"), "demo")
 
 
-class MoveTests(ECAHarness):
+class MoveTests(ClockedHarness):
     """The two-phase move of a detector between partitions, with failures injected at every step."""
 
     async def setUp(self) -> None:  # type: ignore[override]
