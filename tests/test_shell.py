@@ -347,6 +347,17 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(session.avatar.shell.center.subscribers, [])
         self.assertTrue(proto.written.endswith(b"ecs> "))
 
+    def test_closed_channel_stops_following(self) -> None:
+        """A channel closed while watch runs (the client went away) ends the watch: no subscriber, no timer left."""
+        session, proto = self.session()
+        session.execCommand(proto, b"watch demo")
+        center = session.avatar.shell.center
+        self.assertEqual(len(center.subscribers), 1)
+        session.closed()
+        session.avatar.shell.reactor.advance(0)
+        self.assertEqual(center.subscribers, [])
+        self.assertEqual(session.avatar.shell.reactor.getDelayedCalls(), [])
+
     def test_exit_status_of_last_command_at_eof(self) -> None:
         """At EOF the session ends with the last command's status; exit ends it at once."""
         session, proto = self.session("viewer", ("viewer",))

@@ -11,28 +11,34 @@ read of the event stream is the simplest correct thing here (the rule
 Every failure is a L{ClientError} carrying the exit code scripts rely on
 (L{EXIT_REFUSED}, L{EXIT_AUTH}, L{EXIT_UNREACHABLE}, L{EXIT_TIMEOUT}) and a
 message naming what was wrong, with the server's C{reason} when it gave
-one.  Credentials (URL, user, token) live in one file of the user's config
-directory, written atomically with mode 0600 in a 0700 directory.
+one (L{ecs.client.errors}).  Credentials (URL, user, token) live in one
+file of the user's config directory (L{ecs.client.credentials}; both are
+re-exported here).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import queue
 import socket
 import ssl
-import stat
-import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from ecs.client.commands import CommandError
+from ecs.client.credentials import (
+    config_dir,
+    credentials_path,
+    delete_credentials,
+    load_credentials,
+    normalise_url,
+    save_credentials,
+)
+from ecs.client.errors import ClientError, StreamTimeout, exit_code_for
+from ecs.client.errors import reason as _reason
 from ecs.exits import EXIT_AUTH, EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_USAGE
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -40,132 +46,6 @@ MAX_RESPONSE = 64 << 20
 MAX_SSE_LINE = 1 << 20
 IDLE = 40.0
 """Seconds of silence after which an event stream counts as dead (the ECA sends a keep-alive every 15 s)."""
-
-
-class ClientError(CommandError):
-    """A failed API call: C{exit_code}, a message, and the HTTP status and body when there was an answer."""
-
-    def __init__(self, exit_code: int, message: str, status: int | None = None, body: Any = None) -> None:
-        super().__init__(exit_code, message, body, status)
-
-
-class StreamTimeout(ClientError):
-    """L{EventStream.read}'s deadline passed; the stream is still usable."""
-
-
-def exit_code_for(status: int, body: Any) -> int:
-    """
-    The exit code of an HTTP error answer.
-
-    401 and 403 are L{EXIT_AUTH} (not logged in, token refused, role
-    missing), except a 403 that names a control C{holder} field: that is
-    "take control of the partition first", a refusal of the operation like
-    the 409 "held by another user", so L{EXIT_REFUSED}.  Everything else
-    (400, 404, 409, 423, 429, 5xx) is L{EXIT_REFUSED}.
-    """
-    if status == 401:
-        return EXIT_AUTH
-    if status == 403:
-        return EXIT_REFUSED if isinstance(body, dict) and "holder" in body else EXIT_AUTH
-    return EXIT_REFUSED
-
-
-def _reason(status: int, body: Any) -> str:
-    if isinstance(body, dict) and isinstance(body.get("reason"), str):
-        reason = body["reason"]
-        code = body.get("error")
-        return f"{reason} ({status} {code})" if isinstance(code, str) else f"{reason} ({status})"
-    return f"HTTP {status}"
-
-
-# -- credentials ---------------------------------------------------------------
-
-
-def config_dir(env: Mapping[str, str] | None = None) -> Path:
-    """C{$XDG_CONFIG_HOME/ecs}, else C{~/.config/ecs}."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME") or ""
-    root = Path(base) if base and Path(base).is_absolute() else Path(env.get("HOME") or Path.home()) / ".config"
-    return root / "ecs"
-
-
-def credentials_path(env: Mapping[str, str] | None = None) -> Path:
-    """Where L{save_credentials} writes."""
-    return config_dir(env) / "credentials.json"
-
-
-def load_credentials(path: Path) -> dict[str, str] | None:
-    """
-    The stored C{{url, user, token}}, or None when there is no file.
-
-    @raise ClientError: (L{EXIT_AUTH}) the file is unreadable or malformed.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise ClientError(EXIT_AUTH, f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise ClientError(EXIT_AUTH, f"{path} is not valid JSON: run ecs login again") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(k), str) and data.get(k) for k in ("url", "user", "token")
-    ):
-        raise ClientError(EXIT_AUTH, f"{path} lacks url, user or token: run ecs login again")
-    try:
-        url = normalise_url(data["url"])
-    except ValueError as e:
-        raise ClientError(EXIT_AUTH, f"{path}: {e}: run ecs login again") from None
-    return {"url": url, "user": data["user"], "token": data["token"]}
-
-
-def save_credentials(path: Path, url: str, user: str, token: str) -> None:
-    """Write C{{url, user, token}} atomically: a 0600 temporary file in a 0700 directory, renamed."""
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(directory, 0o700)
-    fd, temporary = tempfile.mkstemp(prefix=".credentials-", dir=directory)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"url": url, "user": user, "token": token}, f)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, stat.S_IRUSR | stat.S_IWUSR)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
-def delete_credentials(path: Path) -> bool:
-    """Remove the credentials file; whether there was one."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def normalise_url(url: str) -> str:
-    """C{http(s)://host[:port][/prefix]} without a trailing slash; ValueError naming what is wrong."""
-    parsed = urllib.parse.urlsplit(url.strip())
-    if parsed.scheme not in ("http", "https"):
-        raise ValueError(f"URL {url!r} must start with http:// or https://")
-    if not parsed.hostname:
-        raise ValueError(f"URL {url!r} has no host")
-    if parsed.query or parsed.fragment or parsed.username or parsed.password:
-        raise ValueError(f"URL {url!r} must be just scheme://host[:port][/path]")
-    try:
-        _ = parsed.port  # the property checks the number
-    except ValueError:
-        raise ValueError(f"URL {url!r} has an invalid port") from None
-    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
 
 
 def partition_path(partition: str) -> str:

@@ -248,8 +248,9 @@ class ShellSession:
             self.end(0)  # manhole lines run as they arrive: all done
 
     def closed(self) -> None:
-        """The channel is closed: write nothing more."""
+        """The channel is closed: write nothing more, and stop following events for it."""
         self.ended = True
+        self.interpreter.interrupt()
 
     # -- ending ----------------------------------------------------------------------
 
@@ -263,6 +264,7 @@ class ShellSession:
 
     def _lost(self) -> None:
         self.ended = True
+        self.interpreter.interrupt()
 
     def _exec_done(self, outcome: Outcome) -> None:
         if outcome.python and not self.ended:

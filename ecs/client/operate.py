@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.test_commands -*-
+"""
+The bodies of the operators' commands of L{ecs.client.table}: status,
+control, configure/start/stop/abort/reset, watch, logs and runs.  Each
+acts through the L{ecs.client.commands.Api} and shows its answer with
+L{ecs.textview}; following events is the front end's (L{ecs.client.commands.Follow}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecs import textview
+from ecs.client.commands import CommandError, Run, parse_since, usage
+from ecs.exits import EXIT_OK, EXIT_REFUSED
+
+
+def given_partition(run: Run) -> str | None:
+    """The partition given as the positional argument or C{--partition} (not both, unless equal)."""
+    a, b = getattr(run.args, "partition", None), getattr(run.args, "partition_flag", None)
+    if a and b and a != b:
+        raise usage(f"two partitions given: {a} and {b}")
+    return a or b
+
+
+def not_ecs(partition: str) -> str:
+    # "ecs" is the ECS-wide control scope, never a partition (as in the web API)
+    if partition == "ecs":
+        raise CommandError(EXIT_REFUSED, "no partition ecs (ecs is the ECS-wide control: control take ecs)")
+    return partition
+
+
+# -- reading and operating partitions ---------------------------------------------------
+
+
+async def status(run: Run) -> int:
+    partition = given_partition(run)
+    if partition:
+        detail = await run.api.partition(not_ecs(partition))
+        run.out.result(textview.format_partition(detail, color=run.color), detail)
+    else:
+        rows = await run.api.partitions()
+        run.out.result(textview.format_partitions(rows, color=run.color), rows)
+    return EXIT_OK
+
+
+async def control(run: Run) -> int:
+    scope, take = run.args.partition, run.args.action == "take"
+    if not take and run.args.force:
+        raise usage("control release: --force only goes with take")
+    if scope != "ecs":
+        await run.api.partition(scope)  # a clear "no partition" before any control question
+    what = "the ECS (management)" if scope == "ecs" else scope
+    if take:
+        answer = await run.api.take_control(scope, bool(run.args.force))
+        previous = answer.get("previous") if isinstance(answer, dict) else None
+        run.out.result(
+            f"you control {what}" + (f" (taken from {textview.clean(previous)})" if previous else ""), answer
+        )
+    else:
+        answer = await run.api.release_control(scope)
+        run.out.result(f"released control of {what}", answer)
+    return EXIT_OK
+
+
+async def partition_command(run: Run) -> int:
+    args = run.args
+    command, partition = args.command, not_ecs(args.partition)
+    body: dict[str, Any] = {}
+    if command == "configure":
+        body = {"auto": bool(args.auto)}
+        if args.tag:
+            body["tag"] = args.tag
+        else:
+            body["configs"] = args.config
+    elif command == "reset":
+        body = {"system": args.system}
+    if getattr(args, "wait", False):
+        if run.follow is None:
+            raise usage(f"{command} --wait is not available here")
+        return await run.follow.command_wait(run, partition, command, body)
+    reply = await run.api.command(partition, command, body)
+    state = textview.clean(reply.get("state")) if isinstance(reply, dict) else "?"
+    operation = reply.get("operation") if isinstance(reply, dict) else None
+    if command == "reset":  # the answer is the system's status
+        text = f"{partition}: reset of {args.system} accepted; {args.system} is {state}"
+    else:
+        text = f"{partition}: {command} accepted; {state}" + (f" ({textview.clean(operation)})" if operation else "")
+    run.out.result(text, reply)
+    return EXIT_OK
+
+
+async def watch(run: Run) -> int:
+    if run.follow is None:
+        raise usage("watch is not available here")
+    return await run.follow.watch(run, not_ecs(run.args.partition), run.args.until)
+
+
+async def logs(run: Run) -> int:
+    args = run.args
+    try:
+        since = parse_since(args.since, run.now()) if args.since else None
+    except ValueError as e:
+        raise usage(str(e)) from None
+    if args.follow:
+        if run.follow is None:
+            raise usage("logs --follow is not available here")
+        return await run.follow.logs_follow(run, since)
+    rows = await run.api.logs(given_partition(run), args.level, since, args.grep, args.limit)
+    run.out.result(textview.format_logs(rows, color=run.color), rows)
+    return EXIT_OK
+
+
+async def runs(run: Run) -> int:
+    rows = await run.api.runs(given_partition(run), run.args.limit)
+    run.out.result(textview.format_runs(rows, color=run.color), rows)
+    return EXIT_OK
