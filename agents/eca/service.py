@@ -125,7 +125,7 @@ class EcaCore(service.MultiService):
 class _Closing(service.Service):
     """A child whose stop runs C{close} (the store, a port, the shell)."""
 
-    def __init__(self, close: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, close: Callable[[], Awaitable[Any] | None]) -> None:
         self._close = close
 
     def stopService(self) -> defer.Deferred[None]:
@@ -133,7 +133,9 @@ class _Closing(service.Service):
         service.Service.stopService(self)
 
         async def close() -> None:
-            await self._close()
+            result = self._close()
+            if result is not None:  # stopListening may answer None
+                await result
 
         return defer.Deferred.fromCoroutine(close())
 
