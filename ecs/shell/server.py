@@ -42,8 +42,11 @@ The server
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ValidPublicKey
@@ -67,13 +70,34 @@ from ecs.control import IControlCenter, User
 from ecs.net.keys import ensure_ssh_key
 from ecs.shell.commands import COMMAND_TIMEOUT
 from ecs.shell.session import ShellSession
-from ecs.store import Store, StoreError
-from ecs.store.keys import fingerprint
 
 DEFAULT_PORT = 2222
 DEFAULT_ENDPOINT = f"tcp:{DEFAULT_PORT}:interface=127.0.0.1"
 HOST_KEY = Path("ssh") / "host_ed25519"
 """The host key, relative to the state directory."""
+
+
+class Accounts(Protocol):
+    """
+    What the shell needs besides the center: whose SSH key this is, a
+    user's current roles, and the audit trail.  The ECA passes its store
+    (L{ecs.store.Store}); L{ecs.control} has no interface for these yet.
+    """
+
+    def user_for_key(self, key: bytes) -> Awaitable[str | None]:
+        """The user a public key blob is registered for, or None."""
+
+    def user(self, name: str) -> Awaitable[Any]:
+        """The user (C{name}, C{roles}) as stored now, or None."""
+
+    def audit(self, user: str, action: str, arguments: Mapping[str, Any], outcome: str) -> Any:
+        """Write an audit entry (a Deferred)."""
+
+
+def fingerprint(blob: bytes) -> str:
+    """The SHA-256 fingerprint of a public key blob, as C{ssh-keygen -l} writes it (and the store keeps it)."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
+
 
 _log = Logger()
 
@@ -120,7 +144,7 @@ class KeyChecker:
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Accounts) -> None:
         self.store = store
 
     def requestAvatarId(self, credentials: Any) -> defer.Deferred[bytes | tuple[()]]:
@@ -134,8 +158,10 @@ class KeyChecker:
         key_print = fingerprint(blob)
         try:
             owner = await self.store.user_for_key(blob)
-        except StoreError as e:
-            _log.error("SSH login of {name}: key lookup failed: {error}", name=name, error=e.reason)
+        except Exception as e:  # the store's StoreError, or any other failure: refuse, say why in the log
+            _log.error(
+                "SSH login of {name}: key lookup failed: {error}", name=name, error=getattr(e, "reason", repr(e))
+            )
             raise UnauthorizedLogin("the key cannot be checked now") from None
         if owner is None or owner.encode("utf-8") != credentials.username:
             await self._audit(name, key_print, "refused: key not registered for this user")
@@ -156,8 +182,8 @@ class KeyChecker:
     async def _audit(self, name: str, key_print: str, outcome: str) -> None:
         try:
             await self.store.audit(name, "ssh_login", {"key": key_print}, outcome)
-        except StoreError as e:
-            _log.error("SSH login of {name} not audited: {error}", name=name, error=e.reason)
+        except Exception as e:  # the store's StoreError: the login goes on, the log says it was not audited
+            _log.error("SSH login of {name} not audited: {error}", name=name, error=getattr(e, "reason", repr(e)))
 
 
 # -- users and the server -------------------------------------------------------------
@@ -234,7 +260,7 @@ class AdminShell:
     def __init__(
         self,
         center: IControlCenter,
-        store: Store,
+        store: Accounts,
         state_dir: str | Path,
         reactor: Any,
         namespace: dict[str, Any] | None = None,
@@ -293,7 +319,7 @@ class AdminShell:
 async def listen_shell(
     description: str | None,
     center: IControlCenter,
-    store: Store,
+    store: Accounts,
     state_dir: str | Path,
     reactor: Any,
     namespace: dict[str, Any] | None = None,

@@ -39,7 +39,6 @@ from zope.interface import implementer
 
 from ecs.control import User
 from ecs.shell.commands import LINE_MAX, CommandInterpreter, Outcome, within
-from ecs.store import StoreError
 
 _log = Logger()
 
@@ -338,8 +337,8 @@ class ShellSession:
         """Run C{source} in a fresh copy of the manhole namespace; what it printed and its value."""
         try:
             await self.shell.store.audit(user.name, "python", {"source": source[:2000]}, "run")
-        except StoreError as e:
-            _log.error("manhole source not audited: {error}", error=e.reason)
+        except Exception as e:  # the store's StoreError: the source still runs, the log says it was not audited
+            _log.error("manhole source not audited: {error}", error=getattr(e, "reason", repr(e)))
         namespace = {**self.shell.namespace, "user": user.name}
         try:
             printed, value = _run_source(source, namespace)
