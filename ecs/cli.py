@@ -21,13 +21,20 @@ On the ECA host::
     ecs user key add NAME FILE|- | key list [NAME] | key del FINGERPRINT   (SSH shell keys)
     ecs db upgrade [--state-dir DIR]
 
-The agent's endpoint comes from C{--endpoint} or from C{--inventory}.
-Over the ECA's HTTP API (L{ecs.client.cli}; C{ecs --help} lists them with
-their exit codes)::
+The agent's endpoint comes from C{--endpoint} or from C{--inventory}
+(C{inject} and C{agent-status} talk ZeroMQ to the agent, so they import
+L{ecs.net}, inside their functions as the ECA-host tools import
+L{ecs.users}).  Over the ECA's HTTP API (L{ecs.client.cli}; C{ecs --help}
+lists them with their exit codes), the commands the SSH shell offers too,
+from one table (L{ecs.client.table})::
 
-    ecs login|logout, status [P], control take|release P, configure P --tag T
-    [--auto] [--wait], start|stop|abort P [--wait], reset P SYSTEM, watch P,
-    logs, runs, agents
+    ecs login|logout, status [P], control take|release P|ecs, configure P
+    (--tag T | --config ID...) [--auto] [--wait], start|stop|abort P [--wait],
+    reset P SYSTEM, watch P, logs, runs,
+    agents [list|show|place|unplace|start|stop|restart|output],
+    partitions [list|create|delete], detectors [list|create|delete|move],
+    configs [list|show|diff|set|delete], tags [list|show|set|delete],
+    users [list|add|roles|passwd|delete]
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ C{ecs} command line (over HTTP, L{ecs.client.api}) and the SSH shell
   - the shell: the management commands, C{--json}, C{--wait}, C{watch}
     and C{logs --follow} against L{tests.fake_control.FakeControlCenter}
     and a L{Clock}.
+
+Longer than most test modules: the three parts test one table from its
+two sides, and belong together.
 """
 
 from __future__ import annotations

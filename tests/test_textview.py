@@ -354,3 +354,62 @@ class ListTests(SynchronousTestCase):
         self.assertIn("crashed", lines[2])
         self.assertTrue(lines[3].startswith("odd"))
         self.assertEqual(format_agents([]), "no agents\n")
+
+
+class ManagementViewTests(SynchronousTestCase):
+    """Configurations, their differences, tags, users and detectors as text."""
+
+    def test_parameter_changes(self) -> None:
+        """Only changed leaves, by dotted key: changed, added and removed; an empty tree is a leaf."""
+        old = {"gain": 1, "hv": {"a": 1, "b": 2}, "gone": True, "empty": {}}
+        new = {"gain": 1, "hv": {"a": 1, "b": 3}, "new": [1, 2], "empty": {}}
+        self.assertEqual(
+            textview.parameter_changes(old, new),
+            [("gone", "true", None), ("hv.b", "2", "3"), ("new", None, "[1, 2]")],
+        )
+        self.assertEqual(textview.parameter_changes(None, {}), [])
+
+    def test_diff_text(self) -> None:
+        """- and + lines under --- / +++ headers; no differences said in words; escapes removed."""
+        text = textview.format_diff({"a": 1}, {"a": 2, EVIL: "x"}, "v1", "v2")
+        self.assertTrue(text.startswith("--- v1\n+++ v2\n"))
+        self.assertIn("- a: 1\n+ a: 2\n", text)
+        self.assertNotIn("\x1b", text)
+        self.assertEqual(textview.format_diff({"a": 1}, {"a": 1}, "v1", "v2"), "no differences between v1 and v2\n")
+
+    def test_configs(self) -> None:
+        """The ECA's config_id (or an older id) names a configuration, in the list and in one shown."""
+        text = textview.format_configs(
+            [{"config_id": "sts-b", "system": "STS", "version": 2}, {"id": "mvd-a", "system": "MVD", "version": 1}]
+        )
+        self.assertEqual(
+            [line.split() for line in text.splitlines()],
+            [["CONFIGURATION", "SYSTEM", "VERSION"], ["mvd-a", "MVD", "1"], ["sts-b", "STS", "2"]],
+        )
+        shown = textview.format_config(
+            {"config_id": "sts-b", "system": "STS", "version": 2, "versions": [1, 2], "parameters": {"gain": EVIL}}
+        )
+        self.assertTrue(shown.startswith("Configuration sts-b of STS, version 2 (versions: 1, 2)\n"))
+        self.assertNotIn("\x1b", shown)
+        self.assertEqual(textview.format_configs([]), "no configurations\n")
+
+    def test_tags_users_detectors(self) -> None:
+        """Tags with their configurations (and fit, with a partition), users with roles, detectors with partitions."""
+        tags = textview.format_tags(
+            [{"name": "t", "configs": {"STS": "s1", "MVD": "m1"}, "compatible": False, "missing": ["TOF"], "extra": []}]
+        )
+        self.assertEqual(tags.splitlines()[1].split(None, 1)[1].strip(), "MVD=m1, STS=s1  missing TOF")
+        self.assertNotIn("FITS", textview.format_tags([{"name": "t", "configs": {}}]))
+        self.assertEqual("Tag t\nSYSTEM  CONFIGURATION\nSTS     s1\n", textview.format_tag({"name": "t", "configs": {"STS": "s1"}}))
+        self.assertEqual(
+            textview.format_users([{"name": "bob", "roles": ["viewer", "operator"]}]).splitlines()[1],
+            "bob   viewer, operator",
+        )
+        detectors = textview.format_detectors(
+            [{"id": "TOF", "type": "tof", "partition": None}, {"id": "STS", "type": "sts", "partition": "demo"}],
+            [{"id": "TOF", "state": "Idle"}],
+        )
+        self.assertEqual(
+            [line.split() for line in detectors.splitlines()[1:]],
+            [["STS", "sts", "demo", "-"], ["TOF", "tof", "(unassigned)", "Idle"]],
+        )

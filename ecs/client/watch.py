@@ -11,8 +11,9 @@ when C{--timeout} passes first).  A dropped stream is reopened with
 C{Last-Event-ID}; a C{reload} (events lost) or C{reset} (the ECA took a
 fresh snapshot) fetches the whole detail again.
 
-L{LiveView} folds events into the detail and says what changed; it does no
-I/O, so it is tested without a server.
+What an event means (L{LiveView}, L{Waiter}) is judged in
+L{ecs.client.following}, without I/O, and shared with the SSH shell; this
+module does the command line's part: the event stream, the terminal.
 """
 
 from __future__ import annotations
