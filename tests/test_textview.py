@@ -400,7 +400,9 @@ class ManagementViewTests(SynchronousTestCase):
         )
         self.assertEqual(tags.splitlines()[1].split(None, 1)[1].strip(), "MVD=m1, STS=s1  missing TOF")
         self.assertNotIn("FITS", textview.format_tags([{"name": "t", "configs": {}}]))
-        self.assertEqual("Tag t\nSYSTEM  CONFIGURATION\nSTS     s1\n", textview.format_tag({"name": "t", "configs": {"STS": "s1"}}))
+        self.assertEqual(
+            "Tag t\nSYSTEM  CONFIGURATION\nSTS     s1\n", textview.format_tag({"name": "t", "configs": {"STS": "s1"}})
+        )
         self.assertEqual(
             textview.format_users([{"name": "bob", "roles": ["viewer", "operator"]}]).splitlines()[1],
             "bob   viewer, operator",
