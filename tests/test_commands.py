@@ -74,6 +74,10 @@ class TableTests(SynchronousTestCase):
             self.assertIn(f"  {command.name} ", out)
         for names, why in NOT_IN_SHELL.items():
             self.assertIn(f"{names}: {why}", out)
+        outcome, out, _ = ShellTests.line(FakeControlCenter(), Clock(), "help configs set")
+        self.assertEqual(outcome.code, 0)
+        self.assertIn("--params", out)
+        self.assertEqual(ShellTests.line(FakeControlCenter(), Clock(), "help configs nope")[0].code, 2)
         outcome, _, err = ShellTests.line(FakeControlCenter(), Clock(), "login")
         self.assertEqual(outcome.code, 2)
         self.assertIn("SSH key", err)

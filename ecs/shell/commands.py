@@ -134,7 +134,7 @@ def _build_parsers() -> dict[str, tuple[argparse.ArgumentParser, str]]:
     for command in COMMANDS:
         add_parser(new(command.name, command.help), command, _common)
     new("whoami", "your user name and roles")
-    new("help", "the commands, or one command's usage").add_argument("topic", nargs="?")
+    new("help", "the commands, or one command's usage (help configs set: an action's)").add_argument("topic", nargs="*")
     new("exit", "end the session")
     new("python", "admin: the Python manhole (no argument: interactive; else evaluate SOURCE)").add_argument(
         "source", nargs=argparse.REMAINDER
@@ -335,17 +335,23 @@ class CommandInterpreter:
 
     # -- the shell's own commands ------------------------------------------------------
 
-    def _help(self, topic: str | None, out: Output) -> Outcome:
-        if topic is None:
+    def _help(self, topic: list[str], out: Output) -> Outcome:
+        if not topic:
             lines = ["commands (help COMMAND for its usage; every one takes --json, as ecs does):"]
             lines += [f"  {name:<10} {summary}" for name, (_, summary) in _PARSERS.items()]
             lines += ["not here:"] + [f"  {names}: {why}" for names, why in NOT_IN_SHELL.items()]
             out.out("\n".join(lines) + "\n")
             return Outcome(EXIT_OK)
-        name = _ALIASES.get(topic, topic)
+        name = _ALIASES.get(topic[0], topic[0])
         if name not in _PARSERS:
-            raise UsageError(f"help: unknown command {topic!r}")
-        out.out(_PARSERS[name][0].format_help())
+            raise UsageError(f"help: unknown command {topic[0]!r}")
+        parser = _PARSERS[name][0]
+        for word in topic[1:]:
+            actions = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            if not isinstance(actions, dict) or word not in actions:
+                raise UsageError(f"help: {name} has no action {word!r}")
+            parser = actions[word]
+        out.out(parser.format_help())
         return Outcome(EXIT_OK)
 
     @staticmethod
