@@ -53,8 +53,8 @@ class ClientCommandTests(TestCase):
         """Run `ecs argv...` as a subprocess with its config dir under C{home}."""
         collect = Collected(stdin.encode() if stdin is not None else None)
         args = [sys.executable, "-m", "ecs.cli", *argv]
-        transport = reactor.spawnProcess(collect, args[0], args, env=self.env(home), path=str(ROOT))  # type: ignore[attr-defined]
-        timer = reactor.callLater(timeout, _kill, transport)  # type: ignore[attr-defined]
+        transport = reactor.spawnProcess(collect, args[0], args, env=self.env(home), path=str(ROOT))
+        timer = reactor.callLater(timeout, _kill, transport)
         self.addCleanup(_stop, collect, transport)
         code = await collect.ended
         if timer.active():
@@ -198,12 +198,12 @@ class ClientCommandTests(TestCase):
         watch_home = admin
         watch = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "watch", "demo"]
-        watcher = reactor.spawnProcess(watch, args[0], args, env=self.env(watch_home), path=str(ROOT))  # type: ignore[attr-defined]
+        watcher = reactor.spawnProcess(watch, args[0], args, env=self.env(watch_home), path=str(ROOT))
         self.addCleanup(_stop, watch, watcher)
         await self.until_output(watch, b"demo state Idle")
         screen = Collected(None)  # the same on a terminal: a redrawn table
         args = [sys.executable, "-m", "ecs.cli", "watch", "demo", "--until", "QA_Active", "--timeout", "60"]
-        terminal = reactor.spawnProcess(screen, args[0], args, env=self.env(watch_home), path=str(ROOT), usePTY=True)  # type: ignore[attr-defined]
+        terminal = reactor.spawnProcess(screen, args[0], args, env=self.env(watch_home), path=str(ROOT), usePTY=True)
         self.addCleanup(_stop, screen, terminal)
         await self.until_output(screen, b"Partition demo: Idle")
         r = await self.ecs(admin, "configure", "demo", "--tag", "demo", "--auto", "--wait", "--timeout", "60")
@@ -236,7 +236,7 @@ class ClientCommandTests(TestCase):
         # -- logs --follow sees what happens next -----------------------------------------
         follow = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "logs", "--follow", "--partition", "demo", "--limit", "1"]
-        follower = reactor.spawnProcess(follow, args[0], args, env=self.env(viewer), path=str(ROOT))  # type: ignore[attr-defined]
+        follower = reactor.spawnProcess(follow, args[0], args, env=self.env(viewer), path=str(ROOT))
         self.addCleanup(_stop, follow, follower)
         await self.until_output(follow, b"demo")  # the one stored event: it is subscribed by now
 
@@ -260,7 +260,7 @@ class ClientCommandTests(TestCase):
         # A configure aborted while it is waited for: exit 1, the reason named.
         waiting = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "configure", "demo", "--tag", "demo", "--auto", "--wait"]
-        waiter = reactor.spawnProcess(waiting, args[0], args, env=self.env(admin), path=str(ROOT))  # type: ignore[attr-defined]
+        waiter = reactor.spawnProcess(waiting, args[0], args, env=self.env(admin), path=str(ROOT))
         self.addCleanup(_stop, waiting, waiter)
         await self.until_output(waiting, b"demo: Configuring_TFC", stream="err")
         self.expect(await self.ecs(admin, "abort", "demo"), 0)
@@ -353,7 +353,7 @@ class ClientCommandTests(TestCase):
 
 def _sleep(seconds: float) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)  # type: ignore[attr-defined]
+    reactor.callLater(seconds, d.callback, None)
     return d
 
 
