@@ -31,6 +31,10 @@ every agent, then the ECA, then closes the store, and checks that the
 clock has no delayed call left.  Timing: heartbeats every 0.1 s (lost
 after 0.4 s), requests time out after L{SETTINGS}C{.request_timeout} = 1 s,
 so a dead peer is found out quickly (in clock time).
+
+(About 480 lines, kept whole: it is one fixture, and its parts, building,
+waiting, HTTP and direct access to the agents, are what every ECA test uses
+together.)
 """
 
 from __future__ import annotations

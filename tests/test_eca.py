@@ -4,6 +4,10 @@ L{agents.eca.inventory}, L{agents.eca.partitions}...): the real Experiment
 Control Agent behind the HTTP API, with real PCAs and
 controllers on the in-memory transport and a real SQLite store
 (L{tests.eca_harness}).
+
+(About 1,000 lines, one class per area of the ECA, all on the one harness;
+the collaborators alone are tested in tests/test_eca_parts.py and
+tests/test_eca_picture.py.)
 """
 
 from __future__ import annotations
