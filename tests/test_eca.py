@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_eca -*-
 """
 Tests for the ECA's collaborators (L{agents.eca.compose}, L{agents.eca.center},
 L{agents.eca.inventory}, L{agents.eca.partitions}...): the real Experiment
