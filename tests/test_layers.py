@@ -53,6 +53,9 @@ ALLOWED_SIDEWAYS = {
     ("ecs.gui", "ecs.web"),
     # the `ecs` command dispatches to the API client's commands
     ("ecs.cli", "ecs.client"),
+    # the shell offers the command line's commands from their one table
+    # (ecs.client.commands, table, following: no HTTP)
+    ("ecs.shell", "ecs.client"),
     # a placement is checked against the launchers' vocabulary (kinds, names)
     ("ecs.store", "ecs.launch"),
     # user administration (first admin, password changes) writes the store
