@@ -28,7 +28,7 @@ process I{is} the agent:
     C{pca_pub} when a system's record is published;
   - the ECA (C{ecs-demo}): C{eca_in} when a state event arrives from the
     PCA's publisher, and C{eca_emit} when the ECA's mirror applies it and
-    hands it to the event streams (L{PartitionWatch._changed}), and
+    hands it to the event streams (L{Partition.got_record}), and
     C{eca_tcp_send} (system C{*}) each time a TCP connection of the web
     hands bytes to the kernel (C{tcp.Connection.writeSomeData}).
 
@@ -183,9 +183,10 @@ def pace_pca_commands(chunk: int) -> None:
 
 
 def patch_eca(out: Path) -> None:
-    from agents.eca.partitions import PartitionWatch
+    from agents.eca.link import PartitionLink
+    from agents.eca.partitions import Partition
 
-    original_received = PartitionWatch._received
+    original_received = PartitionLink._received
 
     def _received(self: Any, envelope: Any) -> None:
         if envelope.type == "state":
@@ -195,16 +196,16 @@ def patch_eca(out: Path) -> None:
                 points.append(("eca_in", time.time(), key[7:], value.get("raw_state")))
         original_received(self, envelope)
 
-    PartitionWatch._received = _received  # type: ignore[method-assign]
+    PartitionLink._received = _received  # type: ignore[method-assign]
 
-    original_changed = PartitionWatch._changed
+    original_got_record = Partition.got_record
 
-    def _changed(self: Any, key: str, value: Any) -> None:
+    def got_record(self: Any, key: str, value: Any) -> None:
         if key.startswith("system/") and isinstance(value, dict):
             points.append(("eca_emit", time.time(), key[7:], value.get("raw_state")))
-        original_changed(self, key, value)
+        original_got_record(self, key, value)
 
-    PartitionWatch._changed = _changed  # type: ignore[method-assign]
+    Partition.got_record = got_record  # type: ignore[method-assign]
 
     # When the web's TCP connections really hand bytes to the kernel (the
     # event stream's writes wait in the transport until the reactor's next
