@@ -116,9 +116,11 @@ class IControlCenter(Interface):
 
     def systems() -> defer.Deferred[dict[str, Any]]:
         """C{{detector_types: {type: {table}}, global_systems: {id: {table}},
-        detectors: [{id, type, partition}], partition_table, tables: {key:
-        {name, initial, states: {state: summary}, rows: [[state, input, next]]}}}}:
-        what exists and the state tables (see L{ecs.fsm.systems})."""
+        detectors: [{id, type, partition}], partition_table, agent_table, tables:
+        {key: {name, kind, initial, states: {state: summary}, rows: [[state,
+        input, next]]}}}}: what exists and the state tables, the supervised
+        agent's lifecycle (C{fsm/agent.yaml}) among them (see
+        L{ecs.fsm.systems})."""
 
     # -- control -------------------------------------------------------------
 
