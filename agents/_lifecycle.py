@@ -36,7 +36,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -87,7 +87,10 @@ def exit_after_shutdown(
 
     reactor.addSystemEventTrigger("after", "shutdown", end)
     reactor.callLater(grace, end)
-    reactor.stop()
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # already stopping: a second failure (the ECA and its part) changes nothing
 
 
 class _Started:

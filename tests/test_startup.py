@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -66,6 +67,18 @@ class Starting(Failing):
         return None
 
 
+class StoppingClock(MemoryReactorClock):
+    """Refuses a second stop, as a real reactor does."""
+
+    stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+        if self.hasStopped:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        self.hasStopped = True
+
+
 class AsyncStartTests(SynchronousTestCase):
     """AsyncStartService ends the process after a failed start, in either phase."""
 
@@ -102,6 +115,17 @@ class AsyncStartTests(SynchronousTestCase):
         clock.advance(SHUTDOWN_GRACE)  # shutdown never completed
         self.assertEqual(agent.exits, 1)
         self.flushLoggedErrors(RuntimeError)
+
+    def test_two_failures_one_stop(self) -> None:
+        """A second failure while the reactor already stops (a service and its part) raises nothing."""
+        clock = StoppingClock()
+        clock.running = True
+        first, second = Failing(clock, OSError("one")), Failing(clock, OSError("two"))
+        first.startService()
+        second.startService()
+        self.assertEqual(clock.stops, 2)
+        clock.advance(SHUTDOWN_GRACE)
+        self.assertEqual((first.exits, second.exits), (1, 1))
 
     def test_success_leaves_the_reactor_alone(self) -> None:
         """A good start neither stops the reactor nor exits."""
