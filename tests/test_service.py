@@ -136,5 +136,5 @@ class DemoInventoryTests(SynchronousTestCase):
             options = module.Options()
             options.parseOptions(["--state-dir", str(state), "--inventory", inventory, *argv])
             service = module.makeService(options)
+            assert isinstance(service, ControllerHost)
             self.addCleanup(service.node.close)
-            self.assertIsInstance(service, ControllerHost)

@@ -183,7 +183,7 @@ class StartupFailureTests(TestCase):
         argv = [tool("twistd"), "-n", "--pidfile=", plugin, *args]
         proc, transport = spawn(self, f"{plugin} ({case})", argv, cwd=str(self.tmp), env=env)
         started = time.monotonic()
-        timer = reactor.callLater(BOUND, transport.signalProcess, "KILL")  # type: ignore[attr-defined]
+        timer = reactor.callLater(BOUND, transport.signalProcess, "KILL")
         code = await proc.ended
         elapsed = time.monotonic() - started
         if timer.active():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twisted.internet import reactor, utils
 from twisted.python import usage
-from twisted.scripts.twistd import ServerOptions
+from twisted.scripts._twistd_unix import ServerOptions  # what twistd uses on POSIX, where units run
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.procs import ROOT, tool
@@ -145,6 +145,7 @@ class UnitFileTests(SynchronousTestCase):
         for example in examples:
             environment = parse_environment_file(example.read_text(encoding="utf-8"))
             options = twistd_options(expand(unit["Service"]["ExecStart"][0], environment))
+            assert options.subCommand is not None
             self.assertIn(options.subCommand, AGENT_PLUGINS, example.name)
             self.check_twistd(options, example.name)
             # The instance name is the agent's name with '-' for ':'.
