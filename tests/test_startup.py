@@ -16,6 +16,7 @@ C{grep 'start-up failure' _trial_temp/test.log}).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sqlite3
@@ -215,7 +216,8 @@ class StartupFailureTests(TestCase):
         (fake / "txzmq.py").write_text(
             "raise ModuleNotFoundError(\"No module named 'txzmq' (simulated)\", name='txzmq')\n", encoding="utf-8"
         )
-        env = {"PYTHONPATH": str(fake)}
+        # First on the path, before whatever trial's workers put there.
+        env = {"PYTHONPATH": os.pathsep.join(p for p in (str(fake), os.environ.get("PYTHONPATH")) if p)}
         reason = r"No module named 'txzmq' \(simulated\)"
         plugins = ("ecs-detector", "ecs-pca", "ecs-global", "ecs-simhost", "ecs-eca", "ecs-demo")
         (self.tmp / "hooked.yaml").write_text(
