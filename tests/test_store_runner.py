@@ -7,7 +7,9 @@ database file.
 
 from __future__ import annotations
 
+import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ecs.store import Store, StoreError
-from ecs.store.core import InlineRunner, inline_runner
+from ecs.store.core import BUSY_TIMEOUT_MS, OPEN_BUSY_TIMEOUT_MS, InlineRunner, inline_runner
 
 
 def _mode(path: Path) -> int:
@@ -70,6 +72,36 @@ class InlineRunnerTests(SynchronousTestCase):
             return int(txn.fetchone()[0])
 
         self.assertEqual(self.successResultOf(runner.runInteraction(count)), 0)
+
+
+class LockedTests(SynchronousTestCase):
+    """A database another process holds locked is refused within seconds at open."""
+
+    def test_normal_timeout_once_open(self) -> None:
+        """The short busy timeout of the opening is replaced by the normal one."""
+        store = self.successResultOf(Store.open(Path(self.mktemp()) / "ecs.sqlite", Clock(), runner=inline_runner))
+        self.addCleanup(lambda: self.successResultOf(store.close()))
+
+        def busy_timeout(txn: Any) -> int:
+            txn.execute("PRAGMA busy_timeout")
+            return int(txn.fetchone()[0])
+
+        self.assertEqual(self.successResultOf(store._pool.runInteraction(busy_timeout)), BUSY_TIMEOUT_MS)
+
+    def test_locked_refused_after_open_timeout(self) -> None:
+        """An exclusive lock held elsewhere: open fails naming the lock after the short timeout."""
+        path = Path(self.mktemp()) / "ecs.sqlite"
+        path.parent.mkdir()
+        holder = sqlite3.connect(str(path), isolation_level=None)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        failure = self.failureResultOf(Store.open(path, Clock(), runner=inline_runner), StoreError)
+        elapsed = time.monotonic() - started
+        self.assertIn("database is locked", str(failure.value))
+        # the wait is the opening's, not the normal one (a generous bound: a loaded machine)
+        self.assertGreaterEqual(elapsed, OPEN_BUSY_TIMEOUT_MS / 1000 * 0.9)
+        self.assertLess(elapsed, BUSY_TIMEOUT_MS / 1000)
 
 
 class ModeTests(SynchronousTestCase):

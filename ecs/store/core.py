@@ -45,6 +45,10 @@ from ecs.store.txn import IRunner, T, _deferred, _run, _Txn
 
 DATABASE_NAME = "ecs.sqlite"
 BUSY_TIMEOUT_MS = 10_000
+#: While opening: a database another process holds locked (a second ECA on the
+#: same state directory, a stuck backup) is refused after this long, so that
+#: the ECA exits within seconds instead of waiting for BUSY_TIMEOUT_MS.
+OPEN_BUSY_TIMEOUT_MS = 2_000
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -59,7 +63,8 @@ def database_path(state_dir: str | Path) -> Path:
 def _on_connect(conn: sqlite3.Connection) -> None:
     """Set up each new connection (called by the pool on its thread)."""
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+        # The short timeout of the opening; _migrate sets the normal one after.
+        conn.execute(f"PRAGMA busy_timeout = {int(OPEN_BUSY_TIMEOUT_MS)}")
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
         conn.execute("PRAGMA foreign_keys = ON")
     except BaseException:
@@ -74,7 +79,7 @@ def _make_pool(path: Path, reactor: Any) -> adbapi.ConnectionPool:
         str(path),
         check_same_thread=False,
         isolation_level=None,
-        timeout=BUSY_TIMEOUT_MS / 1000,
+        timeout=OPEN_BUSY_TIMEOUT_MS / 1000,
         cp_min=1,
         cp_max=1,
         cp_openfun=_on_connect,
@@ -97,7 +102,7 @@ class InlineRunner:
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(
-            str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            str(path), isolation_level=None, timeout=OPEN_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
         )
         _on_connect(self._conn)
 
@@ -182,7 +187,13 @@ async def _migrate(pool: IRunner, path: Path) -> tuple[int, int]:
         raise _too_new(path, old)
     for target in range(old + 1, SCHEMA_VERSION + 1):
         await _run(pool, True, _upgrade_step, path, target, what=f"upgrade {path} to {target}")
+    await _run(pool, False, _normal_busy_timeout, what=f"open {path}")
     return old, SCHEMA_VERSION
+
+
+def _normal_busy_timeout(txn: _Txn) -> None:
+    """Once open, wait up to L{BUSY_TIMEOUT_MS} for a lock (a backup, C{ecs user} on the host)."""
+    txn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
 
 
 class Store(
