@@ -442,7 +442,7 @@ async def _run(args: argparse.Namespace, n: int, k: int, tmp: Path, agents: Agen
         (tmp / "ecs-simhost.yaml").write_text(json.dumps({**settings, "log_level": args.simhost_log_level}) + "\n")
     keys = None
     if args.security == "curve":
-        subprocess.run([str(BIN / "ecs"), "keys", "init", "--dir", str(tmp / "keys")], check=True,  # noqa: ASYNC221 - key generation before timing starts
+        subprocess.run([str(BIN / "ecs"), "keys", "init", "--dir", str(tmp / "keys")], check=True,
                        stdout=subprocess.DEVNULL, env=agents.env)
         from ecs.net.keys import load_keys
 
@@ -641,7 +641,7 @@ async def _measure(
     for r in range(args.repeat):
         await cycle(r)
     if args.profile:
-        profile_dir = Path(args.profile).resolve()  # noqa: ASYNC240 - tiny local I/O in the bench driver
+        profile_dir = Path(args.profile).resolve()
         profile_dir.mkdir(parents=True, exist_ok=True)
         await cycle(args.repeat, profile_dir)
         print_profiles(profile_dir, n, args.top)

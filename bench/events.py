@@ -728,7 +728,7 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         await phase("abort", cycle, "abort", None, aborted)
 
     if args.profile:
-        profile_dir = Path(args.profile).resolve()  # noqa: ASYNC240 - tiny local I/O in the bench driver
+        profile_dir = Path(args.profile).resolve()
         profile_dir.mkdir(parents=True, exist_ok=True)
         profiled = [pid for pid, plugin in processes.items() if plugin in ("ecs-demo", "ecs-pca", "ecs-simhost")]
         await demo.signal_all(profiled, signal.SIGUSR1, "profile.{pid}.started")

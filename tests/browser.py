@@ -110,7 +110,7 @@ class Demo:
                     args: list[str] | None = None) -> Demo:
         """Start a demo for C{testcase}; fires once its web answers and the partition is Idle with every system
         connected."""
-        tmp = Path(testcase.mktemp()).resolve()  # noqa: ASYNC240 - one local path lookup before the demo starts
+        tmp = Path(testcase.mktemp()).resolve()
         tmp.mkdir(parents=True)
         port = free_port()
         argv = [tool("twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(port),

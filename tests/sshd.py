@@ -68,7 +68,7 @@ async def start_sshd(testcase: Any) -> SshServer:
     if os.getuid() == 0:
         # sshd's privilege separation needs this directory when run as root.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    tmp = Path(testcase.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
+    tmp = Path(testcase.mktemp()).resolve()
     tmp.mkdir(parents=True)
     host_key = await keygen(tmp / "host_ed25519")
     user_key = await keygen(tmp / "id_ed25519")

@@ -542,7 +542,7 @@ class ScriptActionTests(TestCase):
         self.failureResultOf(d, CancelledError)
         await action.when_idle()
         # the script got that far before the signal (a tiny local file: blocking is harmless)
-        if os.path.exists(pidfile):  # noqa: ASYNC240
+        if os.path.exists(pidfile):
             self.read_pids(pidfile, require_alive=False)
             await self.wait_all_gone()
         self.assertEqual(self.reactor.pending(), [])
@@ -555,7 +555,7 @@ class ScriptActionTests(TestCase):
         self.assertIn(("info", "ready"), self.lines)
         await action.when_idle()
         self.assertEqual(self.reactor.pending(), [])
-        with open(pidfile) as f:  # noqa: ASYNC230 - a tiny local pid file, read once by the test
+        with open(pidfile) as f:
             _leader, child = (int(word) for word in f.read().split())
         # The leader is gone, its child is still sleeping (the cleanup kills it by pid).
         self.assertEqual(self.read_pids(pidfile, require_alive=False), [child])

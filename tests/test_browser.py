@@ -273,7 +273,7 @@ class ScreenshotTests(TestCase):
     async def test_screenshots(self) -> None:
         """Overview, configuration dialog, monitor mid-configure (slow simulated steps): the bar moves, then hides."""
         shots = screenshot_dir(self)
-        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - one local path lookup before the demo starts
+        tmp = Path(self.mktemp()).resolve()
         tmp.mkdir(parents=True)
 
         steps = {"STS": 0.4, "MVD": 0.8, "TOF": 1.2, "TRD": 1.6, "RICH": 2.0,

@@ -71,7 +71,7 @@ class ClientCommandTests(TestCase):
 
     async def test_commands(self) -> None:
         """login, status, control, configure/start/stop/abort --wait, watch, reset, logs, runs, agents, management."""
-        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
+        tmp = Path(self.mktemp()).resolve()
         tmp.mkdir()
         port = free_port()
         self.base = url = f"http://127.0.0.1:{port}"

@@ -83,7 +83,7 @@ class LocalAgentTests(TestCase):
 
         log = Path(record.log)
         await wait_until(lambda: log.exists() and "serving 1 agent(s)" in log.read_text(), "serving line")
-        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")  # noqa: ASYNC240 - tiny local I/O in a test
+        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
         self.assertIn(b"ecs-detector", cmdline)
         self.assertIn(b"--pidfile=", cmdline)
         status = await launcher.status(record)
@@ -171,7 +171,7 @@ class LocalProcessTests(TestCase):
 
     async def test_reused_pid_not_signalled(self) -> None:
         """A record whose start time does not match the live pid is not ours: not running, never killed."""
-        other = subprocess.Popen(["sleep", "300"], start_new_session=True)  # noqa: ASYNC220 - a stand-in process the test owns
+        other = subprocess.Popen(["sleep", "300"], start_new_session=True)
         self.addCleanup(other.wait)
         self.addCleanup(other.kill)
         stat = _proc.read_stat(other.pid)

@@ -520,7 +520,7 @@ class ScriptTests(TestCase):
 
     async def test_arguments_verbatim(self) -> None:
         """Quotes, spaces, $(...), backticks and ';' in arguments and env reach the program unchanged."""
-        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
+        tmp = Path(self.mktemp()).resolve()
         tmp.mkdir()
         printer = tmp / "print-args"
         printer.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\nprintf "ENV=%s\\n" "$ECS_X"\n')
@@ -537,7 +537,7 @@ class ScriptTests(TestCase):
         self.assertEqual(lines[1:], ["-n", "--pidfile=", "ecs-detector", "--id", "D1", *nasty, "--common", "c d",
                                      "--x", "'; touch pwned4 '", "ENV=$(touch pwned5) 'q'"])
         self.assertEqual([p.name for p in tmp.iterdir() if "pwned" in p.name], [])
-        self.assertFalse(any(Path(f"pwned{n}").exists() for n in range(1, 6)))  # noqa: ASYNC240 - tiny local I/O in a test
+        self.assertFalse(any(Path(f"pwned{n}").exists() for n in range(1, 6)))
 
 
 class SlurmEndToEndTests(TestCase):
@@ -594,7 +594,7 @@ class SlurmEndToEndTests(TestCase):
         from tests.slurm import start_cluster
 
         cluster = await start_cluster(self)
-        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
+        tmp = Path(self.mktemp()).resolve()
         tmp.mkdir()
         token = await self.start_eca(tmp)
         launcher = SlurmLauncher(reactor, ["--config", str(tmp / "ecs.yaml"), "--state-dir", str(tmp / "var")],
@@ -647,7 +647,7 @@ class SlurmEndToEndTests(TestCase):
         from tests.slurm import start_cluster
 
         cluster = await start_cluster(self)
-        tmp = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
+        tmp = Path(self.mktemp()).resolve()
         tmp.mkdir()
         for name, body in (("sleeper", "exec sleep 300"), ("failer", "exit 3")):
             (tmp / name).write_text(f"#!/bin/sh\n{body}\n")

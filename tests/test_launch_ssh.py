@@ -151,15 +151,15 @@ class SshAgentTests(SshTestBase):
         weird = self.sshd.tmp / "we'ird $(touch pwned) dir"
         record = await self.start_fake("inj", *INJECTIONS, workdir=str(weird),
                                        args=["$(touch pwned)"], env={"ECS_X": "$(touch pwned);`touch pwned`"})
-        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[:-1]  # noqa: ASYNC240 - tiny local I/O in a test
+        cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")[:-1]
         expected = ["/bin/sh", str(self.fake), "-n", "--pidfile=", "ecs-simhost", *INJECTIONS,
                     "--common", "$(touch pwned)"]
         self.assertEqual([arg.decode() for arg in cmdline], expected)
-        environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240 - tiny local I/O in a test
+        environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
         self.assertIn(b"ECS_X=$(touch pwned);`touch pwned`", environ)
         self.assertTrue((weird / "logs" / "simhost-inj.log").exists())
         await self.launcher.stop(record, 5.0)
-        home = Path(os.path.expanduser("~"))  # noqa: ASYNC240 - tiny local I/O in a test
+        home = Path(os.path.expanduser("~"))
         for where in (home, self.sshd.tmp, weird, self.work, Path.cwd(), Path("/")):
             self.assertFalse((where / "pwned").exists(), where)
 
@@ -409,7 +409,7 @@ class RsaRefusedTests(TestCase):
         """An RSA private key is refused with `invalid`."""
         if not os.access("/usr/bin/ssh-keygen", os.X_OK):
             raise __import__("twisted.trial.unittest").trial.unittest.SkipTest("ssh-keygen is missing")
-        path = Path(self.mktemp()).resolve()  # noqa: ASYNC240 - tiny local I/O in a test
+        path = Path(self.mktemp()).resolve()
         path.mkdir()
         await keygen(path / "rsa", "rsa")
         error = self.assertRaises(LaunchError, _conch.load_identity, path / "rsa")

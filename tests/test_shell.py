@@ -470,7 +470,7 @@ class ShellEndToEndTests(ECAHarness):
         if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
             raise SkipTest("the OpenSSH client (ssh, ssh-keygen) is not installed")
         await super().setUp()
-        self.home = Path(self.mktemp()).resolve()  # noqa: ASYNC240  (a local temporary path, before any I/O)
+        self.home = Path(self.mktemp()).resolve()
         self.home.mkdir(mode=0o700)
         self.keys: dict[str, Path] = {}
         for name in ("viewer", "operator", "admin", "stranger"):

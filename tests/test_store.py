@@ -151,7 +151,7 @@ class OpenTests(StoreTestCase):
     async def test_not_a_database(self) -> None:
         """A file that is not SQLite gives a StoreError, not a sqlite3 exception."""
         other = Path(self.mktemp())
-        other.write_bytes(b"this is not a database" * 100)  # noqa: ASYNC240 - tiny local I/O in a test
+        other.write_bytes(b"this is not a database" * 100)
         await self.fails(Store.open(other, reactor), "unavailable", "database error")
 
     async def test_upgrade_reports_versions(self) -> None:

@@ -204,7 +204,7 @@ class CliUserKeyTests(TestCase):
     async def test_add_list_delete(self) -> None:
         """A key from a file or stdin is added, listed with its fingerprint, and deleted by it."""
         folder = Path(self.mktemp())
-        folder.mkdir()  # noqa: ASYNC240 - tiny local I/O in a test
+        folder.mkdir()
         line = ed25519_line("alice@laptop")
         (folder / "id.pub").write_text("# my key\n\n" + line + "\n")
         code, out, err = await self.key("add", "alice", str(folder / "id.pub"))
