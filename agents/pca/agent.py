@@ -154,7 +154,7 @@ class PartitionAgent(AsyncStartService):
         )
         self._maybe_settled()
         # Every publisher has tick() (PublisherCore), but IPublisher does not declare it yet.
-        tick: Callable[[], None] = self.publisher.tick  # type: ignore[attr-defined]
+        tick: Callable[[], None] = self.publisher.tick
         self._ticker = task.LoopingCall(tick)
         self._ticker.clock = self.reactor
         self._ticker.start(self.settings.heartbeat_interval, now=False)

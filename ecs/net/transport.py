@@ -133,6 +133,9 @@ class IPublisher(Interface):
     def publish(topic: str, type: str, body: dict[str, Any]) -> int:
         """Publish one event and return its sequence number."""
 
+    def tick() -> None:
+        """Tell subscribers the current sequence number without a new event (while idle)."""
+
 
 class ISubscriber(Interface):
     """A subscription to one publisher."""
