@@ -21,7 +21,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 
-# Editable install in compat mode: twistd finds the plugins (STACK-NOTES).
+# Editable install in compat mode: the default editable mode hides the plugins from twistd.
 # The wheel as users install it is tested by tests/test_install.py.
 $(STAMP): $(PY) setup.py pyproject.toml
 	$(PIP) install --quiet -e '.[test,check]' --config-settings editable_mode=compat

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_startup -*-
 """
-Services whose start-up is asynchronous (STYLE.md #2), and how a process
+Services whose start-up is asynchronous, and how a process
 that cannot start ends.
 
 C{MultiService} ignores a Deferred returned by C{startService}, so an agent
@@ -115,8 +115,8 @@ class AsyncStartService(service.Service):
     def ready(self) -> defer.Deferred[None]:
         """
         A new Deferred that fires once started, or fails with the reason it
-        could not; each caller gets its own (a one-shot observer, STYLE.md
-        #7), so a failure nobody waits for is not an unhandled error.
+        could not; each caller gets its own (a one-shot observer), so a
+        failure nobody waits for is not an unhandled error.
         """
         waiter: defer.Deferred[None] = defer.Deferred()
         outcome = self._start_outcome

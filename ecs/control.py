@@ -6,8 +6,8 @@ What the ECA offers to its user interfaces: the JSON API and web pages
 L{IControlCenter} is the one door: every read goes through its getters and
 every change through its named actions, which check roles and control
 ownership, write the audit trail and tell the agents.  Interfaces never
-touch the store or the agents themselves (STYLE.md, "a data layer is the
-single writer").
+touch the store or the agents themselves: the ECA is the single writer of
+its data.
 
 Errors are L{ControlError}s with a code that maps to an HTTP status:
 

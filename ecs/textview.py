@@ -3,7 +3,7 @@
 The ECA's API answers as terminal text, for the C{ecs} command line and the
 SSH admin shell.
 
-Pure functions from the API's dicts (DESIGN.md section 7) to text: no I/O,
+Pure functions from the API's dicts (the routes of L{ecs.web}) to text: no I/O,
 no terminal queries.  Columns are as wide as their content (capped, long
 cells cut with an ellipsis); colour only when asked (C{color=True}), and
 always beside the state's text, never instead of it.

@@ -14,7 +14,7 @@ module alone); the logic it wraps is already in the sans-IO cores
   one frame per message, the envelope;
 - events: PUB (bound) -> SUB (connected); two frames, C{[topic, envelope]}.
 
-Choices, each for a reason found in STACK-NOTES:
+Choices, each for a reason found when txZMQ was tried and measured:
 
 - txZMQ's own timeouts use the global reactor; we keep every deadline in
   L{ecs.net.correlator.Correlator} with our clock.

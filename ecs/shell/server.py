@@ -239,7 +239,7 @@ class _Factory(factory.SSHFactory):
     def __init__(self, shell: AdminShell) -> None:
         self.shell = shell
         self.portal = shell.portal
-        # Class-level dicts in conch: this instance's own (STACK-NOTES).
+        # Class-level dicts in conch (shared by every factory): this instance's own.
         self.publicKeys = {b"ssh-ed25519": shell.host_key.public()}
         self.privateKeys = {b"ssh-ed25519": shell.host_key}
         self.primes = None

@@ -4,7 +4,7 @@ One SSH session of the admin shell (L{ecs.shell.server}): an exec request, the
 interactive command shell, or the admin's Python manhole.
 
 The stock C{manhole_ssh.TerminalSession} drops the whole connection on an
-exec request, a terminal resize and stdin EOF (STACK-NOTES); here:
+exec request, a terminal resize and stdin EOF (seen with Twisted 26); here:
 
   - C{execCommand} runs one command line (L{CommandInterpreter}) and ends
     the channel with the command's exit status; with a pty (C{ssh -t}),
