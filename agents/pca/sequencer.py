@@ -31,8 +31,8 @@ change of a system re-drives whichever operation runs (L{Sequencer._drive}),
 and every operation ends through the same failure and abort path
 (C{_fail}, C{_end_op}) on the same derived partition, so splitting the
 operations into modules today would mean mixins sharing one C{self} (what
-issue 10 removed from the ECA).  The split the architecture guide (section
-1b) suggests needs the operations as objects first: C{ConfigureOp} and
+issue 10 removed from the ECA).  A split into one module per operation
+needs the operations as objects first: C{ConfigureOp} and
 C{RecordingOp} each with C{drive(partition)}, C{timeout()} and C{abort()},
 the L{Sequencer} keeping only the current operation, the derived state and
 the admission checks; then C{configure.py} (about 250 lines) and
