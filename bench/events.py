@@ -12,6 +12,7 @@ Run from the repository root::
     .venv/bin/python bench/events.py [--detectors 1000] [--cycles 3]
         [--security curve|none] [--duration 0|SECONDS|shipped]
         [--profile DIR] [--keep] [--eca-read-batch K] [--pca-send-chunk K]
+        [--clients N]
 
 What it does, in a temporary directory:
 
@@ -51,6 +52,13 @@ What it does, in a temporary directory:
    are overtaken by Active in the same turn) are counted as C{superseded},
    not as delays; a change never shown although nothing overtook it would
    be a lost update (C{unshown}, must be 0).
+
+C{--clients N} opens N event streams at once, like N consoles: the first
+drives the phases and gives the stage split; the others only timestamp
+each chunk on arrival and are parsed after the run (so that this process
+spends its time reading).  The result's C{clients} gives p50/p99 per
+phase over the events of all N clients (each paired as above) and the
+worst client's p99 per phase.
 
 The same pairing, with the points the processes stamped on the way
 (C{pca_fold}: the PCA folds the status into its view, from the reply to
@@ -335,6 +343,17 @@ class Stream:
         self.ended: defer.Deferred[Any] = defer.Deferred()
         self._buffer = b""
         self._waiter: tuple[Callable[[], bool], Any] | None = None
+        #: extra clients keep (arrival time, bytes) and parse them in L{parse_raw}
+        self.raw: list[tuple[float, bytes]] | None = None
+
+    def parse_raw(self) -> None:
+        """Parse what an extra client recorded (each block with its chunk's arrival time)."""
+        raw, self.raw = self.raw or [], None
+        for t, data in raw:
+            self._buffer += data
+            *blocks, self._buffer = self._buffer.split(b"\n\n")
+            for block in blocks:
+                self._block(t, block)
 
     def seed(self, details: dict[str, Any]) -> None:
         """Start from C{GET /api/partitions/demo}."""
@@ -351,6 +370,12 @@ class Stream:
 
     def data_received(self, data: bytes) -> None:
         t = time.time()
+        if self.raw is not None:
+            # An extra client: timestamp now, parse after the run (keeps
+            # this process's reactor free for the other clients' reads).
+            self.raw.append((t, data))
+            self.last_event = t
+            return
         self._buffer += data
         *blocks, self._buffer = self._buffer.split(b"\n\n")
         for block in blocks:
@@ -679,8 +704,17 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
     stream = Stream()
     stream.seed(details)
     await open_stream(base, api.token, stream)
+    # --clients N: N - 1 more consoles on the same stream (they only record;
+    # the first one drives the phases).
+    extra: list[Stream] = []
+    for _ in range(args.clients - 1):
+        other = Stream()
+        other.raw = []
+        await open_stream(base, api.token, other)
+        extra.append(other)
+    clients = [stream, *extra]
     await sleep(0.5)  # the stream is subscribed once its headers arrived; let it settle
-    say("control taken, event stream open")
+    say(f"control taken, {len(clients)} event stream(s) open")
 
     # -- cycles ------------------------------------------------------------
     phase_timeout = 60 + n / 20
@@ -707,7 +741,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         t_done = time.time()
         # Let late events arrive: quiet for a while (or 5 s at most).
         quiet_until = time.monotonic() + 5
-        while time.time() - stream.last_event < args.quiet and time.monotonic() < quiet_until:
+        while (time.time() - max(c.last_event for c in clients) < args.quiet
+               and time.monotonic() < quiet_until):
             await sleep(0.05)
         windows.append((name, cycle, t0, time.time()))
         if cycle >= 0:
@@ -767,6 +802,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
     (tmp / "sse.json").write_text(json.dumps({"windows": windows, "events": stream.system_events}))
     pairs, counts = pair(fires, stream.system_events)
     result = analyse(args, n, pairs, counts, windows, points, stream)
+    if extra:
+        result["clients"] = analyse_clients(fires, clients, windows)
     losses = sum(1 for line in demo.log_path.read_text(errors="replace").splitlines()
                  if "no heartbeat answer" in line or "does not answer" in line)
     result.update({
@@ -777,8 +814,9 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         "heartbeat_losses": losses,
         "sse_events_by_type": dict(stream.types),
     })
-    if stream.ended.called:
-        raise BenchError("the event stream ended during the run")
+    for client in clients:
+        if client.ended.called:
+            raise BenchError("an event stream ended during the run")
     return result
 
 
@@ -859,6 +897,51 @@ def analyse(
     }
 
 
+def analyse_clients(
+    fires: dict[str, list[tuple[float, str]]],
+    clients: list[Stream],
+    windows: list[tuple[str, int, float, float]],
+) -> dict[str, Any]:
+    """
+    Every client's delays (the same pairing as the first client's), per
+    phase over all clients, and the worst client's p99 per phase.
+    """
+    counted = [(name, start, end) for name, cycle, start, end in windows if cycle >= 0]
+
+    def phase_of(t: float) -> str | None:
+        for name, start, end in counted:
+            if start <= t <= end:
+                return name
+        return None
+
+    all_phases: dict[str, list[float]] = defaultdict(list)
+    worst: dict[str, float] = {}
+    lost = 0
+    for client in clients:
+        client.parse_raw()
+        pairs, counts = pair(fires, client.system_events)
+        lost += counts["unshown"]
+        mine: dict[str, list[float]] = defaultdict(list)
+        for _, _, t_fire, t_event in pairs:
+            name = phase_of(t_fire)
+            if name is not None:
+                mine[name].append(t_event - t_fire)
+        for name, delays in mine.items():
+            all_phases[name].extend(delays)
+            p99 = summary_ms(delays)["p99_ms"]
+            worst[name] = max(worst.get(name, 0.0), p99)
+    every = [d for v in all_phases.values() for d in v]
+    overall = summary_ms(every)
+    return {
+        "count": len(clients),
+        "p50_ms": overall.get("p50_ms"),
+        "p99_ms": overall.get("p99_ms"),
+        "by_phase": {name: summary_ms(v) for name, v in sorted(all_phases.items())},
+        "worst_client_p99_ms": worst,
+        "unshown_changes": lost,
+    }
+
+
 def print_profiles(profile_dir: Path, n: int, top: int) -> None:
     """Top functions of each profile, by own time and by cumulative time, on stderr."""
     import pstats
@@ -900,10 +983,13 @@ def main() -> None:
     parser.add_argument("--pca-send-chunk", type=int, default=None, metavar="K",
                         help="what-if: the PCA sends at most K commands to systems per reactor turn "
                         "(the shipped PCA sends one per system in one loop); not a product setting")
+    parser.add_argument("--clients", type=int, default=1, metavar="N",
+                        help="N event-stream clients open at once, like N consoles (default 1); "
+                        "the result's 'clients' gives p50/p99 per phase over all of them")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, timestamps)")
     args = parser.parse_args()
-    if args.detectors < 0 or args.cycles < 1 or args.start_attempts < 1:
-        parser.error("--detectors must be at least 0, --cycles and --start-attempts at least 1")
+    if args.detectors < 0 or args.cycles < 1 or args.start_attempts < 1 or args.clients < 1:
+        parser.error("--detectors must be at least 0, --cycles, --start-attempts and --clients at least 1")
     if args.duration != "shipped":
         try:
             if float(args.duration) < 0:

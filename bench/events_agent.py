@@ -84,14 +84,14 @@ def _plugin(twistd_args: list[str]) -> str:
 
 
 def patch_controllers() -> None:
-    from agents.controller.host import PartitionLink
+    from agents.controller.link import PartitionLink
     from agents.controller.system import SystemController
 
     original_fire = SystemController._fire
 
-    def _fire(self: Any, input: str, comment: str | None = None) -> None:
+    def _fire(self: Any, input: str, *args: Any, **kwargs: Any) -> None:
         t = time.time()
-        original_fire(self, input, comment)
+        original_fire(self, input, *args, **kwargs)
         if self.partition is not None:
             points.append(("fire", t, self.system, self.machine.state))
 
