@@ -222,6 +222,27 @@ class IControlCenter(Interface):
     def agent_output(user: User, agent: str, lines: int) -> defer.Deferred[dict[str, Any]]:
         """C{{agent, text}}: the last lines of its output (expert)."""
 
+    # -- alarms (see agents.eca.alarms) ----------------------------------------
+
+    def alarms(user: User, include_all: bool = False,
+               partition: str | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        """The active alarms (not cleared, or not acknowledged), newest first,
+        without those shelved now; C{include_all}: every alarm, history and
+        shelved ones too; C{partition}: that partition's only.  Each alarm is
+        C{{id, kind, source, partition, severity (warning, error, critical),
+        text, action, raised_at, cleared_at, acknowledged_by, acknowledged_at,
+        shelved_until, shelved_by, shelve_reason}}.  Viewer and up."""
+
+    def acknowledge_alarm(user: User, alarm_id: int) -> defer.Deferred[dict[str, Any]]:
+        """Acknowledge an alarm (operator and up; audited); the alarm.
+        not_found for an unknown id; acknowledging again changes nothing."""
+
+    def shelve_alarm(user: User, alarm_id: int, until: float, reason: str) -> defer.Deferred[dict[str, Any]]:
+        """Hide an active alarm from the default list until C{until} (absolute
+        unix seconds, in the future, at most 30 days ahead) with a reason (1 to
+        500 characters): expert and up; audited; the alarm.  bad_request naming
+        the field, not_found, conflict when it is no longer active."""
+
     # -- runs, logs, events, metrics -----------------------------------------
 
     def runs(partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
@@ -236,7 +257,8 @@ class IControlCenter(Interface):
     def subscribe(callback: Callable[[int, str, dict[str, Any]], None],
                   partition_id: str | None = None) -> Callable[[], None]:
         """Live events C{callback(event_id, type, data)}: types state, progress,
-        log, control; returns the unsubscribe function."""
+        log, control, allowed, agent, alarm (the alarm with C{change}: raised,
+        cleared, acknowledged or shelved); returns the unsubscribe function."""
 
     def events_since(event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
         """Buffered events after C{event_id} (for Last-Event-ID), or None when

@@ -87,6 +87,11 @@ class FakeControlCenter:
             "pca:demo": self._agent_record("pca:demo", "localhost", "local", {}, True),
         }
         self.launch_error: tuple[str, str] | None = None
+        #: Alarms by id (the contract's fields): one active system_error of STS.
+        self.alarm_records: dict[int, dict[str, Any]] = {
+            1: self.alarm_record(1, "system_error", "STS", "demo", "STS in Error: threshold",
+                                 "reset STS, then Configure"),
+        }
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
 
@@ -100,6 +105,15 @@ class FakeControlCenter:
             if wanted is None or partition in (None, wanted):
                 callback(event_id, kind, data)
         return event_id
+
+    @staticmethod
+    def alarm_record(alarm_id: int, kind: str, source: str, partition: str | None, text: str,
+                     action: str, severity: str = "error", raised_at: float = 100.0) -> dict[str, Any]:
+        """An alarm as the API shows it, raised and not cleared."""
+        return {"id": alarm_id, "kind": kind, "source": source, "partition": partition, "severity": severity,
+                "text": text, "action": action, "raised_at": raised_at, "cleared_at": None,
+                "acknowledged_by": None, "acknowledged_at": None, "shelved_until": None, "shelved_by": None,
+                "shelve_reason": None}
 
     def _require(self, user: User, role: str) -> None:
         if not user.has(role):
@@ -494,6 +508,45 @@ class FakeControlCenter:
         self._require(user, "expert")
         self._agent(agent)
         return {"agent": agent, "text": "".join(f"line {n}\n" for n in range(1, lines + 1))}
+
+    # -- alarms (no clock: shelving hides nothing here; the web layer checks the times) -----------
+
+    def _alarm(self, alarm_id: int) -> dict[str, Any]:
+        try:
+            return self.alarm_records[alarm_id]
+        except KeyError:
+            raise ControlError("not_found", f"no alarm {alarm_id}") from None
+
+    @_deferred
+    def alarms(self, user: User, include_all: bool = False,
+               partition: str | None = None) -> list[dict[str, Any]]:
+        """Active alarms (or all), newest first, of one partition or all."""
+        self._require(user, "viewer")
+        rows = [dict(a) for _, a in sorted(self.alarm_records.items(), reverse=True)
+                if (include_all or a["cleared_at"] is None or a["acknowledged_at"] is None)
+                and (partition is None or a["partition"] == partition)]
+        return rows
+
+    @_deferred
+    def acknowledge_alarm(self, user: User, alarm_id: int) -> dict[str, Any]:
+        """Acknowledge (operator); the first acknowledgement stays."""
+        self._require(user, "operator")
+        alarm = self._alarm(alarm_id)
+        if alarm["acknowledged_at"] is None:
+            alarm.update(acknowledged_by=user.name, acknowledged_at=200.0)
+            self.emit("alarm", {**alarm, "change": "acknowledged"}, alarm["partition"])
+        self.audit.append((user.name, "acknowledge_alarm", (alarm_id,)))
+        return dict(alarm)
+
+    @_deferred
+    def shelve_alarm(self, user: User, alarm_id: int, until: float, reason: str) -> dict[str, Any]:
+        """Shelve (expert) until C{until} with a reason."""
+        self._require(user, "expert")
+        alarm = self._alarm(alarm_id)
+        alarm.update(shelved_until=until, shelved_by=user.name, shelve_reason=reason)
+        self.emit("alarm", {**alarm, "change": "shelved"}, alarm["partition"])
+        self.audit.append((user.name, "shelve_alarm", (alarm_id, until, reason)))
+        return dict(alarm)
 
     # -- runs, logs, events, metrics ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from agents.eca.picture import (
+    Condition,
     Effect,
     Emit,
     PartitionPicture,
@@ -73,6 +74,49 @@ class AllowedTests(SynchronousTestCase):
         self.assertEqual(self.picture.set_connected(False), [])
 
 
+def conditions(effects: list[Effect]) -> list[Condition]:
+    """The alarm conditions among the effects."""
+    return [e for e in effects if isinstance(e, Condition)]
+
+
+class ConditionTests(SynchronousTestCase):
+    """The alarm conditions the records show (level-triggered: the alarms drop repeats)."""
+
+    def setUp(self) -> None:
+        self.picture = PartitionPicture("p", SEQUENCE)
+
+    def test_error_with_comment(self) -> None:
+        """A system in Error holds system_error with its comment; leaving Error ends it and any DCS alarm."""
+        up = {"id": "STS", "state": "Idle", "connected": True}
+        first = conditions(self.picture.apply("system/STS", up))
+        self.assertIn(Condition("system_error", "STS", False, "STS in Error"), first)
+        error = conditions(self.picture.apply("system/STS", {**up, "state": "Error", "comment": "HV trip"}))
+        self.assertIn(Condition("system_error", "STS", True, "STS in Error: HV trip"), error)
+        self.assertNotIn("dcs_alarm", [c.kind for c in error])
+        back = conditions(self.picture.apply("system/STS", up))
+        self.assertIn(Condition("dcs_alarm", "STS", False), back)
+        self.assertIn(Condition("system_error", "STS", False, "STS in Error"), back)
+
+    def test_unreachable_only_after_up(self) -> None:
+        """A system that never answered is not unreachable; one that answered and stopped is, until it answers."""
+        down = {"id": "STS", "state": "Idle", "connected": False}
+        self.assertEqual([c for c in conditions(self.picture.apply("system/STS", down))
+                          if c.kind == "system_unreachable"], [])
+        self.picture.apply("system/STS", {**down, "connected": True})
+        lost = conditions(self.picture.apply("system/STS", down))
+        self.assertIn(Condition("system_unreachable", "STS", True, "STS does not answer (Connection Problem)"), lost)
+        # A fresh table (a restarted PCA) meets its systems anew.
+        self.picture.reset(frozenset({"system/STS"}))
+        self.assertEqual([c for c in conditions(self.picture.apply("system/STS", down))
+                          if c.kind == "system_unreachable"], [])
+
+    def test_pca_lost(self) -> None:
+        """The PCA answering or not is the pca_lost condition."""
+        self.picture.set_connected(True)
+        self.assertEqual(conditions(self.picture.set_connected(False)),
+                         [Condition("pca_lost", "pca:p", True, "the PCA of p does not answer")])
+
+
 class EffectTests(SynchronousTestCase):
     """Each input gives its effects in order, as values."""
 
@@ -87,6 +131,7 @@ class EffectTests(SynchronousTestCase):
                 Emit("state", {"partition": "p", "key": "connected", "value": {"connected": True}}),
                 Emit("allowed", {"partition": "p", "allowed": []}),
                 PartitionSeen(),
+                Condition("pca_lost", "pca:p", False, "the PCA of p does not answer"),
             ],
         )
 
@@ -118,6 +163,9 @@ class EffectTests(SynchronousTestCase):
             effects,
             [
                 Emit("state", {"partition": "p", "key": "system/MVD", "value": None}),
+                Condition("system_error", "MVD", False),
+                Condition("system_unreachable", "MVD", False),
+                Condition("dcs_alarm", "MVD", False),
                 Emit("state", {"partition": "p", "key": "reset", "value": None}),
             ],
         )

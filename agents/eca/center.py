@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from agents.eca.accounts import Accounts
 from agents.eca.agents import AgentActions
+from agents.eca.alarms import Alarms
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
 from agents.eca.events import EventLog
@@ -45,6 +46,7 @@ class ControlCenter:
         unassigned: Unassigned,
         records: Records,
         metrics: EcaMetrics,
+        alarms: Alarms,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -57,6 +59,7 @@ class ControlCenter:
         self._unassigned = unassigned
         self._records = records
         self._metrics = metrics
+        self._alarms = alarms
 
     # -- authentication ---------------------------------------------------------------
 
@@ -217,6 +220,22 @@ class ControlCenter:
     def agent_output(self, user: User, agent: str, lines: int) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.agent_output}."""
         return self._agents.agent_output(user, agent, lines)
+
+    # -- alarms -------------------------------------------------------------------------------------
+
+    def alarms(
+        self, user: User, include_all: bool = False, partition: str | None = None
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        """See L{IControlCenter.alarms}."""
+        return self._alarms.alarms(user, include_all, partition)
+
+    def acknowledge_alarm(self, user: User, alarm_id: int) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.acknowledge_alarm}."""
+        return self._alarms.acknowledge(user, alarm_id)
+
+    def shelve_alarm(self, user: User, alarm_id: int, until: float, reason: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.shelve_alarm}."""
+        return self._alarms.shelve(user, alarm_id, until, reason)
 
     # -- history, events, metrics ---------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from agents.eca.accounts import Accounts, IPasswords
 from agents.eca.agents import AgentActions, AgentPresence
+from agents.eca.alarms import Alarms, agent_conditions
 from agents.eca.audit import Audit
 from agents.eca.center import ControlCenter
 from agents.eca.commands import Commands
@@ -102,11 +103,14 @@ class Eca:
     metrics: EcaMetrics
     log_retention: float
     clock: IReactorTime
+    alarms: Alarms
     address: str | None = None
 
     async def start(self) -> None:
         """Serve the registry, follow every partition, read who holds control."""
         await self.store.set_global_systems(self.sequence.global_systems())
+        # The active alarms first: the partitions' first pictures clear those that are over.
+        await self.alarms.load()
         server = self.node.serve(self.settings.registry_address)
         self.address = server.address
         server.register(REGISTRY, self.registry.handlers())
@@ -156,20 +160,23 @@ def build_eca(
     audit = Audit(store)
     scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout)
     accounts = Accounts(store, clock, passwords, scopes, audit)
-    runs = RunBook(store, logbook, metrics)
+    alarms = Alarms(store, events, logbook, audit, clock, metrics)
+    runs = RunBook(store, logbook, metrics, alarms)
     observers = RegistryObservers()
     lookups = StoreLookups(store)
     registry = RegistryService(
         node, clock, lookups.partitions, lookups.detectors_of, lookups.detector, on_change=observers.changed
     )
-    partitions = Partitions(node, clock, settings, sequence, events, logbook, runs, scopes.holder, metrics)
+    partitions = Partitions(node, clock, settings, sequence, events, logbook, runs, scopes.holder, metrics, alarms)
     supervisor = None
     if launchers is not None:
         presence = AgentPresence(registry.entries, sequence)
         restarts = RestartCounter(metrics)
+        agent_alarms = agent_conditions(alarms)
 
         def agent_changed(data: dict[str, Any]) -> None:
             restarts.changed(data)
+            agent_alarms(data)
             events.emit("agent", data, None)
 
         supervisor = Supervisor(
@@ -201,7 +208,8 @@ def build_eca(
     metrics.observe_partitions(partitions.samples)
 
     center = ControlCenter(
-        events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics
+        events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
+        alarms,
     )
     return Eca(
         center,
@@ -220,4 +228,5 @@ def build_eca(
         metrics,
         log_retention,
         clock,
+        alarms,
     )

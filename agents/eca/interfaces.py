@@ -73,8 +73,8 @@ class IRunBook(Interface):
     def started(partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str) -> Awaitable[None]:
         """The partition entered recording: a new run record, unless one is open."""
 
-    def ended(partition: str, last_command: str | None) -> Awaitable[None]:
-        """The partition left recording: close its run record."""
+    def ended(partition: str, last_command: str | None, interrupted: bool = False) -> Awaitable[None]:
+        """The partition left recording: close its run record (C{interrupted}: the PCA was lost meanwhile)."""
 
 
 class IInventoryEvents(Interface):

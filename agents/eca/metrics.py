@@ -27,6 +27,11 @@ for counters, C{_seconds} for durations)::
     ecs_heartbeat_losses_total{partition}         counter
     ecs_agent_restarts_total{agent}               counter
     ecs_runs_failed_total{partition}              counter
+    ecs_alarms_active{severity}                   gauge, active alarms (not cleared,
+                                                  or not acknowledged), every severity
+    ecs_alarms_raised_total{kind}                 counter, alarms raised (a new
+                                                  alarm or a cleared one reopened),
+                                                  every kind from 0
     process_*, python_info, python_gc_*           the client's process metrics
 
 Label cardinality stays bounded: commands are the five partition commands,
@@ -59,6 +64,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from twisted.logger import Logger
+
+from ecs.store.alarms import ALARM_KINDS, SEVERITIES
 
 #: The content type of L{EcaMetrics.render}'s text.
 CONTENT_TYPE: str = CONTENT_TYPE_LATEST
@@ -133,6 +140,30 @@ class _PartitionCollector:
         return iter(families)
 
 
+class _AlarmCollector:
+    """C{ecs_alarms_active{severity}}, counted at scrape time (every severity, 0 when none)."""
+
+    def __init__(self) -> None:
+        self.count: Callable[[], Mapping[str, int]] = dict
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples."""
+        return iter((self._family(),))
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("ecs_alarms_active", "Active alarms (not cleared, or not acknowledged) by severity",
+                                 labels=("severity",))
+
+    def collect(self) -> Iterator[Metric]:
+        """The active alarms now."""
+        family = self._family()
+        counts = self.count()
+        for severity in SEVERITIES:
+            family.add_metric((severity,), counts.get(severity, 0))
+        return iter((family,))
+
+
 class EcaMetrics:
     """The ECA's metrics on a registry of their own; see the module docstring."""
 
@@ -158,6 +189,12 @@ class EcaMetrics:
                                        registry=self.registry)
         self._runs_failed = Counter("ecs_runs_failed", "Runs that ended in failure", ("partition",),
                                     registry=self.registry)
+        self._alarms_active = _AlarmCollector()
+        self.registry.register(self._alarms_active)
+        self._alarms_raised = Counter("ecs_alarms_raised", "Alarms raised, by kind", ("kind",),
+                                      registry=self.registry)
+        for kind in ALARM_KINDS:
+            self._alarms_raised.labels(kind=kind)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -171,6 +208,10 @@ class EcaMetrics:
     def observe_partitions(self, sample: Callable[[], Iterable[PartitionSample]]) -> None:
         """Read the partition gauges from C{sample()} at every scrape (replaces an earlier callable)."""
         self._partitions.observe(sample)
+
+    def observe_alarms(self, count: Callable[[], Mapping[str, int]]) -> None:
+        """Read C{ecs_alarms_active} from C{count()} (severity -> active alarms) at every scrape."""
+        self._alarms_active.count = count
 
     def observe_streams(self, count: Callable[[], int]) -> None:
         """Read C{ecs_event_streams_open} from C{count()} at every scrape."""
@@ -199,6 +240,10 @@ class EcaMetrics:
     def run_failed(self, partition: str) -> None:
         """A run of C{partition} ended in failure."""
         self._runs_failed.labels(partition=partition).inc()
+
+    def alarm_raised(self, kind: str) -> None:
+        """An alarm of C{kind} was raised (new, or reopened)."""
+        self._alarms_raised.labels(kind=kind).inc()
 
     # -- exposition -----------------------------------------------------------------
 

@@ -5,11 +5,14 @@ L{PartitionLink} to its PCA and a L{PartitionPicture} of what it
 publishes), and what their changes set off: live events, operator log
 lines, run records (L{IRunBook}), the metrics, and the inventory's
 pending tells (L{IInventoryEvents}, wired after construction: the
-inventory is built from the partitions, so this is a back edge).
+inventory is built from the partitions, so this is a back edge), and the
+alarm conditions the records show (L{IAlarms}: a system in Error or not
+answering, the PCA gone, a DCS alarm the PCA logged).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,10 +21,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from agents.eca.alarms import IAlarms
 from agents.eca.interfaces import IEventSource, IInventoryEvents, ILogBook, IPartitionObserver, IRunBook
 from agents.eca.link import PartitionLink
 from agents.eca.metrics import EcaMetrics, PartitionSample
 from agents.eca.picture import (
+    Condition,
     Effect,
     Emit,
     PartitionPicture,
@@ -38,6 +43,19 @@ from ecs.net.registry import AgentInfo
 from ecs.net.transport import INode
 
 OPERATOR_COMMANDS = ("configure", "start", "stop", "abort", "reset")
+
+#: How the PCA logs a DCS alarm for one of its detectors
+#: (L{agents.pca.sequencer.Sequencer.alarm}: "alarm from SOURCE for DETECTOR: MESSAGE").
+DCS_ALARM_LINE = re.compile(r"alarm from (?P<source>\S+) for (?P<detector>\S+): (?P<message>.*)", re.DOTALL)
+
+
+def alarm_action(kind: str, source: str, partition: str) -> str:
+    """What clears an alarm the records show (see L{agents.eca.picture.Condition})."""
+    if kind in ("system_error", "dcs_alarm"):
+        return f"reset {source}, then Configure"
+    if kind == "system_unreachable":
+        return f"check that the controller of {source} runs (agents page); once it answers, Configure"
+    return f"check that the PCA of {partition} runs (agents page, pca:{partition}); the ECA reconnects by itself"
 
 
 @implementer(IPartitionObserver)
@@ -56,6 +74,8 @@ class Partition:
         self.last_operator: str | None = None
         self.last_command: str | None = None
         self.losses = 0
+        #: The heartbeat losses when the current run started (a run that saw one more was interrupted).
+        self.losses_at_start = 0
 
     # -- reading --------------------------------------------------------------------
 
@@ -114,6 +134,17 @@ class Partition:
     def got_log(self, level: str, source: str, message: str, when: float | None) -> None:
         """See L{IPartitionObserver.got_log}."""
         self._owner.logbook.log(level, source, message, self.id, when)
+        dcs = DCS_ALARM_LINE.fullmatch(message) if level == "error" else None
+        if dcs is not None:
+            detector = dcs["detector"]
+            self._owner.alarms.condition(
+                "dcs_alarm",
+                detector,
+                self.id,
+                True,
+                f"{dcs['source']} alarm for {detector}: {dcs['message']}",
+                alarm_action("dcs_alarm", detector, self.id),
+            )
 
     def got_progress(self, body: dict[str, Any]) -> None:
         """See L{IPartitionObserver.got_progress}."""
@@ -136,6 +167,7 @@ class Partitions:
         runs: IRunBook,
         holder: Callable[[str], str | None],
         metrics: EcaMetrics,
+        alarms: IAlarms,
     ) -> None:
         self.node = node
         self.clock = clock
@@ -146,6 +178,7 @@ class Partitions:
         self.runs = runs
         self.holder = holder
         self.metrics = metrics
+        self.alarms = alarms
         self._inventory: IInventoryEvents | None = None
         self._partitions: dict[str, Partition] = {}
 
@@ -181,6 +214,7 @@ class Partitions:
         partition = self._partitions.pop(partition_id, None)
         if partition is not None:
             partition.link.stop()
+            self.alarms.partition_gone(partition_id)
 
     def pca_changed(self, partition_id: str, info: AgentInfo | None) -> None:
         """The registry says the PCA of C{partition_id} registered again or went away."""
@@ -237,9 +271,14 @@ class Partitions:
                     self._inventory.system_seen(partition.id, effect.system)
             elif isinstance(effect, StageDone):
                 self.metrics.stage_done(partition.id, effect.stage, effect.seconds)
+            elif isinstance(effect, Condition):
+                action = alarm_action(effect.kind, effect.source, partition.id) if effect.active else ""
+                self.alarms.condition(effect.kind, effect.source, partition.id, effect.active, effect.text, action)
 
     async def _run_started(self, partition: Partition, tag: str | None) -> None:
+        partition.losses_at_start = partition.losses
         await self.runs.started(partition.id, tag, partition.sent, partition.last_operator or "unknown")
 
     async def _run_ended(self, partition: Partition) -> None:
-        await self.runs.ended(partition.id, partition.last_command)
+        interrupted = partition.losses > partition.losses_at_start
+        await self.runs.ended(partition.id, partition.last_command, interrupted)

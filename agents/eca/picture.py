@@ -9,7 +9,9 @@ returns the effects it has, as small values, in order: the live events to
 emit (L{Emit}), a run that started or ended (L{RunStarted}, L{RunEnded}),
 the partition or one of its systems seen again (L{PartitionSeen},
 L{SystemSeen}, for the moves a forced move left pending) and a configure
-stage finished (L{StageDone}).  Whoever owns the picture carries them out
+stage finished (L{StageDone}) and an alarm condition that holds or not
+(L{Condition}: a system in Error, a system that stopped answering, the PCA
+itself gone).  Whoever owns the picture carries them out
 (L{agents.eca.partitions}); nothing here calls out, so nothing re-enters.
 
 Stage durations are timed here from the PCA's C{progress} events (a stage
@@ -71,7 +73,23 @@ class StageDone:
     seconds: float
 
 
-Effect = Emit | RunStarted | RunEnded | PartitionSeen | SystemSeen | StageDone
+@attrs.frozen
+class Condition:
+    """
+    An alarm condition of the partition holds (C{active}) or not, as the
+    records show it now (level, not edge: the owner's alarms drop the
+    repeats).  C{kind} is an alarm kind (C{system_error},
+    C{system_unreachable}, C{dcs_alarm}, C{pca_lost}), C{source} the system
+    (or C{pca:<partition>}), C{text} what is wrong (when active).
+    """
+
+    kind: str
+    source: str
+    active: bool
+    text: str = ""
+
+
+Effect = Emit | RunStarted | RunEnded | PartitionSeen | SystemSeen | StageDone | Condition
 
 
 def _in_error(record: dict[str, Any] | None) -> bool:
@@ -94,6 +112,9 @@ class PartitionPicture:
         self._stage: tuple[str, float] | None = None
         #: The stage last timed to its end (its closing report may come twice).
         self._last_done: str | None = None
+        #: Systems seen connected: only those can become unreachable (no
+        #: alarm for a system that has not come up yet).
+        self._came_up: set[str] = set()
 
     # -- inputs ------------------------------------------------------------------
 
@@ -112,8 +133,11 @@ class PartitionPicture:
         if key == "partition":
             effects += self._recording(old, value)
             effects.append(PartitionSeen())
-        elif key.startswith("system/") and value is not None and value.get("connected"):
-            effects.append(SystemSeen(key[len("system/") :]))
+        elif key.startswith("system/"):
+            system = key[len("system/") :]
+            if value is not None and value.get("connected"):
+                effects.append(SystemSeen(system))
+            effects += self._conditions(system, value)
         return effects
 
     def reset(self, present: Collection[str]) -> list[Effect]:
@@ -124,6 +148,9 @@ class PartitionPicture:
         meanwhile) are dropped, or they would be shown for ever.
         """
         effects: list[Effect] = []
+        # A system must be seen connected again in the new table before it
+        # can be called unreachable (a restarted PCA meets its systems anew).
+        self._came_up.clear()
         for key in [k for k in self.records if k not in present]:
             effects += self.apply(key, None)
         effects.append(Emit("state", {"partition": self.id, "key": "reset", "value": None}))
@@ -140,6 +167,7 @@ class PartitionPicture:
         effects += self._allowed_changed()
         if connected:
             effects.append(PartitionSeen())  # it may have missed a forced move
+        effects.append(Condition("pca_lost", f"pca:{self.id}", not connected, f"the PCA of {self.id} does not answer"))
         return effects
 
     def progress_received(self, body: dict[str, Any], now: float) -> list[Effect]:
@@ -233,6 +261,26 @@ class PartitionPicture:
         }
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _conditions(self, system: str, value: dict[str, Any] | None) -> list[Effect]:
+        """The alarm conditions of one system record (None: it left the partition: none holds)."""
+        if value is None:
+            self._came_up.discard(system)
+            return [Condition(kind, system, False) for kind in ("system_error", "system_unreachable", "dcs_alarm")]
+        error = _in_error(value)
+        connected = bool(value.get("connected"))
+        if connected:
+            self._came_up.add(system)
+        comment = value.get("comment")
+        why = f": {comment}" if isinstance(comment, str) and comment else ""
+        effects: list[Effect] = [Condition("system_error", system, error, f"{system} in Error{why}")]
+        if not error:
+            effects.append(Condition("dcs_alarm", system, False))
+        if connected or system in self._came_up:
+            effects.append(
+                Condition("system_unreachable", system, not connected, f"{system} does not answer (Connection Problem)")
+            )
+        return effects
 
     def _allowed_changed(self) -> list[Effect]:
         """An C{allowed} event when the commands allowed now changed (the GUI's buttons)."""

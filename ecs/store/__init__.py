@@ -5,7 +5,7 @@ The ECA's database: L{Store} is the only way to it.
 One SQLite file (by convention C{<state dir>/ecs.sqlite}, see
 L{database_path}) holds partitions, detectors, global systems,
 configurations (versioned), tags, users, roles, tokens, control ownership,
-runs, the audit trail and log events.
+runs, the audit trail, log events and alarms.
 
 How it is used::
 
@@ -64,12 +64,14 @@ C{ecs.store} itself):
     database thread, a L{Deferred} for the caller);
   - L{ecs.store.core}: L{Store}, its opening, upgrading and closing;
   - L{ecs.store.inventory}, L{ecs.store.configs}, L{ecs.store.accounts},
-    L{ecs.store.records}: the operations of each area, mixed into L{Store}.
+    L{ecs.store.records}, L{ecs.store.alarms}: the operations of each area,
+    mixed into L{Store}.
 """
 
 from __future__ import annotations
 
 from ecs.config.logs import LEVELS as LOG_LEVELS
+from ecs.store.alarms import ALARM_KINDS, MAX_SHELVE_REASON, SEVERITIES, AlarmRow
 from ecs.store.core import BUSY_TIMEOUT_MS, DATABASE_NAME, Store, database_path
 from ecs.store.errors import (
     ANY,
@@ -98,6 +100,7 @@ from ecs.store.rows import (
 from ecs.store.schema import SCHEMA_VERSION, UPGRADES
 
 __all__ = [
+    "ALARM_KINDS",
     "ANY",
     "BUSY_TIMEOUT_MS",
     "CODES",
@@ -105,11 +108,14 @@ __all__ = [
     "ECS_SCOPE",
     "LOG_LEVELS",
     "LONG_NAME_RE",
+    "MAX_SHELVE_REASON",
     "NAME_RE",
     "ROLES",
     "SCHEMA_VERSION",
+    "SEVERITIES",
     "TOKEN_KINDS",
     "UPGRADES",
+    "AlarmRow",
     "AuditRow",
     "ConfigRow",
     "ControlRow",

@@ -3,7 +3,8 @@
 The L{Store} itself: opening (with the schema upgrades), closing, and the
 read and write transactions every operation goes through.  The operations
 of each area come from the mixins L{Store} combines: L{ecs.store.inventory},
-L{ecs.store.configs}, L{ecs.store.accounts} and L{ecs.store.records}.
+L{ecs.store.configs}, L{ecs.store.accounts}, L{ecs.store.records} and
+L{ecs.store.alarms}.
 
 Where the transactions run is injected (L{IRunner}): by default the one
 thread of an C{adbapi} pool with one connection (L{PoolRunner}); tests pass
@@ -31,6 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ecs.store.accounts import AccountOperations
+from ecs.store.alarms import AlarmOperations
 from ecs.store.configs import ConfigOperations
 from ecs.store.errors import StoreError
 from ecs.store.inventory import InventoryOperations
@@ -203,6 +205,7 @@ class Store(
     RecordOperations,
     PlacementOperations,
     KeyOperations,
+    AlarmOperations,
 ):
     """
     The ECA's database.  Create it with L{Store.open}; every method returns

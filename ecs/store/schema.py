@@ -148,10 +148,37 @@ def _v2() -> list[str]:
     ]
 
 
-SCHEMA_VERSION = 2
+def _v3() -> list[str]:
+    """Alarms (issue 13; L{ecs.store.alarms})."""
+    return [
+        # Plain text, no foreign keys: alarms outlive partitions and users.
+        """CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            source TEXT NOT NULL,
+            partition TEXT,
+            severity TEXT NOT NULL CHECK (severity IN ('warning', 'error', 'critical')),
+            text TEXT NOT NULL,
+            action TEXT NOT NULL,
+            raised_at REAL NOT NULL,
+            cleared_at REAL,
+            acknowledged_by TEXT,
+            acknowledged_at REAL,
+            shelved_until REAL,
+            shelved_by TEXT,
+            shelve_reason TEXT,
+            CHECK ((acknowledged_by IS NULL) = (acknowledged_at IS NULL)))""",
+        # At most one active alarm (not cleared, or not acknowledged) per condition.
+        """CREATE UNIQUE INDEX alarms_one_active ON alarms(kind, source, IFNULL(partition, ''))
+            WHERE cleared_at IS NULL OR acknowledged_at IS NULL""",
+        "CREATE INDEX alarms_by_partition ON alarms(partition, id)",
+    ]
+
+
+SCHEMA_VERSION = 3
 """The schema version this code reads and writes."""
 
-UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2()}
+UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2(), 3: _v3()}
 """
 The statements that bring a database from version C{n - 1} to C{n}, for
 each C{n} from 1 to L{SCHEMA_VERSION}.  Each version is applied in one

@@ -2,7 +2,8 @@
 """
 The API routes for experts and admins: the ECS control and the management
 of partitions and detectors, agents and their placement, configurations
-and tags, runs and logs, users.  They are routes of
+and tags, runs and logs, alarms (read by viewers, acknowledged by
+operators, shelved by experts), users.  They are routes of
 L{ecs.web.routes.WebAPI}'s Klein app (added when L{ecs.web.api} imports this
 module) with the same plumbing: declared with the role they need
 (L{ecs.web.auth.authorized_route}), bounded JSON bodies and checked queries
@@ -17,7 +18,18 @@ from twisted.web.iweb import IRequest
 
 from ecs.control import Session
 from ecs.web.auth import authorized_route
-from ecs.web.inputs import MAX_LIMIT, bad, boolean, query, query_flag, query_int, roles, text, text_list
+from ecs.web.inputs import (
+    MAX_LIMIT,
+    bad,
+    boolean,
+    query,
+    query_flag,
+    query_int,
+    roles,
+    shelve_body,
+    text,
+    text_list,
+)
 from ecs.web.routes import WebAPI
 
 # -- management (expert, with the ECS control) ---------------------------------
@@ -217,6 +229,27 @@ def _query_time(request: IRequest, name: str) -> float | None:
     return seconds
 
 # -- users (admin) -------------------------------------------------------------------
+
+# -- alarms ------------------------------------------------------------------------
+
+@authorized_route(WebAPI.app, "viewer", "/api/alarms", methods=["GET"])
+async def alarms(self: WebAPI, request: IRequest, session: Session) -> bytes:
+    """The active alarms (?all=1: with history and shelved ones; ?partition=P)."""
+    include_all = query_flag(request, "all")
+    partition = query(request, "partition")
+    return self._json(request, await self._call(self.center.alarms, session.user, include_all, partition))
+
+@authorized_route(WebAPI.app, "operator", "/api/alarms/<int:alarm_id>/ack", methods=["POST"])
+async def acknowledge_alarm(self: WebAPI, request: IRequest, session: Session, alarm_id: int) -> bytes:
+    """Acknowledge an alarm (audited)."""
+    self._body(request, (), required=False)
+    return self._json(request, await self._call(self.center.acknowledge_alarm, session.user, alarm_id))
+
+@authorized_route(WebAPI.app, "expert", "/api/alarms/<int:alarm_id>/shelve", methods=["POST"])
+async def shelve_alarm(self: WebAPI, request: IRequest, session: Session, alarm_id: int) -> bytes:
+    """Shelve an alarm C{{"until": ISO time or seconds from now, "reason"}} (audited)."""
+    until, reason = shelve_body(self._body(request, ("until", "reason")), self.clock.seconds())
+    return self._json(request, await self._call(self.center.shelve_alarm, session.user, alarm_id, until, reason))
 
 @authorized_route(WebAPI.app, "admin", "/api/users", methods=["GET"])
 async def users(self: WebAPI, request: IRequest, session: Session) -> bytes:

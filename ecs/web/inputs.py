@@ -10,7 +10,9 @@ for the other statuses (413 here, 429 and 405 elsewhere).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from twisted.web.iweb import IRequest
@@ -21,6 +23,10 @@ from ecs.control import ROLES, ControlError
 MAX_BODY = 1 << 20
 #: The largest C{limit} a list query may ask for.
 MAX_LIMIT = 10000
+#: The longest an alarm may be shelved, in seconds.
+MAX_SHELVE = 30 * 86400.0
+#: The longest reason for shelving an alarm, in characters.
+MAX_SHELVE_REASON = 500
 
 _TRUE = ("1", "true", "yes")
 _FALSE = ("0", "false", "no", "")
@@ -185,9 +191,47 @@ def configure_body(fields: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def shelve_body(fields: dict[str, Any], now: float) -> tuple[float, str]:
+    """
+    C{{"until": ISO-8601 time (UTC when it has no offset) or seconds from
+    now, "reason": text}} of an alarm's shelving: the absolute time and the
+    reason.  The time must be in the future and at most 30 days away, the
+    reason 1 to 500 characters.
+    """
+    until = fields.get("until")
+    if isinstance(until, bool) or until is None:
+        bad("until", "required: an ISO-8601 time or seconds from now")
+    if isinstance(until, (int, float)):
+        if not math.isfinite(until) or until <= 0:
+            bad("until", "seconds from now must be more than 0")
+        when = now + float(until)
+    elif isinstance(until, str):
+        try:
+            parsed = datetime.fromisoformat(until.strip())
+        except ValueError:
+            bad("until", "not an ISO-8601 time (e.g. 2026-12-07T18:00:00Z) nor a number of seconds")
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        when = parsed.timestamp()
+        if when <= now:
+            bad("until", "must be in the future")
+    else:
+        bad("until", "must be an ISO-8601 time or a number of seconds")
+    if when > now + MAX_SHELVE:
+        bad("until", "at most 30 days from now")
+    reason = fields.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        bad("reason", "required: why the alarm is shelved")
+    if len(reason) > MAX_SHELVE_REASON:
+        bad("reason", f"at most {MAX_SHELVE_REASON} characters")
+    return when, reason
+
+
 __all__ = [
     "MAX_BODY",
     "MAX_LIMIT",
+    "MAX_SHELVE",
+    "MAX_SHELVE_REASON",
     "ApiError",
     "bad",
     "body",
@@ -197,6 +241,7 @@ __all__ = [
     "query_flag",
     "query_int",
     "roles",
+    "shelve_body",
     "text",
     "text_list",
 ]
