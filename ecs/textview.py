@@ -175,15 +175,37 @@ def _connected_text(value: Any) -> str:
     return "connected" if value is True else "disconnected"
 
 
-def format_partitions(rows: list[dict[str, Any]], color: bool = False) -> str:
-    """Rows of C{GET /api/partitions}: id, state, tag, controller, connected."""
+def format_partitions(
+    rows: list[dict[str, Any]],
+    color: bool = False,
+    alarms: list[dict[str, Any]] | None = None,
+    now: float | None = None,
+) -> str:
+    """
+    Rows of C{GET /api/partitions}: id, state, tag, controller, connected;
+    with C{alarms} (C{GET /api/alarms}), an ALARMS column counting each
+    partition's active alarms by severity, and a line for the ECS-wide ones.
+    """
     if not rows:
         return "no partitions\n"
+    headers = ["PARTITION", "STATE", "TAG", "CONTROLLER", "PCA"]
     body = [
         [_get(r, "id"), _shown_state(r), _get(r, "tag"), _get(r, "controller"), _connected_text(_get(r, "connected"))]
         for r in rows
     ]
-    return table(["PARTITION", "STATE", "TAG", "CONTROLLER", "PCA"], body, color, coloured=(1, 4))
+    if alarms is None:
+        return table(headers, body, color, coloured=(1, 4))
+    when = time.time() if now is None else now
+    for row, record in zip(body, rows, strict=True):
+        mine = [a for a in alarms if isinstance(a, dict) and a.get("partition") == _get(record, "id")]
+        row.append(alarm_counts(mine, when) or "none")
+    text = table([*headers, "ALARMS"], body, color, coloured=(1, 4))
+    known = {_get(r, "id") for r in rows}
+    wide = [a for a in alarms if isinstance(a, dict) and a.get("partition") not in known]
+    counts = alarm_counts(wide, when)
+    if counts:
+        text += f"other alarms (ECS-wide, or of no partition above): {counts} (see ecs alarms)\n"
+    return text
 
 
 def _shown_state(record: Any) -> Any:
@@ -203,9 +225,15 @@ def format_progress(progress: Any, width: int = 30) -> str:
     return f"stage {clean(progress.get('stage'))} {progress_bar(ready, total, width)}"
 
 
-def format_partition(detail: dict[str, Any], color: bool = False) -> str:
+def format_partition(
+    detail: dict[str, Any],
+    color: bool = False,
+    alarms: list[dict[str, Any]] | None = None,
+    now: float | None = None,
+) -> str:
     """
-    C{GET /api/partitions/{id}}: a header (state, tag, controller, PCA
+    C{GET /api/partitions/{id}}: a header (state; with C{alarms}, what is
+    wrong and what to press (L{alarm_summary}); tag, controller, PCA
     connection, operation, allowed commands, progress), then the systems.
     A system (or the whole partition) that is not connected is shown as
     C{Connection Problem} with no raw state: its last known state is stale.
@@ -213,6 +241,8 @@ def format_partition(detail: dict[str, Any], color: bool = False) -> str:
     connected = _get(detail, "connected") is True
     state = clean(_shown_state(detail))
     lines = [f"Partition {clean(_get(detail, 'id'))}: {_paint(state, state_colour(state), color)}"]
+    if alarms is not None:
+        lines += alarm_summary(alarms, time.time() if now is None else now, color)
     lines.append(
         f"  tag: {clean(_get(detail, 'tag'))}   controller: {clean(_get(detail, 'controller'))}   "
         f"PCA: {_connected_text(_get(detail, 'connected'))}"
@@ -479,10 +509,173 @@ def format_users(rows: list[dict[str, Any]], color: bool = False) -> str:
     return table(["USER", "ROLES"], body, color)
 
 
+# -- alarms ------------------------------------------------------------------------------
+
+SEVERITIES = ("critical", "error", "warning")
+"""The alarm severities, worst first."""
+SUMMARY_LINES = 3
+"""How many of the worst alarms L{alarm_summary} names."""
+
+
+def _severity_rank(alarm: Any) -> int:
+    severity = _get(alarm, "severity")
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+def _worst_first(alarms: Iterable[Any]) -> list[dict[str, Any]]:
+    """Dict alarms, worst severity first, then the newest first."""
+    rows = [a for a in alarms if isinstance(a, dict)]
+    return sorted(rows, key=lambda a: (_severity_rank(a), -_number(a.get("raised_at")), _number(a.get("id"))))
+
+
+def is_shelved(alarm: Any, now: float) -> bool:
+    """Whether C{alarm} is shelved at C{now} (its C{shelved_until} is still ahead)."""
+    until = _get(alarm, "shelved_until")
+    return isinstance(until, (int, float)) and not isinstance(until, bool) and until > now
+
+
+def is_active(alarm: Any) -> bool:
+    """Active as the API means it: not cleared, or cleared but not acknowledged."""
+    return _get(alarm, "cleared_at") is None or _get(alarm, "acknowledged_by") is None
+
+
+def format_ago(when: Any, now: float) -> str:
+    """C{12 s ago}, C{5 min ago}, C{3 h ago}, C{2 d ago} (C{just now} for a moment ahead); C{-} when not a number."""
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        return "-"
+    seconds = now - when
+    if seconds < 1:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def alarm_state(alarm: Any, now: float) -> str:
+    """
+    An alarm's state in words: C{shelved until T by X (reason)},
+    C{active}, C{acknowledged by X}, C{cleared-unacknowledged} or
+    C{cleared, acknowledged by X}.
+    """
+    if is_shelved(alarm, now):
+        reason = _get(alarm, "shelve_reason")
+        return (
+            f"shelved until {format_time(_get(alarm, 'shelved_until'))} by {clean(_get(alarm, 'shelved_by'))}"
+            + (f" ({clean(reason)})" if reason else "")
+        )
+    acknowledged = _get(alarm, "acknowledged_by")
+    if _get(alarm, "cleared_at") is None:
+        return "active" if acknowledged is None else f"acknowledged by {clean(acknowledged)}"
+    return "cleared-unacknowledged" if acknowledged is None else f"cleared, acknowledged by {clean(acknowledged)}"
+
+
+def alarm_counts(alarms: Iterable[Any], now: float) -> str:
+    """C{1 critical, 2 warning} for the alarms not shelved at C{now}, C{(+1 shelved)} after; empty for none."""
+    shown = [a for a in alarms if isinstance(a, dict)]
+    shelved = sum(1 for a in shown if is_shelved(a, now))
+    counts: dict[str, int] = {}
+    for a in shown:
+        if not is_shelved(a, now):
+            severity = str(a.get("severity")) if a.get("severity") in SEVERITIES else "other"
+            counts[severity] = counts.get(severity, 0) + 1
+    text = ", ".join(f"{counts[s]} {s}" for s in (*SEVERITIES, "other") if s in counts)
+    if shelved:
+        text += (" " if text else "") + f"(+{shelved} shelved)"
+    return text
+
+
+def _alarm_line(alarm: dict[str, Any], now: float, color: bool) -> str:
+    severity = clean(alarm.get("severity"))
+    action = alarm.get("action")
+    line = f"{_paint(severity.upper(), state_colour(severity), color)} {clean(alarm.get('source'))}: "
+    line += clean(alarm.get("text")) + (f" -> {clean(action)}" if action else "")
+    if alarm.get("cleared_at") is not None and alarm.get("acknowledged_by") is None:
+        cleared = format_ago(alarm.get("cleared_at"), now)
+        line += f" (cleared {cleared}: acknowledge with ecs alarms ack {clean(alarm.get('id'))})"
+    return line
+
+
+def alarm_summary(alarms: Iterable[Any], now: float, color: bool = False, most: int = SUMMARY_LINES) -> list[str]:
+    """
+    The lines under a partition's state: C{alarms: 1 error, 1 warning},
+    then the C{most} worst alarms not shelved, each with its severity in
+    words, its source, what is wrong and (after C{->}) what clears it.
+    """
+    rows = _worst_first(a for a in alarms if is_active(a))
+    counts = alarm_counts(rows, now)
+    if not counts:
+        return ["  alarms: none"]
+    lines = [f"  alarms: {counts}"]
+    shown = [a for a in rows if not is_shelved(a, now)]
+    lines += [f"    {_alarm_line(a, now, color)}" for a in shown[:most]]
+    if len(shown) > most:
+        lines.append(f"    ... and {len(shown) - most} more (see ecs alarms)")
+    return lines
+
+
+def format_alarms(rows: list[dict[str, Any]], now: float, color: bool = False, history: bool = False) -> str:
+    """
+    C{GET /api/alarms}, worst first: id, severity, partition, source, what
+    is wrong, what clears it, when raised (how long ago) and the state in
+    words (L{alarm_state}).  The severity column is painted with C{color}.
+    """
+    ordered = _worst_first(rows)
+    if not ordered:
+        return "no alarms\n" if history else "no active alarms\n"
+    body = [
+        [
+            a.get("id"),
+            a.get("severity"),
+            a.get("partition"),
+            a.get("source"),
+            a.get("text"),
+            a.get("action"),
+            format_ago(a.get("raised_at"), now),
+            alarm_state(a, now),
+        ]
+        for a in ordered
+    ]
+    return table(
+        ["ID", "SEVERITY", "PARTITION", "SOURCE", "TEXT", "ACTION", "RAISED", "STATE"],
+        body,
+        color,
+        coloured=(1,),
+        max_cell=80,
+    )
+
+
+def format_alarm(alarm: Any, now: float) -> str:
+    """One alarm on one line (the answer to ack and shelve): id, severity, source, text, state."""
+    return (
+        f"alarm {clean(_get(alarm, 'id'))} ({clean(_get(alarm, 'severity'))}, {clean(_get(alarm, 'source'))}): "
+        f"{clean(_get(alarm, 'text'))}; {alarm_state(alarm, now)}"
+    )
+
+
+def format_alarm_event(alarm: Any, now: float) -> str:
+    """An C{alarm} event of the stream as one line: its change, severity, source, text and action."""
+    action = _get(alarm, "action")
+    return (
+        f"alarm {clean(_get(alarm, 'change'))}: {clean(_get(alarm, 'id'))} {clean(_get(alarm, 'severity'))} "
+        f"{clean(_get(alarm, 'source'))}: {clean(_get(alarm, 'text'))}"
+        + (f" -> {clean(action)}" if action else "")
+        + f" ({alarm_state(alarm, now)})"
+    )
+
+
 __all__ = [
+    "SEVERITIES",
+    "alarm_counts",
+    "alarm_state",
+    "alarm_summary",
     "clean",
     "display_width",
     "format_agents",
+    "format_ago",
+    "format_alarm",
+    "format_alarm_event",
+    "format_alarms",
     "format_config",
     "format_configs",
     "format_detectors",
@@ -499,6 +692,8 @@ __all__ = [
     "format_tags",
     "format_time",
     "format_users",
+    "is_active",
+    "is_shelved",
     "parameter_changes",
     "progress_bar",
     "state_colour",

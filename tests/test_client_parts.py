@@ -360,6 +360,52 @@ class LiveViewTests(SynchronousTestCase):
         self.assertEqual(view.apply("state", {"key": "reset", "value": None}), ([], True))
 
 
+class LiveViewAlarmTests(SynchronousTestCase):
+    """ecs watch's view keeps the partition's active alarms from the alarm events."""
+
+    def alarm(self, **overrides: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "id": 1, "source": "STS", "partition": "demo", "severity": "error", "text": "STS in Error",
+            "action": "reset STS, then Configure", "raised_at": 990.0, "cleared_at": None,
+            "acknowledged_by": None, "acknowledged_at": None, "shelved_until": None, "shelved_by": None,
+            "shelve_reason": None, "kind": "system_error",
+        }
+        base.update(overrides)
+        return base
+
+    def test_events(self) -> None:
+        """Raised alarms are kept (ours and ECS-wide ones), others' left out, acknowledged-and-cleared ones dropped."""
+        view = LiveView(LiveViewTests().detail(), [self.alarm()], now=lambda: 1000.0)
+        self.assertEqual(view.alarm_lines()[0], "  alarms: 1 error")
+        ecs_wide = self.alarm(id=2, severity="critical", partition=None)
+        lines, refetch = view.apply("alarm", {**ecs_wide, "change": "raised"})
+        self.assertEqual(
+            (lines, refetch),
+            (["alarm raised: 2 critical STS: STS in Error -> reset STS, then Configure (active)"], False),
+        )
+        self.assertEqual(view.apply("alarm", {**self.alarm(id=3, partition="other"), "change": "raised"}), ([], False))
+        self.assertEqual(view.alarm_lines()[0], "  alarms: 1 critical, 1 error")
+        lines, _ = view.apply("alarm", {**self.alarm(cleared_at=999.0), "change": "cleared"})
+        self.assertIn("cleared-unacknowledged", lines[0])
+        self.assertEqual(len(view.alarms_shown()), 2)  # cleared, not yet acknowledged: still active
+        view.apply("alarm", {**self.alarm(cleared_at=999.0, acknowledged_by="ann"), "change": "acknowledged"})
+        self.assertEqual([a["id"] for a in view.alarms_shown()], [2])
+        self.assertNotIn("change", view.alarms_shown()[0])
+        screen = view.screen()
+        self.assertEqual(screen.splitlines()[1], "  alarms: 1 critical")
+        self.assertIn("CRITICAL STS: STS in Error -> reset STS, then Configure", screen)
+
+    def test_no_alarms_from_the_eca(self) -> None:
+        """An ECA that gave no alarms: no alarm line at all (not a false none) until an alarm event comes."""
+        view = LiveView(LiveViewTests().detail(), None)
+        self.assertEqual(view.alarm_lines(), [])
+        self.assertNotIn("alarms", view.screen())
+        view = LiveView(LiveViewTests().detail(), [])
+        self.assertEqual(view.alarm_lines(), ["  alarms: none"])
+        view.reload(LiveViewTests().detail(), [self.alarm()])
+        self.assertEqual(len(view.alarms_shown()), 1)
+
+
 class NetworkFailureTests(SynchronousTestCase):
     """Exit codes for an ECA that cannot be reached or does not answer."""
 

@@ -415,3 +415,141 @@ class ManagementViewTests(SynchronousTestCase):
             [line.split() for line in detectors.splitlines()[1:]],
             [["STS", "sts", "demo", "-"], ["TOF", "tof", "(unassigned)", "Idle"]],
         )
+
+
+def alarm(**overrides: Any) -> dict[str, Any]:
+    """An alarm as GET /api/alarms answers (raised 5 minutes before NOW)."""
+    base: dict[str, Any] = {
+        "id": 4,
+        "source": "STS",
+        "partition": "demo",
+        "severity": "error",
+        "text": "STS in Error",
+        "action": "reset STS, then Configure",
+        "raised_at": NOW - 300,
+        "cleared_at": None,
+        "acknowledged_by": None,
+        "acknowledged_at": None,
+        "shelved_until": None,
+        "shelved_by": None,
+        "shelve_reason": None,
+        "kind": "system_error",
+    }
+    base.update(overrides)
+    return base
+
+
+NOW = 1_800_000_000.0
+
+
+class AlarmTextTests(SynchronousTestCase):
+    """Alarms as text: every field, the state in words, worst first, nothing from the network interpreted."""
+
+    def test_table_fields(self) -> None:
+        """Each row has id, severity, partition, source, text, action, how long ago and the state in words."""
+        text = textview.format_alarms([alarm()], NOW)
+        header, row = text.splitlines()
+        self.assertEqual(header.split(), ["ID", "SEVERITY", "PARTITION", "SOURCE", "TEXT", "ACTION", "RAISED", "STATE"])
+        for field in ("4", "error", "demo", "STS", "STS in Error", "reset STS, then Configure", "5 min ago", "active"):
+            self.assertIn(field, row)
+        self.assertEqual(textview.format_alarms([], NOW), "no active alarms\n")
+        self.assertEqual(textview.format_alarms([], NOW, history=True), "no alarms\n")
+
+    def test_states_in_words(self) -> None:
+        """active, acknowledged by X, cleared-unacknowledged, cleared and acknowledged, shelved until T by X (why)."""
+        state = textview.alarm_state
+        self.assertEqual(state(alarm(), NOW), "active")
+        self.assertEqual(state(alarm(acknowledged_by="ann"), NOW), "acknowledged by ann")
+        self.assertEqual(state(alarm(cleared_at=NOW - 1), NOW), "cleared-unacknowledged")
+        self.assertEqual(state(alarm(cleared_at=NOW - 1, acknowledged_by="ann"), NOW), "cleared, acknowledged by ann")
+        shelved = alarm(shelved_until=NOW + 3600, shelved_by="bob", shelve_reason="known noisy")
+        self.assertEqual(
+            state(shelved, NOW), f"shelved until {textview.format_time(NOW + 3600)} by bob (known noisy)"
+        )
+        self.assertEqual(state(shelved, NOW + 3601), "active")  # the shelving ran out
+
+    def test_worst_first(self) -> None:
+        """critical, then error, then warning; within one severity the newest first."""
+        rows = [
+            alarm(id=1, severity="warning"),
+            alarm(id=2, severity="error", raised_at=NOW - 600),
+            alarm(id=3, severity="critical"),
+            alarm(id=5, severity="error", raised_at=NOW - 10),
+        ]
+        ids = [line.split()[0] for line in textview.format_alarms(rows, NOW).splitlines()[1:]]
+        self.assertEqual(ids, ["3", "5", "2", "1"])
+
+    def test_ago(self) -> None:
+        """How long ago, in the largest whole unit."""
+        ago = textview.format_ago
+        self.assertEqual(
+            [ago(NOW - s, NOW) for s in (0.5, 12, 125, 7300, 200000)],
+            ["just now", "12 s ago", "2 min ago", "2 h ago", "2 d ago"],
+        )
+        self.assertEqual(ago("x", NOW), "-")
+
+    def test_summary(self) -> None:
+        """Counts by severity (shelved apart), the worst ones' text and action, the rest counted; none said."""
+        rows = [alarm(id=i, severity="warning", text=f"w{i}") for i in range(1, 5)]
+        rows.append(alarm(id=9, severity="critical", text="magnet quench", action="call the magnet expert"))
+        rows.append(alarm(id=10, shelved_until=NOW + 60, shelved_by="bob", text="shelved one"))
+        rows.append(alarm(id=11, cleared_at=NOW - 5, acknowledged_by="ann", text="over"))  # not active
+        lines = textview.alarm_summary(rows, NOW)
+        self.assertEqual(lines[0], "  alarms: 1 critical, 4 warning (+1 shelved)")
+        self.assertEqual(lines[1], "    CRITICAL STS: magnet quench -> call the magnet expert")
+        self.assertEqual(len(lines), 5)
+        self.assertEqual(lines[-1], "    ... and 2 more (see ecs alarms)")
+        self.assertNotIn("shelved one", "\n".join(lines))
+        self.assertNotIn("over", "\n".join(lines))
+        self.assertEqual(textview.alarm_summary([], NOW), ["  alarms: none"])
+
+    def test_partition_views(self) -> None:
+        """format_partition puts the summary right under the state; format_partitions counts per partition."""
+        text = format_partition(detail(), alarms=[alarm()], now=NOW)
+        self.assertEqual(
+            text.splitlines()[1:3], ["  alarms: 1 error", "    ERROR STS: STS in Error -> reset STS, then Configure"]
+        )
+        self.assertNotIn("alarms", format_partition(detail()))  # none given: no line, rather than a false "none"
+        rows = [{"id": "demo", "state": "Idle", "connected": True}, {"id": "b", "state": "Idle", "connected": True}]
+        text = format_partitions(rows, alarms=[alarm(), alarm(id=7, partition=None, severity="critical")], now=NOW)
+        lines = text.splitlines()
+        self.assertTrue(lines[0].endswith("ALARMS"))
+        self.assertTrue(lines[1].endswith("1 error") and lines[2].endswith("none"), lines)
+        self.assertIn("other alarms (ECS-wide, or of no partition above): 1 critical", lines[3])
+
+    def test_colour_beside_the_words(self) -> None:
+        """Severity colour only when asked, and always around the severity's own word."""
+        self.assertNotIn("\x1b", textview.format_alarms([alarm()], NOW))
+        self.assertIn("\x1b[31merror\x1b[0m", textview.format_alarms([alarm()], NOW, color=True))
+        self.assertIn("\x1b[33mwarning\x1b[0m", textview.format_alarms([alarm(severity="warning")], NOW, color=True))
+        summary = textview.alarm_summary([alarm(severity="critical")], NOW, color=True)
+        self.assertEqual(summary[1], "    \x1b[31mCRITICAL\x1b[0m STS: STS in Error -> reset STS, then Configure")
+
+    def test_sanitised(self) -> None:
+        """A hostile value in any alarm field leaves no escape and no title text in any alarm view."""
+        evil = alarm(
+            id=EVIL, source=EVIL, partition=EVIL, severity=EVIL, text=EVIL, action=EVIL, shelved_by=EVIL,
+            shelve_reason=EVIL, shelved_until=NOW + 5, acknowledged_by=EVIL, change=EVIL, raised_at=EVIL,
+        )
+        outputs = [
+            textview.format_alarms([evil, alarm(cleared_at=NOW, acknowledged_by=EVIL)], NOW, color=True),
+            "\n".join(textview.alarm_summary([evil, alarm(cleared_at=NOW, id=EVIL)], NOW - 10)),
+            textview.format_alarm(evil, NOW),
+            textview.format_alarm_event(evil, NOW),
+            format_partition(detail(), alarms=[evil], now=NOW - 10),
+            format_partitions([{"id": EVIL, "state": "Idle"}], alarms=[evil], now=NOW),
+        ]
+        for text in outputs:
+            self.assertNotIn("\x1b]", text)
+            self.assertNotIn("\x1b[2J", text)
+            self.assertNotIn("\x9b", text)
+            self.assertNotIn("owned", text)
+            self.assertNotIn("\u202e", text)
+            self.assertNotIn("\r", text)
+
+    def test_missing_fields(self) -> None:
+        """An alarm with fields missing or mistyped shows '-' and never raises."""
+        text = textview.format_alarms([{"id": 1}, {"severity": 3}, "junk"], NOW)  # type: ignore[list-item]
+        self.assertEqual(len(text.splitlines()), 3)
+        self.assertIn("-", text)
+        self.assertEqual(textview.alarm_counts([{"severity": "loud"}], NOW), "1 other")

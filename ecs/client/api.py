@@ -11,6 +11,7 @@ shell: they block on HTTP and never suspend (see L{ecs.client.commands.run_now})
 from __future__ import annotations
 
 import urllib.parse
+from datetime import UTC, datetime
 from typing import Any
 
 from ecs.client.http import Client, ClientError, partition_path
@@ -146,6 +147,22 @@ class HttpApi:
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
     ) -> list[dict[str, Any]]:
         return list(self.client.get("/api/logs", partition=partition, level=level, since=since, q=q, limit=limit) or [])
+
+    async def alarms(self, include_all: bool, partition: str | None) -> list[dict[str, Any]]:
+        return list(self.client.get("/api/alarms", all=1 if include_all else None, partition=partition) or [])
+
+    async def acknowledge_alarm(self, alarm_id: int) -> dict[str, Any]:
+        return dict(self.client.post(f"/api/alarms/{alarm_id}/ack") or {})
+
+    async def shelve_alarm(
+        self, alarm_id: int, seconds: float | None, until: float | None, reason: str
+    ) -> dict[str, Any]:
+        # A duration goes as seconds from now (the ECA's clock decides when it ends, whatever
+        # this computer's clock says); a time as ISO-8601 in UTC.
+        when: float | str = (
+            seconds if seconds is not None else datetime.fromtimestamp(until or 0.0, UTC).isoformat()
+        )
+        return dict(self.client.post(f"/api/alarms/{alarm_id}/shelve", {"until": when, "reason": reason}) or {})
 
 
 __all__ = ["HttpApi"]

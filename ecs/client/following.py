@@ -10,6 +10,8 @@ stream) and the SSH shell (L{ecs.shell.follow}, over the ECA's event log).
 from __future__ import annotations
 
 import collections
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ecs import textview
@@ -20,14 +22,51 @@ QUIET = 2.0
 
 
 class LiveView:
-    """The detail of one partition (C{GET /api/partitions/{id}}) kept current by events."""
+    """
+    The detail of one partition (C{GET /api/partitions/{id}}) and its active
+    alarms (C{GET /api/alarms?partition=P}) kept current by events.
+    C{alarms} is None while the ECA has given none (an older ECA without
+    alarms): the screen then shows no alarm line rather than a false "none".
+    """
 
-    def __init__(self, detail: dict[str, Any]) -> None:
-        self.reload(detail)
+    def __init__(
+        self,
+        detail: dict[str, Any],
+        alarms: Iterable[Any] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.now = now
+        self.alarms: dict[Any, dict[str, Any]] | None = None
+        self.reload(detail, alarms)
         self.logs: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_LINES)
 
-    def reload(self, detail: dict[str, Any]) -> None:
-        """Start again from a fresh detail."""
+    def set_alarms(self, alarms: Iterable[Any] | None) -> None:
+        """Start the alarms again from a fresh list (None: the ECA has no alarms)."""
+        if alarms is None:
+            self.alarms = None
+            return
+        self.alarms = {}
+        for alarm in alarms:
+            if isinstance(alarm, dict) and textview.is_active(alarm):
+                self.alarms[alarm.get("id")] = alarm
+
+    def _alarm(self, data: dict[str, Any]) -> tuple[list[str], bool]:
+        """An C{alarm} event: the partition's (or an ECS-wide one) is kept while active."""
+        if data.get("partition") not in (self.id, None):
+            return [], False
+        if self.alarms is None:
+            self.alarms = {}
+        alarm = {k: v for k, v in data.items() if k != "change"}
+        if textview.is_active(alarm):
+            self.alarms[alarm.get("id")] = alarm
+        else:
+            self.alarms.pop(alarm.get("id"), None)
+        return [textview.format_alarm_event(data, self.now())], False
+
+    def reload(self, detail: dict[str, Any], alarms: Iterable[Any] | None = None) -> None:
+        """Start again from a fresh detail (and, when given, fresh alarms)."""
+        if alarms is not None:
+            self.set_alarms(alarms)
         self.detail = dict(detail)
         self.id = str(detail.get("id"))
         raw = detail.get("systems")
@@ -104,13 +143,26 @@ class LiveView:
                 f"log {textview.clean(data.get('level'))} {textview.clean(data.get('source'))}: "
                 f"{textview.clean(data.get('message'))}"
             ], False
+        if kind == "alarm":
+            return self._alarm(data)
         if kind == "reload":
             return [], True
         return [], False
 
+    def alarms_shown(self) -> list[dict[str, Any]]:
+        """The active alarms kept (none while the ECA has given none)."""
+        return list((self.alarms or {}).values())
+
+    def alarm_lines(self) -> list[str]:
+        """What is wrong and what to press (L{textview.alarm_summary}); nothing while the ECA has no alarms."""
+        if self.alarms is None:
+            return []
+        return textview.alarm_summary(self.alarms_shown(), self.now())
+
     def screen(self, color: bool = False) -> str:
-        """The whole terminal picture: the partition, then its latest log events."""
-        text = textview.format_partition(self.shown(), color=color)
+        """The whole terminal picture: the partition with its alarms, then its latest log events."""
+        alarms = None if self.alarms is None else self.alarms_shown()
+        text = textview.format_partition(self.shown(), color=color, alarms=alarms, now=self.now())
         if self.logs:
             text += "\nlatest log events:\n" + textview.format_logs(list(self.logs), color=color)
         return text

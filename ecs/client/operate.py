@@ -33,14 +33,39 @@ def not_ecs(partition: str) -> str:
 # -- reading and operating partitions ---------------------------------------------------
 
 
+async def active_alarms(run: Run, partition: str | None) -> list[dict[str, Any]] | None:
+    """
+    The active alarms (of C{partition}, or all) that C{status} shows beside
+    the states; None when the ECA has none to give (an older one answers
+    404): the states still show.
+    """
+    try:
+        rows = await run.api.alarms(False, partition)
+    except CommandError as e:
+        if e.status == 404:
+            return None
+        raise
+    return [a for a in rows if isinstance(a, dict)]
+
+
 async def status(run: Run) -> int:
+    """
+    One partition (its state, then what is wrong and what to press: its
+    active alarms, then its systems), or every partition with its alarm
+    count.  With C{--json}: the API's answer (for one partition plus
+    C{alarms}: the list, or None when the ECA has no alarms).
+    """
     partition = given_partition(run)
     if partition:
         detail = await run.api.partition(not_ecs(partition))
-        run.out.result(textview.format_partition(detail, color=run.color), detail)
+        alarms = await active_alarms(run, partition)
+        text = textview.format_partition(detail, color=run.color, alarms=alarms, now=run.now())
+        run.out.result(text, {**detail, "alarms": alarms})
     else:
         rows = await run.api.partitions()
-        run.out.result(textview.format_partitions(rows, color=run.color), rows)
+        alarms = await active_alarms(run, None)
+        text = textview.format_partitions(rows, color=run.color, alarms=alarms, now=run.now())
+        run.out.result(text, rows)  # the JSON stays the API's list (scripts read it); ecs alarms --json has them
     return EXIT_OK
 
 

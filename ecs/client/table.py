@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecs.client import manage, operate
+from ecs.client import alarms, manage, operate
+from ecs.client.alarms import alarm_id, duration, reason_text
 from ecs.client.commands import Action, Command, arg, limit, name, roles, version
 from ecs.config.logs import LEVELS
 
@@ -121,6 +122,49 @@ COMMANDS: tuple[Command, ...] = (
         operate.runs,
         *P_OPT,
         arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+    ),
+    Command(
+        "alarms",
+        "what is wrong and what clears it: list, acknowledge and shelve alarms",
+        (
+            Action(
+                "list",
+                "the active alarms, worst first (--all: with the history)",
+                "viewer",
+                alarms.alarms_list,
+                (
+                    arg("--all", action="store_true", help="cleared and acknowledged ones too"),
+                    P_OPT[1],
+                ),
+            ),
+            Action(
+                "ack",
+                "acknowledge an alarm (operator; audited)",
+                "operator",
+                alarms.alarms_ack,
+                (arg("id", type=alarm_id, help="the alarm's id (ecs alarms lists them)"),),
+            ),
+            Action(
+                "shelve",
+                "hide an alarm for a while, with a reason (expert; audited)",
+                "expert",
+                alarms.alarms_shelve,
+                (
+                    arg("id", type=alarm_id, help="the alarm's id (ecs alarms lists them)"),
+                    arg(
+                        "--for",
+                        dest="seconds",
+                        metavar="DURATION",
+                        type=duration,
+                        one_of="until",
+                        help="90s, 30m, 1h, 2d (or 1h30m)",
+                    ),
+                    arg("--until", metavar="TIME", one_of="until", help="an ISO-8601 time, e.g. 2026-12-07T18:30"),
+                    arg("--reason", required=True, type=reason_text, help="why (kept in the audit trail)"),
+                ),
+            ),
+        ),
+        default="list",
     ),
     Command(
         "agents",

@@ -130,7 +130,7 @@ def cmd_watch(ctx: Context) -> int:
     tty = sys.stdout.isatty()
     stream = ctx.client.events(partition)
     try:
-        view = LiveView(ctx.client.get(partition_path(partition)))
+        view = LiveView(ctx.client.get(partition_path(partition)), _alarms(ctx, partition))
         if tty:
             _draw(view)
         else:
@@ -139,6 +139,8 @@ def cmd_watch(ctx: Context) -> int:
                 f"tag {textview.clean(view.detail.get('tag'))}",
                 flush=True,
             )
+            for line in view.alarm_lines():
+                print(f"{_stamp()} {textview.clean(partition)} {line.strip()}", flush=True)
         drawn, dirty = time.monotonic(), False
         while True:
             if args.until and view.state == args.until:
@@ -166,7 +168,7 @@ def cmd_watch(ctx: Context) -> int:
                 _, kind, data = event
                 lines, refetch = view.apply(kind, data)
                 if refetch:
-                    view.reload(ctx.client.get(partition_path(partition)))
+                    view.reload(ctx.client.get(partition_path(partition)), _alarms(ctx, partition))
                     lines.append(f"reloaded: state {textview.clean(view.state)}")
                 if tty:
                     dirty = dirty or bool(lines)
@@ -182,6 +184,17 @@ def cmd_watch(ctx: Context) -> int:
         return EXIT_OK
     finally:
         stream.close()
+
+
+def _alarms(ctx: Context, partition: str) -> list[Any] | None:
+    """The partition's active alarms; None from an ECA without alarms (404)."""
+    try:
+        rows = ctx.client.get("/api/alarms", partition=partition)
+    except ClientError as e:
+        if e.status == 404:
+            return None
+        raise
+    return list(rows) if isinstance(rows, list) else []
 
 
 def _stamp() -> str:

@@ -9,6 +9,7 @@ the status the web would have answered.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from twisted.internet import defer
 
 from ecs.client.commands import CommandError
 from ecs.control import ControlError, IControlCenter, User
-from ecs.exits import EXIT_AUTH, EXIT_REFUSED
+from ecs.exits import EXIT_AUTH, EXIT_REFUSED, EXIT_USAGE
 
 
 def exit_code(error: ControlError) -> int:
@@ -45,9 +46,11 @@ async def _call(f: Callable[..., Any], *args: Any) -> Any:
 class CenterApi:
     """L{ecs.client.commands.Api} for C{user} through C{center}."""
 
-    def __init__(self, center: IControlCenter, user: User) -> None:
+    def __init__(self, center: IControlCenter, user: User, now: Callable[[], float] = time.time) -> None:
         self.center = center
         self.user = user
+        self.now = now
+        """The clock a shelving C{--for} counts from (the ECA's own: the shell runs inside it)."""
 
     async def partitions(self) -> list[dict[str, Any]]:
         return list(await _call(self.center.partitions))
@@ -149,6 +152,20 @@ class CenterApi:
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
     ) -> list[dict[str, Any]]:
         return list(await _call(self.center.logs, partition, level, since, q, limit) or [])
+
+    async def alarms(self, include_all: bool, partition: str | None) -> list[dict[str, Any]]:
+        return list(await _call(self.center.alarms, self.user, include_all, partition) or [])
+
+    async def acknowledge_alarm(self, alarm_id: int) -> dict[str, Any]:
+        return dict(await _call(self.center.acknowledge_alarm, self.user, alarm_id) or {})
+
+    async def shelve_alarm(
+        self, alarm_id: int, seconds: float | None, until: float | None, reason: str
+    ) -> dict[str, Any]:
+        absolute = self.now() + seconds if seconds is not None else until
+        if absolute is None:
+            raise CommandError(EXIT_USAGE, "alarms shelve: give --for or --until")
+        return dict(await _call(self.center.shelve_alarm, self.user, alarm_id, absolute, reason) or {})
 
 
 __all__ = ["CenterApi", "exit_code", "refusal"]

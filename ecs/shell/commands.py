@@ -324,7 +324,7 @@ class CommandInterpreter:
             what += " --force"
         self._need(user, spec.role_for(args), what)
         run = Run(
-            CenterApi(self.center, user),
+            CenterApi(self.center, user, now=lambda: float(self.clock.seconds())),
             args,
             _Printer(out, bool(getattr(args, "api_json", False))),
             self.follow,

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from ecs import textview
 from ecs.client.commands import CommandError, Run
 from ecs.client.following import QUIET, LiveView, Waiter
+from ecs.client.operate import active_alarms
 from ecs.control import IControlCenter
 from ecs.exits import EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT
 
@@ -178,13 +179,19 @@ class ShellFollow:
         wait = self.seconds(run.args)
         queue = self._open(partition)
         try:
-            view = LiveView(await run.api.partition(partition))
+            view = LiveView(
+                await run.api.partition(partition),
+                await active_alarms(run, partition),
+                now=lambda: float(self.clock.seconds()),
+            )
             deadline = float(self.clock.seconds()) + wait
             run.out.result(
                 f"{self._stamp()} {partition} state {textview.clean(view.state)} "
                 f"tag {textview.clean(view.detail.get('tag'))}",
                 view.shown(),
             )
+            for line in view.alarm_lines():
+                run.out.result(f"{self._stamp()} {partition} {line.strip()}", {"alarms": view.alarms_shown()})
             while True:
                 if until and view.state == until:
                     return EXIT_OK
@@ -202,7 +209,7 @@ class ShellFollow:
                 kind, data = event
                 lines, refetch = view.apply(kind, data)
                 if refetch:
-                    view.reload(await run.api.partition(partition))
+                    view.reload(await run.api.partition(partition), await active_alarms(run, partition))
                     lines.append(f"reloaded: state {textview.clean(view.state)}")
                 for line in lines:
                     run.out.result(f"{self._stamp()} {partition} {line}", {"type": kind, "data": data})
