@@ -10,9 +10,12 @@ both front ends of the one command table:
   - the command line, run in this process (L{ecs.cli.main}) against a stub
     of the contract's HTTP routes on 127.0.0.1 (L{StubECA}): requests,
     bodies, text, C{--json} and exit codes, an ECA without alarms;
-  - the shell against a fake center with the contract's three methods
-    (L{AlarmCenter}), on a L{Clock}: the same commands, the role checks,
-    C{watch} following C{alarm} events.
+  - the command line's requests matched against the ECA's own Klein
+    routes (no network), and its shelving body read by the web's own
+    check (L{ecs.web.inputs.shelve_body});
+  - the shell against L{tests.fake_control.FakeControlCenter}, on a
+    L{Clock}: the same commands, the role checks, C{watch} following
+    C{alarm} events.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ecs.cli import build_parser, main
 from ecs.client.alarms import SHELVE_MAX, alarm_id, duration, parse_until, reason_text
+from ecs.client.api import HttpApi
+from ecs.client.commands import Run, run_now
 from ecs.client.http import credentials_path, save_credentials
 from ecs.client.table import BY_NAME
-from ecs.control import ControlError, User
+from ecs.control import User
 from ecs.exits import EXIT_AUTH, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from ecs.shell import commands as shell_commands
 from ecs.shell.commands import CommandInterpreter, Outcome
 from tests.fake_control import FakeControlCenter
+from tests.test_commands import Collected, RecordingClient
 
 NOW = 1_800_000_000.0
 EVIL = "\x1b[2J\x1b]0;owned\x07bad"
@@ -51,7 +57,7 @@ ROLE_ORDER = ("viewer", "operator", "expert", "admin")
 
 
 def alarms_seed(now: float) -> list[dict[str, Any]]:
-    """Three alarms: an error in demo, a cleared unacknowledged warning, an ECS-wide critical one."""
+    """Three alarms: an error in demo, a cleared unacknowledged warning in demo, a critical one in other."""
     base = {
         "acknowledged_by": None,
         "acknowledged_at": None,
@@ -370,6 +376,36 @@ class CommandLineTests(SynchronousTestCase):
         self.assertNotIn("\x1b", r.out)
 
 
+class WebRouteTests(SynchronousTestCase):
+    """The command line's alarm requests are those the ECA's own routes serve, with bodies its checks accept."""
+
+    def cli(self, line: str, now: float = NOW) -> RecordingClient:
+        client = RecordingClient({"alarms": [], "acknowledge_alarm": {"id": 3}, "shelve_alarm": {"id": 3}})
+        args = build_parser().parse_args(line.split())
+        run = Run(HttpApi(client), args, Collected(), now=lambda: now)  # type: ignore[arg-type]  # the stand-in
+        self.assertEqual(run_now(args.spec.run(run)), EXIT_OK, line)
+        return client
+
+    def test_routes(self) -> None:
+        """list (with its query), ack and shelve reach the routes of the same names."""
+        self.assertEqual(self.cli("alarms").sent, [("GET", "alarms", {}, None, {})])
+        sent = self.cli("alarms --all --partition demo").sent[-1]
+        self.assertEqual(sent, ("GET", "alarms", {}, None, {"all": 1, "partition": "demo"}))
+        self.assertEqual(self.cli("alarms ack 3").sent[-1], ("POST", "acknowledge_alarm", {"alarm_id": 3}, None, {}))
+        sent = self.cli("alarms shelve 3 --for 2h --reason noisy").sent[-1]
+        self.assertEqual(sent, ("POST", "shelve_alarm", {"alarm_id": 3}, {"until": 7200.0, "reason": "noisy"}, {}))
+
+    def test_shelve_body_accepted_by_the_web(self) -> None:
+        """The web's own check of the shelving body reads --for and --until as the times meant."""
+        from ecs.web.inputs import shelve_body
+
+        body = self.cli("alarms shelve 3 --for 90m --reason r").sent[-1][3]
+        self.assertEqual(shelve_body(body, NOW), (NOW + 5400, "r"))
+        local = datetime.fromtimestamp(NOW + 86400).replace(microsecond=0).isoformat()  # no zone: local time
+        body = self.cli(f"alarms shelve 3 --until {local} --reason why").sent[-1][3]
+        self.assertEqual(shelve_body(body, NOW), (NOW + 86400, "why"))
+
+
 # -- the table and the argument checks --------------------------------------------------------
 
 
@@ -456,57 +492,14 @@ class ArgumentTests(SynchronousTestCase):
 # -- the shell ------------------------------------------------------------------------------------
 
 
-class AlarmCenter(FakeControlCenter):
-    """
-    The fake center with the contract's alarm methods (roles as the ECA
-    checks them, the audit recorded, events emitted), kept here until
-    L{FakeControlCenter} has its own.
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.alarm_rows = alarms_seed(NOW)
-
-    def _alarm(self, alarm_id: int) -> dict[str, Any]:
-        for alarm in self.alarm_rows:
-            if alarm["id"] == alarm_id:
-                return alarm
-        raise ControlError("not_found", f"no alarm {alarm_id}")
-
-    def alarms(self, user: User, include_all: bool, partition: str | None) -> defer.Deferred[list[dict[str, Any]]]:
-        self._require(user, "viewer")
-        rows = [a for a in self.alarm_rows if include_all or a["cleared_at"] is None or a["acknowledged_by"] is None]
-        return defer.succeed([dict(a) for a in rows if partition is None or a["partition"] in (partition, None)])
-
-    def acknowledge_alarm(self, user: User, alarm_id: int) -> defer.Deferred[dict[str, Any]]:
-        return defer.maybeDeferred(self._acknowledge, user, alarm_id)
-
-    def _acknowledge(self, user: User, alarm_id: int) -> dict[str, Any]:
-        self._require(user, "operator")
-        alarm = self._alarm(alarm_id)
-        alarm.update(acknowledged_by=user.name, acknowledged_at=self.clock.seconds())
-        self.audit.append((user.name, "acknowledge_alarm", (alarm_id,)))
-        return dict(alarm)
-
-    def shelve_alarm(self, user: User, alarm_id: int, until: float, reason: str) -> defer.Deferred[dict[str, Any]]:
-        return defer.maybeDeferred(self._shelve, user, alarm_id, until, reason)
-
-    def _shelve(self, user: User, alarm_id: int, until: float, reason: str) -> dict[str, Any]:
-        self._require(user, "expert")
-        alarm = self._alarm(alarm_id)
-        alarm.update(shelved_until=until, shelved_by=user.name, shelve_reason=reason)
-        self.audit.append((user.name, "shelve_alarm", (alarm_id, until, reason)))
-        return dict(alarm)
-
-
 class ShellTests(SynchronousTestCase):
     """The same commands in the SSH shell, against the center's alarm methods."""
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.center = AlarmCenter(self.clock)
+        self.center = FakeControlCenter()
+        self.center.alarm_records = {a["id"]: a for a in alarms_seed(NOW)}
 
     def start(self, line: str, user: str) -> tuple[defer.Deferred[Outcome], Any]:
         class Output:
@@ -539,7 +532,7 @@ class ShellTests(SynchronousTestCase):
         self.assertIn("2 min ago", out)
         self.assertNotIn("\x1b", out)
         code, out, _ = self.run_line("alarms --partition demo --json", "viewer")
-        self.assertEqual([a["id"] for a in json.loads(out)], [1, 2])
+        self.assertEqual(sorted(a["id"] for a in json.loads(out)), [1, 2])
 
     def test_ack_and_shelve(self) -> None:
         """ack (operator) and shelve (expert, until = the clock + --for) reach the center, which audits them."""
@@ -583,7 +576,7 @@ class ShellTests(SynchronousTestCase):
         """watch shows the alarms under the state and a line per alarm event (others' are left out)."""
         d, output = self.start("watch demo --until Configured", "viewer")
         self.assertIn("demo alarms: 1 error, 1 warning", output.stdout)
-        raised = {**self.center.alarm_rows[0], "id": 5, "severity": "critical", "text": "DCS: magnet " + EVIL}
+        raised = {**alarms_seed(NOW)[0], "id": 5, "severity": "critical", "text": "DCS: magnet " + EVIL}
         self.center.emit("alarm", {**raised, "change": "raised"}, "demo")
         self.center.emit("alarm", {**raised, "id": 6, "partition": "other", "change": "raised"}, "demo")
         self.center.emit("alarm", {**raised, "cleared_at": NOW, "acknowledged_by": "op", "change": "acknowledged"},
