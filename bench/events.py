@@ -12,7 +12,7 @@ Run from the repository root::
     .venv/bin/python bench/events.py [--detectors 1000] [--cycles 3]
         [--security curve|none] [--duration 0|SECONDS|shipped]
         [--profile DIR] [--keep] [--eca-read-batch K] [--pca-send-chunk K]
-        [--clients N]
+        [--clients N] [--zmq-subscribers N]
 
 What it does, in a temporary directory:
 
@@ -58,7 +58,10 @@ drives the phases and gives the stage split; the others only timestamp
 each chunk on arrival and are parsed after the run (so that this process
 spends its time reading).  The result's C{clients} gives p50/p99 per
 phase over the events of all N clients (each paired as above) and the
-worst client's p99 per phase.
+worst client's p99 per phase.  C{--zmq-subscribers N} is the ZeroMQ
+fan-out case: N subscribers of the PCA's PUB socket (the product's
+C{ZmqNode}, the demo's client keys), paired the same way
+(C{zmq_fan_out}).
 
 The same pairing, with the points the processes stamped on the way
 (C{pca_fold}: the PCA folds the status into its view, from the reply to
@@ -437,6 +440,98 @@ class Stream:
             d.errback(BenchError(f"the event stream ended: {why}"))
 
 
+class FanOut:
+    """
+    C{--zmq-subscribers N}: N subscribers of the PCA's PUB socket, the
+    ZeroMQ fan-out case.  Raw pyzmq SUB sockets (CURVE with the demo's
+    client keys, like any agent) read by one thread of this process that
+    only timestamps each message on arrival; the envelopes are decoded
+    after the run (so that N subscribers in one process cost little more
+    than one: a console would be a process of its own).
+    """
+
+    def __init__(self) -> None:
+        self.events: list[list[tuple[float, str, str | None, int]]] = []
+        self._raw: list[list[tuple[float, bytes]]] = []
+        self._sockets: list[Any] = []
+        self._context: Any = None
+        self._thread: Any = None
+        self._stop = False
+
+    async def open(self, var: Path, security: str, registry_port: int, count: int) -> None:
+        import threading
+
+        import zmq
+        from twisted.internet import reactor
+
+        from ecs.net.keys import load_keys
+        from ecs.net.remote_registry import RemoteRegistry
+        from ecs.net.zeromq import ZmqNode
+
+        keys = load_keys(var / "keys", need_server_secret=False) if security == "curve" else None
+        node = ZmqNode(reactor, "bench-lookup", keys=keys)
+        try:
+            registry = RemoteRegistry(node, f"tcp://127.0.0.1:{registry_port}", reactor, 1.0, 5.0)
+            address = await registry.publisher_of("pca", PARTITION)
+        finally:
+            node.close()
+        if not address:
+            raise BenchError("the PCA's publisher is not registered")
+        self._context = zmq.Context()
+        for _ in range(count):
+            socket = self._context.socket(zmq.SUB)
+            socket.setsockopt(zmq.RCVHWM, 100_000)
+            socket.setsockopt(zmq.LINGER, 0)
+            if keys is not None:
+                socket.curve_serverkey = keys.server_public
+                socket.curve_publickey = keys.client_public
+                socket.curve_secretkey = keys.client_secret
+            socket.setsockopt(zmq.SUBSCRIBE, b"state/system/")
+            socket.connect(address)
+            self._sockets.append(socket)
+            self._raw.append([])
+        self._thread = threading.Thread(target=self._read, name="bench-zmq-fan-out", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        import zmq
+
+        poller = zmq.Poller()
+        for socket in self._sockets:
+            poller.register(socket, zmq.POLLIN)
+        index = {socket: i for i, socket in enumerate(self._sockets)}
+        while not self._stop:
+            for socket, _ in poller.poll(100):
+                into = self._raw[index[socket]]
+                while True:
+                    try:
+                        frames = socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    into.append((time.time(), frames[-1]))
+
+    def close(self) -> None:
+        """Stop the reader, close the sockets, decode what arrived into L{events}."""
+        from ecs import protocol
+
+        if self._thread is None:
+            return
+        self._stop = True
+        self._thread.join()
+        self._thread = None
+        for socket in self._sockets:
+            socket.close(linger=0)
+        self._context.term()
+        for raw in self._raw:
+            mine: list[tuple[float, str, str | None, int]] = []
+            for t, frame in raw:
+                body = protocol.decode(frame).body
+                key, value = body.get("key"), body.get("value")
+                if isinstance(key, str) and key.startswith("system/") and isinstance(value, dict):
+                    mine.append((t, key[7:], value.get("raw_state"), -1))
+            self.events.append(mine)
+
+
 async def open_stream(base: str, token: str, stream: Stream) -> None:
     """GET /api/events?partition=demo; the body goes to C{stream} as it arrives."""
     from twisted.internet import protocol, reactor
@@ -713,6 +808,10 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         await open_stream(base, api.token, other)
         extra.append(other)
     clients = [stream, *extra]
+    fan_out = FanOut()
+    if args.zmq_subscribers:
+        await fan_out.open(tmp / "var", args.security, registry_port, args.zmq_subscribers)
+        say(f"{args.zmq_subscribers} subscriber(s) of the PCA's PUB socket open")
     await sleep(0.5)  # the stream is subscribed once its headers arrived; let it settle
     say(f"control taken, {len(clients)} event stream(s) open")
 
@@ -804,6 +903,11 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
     result = analyse(args, n, pairs, counts, windows, points, stream)
     if extra:
         result["clients"] = analyse_clients(fires, clients, windows)
+    fan_out.close()
+    if fan_out.events:
+        result["zmq_fan_out"] = analyse_series(fires, fan_out.events, windows)
+        result["zmq_fan_out"]["method"] = ("delay = time.time() when a SUB socket of the PCA's PUB (pyzmq, "
+                                           "a reader thread of this process) received the event - the change's time")
     losses = sum(1 for line in demo.log_path.read_text(errors="replace").splitlines()
                  if "no heartbeat answer" in line or "does not answer" in line)
     result.update({
@@ -906,6 +1010,17 @@ def analyse_clients(
     Every client's delays (the same pairing as the first client's), per
     phase over all clients, and the worst client's p99 per phase.
     """
+    for client in clients:
+        client.parse_raw()
+    return analyse_series(fires, [c.system_events for c in clients], windows)
+
+
+def analyse_series(
+    fires: dict[str, list[tuple[float, str]]],
+    series: list[list[tuple[float, str, str | None, int]]],
+    windows: list[tuple[str, int, float, float]],
+) -> dict[str, Any]:
+    """Pair each receiver's system events with the changes; p50/p99 per phase over all, worst receiver's p99."""
     counted = [(name, start, end) for name, cycle, start, end in windows if cycle >= 0]
 
     def phase_of(t: float) -> str | None:
@@ -917,9 +1032,8 @@ def analyse_clients(
     all_phases: dict[str, list[float]] = defaultdict(list)
     worst: dict[str, float] = {}
     lost = 0
-    for client in clients:
-        client.parse_raw()
-        pairs, counts = pair(fires, client.system_events)
+    for events in series:
+        pairs, counts = pair(fires, events)
         lost += counts["unshown"]
         mine: dict[str, list[float]] = defaultdict(list)
         for _, _, t_fire, t_event in pairs:
@@ -933,7 +1047,7 @@ def analyse_clients(
     every = [d for v in all_phases.values() for d in v]
     overall = summary_ms(every)
     return {
-        "count": len(clients),
+        "count": len(series),
         "p50_ms": overall.get("p50_ms"),
         "p99_ms": overall.get("p99_ms"),
         "by_phase": {name: summary_ms(v) for name, v in sorted(all_phases.items())},
@@ -986,6 +1100,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, metavar="N",
                         help="N event-stream clients open at once, like N consoles (default 1); "
                         "the result's 'clients' gives p50/p99 per phase over all of them")
+    parser.add_argument("--zmq-subscribers", type=int, default=0, metavar="N",
+                        help="N subscribers of the PCA's PUB socket in this process (the ZeroMQ fan-out case); "
+                        "the result's 'zmq_fan_out' gives p50/p99 per phase over all of them")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, timestamps)")
     args = parser.parse_args()
     if args.detectors < 0 or args.cycles < 1 or args.start_attempts < 1 or args.clients < 1:

@@ -4,6 +4,11 @@ One open C{GET /api/events} response of the ECA's API (L{ecs.web.api}): the
 events as SSE blocks, keep-alive comments, and the rule for slow clients
 (the stream is a push producer on its connection; past C{max_buffer} queued
 bytes the client is dropped and resumes later with its Last-Event-ID).
+
+Every open stream receives the same event in turn, so an event is encoded
+once (L{_Encoded}: the last event's bytes, kept with the very objects they
+were made from), not once per console: with 20 consoles and a burst of a
+thousand state changes that is most of the web's share of the ECA's time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,32 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http import Request
 from zope.interface import implementer
+
+
+class _Encoded:
+    """
+    The SSE block of the last event encoded, reused while the next stream
+    sends the same event: same id, same type, the same C{data} object (the
+    reference is kept, so its identity cannot be reused by another object).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, str, Any] | None = None
+        self._block = b""
+
+    def block(self, event_id: int, kind: str, data: dict[str, Any]) -> bytes:
+        """The bytes of one event, encoded at most once in a row."""
+        key = self._key
+        if key is not None and key[0] == event_id and key[1] == kind and key[2] is data:
+            return self._block
+        clean = "".join(c for c in str(kind) if c not in "\r\n")
+        payload = json.dumps(data, separators=(",", ":"), default=str)
+        self._block = f"id: {int(event_id)}\nevent: {clean}\ndata: {payload}\n\n".encode()
+        self._key = (event_id, kind, data)
+        return self._block
+
+
+_ENCODED = _Encoded()
 
 
 @implementer(IPushProducer)
@@ -72,9 +103,7 @@ class EventStream:
         if self.closed or event_id <= self._last_id:
             return
         self._last_id = event_id
-        kind = "".join(c for c in str(kind) if c not in "\r\n")
-        payload = json.dumps(data, separators=(",", ":"), default=str)
-        self._write(f"id: {int(event_id)}\nevent: {kind}\ndata: {payload}\n\n".encode())
+        self._write(_ENCODED.block(event_id, kind, data))
 
     def _send_keepalive(self) -> None:
         if not self._paused:
