@@ -71,7 +71,7 @@ class PageTests(PageTestCase):
         session = self.center.sessions[next(reversed(self.center.sessions))]
         self.assertIn(f'<meta name="csrf-token" content="{session.csrf}"', body)
         scripts = re.findall(r'<script src="([^"]+)"', body)
-        self.assertEqual(scripts, ["/static/ecs.js", "/static/live.js", "/static/overview.js"])
+        self.assertEqual(scripts, ["/static/ecs.js", "/static/headline.js", "/static/live.js", "/static/overview.js"])
         self.assertIn('id="partitions"', body)
         self.assertIn('id="unassigned-box"', body)
         self.assertIn('id="log"', body)
@@ -84,14 +84,26 @@ class PageTests(PageTestCase):
         self.assertEqual(headers["content-security-policy"], [CSP.decode()])
         self.assertIn('data-partition="demo"', body)
         scripts = re.findall(r'<script src="([^"]+)"', body)
-        self.assertEqual(scripts, ["/static/ecs.js", "/static/live.js", "/static/configdialog.js",
-                                   "/static/monitor.js"])
+        self.assertEqual(scripts, ["/static/ecs.js", "/static/headline.js", "/static/live.js",
+                                   "/static/configdialog.js", "/static/monitor.js"])
         for element in ("take-control", "release-control", "select-config", "auto-configure", "cmd-configure",
                         "cmd-start", "cmd-stop", "cmd-abort", "progress", "why", "confirm-abort", "config-dialog",
-                        "tag-select", "config-table", "save-tag", "config-select"):
+                        "tag-select", "config-table", "save-tag", "config-select", "headline-box"):
             self.assertIn(f'id="{element}"', body)
+        self.assertRegex(body, r'<ul id="why"[^>]*tabindex="0"')
         self.assertIn("<h1>Partition demo</h1>", body)
         self.assert_no_inline(body)
+
+    def test_layout_console(self) -> None:
+        """Every page has the skip link to the content, the alarm button and panel, and the confirmation dialog."""
+        for path in ("/", "/partitions/demo", "/runs"):
+            _, _, body = self.get(path)
+            self.assertIn('<a class="skip-link" href="#main">', body, path)
+            self.assertIn('<main id="main" tabindex="-1">', body, path)
+            for element in ("alarm-button", "alarm-panel", "alarm-list", "shelve-for", "shelve-reason", "confirm",
+                            "confirm-text", "confirm-ok", "confirm-cancel"):
+                self.assertIn(f'id="{element}"', body, path)
+            self.assert_no_inline(body)
 
     def test_monitor_unknown_partition(self) -> None:
         """An unknown partition (and the ECS scope's name) is a 404 for a logged-in user."""
@@ -148,6 +160,59 @@ class EscapingTests(PageTestCase):
             text = path.read_text(encoding="utf-8")
             for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
                 self.assertNotIn(sink, text, f"{path.name} uses {sink}")
+
+
+def _luminance(colour: str) -> float:
+    """WCAG relative luminance of C{#rrggbb}."""
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two C{#rrggbb} colours."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+class ColourTests(SynchronousTestCase):
+    """State colours are readable and never the only cue."""
+
+    CATEGORIES = ("resting", "working", "ready", "recording", "fault")
+
+    def setUp(self) -> None:
+        self.css = (STATIC / "ecs.css").read_text(encoding="utf-8")
+        self.colours = dict(re.findall(r"--([a-z]+): (#[0-9a-f]{6})", self.css))
+
+    def test_contrast(self) -> None:
+        """Each state category's colour has at least 3:1 against white and the page background."""
+        for name in self.CATEGORIES:
+            for background in ("#ffffff", self.colours["bg"]):
+                ratio = contrast(self.colours[name], background)
+                self.assertGreaterEqual(ratio, 3.0, f"{name} on {background}: {ratio:.2f}")
+
+    def test_contrast_helper(self) -> None:
+        """The helper gives the known ratios (black on white 21, equal colours 1)."""
+        self.assertAlmostEqual(contrast("#000000", "#ffffff"), 21.0, places=3)
+        self.assertAlmostEqual(contrast("#777777", "#777777"), 1.0)
+
+    def test_shape_beside_colour(self) -> None:
+        """Each category has its own glyph (shape) for states, tiles and heat-map squares, and they all differ."""
+        glyphs = {}
+        for name in self.CATEGORIES:
+            match = re.search(r"\.state-" + name + r'::before \{ content: "(.)"', self.css)
+            self.assertIsNotNone(match, name)
+            assert match is not None
+            glyphs[name] = match.group(1)
+            self.assertRegex(self.css, r"\.tile-" + name + r"( \.tile-state::before)? \{", name)
+            self.assertRegex(self.css, r"\.cell-" + name if name != "resting" else r"\.cell \{", name)
+        self.assertEqual(len(set(glyphs.values())), len(glyphs), glyphs)
+
+    def test_focus_and_sticky_bar(self) -> None:
+        """A visible focus style, the skip link shown on focus, the top bar sticky."""
+        self.assertIn(":focus-visible { outline: 3px solid", self.css)
+        self.assertIn(".skip-link:focus {", self.css)
+        self.assertRegex(self.css, r"\.topbar \{[^}]*position: sticky; top: 0;")
 
 
 class StaticTests(PageTestCase):

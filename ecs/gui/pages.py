@@ -16,7 +16,7 @@ from twisted.web.iweb import IRequest
 from ecs.control import ControlError
 from ecs.gui.base import GuiPages
 
-LIVE_SCRIPTS = ["live.js"]
+LIVE_SCRIPTS = ["headline.js", "live.js"]
 
 
 @GuiPages.app.route("/", methods=["GET"])

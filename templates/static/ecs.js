@@ -42,6 +42,9 @@ window.ECS = (function () {
     const handlers = {...pageHandlers, agent: (data, id) => {
       noteAgent(data);
       if (pageHandlers.agent) pageHandlers.agent(data, id);
+    }, alarm: (data, id) => {
+      ALARMS.note(data);
+      if (pageHandlers.alarm) pageHandlers.alarm(data, id);
     }};
     const base = "/api/events" + (partition ? "?partition=" + encodeURIComponent(partition) : "");
     const indicator = document.getElementById("connection");
@@ -52,10 +55,19 @@ window.ECS = (function () {
       timer = null;
       const url = lastId === null ? base : base + (partition ? "&" : "?") + "last_event_id=" + encodeURIComponent(lastId);
       source = new EventSource(url, {withCredentials: true});
-      source.onopen = () => { delay = 1000; mark("live", "ok"); if (handlers.open) handlers.open(); };
+      source.onopen = () => {
+        delay = 1000;
+        mark("live", "ok");
+        setLink("live");
+        if (handlers.open) handlers.open();
+      };
       source.onerror = async () => {
         mark("reconnecting…", "bad");
+        setLink("reconnecting");
         if (handlers.error) handlers.error();
+        // Is the ECA there at all?  Say so rather than blame a partition.
+        const alive = await fetch("/api/health", {credentials: "same-origin"}).then(() => true, () => false);
+        if (!alive && source.readyState !== EventSource.OPEN) { mark("ECA not reachable", "bad"); setLink("down"); }
         if (closed || source.readyState !== EventSource.CLOSED || timer) return;
         await api("GET", "/api/partitions");  // 401: off to the login page
         if (!closed && !timer) timer = setTimeout(open, delay);
@@ -75,6 +87,137 @@ window.ECS = (function () {
     open();
     return {close() { closed = true; if (timer) clearTimeout(timer); source.close(); }};
   }
+
+  // The link to the ECA as the event stream sees it: "connecting", "live",
+  // "reconnecting" or "down" (the ECA does not answer at all).
+  let linkState = "connecting";
+  const linkWatchers = [];
+  function setLink(state) {
+    if (state === linkState) return;
+    linkState = state;
+    for (const fn of linkWatchers) fn(state);
+  }
+  const link = () => linkState;
+  const onLink = (fn) => { linkWatchers.push(fn); };
+
+  // Alarms (GET /api/alarms, then "alarm" events): the top bar's button with
+  // the count of alarms that need a person (active, not acknowledged, not
+  // shelved), the tab title's "(n)", and the panel with acknowledge
+  // (operator) and shelve (expert).  An ECA without the alarm routes (404)
+  // simply has none.
+  const ALARMS = (function () {
+    const byId = new Map();
+    const watchers = [];
+    const now = () => Date.now() / 1000;
+    const shelved = (a) => typeof a.shelved_until === "number" && a.shelved_until > now();
+    const active = (a) => !a.cleared_at || !a.acknowledged_by;
+    const needsPerson = (a) => active(a) && !a.acknowledged_by && !shelved(a);
+    const list = () => [...byId.values()].filter(active)
+      .sort((a, b) => (needsPerson(b) - needsPerson(a)) || (b.raised_at - a.raised_at));
+    const forPartition = (pid) => list().filter((a) => a.partition === pid || a.partition === null);
+    let baseTitle = null;
+
+    function changed() {
+      for (const fn of watchers) fn();
+      render();
+    }
+    function note(alarm) {
+      if (!alarm || typeof alarm.id !== "number") return;
+      const {change, ...plain} = alarm;  // eslint-disable-line no-unused-vars
+      if (!active(plain)) byId.delete(plain.id); else byId.set(plain.id, plain);
+      changed();
+    }
+    async function load() {
+      const r = await api("GET", "/api/alarms");
+      if (!r.ok || !Array.isArray(r.data)) return;  // 404: an ECA without alarms
+      byId.clear();
+      for (const a of r.data) if (a && typeof a.id === "number") byId.set(a.id, a);
+      changed();
+    }
+    function render() {
+      const open = list();
+      const waiting = open.filter(needsPerson);
+      if (baseTitle === null) baseTitle = document.title;
+      document.title = (waiting.length ? "(" + waiting.length + ") " : "") + baseTitle;
+      const button = document.getElementById("alarm-button");
+      if (button) {
+        button.textContent = waiting.length ? waiting.length + (waiting.length === 1 ? " alarm" : " alarms")
+          : open.length ? open.length + " acknowledged" : "No alarms";
+        button.className = "alarm-button " + (waiting.length ? "alarm-on" : open.length ? "alarm-seen" : "alarm-none");
+        button.setAttribute("aria-label", button.textContent + ": open the alarm list");
+      }
+      const panel = document.getElementById("alarm-list");
+      if (panel) renderList(panel, open);
+    }
+    function renderList(box, open) {
+      box.replaceChildren();
+      if (!open.length) {
+        const p = document.createElement("p");
+        p.className = "note";
+        p.textContent = "No active alarms.";
+        box.appendChild(p);
+        return;
+      }
+      for (const a of open) box.appendChild(item(a));
+    }
+    function item(a) {
+      const li = document.createElement("li");
+      li.className = "alarm alarm-" + String(a.severity).replace(/[^a-z]/g, "") + (needsPerson(a) ? "" : " alarm-quiet");
+      li.dataset.alarm = a.id;
+      const head = li.appendChild(document.createElement("div"));
+      head.className = "alarm-head";
+      const sev = head.appendChild(document.createElement("span"));
+      sev.className = "severity";
+      sev.textContent = a.severity;
+      const text = head.appendChild(document.createElement("strong"));
+      text.className = "alarm-text";
+      text.textContent = (a.partition ? a.partition + ": " : "") + a.text;
+      if (a.action) {
+        const action = li.appendChild(document.createElement("div"));
+        action.className = "alarm-action";
+        action.textContent = "To clear: " + a.action;
+      }
+      const meta = li.appendChild(document.createElement("div"));
+      meta.className = "alarm-meta";
+      const bits = [a.source, "raised " + clock(a.raised_at)];
+      if (a.cleared_at) bits.push("cleared " + clock(a.cleared_at));
+      if (a.acknowledged_by) bits.push("acknowledged by " + a.acknowledged_by);
+      if (shelved(a)) bits.push("shelved by " + (a.shelved_by || "?") + " until " + clock(a.shelved_until) +
+                                (a.shelve_reason ? " (" + a.shelve_reason + ")" : ""));
+      meta.textContent = bits.join(" · ");
+      const buttons = li.appendChild(document.createElement("div"));
+      buttons.className = "alarm-buttons";
+      if (!a.acknowledged_by) {
+        const ack = buttons.appendChild(document.createElement("button"));
+        ack.type = "button";
+        ack.className = "alarm-ack";
+        ack.textContent = "Acknowledge";
+        ack.dataset.alarm = a.id;
+        if (!hasRole("operator")) { ack.disabled = true; ack.title = "needs role operator"; }
+      }
+      if (!a.cleared_at && !shelved(a)) {
+        const shelve = buttons.appendChild(document.createElement("button"));
+        shelve.type = "button";
+        shelve.className = "alarm-shelve";
+        shelve.textContent = "Shelve 1 h…";
+        shelve.dataset.alarm = a.id;
+        if (!hasRole("expert")) { shelve.disabled = true; shelve.title = "needs role expert"; }
+      }
+      return li;
+    }
+    async function acknowledge(id) {
+      const r = await api("POST", "/api/alarms/" + encodeURIComponent(id) + "/ack");
+      if (r.ok) note(r.data);
+      return r;
+    }
+    async function shelve(id, seconds, reason) {
+      const r = await api("POST", "/api/alarms/" + encodeURIComponent(id) + "/shelve", {until: seconds, reason});
+      if (r.ok) note(r.data);
+      return r;
+    }
+    return {list, forPartition, needsPerson, note, load, render, acknowledge, shelve,
+            onChange: (fn) => { watchers.push(fn); }};
+  })();
 
   // Agents that need a person, on every page: flapping (the supervisor gave
   // up restarting them) or failed (their launcher could not start them).
@@ -100,16 +243,23 @@ window.ECS = (function () {
     showAlarms();
   }
 
-  // The colour class of a state (red / yellow / green as the original).
-  const RED = new Set(["Idle", "Unconfigured", "Error", "Connection Problem", "Disconnected"]);
-  const GREEN = new Set(["Active", "QA_Active", "Recording"]);
-  function stateClass(state) {
-    if (!state) return "state-unknown";
-    if (RED.has(state)) return "state-red";
-    if (GREEN.has(state)) return "state-green";
-    return "state-yellow";
+  // What a state means to an operator, so that colour is never the only
+  // cue: resting (Idle, Unconfigured: nothing to do), working (Configuring…,
+  // an operation on its way), ready (Active, *_Active), recording, fault
+  // (Error, Connection Problem).  ecs.css gives each its colour (>= 3:1
+  // against the page) and its own shape (hollow circle, half circle, filled
+  // circle, ringed dot, cross), and the state's name is always beside it.
+  const FAULT = new Set(["Error", "Connection Problem", "Disconnected", "ECA not reachable", "Unknown"]);
+  function category(state) {
+    if (!state) return "unknown";
+    if (FAULT.has(state)) return "fault";
+    if (state === "Recording" || state === "Running") return "recording";
+    if (/^Configuring|ing$/.test(state)) return "working";
+    if (state === "Active" || state === "Ready" || /_Active$/.test(state)) return "ready";
+    return "resting";
   }
-  // Put a state (dot + text, so colour is never the only cue) into element el.
+  const stateClass = (state) => "state-" + category(state);
+  // Put a state (shape + text, so colour is never the only cue) into element el.
   function showState(el, state) {
     const text = state || "unknown";
     if (el.dataset.state === text) return;
@@ -118,18 +268,35 @@ window.ECS = (function () {
     el.textContent = text;
   }
 
-  // Show the answer of a command in #reply (or el): success or the refusal.
-  // command: the answer of a partition command, which the PCA accepted with
-  // the partition's state; the operation goes on, its progress is on the page.
+  // Local time of a unix time (seconds), 24 h.
+  const clock = (seconds) => new Date(seconds * 1000).toLocaleTimeString([], {hour12: false});
+
+  // Show the answer of a command in #reply (or el), with the time it came:
+  // success or the refusal.  A partition command's reply says "accepted";
+  // the page then quotes the state it caused (see monitor.js), never the
+  // state it was sent in.
   function showReply(what, result, el, command) {
     const box = el || document.getElementById("reply");
     if (!box) return;
     box.hidden = false;
     box.className = "reply " + (result.ok ? "reply-ok" : "reply-error");
-    const state = command && result.data && typeof result.data.state === "string" ? result.data.state : null;
-    const done = state ? "accepted, state " + state : "done";
-    const reason = result.ok ? done : (result.data && (result.data.reason || result.data.error)) || "failed";
-    box.textContent = what + ": " + (result.ok ? "" : result.status + " ") + reason;
+    const reason = result.ok ? (command ? "accepted" : "done") : (result.data && (result.data.reason || result.data.error)) || "failed";
+    box.textContent = what + " · " + clock(Date.now() / 1000) + ": " + (result.ok ? "" : result.status + " ") + reason;
+  }
+
+  // A confirmation in the page's own dialog (#confirm in base.html): resolves
+  // to true when the person pressed the OK button.
+  function confirmDialog(text, okLabel) {
+    const dialog = document.getElementById("confirm");
+    if (!dialog) return Promise.resolve(window.confirm(text));
+    document.getElementById("confirm-text").textContent = text;
+    document.getElementById("confirm-ok").textContent = okLabel || "OK";
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), {once: true});
+      dialog.showModal();
+      document.getElementById("confirm-cancel").focus();
+    });
   }
 
   function banner(text) {
@@ -146,6 +313,40 @@ window.ECS = (function () {
     return mine.some((r) => order.indexOf(r) >= order.indexOf(role));
   };
 
+  // The alarm panel: opened from the top bar; acknowledge and shelve.
+  document.addEventListener("DOMContentLoaded", () => {
+    const button = document.getElementById("alarm-button");
+    const panel = document.getElementById("alarm-panel");
+    if (!button || !panel) return;
+    const reply = document.getElementById("alarm-reply");
+    const say = (what, r) => {
+      reply.hidden = r.ok;
+      reply.textContent = r.ok ? "" : what + ": " + (r.status || "") + " " + ((r.data && (r.data.reason || r.data.error)) || "failed");
+    };
+    const toggle = (open) => {
+      panel.hidden = !open;
+      button.setAttribute("aria-expanded", String(open));
+      if (open) (panel.querySelector("button:not([disabled])") || panel).focus();
+    };
+    button.addEventListener("click", () => toggle(panel.hidden));
+    document.getElementById("alarm-close").addEventListener("click", () => { toggle(false); button.focus(); });
+    panel.addEventListener("keydown", (event) => { if (event.key === "Escape") { toggle(false); button.focus(); } });
+    panel.addEventListener("click", async (event) => {
+      const ack = event.target.closest("button.alarm-ack");
+      const shelve = event.target.closest("button.alarm-shelve");
+      if (ack) say("Acknowledge", await ALARMS.acknowledge(ack.dataset.alarm));
+      if (shelve) {
+        const reason = document.getElementById("shelve-reason").value.trim();
+        if (!reason) { say("Shelve", {ok: false, status: "", data: {reason: "give a reason first"}}); return; }
+        const seconds = parseInt(document.getElementById("shelve-for").value, 10);
+        say("Shelve", await ALARMS.shelve(shelve.dataset.alarm, seconds, reason));
+      }
+    });
+    ALARMS.render();
+    ALARMS.load();
+    setInterval(() => ALARMS.render(), 30000);  // shelving ends by the clock
+  });
+
   document.addEventListener("DOMContentLoaded", async () => {
     const alarms = document.getElementById("alarms");
     if (alarms) {
@@ -158,11 +359,12 @@ window.ECS = (function () {
   document.addEventListener("DOMContentLoaded", () => {
     const logout = document.getElementById("logout");
     if (logout) logout.addEventListener("click", async () => {
-      if (!confirm("Log out? Your controls are released.")) return;
+      if (!await confirmDialog("Log out? Your controls are released.", "Log out")) return;
       await api("POST", "/api/logout");
       location.assign("/login?logged_out=1");
     });
   });
 
-  return {api, events, stateClass, showState, showReply, banner, user, hasRole, csrf};
+  return {api, events, category, stateClass, showState, showReply, confirm: confirmDialog, clock, banner, user, hasRole, csrf,
+          link, onLink, alarms: ALARMS};
 })();

@@ -34,6 +34,7 @@ window.LIVE = (function () {
       this.tr = el("tr");
       this.tr.dataset.system = id;
       this.tr.setAttribute("role", "row");
+      rowOf.set(this.tr, this);
       this.cells = {};
       for (const name of ["id", "state", "raw", "tag", "comment", "connected"].concat(withAction ? ["action"] : [])) {
         const td = this.cells[name] = this.tr.appendChild(el("td", "col-" + name));
@@ -41,12 +42,29 @@ window.LIVE = (function () {
       }
       this.cells.id.textContent = id;
       this.stateEl = this.cells.state.appendChild(el("span", "state"));
+      this.rank = 3;
+      this.group = 0;
+      this.shown = null;  // the state shown (Connection Problem when not live)
+      // The system's square in the heat map (beside the table).
+      this.cell = el("span", "cell cell-unknown");
+      this.cell.dataset.system = id;
+      this.cell.setAttribute("role", "img");
     }
 
     render(pcaConnected, decorate) {
       const r = this.record || {};
       const live = pcaConnected && r.connected !== false;
-      ECS.showState(this.stateEl, live ? r.state : CP);
+      const shown = live ? (r.state || "unknown") : CP;
+      this.live = live;
+      if (shown !== this.shown) {
+        this.shown = shown;
+        this.cell.className = "cell cell-" + ECS.category(shown);
+        this.cell.title = this.id + ": " + shown;
+        this.cell.setAttribute("aria-label", this.id + ": " + shown);
+        // Problems first: Error, Connection Problem, then working, then the rest.
+        this.rank = shown === "Error" ? 0 : !live ? 1 : ECS.category(shown) === "working" ? 2 : 3;
+      }
+      ECS.showState(this.stateEl, shown);
       setText(this.cells.raw, live ? (r.raw_state || "") : "—");
       setText(this.cells.tag, r.tag || "");
       setText(this.cells.comment, r.comment || "");
@@ -92,17 +110,24 @@ window.LIVE = (function () {
   const collator = new Intl.Collator(undefined, {numeric: true});
   const byId = (a, b) => collator.compare(a.id, b.id);
 
-  // Insert row in tbody keeping the ids sorted: appended when it belongs at
-  // the end (the first load, in order), else a linear search (rare).
+  // Table order: problems first (Row.rank), then the group (a global
+  // system's stage in the configure order), then the id.
+  const before = (a, b) => a.rank - b.rank || a.group - b.group || collator.compare(a.id, b.id);
+  const rowOf = new WeakMap();
+
+  // Put row at its place in tbody: appended when it belongs at the end (the
+  // first load, in order), else a linear search (a row whose rank changed).
   function insertSorted(tbody, row) {
-    const last = tbody.lastElementChild;
-    let before = null;
-    if (last && collator.compare(last.dataset.system, row.id) > 0) {
+    let last = tbody.lastElementChild;
+    if (last === row.tr) last = last.previousElementSibling;
+    let next = null;
+    if (last && before(rowOf.get(last), row) > 0) {
       for (const tr of tbody.children) {
-        if (collator.compare(tr.dataset.system, row.id) > 0) { before = tr; break; }
+        if (tr !== row.tr && before(rowOf.get(tr), row) > 0) { next = tr; break; }
       }
     }
-    tbody.insertBefore(row.tr, before);
+    if (row.tr.parentNode === tbody && row.tr.nextElementSibling === next) return;
+    tbody.insertBefore(row.tr, next);
   }
 
   // One partition: summary, detectors and global systems.
@@ -117,15 +142,17 @@ window.LIVE = (function () {
       this.rows = new Map();
       this.dirtyRows = new Set();
       this.dirtyAll = true;
-      this.root = el("section", "partition");
+      this.root = el("section", "partition" + (options.compact ? " compact" : ""));
       this.root.dataset.partition = pid;
-      if (options.heading) {
-        const h = this.root.appendChild(el("h2"));
-        h.appendChild(document.createTextNode("Partition "));
-        const a = h.appendChild(el("a", null, pid));
-        a.href = "/partitions/" + encodeURIComponent(pid);
-      }
-      const dl = this.root.appendChild(el("dl", "summary"));
+      this.root.setAttribute("aria-label", "Partition " + pid);
+      this.seq = options.seq || HEADLINE.sequence(null);
+      this.run = null;
+      this.runAsked = false;
+      this.filter = {state: null, text: ""};
+      this.headline = new HEADLINE.Headline({pid, compact: !!options.compact, onAction: options.onAction,
+                                             decorate: options.decorateAction});
+      (options.headlineInto || this.root).appendChild(this.headline.root);
+      const dl = (options.compact ? this.headline.extra : this.root).appendChild(el("dl", "summary"));
       const item = (label, cls) => {
         dl.appendChild(el("dt", null, label));
         return dl.appendChild(el("dd", cls));
@@ -135,9 +162,101 @@ window.LIVE = (function () {
       this.controllerEl = item("Controller", "partition-controller");
       this.connectedEl = item("PCA", "partition-connected");
       this.operationEl = item("Operation", "partition-operation");
-      this.detectors = this.root.appendChild(systemsTable("Detectors", options.withAction));
-      this.globals = this.root.appendChild(systemsTable("Global systems", options.withAction));
+      // Counts by state (a button each: filters the table and the map), the search box.
+      const tools = (options.compact ? this.headline.extra : this.root).appendChild(el("div", "tools"));
+      this.counts = tools.appendChild(el("div", "counts"));
+      this.counts.setAttribute("role", "group");
+      this.counts.setAttribute("aria-label", "Systems by state (press to filter)");
+      this.counts.addEventListener("click", (event) => {
+        const b = event.target.closest("button[data-state]");
+        if (!b) return;
+        this.filter.state = this.filter.state === b.dataset.state ? null : b.dataset.state;
+        this.applyFilter();
+      });
+      const label = tools.appendChild(el("label", "search"));
+      label.appendChild(el("span", "visually-hidden", "Search systems of " + pid));
+      this.search = label.appendChild(el("input"));
+      this.search.type = "search";
+      this.search.placeholder = "Search systems…";
+      this.search.className = "system-search";
+      this.search.addEventListener("input", () => { this.filter.text = this.search.value.trim().toLowerCase(); this.applyFilter(); });
+      this.shownCount = tools.appendChild(el("span", "shown-count note"));
+      // The heat map (one square per system) beside the tables.
+      const board = this.root.appendChild(el("div", "board"));
+      this.heat = el("div", "heatmap");
+      this.heat.setAttribute("role", "group");
+      this.heat.setAttribute("aria-label", "All systems of " + pid + " by state");
+      this.heatGlobals = this.heat.appendChild(el("div", "heat-group heat-globals"));
+      this.heatDetectors = this.heat.appendChild(el("div", "heat-group heat-detectors"));
+      this.heat.addEventListener("click", (event) => {
+        const c = event.target.closest(".cell");
+        if (!c) return;
+        this.search.value = c.dataset.system;
+        this.filter.text = c.dataset.system.toLowerCase();
+        this.applyFilter();
+      });
+      let tables = board;
+      if (options.compact) {
+        board.appendChild(this.heat);
+        const details = board.appendChild(el("details", "tables"));
+        details.open = !!options.openTables;
+        this.tablesSummary = details.appendChild(el("summary", null, "Systems table"));
+        tables = details;
+      } else {
+        tables = board.appendChild(el("div", "tables"));
+        board.appendChild(this.heat);
+      }
+      this.detectors = tables.appendChild(systemsTable("Detectors", options.withAction));
+      this.globals = tables.appendChild(systemsTable("Global systems", options.withAction));
+      this.countsDirty = true;
       parent.appendChild(this.root);
+    }
+
+    // Show only the rows (and light only the squares) that match the filter.
+    applyFilter() {
+      for (const b of this.counts.children) b.setAttribute("aria-pressed", String(b.dataset.state === this.filter.state));
+      let shown = 0;
+      for (const row of this.rows.values()) if (this.filterRow(row)) shown += 1;
+      const filtered = this.filter.state || this.filter.text;
+      setText(this.shownCount, filtered ? shown + " of " + this.rows.size + " shown" : "");
+    }
+
+    filterRow(row) {
+      const f = this.filter;
+      const match = (!f.state || row.shown === f.state) && (!f.text || row.id.toLowerCase().includes(f.text));
+      if (row.tr.hidden === match) row.tr.hidden = !match;
+      row.cell.classList.toggle("dim", !match);
+      return match;
+    }
+
+    // The count buttons, in the order problems first.
+    renderCounts() {
+      const counts = new Map();
+      for (const row of this.rows.values()) counts.set(row.shown, (counts.get(row.shown) || 0) + 1);
+      const rank = (state) => state === "Error" ? 0 : state === CP ? 1 : ECS.category(state) === "working" ? 2 : 3;
+      const states = [...counts.keys()].filter((x) => x !== null).sort((a, b) => rank(a) - rank(b) || collator.compare(a, b));
+      const existing = new Map([...this.counts.children].map((b) => [b.dataset.state, b]));
+      let i = 0;
+      for (const state of states) {
+        let b = existing.get(state);
+        if (!b) {
+          b = el("button", "count");
+          b.type = "button";
+          b.dataset.state = state;
+          b.appendChild(el("span", "state"));
+          b.appendChild(el("span", "count-n"));
+        }
+        existing.delete(state);
+        ECS.showState(b.firstChild, state);
+        setText(b.lastChild, String(counts.get(state)));
+        b.setAttribute("aria-pressed", String(state === this.filter.state));
+        b.title = counts.get(state) + " in " + state + " (press to show only these)";
+        if (this.counts.children[i] !== b) this.counts.insertBefore(b, this.counts.children[i] || null);
+        i += 1;
+      }
+      for (const b of existing.values()) b.remove();
+      if (this.filter.state && !counts.has(this.filter.state)) this.filter.state = null;
+      if (this.tablesSummary) setText(this.tablesSummary, "Systems table (" + this.rows.size + ")");
     }
 
     // The whole picture from GET /api/partitions/{id}; older than any
@@ -176,19 +295,44 @@ window.LIVE = (function () {
       if (value === null) {
         if (row) {
           row.tr.remove();
+          row.cell.remove();
           this.rows.delete(id);
           this.dirtyRows.delete(row);
+          this.countsDirty = true;
         }
         return;
       }
       if (!row) {
         row = new Row(id, this.options.withAction);
+        row.group = this.groupOf(id, value.kind);
         this.rows.set(id, row);
-        insertSorted((value.kind === "detector" ? this.detectors : this.globals).tBodies[0], row);
+        row.tbody = (value.kind === "detector" ? this.detectors : this.globals).tBodies[0];
+        insertSorted(row.tbody, row);
+        this.placeCell(row, value.kind === "detector" ? this.heatDetectors : this.heatGlobals);
       }
       row.seen = eventId;
       row.record = value;
       this.dirtyRows.add(row);
+    }
+
+    // A global system's stage in the configure order (detectors: 0).
+    groupOf(id, kind) {
+      if (kind === "detector") return 0;
+      const i = this.seq.stages.findIndex((st) => st.systems && st.systems.includes(id));
+      return i < 0 ? this.seq.stages.length : i;
+    }
+
+    // The heat map keeps the table's first order (group, id), so a square never moves.
+    placeCell(row, box) {
+      let next = null;
+      const last = box.lastElementChild;
+      const key = (id) => this.rows.get(id);
+      if (last && before({...key(last.dataset.system), rank: 0}, {...row, rank: 0}) > 0) {
+        for (const c of box.children) {
+          if (before({...key(c.dataset.system), rank: 0}, {id: row.id, group: row.group, rank: 0}) > 0) { next = c; break; }
+        }
+      }
+      box.insertBefore(row.cell, next);
     }
 
     // A `state` event of this partition.
@@ -253,11 +397,55 @@ window.LIVE = (function () {
         setText(this.operationEl, info.locked ? "locked by a move" : (info.operation || "none"));
         if (decorate) for (const b of this.root.querySelectorAll("button.reset")) decorate(b);
       }
-      for (const row of this.dirtyRows) row.render(this.info.connected, decorate);
+      const rowsChanged = this.dirtyRows.size > 0;
+      for (const row of this.dirtyRows) {
+        const rank = row.rank;
+        row.render(this.info.connected, decorate);
+        if (row.rank !== rank) insertSorted(row.tbody, row);
+        this.filterRow(row);
+      }
       this.dirtyRows.clear();
+      if (rowsChanged || this.countsDirty) {
+        this.renderCounts();
+        this.countsDirty = false;
+        if (this.filter.state || this.filter.text) this.applyFilter();
+      }
       const changed = this.dirtyAll;
+      if (changed || rowsChanged || this.headlineDirty) this.renderHeadline();
       this.dirtyAll = false;
+      this.headlineDirty = false;
       return changed;
+    }
+
+    // The headline from what the view knows now (see headline.js).
+    renderHeadline() {
+      const systems = [];
+      for (const row of this.rows.values()) {
+        const r = row.record || {};
+        systems.push({id: row.id, kind: r.kind, state: r.state, live: !!row.live});
+      }
+      const state = this.info.state;
+      const recording = !!this.seq.recording && state === this.seq.recording && this.info.connected;
+      if (recording && !this.runAsked) this.fetchRun();
+      if (!recording) { this.run = null; this.runAsked = false; }
+      this.headline.run = this.run;
+      this.headline.recording = recording;
+      const context = {pid: this.pid, link: ECS.link(), info: this.info, systems,
+                       alarms: ECS.alarms.forPartition(this.pid), seq: this.seq, progress: this.progress, run: this.run};
+      this.headline.render(HEADLINE.diagnose(context), HEADLINE.stageProgress(this.seq, state, systems));
+    }
+
+    // The open run of the partition (number, start time) for the recording tile.
+    async fetchRun() {
+      this.runAsked = true;
+      const r = await ECS.api("GET", "/api/runs?limit=1&partition=" + encodeURIComponent(this.pid));
+      if (!r.ok || !Array.isArray(r.data) || !r.data.length || r.data[0].ended) {
+        setTimeout(() => { this.runAsked = false; this.headlineDirty = true; if (this.options.schedule) this.options.schedule(); }, 1000);
+        return;
+      }
+      this.run = r.data[0];
+      this.headlineDirty = true;
+      if (this.options.schedule) this.options.schedule();
     }
   }
 
@@ -336,7 +524,8 @@ window.LIVE = (function () {
 
   // The page's live picture.  options: {partition (one, or null for all),
   // container, unassigned (element or null), log (element or null),
-  // withAction, heading, decorateReset(button), onChange(view)}.
+  // withAction, compact (the overview's cards), headlineInto (element), decorateReset(button),
+  // decorateAction(button, command), onAction(action, button), onChange(view)}.
   class Live {
     constructor(options) {
       this.options = options;
@@ -348,6 +537,12 @@ window.LIVE = (function () {
       this.unassigned = options.unassigned ? new UnassignedView(options.unassigned) : null;
       this.log = options.log ? new LogView(options.log, !options.partition) : null;
       this.refetch = new Set();
+      this.systems = null;  // GET /api/systems, for the sequence's stages
+      this.options.schedule = () => this.schedule();
+      const touch = () => { for (const v of this.views.values()) v.headlineDirty = true; this.schedule(); };
+      ECS.alarms.onChange(touch);
+      ECS.onLink(touch);
+      setInterval(() => { for (const v of this.views.values()) v.headline.tick(); }, 1000);
     }
 
     start() {
@@ -399,6 +594,10 @@ window.LIVE = (function () {
       for (const [pid, view] of this.views) {
         if (!ids.includes(pid)) { view.root.remove(); this.views.delete(pid); }
       }
+      if (!this.systems) {
+        const r = await ECS.api("GET", "/api/systems");
+        if (r.ok) this.systems = r.data;
+      }
       for (const pid of ids) jobs.push(this._loadPartition(pid, since));
       if (this.unassigned) {
         jobs.push(ECS.api("GET", "/api/detectors/unassigned").then((r) => { if (r.ok) this.unassigned.load(r.data, since); }));
@@ -419,7 +618,9 @@ window.LIVE = (function () {
       if (!answer.ok) { ECS.showReply("Loading partition " + pid, answer); return; }
       let view = this.views.get(pid);
       if (!view) {
-        view = new PartitionView(pid, this.options.container, this.options);
+        const seq = HEADLINE.sequence(this.systems, answer.data.stages);
+        const openTables = (answer.data.systems || []).length <= 20;
+        view = new PartitionView(pid, this.options.container, {...this.options, seq, openTables});
         this.views.set(pid, view);
       }
       view.load(answer.data, since);

@@ -1,9 +1,13 @@
-// The partition monitor: the live tables (live.js), the log, and the
-// control panel.  A button is enabled only when the partition allows the
-// command, the user holds control and has the role; a disabled one says
-// why (its title, and the list under the panel).  Every reply is shown;
-// losing control through force or inactivity raises the banner.  The
-// server checks all of this again: the page is only a view.
+// The partition monitor: the headline (headline.js), the live tables
+// (live.js), the log, and the control panel.  A button is enabled only when
+// the partition allows the command, the user holds control and has the
+// role; a disabled one says why (its title, and the list under the panel,
+// which the button names with aria-describedby and which takes the
+// keyboard focus).  Every reply is shown with its time and then quotes the
+// state the command caused; it fades once the state moves on.  Stop while
+// recording and a forced take-over ask first; losing control through force
+// or inactivity raises the banner.  The server checks all of this again:
+// the page is only a view.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const $ = (id) => document.getElementById(id);
@@ -17,9 +21,10 @@ document.addEventListener("DOMContentLoaded", () => {
   // Why `command` cannot be sent now, or null.
   function why(command) {
     if (!ECS.hasRole("operator")) return "needs role operator";
+    if (ECS.link() === "down") return "ECA not reachable";
     if (!view) return "loading";
     const info = view.info;
-    if (!info.connected) return "the PCA is not connected";
+    if (!info.connected) return "the PCA of " + pid + " does not answer";
     if (!info.controller) return "not in control";
     if (info.controller !== me) return "held by " + info.controller;
     if (!view.allowed.includes(command)) {
@@ -33,9 +38,12 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   function decorate(button, command) {
+    if (command === "ack") { button.disabled = !ECS.hasRole("operator"); button.title = button.disabled ? "needs role operator" : ""; return null; }
     const reason = why(command);
     button.disabled = !!reason;
     button.title = reason ? LABELS[command] + ": " + reason : "";
+    if (reason) button.setAttribute("aria-describedby", "why");
+    else button.removeAttribute("aria-describedby");
     return reason;
   }
 
@@ -76,8 +84,35 @@ document.addEventListener("DOMContentLoaded", () => {
       list.appendChild(li);
     }
     for (const b of document.querySelectorAll("button.reset")) decorate(b, "reset");
+    const action = $("headline-action");
+    if (action && action.dataset.command) decorate(action, action.dataset.command);
     showProgress();
+    followReply();
   }
+
+  // The last command's reply quotes the state it caused: the first state
+  // (of the partition, or of the reset system) other than the one it was
+  // sent in; once the state moves on again the reply fades.
+  let pending = null;  // {text, before, probe, quoted}
+  function followReply() {
+    if (!pending) return;
+    const box = $("reply");
+    const now = pending.probe();
+    if (pending.quoted === null) {
+      if (now === pending.before) return;
+      pending.quoted = now;
+      box.textContent = pending.text + ", now " + now;
+    } else if (now !== pending.quoted) {
+      box.classList.add("reply-stale");
+      box.textContent = pending.text + ", then " + pending.quoted + " (earlier; the state has moved on)";
+      pending = null;
+    }
+  }
+  const partitionState = () => (view ? view.shownState() : null);
+  const systemState = (id) => () => {
+    const row = view && view.rows.get(id);
+    return row ? row.shown : null;
+  };
 
   function showProgress() {
     const box = $("progress-box");
@@ -107,14 +142,30 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
-  async function send(what, method, path, body) {
+  async function send(what, method, path, body, probe) {
     busy = true;
+    pending = null;
     update();
+    const command = !/\/control(\?|$)/.test(path);
+    const watch = probe || partitionState;
+    const before = watch();
     const result = await ECS.api(method, path, body);
     busy = false;
-    ECS.showReply(what, result, undefined, !/\/control(\?|$)/.test(path));
+    ECS.showReply(what, result, undefined, command);
+    if (result.ok && command) pending = {text: $("reply").textContent, before, probe: watch, quoted: null};
     update();
     return result;
+  }
+
+  async function reset(ids) {
+    for (const id of ids) await send("Reset " + id, "POST", base + "/reset", {system: id}, systemState(id));
+  }
+
+  async function stop() {
+    const run = view && view.run ? "run " + view.run.number + " of " : "the run of ";
+    if (await ECS.confirm("Stop " + run + pid + "? The run ends and the partition stays configured.", "Stop the run")) {
+      send("Stop", "POST", base + "/stop");
+    }
   }
 
   const base = "/api/partitions/" + encodeURIComponent(pid);
@@ -125,14 +176,27 @@ document.addEventListener("DOMContentLoaded", () => {
     heading: false,
     withAction: true,
     decorateReset: (button) => decorate(button, "reset"),
+    headlineInto: $("headline-box"),
+    decorateAction: (button, command) => decorate(button, command),
+    onAction: (action) => {
+      if (action.command === "reset") reset(action.systems);
+      else if (action.command === "configure") $("cmd-configure").click();
+      else if (action.command === "start") $("cmd-start").click();
+      else if (action.command === "stop") stop();
+      else if (action.command === "ack") ECS.alarms.acknowledge(action.alarm).then((r) => ECS.showReply("Acknowledge", r));
+    },
     onChange: (v) => { view = v; update(); },
     onControl,
   });
+  ECS.onLink(() => { if (view) update(); });
   window.ECS_LIVE = live;  // for the browser tests
 
   $("take-control").addEventListener("click", () => send("Take control", "POST", base + "/control"));
-  $("force-control").addEventListener("click", () => {
-    if (confirm("Take control of " + pid + " from " + view.info.controller + "?")) send("Take control by force", "POST", base + "/control?force=1");
+  $("force-control").addEventListener("click", async () => {
+    const holder = view.info.controller;
+    if (await ECS.confirm("Take control of " + pid + " from " + holder + "? " + holder + " can no longer command it.", "Take control")) {
+      send("Take control by force", "POST", base + "/control?force=1");
+    }
   });
   $("release-control").addEventListener("click", () => send("Give up control", "DELETE", base + "/control"));
   $("cmd-configure").addEventListener("click", () => {
@@ -140,7 +204,10 @@ document.addEventListener("DOMContentLoaded", () => {
     send("Configure", "POST", base + "/configure", {...selection, auto: $("auto-configure").checked});
   });
   $("cmd-start").addEventListener("click", () => send("Start", "POST", base + "/start"));
-  $("cmd-stop").addEventListener("click", () => send("Stop", "POST", base + "/stop"));
+  $("cmd-stop").addEventListener("click", () => {
+    if (view && view.seq.recording && view.info.state === view.seq.recording) stop();
+    else send("Stop", "POST", base + "/stop");
+  });
   const confirmAbort = $("confirm-abort");
   $("cmd-abort").addEventListener("click", () => confirmAbort.showModal());
   confirmAbort.addEventListener("close", () => {
@@ -149,7 +216,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("partitions").addEventListener("click", (event) => {
     const button = event.target.closest("button.reset");
-    if (button) send("Reset " + button.dataset.system, "POST", base + "/reset", {system: button.dataset.system});
+    if (button) reset([button.dataset.system]);
   });
   $("select-config").addEventListener("click", () => {
     // Global systems first, then the detectors, each sorted by id.

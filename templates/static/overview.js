@@ -1,4 +1,6 @@
-// The overview: every partition, the unassigned detectors, the ECS log (live.js).
+// The overview: every partition as a compact card (its headline, counts by
+// state, the heat map of its systems; the table folded away below), the
+// unassigned detectors and the ECS log (live.js, headline.js).
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const live = new LIVE.Live({
@@ -6,7 +8,7 @@ document.addEventListener("DOMContentLoaded", () => {
     container: document.getElementById("partitions"),
     unassigned: document.getElementById("unassigned-box"),
     log: document.getElementById("log"),
-    heading: true,
+    compact: true,
     withAction: false,
   });
   window.ECS_LIVE = live;  // for the browser tests
