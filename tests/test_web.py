@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import treq
@@ -851,6 +852,66 @@ class RecordTests(WebTestCase):
         self.assertEqual([r["message"] for r in get("?q=configured&limit=5").json], ["configured"])
         self.assertError(get("?since=yesterday"), 400, "bad_request", field="since")
         self.assertError(get("?since=nan"), 400, "bad_request", field="since")
+
+
+class AlarmRouteTests(WebTestCase):
+    """The alarm routes: roles, filters, the shelving body checked by name before the center."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock.advance(1_800_000_000.0)
+        self.center.alarm_records[2] = self.center.alarm_record(2, "pca_lost", "pca:p2", "p2", "gone", "start it")
+
+    def test_list(self) -> None:
+        """Viewers list alarms, newest first; ?partition= and ?all=1 reach the center; ?all=x is refused."""
+        viewer = self.token("viewer")
+        self.assertEqual([a["id"] for a in self.call("GET", "/api/alarms", token=viewer).json], [2, 1])
+        self.assertEqual([a["id"] for a in self.call("GET", "/api/alarms?partition=demo", token=viewer).json], [1])
+        self.center.alarm_records[1].update(cleared_at=1.0, acknowledged_at=2.0, acknowledged_by="x")
+        self.assertEqual([a["id"] for a in self.call("GET", "/api/alarms", token=viewer).json], [2])
+        self.assertEqual([a["id"] for a in self.call("GET", "/api/alarms?all=1", token=viewer).json], [2, 1])
+        self.assertError(self.call("GET", "/api/alarms?all=maybe", token=viewer), 400, "bad_request", field="all")
+        self.assertError(self.call("GET", "/api/alarms"), 401, "unauthenticated")
+
+    def test_ack(self) -> None:
+        """Operators acknowledge (an event on the stream); viewers get 403; unknown ids 404."""
+        got: list[tuple[str, dict[str, Any]]] = []
+        self.center.subscribe(lambda n, t, d: got.append((t, d)))
+        self.assertError(self.call("POST", "/api/alarms/1/ack", token=self.token("viewer")), 403, "forbidden")
+        r = self.call("POST", "/api/alarms/1/ack", token=self.token("operator"))
+        self.assertEqual(r.code, 200, r.body)
+        self.assertEqual(r.json["acknowledged_by"], "operator")
+        self.assertEqual([(t, d["change"]) for t, d in got], [("alarm", "acknowledged")])
+        self.assertError(self.call("POST", "/api/alarms/77/ack", token=self.token("operator")), 404, "not_found")
+
+    def test_shelve_body(self) -> None:
+        """until (seconds or ISO time, future, at most 30 days) and reason (1-500) are checked by name."""
+        expert = self.token("expert")
+        now = self.clock.seconds()
+        path = "/api/alarms/1/shelve"
+        self.assertError(self.call("POST", path, token=self.token("operator"), json={"until": 60, "reason": "r"}),
+                         403, "forbidden")
+        for body, field in [({"reason": "r"}, "until"), ({"until": True, "reason": "r"}, "until"),
+                            ({"until": 0, "reason": "r"}, "until"), ({"until": [1], "reason": "r"}, "until"),
+                            ({"until": "soon", "reason": "r"}, "until"),
+                            ({"until": "2020-01-01T00:00:00", "reason": "r"}, "until"),
+                            ({"until": 30 * 86400 + 1, "reason": "r"}, "until"), ({"until": 60}, "reason"),
+                            ({"until": 60, "reason": "   "}, "reason"), ({"until": 60, "reason": 5}, "reason"),
+                            ({"until": 60, "reason": "x" * 501}, "reason")]:
+            self.assertError(self.call("POST", path, token=expert, json=body), 400, "bad_request", field=field)
+        self.assertEqual(self.center.audit, [])
+        r = self.call("POST", path, token=expert, json={"until": 90, "reason": "x" * 500})
+        self.assertEqual(r.code, 200, r.body)
+        self.assertEqual(r.json["shelved_until"], now + 90)
+        iso = datetime.fromtimestamp(now + 3600, UTC).isoformat().replace("+00:00", "Z")
+        r = self.call("POST", path, token=expert, json={"until": iso, "reason": "until the shift ends"})
+        self.assertEqual(r.json["shelved_until"], now + 3600)
+        naive = datetime.fromtimestamp(now + 7200, UTC).replace(tzinfo=None).isoformat()
+        r = self.call("POST", path, token=expert, json={"until": naive, "reason": "UTC without offset"})
+        self.assertEqual(r.json["shelved_until"], now + 7200)
+        self.assertEqual([a[1] for a in self.center.audit], ["shelve_alarm"] * 3)
+        self.assertError(self.call("POST", "/api/alarms/77/shelve", token=expert, json={"until": 9, "reason": "r"}),
+                         404, "not_found")
 
 
 class UserTests(WebTestCase):
