@@ -79,7 +79,7 @@ class RaiseClearTests(AlarmsTestCase):
     """Conditions become alarms, once each."""
 
     def test_raise(self) -> None:
-        """A condition that holds is an alarm with the contract's fields, an event and an error log line."""
+        """A condition that holds is an alarm with the contract's fields, an event and a warn log line."""
         self.sts_error()
         [alarm] = self.listed()
         self.assertEqual(
@@ -92,7 +92,7 @@ class RaiseClearTests(AlarmsTestCase):
             self.assertIsNone(alarm[field])
         self.assertEqual(self.alarm_events(), [("raised", "system_error", "STS")])
         [(level, message)] = self.logs()
-        self.assertEqual(level, "error")
+        self.assertEqual(level, "warn")
         self.assertIn("STS", message)
         self.assertIn("partition demo", message)
 
@@ -118,7 +118,7 @@ class RaiseClearTests(AlarmsTestCase):
         [alarm] = self.listed()
         self.assertEqual(alarm["cleared_at"], T0 + 3)
         level, message = self.logs()[-1]
-        self.assertEqual(level, "error")
+        self.assertEqual(level, "warn")
         self.assertIn("cleared", message)
         self.assertIn("partition demo", message)
 
@@ -127,14 +127,17 @@ class RaiseClearTests(AlarmsTestCase):
         self.sts_error(active=False)
         self.assertEqual(self.seen, [])
 
-    def test_warning_logged_at_warn(self) -> None:
-        """A warning (an unreachable system) is logged at warn; a lost PCA (critical) at error."""
+    def test_levels(self) -> None:
+        """Unreachable system: warn; lost PCA, failed run, flapping agent, DCS alarm: error (issue 13)."""
         self.alarms.condition("system_unreachable", "MVD", "demo", True, "MVD does not answer", "check it")
         self.alarms.condition("pca_lost", "pca:demo", "demo", True, "the PCA of demo does not answer", "start it")
-        self.assertEqual([level for level, _ in self.logs()], ["warn", "error"])
+        self.alarms.event("run_failed", "run", "demo", "run 1 failed", "acknowledge")
+        self.alarms.condition("agent_flapping", "agent:detector:STS", None, True, "flapping", "start it")
+        self.alarms.condition("dcs_alarm", "TOF", "demo", True, "DCS alarm for TOF", "reset TOF")
+        self.assertEqual([level for level, _ in self.logs()], ["warn", "error", "error", "error", "error"])
         self.assertEqual(self.metric("ecs_alarms_active", severity="warning"), 1.0)
         self.assertEqual(self.metric("ecs_alarms_active", severity="critical"), 1.0)
-        self.assertEqual(self.metric("ecs_alarms_active", severity="error"), 0.0)
+        self.assertEqual(self.metric("ecs_alarms_active", severity="error"), 3.0)
 
     def test_event_raised_cleared(self) -> None:
         """A failed run is raised cleared: listed until acknowledged, then history."""

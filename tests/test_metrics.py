@@ -208,6 +208,21 @@ class EcaMetricsTests(SynchronousTestCase):
         open_streams[0] = 1
         self.assertEqual(values(self.metrics, "ecs_event_streams_open"), {(): 1.0})
 
+    def test_alarms(self) -> None:
+        """Active alarms by severity (every severity, read at scrape time); raised alarms by kind from 0."""
+        self.assertEqual(values(self.metrics, "ecs_alarms_active"),
+                         {(("severity", s),): 0.0 for s in ("warning", "error", "critical")})
+        active = {"error": 2}
+        self.metrics.observe_alarms(lambda: active)
+        self.assertEqual(values(self.metrics, "ecs_alarms_active")[(("severity", "error"),)], 2.0)
+        active["critical"] = 1
+        self.assertEqual(values(self.metrics, "ecs_alarms_active")[(("severity", "critical"),)], 1.0)
+        raised = values(self.metrics, "ecs_alarms_raised_total")
+        self.assertEqual(len(raised), 8)
+        self.assertEqual(set(raised.values()), {0.0})
+        self.metrics.alarm_raised("pca_lost")
+        self.assertEqual(values(self.metrics, "ecs_alarms_raised_total")[(("kind", "pca_lost"),)], 1.0)
+
     def test_label_escaping(self) -> None:
         """Label values with quotes, backslashes and newlines come back intact."""
         name = 'odd "p"\\\n'

@@ -5,7 +5,7 @@ clears alarms as it sees conditions come and go; operators acknowledge
 them and experts shelve them.
 
 An alarm is one condition C{(kind, source, partition)} (L{KINDS} gives
-each kind its severity).  It is I{active} while it is not cleared, or
+each kind its severity and the level of its log lines).  It is I{active} while it is not cleared, or
 cleared but not acknowledged: an operator has seen every fault, even one
 that is over.  Raising an active alarm again updates its text (no second
 row); raising one that is cleared and unacknowledged reopens it.
@@ -54,16 +54,19 @@ from agents.eca.metrics import EcaMetrics
 from ecs.control import ControlError, User
 from ecs.store import MAX_SHELVE_REASON, AlarmRow, Store, StoreError
 
-#: kind -> severity (warning: logged at warn; error and critical: at error).
-KINDS: dict[str, str] = {
-    "system_error": "error",
-    "system_unreachable": "warning",
-    "run_failed": "error",
-    "run_interrupted": "error",
-    "agent_flapping": "error",
-    "agent_failed": "error",
-    "dcs_alarm": "error",
-    "pca_lost": "critical",
+#: kind -> (severity, the level of its raise and clear log lines).  The
+#: levels are the operators' (issue 13): a subsystem in Error or unreachable
+#: is a warning in the log (a reset or a reconnection clears it), a lost PCA,
+#: a failed run, a flapping or failed agent and a DCS alarm are errors.
+KINDS: dict[str, tuple[str, str]] = {
+    "system_error": ("error", "warn"),
+    "system_unreachable": ("warning", "warn"),
+    "run_failed": ("error", "error"),
+    "run_interrupted": ("error", "error"),
+    "agent_flapping": ("error", "error"),
+    "agent_failed": ("error", "error"),
+    "dcs_alarm": ("error", "error"),
+    "pca_lost": ("critical", "error"),
 }
 
 #: The longest shelving allowed, in seconds.
@@ -72,9 +75,9 @@ MAX_SHELVE = 30 * 86400.0
 Key = tuple[str, str, str | None]
 
 
-def log_level(severity: str) -> str:
-    """The operator log level of an alarm of C{severity}."""
-    return "warn" if severity == "warning" else "error"
+def log_level(kind: str) -> str:
+    """The operator log level of the raise and clear lines of an alarm of C{kind}."""
+    return KINDS[kind][1]
 
 
 def where(partition: str | None) -> str:
@@ -167,13 +170,13 @@ class Alarms:
 
     async def _raise(self, key: Key, text: str, action: str, cleared: bool) -> None:
         kind, source, partition = key
-        severity = KINDS[kind]
+        severity = KINDS[kind][0]
         row, new = await self._store.raise_alarm(kind, source, partition, severity, text, action, cleared)
         self._remember(row)
         if new:
             self._metrics.alarm_raised(kind)
         self._logbook.log(
-            log_level(severity), "ECA", f"alarm {kind} raised for {source}{where(partition)}: {text} ({action})",
+            log_level(kind), "ECA", f"alarm {kind} raised for {source}{where(partition)}: {text} ({action})",
             partition,
         )
         self._emit(row, "raised")
@@ -185,7 +188,7 @@ class Alarms:
             return
         self._remember(row)
         self._logbook.log(
-            log_level(row.severity), "ECA", f"alarm {kind} cleared for {source}{where(partition)}: {row.text}",
+            log_level(kind), "ECA", f"alarm {kind} cleared for {source}{where(partition)}: {row.text}",
             partition,
         )
         self._emit(row, "cleared")

@@ -230,7 +230,9 @@ class Sequencer:
             return
         view.connected = connected
         if not connected:
-            self._say("error", f"{system}: connection lost", system)
+            # warn: a system that stops answering is an alarm the ECA raises
+            # and clears on its return (issue 13), not an error of the PCA.
+            self._say("warn", f"{system}: connection lost", system)
         else:
             self._say("info", f"{system}: connected ({view.state})", system)
         self.partition.refresh(view)
