@@ -182,6 +182,41 @@ class ClientCommandTests(TestCase):
             if next(s for s in r.json()["systems"] if s["id"] == "STS")["state"] == "Error":
                 break
         self.assertIn("reset", r.json()["allowed"])
+
+        # -- alarms: what is wrong and what to press, acknowledged and shelved ---------------
+        for _ in range(50):  # the alarm follows the record
+            r = await self.ecs(viewer, "status", "demo")
+            if "ERROR STS: STS in Error" in r.out:
+                break
+        self.expect(r, 0)
+        self.assertTrue(r.out.startswith("Partition demo: "), r)
+        header = r.out.split("\n  tag: ")[0]  # under the state, above the rest of the header
+        self.assertIn("\n  alarms: ", header, r)
+        self.assertIn("ERROR STS: STS in Error", header, r)
+        self.assertIn("-> reset STS, then Configure", r.out, r)
+        rows = (await self.ecs(viewer, "--json", "alarms", "--partition", "demo")).json()
+        alarm = next(a for a in rows if a["kind"] == "system_error" and a["source"] == "STS")
+        number = str(alarm["id"])
+        r = await self.ecs(viewer, "alarms")
+        self.expect(r, 0)
+        self.assertTrue(any(line.split()[:4] == [number, "error", "demo", "STS"] for line in r.out.splitlines()), r)
+        self.expect(await self.ecs(viewer, "alarms", "ack", number), 3, "operator")
+        r = await self.ecs(shifter, "alarms", "ack", number)
+        self.expect(r, 0)
+        self.assertIn("acknowledged by shifter", r.out)
+        self.expect(await self.ecs(shifter, "alarms", "shelve", number, "--for", "1h", "--reason", "r"), 3, "expert")
+        self.expect(
+            await self.ecs(admin, "alarms", "shelve", number, "--for", "5x", "--reason", "r"),
+            2,
+            "'5x' is not a duration like 90s, 30m, 1h or 2d",
+        )
+        r = await self.ecs(admin, "alarms", "shelve", number, "--for", "1h", "--reason", "known fault, being fixed")
+        self.expect(r, 0)
+        self.assertIn("by admin (known fault, being fixed)", r.out)
+        r = await self.ecs(viewer, "alarms", "--all", "--partition", "demo")
+        self.assertIn("by admin (known fault, being fixed)", r.out)
+        self.expect(await self.ecs(admin, "alarms", "ack", "999999"), 1, "999999")
+
         r = await self.ecs(admin, "reset", "demo", "STS")
         self.expect(r, 0)
         self.assertIn("reset of STS accepted", r.out)
