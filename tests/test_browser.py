@@ -11,14 +11,29 @@ browsers; see L{tests.browser}.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.browser import Browser, Demo, screenshot_dir, skip_without_browser, slow_subsystems
+from tests.procs import ROOT, spawn, tool
 
+#: A laptop screen: the window is 1366x768 (Chromium's viewport inside it is smaller still).
+SMALL_SCREEN = (1366, 768)
+#: JavaScript: is the element (arguments[0], a CSS selector) entirely on screen without scrolling, below the sticky bar?
+ON_SCREEN = """
+    const e = document.querySelector(arguments[0]);
+    if (!e) return "missing";
+    const r = e.getBoundingClientRect();
+    const bar = document.querySelector(".topbar").getBoundingClientRect().bottom;
+    const ok = r.height > 0 && r.width > 0 && r.top >= bar && r.bottom <= innerHeight
+               && r.left >= 0 && r.right <= innerWidth;
+    return ok ? true : [r.top, r.bottom, r.left, r.right, innerWidth, innerHeight, bar, scrollY];
+"""
 MARK = "return window.__ecsMarker === 'still-here'"
 SET_MARK = "window.__ecsMarker = 'still-here'"
 STATE = "#partitions .partition-state"
@@ -59,7 +74,8 @@ class MonitorTests(TestCase):
 
         await admin.click("#take-control")
         await admin.wait_text("#control-holder", "you (admin)")
-        await admin.wait_text("#reply", "Take control: done")
+        await admin.wait_text("#reply", "Take control · ")
+        await admin.wait_text("#reply", ": done")
         await admin.wait_text("#why", "Start, Stop: not allowed in state Idle")
         await admin.wait_text("#why", "Configure: select a configuration first")
 
@@ -88,7 +104,12 @@ class MonitorTests(TestCase):
 
         self.assertTrue(await admin.js("return document.getElementById('auto-configure').checked"))
         await admin.click("#cmd-configure")
-        await admin.wait_text("#reply", "Configure: accepted, state ")
+        await admin.wait_text("#reply", "Configure · ")
+        # The reply quotes the state the command caused, then fades as the sequence moves on.
+        reply = await admin.wait_text("#reply", ", now ")
+        self.assertRegex(reply, r"^Configure · \d\d:\d\d:\d\d: accepted, now [A-Za-z_]+")
+        await admin.wait_js("return document.getElementById('reply').classList.contains('reply-stale')",
+                            what="the configure reply faded")
         await admin.wait_text(STATE, "QA_Active", timeout=60)
         await admin.wait_text(row("STS", "tag"), "sts-default")
         await shifter.wait_text(STATE, "QA_Active", timeout=30)
@@ -104,19 +125,31 @@ class MonitorTests(TestCase):
 
         await admin.click("#cmd-start")
         await admin.wait_text(STATE, "Recording", timeout=30)
+        await admin.wait_text("#headline-box .tile-sub", "run ")
+        # Stop while recording asks first: Cancel sends nothing.
         await admin.click("#cmd-stop")
+        await admin.wait_js("return document.getElementById('confirm').open", what="the stop confirmation")
+        self.assertIn("The run ends", await admin.text("#confirm-text"))
+        await admin.click("#confirm-cancel")
+        await admin.wait_js("return !document.getElementById('confirm').open")
+        _, body = await demo.api("GET", "/api/partitions/demo")
+        self.assertEqual(body["state"], "Recording")
+        await admin.click("#cmd-stop")
+        await admin.click("#confirm-ok")
         await admin.wait_text(STATE, "QA_Active", timeout=30)
-        await admin.wait_text("#reply", "Stop: accepted, state ")
+        await admin.wait_text("#reply", "Stop · ")
+        await admin.wait_text("#reply", "now QA_Active")
 
         # Abort asks first: Cancel sends nothing.
         await admin.click("#cmd-abort")
         await admin.wait_js("return document.getElementById('confirm-abort').open")
         await admin.click("#abort-cancel")
         await admin.wait_js("return !document.getElementById('confirm-abort').open")
-        self.assertIn("Stop: accepted, state ", await admin.text("#reply"))
+        self.assertIn("Stop · ", await admin.text("#reply"))
         await admin.click("#cmd-abort")
         await admin.click("#abort-confirm")
-        await admin.wait_text("#reply", "Abort: accepted, state ")
+        await admin.wait_text("#reply", "Abort · ")
+        await admin.wait_text("#reply", "now Idle")
         await admin.wait_text(STATE, "Idle", timeout=30)
         await shifter.wait_text(STATE, "Idle", timeout=30)
         self.assertTrue(await admin.js(MARK))
@@ -202,8 +235,100 @@ class OverviewTests(TestCase):
                     tr.querySelector(".state").className, live.queue.length]);
             }));
         """)
-        self.assertEqual(shown, [["STS", "Connection Problem", "—", "t499", "", "no"], "state state-red", 0])
+        self.assertEqual(shown, [["STS", "Connection Problem", "—", "t499", "", "no"], "state state-fault", 0])
         self.assertEqual(await browser.text(row("MVD", "state")), "Unconfigured")
+
+
+async def inject_error(testcase: TestCase, demo: Demo, system: str) -> float:
+    """Report a subsystem error to C{system}'s controller with C{ecs inject}; the time its reply came back."""
+    found = re.search(rf"registered detector {system} at (tcp://\S+)", "\n".join(demo.proc.lines))
+    testcase.assertIsNotNone(found, f"the demo's output names {system}'s endpoint")
+    assert found is not None
+    inject, _ = spawn(testcase, "inject", [tool("ecs"), "inject", system, "error", "--endpoint", found.group(1),
+                                           "--state-dir", str(demo.state_dir)], cwd=str(ROOT))
+    await inject.wait_for(rf'"{system}": "Error"', timeout=30)
+    return time.time()
+
+
+async def when_headline_says(browser: Browser, text: str) -> None:
+    """Record (window.__saidAt) the wall-clock time the page's headline first contains C{text}."""
+    await browser.js("""
+        const want = arguments[0];
+        window.__saidAt = null;
+        const look = () => {
+          if (window.__saidAt === null && [...document.querySelectorAll('.headline-line')]
+              .some((e) => e.textContent.includes(want))) window.__saidAt = Date.now() / 1000;
+        };
+        new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
+        look();
+    """, text)
+
+
+class ConsoleTests(TestCase):
+    """The operator console at scale: what is wrong and what to press, at a glance, at 1366x768."""
+
+    timeout = 240
+
+    def setUp(self) -> None:
+        skip_without_browser()
+
+    async def test_error_in_300(self) -> None:
+        """
+        An error injected into one of 300 detectors is named in the
+        headline with its next action (overview and monitor), without
+        scrolling at 1366x768: the headline, the system's square in the
+        heat map and (problems first) its table row; the monitor's button
+        resets it and the headline then says that Configure brings it back.
+        """
+        demo = await Demo.start(self, detectors=300)
+        overview, monitor = await defer.gatherResults([
+            defer.Deferred.fromCoroutine(Browser.open(self, demo, "admin", size=SMALL_SCREEN)),
+            defer.Deferred.fromCoroutine(Browser.open(self, demo, "admin", size=SMALL_SCREEN)),
+        ])
+        await overview.get("/")
+        await monitor.get("/partitions/demo")
+        for browser in (overview, monitor):
+            await browser.wait_js("return document.querySelectorAll('.heatmap .cell').length === 309", timeout=60,
+                                  what="309 squares in the heat map")
+            await browser.wait_text(".headline-line", "Not configured")
+            await when_headline_says(browser, "sim150 in Error")
+        sent = await inject_error(self, demo, "sim150")
+        wanted = "sim150 in Error: reset sim150, then Configure"
+        for browser in (overview, monitor):
+            await browser.wait_text(".headline-line", wanted, timeout=10)
+            latency = (await browser.js("return window.__saidAt")) - sent
+            self.assertLess(latency, 5.0, "the headline named the error late")
+            where = browser.driver.current_url
+            print(f"\nheadline named sim150 {latency * 1000:.0f} ms after the inject reply ({where})")
+        await monitor.wait_text("#headline-action", "Reset sim150")
+        await overview.wait_js("return document.querySelector('.heatmap .cell[data-system=sim150]').title === "
+                               "'sim150: Error'")
+        await monitor.wait_js("return document.querySelector('#partitions tbody tr').dataset.system === 'sim150'",
+                              what="sim150 first in the detectors table (problems first)")
+        for browser, elements in ((overview, [".headline-line", ".heatmap .cell[data-system=sim150]", ".tile-fault"]),
+                                  (monitor, ["#headline-box .headline-line", "#headline-action", ".tile-fault",
+                                             "#partitions tr[data-system=sim150]"])):
+            await browser.js("window.scrollTo(0, 0)")
+            for css in elements:
+                shown = await browser.js(ON_SCREEN, css)
+                self.assertIs(shown, True, f"{css} on screen at {browser.driver.current_url}: {shown}")
+        # The count by state filters the table to the one system in Error.
+        await monitor.click('.counts button[data-state="Error"]')
+        await monitor.wait_js("return [...document.querySelectorAll('#partitions tbody tr')]"
+                              ".filter((tr) => !tr.hidden).length === 1")
+        await monitor.wait_text(".shown-count", "1 of 309 shown")
+        await monitor.click('.counts button[data-state="Error"]')
+        await monitor.wait_js("return document.querySelectorAll('#partitions tbody tr[hidden]').length === 0")
+        # The action: reset, then the headline names Configure as what brings it back.
+        await monitor.click("#take-control")
+        await monitor.wait_text("#control-holder", "you (admin)")
+        await monitor.click("#headline-action")
+        await monitor.wait_text(".headline-line", "then Configure", timeout=30)
+        await monitor.wait_text(".headline-line", "Not configured")
+        await monitor.wait_text("#reply", "Reset sim150 · ")
+        await monitor.wait_text("#reply", "now Unconfigured")
+        self.assertEqual(await overview.console_errors(), [])
+        self.assertEqual(await monitor.console_errors(), [])
 
 
 class AlarmTests(TestCase):

@@ -110,7 +110,10 @@ window.HEADLINE = (function () {
     const errors = c.systems.filter((s) => s.live && s.state === "Error").map((s) => s.id);
     const lost = c.systems.filter((s) => !s.live).map((s) => s.id);
     const mine = c.alarms.filter((a) => ECS.alarms.needsPerson(a));
-    const base = {state, category: info.operation ? "working" : ECS.category(state), sub: "", action: null};
+    // The newest alarm that needs a person and that the main line does not already say.
+    const inError = new Set(errors);
+    const alarm = mine.find((a) => !(a.kind === "system_error" && inError.has(a.source))) || null;
+    const base = {state, category: info.operation ? "working" : ECS.category(state), sub: "", action: null, alarm};
     if (seq.recording && state === seq.recording) {
       base.category = "recording";
       base.sub = c.run ? "run " + c.run.number + " · since " + ECS.clock(c.run.started) : "run starting";
@@ -128,10 +131,12 @@ window.HEADLINE = (function () {
                     (lost.length === 1 ? "it" : "them") + "; then Configure",
               lineCategory: "fault", action: null};
     }
-    if (mine.length) {
-      const a = mine[0];
-      return {...base, line: a.text + (a.action ? ": " + a.action : ""), lineCategory: a.severity === "warning" ? "working" : "fault",
-              action: {command: "ack", alarm: a.id, label: "Acknowledge"}};
+    const open = mine.find((a) => !a.cleared_at);
+    if (open) {
+      // A condition still there (a DCS alarm, an agent flapping): it is the line.
+      return {...base, alarm: alarm === open ? null : alarm, line: open.text + (open.action ? ": " + open.action : ""),
+              lineCategory: open.severity === "warning" ? "working" : "fault",
+              action: {command: "ack", alarm: open.id, label: "Acknowledge"}};
     }
     if (info.locked) return {...base, line: "Locked while detectors move: wait for the move to end", lineCategory: "working"};
     if (info.operation) {
@@ -189,6 +194,16 @@ window.HEADLINE = (function () {
         this.button.hidden = true;
         this.button.addEventListener("click", () => { if (this.action) options.onAction(this.action, this.button); });
       }
+      this.alarmLine = right.appendChild(el("p", "headline-alarm"));
+      this.alarmLine.hidden = true;
+      this.alarmText = this.alarmLine.appendChild(el("span", "headline-alarm-text"));
+      if (!options.compact) {
+        this.ackButton = this.alarmLine.appendChild(el("button", "headline-ack", "Acknowledge"));
+        this.ackButton.type = "button";
+        this.ackButton.addEventListener("click", () => {
+          if (this.alarm) options.onAction({command: "ack", alarm: this.alarm.id, label: "Acknowledge"}, this.ackButton);
+        });
+      }
       this.stages = right.appendChild(el("ol", "stages"));
       this.stages.setAttribute("aria-label", "Sequence");
       this.extra = right;  // the counts and search go here (live.js)
@@ -216,6 +231,15 @@ window.HEADLINE = (function () {
           this.button.className = "headline-action" + (result.action.command === "stop" || result.action.command === "reset" ? " primary-fault" : "");
           if (this.options.decorate) this.options.decorate(this.button, result.action.command);
         }
+      }
+      const a = result.alarm;
+      this.alarm = a;
+      this.alarmLine.hidden = !a;
+      if (a) {
+        this.alarmLine.className = "headline-alarm alarm-" + String(a.severity).replace(/[^a-z]/g, "");
+        setText(this.alarmText, "Alarm" + (a.cleared_at ? " (over, not yet acknowledged)" : "") + ": " + a.text +
+                (a.action ? " (" + a.action + ")" : "") + " · " + ECS.clock(a.raised_at));
+        if (this.ackButton && this.options.decorate) this.options.decorate(this.ackButton, "ack");
       }
       this.renderStages(stages);
       this.tick();
