@@ -533,12 +533,14 @@ class AlarmTextTests(SynchronousTestCase):
         )
         outputs = [
             textview.format_alarms([evil, alarm(cleared_at=NOW, acknowledged_by=EVIL)], NOW, color=True),
-            "\n".join(textview.alarm_summary([evil, alarm(cleared_at=NOW, id=EVIL)], NOW - 10)),
+            "\n".join(textview.alarm_summary([evil, alarm(cleared_at=NOW, id=EVIL)], NOW + 10)),  # not shelved now
+            "\n".join(textview.alarm_summary([evil], NOW - 10)),  # shelved
             textview.format_alarm(evil, NOW),
             textview.format_alarm_event(evil, NOW),
-            format_partition(detail(), alarms=[evil], now=NOW - 10),
+            format_partition(detail(), alarms=[evil], now=NOW + 10),
             format_partitions([{"id": EVIL, "state": "Idle"}], alarms=[evil], now=NOW),
         ]
+        self.assertIn("okevil", outputs[1])  # the hostile source and text are shown, cleaned
         for text in outputs:
             self.assertNotIn("\x1b]", text)
             self.assertNotIn("\x1b[2J", text)
