@@ -159,7 +159,12 @@ COMMANDS: tuple[Command, ...] = (
                         one_of="until",
                         help="90s, 30m, 1h, 2d (or 1h30m)",
                     ),
-                    arg("--until", metavar="TIME", one_of="until", help="an ISO-8601 time, e.g. 2026-12-07T18:30"),
+                    arg(
+                        "--until",
+                        metavar="TIME",
+                        one_of="until",
+                        help="an ISO-8601 time (local unless it has a zone), e.g. 2026-12-07T18:30",
+                    ),
                     arg("--reason", required=True, type=reason_text, help="why (kept in the audit trail)"),
                 ),
             ),
