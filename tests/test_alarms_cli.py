@@ -590,3 +590,37 @@ class ShellTests(SynchronousTestCase):
         self.assertIn("alarm acknowledged: 5 critical", output.stdout)
         self.assertNotIn(": 6 ", output.stdout)
         self.assertNotIn("\x1b", output.stdout)
+
+    def test_wait_names_the_alarm(self) -> None:
+        """configure --wait that ends elsewhere gives the alarm raised meanwhile: what is wrong and what to press."""
+        from tests.test_commands import OperationCenter
+
+        center = OperationCenter()
+        center.holders["demo"] = "operator"
+
+        async def current() -> User | None:
+            return User("operator", center.roles["operator"])
+
+        class Output:
+            stdout = ""
+            stderr = ""
+
+            def out(self, text: str) -> None:
+                self.stdout += text
+
+            def err(self, text: str) -> None:
+                self.stderr += text
+
+        output = Output()
+        d = CommandInterpreter(center, current, self.clock).execute("configure demo --tag demo --auto --wait", output)
+        center.record("Configuring_Detectors", 1, "configure", "Configuring")
+        center.emit("alarm", {**alarms_seed(NOW)[0], "change": "raised"}, "demo")
+        center.emit("alarm", {**alarms_seed(NOW)[0], "change": "acknowledged"}, "demo")  # no line, no reason
+        center.record("TFC_Active", 1, None, "Active")
+        for _ in range(4):
+            self.clock.advance(0)
+        self.assertEqual(self.successResultOf(d).code, 1)
+        self.assertIn("demo: alarm: error STS: STS in Error -> reset STS, then Configure\n", output.stderr)
+        self.assertIn("ended in TFC_Active", output.stderr)
+        self.assertIn("not every stage configured (2): STS in Error -> reset STS, then Configure", output.stderr)
+        self.assertEqual(output.stderr.count("alarm:"), 1)

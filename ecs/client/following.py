@@ -205,6 +205,18 @@ class Waiter:
         self.last_error: str | None = None
         """The last warning or error logged for the partition meanwhile (the reason it ended)."""
 
+    def alarm(self, data: Any) -> str | None:
+        """
+        An C{alarm} event while waiting: a raised one becomes the reason
+        given if the command ends elsewhere (what is wrong, and what clears
+        it); the line to show, or None for the other changes.
+        """
+        if not isinstance(data, dict) or data.get("change") != "raised":
+            return None
+        action = data.get("action")
+        self.last_error = textview.clean(data.get("text")) + (f" -> {textview.clean(action)}" if action else "")
+        return f"alarm: {textview.clean(data.get('severity'))} {textview.clean(data.get('source'))}: {self.last_error}"
+
     def update(self, record: Any) -> None:
         """A newer partition record."""
         if isinstance(record, dict):

@@ -68,6 +68,10 @@ def wait_for(ctx: Context, stream: EventStream, waiter: Waiter, deadline: float)
                 show.progress(data)
             elif kind == "log" and data.get("level") in ("warn", "error", "critical"):
                 waiter.last_error = textview.clean(data.get("message"))
+            elif kind == "alarm":
+                line = waiter.alarm(data)
+                if line is not None:
+                    show.note(line)
     finally:
         show.end()
         stream.close()

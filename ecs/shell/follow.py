@@ -166,6 +166,10 @@ class ShellFollow:
                         run.out.note(f"{partition}: {shown}")
                 elif kind == "log" and data.get("level") in ("warn", "error", "critical"):
                     waiter.last_error = textview.clean(data.get("message"))
+                elif kind == "alarm":
+                    line = waiter.alarm(data)
+                    if line is not None:
+                        run.out.note(f"{partition}: {line}")
         finally:
             self._close(queue)
         detail = await run.api.partition(partition)
