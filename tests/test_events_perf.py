@@ -12,6 +12,7 @@ import json
 from typing import Any
 from unittest import mock
 
+from ecs.web.stream import IMMEDIATE
 from tests.http_helpers import SSEReader
 from tests.test_web import BASE, WebTestCase
 
@@ -86,3 +87,133 @@ class ManyStreamsTests(WebTestCase):
         self.assertEqual([e["id"] for e in resumed.events()], [2, 3, 4])
         self.assertEqual(live[0].events()[1:], resumed.events())
         self.close_all([*live, resumed])
+
+
+class BurstTests(WebTestCase):
+    """A burst of events in one reactor turn: the first ones at once, the rest as one chunk when the turn ends."""
+
+    def open_stream(self) -> tuple[Any, SSEReader]:
+        d = self.stub.get(BASE + "/api/events", headers={"Authorization": f"Bearer {self.token('viewer')}"},
+                          unbuffered=True)
+        self.stub.flush()
+        reader = SSEReader()
+        self.successResultOf(d).deliverBody(reader)
+        self.stub.flush()
+        [stream] = self.api.streams
+        return stream, reader
+
+    def test_burst_written_as_one_chunk_at_turn_end(self) -> None:
+        """100 events: IMMEDIATE of them at once, the other 84 in one write when the turn ends; all, in order."""
+        stream, reader = self.open_stream()
+        writes: list[bytes] = []
+        real_write = stream.request.write
+
+        def counting_write(data: bytes) -> None:
+            writes.append(data)
+            real_write(data)
+
+        stream.request.write = counting_write
+        for n in range(100):
+            self.center.emit("state", {"key": "system/S", "value": {"n": n}}, "demo")
+        self.stub.flush()
+        self.assertEqual([e["data"]["value"]["n"] for e in reader.events()], list(range(IMMEDIATE)))
+        self.assertEqual(len(writes), IMMEDIATE)
+        self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual([e["data"]["value"]["n"] for e in reader.events()], list(range(100)))
+        self.assertEqual(len(writes), IMMEDIATE + 1)
+        # Right after a burst a turn is collected from its first event ...
+        self.center.emit("state", {"key": "system/S", "value": {"n": 100}}, "demo")
+        self.stub.flush()
+        self.assertEqual(reader.events()[-1]["data"]["value"]["n"], 99)
+        self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual(reader.events()[-1]["data"]["value"]["n"], 100)
+        # ... and once a turn carried a single event, a lone event goes out at once again.
+        self.center.emit("state", {"key": "system/S", "value": {"n": 101}}, "demo")
+        self.stub.flush()
+        self.assertEqual(reader.events()[-1]["data"]["value"]["n"], 101)
+        self.assertEqual(len(writes), IMMEDIATE + 3)
+        self.clock.advance(0)
+        reader.hang_up()
+        self.stub.flush()
+
+    def test_keepalive_waits_behind_collected_events(self) -> None:
+        """A keep-alive during a collecting turn is written after the events collected before it."""
+        stream, reader = self.open_stream()
+        for n in range(IMMEDIATE + 3):
+            self.center.emit("log", {"n": n}, "demo")
+        stream._send_keepalive()
+        self.center.emit("log", {"n": "last"}, "demo")
+        self.clock.advance(0)
+        self.stub.flush()
+        data = reader.data
+        self.assertLess(data.index(b'{"n":%d}' % (IMMEDIATE + 2)), data.index(b": keep-alive"))
+        self.assertLess(data.index(b": keep-alive"), data.index(b'{"n":"last"}'))
+        self.assertEqual(len(reader.events()), IMMEDIATE + 4)
+        reader.hang_up()
+        self.stub.flush()
+
+    def test_pause_mid_burst_keeps_order(self) -> None:
+        """The connection pauses in a collecting turn: the collection is queued first; on resume all arrive in order."""
+        stream, reader = self.open_stream()
+        for n in range(IMMEDIATE + 5):
+            self.center.emit("log", {"n": n}, "demo")
+        stream.request.channel.pauseProducing()
+        for n in range(IMMEDIATE + 5, IMMEDIATE + 10):
+            self.center.emit("log", {"n": n}, "demo")
+        self.clock.advance(0)
+        self.stub.flush()
+        stream.request.channel.resumeProducing()
+        self.stub.flush()
+        self.assertEqual([e["data"]["n"] for e in reader.events()], list(range(IMMEDIATE + 10)))
+        reader.hang_up()
+        self.stub.flush()
+
+    def test_collected_bytes_bounded(self) -> None:
+        """A turn's collection is written once it reaches max_buffer bytes (nothing dropped, no wait for the turn)."""
+        self.api.sse_max_buffer = 2000
+        stream, reader = self.open_stream()
+        for n in range(200):
+            self.center.emit("log", {"n": n, "text": "x" * 40}, "demo")
+        self.stub.flush()
+        self.assertFalse(stream.dropped)
+        self.assertGreater(len(reader.events()), 150)
+        self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual([e["data"]["n"] for e in reader.events()], list(range(200)))
+        reader.hang_up()
+        self.stub.flush()
+
+    def test_close_mid_turn_leaves_no_timer(self) -> None:
+        """A client that leaves during a collecting turn leaves no timer and gets nothing more."""
+        stream, reader = self.open_stream()
+        for n in range(IMMEDIATE + 5):
+            self.center.emit("log", {"n": n}, "demo")
+        reader.hang_up()
+        self.stub.flush()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertTrue(stream.closed)
+
+    def test_burst_over_many_turns_one_write_per_turn(self) -> None:
+        """A burst read a few events per turn: after its first turn, each turn is one write, in order."""
+        stream, reader = self.open_stream()
+        writes: list[bytes] = []
+        real_write = stream.request.write
+
+        def counting_write(data: bytes) -> None:
+            writes.append(data)
+            real_write(data)
+
+        stream.request.write = counting_write
+        n = 0
+        for _ in range(10):
+            for _ in range(5):
+                self.center.emit("log", {"n": n}, "demo")
+                n += 1
+            self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual([e["data"]["n"] for e in reader.events()], list(range(50)))
+        self.assertEqual(len(writes), 5 + 9)
+        reader.hang_up()
+        self.stub.flush()
