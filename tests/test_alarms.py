@@ -20,8 +20,11 @@ from agents.eca.audit import Audit
 from agents.eca.events import EventLog
 from agents.eca.logbook import LogBook
 from agents.eca.metrics import EcaMetrics
+from agents.eca.runs import RunBook
+from agents.eca.supervisor.supervisor import Supervisor
 from ecs.control import ControlError, User
 from tests.support.eca_parts import inline_store
+from tests.test_supervisor import FakeLauncher, FakeStore
 
 T0 = 1_800_000_000.0
 VIEWER = User("vera", ("viewer",))
@@ -280,3 +283,53 @@ class AgentConditionTests(AlarmsTestCase):
         agent_conditions(self.alarms)({"supervision": {"state": "flapping"}})
         self.assertEqual(self.listed(), [])
 
+
+
+class SupervisedAgentTests(AlarmsTestCase):
+    """A real supervisor's descriptions (fake launcher) raise agent_flapping; a manual start clears it."""
+
+    def test_flapping_agent(self) -> None:
+        """Five quick deaths: agent_flapping of agent:detector:D1 with its reason; started by hand: cleared."""
+        launcher = FakeLauncher(self.clock)
+        placements = FakeStore()
+        placements.set_placement("detector:D1", "localhost", "local", {})
+        supervisor = Supervisor(placements, {"local": launcher}, self.clock, on_change=agent_conditions(self.alarms))
+        self.addCleanup(lambda: self.successResultOf(Deferred.fromCoroutine(supervisor.stop_all())))
+        self.successResultOf(Deferred.fromCoroutine(supervisor.resume(False)))
+        self.successResultOf(supervisor.start("detector:D1"))
+        for delay in (1, 2, 4, 8, 0):
+            launcher.kill("detector:D1", supervisor.agent("detector:D1")["status"]["pid"])
+            self.clock.advance(delay)
+        [alarm] = self.listed()
+        self.assertEqual((alarm["kind"], alarm["source"]), ("agent_flapping", "agent:detector:D1"))
+        self.assertIn("5 deaths", alarm["text"])
+        self.successResultOf(supervisor.start("detector:D1"))
+        self.assertEqual(self.alarm_events()[-1], ("cleared", "agent_flapping", "agent:detector:D1"))
+
+
+class RunBookTests(AlarmsTestCase):
+    """The run book raises run_failed or run_interrupted for a run that ends without stop or abort."""
+
+    def end(self, last_command: str | None, interrupted: bool = False) -> None:
+        """A run of demo opened, then ended after C{last_command}."""
+        runs = RunBook(self.store, self.logbook, self.metrics, self.alarms)
+        if not self.successResultOf(self.store.partitions()):
+            self.successResultOf(self.store.add_partition("demo"))
+        self.successResultOf(Deferred.fromCoroutine(runs.started("demo", "t", {}, "olga")))
+        self.successResultOf(Deferred.fromCoroutine(runs.ended("demo", last_command, interrupted)))
+
+    def test_stopped_and_aborted(self) -> None:
+        """An operator's stop or abort raises nothing."""
+        self.end("stop")
+        self.end("abort")
+        self.assertEqual(self.listed(), [])
+
+    def test_failed(self) -> None:
+        """Any other end is run_failed, raised cleared, with an error line; one lost PCA meanwhile: interrupted."""
+        self.end("start")
+        [alarm] = self.listed()
+        self.assertEqual((alarm["kind"], alarm["source"], alarm["partition"]), ("run_failed", "run", "demo"))
+        self.assertEqual(alarm["cleared_at"], T0)
+        self.assertIn(("error", "run 1 of partition demo ended: failed"), self.logs())
+        self.end(None, interrupted=True)
+        self.assertIn("run_interrupted", [a["kind"] for a in self.listed()])
