@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -23,6 +23,7 @@ from agents.eca.metrics import EcaMetrics
 from agents.eca.runs import RunBook
 from agents.eca.supervisor.supervisor import Supervisor
 from ecs.control import ControlError, User
+from ecs.store import StoreError
 from tests.support.eca_parts import inline_store
 from tests.test_supervisor import FakeLauncher, FakeStore
 
@@ -161,6 +162,16 @@ class RaiseClearTests(AlarmsTestCase):
         self.assertEqual(
             {(a["source"], a["cleared_at"] is None) for a in self.listed()}, {("STS", False), ("STS2", True)}
         )
+
+    def test_store_failure_retried(self) -> None:
+        """A raise the store refused is logged, and the next report of the condition tries again."""
+        real = self.store.raise_alarm
+        self.patch(self.store, "raise_alarm", lambda *a: fail(StoreError("unavailable", "disk full")))
+        self.sts_error()
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)
+        self.patch(self.store, "raise_alarm", real)
+        self.sts_error()
+        self.assertEqual([a["source"] for a in self.listed()], ["STS"])
 
     def test_partition_filter(self) -> None:
         """?partition lists that partition's alarms."""

@@ -171,7 +171,12 @@ class Alarms:
     async def _raise(self, key: Key, text: str, action: str, cleared: bool) -> None:
         kind, source, partition = key
         severity = KINDS[kind][0]
-        row, new = await self._store.raise_alarm(kind, source, partition, severity, text, action, cleared)
+        try:
+            row, new = await self._store.raise_alarm(kind, source, partition, severity, text, action, cleared)
+        except StoreError:
+            if not cleared and self._open.get(key) == (text, action):
+                del self._open[key]  # not stored: the next report of the condition tries again
+            raise
         self._remember(row)
         if new:
             self._metrics.alarm_raised(kind)
