@@ -40,7 +40,7 @@ after its write (persist, then emit).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet import defer
@@ -164,7 +164,8 @@ class Alarms:
         for key in [k for k in self._open if k[2] == partition]:
             self.condition(key[0], key[1], partition, False)
 
-    def _later(self, work: Any, what: str) -> None:
+    def _later(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a store write and what follows it; a failure is logged (the caller does not wait)."""
         d = defer.Deferred.fromCoroutine(work)
         d.addErrback(lambda f: self._log.failure("alarm: {what}", f, what=what))
 
