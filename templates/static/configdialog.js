@@ -7,6 +7,14 @@
 // (PUT /api/tags/{name}).  Choosing a tag fills the selects; changing a
 // select switches to the custom choice.  Select hands {tag} or {configs}
 // to the caller.
+//
+// Which tags fit is the server's answer (GET /api/tags?partition= gives
+// "missing" and "extra" per tag): a tag with no missing system fits (the
+// PCA ignores configurations of systems outside the partition, so extra
+// ones are only noted); a tag with missing systems is listed apart, with
+// them named.  The dialog opens on the caller's selection, else the
+// partition's current tag, and shows per system what is running (GET
+// /api/partitions/{id}: each system's "tag") and what the choice changes.
 "use strict";
 window.CONFIGDIALOG = (function () {
   const $ = (id) => document.getElementById(id);
@@ -25,6 +33,59 @@ window.CONFIGDIALOG = (function () {
     box.hidden = !text;
     box.className = "reply " + (ok ? "reply-ok" : "reply-error");
     box.textContent = text || "";
+  }
+
+  // Whether a tag fits the partition, from the server's answer (see the top).
+  function fits(tag) {
+    return tag.compatible === true || (Array.isArray(tag.missing) && tag.missing.length === 0);
+  }
+
+  function listed(names) {
+    return names.length > 4 ? names.slice(0, 4).join(", ") + " and " + (names.length - 4) + " more" : names.join(", ");
+  }
+
+  // The note under the tag select for the chosen tag (fits, extra, missing).
+  function tagNote(tag) {
+    if (!tag) return "";
+    const extra = tag.extra || [];
+    const missing = tag.missing || [];
+    if (missing.length) {
+      return "Tag " + tag.name + " has no configuration for " + listed(missing) +
+        ": Configure refuses it unless those systems keep the configuration they have.";
+    }
+    if (extra.length) {
+      return "Tag " + tag.name + " also configures " + listed(extra) +
+        ", not in this partition: Configure leaves those out.";
+    }
+    return "";
+  }
+
+  // Per system: what is running, what the choice changes; the summary line.
+  function showChanges() {
+    const box = $("config-changes");
+    if (!box || !current.running) return;
+    const changed = [];
+    let same = 0;
+    for (const [system, select] of current.selects) {
+      const running = current.running.get(system) || null;
+      const chosenId = select.value || null;
+      const tr = select.closest("tr");
+      let mark = tr.querySelector(".running");
+      if (!mark) {
+        mark = el("div", "running note");
+        select.after(mark);
+      }
+      const differs = chosenId !== null && chosenId !== running;
+      tr.classList.toggle("config-changed", differs);
+      mark.textContent = "running: " + (running || "none") + (differs ? " → " + chosenId : "");
+      if (differs) changed.push(system + " " + (running || "none") + " → " + chosenId);
+      else if (chosenId !== null) same += 1;
+    }
+    box.hidden = false;
+    box.textContent = changed.length
+      ? "Against what is running: " + changed.length + " system(s) change (" + listed(changed) + "); " +
+        same + " keep their configuration."
+      : "Against what is running: no system changes its configuration.";
   }
 
   function option(value, label) {
@@ -53,7 +114,7 @@ window.CONFIGDIALOG = (function () {
     const select = cell.appendChild(el("select", "config-select"));
     select.dataset.system = system;
     select.appendChild(option("", "— choose —"));
-    for (const id of ids) select.appendChild(option(id, id));
+    for (const id of ids) select.appendChild(option(id, current.versions.has(id) ? id + " (v" + current.versions.get(id) + ")" : id));
     const button = info.appendChild(el("button", "details", "details"));
     button.type = "button";
     button.dataset.system = system;
@@ -90,6 +151,7 @@ window.CONFIGDIALOG = (function () {
   function chooseTag(name) {
     $("tag-select").value = name;
     const tag = current.tags.get(name);
+    $("tag-note").textContent = tagNote(tag);
     if (!tag) return;
     for (const [system, select] of current.selects) {
       const id = tag.configs[system] || "";
@@ -97,6 +159,7 @@ window.CONFIGDIALOG = (function () {
       select.value = id;
       refreshDetails(system);
     }
+    showChanges();
   }
 
   function refreshDetails(system) {
@@ -122,7 +185,16 @@ window.CONFIGDIALOG = (function () {
 
   async function open(options) {
     const dialog = $("config-dialog");
-    current = {systems: options.systems, tags: new Map(), onSelect: options.onSelect, selects: new Map(), missing: []};
+    current = {systems: options.systems, tags: new Map(), onSelect: options.onSelect, selects: new Map(), missing: [],
+               versions: new Map(), running: null};
+    let changes = $("config-changes");
+    if (!changes) {
+      changes = el("p", "note");
+      changes.id = "config-changes";
+      changes.setAttribute("role", "status");
+      $("dialog-reply").before(changes);
+    }
+    changes.hidden = true;
     reply("");
     $("config-loading").hidden = false;
     $("config-missing").hidden = true;
@@ -136,9 +208,10 @@ window.CONFIGDIALOG = (function () {
     if (!dialog.open) dialog.showModal();
 
     const pid = options.partition;
-    const [tags, configs] = await Promise.all([
+    const [tags, configs, partition] = await Promise.all([
       ECS.api("GET", "/api/tags?partition=" + encodeURIComponent(pid)),
       ECS.api("GET", "/api/configs"),
+      ECS.api("GET", "/api/partitions/" + encodeURIComponent(pid)),
     ]);
     $("config-loading").hidden = true;
     if (!tags.ok || !configs.ok) {
@@ -146,21 +219,28 @@ window.CONFIGDIALOG = (function () {
       reply("Cannot load the configurations: " + bad.status + " " + ((bad.data && bad.data.reason) || ""), false);
       return;
     }
+    if (partition.ok && Array.isArray(partition.data.systems)) {
+      current.running = new Map(partition.data.systems.map((s) => [s.id, s.tag || null]));
+    }
     const bySystem = new Map();
     for (const c of configs.data) {
+      current.versions.set(c.config_id, c.version);
       if (!bySystem.has(c.system)) bySystem.set(c.system, []);
       bySystem.get(c.system).push(c.config_id);
     }
     tagSelect.appendChild(option("", "custom selection"));
     const group = el("optgroup");
     group.label = "Compatible tags";
+    const partial = el("optgroup");
+    partial.label = "Tags missing systems of this partition";
     for (const tag of tags.data) {
-      if (!tag.compatible) continue;
       current.tags.set(tag.name, tag);
-      group.appendChild(option(tag.name, tag.name));
+      if (fits(tag)) group.appendChild(option(tag.name, tag.name));
+      else partial.appendChild(option(tag.name, tag.name + " (no configuration for " + listed(tag.missing || []) + ")"));
     }
     tagSelect.appendChild(group);
-    if (!current.tags.size) {
+    if (partial.children.length) tagSelect.appendChild(partial);
+    if (!group.children.length) {
       $("tag-note").textContent = "No compatible tag for this partition's systems: choose a custom configuration.";
     }
     const fragment = document.createDocumentFragment();
@@ -178,6 +258,7 @@ window.CONFIGDIALOG = (function () {
       box.hidden = false;
     }
     const selection = options.selection;
+    showChanges();
     if (selection && selection.tag && current.tags.has(selection.tag)) {
       chooseTag(selection.tag);
     } else if (selection && selection.configs) {
@@ -186,6 +267,7 @@ window.CONFIGDIALOG = (function () {
         const hit = [...select.options].find((o) => wanted.has(o.value));
         if (hit) select.value = hit.value;
       }
+      showChanges();
     } else if (options.currentTag && current.tags.has(options.currentTag)) {
       chooseTag(options.currentTag);
     }
@@ -204,9 +286,11 @@ window.CONFIGDIALOG = (function () {
       reply("Save as new tag: " + result.status + " " + ((result.data && result.data.reason) || "failed"), false);
       return;
     }
-    const tag = {name, configs: {}, compatible: true};
+    const tag = {name, configs: {}, compatible: true, missing: [], extra: []};
     for (const [system, select] of current.selects) tag.configs[system] = select.value;
-    if (!current.tags.has(name)) $("tag-select").querySelector("optgroup").appendChild(option(name, name));
+    if (![...$("tag-select").options].some((o) => o.value === name)) {
+      $("tag-select").querySelector("optgroup").appendChild(option(name, name));
+    }
     current.tags.set(name, tag);
     $("tag-select").value = name;
     $("tag-note").textContent = "";
@@ -217,6 +301,7 @@ window.CONFIGDIALOG = (function () {
     if (!$("config-dialog")) return;
     $("tag-select").addEventListener("change", (event) => {
       if (event.target.value) chooseTag(event.target.value);
+      else $("tag-note").textContent = "";
       updateButtons();
     });
     const tbody = $("config-table").tBodies[0];
@@ -224,7 +309,9 @@ window.CONFIGDIALOG = (function () {
       const select = event.target;
       if (!select.classList.contains("config-select")) return;
       $("tag-select").value = "";  // a per-system choice is a custom selection
+      $("tag-note").textContent = "";
       refreshDetails(select.dataset.system);
+      showChanges();
       updateButtons();
     });
     tbody.addEventListener("click", (event) => {
