@@ -10,9 +10,11 @@ browsers; see L{tests.browser}.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -241,10 +243,10 @@ class OverviewTests(TestCase):
 
 async def inject_error(testcase: TestCase, demo: Demo, system: str) -> float:
     """Report a subsystem error to C{system}'s controller with C{ecs inject}; the time its reply came back."""
-    found = re.search(rf"registered detector {system} at (tcp://\S+)", "\n".join(demo.proc.lines))
-    testcase.assertIsNotNone(found, f"the demo's output names {system}'s endpoint")
-    assert found is not None
-    inject, _ = spawn(testcase, "inject", [tool("ecs"), "inject", system, "error", "--endpoint", found.group(1),
+    found = re.findall(rf"registered detector {system} at (tcp://\S+)", "\n".join(demo.proc.lines))
+    testcase.assertTrue(found, f"the demo's output names {system}'s endpoint")
+    # The last registration: a restarted controller has a new endpoint.
+    inject, _ = spawn(testcase, "inject", [tool("ecs"), "inject", system, "error", "--endpoint", found[-1],
                                            "--state-dir", str(demo.state_dir)], cwd=str(ROOT))
     await inject.wait_for(rf'"{system}": "Error"', timeout=30)
     return time.time()
@@ -331,13 +333,96 @@ class ConsoleTests(TestCase):
         self.assertEqual(await monitor.console_errors(), [])
 
 
-class AlarmTests(TestCase):
-    """Agents that need a person are shown on every page."""
+def audit_rows(demo: Demo, action: str) -> list[tuple[str, str, str]]:
+    """The demo's audit trail for C{action}: (user, arguments, outcome), read from its database."""
+    db = sqlite3.connect(f"file:{demo.state_dir / 'ecs.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return list(db.execute("SELECT user, arguments, outcome FROM audit WHERE action = ? ORDER BY id", (action,)))
+    finally:
+        db.close()
 
-    timeout = 120
+
+async def record_and_start(demo: Demo) -> None:
+    """As admin through the API: take control of demo, configure it with tag demo, start a run."""
+    for path, body in (("control", None), ("configure", {"tag": "demo", "auto": True})):
+        code, answer = await demo.api("POST", f"/api/partitions/demo/{path}", body=body)
+        if code != 200:
+            raise AssertionError(f"{path}: {code} {answer}")
+    await demo.until(lambda p: p["state"] == "QA_Active", what="QA_Active")
+    code, answer = await demo.api("POST", "/api/partitions/demo/start")
+    if code != 200:
+        raise AssertionError(f"start: {code} {answer}")
+    await demo.until(lambda p: p["state"] == "Recording", what="Recording")
+
+
+class AlarmTests(TestCase):
+    """Alarms in the top bar, the tab title, the panel and the headline; agents that need a person."""
+
+    timeout = 180
 
     def setUp(self) -> None:
         skip_without_browser()
+
+    async def test_failed_run_alarm(self) -> None:
+        """
+        Killing STS while recording fails the run: the alarm shows in the
+        top bar, the tab title and the headline, and stays after STS is
+        back until an operator acknowledges it in the panel (audited).
+        An expert shelves a subsystem's Error alarm with a reason (audited):
+        it no longer counts.
+        """
+        demo = await Demo.start(self)
+        await demo.add_user("shifter", ["operator"])
+        await record_and_start(demo)
+        shifter = await Browser.open(self, demo, "shifter", size=SMALL_SCREEN)
+        await shifter.get("/partitions/demo")
+        await shifter.wait_js("return document.querySelector('#headline-box .tile')?.dataset.category === 'recording'",
+                              what="the recording tile")
+        await shifter.wait_text("#headline-box .tile-sub", "run 1 · since ")
+        await shifter.wait_text("#headline-box .tile-elapsed", " elapsed")
+        await shifter.wait_text("#alarm-button", "No alarms")
+        os.kill(demo.children()["STS"], signal.SIGKILL)
+        await shifter.wait_text("#headline-box .headline-alarm", "run 1 of demo failed", timeout=60)
+        await shifter.wait_js("return /^\\(\\d+\\) /.test(document.title)", what="the alarm count in the tab title")
+        # STS comes back (supervision); the failed run's alarm stays until acknowledged.
+        await demo.until(lambda p: all(s["connected"] for s in p["systems"]), timeout=60, what="STS back")
+        await shifter.wait_text(row("STS", "connected"), "yes", timeout=30)
+        _, alarms = await demo.api("GET", "/api/alarms")
+        failed = next(a for a in alarms if a["kind"] == "run_failed")
+        self.assertIsNone(failed["acknowledged_by"])
+        self.assertIn("run 1 of demo failed", await shifter.text("#headline-box .headline-alarm"))
+        await shifter.click("#alarm-button")
+        await shifter.wait_js("return !document.getElementById('alarm-panel').hidden")
+        item = f'#alarm-list li[data-alarm="{failed["id"]}"]'
+        await shifter.wait_text(item, "run 1 of demo failed")
+        await shifter.click(f"{item} button.alarm-ack")
+        await shifter.wait_js(f"return !document.querySelector('{item}')", what="the acknowledged alarm gone")
+        self.assertEqual(await shifter.console_errors(), [])
+        self.assertEqual([(u, json.loads(a), o) for u, a, o in audit_rows(demo, "acknowledge_alarm")],
+                         [("shifter", {"alarm": failed["id"]}, "ok")])
+
+        # An expert shelves an Error alarm; the operator may not (the button says why).
+        await inject_error(self, demo, "STS")
+        await shifter.wait_text("#alarm-list", "STS in Error", timeout=30)
+        _, alarms = await demo.api("GET", "/api/alarms")
+        error = next(a for a in alarms if a["kind"] == "system_error" and a["source"] == "STS")
+        item = f'#alarm-list li[data-alarm="{error["id"]}"]'
+        self.assertEqual(await shifter.attribute(f"{item} button.alarm-shelve", "title"), "needs role expert")
+        admin = await Browser.open(self, demo, "admin", size=SMALL_SCREEN)
+        await admin.get("/")
+        count = "return parseInt(document.getElementById('alarm-button').textContent, 10) || 0"
+        await admin.click("#alarm-button")
+        await admin.wait_text(item, "STS in Error")
+        before = await admin.js(count)
+        self.assertGreaterEqual(before, 1)
+        await admin.run(lambda: admin.driver.find_element("id", "shelve-reason").send_keys("STS crate under repair"))
+        await admin.click(f"{item} button.alarm-shelve")
+        await admin.wait_text(item, "shelved by admin until ")
+        await admin.wait_js(f"return ({count[7:]}) === {before - 1}",
+                            what="the shelved alarm no longer counted")
+        rows = audit_rows(demo, "shelve_alarm")
+        self.assertEqual([(u, o) for u, _, o in rows], [("admin", "ok")])
+        self.assertIn("STS crate under repair", rows[0][1])
 
     async def test_flapping_agent_alarm(self) -> None:
         """A flapping agent raises the alarm in the top bar, live; stopping it clears the alarm."""
