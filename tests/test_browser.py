@@ -76,8 +76,7 @@ class MonitorTests(TestCase):
 
         await admin.click("#take-control")
         await admin.wait_text("#control-holder", "you (admin)")
-        await admin.wait_text("#reply", "Take control · ")
-        await admin.wait_text("#reply", ": done")
+        await admin.wait_text("#reply", "Take control: done")
         await admin.wait_text("#why", "Start, Stop: not allowed in state Idle")
         await admin.wait_text("#why", "Configure: select a configuration first")
 
@@ -106,10 +105,10 @@ class MonitorTests(TestCase):
 
         self.assertTrue(await admin.js("return document.getElementById('auto-configure').checked"))
         await admin.click("#cmd-configure")
-        await admin.wait_text("#reply", "Configure · ")
+        await admin.wait_text("#reply", "Configure: accepted")
         # The reply quotes the state the command caused, then fades as the sequence moves on.
         reply = await admin.wait_text("#reply", ", now ")
-        self.assertRegex(reply, r"^Configure · \d\d:\d\d:\d\d: accepted, now [A-Za-z_]+")
+        self.assertRegex(reply, r"^\d\d:\d\d:\d\d · Configure: accepted, now [A-Za-z_]+")
         await admin.wait_js("return document.getElementById('reply').classList.contains('reply-stale')",
                             what="the configure reply faded")
         await admin.wait_text(STATE, "QA_Active", timeout=60)
@@ -139,7 +138,7 @@ class MonitorTests(TestCase):
         await admin.click("#cmd-stop")
         await admin.click("#confirm-ok")
         await admin.wait_text(STATE, "QA_Active", timeout=30)
-        await admin.wait_text("#reply", "Stop · ")
+        await admin.wait_text("#reply", "Stop: accepted")
         await admin.wait_text("#reply", "now QA_Active")
 
         # Abort asks first: Cancel sends nothing.
@@ -147,10 +146,10 @@ class MonitorTests(TestCase):
         await admin.wait_js("return document.getElementById('confirm-abort').open")
         await admin.click("#abort-cancel")
         await admin.wait_js("return !document.getElementById('confirm-abort').open")
-        self.assertIn("Stop · ", await admin.text("#reply"))
+        self.assertIn("Stop: accepted", await admin.text("#reply"))
         await admin.click("#cmd-abort")
         await admin.click("#abort-confirm")
-        await admin.wait_text("#reply", "Abort · ")
+        await admin.wait_text("#reply", "Abort: accepted")
         await admin.wait_text("#reply", "now Idle")
         await admin.wait_text(STATE, "Idle", timeout=30)
         await shifter.wait_text(STATE, "Idle", timeout=30)
@@ -314,6 +313,33 @@ class ConsoleTests(TestCase):
             for css in elements:
                 shown = await browser.js(ON_SCREEN, css)
                 self.assertIs(shown, True, f"{css} on screen at {browser.driver.current_url}: {shown}")
+        # Three partitions of 300 detectors fit the overview: two more cards (fed the picture a partition of
+        # 300 would load, as the page does) and every card's tile, line and heat map are on screen.
+        await overview.js("""
+            const live = window.ECS_LIVE;
+            const seq = live.views.get("demo").seq;
+            for (const pid of ["second", "third"]) {
+              const systems = ["TFC", "FLES", "DCS", "QA"].map((id) => ({id, kind: "global", state: "Active",
+                raw_state: "Active", tag: null, comment: "", connected: true}));
+              for (let n = 1; n <= 300; n++) systems.push({id: pid + n, kind: "detector",
+                state: n === 7 && pid === "third" ? "Error" : "Active", raw_state: "Active", tag: null, comment: "",
+                connected: true});
+              const view = new LIVE.PartitionView(pid, live.options.container, {...live.options, seq});
+              live.views.set(pid, view);
+              view.load({id: pid, state: "QA_Active", tag: "demo", controller: null, connected: true, locked: false,
+                         operation: null, allowed: [], progress: null, systems}, live.lastId);
+            }
+            live.schedule();
+        """)
+        await overview.wait_text('.partition[data-partition="third"] .headline-line', "third7 in Error")
+        await overview.js("window.scrollTo(0, 0)")
+        for pid in ("demo", "second", "third"):
+            for part in (".tile", ".headline-line", ".heatmap"):
+                css = f'.partition[data-partition="{pid}"] {part}'
+                shown = await overview.js(ON_SCREEN, css)
+                self.assertIs(shown, True, f"{css} on screen with three partitions of 300: {shown}")
+        await overview.screenshot(screenshot_dir(self), "overview-3x300.png")
+
         # The count by state filters the table to the one system in Error.
         await monitor.click('.counts button[data-state="Error"]')
         await monitor.wait_js("return [...document.querySelectorAll('#partitions tbody tr')]"
@@ -327,7 +353,7 @@ class ConsoleTests(TestCase):
         await monitor.click("#headline-action")
         await monitor.wait_text(".headline-line", "then Configure", timeout=30)
         await monitor.wait_text(".headline-line", "Not configured")
-        await monitor.wait_text("#reply", "Reset sim150 · ")
+        await monitor.wait_text("#reply", "Reset sim150: accepted")
         await monitor.wait_text("#reply", "now Unconfigured")
         self.assertEqual(await overview.console_errors(), [])
         self.assertEqual(await monitor.console_errors(), [])
@@ -473,15 +499,19 @@ class SessionEndTests(TestCase):
 
 
 class ScreenshotTests(TestCase):
-    """The documentation's screenshots, and the progress bar while configuring."""
+    """
+    The documentation's screenshots at 1366x768 (idle, the configuration
+    dialog, configuring, recording, a fault with its alarm, the overview,
+    300 detectors), and the progress bar and stages while configuring.
+    """
 
-    timeout = 150
+    timeout = 300
 
     def setUp(self) -> None:
         skip_without_browser()
 
     async def test_screenshots(self) -> None:
-        """Overview, configuration dialog, monitor mid-configure (slow simulated steps): the bar moves, then hides."""
+        """A shift with slow simulated steps: each state photographed once it shows; the bar moves, then hides."""
         shots = screenshot_dir(self)
         tmp = Path(self.mktemp()).resolve()
         tmp.mkdir(parents=True)
@@ -489,14 +519,14 @@ class ScreenshotTests(TestCase):
         steps = {"STS": 0.4, "MVD": 0.8, "TOF": 1.2, "TRD": 1.6, "RICH": 2.0,
                  "TFC": 0.5, "DCS": 0.5, "QA": 0.5, "FLES": 0.5}
         demo = await Demo.start(self, detectors=15, subsystems=slow_subsystems(tmp, steps))
-        browser = await Browser.open(self, demo, "admin", size=(1400, 1050))
+        browser = await Browser.open(self, demo, "admin", size=SMALL_SCREEN)
         await browser.get("/partitions/demo")
         await browser.click("#take-control")
         await browser.wait_text("#control-holder", "you (admin)")
+        await browser.wait_text(".headline-line", "Not configured")
+        await browser.screenshot(shots, "monitor-idle.png")
         await browser.click("#select-config")
         await browser.select("#tag-select", "demo")
-        await browser.click('button.details[data-system="DCS"]')
-        await browser.wait_text('#config-table tr[data-system="DCS"] dl', "hv_ramp_v_per_s")
         await browser.click('button.details[data-system="STS"]')
         await browser.wait_text('#config-table tr[data-system="STS"] dl', "threshold_adc")
         await browser.screenshot(shots, "config-dialog.png")
@@ -509,12 +539,47 @@ class ScreenshotTests(TestCase):
             "return !document.getElementById('progress-box').hidden && b.max > 5 && b.value >= 1 && b.value < b.max",
             timeout=60, what="progress bar part-way")
         await browser.wait_text("#progress-text", "systems ready")
+        await browser.wait_text(".stage-current", "Detectors")
         await browser.screenshot(shots, "monitor-configuring.png")
         await browser.wait_text(STATE, "QA_Active", timeout=90)
         await browser.wait_js("return document.getElementById('progress-box').hidden", what="progress bar hidden")
+        await browser.wait_text(".headline-line", "Start a run")
+        await browser.click("#headline-action")
+        await browser.wait_text(STATE, "Recording", timeout=30)
+        await browser.wait_text(".tile-elapsed", "00:00:02", timeout=30)
+        await browser.screenshot(shots, "monitor-recording.png")
+        # A fault: STS dies while recording (the run fails), then reports an Error when it is back.
+        os.kill(demo.children()["STS"], signal.SIGKILL)
+        await browser.wait_text(".headline-alarm", "failed", timeout=60)
+        await demo.until(lambda p: all(s["connected"] for s in p["systems"]), timeout=60, what="STS back")
+        await inject_error(self, demo, "STS")
+        await browser.wait_text(".headline-line", "STS in Error: reset STS, then Configure", timeout=30)
+        await browser.js("window.scrollTo(0, 0)")
+        await browser.screenshot(shots, "monitor-fault.png")
+        await browser.click("#alarm-button")
+        await browser.wait_text("#alarm-list", "STS in Error")
+        await browser.screenshot(shots, "alarms.png")
         await browser.get("/")
-        await browser.wait_text(row("sim9", "state"), "Active")
-        await browser.wait_text(STATE, "QA_Active")
+        await browser.wait_text(".headline-line", "STS in Error")
         await browser.screenshot(shots, "overview.png")
-        for name in ("overview.png", "config-dialog.png", "monitor-configuring.png"):
+        for name in ("monitor-idle.png", "config-dialog.png", "monitor-configuring.png", "monitor-recording.png",
+                     "monitor-fault.png", "alarms.png", "overview.png"):
+            self.assertGreater((shots / name).stat().st_size, 10000, name)
+        self.assertEqual(await browser.console_errors(), [])
+
+    async def test_screenshots_300(self) -> None:
+        """Overview and monitor of a partition of 300 detectors, one in Error."""
+        shots = screenshot_dir(self)
+        demo = await Demo.start(self, detectors=300)
+        browser = await Browser.open(self, demo, "admin", size=SMALL_SCREEN)
+        await inject_error(self, demo, "sim150")
+        await browser.get("/")
+        await browser.wait_text(".headline-line", "sim150 in Error")
+        await browser.wait_js("return document.querySelectorAll('.heatmap .cell').length === 309", what="309 squares")
+        await browser.screenshot(shots, "overview-300.png")
+        await browser.get("/partitions/demo")
+        await browser.wait_text(".headline-line", "sim150 in Error")
+        await browser.wait_js("return document.querySelectorAll('.heatmap .cell').length === 309", what="309 squares")
+        await browser.screenshot(shots, "monitor-300.png")
+        for name in ("overview-300.png", "monitor-300.png"):
             self.assertGreater((shots / name).stat().st_size, 10000, name)

@@ -31,8 +31,8 @@
     const name = agent.agent;
     const actions = el("td", {class: "actions"},
       button("Start", () => command(name, "start"), running),
-      button("Stop", () => { if (confirm("Stop " + name + "?")) command(name, "stop"); }, !running),
-      button("Restart", () => { if (confirm("Restart " + name + "?")) command(name, "restart"); }, false),
+      button("Stop", async () => { if (await ECS.confirm("Stop " + name + "?", "Stop")) command(name, "stop"); }, !running),
+      button("Restart", async () => { if (await ECS.confirm("Restart " + name + "?", "Restart")) command(name, "restart"); }, false),
       button("Output", () => output(name), false),
       placementButton(agent));
     const row = el("tr", {dataset: {agent: name}, class: running ? "running" : "stopped"},

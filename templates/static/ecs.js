@@ -281,7 +281,7 @@ window.ECS = (function () {
     box.hidden = false;
     box.className = "reply " + (result.ok ? "reply-ok" : "reply-error");
     const reason = result.ok ? (command ? "accepted" : "done") : (result.data && (result.data.reason || result.data.error)) || "failed";
-    box.textContent = what + " · " + clock(Date.now() / 1000) + ": " + (result.ok ? "" : result.status + " ") + reason;
+    box.textContent = clock(Date.now() / 1000) + " · " + what + ": " + (result.ok ? "" : result.status + " ") + reason;
   }
 
   // A confirmation in the page's own dialog (#confirm in base.html): resolves

@@ -141,9 +141,10 @@ window.HEADLINE = (function () {
     if (info.locked) return {...base, line: "Locked while detectors move: wait for the move to end", lineCategory: "working"};
     if (info.operation) {
       const p = c.progress;
-      const detail = p && p.total ? ": stage " + p.stage + ", " + p.ready + " of " + p.total + " ready" : "";
+      const what = info.operation.charAt(0).toUpperCase() + info.operation.slice(1);
+      const detail = p && p.total ? ": " + p.ready + " of " + p.total + " ready" : "";
       base.sub = p && p.total ? p.stage + " " + p.ready + "/" + p.total : info.operation;
-      return {...base, line: "Working (" + info.operation + ")" + detail + "; wait, or Abort", lineCategory: "working"};
+      return {...base, line: what + detail + "; wait, or Abort", lineCategory: "working"};
     }
     if (seq.recording && state === seq.recording) {
       return {...base, line: "Recording" + (c.run ? " run " + c.run.number : "") + ": Stop ends the run", lineCategory: "recording",
@@ -217,6 +218,7 @@ window.HEADLINE = (function () {
       if (this.tile.className !== tileClass) this.tile.className = tileClass;
       this.tile.dataset.category = category;
       setText(this.tileState, result.state);
+      this.tileState.classList.toggle("long", result.state.length > 16);
       setText(this.tileSub, result.sub || "");
       this.tile.setAttribute("aria-label", "Partition " + this.options.pid + ": " + result.state + (result.sub ? ", " + result.sub : ""));
       const lineClass = "headline-line line-" + result.lineCategory;
@@ -228,7 +230,7 @@ window.HEADLINE = (function () {
         if (result.action) {
           setText(this.button, result.action.label);
           this.button.dataset.command = result.action.command;
-          this.button.className = "headline-action" + (result.action.command === "stop" || result.action.command === "reset" ? " primary-fault" : "");
+          this.button.className = "headline-action " + (result.action.command === "reset" ? "primary-fault" : "primary");
           if (this.options.decorate) this.options.decorate(this.button, result.action.command);
         }
       }

@@ -152,18 +152,19 @@ window.LIVE = (function () {
       this.headline = new HEADLINE.Headline({pid, compact: !!options.compact, onAction: options.onAction,
                                              decorate: options.decorateAction});
       (options.headlineInto || this.root).appendChild(this.headline.root);
-      const dl = (options.compact ? this.headline.extra : this.root).appendChild(el("dl", "summary"));
-      const item = (label, cls) => {
-        dl.appendChild(el("dt", null, label));
-        return dl.appendChild(el("dd", cls));
+      // Counts by state (a button each: filters the table and the map), the
+      // search box; on the overview's cards the summary shares their row.
+      const tools = (options.compact ? this.headline.extra : this.root).appendChild(el("div", "tools"));
+      const dl = el("dl", "summary");
+      const item = (label, cls, pair) => {
+        dl.appendChild(el("dt", pair, label));
+        return dl.appendChild(el("dd", cls + (pair ? " " + pair : "")));
       };
-      this.stateEl = item("State", "partition-state").appendChild(el("span", "state"));
+      this.stateEl = item("State", "partition-state", "state-pair").appendChild(el("span", "state"));
       this.tagEl = item("Tag", "partition-tag");
       this.controllerEl = item("Controller", "partition-controller");
       this.connectedEl = item("PCA", "partition-connected");
-      this.operationEl = item("Operation", "partition-operation");
-      // Counts by state (a button each: filters the table and the map), the search box.
-      const tools = (options.compact ? this.headline.extra : this.root).appendChild(el("div", "tools"));
+      this.operationEl = item("Operation", "partition-operation", "state-pair");
       this.counts = tools.appendChild(el("div", "counts"));
       this.counts.setAttribute("role", "group");
       this.counts.setAttribute("aria-label", "Systems by state (press to filter)");
@@ -181,6 +182,8 @@ window.LIVE = (function () {
       this.search.className = "system-search";
       this.search.addEventListener("input", () => { this.filter.text = this.search.value.trim().toLowerCase(); this.applyFilter(); });
       this.shownCount = tools.appendChild(el("span", "shown-count note"));
+      if (options.compact) tools.appendChild(dl);
+      else this.root.insertBefore(dl, tools);
       // The heat map (one square per system) beside the tables.
       const board = this.root.appendChild(el("div", "board"));
       this.heat = el("div", "heatmap");

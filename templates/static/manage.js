@@ -1,5 +1,7 @@
 // Partition and detector management: create, delete, move; every refusal
-// listed per item, with a force retry; the ECS control these need.
+// listed per item, with a force retry; the ECS control these need.  Moving
+// a configured detector (Active, or its partition recording) and deleting
+// or taking the control by force ask first, naming what they undo.
 "use strict";
 (function () {
   const {el, clear, fillSelect} = ADMIN;
@@ -69,7 +71,9 @@
     $("ecs-take-force").hidden = !ECS.hasRole("admin");
     $("ecs-take").addEventListener("click", () => takeControl(false));
     $("ecs-take-force").addEventListener("click", () => {
-      if (confirm("Take the ECS control from its holder?")) takeControl(true);
+      const held = $("ecs-holder").textContent;
+      ECS.confirm("Take the ECS control from its holder? (" + held + ") They can no longer create, delete or move.",
+                  "Take it").then((ok) => { if (ok) takeControl(true); });
     });
     $("ecs-release").addEventListener("click", async () => {
       const r = await ECS.api("DELETE", "/api/control");
@@ -97,13 +101,17 @@
     });
     $("delete-partitions-button").addEventListener("click", async () => {
       const ids = checked($("delete-partitions"));
-      if (!ids.length || !confirm("Delete partition(s) " + ids.join(", ") + "?")) return;
+      if (!ids.length) return;
+      const busy = partitions.filter((p) => ids.includes(p.id) && p.state && p.state !== "Idle").map((p) => p.id + " (" + p.state + ")");
+      const text = "Delete partition(s) " + ids.join(", ") + "? Their detectors become unassigned." +
+                   (busy.length ? " Configured now: " + busy.join(", ") + "; deleting ends their configuration." : "");
+      if (!await ECS.confirm(text, "Delete")) return;
       await each("Delete partitions", ids, (id) => ECS.api("DELETE", "/api/partitions/" + enc(id)),
                  (id) => ECS.api("DELETE", "/api/partitions/" + enc(id) + "?force=1"), "Delete anyway (force)");
     });
     $("delete-detectors-button").addEventListener("click", async () => {
       const ids = checked($("delete-detectors"));
-      if (!ids.length || !confirm("Delete detector(s) " + ids.join(", ") + "?")) return;
+      if (!ids.length || !await ECS.confirm("Delete detector(s) " + ids.join(", ") + "?", "Delete")) return;
       await each("Delete detectors", ids, (id) => ECS.api("DELETE", "/api/detectors/" + enc(id)),
                  (id) => ECS.api("DELETE", "/api/detectors/" + enc(id) + "?force=1"), "Delete anyway (force)");
     });
@@ -113,6 +121,20 @@
       const to = $("move-to").value || null;
       if (!ids.length) return;
       if (to === ($("move-from").value || null)) { ECS.showReply("Move", {ok: false, status: "", data: {reason: "choose another target"}}); return; }
+      const from = $("move-from").value || null;
+      if (from) {
+        // A configured detector leaves a configured partition: say which, and ask.
+        const r = await ECS.api("GET", "/api/partitions/" + enc(from));
+        const systems = r.ok ? r.data.systems || [] : [];
+        const active = systems.filter((x) => ids.includes(x.id) && ["Active", "Recording", "Error"].includes(x.state))
+          .map((x) => x.id + " (" + x.state + ")");
+        const recording = r.ok && r.data.state === "Recording";
+        if (active.length || recording) {
+          const text = "Move " + (active.length ? "configured detector(s) " + active.join(", ") : ids.join(", ")) + " out of " + from +
+            (recording ? ", which is recording" : "") + "? " + from + " is no longer fully configured and must be configured again.";
+          if (!await ECS.confirm(text, "Move")) return;
+        }
+      }
       const label = "Move " + ids.join(", ") + " to " + (to || "unassigned");
       await each(label, ids, (id) => ECS.api("POST", "/api/detectors/" + enc(id) + "/move", {to}),
                  (id) => ECS.api("POST", "/api/detectors/" + enc(id) + "/move", {to, force: true}), "Move anyway (force)");

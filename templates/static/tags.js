@@ -131,7 +131,7 @@
 
   async function remove() {
     const name = $("tag-list").value;
-    if (!name || !confirm("Delete tag " + name + "?")) return;
+    if (!name || !await ECS.confirm("Delete tag " + name + "?", "Delete")) return;
     const r = await ECS.api("DELETE", "/api/tags/" + encodeURIComponent(name));
     ECS.showReply("Delete tag " + name, r);
     if (r.ok) await loadTags();

@@ -49,7 +49,7 @@
   }
 
   async function remove(name) {
-    if (!confirm("Delete user " + name + "? Their sessions end.")) return;
+    if (!await ECS.confirm("Delete user " + name + "? Their sessions end.", "Delete")) return;
     const r = await ECS.api("DELETE", "/api/users/" + enc(name));
     ECS.showReply("Delete " + name, r);
     if (r.ok) await load();
