@@ -6,7 +6,8 @@ not read as its parameter's type, naming the parameter and what was
 expected, and shows the difference against the latest version before it
 saves; the monitor's configuration dialog opens on the partition's current
 tag even when that tag also covers a system outside the partition, and
-says what the choice changes against what is running.
+says what the choice changes against what is running (also through
+C{CONFIGDIALOG.changes}, for a confirmation before Configure).
 """
 
 from __future__ import annotations
@@ -161,3 +162,15 @@ class ConfigDialogTests(TestCase):
         self.assertIn("STS sts-default → sts-low-threshold", summary)
         self.assertIn("running: sts-default → sts-low-threshold",
                       await browser.text('#config-table tr[data-system="STS"] .running'))
+
+        # The same comparison, for a confirmation before Configure.
+        script = ("const done = arguments[arguments.length - 1];"
+                  "CONFIGDIALOG.changes('demo', arguments[0]).then((c) => done(c), (e) => done(String(e)));")
+        same = await browser.js_async(script, {"tag": "demo-plus"})
+        self.assertEqual((same["changed"], same["same"]), ([], 9))
+        other = await browser.js_async(script, {"tag": "demo-alt"})
+        self.assertEqual(sorted(c["system"] for c in other["changed"]), ["STS", "TFC"])
+        self.assertIn("2 system(s) change configuration", other["text"])
+        custom = await browser.js_async(script, {"configs": ["sts-low-threshold"]})
+        self.assertEqual(custom["changed"],
+                         [{"system": "STS", "running": "sts-default", "chosen": "sts-low-threshold"}])

@@ -14,7 +14,9 @@
 // ones are only noted); a tag with missing systems is listed apart, with
 // them named.  The dialog opens on the caller's selection, else the
 // partition's current tag, and shows per system what is running (GET
-// /api/partitions/{id}: each system's "tag") and what the choice changes.
+// /api/partitions/{id}: each system's "tag") and what the choice changes;
+// CONFIGDIALOG.changes(partition, selection) gives the same comparison
+// for a confirmation before Configure.
 "use strict";
 window.CONFIGDIALOG = (function () {
   const $ = (id) => document.getElementById(id);
@@ -327,5 +329,39 @@ window.CONFIGDIALOG = (function () {
     });
   });
 
-  return {open};
+  // What configuring partition `pid` with `selection` ({tag} or {configs})
+  // changes against what is running, for a confirmation before Configure:
+  // {changed: [{system, running, chosen}], same: n, text}.  Systems of the
+  // partition only (a tag's extra systems are left out, as the PCA does).
+  async function changes(pid, selection) {
+    const [partition, configs, tag] = await Promise.all([
+      ECS.api("GET", "/api/partitions/" + encodeURIComponent(pid)),
+      selection.tag ? null : ECS.api("GET", "/api/configs"),
+      selection.tag ? ECS.api("GET", "/api/tags/" + encodeURIComponent(selection.tag)) : null,
+    ]);
+    const bad = [partition, configs, tag].find((r) => r && !r.ok);
+    if (bad) throw new Error("cannot compare with what is running: " + bad.status + " " + ((bad.data && bad.data.reason) || ""));
+    const wanted = new Map();
+    if (tag) {
+      for (const [system, id] of Object.entries(tag.data.configs || {})) wanted.set(system, id);
+    } else {
+      const ids = new Set(selection.configs || []);
+      for (const c of configs.data) if (ids.has(c.config_id)) wanted.set(c.system, c.config_id);
+    }
+    const changed = [];
+    let same = 0;
+    for (const system of partition.data.systems || []) {
+      const chosen = wanted.get(system.id);
+      if (chosen === undefined) continue;  // keeps what it has
+      if (chosen === (system.tag || null)) same += 1;
+      else changed.push({system: system.id, running: system.tag || null, chosen});
+    }
+    const text = changed.length
+      ? changed.length + " system(s) change configuration (" +
+        listed(changed.map((c) => c.system + " " + (c.running || "none") + " → " + c.chosen)) + "); " + same + " keep theirs."
+      : "No system changes its configuration (" + same + " keep theirs).";
+    return {changed, same, text};
+  }
+
+  return {open, changes};
 })();
