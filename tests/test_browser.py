@@ -150,7 +150,11 @@ class MonitorTests(TestCase):
         await admin.click("#cmd-abort")
         await admin.click("#abort-confirm")
         await admin.wait_text("#reply", "Abort: accepted")
-        await admin.wait_text("#reply", "now Idle")
+        try:
+            await admin.wait_text("#reply", "now Idle", timeout=10)
+        except AssertionError:
+            print("REPLY", await admin.text("#reply"), "STATE", await admin.text(STATE))
+            raise
         await admin.wait_text(STATE, "Idle", timeout=30)
         await shifter.wait_text(STATE, "Idle", timeout=30)
         self.assertTrue(await admin.js(MARK))
@@ -379,6 +383,104 @@ async def record_and_start(demo: Demo) -> None:
     if code != 200:
         raise AssertionError(f"start: {code} {answer}")
     await demo.until(lambda p: p["state"] == "Recording", what="Recording")
+
+
+class HeadlineTests(TestCase):
+    """The headline's rules (headline.js) run in the page, and the page when the ECA is gone."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        skip_without_browser()
+
+    async def test_rules(self) -> None:
+        """
+        The sequence's stages come from the partition table in configure
+        order with their systems; each situation gives its line, tile and
+        action (the first problem wins: ECA gone, PCA gone, Error, no
+        answer, then the state's next step).
+        """
+        demo = await Demo.start(self)
+        browser = await Browser.open(self, demo, "admin")
+        await browser.get("/")
+        await browser.wait_text(".headline-line", "Not configured")
+        seen = await browser.js_async("""
+            const done = arguments[arguments.length - 1];
+            ECS.api("GET", "/api/systems").then((r) => {
+              const seq = HEADLINE.sequence(r.data);
+              const sys = (id, kind, state, live) => ({id, kind, state, live: live !== false});
+              const systems = [sys("TFC", "global", "Active"), sys("STS", "detector", "Active"),
+                               sys("MVD", "detector", "Configuring"), sys("FLES", "global", "Unconfigured"),
+                               sys("DCS", "global", "Unconfigured"), sys("QA", "global", "Unconfigured")];
+              const info = (state, more) => ({state, connected: true, operation: null, locked: false, ...more});
+              const base = {pid: "demo", link: "live", systems, alarms: [], seq, progress: null, run: null};
+              const say = (changes) => {
+                const d = HEADLINE.diagnose({...base, ...changes});
+                return [d.state, d.category, d.line, d.action && d.action.command];
+              };
+              const alarm = {id: 5, source: "STS", partition: "demo", severity: "error", kind: "system_error",
+                             text: "STS in Error", action: "call the STS expert", raised_at: 1, cleared_at: null,
+                             acknowledged_by: null, shelved_until: null};
+              done({
+                stages: seq.stages.map((s) => [s.name, s.configuring, s.active, s.systems]),
+                recording: seq.recording, top: seq.top,
+                progress: HEADLINE.stageProgress(seq, "Configuring_Detectors", systems)
+                  .map((s) => [s.name, s.status, s.ready, s.total]),
+                eca: say({link: "down", info: info("Idle")}),
+                pca: say({info: info("Idle", {connected: false})}),
+                error: say({info: info("TFC_Active"), systems: [...systems, sys("TOF", "detector", "Error")]}),
+                errorAlarm: say({info: info("TFC_Active"), systems: [sys("STS", "detector", "Error")],
+                                 alarms: [alarm]}),
+                lost: say({info: info("TFC_Active"), systems: [sys("STS", "detector", "Active", false)]}),
+                working: say({info: info("Configuring_Detectors", {operation: "configuring stage Detectors (2 of 4)"}),
+                              progress: {stage: "Detectors", ready: 1, total: 2}}),
+                idle: say({info: info("Idle")}),
+                partial: say({info: info("TFC_Active")}),
+                ready: say({info: info("QA_Active")}),
+                run: say({info: info("Recording"), run: {number: 7, started: 0}}),
+              });
+            });
+        """)
+        self.assertEqual(seen["stages"], [["TFC", "Configuring_TFC", "TFC_Active", ["TFC"]],
+                                          ["Detectors", "Configuring_Detectors", "Detectors_Active", None],
+                                          ["FLES_and_DCS", "Configuring_FLES_and_DCS", "FLES_and_DCS_Active",
+                                           ["FLES", "DCS"]],
+                                          ["QA", "Configuring_QA", "QA_Active", ["QA"]]])
+        self.assertEqual((seen["recording"], seen["top"]), ("Recording", "QA_Active"))
+        self.assertEqual(seen["progress"], [["TFC", "done", 1, 1], ["Detectors", "current", 1, 2],
+                                            ["FLES_and_DCS", "pending", 0, 2], ["QA", "pending", 0, 1]])
+        self.assertEqual(seen["eca"][:2], ["ECA not reachable", "fault"])
+        self.assertIn("ECA not reachable", seen["eca"][2])
+        self.assertEqual(seen["pca"][:2], ["Connection Problem", "fault"])
+        self.assertIn("PCA of demo does not answer", seen["pca"][2])
+        self.assertEqual(seen["error"], ["TFC_Active", "fault", "TOF in Error: reset TOF, then Configure", "reset"])
+        self.assertEqual(seen["errorAlarm"][2], "STS in Error: call the STS expert")
+        self.assertEqual(seen["lost"][1], "fault")
+        self.assertIn("STS does not answer (Connection Problem)", seen["lost"][2])
+        self.assertEqual(seen["working"], ["Configuring_Detectors", "working",
+                                           "Configuring stage Detectors (2 of 4): 1 of 2 ready; wait, or Abort", None])
+        self.assertEqual(seen["idle"], ["Idle", "resting", "Not configured: choose a configuration, then Configure",
+                                        "configure"])
+        self.assertEqual(seen["partial"], ["TFC_Active", "resting",
+                                           "Configured up to TFC_Active: Configure brings it to QA_Active",
+                                           "configure"])
+        self.assertEqual(seen["ready"], ["QA_Active", "ready", "Configured and ready: Start a run", "start"])
+        self.assertEqual(seen["run"], ["Recording", "recording", "Recording run 7: Stop ends the run", "stop"])
+
+    async def test_eca_gone(self) -> None:
+        """With the ECA stopped the monitor says "ECA not reachable" (top bar, headline, disabled buttons)."""
+        demo = await Demo.start(self)
+        browser = await Browser.open(self, demo, "admin")
+        await browser.get("/partitions/demo")
+        await browser.click("#take-control")
+        await browser.wait_text("#control-holder", "you (admin)")
+        demo.transport.signalProcess("TERM")
+        await demo.proc.ended
+        await browser.wait_text("#connection", "ECA not reachable", timeout=30)
+        await browser.wait_text("#headline-box .tile-state", "ECA not reachable")
+        await browser.wait_text("#why", "ECA not reachable")
+        self.assertNotIn("PCA", await browser.text("#why"))
+        self.assertTrue(await browser.attribute("#cmd-configure", "disabled"))
 
 
 class AlarmTests(TestCase):

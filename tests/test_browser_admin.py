@@ -51,7 +51,13 @@ class AdminPagesTests(TestCase):
                          "r.querySelector('.param-name').value = 'threshold';"
                          "r.querySelector('.param-value').value = '42';")
         await browser.click("#cfg-save")
-        await browser.wait_text("#reply", "Saved sts-default as version 2")
+        await browser.wait_text("#cfg-diff", "threshold")  # the change is shown and confirmed before saving
+        await browser.click("#cfg-confirm")
+        try:
+            await browser.wait_text("#reply", "Saved sts-default as version 2", timeout=10)
+        except AssertionError:
+            print("REPLY", await browser.text("#reply"), "DIFF", await browser.text("#cfg-diff"))
+            raise
         await browser.wait_js("return document.getElementById('cfg-version').value === '2'")
         code, saved = await demo.api("GET", "/api/configs/sts-default")
         self.assertEqual((code, saved["version"], saved["parameters"]["threshold"]), (200, 2, 42))
