@@ -312,7 +312,8 @@ class ConsoleTests(TestCase):
                               what="sim150 first in the detectors table (problems first)")
         for browser, elements in ((overview, [".headline-line", ".heatmap .cell[data-system=sim150]", ".tile-fault"]),
                                   (monitor, ["#headline-box .headline-line", "#headline-action", ".tile-fault",
-                                             "#partitions tr[data-system=sim150]"])):
+                                             "#partitions tr[data-system=sim150]",
+                                             ".heatmap .cell[data-system=sim150]"])):
             await browser.js("window.scrollTo(0, 0)")
             for css in elements:
                 shown = await browser.js(ON_SCREEN, css)

@@ -193,17 +193,28 @@ window.ECS = (function () {
         ack.className = "alarm-ack";
         ack.textContent = "Acknowledge";
         ack.dataset.alarm = a.id;
-        if (!hasRole("operator")) { ack.disabled = true; ack.title = "needs role operator"; }
+        if (!hasRole("operator")) disable(ack, "needs role operator");
       }
       if (!a.cleared_at && !shelved(a)) {
         const shelve = buttons.appendChild(document.createElement("button"));
         shelve.type = "button";
         shelve.className = "alarm-shelve";
-        shelve.textContent = "Shelve 1 h…";
+        shelve.textContent = "Shelve";
         shelve.dataset.alarm = a.id;
-        if (!hasRole("expert")) { shelve.disabled = true; shelve.title = "needs role expert"; }
+        if (!hasRole("expert")) disable(shelve, "needs role expert");
       }
       return li;
+    }
+    // A disabled button with its reason beside it, as text the keyboard and screen readers reach.
+    function disable(button, reason) {
+      button.disabled = true;
+      button.title = reason;
+      const note = document.createElement("span");
+      note.className = "note";
+      note.id = "why-" + button.className + "-" + button.dataset.alarm;
+      note.textContent = " (" + button.textContent.toLowerCase() + ": " + reason + ")";
+      button.setAttribute("aria-describedby", note.id);
+      button.after(note);
     }
     async function acknowledge(id) {
       const r = await api("POST", "/api/alarms/" + encodeURIComponent(id) + "/ack");

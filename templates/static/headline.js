@@ -154,7 +154,7 @@ window.HEADLINE = (function () {
       return {...base, line: "Configured and ready: Start a run", lineCategory: "ready", action: {command: "start", label: "Start"}};
     }
     if (state === seq.idle) {
-      return {...base, line: "Not configured: choose a configuration, then Configure", lineCategory: "resting",
+      return {...base, sub: "not configured", line: "Not configured: choose a configuration, then Configure", lineCategory: "resting",
               action: {command: "configure", label: "Configure"}};
     }
     if (seq.stages.some((s) => s.active === state)) {
@@ -217,7 +217,14 @@ window.HEADLINE = (function () {
       const tileClass = "tile tile-" + category;
       if (this.tile.className !== tileClass) this.tile.className = tileClass;
       this.tile.dataset.category = category;
-      setText(this.tileState, result.state);
+      if (this.tileState.textContent !== result.state) {
+        // Long state names break after their underscores, never inside a word.
+        this.tileState.replaceChildren();
+        result.state.split("_").forEach((part, i, parts) => {
+          this.tileState.appendChild(document.createTextNode(part + (i < parts.length - 1 ? "_" : "")));
+          if (i < parts.length - 1) this.tileState.appendChild(el("wbr"));
+        });
+      }
       this.tileState.classList.toggle("long", result.state.length > 16);
       setText(this.tileSub, result.sub || "");
       this.tile.setAttribute("aria-label", "Partition " + this.options.pid + ": " + result.state + (result.sub ? ", " + result.sub : ""));
