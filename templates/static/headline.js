@@ -112,7 +112,10 @@ window.HEADLINE = (function () {
     const mine = c.alarms.filter((a) => ECS.alarms.needsPerson(a));
     // The newest alarm that needs a person and that the main line does not already say.
     const inError = new Set(errors);
-    const alarm = mine.find((a) => !(a.kind === "system_error" && inError.has(a.source))) || null;
+    // Still there before over, then the most severe, then the newest.
+    const weight = (a) => (a.cleared_at ? 0 : 10) + ({critical: 3, error: 2, warning: 1}[a.severity] || 0);
+    const alarm = mine.filter((a) => !(a.kind === "system_error" && inError.has(a.source)))
+      .sort((a, b) => weight(b) - weight(a) || b.raised_at - a.raised_at)[0] || null;
     const base = {state, category: info.operation ? "working" : ECS.category(state), sub: "", action: null, alarm};
     if (seq.recording && state === seq.recording) {
       base.category = "recording";
