@@ -364,7 +364,7 @@ class FakeControlCenter:
                 want = set(self._partition(partition_id)["systems"])
                 entry["missing"] = sorted(want - set(cs))
                 entry["extra"] = sorted(set(cs) - want)
-                entry["compatible"] = not entry["missing"] and not entry["extra"]
+                entry["compatible"] = not entry["missing"]
             result.append(entry)
         return result
 

@@ -522,7 +522,7 @@ class ConfigTests(ClockedHarness):
         self.assertEqual((await self.ok("GET", "/api/tags/small", "viewer"))["configs"], saved["configs"])
 
     async def test_tag_compatibility(self) -> None:
-        """?partition= says which tags cover exactly its systems, and what is missing or extra."""
+        """?partition= says which tags can configure its systems (none missing), and what is missing or extra."""
         tags = {t["name"]: t for t in await self.ok("GET", "/api/tags?partition=p2", "viewer")}
         self.assertEqual((tags["p2"]["compatible"], tags["p2"]["missing"], tags["p2"]["extra"]), (True, [], []))
         self.assertFalse(tags["demo"]["compatible"])

@@ -596,7 +596,7 @@ class TagTests(StoreTestCase):
         await self.fails(self.store.resolve_tag("nope"), "not_found")
 
     async def test_compatibility(self) -> None:
-        """A tag is compatible when it covers exactly the systems; else missing and extra are named."""
+        """A tag is compatible when it misses no system (extra ones are named, not refused)."""
         await self.configs()
         await self.store.save_tag("t", ["sts-1", "mvd-1", "tfc-1"], "alice")
         self.assertEqual(
@@ -606,6 +606,11 @@ class TagTests(StoreTestCase):
         self.assertEqual(
             await self.store.compatibility("t", {"STS", "TOF", "TFC", "DCS"}),
             {"compatible": False, "missing": ["DCS", "TOF"], "extra": ["MVD"]},
+        )
+        # more than the partition needs: still compatible (the PCA ignores the others)
+        self.assertEqual(
+            await self.store.compatibility("t", {"STS", "TFC"}),
+            {"compatible": True, "missing": [], "extra": ["MVD"]},
         )
         await self.fails(self.store.compatibility("nope", {"STS"}), "not_found")
 

@@ -296,10 +296,12 @@ class ConfigOperations(_StoreArea):
     @_deferred
     async def compatibility(self, name: str, systems: Iterable[str]) -> dict[str, Any]:
         """
-        Whether tag C{name} covers exactly C{systems} (a partition's
+        Whether tag C{name} can configure C{systems} (a partition's
         detectors and the global systems): C{{"compatible": bool,
         "missing": [systems without a configuration], "extra": [systems
-        of the tag not in C{systems}]}}.
+        of the tag not in C{systems}]}}.  Compatible means nothing is
+        missing: the PCA configures a partition from a tag that also names
+        other systems (it ignores those), so extra systems are only noted.
         """
         if isinstance(systems, str) or not isinstance(systems, Iterable):
             raise StoreError("bad_request", f"systems must be a set of ids, not {_show(systems)}")
@@ -307,4 +309,4 @@ class ConfigOperations(_StoreArea):
         row = await self.tag(name)
         have = set(row.configs)
         missing, extra = sorted(wanted - have), sorted(have - wanted)
-        return {"compatible": not missing and not extra, "missing": missing, "extra": extra}
+        return {"compatible": not missing, "missing": missing, "extra": extra}
