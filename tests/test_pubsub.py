@@ -18,7 +18,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ecs import protocol
 from ecs.net.memory import MemoryNetwork, MemoryNode
-from ecs.net.pubsub import TICK_TOPIC, Mirror, PublisherCore, StateStore, SubscriberCore, fetch_paged_snapshot
+from ecs.net.pubsub import (
+    BATCH_TYPE,
+    TICK_TOPIC,
+    Mirror,
+    PublisherCore,
+    StateStore,
+    SubscriberCore,
+    fetch_paged_snapshot,
+    unpack_batch,
+)
 from ecs.protocol import Envelope, ProtocolError
 
 
@@ -579,7 +588,7 @@ class CloneEndToEndTests(SynchronousTestCase):
         self.network = MemoryNetwork(self.clock)
         self.pub_node = MemoryNode(self.network, "pca")
         self.publisher = self.pub_node.publish("mem://pca-pub:*")
-        self.store = StateStore(self.publisher)
+        self.store = self.make_store(self.publisher)
         self.server = self.pub_node.serve("mem://pca-req:*")
         self.server.register("PCA", {"snapshot": lambda r: self.store.snapshot()})
         self.sub_node = MemoryNode(self.network, "gui", request_timeout=1.0)
@@ -594,6 +603,9 @@ class CloneEndToEndTests(SynchronousTestCase):
         self.sub_node.subscribe(
             self.publisher.address, ["state/", TICK_TOPIC], self.mirror.event_received
         )
+
+    def make_store(self, publisher: Any) -> StateStore:
+        return StateStore(publisher)
 
     def on_change(self, key: str, value: Any) -> None:
         if value is None:
@@ -667,7 +679,7 @@ class CloneEndToEndTests(SynchronousTestCase):
         self.publisher.close()
         self.publisher = self.pub_node.publish(self.publisher.address)
         self.assertNotEqual(self.publisher.epoch, old_epoch)
-        self.store = StateStore(self.publisher)
+        self.store = self.make_store(self.publisher)
         self.store.set("TPC", {"state": "Unconfigured"})
         self.clock.advance(0)
         self.assertEqual(self.mirror.resyncs, 1)
@@ -687,3 +699,279 @@ class CloneEndToEndTests(SynchronousTestCase):
         self.assertTrue(self.logs.texts(LogLevel.warn))
         self.mirror.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TurnPublisher(RecordingPublisher):
+    """A L{RecordingPublisher} whose reactor turn ends when the test says."""
+
+    def __init__(self, sender: str = "PCA1", max_size: int = protocol.DEFAULT_MAX_SIZE) -> None:
+        super().__init__(sender, max_size)
+        self.soon: list[Any] = []
+
+    def call_soon(self, call: Any) -> None:
+        self.soon.append(call)
+
+    def end_turn(self) -> None:
+        calls, self.soon = self.soon, []
+        for call in calls:
+            call()
+
+
+def unpacked(publisher: RecordingPublisher) -> list[Envelope]:
+    """What a subscriber's callback gets from everything C{publisher} sent."""
+    got: list[Envelope] = []
+    sub = SubscriberCore("mem://pub:1", got.append)
+    for frames in publisher.sent:
+        sub.frames_received(frames)
+    return got
+
+
+class BatchPublishingTests(SynchronousTestCase):
+    """L{PublisherCore.stage}: one message per turn, the same numbered events once unpacked."""
+
+    def setUp(self) -> None:
+        self.logs = Logs(self, PublisherCore)
+        self.pub = TurnPublisher()
+        self.store = StateStore(self.pub, batch=True)
+
+    def test_one_message_per_turn(self) -> None:
+        """A turn's changes go as one states event, numbered at once, unpacked in order."""
+        self.assertEqual(self.store.set("a", {"s": 1}), 1)
+        self.assertEqual(self.store.set("b", {"s": 2}), 2)
+        self.assertEqual(self.store.remove("a"), 3)
+        self.assertEqual(self.pub.sent, [])
+        self.assertEqual(self.pub.seq, 3)
+        self.pub.end_turn()
+        [batch] = self.pub.events()
+        self.assertEqual((batch.type, batch.topic, batch.seq), (BATCH_TYPE, "state/", 3))
+        self.assertEqual(self.pub.sent[0][0], b"state/")
+        self.assertEqual(batch.body["first"], 1)
+        got = unpacked(self.pub)
+        self.assertEqual(
+            [(e.type, e.topic, e.seq, e.body) for e in got],
+            [
+                ("state", "state/a", 1, {"key": "a", "value": {"s": 1}}),
+                ("state", "state/b", 2, {"key": "b", "value": {"s": 2}}),
+                ("removed", "state/a", 3, {"key": "a"}),
+            ],
+        )
+        self.assertEqual({e.epoch for e in got}, {self.pub.epoch})
+        self.assertEqual(self.pub.batches, 1)
+
+    def test_single_change_is_a_plain_event(self) -> None:
+        """A turn with one change sends the ordinary state event."""
+        self.store.set("a", {"s": 1})
+        self.pub.end_turn()
+        self.store.remove("a")
+        self.pub.end_turn()
+        events = self.pub.events()
+        self.assertEqual(
+            [(e.type, e.topic, e.seq) for e in events], [("state", "state/a", 1), ("removed", "state/a", 2)]
+        )
+        self.assertEqual(events[0].body, {"key": "a", "value": {"s": 1}})
+        self.assertEqual(self.pub.batches, 0)
+
+    def test_same_key_twice_kept(self) -> None:
+        """Two changes of one key in a turn are both sent, the last one last."""
+        self.store.set("a", {"s": 1})
+        self.store.set("a", {"s": 2})
+        self.pub.end_turn()
+        self.assertEqual([e.body["value"] for e in unpacked(self.pub)], [{"s": 1}, {"s": 2}])
+        self.assertEqual(self.store.entries["a"], ({"s": 2}, 2))
+
+    def test_other_events_keep_their_place(self) -> None:
+        """An event or a tick published mid-turn sends the staged changes first."""
+        self.store.set("a", {"s": 1})
+        self.store.set("b", {"s": 1})
+        self.assertEqual(self.pub.publish("log/x", "log", {"message": "m"}), 3)
+        self.store.set("c", {"s": 1})
+        self.pub.tick()
+        self.pub.end_turn()
+        self.assertEqual(
+            [(e.type, e.seq) for e in unpacked(self.pub)],
+            [("state", 1), ("state", 2), ("log", 3), ("state", 4), ("tick", 4)],
+        )
+        self.assertEqual(len(self.pub.sent), 4)
+
+    def test_snapshot_sends_staged_first(self) -> None:
+        """A snapshot's seq counts only events already sent."""
+        self.store.set("a", {"s": 1})
+        self.store.set("b", {"s": 1})
+        body = self.store.snapshot()
+        self.assertEqual(body["seq"], 2)
+        self.assertEqual(len(self.pub.sent), 1)
+        self.assertEqual(body["entries"]["b"], {"value": {"s": 1}, "seq": 2})
+        self.pub.end_turn()
+        self.assertEqual(len(self.pub.sent), 1)
+
+    def test_split_across_size_limit(self) -> None:
+        """A batch too large for one message goes as several, numbers consecutive, each within the limit."""
+        pub = TurnPublisher(max_size=2000)
+        store = StateStore(pub, batch=True)
+        for i in range(40):
+            store.set(f"system/d{i:02}", {"state": "Unconfigured", "pad": "x" * 60})
+        pub.end_turn()
+        self.assertGreater(len(pub.sent), 1)
+        self.assertTrue(all(len(frames[1]) <= 2000 for frames in pub.sent))
+        got = unpacked(pub)
+        self.assertEqual([e.seq for e in got], list(range(1, 41)))
+        self.assertEqual([e.body["key"] for e in got], [f"system/d{i:02}" for i in range(40)])
+
+    def test_entry_too_large_leaves_a_gap(self) -> None:
+        """A change too large for any message is logged and its number skipped (subscribers resynchronise)."""
+        pub = TurnPublisher(max_size=600)
+        store = StateStore(pub, batch=True)
+        store.set("a", {"s": 1})
+        store.set("big", {"s": "x" * 1000})
+        store.set("c", {"s": 1})
+        pub.end_turn()
+        self.assertEqual([e.seq for e in unpacked(pub)], [1, 3])
+        self.assertIn("change 2 of big not sent", self.logs.texts(LogLevel.error)[0])
+
+    def test_without_a_turn_no_batching(self) -> None:
+        """A medium without call_soon sends each change at once (PublisherCore's default)."""
+        pub = RecordingPublisher()
+        store = StateStore(pub, batch=True)
+        store.set("a", {"s": 1})
+        store.set("b", {"s": 1})
+        self.assertEqual([e.type for e in pub.events()], ["state", "state"])
+
+    def test_prefix_change_sends_staged(self) -> None:
+        """Changes staged under another prefix are sent before a new prefix's."""
+        other = StateStore(self.pub, prefix="det/", batch=True)
+        self.store.set("a", {"s": 1})
+        self.store.set("b", {"s": 1})
+        other.set("x", {"s": 1})
+        self.pub.end_turn()
+        self.assertEqual([e.topic for e in unpacked(self.pub)], ["state/a", "state/b", "det/x"])
+
+
+class BatchValidationTests(SynchronousTestCase):
+    """A malformed states event is dropped whole (its numbers then look missing)."""
+
+    def setUp(self) -> None:
+        self.logs = Logs(self, SubscriberCore)
+        self.got: list[Envelope] = []
+        self.sub = SubscriberCore("mem://pub:1", self.got.append)
+
+    def batch(self, seq: int, body: dict[str, Any]) -> list[bytes]:
+        return [b"state/", protocol.encode(protocol.event(BATCH_TYPE, "P", "state/", "E1", seq, body))]
+
+    def assertDropped(self, frames: list[bytes], text: str) -> None:
+        self.sub.frames_received(frames)
+        self.assertEqual(self.got, [])
+        self.assertEqual(self.sub.dropped, 1)
+        self.assertIn(text, self.logs.texts(LogLevel.warn)[-1])
+
+    def test_first(self) -> None:
+        self.assertDropped(self.batch(2, {"first": "1", "entries": [{"key": "a", "value": {}}] * 2}), "'first'")
+
+    def test_entries(self) -> None:
+        self.assertDropped(self.batch(2, {"first": 2, "entries": []}), "'entries'")
+
+    def test_count(self) -> None:
+        self.assertDropped(self.batch(5, {"first": 1, "entries": [{"key": "a", "value": {}}] * 2}), "seq 5")
+
+    def test_key(self) -> None:
+        entries = [{"key": "a", "value": {}}, {"value": {}}]
+        self.assertDropped(self.batch(2, {"first": 1, "entries": entries}), "entry 2")
+
+    def test_value(self) -> None:
+        self.assertDropped(self.batch(2, {"first": 1, "entries": [{"key": "a", "value": {}}, {"key": "b"}]}), "entry 2")
+
+    def test_unpack_direct(self) -> None:
+        """unpack_batch raises ValueError naming the problem."""
+        envelope = protocol.event(BATCH_TYPE, "P", "state/", "E1", 1, {"first": 0, "entries": [{"key": "a"}]})
+        self.assertRaises(ValueError, unpack_batch, envelope)
+
+
+class BatchedMirrorTests(SynchronousTestCase):
+    """A L{Mirror} fed from a batching publisher: gaps and the snapshot interplay."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.logs = Logs(self, Mirror)
+        self.pub = TurnPublisher()
+        self.store = StateStore(self.pub, batch=True)
+        self.fetches: list[Deferred[dict[str, Any]]] = []
+        self.mirror = Mirror(self.clock, self.fetch, lambda k, v: None)
+        self.sub = SubscriberCore("mem://pub:1", self.mirror.event_received)
+        self.delivered = 0
+
+    def fetch(self) -> Deferred[dict[str, Any]]:
+        d: Deferred[dict[str, Any]] = Deferred()
+        self.fetches.append(d)
+        return d
+
+    def deliver(self) -> None:
+        for frames in self.pub.sent[self.delivered:]:
+            self.sub.frames_received(frames)
+        self.delivered = len(self.pub.sent)
+
+    def expected(self) -> dict[str, Any]:
+        return {k: v for k, (v, _) in self.store.entries.items()}
+
+    def test_snapshot_in_the_middle_of_a_batch(self) -> None:
+        """Events buffered during the snapshot apply only after its seq, even inside one batch."""
+        self.mirror.start()
+        self.store.set("a", {"s": 1})
+        self.store.set("b", {"s": 1})
+        snapshot = self.store.snapshot()  # taken at seq 2: the first batch is sent
+        self.store.set("a", {"s": 2})
+        self.store.set("c", {"s": 1})
+        self.pub.end_turn()
+        self.deliver()  # buffered: the snapshot is pending
+        self.assertEqual(len(self.pub.sent), 2)
+        self.fetches[0].callback(snapshot)
+        self.assertTrue(self.mirror.synced)
+        self.assertEqual(self.mirror.entries, self.expected())
+        self.assertEqual(self.mirror.seq, 4)
+        self.assertEqual(self.mirror.resyncs, 0)
+
+    def test_lost_batch_is_a_gap(self) -> None:
+        """A lost batch shows as a gap at the next one: the mirror resynchronises and converges."""
+        self.mirror.start()
+        self.fetches[0].callback(self.store.snapshot())
+        for turn in range(3):
+            self.store.set("a", {"turn": turn})
+            self.store.set("b", {"turn": turn})
+            self.pub.end_turn()
+            if turn == 1:
+                self.delivered = len(self.pub.sent)  # lost
+            self.deliver()
+        self.assertEqual(self.mirror.resyncs, 1)
+        self.assertFalse(self.mirror.synced)
+        self.fetches[1].callback(self.store.snapshot())
+        self.assertEqual(self.mirror.entries, self.expected())
+        self.assertEqual(self.mirror.seq, 6)
+
+    def test_old_batch_ignored(self) -> None:
+        """A batch received again (or after a newer snapshot) changes nothing."""
+        self.mirror.start()
+        self.store.set("a", {"s": 1})
+        self.store.set("b", {"s": 1})
+        self.pub.end_turn()
+        self.fetches[0].callback(self.store.snapshot())
+        self.store.set("a", {"s": 9})
+        self.deliver()
+        self.assertEqual(self.mirror.entries, {"a": {"s": 1}, "b": {"s": 1}})
+        self.assertEqual(self.mirror.resyncs, 0)
+
+
+class BatchedCloneEndToEndTests(CloneEndToEndTests):
+    """L{CloneEndToEndTests} with a batching store: the same convergence over the memory transport."""
+
+    def make_store(self, publisher: Any) -> StateStore:
+        return StateStore(publisher, batch=True)
+
+    def test_burst_is_one_message(self) -> None:
+        """A burst of one turn is one delivery per subscriber, and the mirror follows it."""
+        self.join()
+        before = self.network.delivered
+        for i in range(50):
+            self.store.set(f"d{i}", {"state": "Active"})
+        self.clock.advance(0)
+        # the staged send itself and one delivery
+        self.assertEqual(self.network.delivered - before, 2)
+        self.assertConverged()
+        self.assertEqual(self.mirror.resyncs, 0)

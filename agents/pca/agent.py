@@ -126,7 +126,9 @@ class PartitionAgent(AsyncStartService):
         server = self.node.serve(bind or f"tcp://{host}:*")
         self.address = server.address
         self.publisher = self.node.publish(f"tcp://{host}:*")
-        self.store = StateStore(self.publisher, prefix="state/")
+        # A burst (1,000 systems changing in one turn) goes as one message per
+        # turn: subscribers unpack it into the same numbered events.
+        self.store = StateStore(self.publisher, prefix="state/", batch=True)
         views = await self._views()
         partition = Partition(self.id, self.sequence, views)
         if self._saved is not None:

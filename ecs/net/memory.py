@@ -172,6 +172,10 @@ class MemoryPublisher(PublisherCore):
             if subscriber.matches(topic):
                 self.network.schedule(functools.partial(self._deliver, subscriber, frames))
 
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """After what the network has queued (a turn of its clock, or L{MemoryNetwork.flush})."""
+        self.network.schedule(call)
+
     def _deliver(self, subscriber: MemorySubscriber, frames: list[bytes]) -> None:
         # A subscriber closed while the frames were in flight gets nothing.
         if subscriber in self.network.subscribers.get(self.address, ()):

@@ -16,6 +16,17 @@ subscribes first, then asks for a snapshot, buffers events meanwhile, and
 afterwards applies only events newer than the snapshot.  A gap in the
 numbers, a new epoch or a tick ahead of what it holds makes it take a new
 snapshot.  There is no fixed sleep for slow joiners anywhere.
+
+Bursts: a L{StateStore} made with C{batch=True} numbers each change at
+once but sends the changes of one reactor turn as one C{states} event
+(L{PublisherCore.stage}): entries numbered C{first}..C{seq}, in the order
+they were made, none merged.  Anything else the publisher sends (an event,
+a tick, a snapshot of the store) sends the staged changes first, so the
+order on the wire is the order of the calls.  L{SubscriberCore} unpacks a
+C{states} event into the C{state}/C{removed} events it stands for, each
+with its own number, before any callback sees it: subscribers (and
+L{Mirror}) see the same stream as without batching, at the cost of one
+message per turn instead of one per change.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ from ecs.protocol import Envelope, ProtocolError
 
 TICK_TOPIC = "_tick"
 
+#: The type of an event carrying several state changes (see L{PublisherCore.stage}).
+BATCH_TYPE = "states"
+
 
 class PublisherCore:
     """Numbering and encoding of events; the medium sends the frames."""
@@ -44,9 +58,13 @@ class PublisherCore:
         self.epoch = new_epoch()
         self.seq = 0
         self._max_size = max_size
+        self._staged: list[dict[str, Any]] = []
+        self._staged_prefix = ""
+        self.batches = 0
 
     def publish(self, topic: str, type: str, body: dict[str, Any]) -> int:
         """Publish one event; return its sequence number."""
+        self.send_staged()
         seq = self.seq + 1
         frame = protocol.encode(
             protocol.event(type, self.sender, topic, self.epoch, seq, body), self._max_size
@@ -57,8 +75,68 @@ class PublisherCore:
         self.send_frames([topic.encode("utf-8"), frame])
         return self.seq
 
+    def stage(self, prefix: str, entry: dict[str, Any]) -> int:
+        """
+        Number one state change (C{{"key": k, "value": v}} or C{{"key": k,
+        "removed": True}}) now and send it with the other changes of this
+        reactor turn: one C{states} event on topic C{prefix}, when the turn
+        ends (L{call_soon}) or before anything else is sent.  A turn's
+        single change goes as the plain C{state}/C{removed} event on
+        C{prefix + key}.  Return its number.
+        """
+        if self._staged and prefix != self._staged_prefix:
+            self.send_staged()
+        first_of_turn = not self._staged
+        self._staged_prefix = prefix
+        self._staged.append(entry)
+        self.seq += 1
+        seq = self.seq
+        if first_of_turn:
+            self.call_soon(self.send_staged)
+        return seq
+
+    def send_staged(self) -> None:
+        """Send the staged changes now (nothing when none are staged)."""
+        if not self._staged:
+            return
+        entries, self._staged = self._staged, []
+        self._send_batch(self._staged_prefix, self.seq - len(entries) + 1, entries)
+
+    def _send_batch(self, prefix: str, first: int, entries: list[dict[str, Any]]) -> None:
+        if len(entries) == 1:
+            [entry] = entries
+            if entry.get("removed"):
+                type, body = "removed", {"key": entry["key"]}
+            else:
+                type, body = "state", entry
+            topic = prefix + entry["key"]
+        else:
+            type, body, topic = BATCH_TYPE, {"first": first, "entries": entries}, prefix
+        last = first + len(entries) - 1
+        try:
+            frame = protocol.encode(protocol.event(type, self.sender, topic, self.epoch, last, body), self._max_size)
+        except (TypeError, ValueError) as e:  # ProtocolError (too large) is a ValueError
+            if len(entries) > 1:
+                half = len(entries) // 2
+                self._send_batch(prefix, first, entries[:half])
+                self._send_batch(prefix, first + half, entries[half:])
+                return
+            # Numbered already: subscribers see the gap and resynchronise.
+            self._log.error(
+                "publisher {sender}: change {seq} of {key} not sent: {reason}",
+                sender=self.sender,
+                seq=first,
+                key=entries[0]["key"],
+                reason=getattr(e, "reason", e),
+            )
+            return
+        if type == BATCH_TYPE:
+            self.batches += 1
+        self.send_frames([topic.encode("utf-8"), frame])
+
     def tick(self) -> None:
         """Tell subscribers the current number without a new event."""
+        self.send_staged()
         frame = protocol.encode(
             protocol.event("tick", self.sender, TICK_TOPIC, self.epoch, self.seq, {}),
             self._max_size,
@@ -68,6 +146,11 @@ class PublisherCore:
     def send_frames(self, frames: list[bytes]) -> None:
         """Put C{[topic, envelope]} on the medium (implemented by it)."""
         raise NotImplementedError
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Call C{call} once this reactor turn's work is done (the medium
+        knows when; without one, at once: no batching)."""
+        call()
 
 
 class SubscriberCore:
@@ -114,10 +197,61 @@ class SubscriberCore:
                 kind=envelope.kind,
             )
             return
+        if envelope.type == BATCH_TYPE:
+            try:
+                unpacked = unpack_batch(envelope)
+            except ValueError as e:
+                self.dropped += 1
+                self._log.warn(
+                    "subscriber {address}: dropped malformed batch: {reason}", address=self.address, reason=e
+                )
+                return
+            for one in unpacked:
+                self._deliver(one)
+            return
+        self._deliver(envelope)
+
+    def _deliver(self, envelope: Envelope) -> None:
         try:
             self._callback(envelope)
         except Exception:
             self._log.failure("subscriber {address}: event handler raised", address=self.address)
+
+
+def unpack_batch(batch: Envelope) -> list[Envelope]:
+    """
+    The C{state}/C{removed} events a C{states} event stands for, numbered
+    C{first}..C{seq}, on topic C{batch topic + key}.
+
+    @raise ValueError: naming what is malformed.
+    """
+    body = batch.body
+    first = body.get("first")
+    entries = body.get("entries")
+    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+        raise ValueError("'first' must be a positive integer")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("'entries' must be a non-empty list")
+    if batch.seq != first + len(entries) - 1:
+        raise ValueError(f"seq {batch.seq} is not first {first} + {len(entries)} entries - 1")
+    prefix = batch.topic or ""
+    out: list[Envelope] = []
+    for seq, entry in enumerate(entries, first):
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
+            raise ValueError(f"entry {seq}: needs a non-empty string 'key'")
+        key = entry["key"]
+        if entry.get("removed") is True:
+            type, one = "removed", {"key": key}
+        elif isinstance(entry.get("value"), dict):
+            type, one = "state", {"key": key, "value": entry["value"]}
+        else:
+            raise ValueError(f"entry {seq}: needs an object 'value' or 'removed': true")
+        out.append(
+            Envelope(
+                "event", type, batch.sender, batch.target, one, topic=prefix + key, epoch=batch.epoch, seq=seq
+            )
+        )
+    return out
 
 
 class StateStore:
@@ -125,16 +259,23 @@ class StateStore:
     The publishing side of a replicated key/value table.
 
     @ivar entries: key -> (value, seq of the event that set it).
+    @ivar batch: send the changes of one reactor turn as one event
+        (L{PublisherCore.stage}); otherwise one event per change.
     """
 
-    def __init__(self, publisher: Any, prefix: str = "state/") -> None:
+    def __init__(self, publisher: Any, prefix: str = "state/", batch: bool = False) -> None:
         self.publisher = publisher
         self.prefix = prefix
+        self.batch = batch
         self.entries: dict[str, tuple[dict[str, Any], int]] = {}
 
     def set(self, key: str, value: dict[str, Any]) -> int:
         """Store and publish C{value} under C{key}."""
-        seq: int = self.publisher.publish(self.prefix + key, "state", {"key": key, "value": value})
+        seq: int
+        if self.batch:
+            seq = self.publisher.stage(self.prefix, {"key": key, "value": value})
+        else:
+            seq = self.publisher.publish(self.prefix + key, "state", {"key": key, "value": value})
         self.entries[key] = (value, seq)
         return seq
 
@@ -143,7 +284,11 @@ class StateStore:
         if key not in self.entries:
             return None
         del self.entries[key]
-        seq: int = self.publisher.publish(self.prefix + key, "removed", {"key": key})
+        seq: int
+        if self.batch:
+            seq = self.publisher.stage(self.prefix, {"key": key, "removed": True})
+        else:
+            seq = self.publisher.publish(self.prefix + key, "removed", {"key": key})
         return seq
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -160,8 +305,11 @@ class StateStore:
         last).  Every page carries the publisher's C{seq} at the time it was
         taken: L{fetch_paged_snapshot} keeps the first page's, so events
         after it are applied over the whole table (values on later pages may
-        be newer, which the events then confirm).
+        be newer, which the events then confirm).  Staged changes are sent
+        first, so that the snapshot's C{seq} counts only sent events.
         """
+        if self.batch:
+            self.publisher.send_staged()
         if limit is None:
             items = list(self.entries.items())
             following = None

@@ -277,9 +277,14 @@ class ZmqPublisher(PublisherCore):
         except WouldBlock:
             self.lost += 1
 
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """On the reactor's next turn (staged state changes go as one message)."""
+        self.connection.factory.reactor.callLater(0, call)
+
     def close(self) -> None:
-        """Unbind and close."""
+        """Send what is staged, unbind and close."""
         if self.connection.socket is not None:
+            self.send_staged()
             self.connection.shutdown()
 
 
