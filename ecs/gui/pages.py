@@ -4,8 +4,11 @@ The overview and partition monitor pages (see L{ecs.gui}).
 
 Both are shells: the server renders the layout and the ids the page is
 about; C{live.js} fetches C{/api/partitions...} and follows C{/api/events}
-(see its header for the live-update rules), C{monitor.js} adds the control
-panel and C{configdialog.js} the configuration dialog.
+(see its header for the live-update rules), C{headline.js} derives each
+partition's headline (state tile, what is wrong and the next action, the
+sequence's stages) from the partition, its systems and the alarms,
+C{monitor.js} adds the control panel and C{configdialog.js} the
+configuration dialog.
 """
 
 from __future__ import annotations

@@ -14,6 +14,16 @@
 // - A disconnected PCA or system shows "Connection Problem", never its stale
 //   state.
 // - Everything is built with createElement/textContent: data is never HTML.
+//
+// Scale (issue 13): each partition has its headline (headline.js: the
+// state tile, what is wrong and the next action, the sequence's stages),
+// counts by state that filter when pressed, a search box, and a heat map
+// (one square per system, its state as title and aria-label, its category
+// as colour and shape) beside the tables.  Table rows are kept problems
+// first (Error, Connection Problem, working, the rest), global systems in
+// the sequence's configure order; the heat map keeps a fixed order so a
+// square never moves.  The overview's cards (options.compact) fold the
+// tables away: three partitions of 300 detectors fit a 1366x768 screen.
 "use strict";
 window.LIVE = (function () {
   const CP = "Connection Problem";
