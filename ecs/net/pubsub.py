@@ -27,6 +27,10 @@ C{states} event into the C{state}/C{removed} events it stands for, each
 with its own number, before any callback sees it: subscribers (and
 L{Mirror}) see the same stream as without batching, at the cost of one
 message per turn instead of one per change.
+
+About 500 lines: numbering, batching and unpacking, the table and its
+mirror are one protocol (each side's rules mirror the other's), kept
+together so that a change to one is seen next to its counterpart.
 """
 
 from __future__ import annotations
