@@ -741,9 +741,18 @@ class PubSubTests(ZmqTestCase):
     @async_test
     async def test_mirror_converges_after_late_join(self) -> None:
         """A Mirror that joins after events were published converges through a snapshot."""
+        await self.late_join(batch=False)
+
+    @async_test
+    async def test_batched_mirror_converges_after_late_join(self) -> None:
+        """The same with a batching store: a turn's changes go as one message, the mirror converges alike."""
+        publisher = await self.late_join(batch=True)
+        self.assertGreaterEqual(publisher.batches, 2)  # the history, and the live burst
+
+    async def late_join(self, batch: bool) -> Any:
         pub_node = self.node("pca")
         publisher = pub_node.publish(LOCAL)
-        store = StateStore(publisher)
+        store = StateStore(publisher, batch=batch)
         snapshots = Calls(lambda request: store.snapshot())
         server = self.serve(pub_node, {"states": {"snapshot": snapshots}})
 
@@ -800,6 +809,7 @@ class PubSubTests(ZmqTestCase):
         self.assertEqual(snapshots.count, fetched)
         self.assertEqual(mirror.resyncs, resyncs)
         self.assertEqual(changes[-1], ("det6", None))
+        return publisher
 
     @async_test
     async def test_mirror_resyncs_after_publisher_restart(self) -> None:
