@@ -817,6 +817,16 @@ class BatchPublishingTests(SynchronousTestCase):
         self.assertEqual([e.seq for e in got], list(range(1, 41)))
         self.assertEqual([e.body["key"] for e in got], [f"system/d{i:02}" for i in range(40)])
 
+    def test_batch_limit(self) -> None:
+        """Once batch_limit changes are staged they go at once: a long turn publishes as it goes."""
+        self.pub.batch_limit = 4
+        for i in range(10):
+            self.store.set(f"k{i}", {"i": i})
+        self.assertEqual([e.seq for e in self.pub.events()], [4, 8])
+        self.pub.end_turn()
+        self.assertEqual([e.seq for e in self.pub.events()], [4, 8, 10])
+        self.assertEqual([e.seq for e in unpacked(self.pub)], list(range(1, 11)))
+
     def test_entry_too_large_leaves_a_gap(self) -> None:
         """A change too large for any message is logged and its number skipped (subscribers resynchronise)."""
         pub = TurnPublisher(max_size=600)

@@ -57,6 +57,9 @@ class PublisherCore:
 
     _log = Logger()
 
+    #: The most state changes one staged message carries (L{stage}).
+    batch_limit = 100
+
     def __init__(self, sender: str, max_size: int = protocol.DEFAULT_MAX_SIZE) -> None:
         self.sender = sender
         self.epoch = new_epoch()
@@ -84,7 +87,8 @@ class PublisherCore:
         Number one state change (C{{"key": k, "value": v}} or C{{"key": k,
         "removed": True}}) now and send it with the other changes of this
         reactor turn: one C{states} event on topic C{prefix}, when the turn
-        ends (L{call_soon}) or before anything else is sent.  A turn's
+        ends (L{call_soon}), before anything else is sent, or once
+        L{batch_limit} changes are staged.  A turn's
         single change goes as the plain C{state}/C{removed} event on
         C{prefix + key}.  Return its number.
         """
@@ -95,7 +99,9 @@ class PublisherCore:
         self._staged.append(entry)
         self.seq += 1
         seq = self.seq
-        if first_of_turn:
+        if len(self._staged) >= self.batch_limit:
+            self.send_staged()  # a long turn: the first changes need not wait for its end
+        elif first_of_turn:
             self.call_soon(self.send_staged)
         return seq
 
