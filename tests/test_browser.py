@@ -141,6 +141,21 @@ class MonitorTests(TestCase):
         await admin.wait_text("#reply", "Stop: accepted")
         await admin.wait_text("#reply", "now QA_Active")
 
+        # Configure with another tag while configured: what changes against what
+        # is running is shown first; Cancel sends nothing.
+        await admin.click("#select-config")
+        await admin.select("#tag-select", "demo-alt")
+        await admin.click("#config-select")
+        await admin.wait_text("#selection", "tag demo-alt")
+        await admin.click("#cmd-configure")
+        await admin.wait_js("return document.getElementById('confirm').open", what="the configure confirmation")
+        self.assertIn("STS sts-default → sts-low-threshold", await admin.text("#confirm-text"))
+        await admin.click("#confirm-cancel")
+        await admin.wait_js("return !document.getElementById('confirm').open")
+        _, body = await demo.api("GET", "/api/partitions/demo")
+        self.assertEqual(body["state"], "QA_Active")
+        self.assertEqual({s["id"]: s["tag"] for s in body["systems"]}["STS"], "sts-default")
+
         # Abort asks first: Cancel sends nothing.
         await admin.click("#cmd-abort")
         await admin.wait_js("return document.getElementById('confirm-abort').open")

@@ -199,9 +199,22 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("release-control").addEventListener("click", () => send("Give up control", "DELETE", base + "/control"));
-  $("cmd-configure").addEventListener("click", () => {
+  $("cmd-configure").addEventListener("click", async () => {
     if (!selection) { ECS.showReply("Configure", {ok: false, status: "", data: {reason: "select a configuration first"}}); return; }
-    send("Configure", "POST", base + "/configure", {...selection, auto: $("auto-configure").checked});
+    const chosen = selection;
+    // A configured system that would change its configuration: show what
+    // changes against what is running, and ask first.
+    let diff = null;
+    try {
+      diff = await CONFIGDIALOG.changes(pid, chosen);
+    } catch (error) {
+      ECS.showReply("Configure", {ok: false, status: "", data: {reason: String(error.message || error)}});
+      return;
+    }
+    if (diff.changed.some((c) => c.running !== null)) {
+      if (!await ECS.confirm("Configure " + pid + ": " + diff.text, "Configure")) return;
+    }
+    send("Configure", "POST", base + "/configure", {...chosen, auto: $("auto-configure").checked});
   });
   $("cmd-start").addEventListener("click", () => send("Start", "POST", base + "/start"));
   $("cmd-stop").addEventListener("click", () => {
