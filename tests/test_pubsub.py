@@ -25,6 +25,7 @@ from ecs.net.pubsub import (
     PublisherCore,
     StateStore,
     SubscriberCore,
+    batch_prefixes,
     fetch_paged_snapshot,
     unpack_batch,
 )
@@ -985,3 +986,39 @@ class BatchedCloneEndToEndTests(CloneEndToEndTests):
         self.assertEqual(self.network.delivered - before, 2)
         self.assertConverged()
         self.assertEqual(self.mirror.resyncs, 0)
+
+
+class NarrowSubscriptionTests(SynchronousTestCase):
+    """A subscriber of a narrower prefix than the table's still gets its keys' changes out of batches."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = MemoryNetwork(self.clock)
+        self.publisher = MemoryNode(self.network, "pca").publish("mem://pub:*")
+        self.store = StateStore(self.publisher, batch=True)
+        self.got: list[Envelope] = []
+        gui = MemoryNode(self.network, "gui")
+        gui.subscribe(self.publisher.address, ["state/partition", "log/"], self.got.append)
+
+    def test_batch_prefixes(self) -> None:
+        """Each prefix and its ancestors ending in '/', once each."""
+        self.assertEqual(
+            batch_prefixes(["state/system/STS", "state/partition", "log/", "_tick"]),
+            ["state/", "state/system/", "state/system/STS", "state/partition", "log/", "_tick"],
+        )
+
+    def test_only_subscribed_keys(self) -> None:
+        """From a batch and from plain events, only the subscribed topics reach the callback."""
+        self.store.set("system/STS", {"s": 1})
+        self.store.set("partition", {"state": "Configuring"})
+        self.store.set("system/TOF", {"s": 1})
+        self.clock.advance(0)
+        self.store.set("system/STS", {"s": 2})  # alone: a plain event on state/system/STS
+        self.clock.advance(0)
+        self.publisher.publish("log/p", "log", {"message": "m"})
+        self.store.set("partition", {"state": "Ready"})
+        self.clock.advance(0)
+        self.assertEqual(
+            [(e.type, e.topic, e.seq) for e in self.got],
+            [("state", "state/partition", 2), ("log", "log/p", 5), ("state", "state/partition", 6)],
+        )

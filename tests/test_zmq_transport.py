@@ -681,6 +681,36 @@ class PubSubTests(ZmqTestCase):
     """Publish/subscribe over real sockets."""
 
     @async_test
+    async def test_batches_reach_narrow_subscribers(self) -> None:
+        """A batch of a turn arrives as one message and its entries as numbered events; a
+        subscriber of one key (narrower than the batch's topic) gets that key's entries only."""
+        publisher = self.node("pub").publish(LOCAL)
+        store = StateStore(publisher, batch=True)
+        everything: list[Envelope] = []
+        partition: list[Envelope] = []
+        self.node("sub").subscribe(publisher.address, ["state/"], everything.append)
+        self.node("sub2").subscribe(publisher.address, ["state/partition"], partition.append)
+        await wait_until(
+            lambda: bool(everything) and bool(partition), "the first ticks", between=publisher.tick
+        )
+        start, start2 = len(everything), len(partition)
+        for i in range(30):
+            store.set(f"system/d{i}", {"i": i})
+            if i % 10 == 0:
+                store.set("partition", {"i": i})
+        store.remove("system/d3")
+        last = publisher.seq
+        await wait_until(lambda: everything[-1].seq == last, "the batch")
+        await wait_until(lambda: partition and partition[-1].seq == 24, "the partition's last change")
+        events = [e for e in everything[start:] if e.topic != TICK_TOPIC]
+        self.assertEqual([e.seq for e in events], list(range(1, last + 1)))
+        self.assertEqual(events[-1].type, "removed")
+        self.assertEqual(publisher.batches, 1)
+        mine = [(e.topic, e.seq, e.body["value"]) for e in partition[start2:] if e.topic != TICK_TOPIC]
+        self.assertEqual(mine, [("state/partition", 2, {"i": 0}), ("state/partition", 13, {"i": 10}),
+                                ("state/partition", 24, {"i": 20})])
+
+    @async_test
     async def test_prefix_filtering(self) -> None:
         """A subscriber gets only topics starting with its prefixes (and ticks), in order."""
         publisher = self.node("pub").publish(LOCAL)

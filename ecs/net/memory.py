@@ -30,7 +30,7 @@ from zope.interface import implementer
 from ecs import protocol
 from ecs.net.correlator import CorrelatedClient, Correlator
 from ecs.net.dispatcher import Dispatcher
-from ecs.net.pubsub import PublisherCore, SubscriberCore
+from ecs.net.pubsub import PublisherCore, SubscriberCore, batch_prefixes
 from ecs.net.transport import (
     Handler,
     IClient,
@@ -199,9 +199,9 @@ class MemorySubscriber(SubscriberCore):
         callback: Callable[[Envelope], None],
         max_size: int,
     ) -> None:
-        super().__init__(address, callback, max_size)
+        super().__init__(address, callback, max_size, prefixes)
         self.network = network
-        self.prefixes = [p.encode() for p in prefixes]
+        self.prefixes = [p.encode() for p in batch_prefixes(prefixes)]
 
     def matches(self, topic: bytes) -> bool:
         """Whether C{topic} is subscribed to."""

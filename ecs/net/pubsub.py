@@ -173,11 +173,21 @@ class SubscriberCore:
         address: str,
         callback: Callable[[Envelope], None],
         max_size: int = protocol.DEFAULT_MAX_SIZE,
+        prefixes: list[str] | None = None,
     ) -> None:
+        """
+        @param prefixes: the topics asked for, when the medium subscribes
+            L{batch_prefixes} of them: events on other topics (the other
+            entries of a batch, plain events the wider subscription brought)
+            are not delivered.
+        """
         self.address = address
         self._callback = callback
         self._max_size = max_size
         self.dropped = 0
+        self._only: tuple[str, ...] | None = None
+        if prefixes is not None and set(batch_prefixes(prefixes)) != set(prefixes):
+            self._only = tuple(prefixes)
 
     def frames_received(self, frames: list[bytes]) -> None:
         """Validate one message and hand it to the callback."""
@@ -222,10 +232,28 @@ class SubscriberCore:
         self._deliver(envelope)
 
     def _deliver(self, envelope: Envelope) -> None:
+        if self._only is not None and not (envelope.topic or "").startswith(self._only):
+            return
         try:
             self._callback(envelope)
         except Exception:
             self._log.failure("subscriber {address}: event handler raised", address=self.address)
+
+
+def batch_prefixes(prefixes: list[str]) -> list[str]:
+    """
+    The subscriptions that receive every event of C{prefixes}, batches
+    included: each prefix and each of its ancestors ending in C{/}
+    (C{state/partition} needs C{state/}, the topic of the table's batches).
+    """
+    out: list[str] = []
+    for prefix in prefixes:
+        cut = prefix.find("/")
+        while 0 <= cut < len(prefix) - 1:
+            out.append(prefix[: cut + 1])
+            cut = prefix.find("/", cut + 1)
+        out.append(prefix)
+    return list(dict.fromkeys(out))
 
 
 def unpack_batch(batch: Envelope) -> list[Envelope]:

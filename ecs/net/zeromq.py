@@ -51,7 +51,7 @@ from ecs.net.curve import KeyAllowList
 from ecs.net.dispatcher import Dispatcher
 from ecs.net.handshake import ConnectingSocket
 from ecs.net.keys import CurveKeys
-from ecs.net.pubsub import TICK_TOPIC, PublisherCore, SubscriberCore
+from ecs.net.pubsub import TICK_TOPIC, PublisherCore, SubscriberCore, batch_prefixes
 from ecs.net.transport import (
     Handler,
     IClient,
@@ -299,9 +299,9 @@ class ZmqSubscriber(SubscriberCore):
         prefixes: list[str],
         callback: Callable[[Envelope], None],
     ) -> None:
-        super().__init__(address, callback, node.max_size)
+        super().__init__(address, callback, node.max_size, [*prefixes, TICK_TOPIC])
         self.node = node
-        self._prefixes = [*prefixes, TICK_TOPIC]
+        self._prefixes = batch_prefixes([*prefixes, TICK_TOPIC])
         self.link = ConnectingSocket(node, address, self._open)
 
     def _open(self) -> _Sub:
