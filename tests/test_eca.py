@@ -269,6 +269,31 @@ class CommandTests(ClockedHarness):
         self.assertEqual({s["id"]: s["tag"] for s in details["systems"]}["TFC"], "tfc-pulser")
         self.assertIsNone(details["tag"])
 
+    async def test_config_versions_shown(self) -> None:
+        """Each system shows the version of the configuration it runs, in the details and in its state events."""
+        edited = {"system": "STS", "parameters": {"threshold_adc": 7}}
+        await self.ok("PUT", "/api/configs/sts-default", "expert", edited)
+        stub, reader = await self.open_events("/api/events?partition=demo")
+        await self.take("operator")
+        await self.configure()
+        details = await self.ok("GET", "/api/partitions/demo", "viewer")
+        systems = {s["id"]: s for s in details["systems"]}
+        self.assertEqual((systems["STS"]["tag"], systems["STS"]["config_version"]), ("sts-default", 2))
+        self.assertEqual((systems["TFC"]["tag"], systems["TFC"]["config_version"]), ("tfc-default", 1))
+        events = await self.events_until(
+            stub,
+            reader,
+            lambda es: any(
+                e["data"].get("key") == "system/STS" and (e["data"].get("value") or {}).get("tag") == "sts-default"
+                for e in es
+            ),
+        )
+        sts = [e["data"]["value"] for e in events if e["data"].get("key") == "system/STS" and e["data"]["value"]]
+        self.assertEqual([v.get("config_version") for v in sts if v.get("tag") == "sts-default"][-1], 2)
+        # Before any configure the ECA sent, a system shows no version.
+        p2 = await self.ok("GET", "/api/partitions/p2", "viewer")
+        self.assertNotIn("config_version", {s["id"]: s for s in p2["systems"]}["STS2"])
+
     async def test_start_stop_run_record(self) -> None:
         """Start then stop records a run with the exact configuration versions used, even after an edit."""
         await self.take("operator")

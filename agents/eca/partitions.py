@@ -94,8 +94,21 @@ class Partition:
         return self.picture.summary(self._owner.holder(self.id))
 
     def details(self) -> dict[str, Any]:
-        """See L{PartitionPicture.details}, with the control holder."""
-        return self.picture.details(self._owner.holder(self.id))
+        """
+        See L{PartitionPicture.details}, with the control holder, and each
+        system's C{config_version}: the version of its configuration that
+        this ECA sent (when the system reports that configuration).
+        """
+        details = self.picture.details(self._owner.holder(self.id))
+        details["systems"] = [self.with_version(system["id"], system) for system in details.get("systems", [])]
+        return details
+
+    def with_version(self, system: str, record: dict[str, Any]) -> dict[str, Any]:
+        """C{record} with C{config_version} when it runs the configuration sent to it last."""
+        sent = self.sent.get(system)
+        if sent is None or record.get("tag") is None or sent.get("config_id") != record.get("tag"):
+            return record
+        return {**record, "config_version": sent.get("version")}
 
     # -- talking to the PCA -----------------------------------------------------------
 
@@ -256,7 +269,11 @@ class Partitions:
         """Do what a change of C{partition}'s picture calls for (in order)."""
         for effect in effects:
             if isinstance(effect, Emit):
-                self.events.emit(effect.type, effect.data, partition.id)
+                data = effect.data
+                key, value = data.get("key"), data.get("value")
+                if effect.type == "state" and isinstance(key, str) and key.startswith("system/") and value:
+                    data = {**data, "value": partition.with_version(key[len("system/"):], value)}
+                self.events.emit(effect.type, data, partition.id)
             elif isinstance(effect, RunStarted):
                 d = defer.Deferred.fromCoroutine(self._run_started(partition, effect.tag))
                 d.addErrback(lambda f: self._log.failure("run start", f))

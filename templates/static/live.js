@@ -76,7 +76,8 @@ window.LIVE = (function () {
       }
       ECS.showState(this.stateEl, shown);
       setText(this.cells.raw, live ? (r.raw_state || "") : "—");
-      setText(this.cells.tag, r.tag || "");
+      // The configuration and, when the ECA sent it, its version ("sts-default v3").
+      setText(this.cells.tag, r.tag ? r.tag + (r.config_version ? " v" + r.config_version : "") : "");
       setText(this.cells.comment, r.comment || "");
       setText(this.cells.connected, live ? "yes" : "no");
       this.tr.classList.toggle("disconnected", !live);
