@@ -66,8 +66,12 @@ C{ZmqNode}, the demo's client keys), paired the same way
 The same pairing, with the points the processes stamped on the way
 (C{pca_fold}: the PCA folds the status into its view, from the reply to
 its command or from the host's batched C{states} notification, whichever
-comes first; C{pca_pub}: it publishes the record; C{eca_in}: the ECA
-receives the event; C{eca_emit}: the ECA hands it to the event streams;
+comes first; C{pca_pub}: it publishes the record (stages it: the PCA
+sends a reactor turn's records as one C{states} message when the turn
+ends, or every 100; see L{ecs.net.pubsub.PublisherCore.stage}, so this
+stage includes that wait); C{eca_in}: the ECA's link gets the event (an
+entry of a batch: after the batch's earlier entries were applied);
+C{eca_emit}: the ECA hands it to the event streams;
 C{eca_tcp_send}: the ECA's next write of web bytes to the kernel), splits
 each delay into stages (C{stages_ms}, and C{tail_stages_ms}: the mean of
 each stage over the slowest 1 % of events), which says what dominates.

@@ -25,7 +25,8 @@ process I{is} the agent:
     handled, C{pca_fold} when the sequencer folds a system's status into
     its view (from a notification, or from the reply to a command: with
     zero-time actions the reply to C{configure} already says Active), and
-    C{pca_pub} when a system's record is published;
+    C{pca_pub} when a system's record is published (staged for the
+    turn's C{states} message);
   - the ECA (C{ecs-demo}): C{eca_in} when a state event arrives from the
     PCA's publisher, and C{eca_emit} when the ECA's mirror applies it and
     hands it to the event streams (L{Partition.got_record}), and
