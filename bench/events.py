@@ -726,7 +726,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
     env.update({"PYTHONUNBUFFERED": "1", "ECS_BENCH_PARENT": str(os.getpid()), "ECS_ADMIN_PASSWORD": PASSWORD,
                 "ECS_BENCH_ORDERED_START": "1" if ordered else "0",
                 "ECS_BENCH_ECA_READ_BATCH": str(args.eca_read_batch or ""),
-                "ECS_BENCH_PCA_SEND_CHUNK": str(args.pca_send_chunk or "")})
+                "ECS_BENCH_PCA_SEND_CHUNK": str(args.pca_send_chunk or ""),
+                "ECS_BENCH_PCA_BATCH_LIMIT": str(args.pca_batch_limit or "")})
     say(f"demo with {n} extra detectors ({total} systems), security {args.security}, "
         f"action duration {args.duration}, {args.cycles} cycle(s)"
         + (", PCA started once every controller serves" if ordered else "") + f"; in {tmp}")
@@ -983,6 +984,7 @@ def analyse(
         "cycles": args.cycles,
         "eca_read_batch": args.eca_read_batch,
         "pca_send_chunk": args.pca_send_chunk,
+        "pca_batch_limit": args.pca_batch_limit,
         "security": args.security,
         "action_duration": args.duration,
         "by_phase": {name: summary_ms(v) for name, v in by_phase.items()},
@@ -1101,6 +1103,10 @@ def main() -> None:
     parser.add_argument("--pca-send-chunk", type=int, default=None, metavar="K",
                         help="what-if: the PCA sends at most K commands to systems per reactor turn "
                         "(the shipped PCA sends one per system in one loop); not a product setting")
+    parser.add_argument("--pca-batch-limit", type=int, default=None, metavar="K",
+                        help="what-if: the most state records one message of the PCA carries "
+                        "(ecs.net.pubsub.PublisherCore.batch_limit, shipped 100; 1: one message per record, "
+                        "as before batching); not a product setting")
     parser.add_argument("--clients", type=int, default=1, metavar="N",
                         help="N event-stream clients open at once, like N consoles (default 1); "
                         "the result's 'clients' gives p50/p99 per phase over all of them")

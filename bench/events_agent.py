@@ -289,6 +289,13 @@ def main() -> None:
         chunk = os.environ.get("ECS_BENCH_PCA_SEND_CHUNK")
         if chunk:
             pace_pca_commands(int(chunk))
+        # What-if experiment (bench/events.py --pca-batch-limit): the most
+        # state records per published message.
+        limit = os.environ.get("ECS_BENCH_PCA_BATCH_LIMIT")
+        if limit:
+            from ecs.net.pubsub import PublisherCore
+
+            PublisherCore.batch_limit = int(limit)
     elif plugin == "ecs-demo":
         patch_eca(out)
         # What-if experiment (bench/events.py --eca-read-batch): the most
