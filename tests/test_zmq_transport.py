@@ -681,6 +681,37 @@ class PubSubTests(ZmqTestCase):
     """Publish/subscribe over real sockets."""
 
     @async_test
+    async def test_sub_reads_events_not_messages(self) -> None:
+        """A SUB's bounded read counts the events a batch carries: a turn takes about
+        MAX_READ_BATCH events, not MAX_READ_BATCH batches of a hundred."""
+        from ecs.net import zeromq as zmq_transport
+
+        publisher = self.node("pub").publish(LOCAL)
+        store = StateStore(publisher, batch=True)
+        got: list[Envelope] = []
+        subscriber = self.node("sub").subscribe(publisher.address, ["state/"], got.append)
+        await wait_until(lambda: bool(got), "the first tick", between=publisher.tick)
+        connection = subscriber.connection
+        turns: list[int] = []
+        original_read = connection.doRead
+
+        def counting_read() -> None:
+            turns.append(len(got))
+            original_read()
+            turns[-1] = len(got) - turns[-1]
+
+        connection.doRead = counting_read
+        count = 4 * zmq_transport.MAX_READ_BATCH
+        # Let the whole flood queue up before the subscriber reads.
+        for i in range(count):
+            store.set(f"d{i}", {"i": i})
+        last = publisher.seq
+        await wait_until(lambda: got[-1].seq == last, "every event")
+        self.assertEqual(len([e for e in got if e.topic != TICK_TOPIC]), count)
+        self.assertLessEqual(max(turns), zmq_transport.MAX_READ_BATCH + publisher.batch_limit - 1)
+        self.assertGreaterEqual(len([t for t in turns if t]), 3)
+
+    @async_test
     async def test_batches_reach_narrow_subscribers(self) -> None:
         """A batch of a turn arrives as one message and its entries as numbered events; a
         subscriber of one key (narrower than the batch's topic) gets that key's entries only."""

@@ -189,8 +189,8 @@ class SubscriberCore:
         if prefixes is not None and set(batch_prefixes(prefixes)) != set(prefixes):
             self._only = tuple(prefixes)
 
-    def frames_received(self, frames: list[bytes]) -> None:
-        """Validate one message and hand it to the callback."""
+    def frames_received(self, frames: list[bytes]) -> int:
+        """Validate one message and hand its events to the callback; return how many."""
         if len(frames) != 2:
             self.dropped += 1
             self._log.warn(
@@ -198,7 +198,7 @@ class SubscriberCore:
                 address=self.address,
                 count=len(frames),
             )
-            return
+            return 0
         try:
             envelope = protocol.decode(frames[1], self._max_size)
         except ProtocolError as e:
@@ -208,7 +208,7 @@ class SubscriberCore:
                 address=self.address,
                 reason=e.reason,
             )
-            return
+            return 0
         if envelope.kind != "event" or (envelope.topic or "").encode("utf-8") != frames[0]:
             self.dropped += 1
             self._log.warn(
@@ -216,7 +216,7 @@ class SubscriberCore:
                 address=self.address,
                 kind=envelope.kind,
             )
-            return
+            return 0
         if envelope.type == BATCH_TYPE:
             try:
                 unpacked = unpack_batch(envelope)
@@ -225,11 +225,12 @@ class SubscriberCore:
                 self._log.warn(
                     "subscriber {address}: dropped malformed batch: {reason}", address=self.address, reason=e
                 )
-                return
+                return 0
             for one in unpacked:
                 self._deliver(one)
-            return
+            return len(unpacked)
         self._deliver(envelope)
+        return 1
 
     def _deliver(self, envelope: Envelope) -> None:
         if self._only is not None and not (envelope.topic or "").startswith(self._only):

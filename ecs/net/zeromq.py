@@ -72,7 +72,8 @@ class _BoundedRead:
     """
     txZMQ's C{doRead} reads a socket until it is empty: under a flood (ten
     thousand replies) heartbeats and every other socket wait behind it.  This
-    one reads at most L{MAX_READ_BATCH} messages, then comes back on the next
+    one reads at most L{MAX_READ_BATCH} messages (a SUB: events, a batch
+    counting for each it carried), then comes back on the next
     reactor turn (ZeroMQ's descriptor is edge-triggered: it would not wake
     us again for what is already queued).
     """
@@ -86,8 +87,8 @@ class _BoundedRead:
             if not self.read_scheduled.called:
                 self.read_scheduled.cancel()
             self.read_scheduled = None
-        limit = getattr(self.factory, "read_batch", MAX_READ_BATCH) if self.factory else 0
-        for _ in range(limit):
+        budget = getattr(self.factory, "read_batch", MAX_READ_BATCH) if self.factory else 0
+        while budget > 0:
             if self.factory is None:
                 return  # closed meanwhile
             if not self.socket.get(zmq.EVENTS) & zmq.POLLIN:
@@ -97,9 +98,12 @@ class _BoundedRead:
                 message = self._readMultipart()  # type: ignore[attr-defined]
             except zmq.ZMQError as e:
                 if e.errno == errno.EAGAIN:
+                    budget -= 1
                     continue
                 raise
-            self.messageReceived(message)  # type: ignore[attr-defined]  # likewise
+            # A SUB counts the events a message carried (a batch is many).
+            cost = self.messageReceived(message)  # type: ignore[attr-defined]  # likewise
+            budget -= cost if isinstance(cost, int) and cost > 0 else 1
         if self.factory is not None:
             self.read_scheduled = self.factory.reactor.callLater(0, self.doRead)
 
@@ -155,8 +159,8 @@ class _Sub(_Connecting, _BoundedRead, ZmqSubConnection):
         self.owner = owner
         super().__init__(factory)
 
-    def messageReceived(self, message: list[bytes]) -> None:
-        self.owner.frames_received(message)
+    def messageReceived(self, message: list[bytes]) -> int:
+        return self.owner.frames_received(message)
 
 
 def _send(connection: Any, frames: list[bytes]) -> None:
