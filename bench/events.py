@@ -490,7 +490,8 @@ class FanOut:
                 socket.curve_serverkey = keys.server_public
                 socket.curve_publickey = keys.client_public
                 socket.curve_secretkey = keys.client_secret
-            socket.setsockopt(zmq.SUBSCRIBE, b"state/system/")
+            # "state/": the PCA sends a turn's records as one "states" message on that topic.
+            socket.setsockopt(zmq.SUBSCRIBE, b"state/")
             socket.connect(address)
             self._sockets.append(socket)
             self._raw.append([])
@@ -517,6 +518,7 @@ class FanOut:
     def close(self) -> None:
         """Stop the reader, close the sockets, decode what arrived into L{events}."""
         from ecs import protocol
+        from ecs.net.pubsub import BATCH_TYPE, unpack_batch
 
         if self._thread is None:
             return
@@ -529,10 +531,11 @@ class FanOut:
         for raw in self._raw:
             mine: list[tuple[float, str, str | None, int]] = []
             for t, frame in raw:
-                body = protocol.decode(frame).body
-                key, value = body.get("key"), body.get("value")
-                if isinstance(key, str) and key.startswith("system/") and isinstance(value, dict):
-                    mine.append((t, key[7:], value.get("raw_state"), -1))
+                envelope = protocol.decode(frame)
+                for event in unpack_batch(envelope) if envelope.type == BATCH_TYPE else [envelope]:
+                    key, value = event.body.get("key"), event.body.get("value")
+                    if isinstance(key, str) and key.startswith("system/") and isinstance(value, dict):
+                        mine.append((t, key[7:], value.get("raw_state"), -1))
             self.events.append(mine)
 
 
