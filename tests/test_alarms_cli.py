@@ -234,7 +234,9 @@ class CommandLineTests(SynchronousTestCase):
     """ecs alarms, status and watch over HTTP against the stub of the contract's routes."""
 
     def setUp(self) -> None:
-        self.home = Path(self.mktemp())
+        # Absolute: a relative XDG_CONFIG_HOME is ignored (the spec), and the
+        # credentials would go to the real ~/.config/ecs, shared by trial's workers.
+        self.home = Path(self.mktemp()).resolve()
         self.home.mkdir()
         patcher = mock.patch.dict(os.environ, {"XDG_CONFIG_HOME": str(self.home), "NO_COLOR": "1"})
         patcher.start()
