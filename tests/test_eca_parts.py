@@ -78,6 +78,119 @@ class EventLogTests(SynchronousTestCase):
         self.assertTrue(IEventSource.providedBy(log))
 
 
+class EventLogBatchTests(SynchronousTestCase):
+    """The batch subscription: a reactor turn's events in one call, on the injected clock."""
+
+    def test_one_call_per_turn_in_order(self) -> None:
+        """A turn's events come in one call, in order, when the turn ends; the next turn is another call."""
+        clock = Clock()
+        log = EventLog(clock=clock)
+        calls: list[list[int]] = []
+        log.subscribe_batch(lambda events: calls.append([n for n, _, _ in events]))
+        for _ in range(5):
+            log.emit("state", {}, "p1")
+        self.assertEqual(calls, [])
+        clock.advance(0)
+        self.assertEqual(calls, [[1, 2, 3, 4, 5]])
+        clock.advance(0)
+        self.assertEqual(calls, [[1, 2, 3, 4, 5]])  # no empty batch
+        log.emit("log", {})
+        clock.advance(0)
+        self.assertEqual(calls, [[1, 2, 3, 4, 5], [6]])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_per_event_subscribers_unchanged(self) -> None:
+        """A per-event subscriber still gets each event as it is emitted, before the turn ends."""
+        clock = Clock()
+        log = EventLog(clock=clock)
+        single: list[int] = []
+        log.subscribe(lambda n, t, d: single.append(n))
+        log.subscribe_batch(lambda events: None)
+        log.emit("state", {})
+        log.emit("state", {})
+        self.assertEqual(single, [1, 2])
+        clock.advance(0)
+
+    def test_partition_filter(self) -> None:
+        """A partition's batch has its events and the global ones; an unfiltered one has all."""
+        clock = Clock()
+        log = EventLog(clock=clock)
+        p1: list[list[int]] = []
+        every: list[list[int]] = []
+        log.subscribe_batch(lambda events: p1.append([n for n, _, _ in events]), "p1")
+        log.subscribe_batch(lambda events: every.append([n for n, _, _ in events]))
+        log.emit("state", {}, "p1")
+        log.emit("state", {}, "p2")
+        log.emit("agent", {}, None)
+        clock.advance(0)
+        self.assertEqual(p1, [[1, 3]])
+        self.assertEqual(every, [[1, 2, 3]])
+        log.emit("state", {}, "p2")
+        clock.advance(0)
+        self.assertEqual(p1, [[1, 3]])  # nothing for it this turn: not called
+        self.assertEqual(every, [[1, 2, 3], [4]])
+
+    def test_unsubscribe_mid_turn(self) -> None:
+        """Unsubscribed before the turn ends, or by an earlier subscriber's callback: no call."""
+        clock = Clock()
+        log = EventLog(clock=clock)
+        got: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+        stops: dict[str, Any] = {}
+
+        def first(events: list[tuple[int, str, dict[str, Any]]]) -> None:
+            got["a"].extend(n for n, _, _ in events)
+            stops["b"]()
+
+        stops["a"] = log.subscribe_batch(first)
+        stops["b"] = log.subscribe_batch(lambda events: got["b"].extend(n for n, _, _ in events))
+        stops["c"] = log.subscribe_batch(lambda events: got["c"].extend(n for n, _, _ in events))
+        log.emit("log", {})
+        stops["c"]()
+        clock.advance(0)
+        self.assertEqual(got, {"a": [1], "b": [], "c": []})
+
+    def test_subscribed_mid_turn(self) -> None:
+        """A subscriber added during a turn gets only the events emitted after it subscribed."""
+        clock = Clock()
+        log = EventLog(clock=clock)
+        early: list[int] = []
+        late: list[int] = []
+        log.subscribe_batch(lambda events: early.extend(n for n, _, _ in events))
+        log.emit("log", {})
+        log.subscribe_batch(lambda events: late.extend(n for n, _, _ in events))
+        log.emit("log", {})
+        clock.advance(0)
+        self.assertEqual(early, [1, 2])
+        self.assertEqual(late, [2])
+
+    def test_subscriber_raises(self) -> None:
+        """A batch subscriber that raises is logged; the others still get their batch, and later ones too."""
+        clock = Clock()
+        log = EventLog(clock=clock)
+        got: list[int] = []
+
+        def bad(events: list[tuple[int, str, dict[str, Any]]]) -> None:
+            raise ValueError("bug")
+
+        log.subscribe_batch(bad)
+        log.subscribe_batch(lambda events: got.extend(n for n, _, _ in events))
+        log.emit("log", {})
+        clock.advance(0)
+        log.emit("log", {})
+        clock.advance(0)
+        self.assertEqual(got, [1, 2])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+
+    def test_without_clock(self) -> None:
+        """Without a clock every event is its own batch, delivered at once."""
+        log = EventLog()
+        calls: list[list[int]] = []
+        log.subscribe_batch(lambda events: calls.append([n for n, _, _ in events]))
+        log.emit("log", {})
+        log.emit("log", {})
+        self.assertEqual(calls, [[1], [2]])
+
+
 class LogBookTests(SynchronousTestCase):
     """Lines go live at once and to the store in batches."""
 

@@ -12,6 +12,10 @@ import json
 from typing import Any
 from unittest import mock
 
+from treq.testing import StubTreq
+
+from agents.eca.events import EventLog
+from ecs.web.routes import WebAPI
 from ecs.web.stream import IMMEDIATE
 from tests.http_helpers import SSEReader
 from tests.test_web import BASE, WebTestCase
@@ -217,3 +221,119 @@ class BurstTests(WebTestCase):
         self.assertEqual(len(writes), 5 + 9)
         reader.hang_up()
         self.stub.flush()
+
+
+class BatchStreamsTests(WebTestCase):
+    """Streams fed a turn at a time by a real L{EventLog} on the test's clock (the ECA's wiring)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.log = EventLog(clock=self.clock)
+        self.center.events_since = self.log.events_since  # type: ignore[method-assign]
+        self.api = WebAPI(self.center, self.clock, subscribe_many=self.log.subscribe_batch)
+        self.stub = StubTreq(self.api.resource())
+
+    def open(self, path: str = "/api/events", last: str | None = None) -> SSEReader:
+        headers = {"Authorization": f"Bearer {self.token('viewer')}"}
+        if last is not None:
+            headers["Last-Event-ID"] = last
+        d = self.stub.get(BASE + path, headers=headers, unbuffered=True)
+        self.stub.flush()
+        reader = SSEReader()
+        self.successResultOf(d).deliverBody(reader)
+        self.stub.flush()
+        return reader
+
+    def counted_writes(self) -> list[list[bytes]]:
+        """Every open stream's writes, recorded from now on."""
+        all_writes: list[list[bytes]] = []
+        for stream in self.api.streams:
+            writes: list[bytes] = []
+            real_write = stream.request.write
+
+            def counting_write(data: bytes, writes: list[bytes] = writes, real_write: Any = real_write) -> None:
+                writes.append(data)
+                real_write(data)
+
+            stream.request.write = counting_write  # type: ignore[method-assign]
+            all_writes.append(writes)
+        return all_writes
+
+    def close_all(self, readers: list[SSEReader]) -> None:
+        for reader in readers:
+            reader.hang_up()
+        self.stub.flush()
+
+    def test_one_write_per_turn_encoded_once(self) -> None:
+        """100 events in a turn: each of five streams gets them all, in order, in one write; each encoded once."""
+        readers = [self.open() for _ in range(5)]
+        writes = self.counted_writes()
+        real_dumps = json.dumps
+        calls: list[Any] = []
+
+        def counting_dumps(obj: Any, *args: Any, **kwargs: Any) -> str:
+            calls.append(obj)
+            return real_dumps(obj, *args, **kwargs)
+
+        with mock.patch("ecs.web.stream.json.dumps", counting_dumps):
+            for n in range(100):
+                self.log.emit("state", {"key": "system/S", "value": {"n": n}}, "demo")
+            self.stub.flush()
+            self.assertEqual(readers[0].events(), [])
+            self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual(len(calls), 100)
+        self.assertEqual([len(w) for w in writes], [1] * 5)
+        first = readers[0].events()
+        self.assertEqual([e["data"]["value"]["n"] for e in first], list(range(100)))
+        self.assertEqual([e["id"] for e in first], list(range(1, 101)))
+        for reader in readers[1:]:
+            self.assertEqual(reader.events(), first)
+        self.close_all(readers)
+        self.assertEqual(self.log._batches, [])
+
+    def test_partition_filter(self) -> None:
+        """A ?partition= stream gets its partition's events and the global ones, in order."""
+        demo = self.open("/api/events?partition=demo")
+        every = self.open()
+        self.log.emit("state", {"n": 0}, "demo")
+        self.log.emit("state", {"n": 1}, "other")
+        self.log.emit("agent", {"n": 2}, None)
+        self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual([e["data"]["n"] for e in demo.events()], [0, 2])
+        self.assertEqual([e["data"]["n"] for e in every.events()], [0, 1, 2])
+        self.close_all([demo, every])
+
+    def test_resume_no_duplicate(self) -> None:
+        """A stream that resumes in the middle of a turn gets the replay, then the rest, each event once."""
+        live = self.open()
+        for n in range(3):
+            self.log.emit("log", {"n": n}, "demo")
+        resumed = self.open(last="1")
+        self.log.emit("log", {"n": 3}, "demo")
+        self.clock.advance(0)
+        self.stub.flush()
+        self.assertEqual([e["id"] for e in live.events()], [1, 2, 3, 4])
+        self.assertEqual([e["id"] for e in resumed.events()], [2, 3, 4])
+        self.close_all([live, resumed])
+
+    def test_slow_client_dropped(self) -> None:
+        """A paused stream whose queued turns pass max_buffer is dropped and unsubscribed; another is not."""
+        self.api.sse_max_buffer = 500
+        slow = self.open()
+        fast = self.open()
+        slow_stream = next(iter(self.api.streams))
+        slow_stream.request.channel.pauseProducing()
+        for turn in range(5):
+            for n in range(3):
+                self.log.emit("log", {"n": turn * 3 + n, "text": "x" * 40}, "demo")
+            self.clock.advance(0)
+        self.assertTrue(slow_stream.dropped)
+        self.assertEqual(len(self.log._batches), 1)
+        self.stub.flush()
+        readers = [slow, fast]
+        kept = [r for r in readers if r.lost is None]
+        self.assertEqual(len(kept), 1)
+        self.assertEqual([e["data"]["n"] for e in kept[0].events()], list(range(15)))
+        self.close_all(kept)

@@ -155,7 +155,7 @@ def build_eca(
     @param supervision: more keyword arguments of L{Supervisor} (back-off...).
     """
     metrics = metrics if metrics is not None else EcaMetrics()
-    events = EventLog()
+    events = EventLog(clock=clock)
     logbook = LogBook(store, events, clock)
     audit = Audit(store)
     scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout)

@@ -31,6 +31,15 @@ class IEventSource(Interface):
     ) -> Callable[[], None]:
         """Deliver the events (of one partition, and the global ones) until the returned callable is called."""
 
+    def subscribe_batch(
+        callback: Callable[[list[tuple[int, str, dict[str, Any]]]], None], partition_id: str | None = None
+    ) -> Callable[[], None]:
+        """
+        Like L{subscribe}, but once per reactor turn with the turn's events
+        (in order; never an empty list; only events emitted after the call).
+        The list is shared by the subscribers: it must not be changed.
+        """
+
     def events_since(event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
         """The buffered events after C{event_id}, or None when some were dropped."""
 

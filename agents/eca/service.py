@@ -224,7 +224,7 @@ class ECAService(AsyncStartService, service.MultiService):
             await eca.stop()
             raise
         _add(self, core)
-        api = WebAPI(eca.center, self.reactor)
+        api = WebAPI(eca.center, self.reactor, subscribe_many=eca.events.subscribe_batch)
         eca.metrics.observe_streams(api.open_streams)
         gui = GuiPages(eca.center)
         port = await endpoints.serverFromString(self.reactor, self.web).listen(

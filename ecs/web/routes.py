@@ -94,6 +94,9 @@ KEEPALIVE = 15.0
 SESSION_CHECK = 30.0
 SSE_MAX_BUFFER = 1 << 20
 
+#: a batch subscription: (callback of a turn's events, partition) -> unsubscribe
+BatchSubscribe = Callable[[Callable[[list[tuple[int, str, dict[str, Any]]]], None], str | None], Callable[[], None]]
+
 
 class WebAPI:
     """The JSON API, SSE and metrics of the ECA over an L{IControlCenter}."""
@@ -113,8 +116,15 @@ class WebAPI:
         login_limit_address: int = 20,
         login_window: float = 60.0,
         session_check: float = SESSION_CHECK,
+        subscribe_many: BatchSubscribe | None = None,
     ) -> None:
+        """
+        @param subscribe_many: the event source's batch subscription (the
+            ECA's C{EventLog.subscribe_batch}: a turn's events in one call);
+            None: the streams follow C{center.subscribe}, one event a call.
+        """
         self.center = center
+        self._subscribe_many = subscribe_many
         self.clock = clock
         self.max_body = max_body
         self.keepalive = keepalive
@@ -360,7 +370,12 @@ class WebAPI:
         self._streams.add(stream)
         if not self._checking.running:
             self._checking.start(self.session_check, now=False)
-        stream.start(replay, lambda callback: self.center.subscribe(callback, partition))
+        subscribe_many = self._subscribe_many
+        stream.start(
+            replay,
+            lambda callback: self.center.subscribe(callback, partition),
+            None if subscribe_many is None else (lambda callback: subscribe_many(callback, partition)),
+        )
         # Ends when the client goes (Klein then cancels this Deferred, which
         # is fine: the stream has already cleaned up through notifyFinish).
         await stream.done

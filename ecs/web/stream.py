@@ -20,6 +20,12 @@ keep that cheap, neither dropping nor reordering anything:
   it collects from the first event, so each turn costs one write per
   stream.  Keep-alives and later events queue behind what was collected,
   so the order on the wire is the order of the events.
+
+When the ECA gives the web a batch subscription (C{subscribe_many}: its
+L{agents.eca.events.EventLog} calls back once per reactor turn with the
+turn's events), a stream takes a turn's events in one call,
+L{EventStream.send_many}, and writes them as one chunk; the chunk is made
+once for every stream given the same list (L{_EncodedTurn}).
 """
 
 from __future__ import annotations
@@ -66,6 +72,32 @@ class _Encoded:
 _ENCODED = _Encoded()
 
 
+class _EncodedTurn:
+    """
+    The chunk of the last list of events encoded whole, reused while the
+    next stream sends the same list (the event source hands one list to
+    every stream with the same partition filter; the reference is kept).
+    """
+
+    def __init__(self) -> None:
+        self._events: list[tuple[int, str, dict[str, Any]]] | None = None
+        self._length = 0
+        self._chunk = b""
+
+    def chunk(self, events: list[tuple[int, str, dict[str, Any]]]) -> bytes:
+        """The bytes of a turn's events, encoded at most once in a row."""
+        if events is self._events and len(events) == self._length:
+            return self._chunk
+        self._chunk = b"".join(_ENCODED.block(n, t, d) for n, t, d in events)
+        self._events, self._length = events, len(events)
+        return self._chunk
+
+
+_ENCODED_TURN = _EncodedTurn()
+
+Events = list[tuple[int, str, dict[str, Any]]]
+
+
 @implementer(IPushProducer)
 class EventStream:
     """One open C{/api/events} response: writes events, keep-alives, and
@@ -102,8 +134,10 @@ class EventStream:
         self._pending_size = 0
 
     def start(self, replay: list[tuple[int, str, dict[str, Any]]] | None,
-              subscribe: Callable[[Callable[[int, str, dict[str, Any]], None]], Callable[[], None]]) -> None:
-        """Send the replay (None: a reload event), then follow live events."""
+              subscribe: Callable[[Callable[[int, str, dict[str, Any]], None]], Callable[[], None]],
+              subscribe_many: Callable[[Callable[[Events], None]], Callable[[], None]] | None = None) -> None:
+        """Send the replay (None: a reload event), then follow live events
+        (a turn at a time through C{subscribe_many} when given, else one by one)."""
         request = self.request
         if getattr(request, "channel", None) is None:
             # Gone already: notifyFinish would never fire.
@@ -118,7 +152,10 @@ class EventStream:
             for event_id, kind, data in replay:
                 self.send(event_id, kind, data)
         if not self.closed:
-            self._unsubscribe = subscribe(self.send)
+            if subscribe_many is not None:
+                self._unsubscribe = subscribe_many(self.send_many)
+            else:
+                self._unsubscribe = subscribe(self.send)
             self._keepalive.start(self._keepalive_interval, now=False)
 
     def send(self, event_id: int, kind: str, data: dict[str, Any]) -> None:
@@ -132,6 +169,18 @@ class EventStream:
         if self._in_turn > (0 if self._burst else IMMEDIATE) and self._pending is None and not self._paused:
             self._pending, self._pending_size = [], 0
         self._write(_ENCODED.block(event_id, kind, data))
+
+    def send_many(self, events: Events) -> None:
+        """Write a reactor turn's events, in order, as one chunk (the batch subscriber callback)."""
+        if self.closed or not events:
+            return
+        if events[0][0] > self._last_id:
+            chunk = _ENCODED_TURN.chunk(events)
+        else:  # some were in the replay already
+            chunk = b"".join(_ENCODED.block(n, t, d) for n, t, d in events if n > self._last_id)
+        self._last_id = max(self._last_id, events[-1][0])
+        if chunk:
+            self._write(chunk)
 
     def _end_turn(self) -> None:
         """The reactor turn is over: write what it collected, as one chunk."""
