@@ -192,7 +192,8 @@ class ECAHarness(TestCase):
         await self.until(defer.Deferred.fromCoroutine(self.core.open()), what="ECA open")
         self.core.startService()
         self.eca = self.parts.center
-        self.api = WebAPI(self.eca, self.clock)
+        # As the ECA's service wires it: streams take a turn's events in one call.
+        self.api = WebAPI(self.eca, self.clock, subscribe_many=self.parts.events.subscribe_batch)
         self.parts.metrics.observe_streams(self.api.open_streams)
         self.stub = StubTreq(self.api.resource())
 
