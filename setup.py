@@ -12,7 +12,7 @@ code: :mod:`ecs.paths` looks there when it is not run from a checkout.
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 DATA_FOLDERS = ("fsm", "etc", "templates")
@@ -35,4 +35,9 @@ class BuildWithData(build_py):
             shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-setup(cmdclass={"build_py": BuildWithData})
+# Every package under ecs/ and agents/, found (nothing to forget when one is
+# added), and the plugin folder: twisted/plugins has no __init__.py (twistd's
+# rule), so it is named here.
+PACKAGES = [*find_packages(include=["ecs", "ecs.*", "agents", "agents.*"]), "twisted.plugins"]
+
+setup(packages=PACKAGES, cmdclass={"build_py": BuildWithData})
