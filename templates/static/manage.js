@@ -10,7 +10,11 @@
   let partitions = [];
   let detectors = [];
 
-  function holder(text) { $("ecs-holder").textContent = text; }
+  // The ECS control's holder, the same words whichever answer tells it (the
+  // command's reply, GET /api/control or a control event): "you" for this user.
+  function showHolder(name) {
+    $("ecs-holder").textContent = "Holder: " + (name && name === ECS.user() ? "you" : name || "nobody") + ".";
+  }
 
   async function refresh() {
     const [ps, sys] = await Promise.all([ADMIN.partitions(), ADMIN.systems()]);
@@ -63,8 +67,8 @@
   async function takeControl(force) {
     const r = await ECS.api("POST", "/api/control" + (force ? "?force=1" : ""));
     ECS.showReply(force ? "Take the ECS control by force" : "Take the ECS control", r);
-    if (r.ok) holder("Holder: you.");
-    else if (r.data && r.data.holder) holder("Holder: " + r.data.holder + ".");
+    if (r.ok) showHolder(ECS.user());
+    else if (r.data && r.data.holder) showHolder(r.data.holder);
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
@@ -78,7 +82,7 @@
     $("ecs-release").addEventListener("click", async () => {
       const r = await ECS.api("DELETE", "/api/control");
       ECS.showReply("Give up the ECS control", r);
-      if (r.ok) holder("Holder: nobody.");
+      if (r.ok) showHolder(null);
     });
     $("create-partition").addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -139,15 +143,15 @@
       await each(label, ids, (id) => ECS.api("POST", "/api/detectors/" + enc(id) + "/move", {to}),
                  (id) => ECS.api("POST", "/api/detectors/" + enc(id) + "/move", {to, force: true}), "Move anyway (force)");
     });
-    const showHolder = async () => {
+    const askHolder = async () => {
       const r = await ECS.api("GET", "/api/control");
-      if (r.ok) holder("Holder: " + (r.data.holder === ECS.user() ? "you" : r.data.holder || "nobody") + ".");
+      if (r.ok) showHolder(r.data.holder);
     };
     ECS.events(null, {
-      control: (data) => { if (data.scope === "ecs") holder("Holder: " + (data.holder || "nobody") + "."); },
-      reload: async () => { await showHolder(); await refresh(); },
+      control: (data) => { if (data.scope === "ecs") showHolder(data.holder); },
+      reload: async () => { await askHolder(); await refresh(); },
     });
-    await showHolder();
+    await askHolder();
     await refresh();
   });
 })();
