@@ -35,6 +35,11 @@ HTTP_STATUS = {
     "conflict": 409,
     "locked": 423,
     "unavailable": 503,
+    # the database cannot be written (disk full, read-only): the action was
+    # not done; safety commands (stop, abort) go through regardless
+    "storage": 507,
+    # too many tries (the login throttle): the reason says when to try again
+    "too_many": 429,
     # a launcher failed (ecs.launch.LaunchError codes): 502
     "unreachable": 502,
     "timeout": 502,
