@@ -175,10 +175,20 @@ def _v3() -> list[str]:
     ]
 
 
-SCHEMA_VERSION = 3
+def _v4_runs() -> list[str]:
+    """Run records written ahead of the commands (issue 11; L{ecs.store.records})."""
+    return []
+
+
+def _v4_management() -> list[str]:
+    """Management operations recorded before they act (issue 11; moves, locks)."""
+    return []
+
+
+SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
-UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2(), 3: _v3()}
+UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2(), 3: _v3(), 4: _v4_runs() + _v4_management()}
 """
 The statements that bring a database from version C{n - 1} to C{n}, for
 each C{n} from 1 to L{SCHEMA_VERSION}.  Each version is applied in one
