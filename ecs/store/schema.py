@@ -180,6 +180,11 @@ def _v4_runs() -> list[str]:
     return []
 
 
+def _v4_accounts() -> list[str]:
+    """Sessions and tokens that expire and can be listed and revoked (issues 11, 12)."""
+    return []
+
+
 def _v4_management() -> list[str]:
     """Management operations recorded before they act (issue 11; moves, locks)."""
     return []
@@ -188,7 +193,7 @@ def _v4_management() -> list[str]:
 SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
-UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2(), 3: _v3(), 4: _v4_runs() + _v4_management()}
+UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2(), 3: _v3(), 4: _v4_runs() + _v4_management() + _v4_accounts()}
 """
 The statements that bring a database from version C{n - 1} to C{n}, for
 each C{n} from 1 to L{SCHEMA_VERSION}.  Each version is applied in one
