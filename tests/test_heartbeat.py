@@ -77,7 +77,7 @@ class HeartbeatTests(SynchronousTestCase):
         self.hb.start()
         self.assertEqual(len(self.peer.pings), 1)
         self.assertEqual(self.peer.pings[0][0], 3.0)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)  # the next ping, the loss deadline
         self.assertEqual(self.events, [])
 
     def test_any_message_is_a_sign_of_life(self) -> None:
@@ -240,7 +240,7 @@ class HeartbeatTests(SynchronousTestCase):
         self.hb.start()
         self.hb.start()
         self.assertEqual(len(self.peer.pings), 1)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
 
     def test_restart(self) -> None:
         """start() after stop() watches again, with a fresh timeout."""
@@ -273,6 +273,57 @@ class HeartbeatTests(SynchronousTestCase):
         failures = [e["log_failure"] for e in self.log_events if "log_failure" in e]
         self.assertEqual(len(failures), 3)
         self.assertTrue(all(f.check(RuntimeError) for f in failures))
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
         hb.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_loss_at_the_deadline_not_the_next_tick(self) -> None:
+        """Loss is declared timeout after the last answer, even between two heartbeats."""
+        hb = self.make(interval=1.0, timeout=2.5)
+        hb.start()
+        self.clock.advance(0.25)
+        self.peer.answer()  # last answer at 0.25: lost at 2.75
+        self.events.clear()
+        self.clock.advance(2.49)
+        self.assertEqual(self.events, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.events, ["lost"])
+        hb.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_detection_within_two_intervals(self) -> None:
+        """With timeout = 2 intervals, a peer that stops answering at any moment is lost within 2 intervals."""
+        for death in (0.0, 0.3, 0.999):
+            clock = Clock()
+            events: list[str] = []
+            peer = Peer()
+            peer.auto = lambda: defer.succeed({"agents": 1})
+            hb = Heartbeat(clock, 1.0, 2.0, lambda t: peer.ping(t), lambda: events.append("lost"), lambda: None)
+            hb.start()
+            clock.pump([0.5] * 10)
+            clock.advance(death)
+            peer.auto = None  # dead from now on: pings are never answered
+            died = clock.seconds()
+            while not events:
+                clock.advance(0.001)
+            self.assertLessEqual(clock.seconds() - died, 2.0 + 0.002, f"death at +{death}")
+            hb.stop()
+            self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_new_incarnation_calls_on_restarted(self) -> None:
+        """An answer with another incarnation than the last calls on_restarted with it, once."""
+        restarts: list[str] = []
+        hb = self.make(on_restarted=restarts.append)
+        hb.start()
+        self.peer.last.callback({"agents": 1, "incarnation": "a"})
+        self.tick()
+        self.peer.last.callback({"agents": 1, "incarnation": "a"})
+        self.assertEqual(restarts, [])
+        self.tick()
+        self.peer.last.callback({"agents": 1, "incarnation": "b"})
+        self.tick()
+        self.peer.last.callback({"agents": 1})  # an answer without one changes nothing
+        self.assertEqual(restarts, ["b"])
+        self.assertEqual(hb.incarnation, "b")
+        self.assertEqual(self.events, ["recovered"])
+        hb.stop()

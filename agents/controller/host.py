@@ -115,9 +115,10 @@ class ControllerHost(AsyncStartService):
         except OSError as e:
             raise OSError(f"{e} (is another {', '.join(self.kinds)} already running?)") from None
         self.address = self.server.address
+        # In bulk: a sim host's thousands of detectors ask once, not once each.
+        owners = await self.registry.partitions_of(list(self._detectors)) if self._detectors else {}
         for detector, (system_type, start_state, start_tag) in self._detectors.items():
-            partition = await self.registry.partition_of(detector)
-            self._create(detector, system_type, partition, start_state, start_tag)
+            self._create(detector, system_type, owners.get(detector), start_state, start_tag)
         partitions = await self.registry.partitions() if self._globals else []
         for system, system_type in self._globals.items():
             for partition in partitions:
@@ -126,8 +127,15 @@ class ControllerHost(AsyncStartService):
             self.server.register(agent_id, self._handlers(agent_id))
         # Registered only once they answer: a PCA asks for their status as
         # soon as it learns where they are.
-        for agent_id, kind in self.kinds.items():
-            await self.registry.register(AgentInfo(agent_id, kind, self.address))
+        refused = await self.registry.register_many(
+            [AgentInfo(agent_id, kind, self.address) for agent_id, kind in self.kinds.items()]
+        )
+        if refused:
+            raise RegistryError(
+                "already_running",
+                "; ".join(reason for _, reason in sorted(refused.items())[:5])
+                + (f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""),
+            )
         for link in list(self.links.values()):
             await link.start()
         for controller in self.controllers.values():

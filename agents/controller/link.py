@@ -5,10 +5,13 @@ The link from a controller host to one partition's PCA (L{PartitionLink}).
 State updates are one-way C{states} notifications to the partition's PCA,
 batched per reactor turn (a sim host configuring a thousand detectors sends
 a handful of messages, not thousands), each entry with the system's own
-sequence number.  The link finds the PCA through the registry (looking
-again while it is unknown or after it was lost) and watches it with
-heartbeats; when the PCA comes back, every system of the partition reports
-its state again.
+sequence number.  The link finds the PCA through the registry and watches
+it with heartbeats; only the PCA's I{answers} count as its life (the PCA's
+commands to us do not: a PCA restarted at a new port keeps commanding us
+while we would keep sending to the old one).  While the PCA is unknown or
+lost the link asks the registry again every heartbeat interval; a new
+endpoint or a new incarnation (a restart at the same address) makes every
+system of the partition report its state again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from agents.controller.system import SystemController
 from ecs import protocol
 from ecs.config.settings import Settings
 from ecs.net.heartbeat import Heartbeat
-from ecs.net.registry import IRegistry
+from ecs.net.registry import IRegistry, Location
 from ecs.net.transport import INode, IServer, RequestError
 
 #: The most state updates in one notification: a few hundred bytes each, so
@@ -69,6 +72,8 @@ class PartitionLink:
         self.heartbeat: Heartbeat | None = None
         self.sent = 0
         self._resolving: Any = None
+        #: The PCA's incarnation as the registry last told it.
+        self.incarnation: str | None = None
         self._started = False
         self._stopped = False
         self._told_unknown = False
@@ -81,35 +86,48 @@ class PartitionLink:
         await self._resolve()
 
     async def _resolve(self) -> None:
-        """Look the PCA up; watch it at its (new) endpoint; retry while unknown."""
+        """Look the PCA up; watch it at its (new) endpoint; look again while unknown or lost."""
         self._resolving = None
         if self.is_stopped():
             return
         try:
-            endpoint = await self.host.registry.endpoint_of("pca", self.partition)
+            found = await self.host.registry.locate("pca", [self.partition])
+            location = found.get(self.partition)
         except Exception as e:
             self._log.warn("PCA {partition}: registry lookup failed: {error}", partition=self.partition, error=e)
-            endpoint = self.endpoint
+            location = None if self.endpoint is None else Location(self.endpoint, None, self.incarnation)
         if self.is_stopped():  # stopped while the registry answered
             return
-        if endpoint is None:
-            if not self._told_unknown:
+        if location is None or location.endpoint is None:
+            if not self._told_unknown and self.endpoint is None:
                 self._told_unknown = True
                 self._log.warn(
                     "partition {partition} has no known PCA endpoint yet: looking again every {seconds} s",
                     partition=self.partition,
                     seconds=self.host.settings.heartbeat_timeout,
                 )
-            self._resolving = self.host.reactor.callLater(
-                self.host.settings.heartbeat_timeout, self._resolve_soon
-            )
+            self._look_again()
             return
+        endpoint, incarnation = location.endpoint, location.incarnation
         if endpoint == self.endpoint and self.heartbeat is not None:
+            if incarnation is not None and self.incarnation is not None and incarnation != self.incarnation:
+                self._log.info(
+                    "PCA {partition} restarted at {endpoint}: reporting every state again",
+                    partition=self.partition, endpoint=endpoint,
+                )
+                self.incarnation = incarnation
+                if self.heartbeat.alive:
+                    self._recovered()
+            elif incarnation is not None:
+                self.incarnation = incarnation
+            if self.heartbeat.alive is not True:
+                self._look_again()
             return
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self._log.info("PCA {partition} moved to {endpoint}", partition=self.partition, endpoint=endpoint)
         self.endpoint = endpoint
+        self.incarnation = incarnation
         client = self.host.node.connect(endpoint)
         settings = self.host.settings
         self.heartbeat = Heartbeat(
@@ -120,25 +138,26 @@ class PartitionLink:
             self._lost,
             self._recovered,
             name=f"PCA {self.partition} at {self.endpoint}",
-            last_heard=self._last_heard,
+            last_heard=lambda: client.last_received,
+            on_restarted=lambda _: self._recovered(),
         )
         self.heartbeat.start()
+
+    def _look_again(self) -> None:
+        """
+        Ask the registry again (once): in a heartbeat interval when a PCA
+        we knew is lost (it is being restarted: find it as soon as it
+        registers), in a heartbeat timeout while none was ever known.
+        """
+        settings = self.host.settings
+        delay = settings.heartbeat_interval if self.endpoint is not None else settings.heartbeat_timeout
+        if self._resolving is None or not self._resolving.active():
+            self._resolving = self.host.reactor.callLater(delay, self._resolve_soon)
 
     def _resolve_soon(self) -> None:
         defer.Deferred.fromCoroutine(self._resolve()).addErrback(
             lambda f: self._log.failure("resolving PCA {partition}", f, partition=self.partition)
         )
-
-    def _last_heard(self) -> float | None:
-        """The latest sign of life of the PCA: a reply, or a command it sent us."""
-        assert self.endpoint is not None
-        heard = [
-            self.host.node.connect(self.endpoint).last_received,
-            self.host.server.last_heard_from(protocol.pca_node_name(self.partition))
-            if self.host.server is not None
-            else None,
-        ]
-        return max((t for t in heard if t is not None), default=None)
 
     def is_stopped(self) -> bool:
         """Whether L{stop} was called (a method: it changes while we await)."""
@@ -197,10 +216,15 @@ class PartitionLink:
                 )
 
     def _lost(self) -> None:
-        self._log.warn("PCA of partition {partition} lost", partition=self.partition)
-        # It may have restarted elsewhere (a new port): ask the registry.
-        if self._resolving is None or not self._resolving.active():
-            self._resolving = self.host.reactor.callLater(0, self._resolve_soon)
+        self._log.warn(
+            "PCA of partition {partition} lost (at {endpoint}): asking the registry where it is",
+            partition=self.partition, endpoint=self.endpoint,
+        )
+        # It may have restarted elsewhere (a new port): ask the registry now,
+        # and again every interval while it does not answer.
+        if self._resolving is not None and self._resolving.active():
+            self._resolving.cancel()
+        self._resolving = self.host.reactor.callLater(0, self._resolve_soon)
 
     def _recovered(self) -> None:
         # First contact, or the PCA may have restarted or missed updates:

@@ -4,8 +4,9 @@ L{PartitionLink}: the ECA's connection to the PCA of one partition, I/O
 only.  It subscribes to the PCA's publisher, keeps a clone-pattern
 L{Mirror} of its table, watches the PCA with heartbeats, sends it
 requests, and tells an L{IPartitionObserver} what it learns.  When the PCA
-registers again (a restart, a new port) it starts over from a fresh
-snapshot.  What the records mean is L{agents.eca.picture}'s business.
+registers again as a new process (a new incarnation: a restart, at a new
+port or the same) it starts over from a fresh snapshot; the same process
+registering again (after an ECA restart) changes nothing.  What the records mean is L{agents.eca.picture}'s business.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class PartitionLink:
         self._observer = observer
         self.endpoint: str | None = None
         self.publish: str | None = None
+        #: The PCA process's incarnation, from its registration.
+        self.incarnation: str | None = None
         self.connected = False
         self._subscriber: Any = None
         self._mirror: Mirror | None = None
@@ -50,14 +53,16 @@ class PartitionLink:
 
     def pca_changed(self, info: AgentInfo | None) -> None:
         """The PCA registered (maybe at a new place) or went away."""
-        if info is not None and (info.endpoint, info.publish) == (self.endpoint, self.publish):
-            return
+        if info is not None and (info.endpoint, info.publish, info.incarnation) == (
+            self.endpoint, self.publish, self.incarnation
+        ):
+            return  # the same process registering again (e.g. after an ECA restart)
         self.stop()
         if info is None or info.endpoint is None or info.publish is None:
-            self.endpoint = self.publish = None
+            self.endpoint = self.publish = self.incarnation = None
             self._set_connected(False)
             return
-        self.endpoint, self.publish = info.endpoint, info.publish
+        self.endpoint, self.publish, self.incarnation = info.endpoint, info.publish, info.incarnation
         client = self._node.connect(info.endpoint)
         self._mirror = Mirror(
             self._clock,

@@ -6,7 +6,9 @@ One heartbeat per system endpoint (several systems may share one): a lost
 endpoint makes its systems C{Connection Problem}; a recovered one is asked
 for the status of each of its systems, which is folded in.  Systems whose
 endpoint is unknown or lost are looked up in the registry again every
-heartbeat timeout, so a controller restarted elsewhere is found.
+heartbeat interval, all in one bulk request per kind, so a controller (or a
+sim host's two thousand) restarted elsewhere is found within an interval
+of registering.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from agents.pca.sequencer import Send, Sequencer
 from ecs import protocol
 from ecs.config.settings import Settings
 from ecs.net.heartbeat import Heartbeat
-from ecs.net.registry import IRegistry
+from ecs.net.registry import IRegistry, Location
 from ecs.net.transport import INode
 
 
@@ -67,7 +69,7 @@ class SystemsWatch:
             self.watch(endpoint)
         self._resolver = task.LoopingCall(self.resolve_lost)
         self._resolver.clock = self.reactor
-        self._resolver.start(self.settings.heartbeat_timeout, now=False)
+        self._resolver.start(self.settings.heartbeat_interval, now=False)
 
     def stop(self) -> None:
         """Stop every heartbeat, the periodic lookup and the pending queries."""
@@ -133,27 +135,48 @@ class SystemsWatch:
             d.addBoth(lambda _: setattr(self, "_resolving", False))
 
     async def _relocate(self, views: list[SystemView]) -> None:
+        by_kind: dict[str, list[SystemView]] = {}
         for view in views:
-            kind = "global" if view.kind == "global" else "detector"
+            by_kind.setdefault("global" if view.kind == "global" else "detector", []).append(view)
+        for kind, group in sorted(by_kind.items()):
             try:
-                endpoint = await self.registry.endpoint_of(kind, view.id)
+                found = await self.registry.locate(kind, [view.id for view in group])
             except Exception as e:
-                self._log.warn("{system}: registry lookup failed: {error}", system=view.id, error=e)
+                self._log.warn(
+                    "{partition}: registry lookup of {count} system(s) failed: {error}",
+                    partition=self.name, count=len(group), error=e,
+                )
                 return
-            if endpoint is None or endpoint == view.endpoint or self._stopped:
-                continue
-            if self.sequencer.partition.systems.get(view.id) is not view:
-                continue
-            old = view.endpoint
-            view.endpoint = endpoint
-            self._log.info("{system} is now at {endpoint}", system=view.id, endpoint=endpoint)
-            if old is not None and old in self.heartbeats and not self.at(old):
+            moved = [
+                (view, view.endpoint)
+                for view in group
+                if (location := found.get(view.id)) is not None
+                and location.endpoint is not None
+                and location.endpoint != view.endpoint
+                and not self._stopped
+                and self.sequencer.partition.systems.get(view.id) is view
+            ]
+            self._move(moved, found)
+
+    def _move(self, moved: list[tuple[SystemView, str | None]], found: dict[str, Location]) -> None:
+        """Systems found at new endpoints: watch those, stop watching the ones nobody is at any more."""
+        for view, _ in moved:
+            view.endpoint = found[view.id].endpoint
+            if len(moved) <= 20:
+                self._log.info("{system} is now at {endpoint}", system=view.id, endpoint=view.endpoint)
+        if len(moved) > 20:
+            self._log.info("{partition}: {count} systems found at new endpoints", partition=self.name, count=len(moved))
+        in_use = {v.endpoint for v in self.sequencer.partition.systems.values()}
+        for old in {old for _, old in moved}:
+            if old is not None and old not in in_use and old in self.heartbeats:
                 self.heartbeats.pop(old).stop()
-            if endpoint in self.heartbeats:
-                if self.heartbeats[endpoint].alive:
-                    self.query(view)
-            else:
-                self.watch(endpoint)
+        for view, _ in moved:
+            endpoint = view.endpoint
+            assert endpoint is not None
+            if endpoint not in self.heartbeats:
+                self.watch(endpoint)  # its first answer asks every system there
+            elif self.heartbeats[endpoint].alive:
+                self.query(view)
 
     def _endpoint_lost(self, endpoint: str) -> None:
         for view in self.at(endpoint):

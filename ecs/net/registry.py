@@ -24,6 +24,7 @@ and registers it (visible to agents of the same process, and in its log).
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -44,6 +45,14 @@ from ecs.schema import (
 )
 
 KINDS = ("pca", "detector", "global", "simhost", "eca", "cli")
+
+#: This process's incarnation: its start, told in every registration.  A
+#: peer whose incarnation changed restarted, even at the same address.
+INCARNATION = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+#: The most agents in one bulk registration or look-up request (a few
+#: hundred bytes each: far below the message size limit).
+BULK = 500
 
 
 class RegistryError(Exception):
@@ -66,6 +75,16 @@ class AgentInfo:
     host: str = attrs.field(factory=socket.gethostname)
     pid: int = attrs.field(factory=os.getpid)
     version: str = "0.1.0"
+    incarnation: str = INCARNATION
+
+
+@attrs.frozen
+class Location:
+    """Where a registered agent is, and which start of it registered there."""
+
+    endpoint: str | None
+    publish: str | None = None
+    incarnation: str | None = None
 
 
 class IRegistry(Interface):
@@ -77,6 +96,13 @@ class IRegistry(Interface):
         C{already_running} when another live agent has that kind and id.
         """
 
+    def register_many(infos: list[AgentInfo]) -> defer.Deferred[dict[str, str]]:
+        """
+        Record many agents of one process (a sim host's controllers) in as
+        few requests as possible; fire with the refused ids and why
+        (empty when all were recorded).
+        """
+
     def unregister(kind: str, agent_id: str) -> defer.Deferred[None]:
         """Forget a stopping agent."""
 
@@ -85,6 +111,12 @@ class IRegistry(Interface):
 
     def endpoint_of(kind: str, agent_id: str) -> defer.Deferred[str | None]:
         """Where to send requests for an agent, None when unknown."""
+
+    def locate(kind: str, agent_ids: list[str]) -> defer.Deferred[dict[str, Location]]:
+        """Where each of many agents of one kind is (unknown ones are left out), in bulk."""
+
+    def partitions_of(detectors: list[str]) -> defer.Deferred[dict[str, str | None]]:
+        """The partition of each of many detectors (None: unassigned or unknown), in bulk."""
 
     def partitions() -> defer.Deferred[list[str]]:
         """Every partition id."""
@@ -183,6 +215,17 @@ class InventoryRegistry:
         self._live[key] = info
         return defer.succeed(None)
 
+    def register_many(self, infos: list[AgentInfo]) -> defer.Deferred[dict[str, str]]:
+        """See L{IRegistry.register_many}."""
+        refused: dict[str, str] = {}
+        for info in infos:
+            running = self._live.get((info.kind, info.id))
+            if running is not None and running.pid != info.pid:
+                refused[info.id] = f"{info.kind} {info.id} is already running on {running.host} (pid {running.pid})"
+            else:
+                self._live[(info.kind, info.id)] = info
+        return defer.succeed(refused)
+
     def unregister(self, kind: str, agent_id: str) -> defer.Deferred[None]:
         """See L{IRegistry.unregister}."""
         self._live.pop((kind, agent_id), None)
@@ -198,6 +241,21 @@ class InventoryRegistry:
         if live is not None and live.endpoint is not None:
             return defer.succeed(live.endpoint)
         return defer.succeed(self._configured(kind, agent_id))
+
+    def locate(self, kind: str, agent_ids: list[str]) -> defer.Deferred[dict[str, Location]]:
+        """See L{IRegistry.locate}."""
+        found: dict[str, Location] = {}
+        for agent_id in agent_ids:
+            live = self._live.get((kind, agent_id))
+            if live is not None and live.endpoint is not None:
+                found[agent_id] = Location(live.endpoint, live.publish, live.incarnation)
+            elif (configured := self._configured(kind, agent_id)) is not None:
+                found[agent_id] = Location(configured)
+        return defer.succeed(found)
+
+    def partitions_of(self, detectors: list[str]) -> defer.Deferred[dict[str, str | None]]:
+        """See L{IRegistry.partitions_of}."""
+        return defer.succeed({d: self._owner.get(d) for d in detectors})
 
     def partitions(self) -> defer.Deferred[list[str]]:
         """See L{IRegistry.partitions}."""

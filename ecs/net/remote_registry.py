@@ -11,6 +11,16 @@ partitions are not disturbed.
 L{RegistryService} is the ECA's side: a table of live agents, answering
 C{register}, C{unregister}, C{lookup}; the partition and detector questions
 are answered from the ECA's database through the callables it is given.
+
+Bulk forms serve a process with many agents (a sim host's thousands of
+controllers) in one request each: C{register_many} (the liveness of the
+replaced registrations is checked once per old endpoint, not once per
+agent), C{locate} (where many agents of one kind are, with their
+incarnations) and C{partitions_of} (the partition of many detectors).
+
+The module is longer than most (over 400 lines) on purpose: the agent's and
+the ECA's ends of the registry protocol stay side by side, so each
+request's shape is read with the handler that answers it.
 """
 
 from __future__ import annotations
@@ -28,10 +38,14 @@ from zope.interface import implementer
 
 from ecs import protocol
 from ecs.net.heartbeat import Heartbeat
-from ecs.net.registry import AgentInfo, IRegistry, RegistryError
+from ecs.net.registry import BULK, AgentInfo, IRegistry, Location, RegistryError
 from ecs.net.transport import INode, Request, RequestError, new_epoch
 
 REGISTRY = "registry"
+
+#: How long an endpoint found silent counts as dead for registrations that
+#: would replace an agent there (the rest of a bulk registration).
+DEAD_REMEMBERED = 10.0
 
 
 def _info_body(info: AgentInfo) -> dict[str, Any]:
@@ -97,12 +111,20 @@ class RemoteRegistry:
         self._register_all()
 
     def _register_all(self) -> None:
-        for info in list(self._registered.values()):
-            self._log.info("registering {kind} {id} again with the ECA", kind=info.kind, id=info.id)
-            self._ask("register", _info_body(info)).addErrback(self._register_again_failed, info.id)
+        infos = list(self._registered.values())
+        if not infos:
+            return
+        self._log.info(
+            "registering {count} agent(s) again with the ECA ({first}...)", count=len(infos), first=infos[0].id
+        )
+        self._register_in_bulk(infos).addCallbacks(self._refused_again, self._register_again_failed)
 
-    def _register_again_failed(self, failure: Failure, id: str) -> None:
-        self._log.error("re-registration of {id} failed: {error}", id=id, error=failure.getErrorMessage())
+    def _refused_again(self, refused: dict[str, str]) -> None:
+        for agent_id, reason in sorted(refused.items()):
+            self._log.error("re-registration of {id} refused: {reason}", id=agent_id, reason=reason)
+
+    def _register_again_failed(self, failure: Failure) -> None:
+        self._log.error("re-registration failed: {error}", error=failure.getErrorMessage())
 
     def _ask(self, type: str, body: dict[str, Any]) -> defer.Deferred[dict[str, Any]]:
         """Ask the ECA; while it does not answer, ask again (saying so once)."""
@@ -134,6 +156,23 @@ class RemoteRegistry:
         self._registered[(info.kind, info.id)] = info
         return self._ask("register", _info_body(info)).addCallback(lambda _: None)
 
+    def register_many(self, infos: list[AgentInfo]) -> defer.Deferred[dict[str, str]]:
+        """See L{IRegistry.register_many}: requests of at most L{BULK} agents."""
+        for info in infos:
+            self._registered[(info.kind, info.id)] = info
+        return self._register_in_bulk(infos)
+
+    def _register_in_bulk(self, infos: list[AgentInfo]) -> defer.Deferred[dict[str, str]]:
+        async def run() -> dict[str, str]:
+            refused: dict[str, str] = {}
+            for start in range(0, len(infos), BULK):
+                chunk = [_info_body(info) for info in infos[start : start + BULK]]
+                reply = await self._ask("register_many", {"agents": chunk})
+                refused.update(reply.get("refused") or {})
+            return refused
+
+        return defer.Deferred.fromCoroutine(run())
+
     def unregister(self, kind: str, agent_id: str) -> defer.Deferred[None]:
         """See L{IRegistry.unregister}."""
         self._registered.pop((kind, agent_id), None)
@@ -150,6 +189,28 @@ class RemoteRegistry:
     def publisher_of(self, kind: str, agent_id: str) -> defer.Deferred[str | None]:
         """Where an agent publishes, None when unknown."""
         return self._ask("lookup", {"kind": kind, "id": agent_id}).addCallback(lambda r: r.get("publish"))
+
+    def locate(self, kind: str, agent_ids: list[str]) -> defer.Deferred[dict[str, Location]]:
+        """See L{IRegistry.locate}: requests of at most L{BULK} ids."""
+
+        async def run() -> dict[str, Location]:
+            found: dict[str, Location] = {}
+            for start in range(0, len(agent_ids), BULK):
+                reply = await self._ask("locate", {"kind": kind, "ids": agent_ids[start : start + BULK]})
+                for agent_id, where in (reply.get("agents") or {}).items():
+                    if isinstance(where, dict):
+                        found[agent_id] = Location(
+                            where.get("endpoint"), where.get("publish"), where.get("incarnation")
+                        )
+            return found
+
+        return defer.Deferred.fromCoroutine(run())
+
+    def partitions_of(self, detectors: list[str]) -> defer.Deferred[dict[str, str | None]]:
+        """See L{IRegistry.partitions_of}: one request."""
+        return self._ask("partitions_of", {"ids": detectors}).addCallback(
+            lambda r: {d: r["partitions"].get(d) for d in detectors}
+        )
 
     def partitions(self) -> defer.Deferred[list[str]]:
         """See L{IRegistry.partitions}."""
@@ -211,6 +272,7 @@ class RegistryService:
         self._on_change = on_change
         self._alive_timeout = alive_timeout
         self.entries: dict[tuple[str, str], Entry] = {}
+        self._dead: dict[str, float] = {}
         #: Changes with every ECA start: agents that see a new one register again.
         self.epoch = new_epoch()
 
@@ -219,8 +281,11 @@ class RegistryService:
         return {
             "epoch": lambda request: {"epoch": self.epoch},
             "register": self._register,
+            "register_many": self._register_many,
             "unregister": self._unregister,
             "lookup": self._lookup,
+            "locate": self._locate,
+            "partitions_of": self._partitions_of,
             "partitions": self._partitions_handler,
             "partition": self._partition_handler,
             "detector": self._detector_handler,
@@ -236,50 +301,103 @@ class RegistryService:
         return value
 
     async def _alive(self, entry: Entry) -> bool:
-        if entry.info.endpoint is None:
+        endpoint = entry.info.endpoint
+        if endpoint is None:
+            return False
+        # A sim host registering thousands of agents in several requests
+        # waits for its old endpoint's silence once, not once per request.
+        dead_since = self._dead.get(endpoint)
+        if dead_since is not None and self.clock.seconds() - dead_since < DEAD_REMEMBERED:
             return False
         try:
-            await self.node.connect(entry.info.endpoint).request(
+            await self.node.connect(endpoint).request(
                 protocol.ENDPOINT_TARGET, "heartbeat", {}, timeout=self._alive_timeout
             )
         except RequestError:
+            if len(self._dead) > 10_000:
+                self._dead.clear()
+            self._dead[endpoint] = self.clock.seconds()
             return False
+        self._dead.pop(endpoint, None)
         return True
 
-    async def _register(self, request: Request) -> dict[str, Any]:
-        body = request.body
-        kind = self._text(body, "kind")
-        agent_id = self._text(body, "id")
+    def _info(self, body: Any) -> AgentInfo:
+        if not isinstance(body, dict):
+            raise RequestError(protocol.BAD_REQUEST, "an agent's registration must be an object")
         pid = body.get("pid")
-        info = AgentInfo(
-            agent_id,
-            kind,
+        return AgentInfo(
+            self._text(body, "id"),
+            self._text(body, "kind"),
             self._text(body, "endpoint", optional=True),
             self._text(body, "publish", optional=True),
             host=self._text(body, "host", optional=True) or "?",
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else -1,
             version=self._text(body, "version", optional=True) or "?",
+            incarnation=self._text(body, "incarnation", optional=True) or "?",
         )
-        old = self.entries.get((kind, agent_id))
-        if (
-            old is not None
-            and (old.info.host, old.info.pid) != (info.host, info.pid)
-            and old.info.endpoint != info.endpoint
-            and await self._alive(old)
-        ):
-            raise RequestError(
-                "already_running",
-                f"{kind} {agent_id} is already running on {old.info.host} (pid {old.info.pid}) "
-                f"at {old.info.endpoint}",
-            )
-        entry = Entry(info, self.clock.seconds())
-        self.entries[(kind, agent_id)] = entry
-        self._log.info(
-            "registered {kind} {id} at {endpoint} ({host}, pid {pid})",
-            kind=kind, id=agent_id, endpoint=info.endpoint, host=info.host, pid=info.pid,
-        )
-        self._on_change(kind, agent_id, entry)
+
+    def _replaces_other(self, info: AgentInfo) -> Entry | None:
+        """The registration C{info} would replace if it is another process's, else None."""
+        old = self.entries.get((info.kind, info.id))
+        if old is None or old.info.endpoint == info.endpoint:
+            return None
+        if old.info.incarnation == info.incarnation and old.info.incarnation != "?":
+            return None  # the same process, registering again
+        if (old.info.host, old.info.pid) == (info.host, info.pid):
+            return None
+        return old
+
+    async def _register(self, request: Request) -> dict[str, Any]:
+        info = self._info(request.body)
+        old = self._replaces_other(info)
+        if old is not None and await self._alive(old):
+            raise RequestError("already_running", self._running_reason(old))
+        self._record(info)
         return {"registered": True}
+
+    @staticmethod
+    def _running_reason(old: Entry) -> str:
+        return (
+            f"{old.info.kind} {old.info.id} is already running on {old.info.host} (pid {old.info.pid}) "
+            f"at {old.info.endpoint}"
+        )
+
+    def _record(self, info: AgentInfo, quiet: bool = False) -> None:
+        entry = Entry(info, self.clock.seconds())
+        self.entries[(info.kind, info.id)] = entry
+        if not quiet:
+            self._log.info(
+                "registered {kind} {id} at {endpoint} ({host}, pid {pid})",
+                kind=info.kind, id=info.id, endpoint=info.endpoint, host=info.host, pid=info.pid,
+            )
+        self._on_change(info.kind, info.id, entry)
+
+    async def _register_many(self, request: Request) -> dict[str, Any]:
+        """Many agents at once: each replaced endpoint's liveness is asked once, all at the same time."""
+        agents = request.body.get("agents")
+        if not isinstance(agents, list) or not agents or len(agents) > BULK:
+            raise RequestError(protocol.BAD_REQUEST, f"'agents' must be a list of 1 to {BULK} registrations")
+        infos = [self._info(body) for body in agents]
+        replaced = {info.id: old for info in infos if (old := self._replaces_other(info)) is not None}
+        olds = {old.info.endpoint: old for old in replaced.values()}
+        answers = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(self._alive(old)) for old in olds.values()]
+        )
+        alive = {endpoint for endpoint, up in zip(olds, answers, strict=True) if up}
+        refused: dict[str, str] = {}
+        for info in infos:
+            old = replaced.get(info.id)
+            if old is not None and old.info.endpoint in alive:
+                refused[info.id] = self._running_reason(old)
+            else:
+                self._record(info, quiet=True)
+        first = infos[0]
+        self._log.info(
+            "registered {count} agent(s) at {endpoint} ({host}, pid {pid}; {refused} refused)",
+            count=len(infos) - len(refused), endpoint=first.endpoint, host=first.host, pid=first.pid,
+            refused=len(refused),
+        )
+        return {"refused": refused}
 
     def _unregister(self, request: Request) -> dict[str, Any]:
         kind = self._text(request.body, "kind")
@@ -293,8 +411,37 @@ class RegistryService:
         agent_id = self._text(request.body, "id")
         entry = self.entries.get((kind, agent_id))
         if entry is None:
-            return {"endpoint": None, "publish": None}
-        return {"endpoint": entry.info.endpoint, "publish": entry.info.publish}
+            return {"endpoint": None, "publish": None, "incarnation": None}
+        return {"endpoint": entry.info.endpoint, "publish": entry.info.publish, "incarnation": entry.info.incarnation}
+
+    def _ids(self, body: dict[str, Any]) -> list[str]:
+        ids = body.get("ids")
+        if not isinstance(ids, list) or len(ids) > 100_000:
+            raise RequestError(protocol.BAD_REQUEST, "'ids' must be a list of agent ids")
+        for agent_id in ids:
+            if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 256:
+                raise RequestError(protocol.BAD_REQUEST, f"'ids' must hold non-empty strings, got {agent_id!r}")
+        return ids
+
+    def _locate(self, request: Request) -> dict[str, Any]:
+        kind = self._text(request.body, "kind")
+        found = {}
+        for agent_id in self._ids(request.body):
+            entry = self.entries.get((kind, agent_id))
+            if entry is not None:
+                info = entry.info
+                found[agent_id] = {"endpoint": info.endpoint, "publish": info.publish, "incarnation": info.incarnation}
+        return {"agents": found}
+
+    async def _partitions_of(self, request: Request) -> dict[str, Any]:
+        """The partition of each detector asked for: one query per partition, not per detector."""
+        wanted = set(self._ids(request.body))
+        owner: dict[str, str | None] = dict.fromkeys(wanted)
+        for partition in await self._partitions():
+            for detector in await self._detectors_of(partition):
+                if detector in wanted:
+                    owner[detector] = partition
+        return {"partitions": owner}
 
     async def _partitions_handler(self, request: Request) -> dict[str, Any]:
         return {"partitions": await self._partitions()}
@@ -310,5 +457,5 @@ class RegistryService:
 
 
 def local_info(agent_id: str, kind: str, endpoint: str | None, publish: str | None = None) -> AgentInfo:
-    """This process's registration."""
+    """This process's registration (with this process's incarnation)."""
     return AgentInfo(agent_id, kind, endpoint, publish, host=socket.gethostname(), pid=os.getpid())
