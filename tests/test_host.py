@@ -5,6 +5,7 @@ driven over the in-memory transport with a L{Clock} and a stand-in PCA.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ from agents.controller import link as link_module
 from agents.controller.host import ControllerHost
 from ecs.config.settings import ActionSpec, load_settings, load_subsystems
 from ecs.net.memory import MemoryNetwork, MemoryNode
-from ecs.net.registry import InventoryRegistry
+from ecs.net.registry import AgentInfo, InventoryRegistry
 from ecs.net.transport import Request, RequestError
 
 SETTINGS = load_settings(overrides={"security": "none"})
@@ -193,6 +194,45 @@ class DetectorHostTests(HostHarness):
         resent = self.pcas["p1"].updates[before:]
         self.assertEqual([(u["system"], u["state"]) for u in resent], [("STS", "Unconfigured")])
         self.assertGreater(resent[0]["seq"], 0)
+
+    def test_pca_restarted_elsewhere_is_found_although_it_commands_us(self) -> None:
+        """
+        A PCA restarted at a new endpoint is found through the registry within
+        two heartbeat intervals of its registration, though its commands keep
+        reaching us all along (they are no answers to our heartbeats).
+        """
+        link = self.det.links["p1"]
+        self.network.set_down("mem://pca-p1")  # killed
+        new = FakePCA(self.network, "p1", "mem://pca-p1-new")  # its sender name is pca:p1 again
+        self.registry.register(AgentInfo("p1", "pca", "mem://pca-p1-new", incarnation="second"))
+        asker = new.node.connect(address_of(self.det))
+        limit = SETTINGS.heartbeat_timeout + 2 * SETTINGS.heartbeat_interval
+        elapsed = 0.0
+        while not new.updates and elapsed < limit + 1.0:
+            asker.request("STS", "status", {}).addErrback(lambda _: None)  # the new PCA asks as it starts
+            self.run_for(0.125)
+            elapsed += 0.125
+        self.assertEqual(link.endpoint, "mem://pca-p1-new")
+        self.assertEqual(link.incarnation, "second")
+        self.assertLessEqual(elapsed, limit)
+        self.assertEqual(new.states_of("STS"), ["Unconfigured"])
+
+    def test_pca_lost_looked_up_every_interval(self) -> None:
+        """While the PCA does not answer, the registry is asked again every heartbeat interval."""
+        asked: list[float] = []
+        locate = self.registry.locate
+
+        def counting(kind: str, ids: list[str]) -> Any:
+            if ids == ["p1"]:
+                asked.append(self.clock.seconds())
+            return locate(kind, ids)
+
+        self.patch(self.registry, "locate", counting)
+        self.network.set_down("mem://pca-p1")
+        self.run_for(SETTINGS.heartbeat_timeout + 4 * SETTINGS.heartbeat_interval)
+        gaps = [round(b - a, 3) for a, b in itertools.pairwise(asked)]
+        self.assertGreaterEqual(len(asked), 4)
+        self.assertEqual(set(gaps), {SETTINGS.heartbeat_interval})
 
 
 class GlobalHostTests(HostHarness):
