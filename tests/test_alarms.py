@@ -322,12 +322,17 @@ class RunBookTests(AlarmsTestCase):
     """The run book raises run_failed or run_interrupted for a run that ends without stop or abort."""
 
     def end(self, last_command: str | None, interrupted: bool = False) -> None:
-        """A run of demo opened, then ended after C{last_command}."""
-        runs = RunBook(self.store, self.logbook, self.metrics, self.alarms)
+        """
+        A run of demo opened, then ended after C{last_command} (an
+        interrupted one is held for the grace, then judged).
+        """
+        runs = RunBook(self.store, self.logbook, self.metrics, self.alarms, self.clock)
+        runs.connection("demo", True)
         if not self.successResultOf(self.store.partitions()):
             self.successResultOf(self.store.add_partition("demo"))
         self.successResultOf(Deferred.fromCoroutine(runs.started("demo", "t", {}, "olga")))
         self.successResultOf(Deferred.fromCoroutine(runs.ended("demo", last_command, interrupted)))
+        self.clock.advance(runs.grace)
 
     def test_stopped_and_aborted(self) -> None:
         """An operator's stop or abort raises nothing."""

@@ -19,7 +19,11 @@ Where they come from (the callers):
     (C{run_failed}, or C{run_interrupted} when the ECA lost the PCA during
     the run).  Such an alarm is raised already cleared: the event is over,
     so it stays active exactly until someone acknowledges it;
-  - the supervisor's agent descriptions: C{agent_flapping}, C{agent_failed}.
+  - the supervisor's agent descriptions: C{agent_flapping}, C{agent_failed};
+  - the bookkeeping writes (L{agents.eca.audit.WriteBehind}): C{storage_failed}
+    while the database cannot be written.  An alarm raised while it cannot
+    be stored is kept in memory (shown, listed, logged) and stored, as
+    raised cleared, when its condition clears.
 
 Conditions are level-triggered: callers say "holds" or "does not hold" as
 often as they like, and only changes reach the store (the open conditions
@@ -67,6 +71,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "agent_failed": ("error", "error"),
     "dcs_alarm": ("error", "error"),
     "pca_lost": ("critical", "error"),
+    "storage_failed": ("critical", "error"),
 }
 
 #: The longest shelving allowed, in seconds.
@@ -124,6 +129,9 @@ class Alarms:
         self._active: dict[int, AlarmRow] = {}
         #: The open (not cleared) conditions, with the (text, action) last raised.
         self._open: dict[Key, tuple[str, str]] = {}
+        #: Alarms raised while the database could not be written (negative
+        #: ids): shown and listed from memory, stored when they clear.
+        self._unstored: dict[Key, AlarmRow] = {}
         metrics.observe_alarms(self.active_by_severity)
 
     # -- loading -------------------------------------------------------------------
@@ -174,7 +182,10 @@ class Alarms:
         severity = KINDS[kind][0]
         try:
             row, new = await self._store.raise_alarm(kind, source, partition, severity, text, action, cleared)
-        except StoreError:
+        except StoreError as e:
+            if e.code == "storage" and not cleared:
+                self._raise_unstored(key, severity, text, action)
+                return
             if not cleared and self._open.get(key) == (text, action):
                 del self._open[key]  # not stored: the next report of the condition tries again
             raise
@@ -187,8 +198,43 @@ class Alarms:
         )
         self._emit(row, "raised")
 
+    def _raise_unstored(self, key: Key, severity: str, text: str, action: str) -> None:
+        """
+        Raise an alarm the database cannot take now (it is full, say: the
+        C{storage_failed} alarm itself): shown, logged and listed from
+        memory; stored when it clears (L{_clear}), so it stays until acknowledged.
+        """
+        kind, source, partition = key
+        old = self._unstored.get(key)
+        row = AlarmRow(
+            old.id if old is not None else -1 - len(self._unstored), kind, source, partition, severity, text, action,
+            old.raised_at if old is not None else self._clock.seconds(), None, None, None, None, None, None,
+        )
+        self._unstored[key] = row
+        self._remember(row)
+        if old is None:
+            self._metrics.alarm_raised(kind)
+        self._logbook.log(
+            log_level(kind), "ECA",
+            f"alarm {kind} raised for {source}{where(partition)}: {text} ({action}; not stored yet)", partition,
+        )
+        self._emit(row, "raised")
+
     async def _clear(self, key: Key) -> None:
         kind, source, partition = key
+        unstored = self._unstored.pop(key, None)
+        if unstored is not None:
+            self._active.pop(unstored.id, None)
+            stored, _ = await self._store.raise_alarm(
+                kind, source, partition, unstored.severity, unstored.text, unstored.action, True
+            )
+            self._remember(stored)
+            self._logbook.log(
+                log_level(kind), "ECA", f"alarm {kind} cleared for {source}{where(partition)}: {stored.text}",
+                partition,
+            )
+            self._emit(stored, "cleared")
+            return
         row = await self._store.clear_alarm(kind, source, partition)
         if row is None:
             return
@@ -223,6 +269,9 @@ class Alarms:
             except StoreError as e:
                 raise store_error(e) from None
             now = self._clock.seconds()
+            rows = [
+                row for row in self._unstored.values() if partition is None or row.partition == partition
+            ] + rows
             return [row.to_json() for row in rows if include_all or not row.shelved(now)]
 
         return defer.Deferred.fromCoroutine(read())

@@ -3,8 +3,15 @@
 L{Commands}: the operators' partition commands (configure, start, stop,
 abort, reset).  L{check_command} decides, with no I/O, whether a request
 may go on; L{Commands.command} then checks the control, resolves the
-configurations of a configure, sends the request to the PCA, and records
-the outcome in the audit trail and the metrics.
+configurations of a configure, writes the command ahead (its audit row,
+and a stop or abort with the open run: L{agents.eca.runs.RunBook.command_ahead}),
+sends the request to the PCA, and records the outcome in the audit trail
+and the metrics.
+
+Stop and abort never wait for bookkeeping: when the database cannot be
+written they still go out (their rows wait in line and the
+C{storage_failed} alarm is raised); configure and start are refused then
+with C{ControlError("storage")} (507) naming the cause.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from agents.eca.errors import need, pca_error, store_error
 from agents.eca.interfaces import IAudit, IControlScopes
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import OPERATOR_COMMANDS, Partitions
+from agents.eca.runs import Ahead, RunBook
 from ecs.control import ControlError, User
 from ecs.net.transport import RequestError
 from ecs.store import Store, StoreError
@@ -33,6 +41,10 @@ def check_command(user: User, partition_id: str, command: str, known: Container[
         raise ControlError("not_found", f"no command {command!r}")
 
 
+#: The commands that must reach the PCA even when the database cannot be written.
+SAFETY_COMMANDS = ("stop", "abort")
+
+
 class Commands:
     """Partition commands; see the module docstring."""
 
@@ -44,6 +56,7 @@ class Commands:
         audit: IAudit,
         clock: IReactorTime,
         metrics: EcaMetrics,
+        runs: RunBook,
     ) -> None:
         self._store = store
         self._partitions = partitions
@@ -51,6 +64,7 @@ class Commands:
         self._audit = audit
         self._clock = clock
         self._metrics = metrics
+        self._runs = runs
 
     def command(
         self, user: User, partition_id: str, command: str, body: dict[str, Any]
@@ -61,14 +75,27 @@ class Commands:
     async def _command(self, user: User, partition_id: str, command: str, body: dict[str, Any]) -> dict[str, Any]:
         check_command(user, partition_id, command, self._partitions)
         partition = self._partitions.get(partition_id)
-        await self._scopes.require_holder(user, partition_id)
+        safety = command in SAFETY_COMMANDS
+        try:
+            await self._scopes.require_holder(user, partition_id)
+        except StoreError as e:
+            # The holder was read (a refusal is a ControlError); what failed
+            # is writing the activity: a safety command goes on regardless.
+            if not safety or e.code not in ("storage", "unavailable"):
+                raise store_error(e) from None
         started = self._clock.seconds()
         outcome, code = "ok", "ok"
+        arguments = {"partition": partition_id, **body}
+        ahead: Ahead | None = None
         try:
             request = dict(body)
             sent = None
             if command == "configure":
                 request, sent = await self._resolve_configure(body)
+            try:
+                ahead = await self._runs.command_ahead(user.name, command, arguments, partition_id, safety)
+            except StoreError as e:
+                raise store_error(e) from None
             reply = await partition.command(command, request, user.name)
             if sent is not None:
                 # Only once the PCA accepted, and without what it ignored
@@ -85,7 +112,14 @@ class Commands:
             raise error from None
         finally:
             self._metrics.command_done(command, code, self._clock.seconds() - started)
-            await self._audit.record(user.name, command, {"partition": partition_id, **body}, outcome)
+            if ahead is not None:
+                self._runs.command_done(ahead, outcome, refused=code != "ok")
+            elif code != "storage":
+                # refused before anything was written (bad request, unknown tag): recorded in line
+                self._runs.writer.write(
+                    f"audit {command} of {partition_id}",
+                    lambda: self._audit.record(user.name, command, arguments, outcome),
+                ).addErrback(lambda f: None)
 
     async def _resolve_configure(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The PCA's configure request (configurations inline) and their snapshot for run records."""

@@ -114,6 +114,8 @@ class Eca:
         server = self.node.serve(self.settings.registry_address)
         self.address = server.address
         server.register(REGISTRY, self.registry.handlers())
+        # The open runs, before the partitions' first records reconcile them.
+        await self.partitions.load()
         for row in await self.store.partitions():
             entry = self.registry.entries.get(("pca", row.id))
             self.partitions.watch(row.id, entry.info if entry is not None else None)
@@ -161,7 +163,7 @@ def build_eca(
     scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout)
     accounts = Accounts(store, clock, passwords, scopes, audit)
     alarms = Alarms(store, events, logbook, audit, clock, metrics)
-    runs = RunBook(store, logbook, metrics, alarms)
+    runs = RunBook(store, logbook, metrics, alarms, clock)
     observers = RegistryObservers()
     lookups = StoreLookups(store)
     registry = RegistryService(
@@ -193,7 +195,7 @@ def build_eca(
     inventory = Inventory(
         store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems
     )
-    commands = Commands(store, partitions, scopes, audit, clock, metrics)
+    commands = Commands(store, partitions, scopes, audit, clock, metrics, runs)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)

@@ -19,7 +19,15 @@ from ecs.control import ControlError, User
 from ecs.net.transport import RequestError
 from ecs.store import StoreError
 
-_STORE_CODES = {"not_found": "not_found", "conflict": "conflict", "bad_request": "bad_request"}
+_STORE_CODES = {
+    "not_found": "not_found",
+    "conflict": "conflict",
+    "bad_request": "bad_request",
+    # the database cannot be written (full, read-only): 507 with the cause
+    "storage": "storage",
+    # the database cannot be used now (locked, closed): 503, never a bare 500
+    "unavailable": "unavailable",
+}
 _PCA_CODES = {
     protocol.LOCKED: "locked",
     protocol.BAD_REQUEST: "bad_request",

@@ -79,11 +79,34 @@ class IControlScopes(Interface):
 class IRunBook(Interface):
     """Run records (L{agents.eca.runs.RunBook})."""
 
-    def started(partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str) -> Awaitable[None]:
-        """The partition entered recording: a new run record, unless one is open."""
+    def started(
+        partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str, initial: bool = False
+    ) -> Awaitable[None]:
+        """
+        The partition entered recording (C{initial}: its first record seen
+        by this ECA): a new run record, unless its open run goes on.
+        """
 
     def ended(partition: str, last_command: str | None, interrupted: bool = False) -> Awaitable[None]:
-        """The partition left recording: close its run record (C{interrupted}: the PCA was lost meanwhile)."""
+        """The partition left recording: close its run record, or hold it (C{interrupted}: the PCA was lost)."""
+
+    def not_recording(partition: str) -> Awaitable[None]:
+        """The first record this ECA sees of the partition is not recording: reconcile its open run."""
+
+    def interrupted(partition: str, why: str) -> None:
+        """The PCA restarted or was lost (C{why}, with the time): noted in the open run."""
+
+    def connection(partition: str, connected: bool) -> None:
+        """The PCA answers again, or does not."""
+
+    def forget(partition: str) -> None:
+        """The partition was deleted."""
+
+    def load() -> defer.Deferred[None]:
+        """Read the open runs back (at ECA start)."""
+
+    def stop() -> None:
+        """Cancel the timers (the ECA stops)."""
 
 
 class IInventoryEvents(Interface):

@@ -36,6 +36,7 @@ from agents.eca.picture import (
     StageDone,
     SystemSeen,
 )
+from agents.eca.runs import when
 from ecs.config.settings import Settings
 from ecs.control import ControlError
 from ecs.fsm.sequence import Sequence
@@ -137,12 +138,14 @@ class Partition:
     def got_connected(self, connected: bool) -> None:
         """See L{IPartitionObserver.got_connected}."""
         self._owner.carry_out(self, self.picture.set_connected(connected))
+        self._owner.runs.connection(self.id, connected)
 
     def got_lost(self) -> None:
         """See L{IPartitionObserver.got_lost}."""
         self.losses += 1
         self._owner.metrics.heartbeat_lost(self.id)
         self._owner.logbook.log("error", "ECA", f"PCA {self.id} does not answer", self.id)
+        self._owner.runs.interrupted(self.id, f"the ECA lost the PCA at {when(self._owner.clock.seconds())}")
 
     def got_log(self, level: str, source: str, message: str, when: float | None) -> None:
         """See L{IPartitionObserver.got_log}."""
@@ -228,17 +231,29 @@ class Partitions:
         if partition is not None:
             partition.link.stop()
             self.alarms.partition_gone(partition_id)
+            self.runs.forget(partition_id)
 
     def pca_changed(self, partition_id: str, info: AgentInfo | None) -> None:
         """The registry says the PCA of C{partition_id} registered again or went away."""
         partition = self._partitions.get(partition_id)
-        if partition is not None:
-            partition.link.pca_changed(info)
+        if partition is None:
+            return
+        link = partition.link
+        moved = info is not None and (info.endpoint, info.publish) != (link.endpoint, link.publish)
+        if moved and link.endpoint is not None:
+            # a new PCA: a run it finds recording goes on (RunBook)
+            self.runs.interrupted(partition_id, f"PCA restarted at {when(self.clock.seconds())}")
+        link.pca_changed(info)
+
+    def load(self) -> defer.Deferred[None]:
+        """Read back what must survive an ECA restart (the open runs), before following the partitions."""
+        return self.runs.load()
 
     def stop(self) -> None:
         """Stop following every partition (the ECA stops)."""
         for partition in self._partitions.values():
             partition.link.stop()
+        self.runs.stop()
 
     # -- what interfaces show --------------------------------------------------------------
 
@@ -275,10 +290,12 @@ class Partitions:
                     data = {**data, "value": partition.with_version(key[len("system/"):], value)}
                 self.events.emit(effect.type, data, partition.id)
             elif isinstance(effect, RunStarted):
-                d = defer.Deferred.fromCoroutine(self._run_started(partition, effect.tag))
+                d = defer.Deferred.fromCoroutine(self._run_started(partition, effect.tag, effect.initial))
                 d.addErrback(lambda f: self._log.failure("run start", f))
             elif isinstance(effect, RunEnded):
-                d = defer.Deferred.fromCoroutine(self._run_ended(partition))
+                d = defer.Deferred.fromCoroutine(
+                    self._run_reconciled(partition) if effect.initial else self._run_ended(partition)
+                )
                 d.addErrback(lambda f: self._log.failure("run end", f))
             elif isinstance(effect, PartitionSeen):
                 if self._inventory is not None:
@@ -292,9 +309,12 @@ class Partitions:
                 action = alarm_action(effect.kind, effect.source, partition.id) if effect.active else ""
                 self.alarms.condition(effect.kind, effect.source, partition.id, effect.active, effect.text, action)
 
-    async def _run_started(self, partition: Partition, tag: str | None) -> None:
+    async def _run_started(self, partition: Partition, tag: str | None, initial: bool) -> None:
         partition.losses_at_start = partition.losses
-        await self.runs.started(partition.id, tag, partition.sent, partition.last_operator or "unknown")
+        await self.runs.started(partition.id, tag, partition.sent, partition.last_operator or "unknown", initial)
+
+    async def _run_reconciled(self, partition: Partition) -> None:
+        await self.runs.not_recording(partition.id)
 
     async def _run_ended(self, partition: Partition) -> None:
         interrupted = partition.losses > partition.losses_at_start

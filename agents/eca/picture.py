@@ -43,14 +43,20 @@ class Emit:
 
 @attrs.frozen
 class RunStarted:
-    """The partition entered the recording state."""
+    """The partition entered the recording state (C{initial}: its first record was recording)."""
 
     tag: str | None
+    initial: bool = False
 
 
 @attrs.frozen
 class RunEnded:
-    """The partition left the recording state."""
+    """
+    The partition left the recording state (C{initial}: its first record
+    was not recording; a run left open by an earlier ECA is reconciled).
+    """
+
+    initial: bool = False
 
 
 @attrs.frozen
@@ -297,7 +303,9 @@ class PartitionPicture:
         was = old is not None and old.get("state") == recording.state
         now = new is not None and new.get("state") == recording.state
         if now and not was:
-            return [RunStarted(new.get("tag") if new is not None else None)]
+            return [RunStarted(new.get("tag") if new is not None else None, initial=old is None)]
         if was and not now:
             return [RunEnded()]
+        if old is None and new is not None:
+            return [RunEnded(initial=True)]
         return []

@@ -33,6 +33,7 @@ ALARM_KINDS = (
     "agent_failed",
     "dcs_alarm",
     "pca_lost",
+    "storage_failed",
 )
 
 #: The severities, least severe first.

@@ -13,12 +13,14 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-CODES = ("not_found", "conflict", "bad_request", "unavailable")
+CODES = ("not_found", "conflict", "bad_request", "unavailable", "storage")
 """
 The values of L{StoreError.code}: an unknown item, a clash with what is
 stored (duplicate, still referenced, held by someone else), an invalid
-argument, and a database that cannot be used (I/O error, locked for too
-long, not an ECS database, schema newer than this code, store closed).
+argument, a database that cannot be used (locked for too long, not an
+ECS database, schema newer than this code, store closed), and one that
+cannot be written (C{storage}: disk full, read-only file or folder, I/O
+error; what was asked is not done, and reads still work).
 """
 
 ROLES = ("viewer", "operator", "expert", "admin")

@@ -2,6 +2,10 @@
 """
 What happened: runs (with a snapshot of their configurations), the audit
 trail and log events.
+
+(About 520 lines, longer than most: runs and the audit trail stay in one
+module because a partition command is written ahead with both in one
+transaction (L{RecordOperations.command_ahead}, L{RecordOperations.resolve_pending}).)
 """
 
 from __future__ import annotations
@@ -24,11 +28,48 @@ from ecs.store.errors import (
 from ecs.store.rows import AuditRow, ConfigRow, LogEntry, LogRow, RunRow
 from ecs.store.txn import _all, _deferred, _exists, _one, _StoreArea, _Txn
 
-_RUN_COLUMNS = "number, partition, tag, configs, operator, started, ended, outcome"
+_RUN_COLUMNS = "number, partition, tag, configs, operator, started, ended, outcome, note, pending, pending_at"
+
+#: The commands written ahead with an open run (L{RecordOperations.command_ahead}), and the outcome each
+#: gives it once carried out (a start: the run had stopped recording before, without stop or abort).
+PENDING_OUTCOMES = {"stop": "stopped", "abort": "aborted", "start": "failed"}
+
+#: The outcome of an audit row written ahead of its command, until the command is answered.
+AUDIT_PENDING = "pending"
 
 
 def _run_row(row: Sequence[Any]) -> RunRow:
-    return RunRow(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
+    return RunRow(
+        row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10]
+    )
+
+
+def _joined(old: str | None, note: str | None) -> str | None:
+    """A run's note with C{note} appended (notes accumulate, never replace)."""
+    if not note:
+        return old
+    return note if not old else f"{old}; {note}"
+
+
+def _select_run(txn: _Txn, number: int) -> Any:
+    return _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))  # noqa: S608 - constant SQL, bound values
+
+
+def _close_run(txn: _Txn, number: int, outcome: str, ended: float, note: str | None) -> RunRow:
+    """Close open run C{number} (C{not_found}, or C{conflict} when it is closed already)."""
+    row = _select_run(txn, number)
+    if row is None:
+        raise StoreError("not_found", f"no run {number}")
+    if row[6] is not None:
+        raise StoreError("conflict", f"run {number} already ended ({row[7]})")
+    ended = max(ended, row[5])  # never before it started
+    text = _joined(row[8], note)
+    txn.execute(
+        "UPDATE runs SET ended = ?, outcome = ?, note = ?, pending = NULL, pending_at = NULL, pending_audit = NULL"
+        " WHERE number = ?",
+        (ended, outcome, text, number),
+    )
+    return _run_row((*row[:6], ended, outcome, text, None, None))
 
 
 class RecordOperations(_StoreArea):
@@ -43,12 +84,13 @@ class RecordOperations(_StoreArea):
         tag: str | None,
         configs: Mapping[str, ConfigRow | Mapping[str, Any]],
         operator: str,
+        started: float | None = None,
     ) -> RunRow:
         """
         Open the next run of C{partition}, recording the exact
         configurations (C{{system: ConfigRow}} or C{{system: {config_id,
-        version, parameters}}}); C{conflict} while the partition has a run
-        open.
+        version, parameters}}}), started at C{started} (default now);
+        C{conflict} while the partition has a run open.
         """
         check_name(partition, "partition id")
         if tag is not None:
@@ -56,7 +98,7 @@ class RecordOperations(_StoreArea):
         check_name(operator, "operator")
         snapshot = _snapshot(configs)
         text = json.dumps(snapshot, separators=(",", ":"))
-        now = self._now()
+        now = self._now() if started is None else _check_number(started, "run start")
 
         def op(txn: _Txn) -> RunRow:
             if not _exists(txn, "partitions", "id", partition):
@@ -77,24 +119,162 @@ class RecordOperations(_StoreArea):
         return await self._write(op, what=f"start run of {partition}")
 
     @_deferred
-    async def end_run(self, number: int, outcome: str) -> RunRow:
-        """Close an open run with C{outcome} (e.g. C{stopped}, C{aborted})."""
+    async def end_run(
+        self, number: int, outcome: str, ended: float | None = None, note: str | None = None
+    ) -> RunRow:
+        """
+        Close an open run with C{outcome} (e.g. C{stopped}, C{aborted}), at
+        C{ended} (default now; never before it started), appending C{note}
+        to its note.  A command pending on it is forgotten (its audit row
+        keeps its own outcome).
+        """
         _check_int(number, "run number")
         check_name(outcome, "run outcome")
-        now = self._now()
+        when = self._now() if ended is None else _check_number(ended, "run end")
+        if note is not None:
+            _check_text(note, "run note")
+        return await self._write(_close_run, number, outcome, when, note, what=f"end run {number}")
+
+    @_deferred
+    async def note_run(self, number: int, note: str) -> RunRow:
+        """Append C{note} to the note of run C{number} (open or not)."""
+        _check_int(number, "run number")
+        _check_text(note, "run note")
 
         def op(txn: _Txn) -> RunRow:
-            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))  # noqa: S608 - constant SQL, bound values
+            row = _select_run(txn, number)
             if row is None:
                 raise StoreError("not_found", f"no run {number}")
-            if row[6] is not None:
-                raise StoreError("conflict", f"run {number} already ended ({row[7]})")
-            txn.execute(
-                "UPDATE runs SET ended = ?, outcome = ? WHERE number = ?", (now, outcome, number)
-            )
-            return _run_row((*row[:6], now, outcome))
+            text = _joined(row[8], note)
+            txn.execute("UPDATE runs SET note = ? WHERE number = ?", (text, number))
+            return _run_row((*row[:8], text, *row[9:]))
 
-        return await self._write(op, what=f"end run {number}")
+        return await self._write(op, what=f"note run {number}")
+
+    @_deferred
+    async def command_ahead(
+        self, user: str, action: str, arguments: Mapping[str, Any], partition: str
+    ) -> tuple[int, int | None]:
+        """
+        Before a partition command goes out: its audit row (outcome
+        C{pending}, see L{command_done}) and, for a stop or an abort, the
+        command written on the partition's open run, in one transaction.
+        Fires with C{(audit id, the open run's number or None)}.
+        """
+        check_name(partition, "partition id")
+        _check_text(user, "audit user", empty=True)
+        _check_text(action, "audit action")
+        text = json.dumps(dict(arguments), default=str, separators=(",", ":"))
+        now = self._now()
+
+        def op(txn: _Txn) -> tuple[int, int | None]:
+            txn.execute(
+                "INSERT INTO audit (time, user, action, arguments, outcome) VALUES (?, ?, ?, ?, ?)",
+                (now, user, action, text, AUDIT_PENDING),
+            )
+            audit_id = int(txn.lastrowid)
+            run = _one(txn, "SELECT number FROM runs WHERE partition = ? AND ended IS NULL", (partition,))
+            if run is None:
+                return audit_id, None
+            if action in PENDING_OUTCOMES:
+                txn.execute(
+                    "UPDATE runs SET pending = ?, pending_at = ?, pending_audit = ? WHERE number = ?",
+                    (action, now, audit_id, run[0]),
+                )
+            return audit_id, int(run[0])
+
+        return await self._write(op, what=f"record {action} of {partition}")
+
+    @_deferred
+    async def command_done(self, audit_id: int, outcome: str, refused: bool = False) -> bool:
+        """
+        The command of audit row C{audit_id} was answered: its outcome
+        replaces C{pending}; if it was C{refused}, the open run no longer
+        waits for it.  Fires with whether the row was still pending.
+        """
+        _check_int(audit_id, "audit id")
+        _check_text(outcome, "audit outcome")
+
+        def op(txn: _Txn) -> bool:
+            txn.execute(
+                "UPDATE audit SET outcome = ? WHERE id = ? AND outcome = ?", (outcome, audit_id, AUDIT_PENDING)
+            )
+            changed = bool(txn.rowcount)
+            if refused:
+                txn.execute(
+                    "UPDATE runs SET pending = NULL, pending_at = NULL, pending_audit = NULL"
+                    " WHERE pending_audit = ? AND ended IS NULL",
+                    (audit_id,),
+                )
+            return changed
+
+        return await self._write(op, what=f"audit outcome {audit_id}")
+
+    @_deferred
+    async def resolve_pending(self, number: int, done: bool) -> RunRow:
+        """
+        A restarted ECA found out whether the command pending on open run
+        C{number} was carried out: if C{done}, the run closes with that
+        command's outcome at the time it was written; if not, the run stays
+        open without it.  Its audit row says which, in the same transaction.
+        """
+        _check_int(number, "run number")
+
+        def op(txn: _Txn) -> RunRow:
+            row = _select_run(txn, number)
+            if row is None:
+                raise StoreError("not_found", f"no run {number}")
+            command = row[9]
+            if row[6] is not None or command is None:
+                return _run_row(row)
+            (audit_id,) = _one(txn, "SELECT pending_audit FROM runs WHERE number = ?", (number,))
+            if done:
+                outcome = "ok (carried out; the ECA restarted before the answer)"
+                note = "recording had stopped before the next start" if command == "start" else None
+                result = _close_run(txn, number, PENDING_OUTCOMES[command], row[10], note)
+            else:
+                outcome = "not done: the ECA restarted before the request reached the PCA"
+                txn.execute(
+                    "UPDATE runs SET pending = NULL, pending_at = NULL, pending_audit = NULL WHERE number = ?",
+                    (number,),
+                )
+                result = _run_row((*row[:9], None, None))
+            if audit_id is not None:
+                txn.execute(
+                    "UPDATE audit SET outcome = ? WHERE id = ? AND outcome = ?", (outcome, audit_id, AUDIT_PENDING)
+                )
+            return result
+
+        return await self._write(op, what=f"resolve the command pending on run {number}")
+
+    @_deferred
+    async def settle_pending_audit(self, outcome: str) -> int:
+        """
+        At start: the audit rows still C{pending} whose command no open run
+        waits for get C{outcome} (their answer was lost with the previous
+        ECA).  Fires with how many.
+        """
+        _check_text(outcome, "audit outcome")
+
+        def op(txn: _Txn) -> int:
+            txn.execute(
+                "UPDATE audit SET outcome = ? WHERE outcome = ? AND id NOT IN"
+                " (SELECT pending_audit FROM runs WHERE ended IS NULL AND pending_audit IS NOT NULL)",
+                (outcome, AUDIT_PENDING),
+            )
+            return int(txn.rowcount)
+
+        return await self._write(op, what="settle pending audit rows")
+
+    @_deferred
+    async def open_runs(self) -> list[RunRow]:
+        """Every open run (at most one per partition)."""
+
+        def op(txn: _Txn) -> list[RunRow]:
+            sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE ended IS NULL ORDER BY number"  # noqa: S608 - constant SQL
+            return [_run_row(r) for r in _all(txn, sql)]
+
+        return await self._read(op, what="read open runs")
 
     @_deferred
     async def run(self, number: int) -> RunRow:
@@ -102,7 +282,7 @@ class RecordOperations(_StoreArea):
         _check_int(number, "run number")
 
         def op(txn: _Txn) -> RunRow:
-            row = _one(txn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE number = ?", (number,))  # noqa: S608 - constant SQL, bound values
+            row = _select_run(txn, number)
             if row is None:
                 raise StoreError("not_found", f"no run {number}")
             return _run_row(row)

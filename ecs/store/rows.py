@@ -96,7 +96,8 @@ class ControlRow:
 class RunRow:
     """
     A run.  C{configs} is the snapshot C{{system: {config_id, version,
-    parameters}}}; C{ended} and C{outcome} are C{None} while it is open.
+    parameters}}}; C{ended} and C{outcome} are C{None} while it is open;
+    C{pending} is the stop or abort written ahead of its request.
     """
 
     number: int
@@ -107,6 +108,12 @@ class RunRow:
     started: float
     ended: float | None
     outcome: str | None
+    #: What interrupted the run while it went on (a PCA restart...), or None.
+    note: str | None = None
+    #: The stop or abort sent for it and not yet seen carried out, or None.
+    pending: str | None = None
+    #: When that command was written (before it was sent).
+    pending_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

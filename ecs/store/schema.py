@@ -177,7 +177,18 @@ def _v3() -> list[str]:
 
 def _v4_runs() -> list[str]:
     """Run records written ahead of the commands (issue 11; L{ecs.store.records})."""
-    return []
+    return [
+        # What interrupted a run that went on (a PCA restart, a lost PCA).
+        "ALTER TABLE runs ADD COLUMN note TEXT",
+        # The stop or abort sent for an open run (or a start: then the run
+        # had stopped recording), written before the request goes out (with
+        # when, and its audit row), so that a restarted ECA closes the run
+        # with the outcome of the command the PCA carried out.
+        "ALTER TABLE runs ADD COLUMN pending TEXT CHECK (pending IN ('stop', 'abort', 'start'))",
+        "ALTER TABLE runs ADD COLUMN pending_at REAL",
+        "ALTER TABLE runs ADD COLUMN pending_audit INTEGER",
+        "CREATE INDEX audit_pending ON audit(outcome) WHERE outcome = 'pending'",
+    ]
 
 
 def _v4_accounts() -> list[str]:

@@ -75,6 +75,20 @@ class IRunner(Protocol):
         ...
 
 
+#: The SQLite result codes (their primary part) of a database that cannot be written.
+_STORAGE_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+_STORAGE_TEXTS = ("disk is full", "readonly database", "read-only", "disk i/o error")
+
+
+def storage_failure(error: sqlite3.Error) -> bool:
+    """Whether C{error} says the database cannot be written (full, read-only, I/O), not that it is busy."""
+    name = getattr(error, "sqlite_errorname", None)
+    if isinstance(name, str) and name.startswith(_STORAGE_ERRORS):
+        return True
+    text = str(error).lower()
+    return any(t in text for t in _STORAGE_TEXTS)
+
+
 async def _run(runner: IRunner, write: bool, fn: Callable[..., T], *args: Any, what: str) -> T:
     """Run C{fn(txn, *args)} in one transaction, translating database errors."""
     try:
@@ -82,6 +96,8 @@ async def _run(runner: IRunner, write: bool, fn: Callable[..., T], *args: Any, w
     except sqlite3.IntegrityError as e:
         raise StoreError("conflict", f"{what}: {e}") from e
     except sqlite3.Error as e:
+        if storage_failure(e):
+            raise StoreError("storage", f"{what}: the database cannot be written: {e}") from e
         raise StoreError("unavailable", f"{what}: database error: {e}") from e
     return result
 
