@@ -1,0 +1,238 @@
+"""
+Restarts end to end, with real processes (C{twistd -n ecs-demo} on loopback,
+its agents started and restarted by its supervisor, driven through the HTTP
+API): every link follows the registry.
+
+- The PCA is restarted (SIGKILL, and gracefully through
+  C{POST /api/agents/pca:demo/restart}) in each partition state (Idle,
+  QA_Active, Recording, during Configuring); then a configure with a
+  I{changed} configuration (the other tag: TFC and STS change) reaches
+  QA_Active well within the stage timeout, with no stage timed out.
+- A detector controller and the global systems killed are re-found by the
+  PCA within two heartbeat intervals of registering again.
+- The time from freezing a detector controller (SIGSTOP: it stops answering
+  but is not restarted under us) to its Connection Problem on the API is
+  measured and must stay below two heartbeat intervals plus a margin for
+  the PCA's publishing, the ECA and the polling.
+
+Agent processes are found and killed by the test's own state directory
+(L{tests.test_supervision_e2e.kill_marked}): never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from twisted.internet import reactor, task
+
+from tests.test_supervision_e2e import DEMO_AGENTS, EcaProcessCase
+
+#: The demo's heartbeat (the shipped etc/ecs.yaml).
+INTERVAL = 1.0
+#: Scheduling slack on a small shared machine: the PCA's publishing, the
+#: ECA's mirror, the API poll (0.05 s) and other tests' processes.
+MARGIN = 1.5
+#: The tags the configure alternates between (TFC and STS configurations differ).
+TAGS = ("demo", "demo-alt")
+#: Well below the smallest stage timeout of fsm/partition.yaml (30 s).
+CONFIGURE_DEADLINE = 25.0
+
+
+async def sleep(seconds: float) -> None:
+    """Wait on the reactor (the processes under test run meanwhile)."""
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+class RestartCase(EcaProcessCase):
+    """The demo running, with helpers to drive and read its partition."""
+
+    timeout = 600
+
+    async def start_demo(self) -> None:
+        proc, _ = self.start_eca("ecs-demo")
+        await self.login(proc)
+        await self.until(self.all_up(DEMO_AGENTS), "all demo agents up", timeout=120)
+        await self.partition_where(self.everything_connected, "every system connected", timeout=60)
+        code, body = await self.api("POST", "/api/partitions/demo/control")
+        self.assertEqual(code, 200, body)
+        self.tag_index = 0
+
+    async def partition(self) -> dict[str, Any]:
+        code, body = await self.api("GET", "/api/partitions/demo")
+        self.assertEqual(code, 200, body)
+        return dict(body)
+
+    async def partition_where(self, check: Any, what: str, timeout: float = 30.0) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = await self.partition()
+            if check(body):
+                return body
+            await sleep(0.05)
+        raise AssertionError(f"never {what} within {timeout} s: {body}")
+
+    @staticmethod
+    def everything_connected(body: dict[str, Any]) -> bool:
+        return bool(body["connected"]) and len(body["systems"]) == 9 and all(
+            s["connected"] for s in body["systems"]
+        )
+
+    async def reach(self, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        return await self.partition_where(
+            lambda b: b["state"] == state and b["operation"] is None, f"{state} (no operation)", timeout
+        )
+
+    async def command(self, name: str, body: Any = None) -> None:
+        code, reply = await self.api("POST", f"/api/partitions/demo/{name}", body)
+        self.assertEqual(code, 200, f"{name}: {reply}")
+
+    async def configure_next(self) -> tuple[str, float]:
+        """Configure with the other tag; return it and the seconds to QA_Active."""
+        self.tag_index = 1 - self.tag_index
+        tag = TAGS[self.tag_index]
+        started = time.monotonic()
+        await self.command("configure", {"tag": tag, "auto": True})
+        body = await self.reach("QA_Active", timeout=CONFIGURE_DEADLINE)
+        self.assertEqual(body["tag"], tag)
+        return tag, time.monotonic() - started
+
+    async def bring_to(self, state: str) -> None:
+        """Idle, QA_Active, Recording, or Configuring (returns in a Configuring_ state)."""
+        body = await self.partition()
+        if body["state"] != "Idle":
+            if "stop" in body["allowed"]:
+                await self.command("stop")
+                await self.reach("QA_Active")
+            await self.command("abort")
+            await self.reach("Idle")
+        if state == "Idle":
+            return
+        if state == "Configuring":
+            self.tag_index = 1 - self.tag_index
+            await self.command("configure", {"tag": TAGS[self.tag_index], "auto": True})
+            await self.partition_where(
+                lambda b: b["state"].startswith("Configuring_Detectors"), "configuring the detectors"
+            )
+            return
+        await self.configure_next()
+        if state == "Recording":
+            await self.command("start")
+            await self.reach("Recording")
+
+    async def agent_pid(self, name: str) -> int:
+        code, body = await self.api("GET", f"/api/agents/{name}")
+        self.assertEqual(code, 200, body)
+        return int(body["status"]["pid"])
+
+    async def restart_pca(self, how: str) -> float:
+        """Kill (SIGKILL) or restart (API) the PCA; return the seconds until every system is connected again."""
+        old = await self.agent_pid("pca:demo")
+        started = time.monotonic()
+        if how == "kill":
+            os.kill(old, signal.SIGKILL)
+        else:
+            code, body = await self.api("POST", "/api/agents/pca:demo/restart")
+            self.assertEqual(code, 200, body)
+        await self.until(
+            lambda a: self.all_up({"pca:demo"})(a) and a["pca:demo"]["status"]["pid"] != old,
+            "the PCA running again with a new pid",
+        )
+        await self.partition_where(self.everything_connected, "every system connected again", timeout=30)
+        return time.monotonic() - started
+
+    async def stage_timeouts(self) -> list[str]:
+        code, logs = await self.api("GET", "/api/logs?partition=demo&q=timed%20out")
+        self.assertEqual(code, 200, logs)
+        return [entry["message"] for entry in logs]
+
+    async def restart_in_every_state(self, how: str) -> None:
+        await self.start_demo()
+        figures = []
+        for state in ("Idle", "QA_Active", "Recording", "Configuring"):
+            await self.bring_to(state)
+            back = await self.restart_pca(how)
+            body = await self.partition()
+            if "stop" in body["allowed"]:  # still Recording: the run goes on; stop it first
+                await self.command("stop")
+                await self.reach("QA_Active")
+            elif body["operation"] is not None or "configure" not in body["allowed"]:
+                await self.command("abort")
+                await self.reach("Idle")
+            tag, seconds = await self.configure_next()
+            systems = {s["id"]: s["tag"] for s in (await self.partition())["systems"]}
+            expected_tfc = "tfc-pulser" if tag == "demo-alt" else "tfc-default"
+            expected_sts = "sts-low-threshold" if tag == "demo-alt" else "sts-default"
+            self.assertEqual((systems["TFC"], systems["STS"]), (expected_tfc, expected_sts), f"after {state}")
+            figures.append(f"{state}: systems back {back:.1f} s, configure {seconds:.1f} s")
+        self.assertEqual(await self.stage_timeouts(), [])
+        print(f"\nPCA {how} in each state: " + "; ".join(figures))
+
+
+class PcaRestartTests(RestartCase):
+    """The first defect of issue 11: a restarted PCA is followed by every link."""
+
+    async def test_pca_killed_in_each_state(self) -> None:
+        """PCA SIGKILLed while Idle, QA_Active, Recording, Configuring: a changed configure reaches QA_Active."""
+        await self.restart_in_every_state("kill")
+
+    async def test_pca_restarted_in_each_state(self) -> None:
+        """PCA restarted through the API in each state: a changed configure reaches QA_Active."""
+        await self.restart_in_every_state("restart")
+
+
+class ControllerRestartTests(RestartCase):
+    """Controllers restarted, and a frozen one detected."""
+
+    async def refound_after_kill(self, agent: str, systems: set[str]) -> float:
+        """SIGKILL C{agent}; seconds from its new registration to its systems connected again."""
+        old = await self.agent_pid(agent)
+        os.kill(old, signal.SIGKILL)
+        await self.until(
+            lambda a: self.all_up({agent})(a) and a[agent]["status"]["pid"] != old,
+            f"{agent} running and registered again",
+        )
+        registered = time.monotonic()  # polled: at most one poll (0.2 s) late
+        await self.partition_where(
+            lambda b: all(s["connected"] for s in b["systems"] if s["id"] in systems),
+            f"{', '.join(sorted(systems))} connected again",
+        )
+        return time.monotonic() - registered
+
+    async def test_controllers_refound_within_two_intervals(self) -> None:
+        """A killed detector controller and the global systems are found again within 2 intervals of registering."""
+        await self.start_demo()
+        await self.bring_to("QA_Active")
+        detector = await self.refound_after_kill("detector:STS", {"STS"})
+        self.assertLess(detector, 2 * INTERVAL + MARGIN)
+        globals_ = await self.refound_after_kill("global:all", {"TFC", "DCS", "QA", "FLES"})
+        self.assertLess(globals_, 2 * INTERVAL + MARGIN)
+        print(f"\nre-found after registering: detector {detector:.2f} s, global systems {globals_:.2f} s")
+        await self.bring_to("Idle")
+        await self.configure_next()
+
+    async def test_detection_time_of_a_frozen_controller(self) -> None:
+        """A controller that stops answering shows Connection Problem within 2 intervals (measured, 3 times)."""
+        await self.start_demo()
+        pid = await self.agent_pid("detector:TOF")
+        times = []
+        for _ in range(3):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                frozen = time.monotonic()
+                await self.partition_where(
+                    lambda b: any(s["id"] == "TOF" and not s["connected"] for s in b["systems"]),
+                    "TOF seen lost", timeout=10,
+                )
+                times.append(time.monotonic() - frozen)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await self.partition_where(self.everything_connected, "TOF connected again")
+            await sleep(INTERVAL * 0.37)  # another phase of the heartbeat
+        print(f"\ndetection of a frozen controller: {', '.join(f'{t:.2f}' for t in times)} s")
+        self.assertLess(max(times), 2 * INTERVAL + MARGIN, times)
+        state = (await self.partition())["systems"]
+        self.assertEqual({s["state"] for s in state if s["id"] == "TOF"}, {"Unconfigured"})
