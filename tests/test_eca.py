@@ -1096,15 +1096,15 @@ class MoveTests(ClockedHarness):
         await self.take("operator", "p2")
         started: defer.Deferred[None] = defer.Deferred()
         release: defer.Deferred[None] = defer.Deferred()
-        original = self.store.move_detector
+        original = self.store.commit_operation
 
-        async def slow_move(detector: str, to: str | None) -> Any:
+        async def slow_move(op_id: int) -> Any:
             if not started.called:
                 started.callback(None)
                 await release
-            return await original(detector, to)
+            return await original(op_id)
 
-        self.patch(self.store, "move_detector", slow_move)
+        self.patch(self.store, "commit_operation", slow_move)
         moving = defer.ensureDeferred(self.move("TRD", "p2"))
         await self.until(started)
         r = await self.call(

@@ -14,7 +14,10 @@ a stale entry of a dead process does not count.
 
 The PCA of a partition created at run time is placed C{local} on
 C{localhost} and started when the ECA starts agents on its own; it is
-stopped and unplaced with its partition.
+stopped and unplaced with its partition.  So is the agent of a detector
+created at run time, placed with its type (C{--type}); a deleted detector's
+agent is stopped and unplaced (its placement row goes with the detector,
+L{ecs.store.Store.commit_operation}).
 """
 
 from __future__ import annotations
@@ -165,30 +168,53 @@ class AgentActions:
             raise ControlError("bad_request", f"lines must be 1 to {MAX_OUTPUT_LINES}", field="lines")
         return defer.Deferred.fromCoroutine(self._supervisor().output(agent, lines))
 
-    # -- partitions created and deleted at run time --------------------------------------
+    # -- partitions and detectors created and deleted at run time ------------------------
 
-    async def partition_created(self, user: User, partition_id: str) -> None:
-        """Place (and start, when agents start on their own) the PCA of a new partition."""
+    async def _placed(self, user: User, name: str, options: dict[str, Any], what: str) -> None:
+        """Place C{name} C{local} on L{PCA_HOST} unless placed, and start it when agents start on their own."""
         supervisor = self.supervisor
-        name = f"pca:{partition_id}"
         if supervisor is None:
             return
         try:
             if name not in supervisor.entries and "local" in supervisor.launchers:
-                await supervisor.place(name, PCA_HOST, "local", {}, True, user.name)
+                await supervisor.place(name, PCA_HOST, "local", options, True, user.name)
             if supervisor.autostart and name in supervisor.entries:
                 await supervisor.start(name)
         except ControlError as e:
-            self._logbook.log("warn", "ECA", f"PCA of {partition_id} not started: {e.reason}", None)
+            self._logbook.log("warn", "ECA", f"{what} not started: {e.reason}", None)
 
-    async def partition_deleted(self, partition_id: str) -> None:
-        """Stop and unplace the PCA of a deleted partition."""
+    async def _unplaced(self, name: str, stop: bool, what: str) -> None:
+        """Stop (if C{stop}) and unplace C{name}; a failure is a WARN line."""
         supervisor = self.supervisor
-        name = f"pca:{partition_id}"
         if supervisor is None or name not in supervisor.entries:
             return
         try:
-            await supervisor.stop(name)
+            if stop:
+                await supervisor.stop(name)
             await supervisor.unplace(name)
         except ControlError as e:
-            self._logbook.log("warn", "ECA", f"PCA of deleted partition {partition_id}: {e.reason}", None)
+            self._logbook.log("warn", "ECA", f"{what}: {e.reason}", None)
+
+    async def partition_created(self, user: User, partition_id: str) -> None:
+        """Place (and start, when agents start on their own) the PCA of a new partition."""
+        await self._placed(user, f"pca:{partition_id}", {}, f"PCA of {partition_id}")
+
+    async def partition_deleted(self, partition_id: str) -> None:
+        """Stop and unplace the PCA of a deleted partition."""
+        await self._unplaced(f"pca:{partition_id}", True, f"PCA of deleted partition {partition_id}")
+
+    async def detector_created(self, user: User, detector_id: str, type: str) -> None:
+        """Place a new detector's agent with its type (and start it, when agents start on their own)."""
+        options: dict[str, Any] = {"agent_args": ["--type", type]}
+        await self._placed(user, f"detector:{detector_id}", options, f"agent of new detector {detector_id}")
+
+    async def stop_detector_agent(self, detector_id: str) -> None:
+        """Stop the agent of a detector about to be deleted (its failure refuses the deletion)."""
+        supervisor = self.supervisor
+        name = f"detector:{detector_id}"
+        if supervisor is not None and name in supervisor.entries:
+            await supervisor.stop(name)
+
+    async def detector_deleted(self, detector_id: str) -> None:
+        """Forget the supervision of a deleted detector's agent (stopped before)."""
+        await self._unplaced(f"detector:{detector_id}", False, f"agent of deleted detector {detector_id}")

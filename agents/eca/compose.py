@@ -119,6 +119,8 @@ class Eca:
         for row in await self.store.partitions():
             entry = self.registry.entries.get(("pca", row.id))
             self.partitions.watch(row.id, entry.info if entry is not None else None)
+        # Management operations a dead ECA left open hold their locks before anyone can ask.
+        await self.inventory.recover()
         await self.scopes.load()
         self._log.info("ECA registry at {address}", address=self.address)
 

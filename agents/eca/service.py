@@ -238,6 +238,7 @@ class ECAService(AsyncStartService, service.MultiService):
         assert supervisor is not None  # built with launchers
         _add(self, _Closing(self._stop_agents))  # last child: stopped first
         await supervisor.resume(autostart=self.autostart)
+        eca.inventory.agents_resumed()  # interrupted deletions stop their agents now
         address = port.getHost()
         self.url = web_url(self.web, address.host, address.port)
         self._log.info("ECS web: {url}", url=self.url)

@@ -198,7 +198,29 @@ def _v4_accounts() -> list[str]:
 
 def _v4_management() -> list[str]:
     """Management operations recorded before they act (issue 11; moves, locks)."""
-    return []
+    return [
+        # The journal of management operations (L{ecs.store.inventory}): a
+        # row is written before the operation acts (phase 'prepared'), its
+        # change of the inventory commits with phase 'committed', and it is
+        # closed with its outcome.  A row still open when the ECA starts is an
+        # interrupted operation: rolled forward (committed) or back.
+        """CREATE TABLE management_ops (
+            id INTEGER PRIMARY KEY,
+            action TEXT NOT NULL CHECK (action IN ('move_detector', 'delete_detector', 'delete_partition')),
+            detector TEXT,
+            source TEXT,
+            target TEXT,
+            force INTEGER NOT NULL DEFAULT 0 CHECK (force IN (0, 1)),
+            user TEXT NOT NULL,
+            phase TEXT NOT NULL CHECK (phase IN ('prepared', 'committed')),
+            started REAL NOT NULL,
+            ended REAL,
+            outcome TEXT,
+            CHECK ((ended IS NULL) = (outcome IS NULL)))""",
+        # At most one open operation per detector (the ECA also locks in memory).
+        "CREATE UNIQUE INDEX management_ops_one_per_detector ON management_ops(detector) WHERE ended IS NULL",
+        "CREATE INDEX management_ops_open ON management_ops(ended, id)",
+    ]
 
 
 SCHEMA_VERSION = 4
