@@ -122,11 +122,13 @@ SETTINGS_SCHEMA = Record(
             Record(
                 {
                     "interval": Field(Number(gt=0), default=1.0),
-                    "timeout": Field(Number(gt=0), default=3.0),
+                    # Two intervals: a peer killed is seen lost within two
+                    # heartbeat intervals (the loss is checked at its deadline).
+                    "timeout": Field(Number(gt=0), default=2.0),
                 },
                 checks=[_check_heartbeat],
             ),
-            default={"interval": 1.0, "timeout": 3.0},
+            default={"interval": 1.0, "timeout": 2.0},
         ),
         "request_timeout": Field(Number(gt=0), default=5.0),
         "security": Field(OneOf("curve", "none"), default="curve"),
