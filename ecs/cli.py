@@ -19,6 +19,7 @@ On the ECA host::
 
     ecs user add|passwd|del|list|roles [NAME] [--roles R,R] [--state-dir DIR]
     ecs user key add NAME FILE|- | key list [NAME] | key del FINGERPRINT   (SSH shell keys)
+    ecs user tokens list [NAME] | tokens revoke ID|NAME...   (sessions and API tokens)
     ecs db upgrade [--state-dir DIR]
 
 The agent's endpoint comes from C{--endpoint} or from C{--inventory}
@@ -202,10 +203,68 @@ def _user(args: argparse.Namespace) -> int:
 
     if args.action == "key":
         return _react(lambda reactor: cli_user_key(reactor, args))
+    if args.action == "tokens":
+        return _react(lambda reactor: cli_user_tokens(reactor, args))
     if args.key_args:
         print(f"ecs user {args.action}: unexpected arguments {' '.join(args.key_args)}", file=sys.stderr)
         return 2
     return _react(lambda reactor: cli_user(reactor, args))
+
+
+async def cli_user_tokens(reactor: Any, args: argparse.Namespace, stdout: Any = None, stderr: Any = None) -> int:
+    """
+    C{ecs user tokens list [NAME]}: the sessions and API tokens that have
+    not expired (id, user, kind, created, last used, expires);
+    C{ecs user tokens revoke ID|NAME...}: end a token by its id (the first
+    hex digits of its hash, as listed; at least 8) or every token of a
+    user.  Writes the database directly: the running ECA reads tokens on
+    every request, so a revoked one is refused at its next request (an
+    open event stream ends within the ECA's session check, 30 s).  Returns
+    0, 1 (refused) or 2 (usage).
+    """
+    from ecs.store import StoreError
+    from ecs.store.accounts import TOKEN_ID_MIN
+    from ecs.users import DEFAULT_STATE_DIR, format_time, on_store
+
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    action = getattr(args, "name", None)
+    rest = list(getattr(args, "key_args", None) or [])
+    if action not in ("list", "revoke") or (action == "list" and len(rest) > 1) or (action == "revoke" and not rest):
+        print("ecs user tokens: use list [NAME] or revoke ID|NAME...", file=err)
+        return 2
+    state_dir = getattr(args, "state_dir", None) or DEFAULT_STATE_DIR
+
+    async def work(store: Any) -> int:
+        if action == "list":
+            print(f"{'ID':<14}{'USER':<20}{'KIND':<9}{'CREATED':<25}{'LAST USED':<25}EXPIRES", file=out)
+            for row in await store.tokens(rest[0] if rest else None):
+                expires = "never" if row.expires is None else format_time(row.expires)
+                print(f"{row.token_hash[:12]:<14}{row.user:<20}{row.kind:<9}{format_time(row.created):<25}"
+                      f"{format_time(row.last_used):<25}{expires}", file=out)
+            return 0
+        code = 0
+        for what in rest:
+            if len(what) >= TOKEN_ID_MIN and all(c in "0123456789abcdefABCDEF" for c in what):
+                try:
+                    row = await store.revoke_token(what)
+                except StoreError as e:
+                    if e.code != "not_found" or await store.user(what) is None:
+                        print(f"ecs user tokens revoke: {e.reason}", file=err)
+                        code = 1
+                        continue
+                else:
+                    print(f"token {row.token_hash[:12]} ({row.kind}) of {row.user} revoked", file=out)
+                    continue
+            elif await store.user(what) is None:
+                print(f"ecs user tokens revoke: no token and no user {what}", file=err)
+                code = 1
+                continue
+            ended = await store.delete_tokens(what)
+            print(f"{ended} token(s) of {what} revoked", file=out)
+        return code
+
+    return await on_store(reactor, state_dir, f"ecs user tokens {action}", err, work)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -261,10 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_agent_status)
 
     user = commands.add_parser("user", help="users of the ECA (on the ECA host)")
-    user.add_argument("action", choices=("add", "passwd", "del", "list", "roles", "key"))
+    user.add_argument("action", choices=("add", "passwd", "del", "list", "roles", "key", "tokens"))
     user.add_argument("name", nargs="?")
     user.add_argument(
-        "key_args", nargs="*", metavar="ARG", help="SSH keys: key add NAME FILE|-, key list [NAME], key del FINGERPRINT"
+        "key_args", nargs="*", metavar="ARG",
+        help="SSH keys: key add NAME FILE|-, key list [NAME], key del FINGERPRINT; "
+        "tokens: tokens list [NAME], tokens revoke ID|NAME...",
     )
     user.add_argument("--comment", help="key add: the key's comment (default: the one in the file)")
     user.add_argument("--roles", help="comma list of viewer, operator, expert, admin")

@@ -34,7 +34,7 @@ import hashlib
 import os
 import secrets
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,10 +57,12 @@ __all__ = [
     "cli_user",
     "cli_user_key",
     "ensure_admin",
+    "format_time",
     "has_role",
     "hash_password",
     "hash_password_async",
     "new_token",
+    "on_store",
     "parse_roles",
     "token_hash",
 ]
@@ -268,8 +270,12 @@ def _read_key_text(source: str, stdin: TextIO) -> str:
         return f.read(1_000_000)
 
 
-def _when(t: float) -> str:
+def format_time(t: float) -> str:
+    """A POSIX time as the command-line tools print it (UTC)."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_when = format_time
 
 
 async def cli_user(
@@ -389,30 +395,50 @@ async def cli_user_key(
         print(f"ecs user key {action}: usage: ecs user key {action} {shape}", file=err)
         return 2
     prefix = f"ecs user key {action}"
-    try:
-        key_line = None
-        if action == "add":
-            source = rest[1]
+    key_line = None
+    if action == "add":
+        source = rest[1]
+        try:
             text = _read_key_text(source, stdin or sys.stdin)
-            lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-            if len(lines) != 1:
-                where = "standard input" if source == "-" else source
-                print(f"{prefix}: {where} holds {len(lines)} keys: give exactly one public key", file=err)
-                return 1
-            key_line = lines[0]
+        except OSError as e:
+            print(f"{prefix}: {e}", file=err)
+            return 1
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if len(lines) != 1:
+            where = "standard input" if source == "-" else source
+            print(f"{prefix}: {where} holds {len(lines)} keys: give exactly one public key", file=err)
+            return 1
+        key_line = lines[0]
+
+    async def work(store: Store) -> int:
+        if action == "add":
+            assert key_line is not None
+            row = await store.add_user_key(rest[0], key_line, getattr(args, "comment", None))
+            print(f"key {row.fingerprint} ({row.type}) added for {row.user}", file=out)
+        elif action == "list":
+            for row in await store.user_keys(rest[0] if rest else None):
+                line = f"{row.user:<24} {row.fingerprint}  {row.type:<20} {_when(row.created)}  {row.comment}"
+                print(line.rstrip(), file=out)
+        else:
+            row = await store.delete_user_key(rest[0])
+            print(f"key {row.fingerprint} of {row.user} deleted", file=out)
+        return 0
+
+    return await on_store(reactor, state_dir, prefix, err, work)
+
+
+async def on_store(
+    reactor: Any, state_dir: str | Path, prefix: str, err: TextIO, work: Callable[[Store], Awaitable[int]]
+) -> int:
+    """
+    Open the ECA's database in C{state_dir}, run C{work(store)} and close
+    it: a command-line helper's exit code, 1 with C{prefix: reason} on
+    C{err} when the store refuses or the file cannot be opened.
+    """
+    try:
         store = await Store.open(database_path(state_dir), reactor)
         try:
-            if action == "add":
-                assert key_line is not None
-                row = await store.add_user_key(rest[0], key_line, getattr(args, "comment", None))
-                print(f"key {row.fingerprint} ({row.type}) added for {row.user}", file=out)
-            elif action == "list":
-                for row in await store.user_keys(rest[0] if rest else None):
-                    line = f"{row.user:<24} {row.fingerprint}  {row.type:<20} {_when(row.created)}  {row.comment}"
-                    print(line.rstrip(), file=out)
-            else:
-                row = await store.delete_user_key(rest[0])
-                print(f"key {row.fingerprint} of {row.user} deleted", file=out)
+            return await work(store)
         finally:
             await store.close()
     except StoreError as e:
@@ -421,4 +447,3 @@ async def cli_user_key(
     except OSError as e:
         print(f"{prefix}: {e}", file=err)
         return 1
-    return 0

@@ -486,3 +486,78 @@ class SpecTests(SynchronousTestCase):
                          ("ecs-simhost", "--ids", "1-5"))
         for options in ({}, {"agent_args": "--ids 1"}, {"agent_args": ["--ids", "a\nb"]}):
             self.assertRaises(LaunchError, spec_for, Placement("simhost:s", "h", "local", options))
+
+
+class PartitionNamedTests(SupervisorTestCase):
+    """A flapping agent's line names the partition it serves (issue 11, item 10)."""
+
+    def test_flapping_names_partition(self) -> None:
+        """The flapping line of a detector names its partition; a PCA's names its own by default."""
+        self.supervisor.partition_of = lambda name: {"detector:D1": "p1"}.get(name)
+        self.resume()
+        self.run_(self.supervisor.start("detector:D1"))
+        for delay in (1, 2, 4, 8):
+            self.launcher.kill("detector:D1", self.pid())
+            self.clock.advance(delay)
+        self.launcher.kill("detector:D1", self.pid())
+        errors = [m for level, m in self.logs if level == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("detector:D1 is flapping", errors[0])
+        self.assertTrue(errors[0].endswith("(partition p1)"), errors[0])
+        warnings = [m for level, m in self.logs if level == "warn"]
+        self.assertTrue(warnings and all(m.endswith("(partition p1)") for m in warnings), warnings)
+        default = Supervisor(self.store, {"local": self.launcher}, self.clock)
+        self.assertEqual(default.partition_of("pca:p1"), "p1")
+        self.assertIsNone(default.partition_of("detector:D1"))
+
+
+class _Book:
+    """A log book that keeps its lines (L{agents.eca.interfaces.ILogBook}'s C{log})."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def log(self, level: str, source: str, message: str, partition: str | None) -> None:
+        self.lines.append((level, message))
+
+
+class DetectorAgentTests(SupervisorTestCase):
+    """A created detector's agent is placed with its type; a deleted one's is stopped and unplaced."""
+
+    def actions(self) -> Any:
+        from agents.eca.agents import AgentActions
+
+        self.book = _Book()
+        return AgentActions(self.supervisor, audit=None, logbook=self.book)  # type: ignore[arg-type]
+
+    def test_created_placed_with_type(self) -> None:
+        """The new detector's agent runs ecs-detector --id D2 --type TOF, started when agents autostart."""
+        from ecs.control import User
+
+        actions = self.actions()
+        self.resume(autostart=True)
+        self.run_(actions.detector_created(User("expert", ("expert",)), "D2", "TOF"))
+        self.assertEqual(self.store.placements_["detector:D2"].options, {"agent_args": ["--type", "TOF"]})
+        self.assertEqual(self.state("detector:D2"), "running")
+        spec = spec_for(Placement("detector:D2", "localhost", "local", self.store.placements_["detector:D2"].options))
+        self.assertEqual(spec.plugin_args, ("ecs-detector", "--id", "D2", "--type", "TOF"))
+
+    def test_deleted_stopped_and_unplaced(self) -> None:
+        """Stopping before the deletion, unplacing after: no agent runs, no supervision is left."""
+        actions = self.actions()
+        self.resume()
+        self.run_(self.supervisor.start("detector:D1"))
+        pid = self.pid()
+        self.run_(actions.stop_detector_agent("D1"))
+        self.assertNotIn(pid, self.launcher.alive)
+        del self.store.placements_["detector:D1"]  # deleted with the detector, in its transaction
+
+        def gone(agent: str) -> defer.Deferred[None]:
+            return defer.fail(StoreError("not_found", f"no placement for {agent}"))  # as the real store
+
+        self.patch(self.store, "delete_placement", gone)
+        self.run_(actions.detector_deleted("D1"))
+        self.assertNotIn("detector:D1", self.supervisor.entries)
+        self.assertEqual(self.book.lines, [])
+        self.clock.advance(120)
+        self.assertEqual(self.launcher.starts(), 1)  # never started again

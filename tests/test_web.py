@@ -432,40 +432,52 @@ class LoginTests(WebTestCase):
         self.assertEqual(self.successResultOf(d).code, 200)
 
     def test_rate_limit_per_user(self) -> None:
-        """Five failures for one user in a minute give 429, even with the right password."""
-        for _ in range(5):
+        """Three failures are free; the fourth try from the same address waits (429, Retry-After),
+        without the center being asked; another user is not slowed."""
+        for _ in range(3):
             self.assertEqual(self.call("POST", "/api/login", json={"username": "operator", "password": "no"}).code, 401)
         r = self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD})
-        self.assertError(r, 429, "too_many_attempts")
-        self.assertEqual(r.header("Retry-After"), ["60"])
+        body = self.assertError(r, 429, "too_many", retry_after=1)
+        self.assertIn("try again in 1 s", body["reason"])
+        self.assertEqual(r.header("Retry-After"), ["1"])
         self.assertEqual(self.center.logins, [])
         other = self.call("POST", "/api/login", json={"username": "viewer", "password": PASSWORD})
         self.assertEqual(other.code, 200)
 
     def test_rate_limit_expires(self) -> None:
-        """After the window passes on the clock, logins are allowed again."""
-        for _ in range(5):
+        """The back-off doubles with each failure; once it has passed on the clock, the right password gets in."""
+        waits = []
+        for _ in range(3):
             self.call("POST", "/api/login", json={"username": "operator", "password": "no"})
-        self.clock.advance(30)
-        r = self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD})
-        self.assertError(r, 429, "too_many_attempts", retry_after=30)
-        self.clock.advance(30)
+        for _ in range(3):
+            r = self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD})
+            waits.append(self.assertError(r, 429, "too_many")["retry_after"])
+            self.clock.advance(waits[-1])
+            self.assertEqual(self.call("POST", "/api/login", json={"username": "operator", "password": "no"}).code, 401)
+        self.assertEqual(waits, [1, 2, 4])
+        self.assertError(self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD}),
+                         429, "too_many", retry_after=8)
+        self.clock.advance(8)
         self.assertEqual(self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD}).code, 200)
 
     def test_rate_limit_per_address(self) -> None:
-        """Twenty failures from one address, spread over user names, block that address."""
+        """Twenty failures from one address, spread over user names, slow that address."""
         for n in range(20):
             self.call("POST", "/api/login", json={"username": f"user{n}", "password": "no"})
         r = self.call("POST", "/api/login", json={"username": "viewer", "password": PASSWORD})
-        self.assertError(r, 429, "too_many_attempts")
+        self.assertIn("from this address", self.assertError(r, 429, "too_many")["reason"])
 
     def test_success_resets_user_count(self) -> None:
-        """A successful login clears that user's failures."""
-        for _ in range(4):
+        """A successful login clears that user's failures: the back-off starts again at 1 s."""
+        for _ in range(3):
             self.call("POST", "/api/login", json={"username": "operator", "password": "no"})
+        self.clock.advance(1)
         self.assertEqual(self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD}).code, 200)
-        for _ in range(4):
+        for _ in range(3):
             self.call("POST", "/api/login", json={"username": "operator", "password": "no"})
+        self.assertError(self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD}),
+                         429, "too_many", retry_after=1)
+        self.clock.advance(1)
         self.assertEqual(self.call("POST", "/api/login", json={"username": "operator", "password": PASSWORD}).code, 200)
 
     def test_logout(self) -> None:

@@ -4,6 +4,14 @@ L{Accounts}: logging in and out, sessions and API tokens, and the users'
 administration (admin only).  Passwords are hashed off the reactor thread
 by an injected L{IPasswords} (L{ThreadPasswords}: the reactor's thread
 pool; tests may hash inline).
+
+Every token expires: a session (the GUI's cookie) after C{session_lifetime},
+an API token (scripts, C{ecs login}) after C{token_lifetime} (default a
+working shift).  With C{single_session} (the default) a new session ends the
+user's older sessions in the same transaction; API tokens are not sessions
+and are never ended by a login.  Tokens are read from the database on every
+request (nothing is cached), so a revocation by C{ecs user tokens revoke} on
+the ECA host takes effect at the next request.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from agents.eca.errors import csrf_for, need
 from agents.eca.interfaces import IAudit
@@ -21,7 +30,10 @@ from ecs import users as user_tools
 from ecs.control import ControlError, Session, User
 from ecs.store import Store
 
-SESSION_DAYS = 7
+SESSION_LIFETIME = 7 * 86400.0
+"""Default lifetime of a session, in seconds."""
+TOKEN_LIFETIME = 8 * 3600.0
+"""Default lifetime of an API token, in seconds (a working shift)."""
 
 
 class IPasswords(Protocol):
@@ -66,14 +78,27 @@ def _check_password(password: Any) -> str:
 class Accounts:
     """Authentication and user administration; see the module docstring."""
 
+    _log = Logger()
+
     def __init__(
-        self, store: Store, clock: IReactorTime, passwords: IPasswords, scopes: ControlScopes, audit: IAudit
+        self,
+        store: Store,
+        clock: IReactorTime,
+        passwords: IPasswords,
+        scopes: ControlScopes,
+        audit: IAudit,
+        *,
+        single_session: bool = True,
+        session_lifetime: float = SESSION_LIFETIME,
+        token_lifetime: float = TOKEN_LIFETIME,
     ) -> None:
         self._store = store
         self._clock = clock
         self._passwords = passwords
         self._scopes = scopes
         self._audit = audit
+        self.single_session = single_session
+        self._lifetimes = {"session": session_lifetime, "api": token_lifetime}
 
     # -- sessions ----------------------------------------------------------------
 
@@ -86,9 +111,17 @@ class Accounts:
             await self._audit.record(username or "?", "login", {}, "refused")
             raise ControlError("unauthenticated", "wrong user name or password")
         token, hashed = user_tools.new_token()
-        expires = self._clock.seconds() + SESSION_DAYS * 86400 if kind == "session" else None
-        await self._store.add_token(hashed, row.name, kind, expires)
-        await self._audit.record(row.name, "login", {"kind": kind}, "ok")
+        expires = self._clock.seconds() + self._lifetimes.get(kind, self._lifetimes["api"])
+        details: dict[str, Any] = {"kind": kind}
+        if kind == "session":
+            ended = await self._store.start_session(hashed, row.name, expires, self.single_session)
+            if ended:
+                details["ended_sessions"] = len(ended)
+                self._log.info("user {user} signed in again: {count} older session(s) ended",
+                               user=row.name, count=len(ended))
+        else:
+            await self._store.add_token(hashed, row.name, kind, expires)
+        await self._audit.record(row.name, "login", details, "ok")
         return Session(User(row.name, tuple(row.roles)), token, csrf_for(token))
 
     def login(self, username: str, password: str, kind: str = "session") -> defer.Deferred[Session]:

@@ -22,7 +22,7 @@ L{ecs.store.Store.commit_operation}).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -54,6 +54,20 @@ def first_simulated(options: Mapping[str, Any]) -> str | None:
         return None
     first = ids.split(",")[0].split("-")[0].strip()
     return f"{values.get('--prefix', '')}{first}" if first else None
+
+
+def agent_partition(name: str, partitions: Iterable[Any]) -> str | None:
+    """
+    The partition an agent serves, for its log lines: a PCA's own, a
+    detector's that whose PCA has it (C{partitions}: objects with C{id} and
+    C{records}, the ECA's L{agents.eca.partitions.Partition}s); C{None} else.
+    """
+    kind, _, agent_id = name.partition(":")
+    if kind == "pca":
+        return agent_id
+    if kind == "detector":
+        return next((p.id for p in partitions if f"system/{agent_id}" in p.records), None)
+    return None
 
 
 class AgentPresence:

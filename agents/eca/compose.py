@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from agents.eca.accounts import Accounts, IPasswords
-from agents.eca.agents import AgentActions, AgentPresence
+from agents.eca.agents import AgentActions, AgentPresence, agent_partition
 from agents.eca.alarms import Alarms, agent_conditions
 from agents.eca.audit import Audit
 from agents.eca.center import ControlCenter
@@ -125,9 +125,10 @@ class Eca:
         self._log.info("ECA registry at {address}", address=self.address)
 
     async def housekeeping(self) -> None:
-        """Release control after inactivity; forget log lines older than the retention."""
+        """Release control after inactivity; forget log lines older than the retention and expired tokens."""
         await self.scopes.expire()
         await self.store.prune_logs(self.clock.seconds() - self.log_retention)
+        await self.store.expire_tokens()  # expired ones are refused anyway: this only tidies
 
     async def stop(self) -> None:
         """Stop following, store the last log lines, close the sockets."""
@@ -163,7 +164,10 @@ def build_eca(
     logbook = LogBook(store, events, clock)
     audit = Audit(store)
     scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout)
-    accounts = Accounts(store, clock, passwords, scopes, audit)
+    accounts = Accounts(
+        store, clock, passwords, scopes, audit, single_session=settings.single_session,
+        session_lifetime=settings.session_lifetime, token_lifetime=settings.token_lifetime,
+    )
     alarms = Alarms(store, events, logbook, audit, clock, metrics)
     runs = RunBook(store, logbook, metrics, alarms, clock)
     observers = RegistryObservers()
@@ -190,6 +194,7 @@ def build_eca(
             registered=presence.registered,
             on_change=agent_changed,
             log_event=lambda level, message: logbook.log(level, "ECA", message, None),
+            partition_of=lambda name: agent_partition(name, partitions),
             **dict(supervision or {}),
         )
         presence.wire(supervisor)

@@ -42,6 +42,7 @@ from ecs.config.subsystems import (
 from ecs.config.yamlfile import NAME, default_path, fail, load_yaml
 from ecs.schema import (
     Anything,
+    Bool,
     ConfigError,
     Field,
     Int,
@@ -111,6 +112,11 @@ _ENDPOINT = Str(
     description="a ZeroMQ endpoint: tcp://HOST:PORT (port 1-65535), ipc://PATH or inproc://NAME",
 )
 
+#: Default lifetimes of a GUI session (a week) and of an API token (a
+#: working shift), in seconds: C{accounts} in C{etc/ecs.yaml}.
+SESSION_LIFETIME = 7 * 86400.0
+TOKEN_LIFETIME = 8 * 3600.0
+
 SETTINGS_SCHEMA = Record(
     {
         "registry": Field(
@@ -137,6 +143,16 @@ SETTINGS_SCHEMA = Record(
         "log_level": Field(OneOf("debug", "info", "warn", "error", "critical"), default="info"),
         "max_message_size": Field(Int(gt=0), default=1048576),
         "high_water_mark": Field(Int(gt=0), default=10000),
+        "accounts": Field(
+            Record(
+                {
+                    "single_session": Field(Bool(), default=True),
+                    "session_lifetime": Field(Number(gt=0), default=SESSION_LIFETIME),
+                    "token_lifetime": Field(Number(gt=0), default=TOKEN_LIFETIME),
+                }
+            ),
+            default={"single_session": True, "session_lifetime": SESSION_LIFETIME, "token_lifetime": TOKEN_LIFETIME},
+        ),
     }
 )
 """The schema of C{etc/ecs.yaml}; every key is optional, defaults as shipped."""
@@ -163,6 +179,11 @@ class Settings:
     max_message_size: int
     high_water_mark: int
     source: str
+    #: C{accounts}: a new GUI login ends the user's older sessions; the
+    #: lifetimes of sessions and API tokens (seconds).
+    single_session: bool = True
+    session_lifetime: float = SESSION_LIFETIME
+    token_lifetime: float = TOKEN_LIFETIME
 
 
 def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,4 +245,7 @@ def load_settings(
         max_message_size=values["max_message_size"],
         high_water_mark=values["high_water_mark"],
         source=source,
+        single_session=values["accounts"]["single_session"],
+        session_lifetime=float(values["accounts"]["session_lifetime"]),
+        token_lifetime=float(values["accounts"]["token_lifetime"]),
     )

@@ -35,6 +35,7 @@ Page modules
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ NAV = (
 )
 
 
+#: What an asset's name under C{/static/} may be: no NUL, no control
+#: character, short enough for any file system (".." is resolved, then
+#: refused with 404 when it leaves the folder).
+_STATIC_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,200}")
+
+
 class Root(Resource):
     """C{/api/...} and C{/metrics} to the API, the rest to the GUI (each
     Klein app sees the whole path)."""
@@ -85,13 +92,30 @@ class Root(Resource):
         self._gui = gui
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
-        """Give the segment back to the Klein app, which routes on the whole path."""
+        """Give the segment back to the Klein app, which routes on the whole path
+        (a path that is not UTF-8, which Klein cannot route, is answered 400 here)."""
+        try:
+            b"/".join(request.prepath + request.postpath).decode("utf-8")  # unquoted, as Klein reads it
+        except UnicodeDecodeError:
+            return _BadPath()  # type: ignore[no-untyped-call]
         request.postpath.insert(0, request.prepath.pop())
         return self._api if name in (b"api", b"metrics") else self._gui
 
     def render(self, request: IRequest) -> bytes:
         """C{GET /}: the GUI's overview."""
         return self._gui.render(request)  # type: ignore[no-any-return]
+
+
+class _BadPath(Resource):
+    """400 for a path no route can have (Klein would fail decoding it: a 500)."""
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        """The JSON error answer of the API (the pages' scripts read it too)."""
+        request.setResponseCode(400)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        return b'{"error": "bad_request", "reason": "the path is not UTF-8"}'
 
 
 def site_root(api_resource: IResource, gui_resource: IResource) -> Root:
@@ -270,12 +294,20 @@ class GuiPages:
 
     @app.route("/static/<path:name>", methods=["GET", "HEAD"])
     def static(self, request: IRequest, name: str) -> bytes:
-        """An asset from C{templates/static/}; nothing outside it."""
+        """An asset from C{templates/static/}; nothing outside it (400 for a
+        name no asset can have, 404 for one that is not there)."""
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        if not _STATIC_NAME.fullmatch(name):
+            request.setResponseCode(400)
+            return b"bad asset name: letters, digits, '.', '_', '-' and '/', at most 200 characters\n"
         root = self.static_dir.resolve()
-        path = (root / name).resolve()
-        if root not in path.parents or not path.is_file():
+        try:
+            path = (root / name).resolve()
+            found = root in path.parents and path.is_file()
+        except (OSError, ValueError):  # a name the file system refuses
+            found = False
+        if not found:
             request.setResponseCode(404)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"not found\n"
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):

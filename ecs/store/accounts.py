@@ -12,6 +12,7 @@ an area of its own, with a change to the composition in L{ecs.store.core}.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,6 +32,10 @@ from ecs.store.errors import (
 )
 from ecs.store.rows import ControlRow, TokenRow, UserRow
 from ecs.store.txn import _all, _deferred, _exists, _one, _StoreArea, _Txn
+
+#: The fewest hex digits of a token's hash that name it (L{AccountOperations.revoke_token}).
+TOKEN_ID_MIN = 8
+_TOKEN_ID_RE = re.compile(f"[0-9a-fA-F]{{{TOKEN_ID_MIN},64}}")
 
 
 def _user_row(txn: _Txn, row: Sequence[Any]) -> UserRow:
@@ -194,6 +199,92 @@ class AccountOperations(_StoreArea):
             return TokenRow(token_hash, user, kind, now, now, expires)
 
         return await self._write(op, what=f"add token for {user}")
+
+    @_deferred
+    async def start_session(
+        self, token_hash: str, user: str, expires: float, end_others: bool
+    ) -> list[TokenRow]:
+        """
+        Store a new session token for C{user}; with C{end_others}, in the
+        same transaction, delete the user's other sessions (one session per
+        user; API tokens are not sessions and stay).  Fires with the ended
+        sessions.
+        """
+        if not isinstance(token_hash, str) or not _TOKEN_HASH_RE.fullmatch(token_hash):
+            raise StoreError("bad_request", "a token hash is 64 lowercase hex digits (SHA-256)")
+        check_name(user, "user name")
+        expires = _check_number(expires, "token expiry")
+        now = self._now()
+
+        def op(txn: _Txn) -> list[TokenRow]:
+            if not _exists(txn, "users", "name", user):
+                raise StoreError("not_found", f"no user {user}")
+            ended: list[TokenRow] = []
+            if end_others:
+                rows = _all(
+                    txn,
+                    "SELECT token_hash, user, kind, created, last_used, expires FROM tokens"
+                    " WHERE user = ? AND kind = 'session'"
+                    " AND (expires IS NULL OR expires > ?)",
+                    (user, now),
+                )
+                ended = [TokenRow(*r) for r in rows]
+                txn.execute("DELETE FROM tokens WHERE user = ? AND kind = 'session'", (user,))
+            txn.execute(
+                "INSERT INTO tokens (token_hash, user, kind, created, last_used, expires)"
+                " VALUES (?, ?, 'session', ?, ?, ?)",
+                (token_hash, user, now, now, expires),
+            )
+            return ended
+
+        return await self._write(op, what=f"start a session of {user}")
+
+    @_deferred
+    async def tokens(self, user: str | None = None) -> list[TokenRow]:
+        """The tokens that have not expired (of C{user}), by user and age."""
+        if user is not None:
+            check_name(user, "user name")
+        now = self._now()
+
+        def op(txn: _Txn) -> list[TokenRow]:
+            rows = _all(
+                txn,
+                "SELECT token_hash, user, kind, created, last_used, expires FROM tokens"
+                " WHERE (expires IS NULL OR expires > ?) AND (? IS NULL OR user = ?) ORDER BY user, created",
+                (now, user, user),
+            )
+            return [TokenRow(*r) for r in rows]
+
+        return await self._read(op, what="list tokens")
+
+    @_deferred
+    async def revoke_token(self, token_id: str) -> TokenRow:
+        """
+        Delete the token whose hash starts with C{token_id} (at least
+        L{TOKEN_ID_MIN} hex digits, as C{ecs user tokens list} shows them);
+        C{not_found} if none, C{conflict} if several match.
+        """
+        if not isinstance(token_id, str) or not _TOKEN_ID_RE.fullmatch(token_id):
+            raise StoreError(
+                "bad_request", f"a token id is {TOKEN_ID_MIN} to 64 hex digits, got {_show(token_id)}"
+            )
+        prefix = token_id.lower()
+
+        def op(txn: _Txn) -> TokenRow:
+            rows = _all(
+                txn,
+                "SELECT token_hash, user, kind, created, last_used, expires FROM tokens"
+                " WHERE substr(token_hash, 1, ?) = ?",
+                (len(prefix), prefix),
+            )
+            if not rows:
+                raise StoreError("not_found", f"no token {prefix}")
+            if len(rows) > 1:
+                raise StoreError("conflict", f"{len(rows)} tokens start with {prefix}: give more digits")
+            txn.execute("DELETE FROM tokens WHERE token_hash = ?", (rows[0][0],))
+            return TokenRow(*rows[0])
+
+        return await self._write(op, what=f"revoke token {prefix}")
 
     @_deferred
     async def token(self, token_hash: str) -> TokenRow | None:

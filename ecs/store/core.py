@@ -12,8 +12,8 @@ L{InlineRunner}, which runs each transaction at once on the caller's
 thread (as buildbot's C{NonThreadPool}), so they can run on a C{Clock}.
 
 The database holds password hashes and tokens: its folder is created
-0700 and the file 0600 (an existing file with a looser mode is tightened,
-and the log says so).
+0700 and the file 0600; an existing folder, database, WAL or SHM file with
+a looser mode is tightened when the store opens, and the log says so.
 """
 
 from __future__ import annotations
@@ -134,34 +134,53 @@ RunnerFactory = Callable[[Path, Any], IRunner]
 
 
 def _private_paths(path: Path) -> None:
-    """Create the database folder 0700; tighten an existing database file to 0600."""
+    """
+    Create the database folder 0700 and the database file 0600; tighten an
+    existing folder, database, WAL or SHM file that is wider, with a WARN
+    line (SQLite creates its WAL and SHM files with the database's mode).
+    A sticky folder (C{/tmp}) is shared by design and left as it is.
+    """
     if str(path) == ":memory:":
         return
+    folder = path.parent
     try:
-        path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        folder.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
     except OSError as e:
-        raise StoreError("unavailable", f"cannot create {path.parent}: {e}") from e
+        raise StoreError("unavailable", f"cannot create {folder}: {e}") from e
+    folder_mode = folder.stat().st_mode
+    if not folder_mode & stat.S_ISVTX:
+        _tighten(folder, DIRECTORY_MODE, "state directory")
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        # Created empty with the right mode: sqlite keeps an existing file's mode.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        except FileExistsError:
-            return
-        except OSError as e:
-            raise StoreError("unavailable", f"cannot create {path}: {e}") from e
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StoreError("unavailable", f"cannot create {path}: {e}") from e
+    else:
+        # Created empty with the right mode (whatever the umask): sqlite keeps
+        # an existing file's mode.
+        os.fchmod(fd, FILE_MODE)
         os.close(fd)
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        _tighten(file, FILE_MODE, "database file")
+
+
+def _tighten(path: Path, mode: int, what: str) -> None:
+    """Give C{path} at most C{mode} (0600 or 0700), saying so when it was wider."""
+    try:
+        found = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
         return
-    if mode & 0o077:
-        try:
-            path.chmod(FILE_MODE)
-        except OSError as e:
-            _log.warn("database {path} is mode {mode:o} and could not be made 0600: {error}",
-                      path=str(path), mode=mode, error=e)
-            return
-        _log.warn("database {path} was mode {mode:o}: made 0600 (it holds password hashes and tokens)",
-                  path=str(path), mode=mode)
+    if not found & 0o077:
+        return
+    try:
+        path.chmod(mode)
+    except OSError as e:
+        _log.warn("{what} {path} is mode {found:o} and could not be made {mode:o}: {error}",
+                  what=what, path=str(path), found=found, mode=mode, error=e)
+        return
+    _log.warn("{what} {path} was mode {found:o}: made {mode:o} (it holds password hashes and tokens)",
+              what=what, path=str(path), found=found, mode=mode)
 
 
 def _too_new(path: Path, found: int) -> StoreError:

@@ -193,7 +193,11 @@ def _v4_runs() -> list[str]:
 
 def _v4_accounts() -> list[str]:
     """Sessions and tokens that expire and can be listed and revoked (issues 11, 12)."""
-    return []
+    return [
+        # Every token now expires: housekeeping deletes the expired ones by this
+        # index, and a user's sessions are found by tokens_by_user.
+        "CREATE INDEX tokens_by_expiry ON tokens(expires)",
+    ]
 
 
 def _v4_management() -> list[str]:

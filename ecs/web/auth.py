@@ -18,19 +18,32 @@ route that forgot its check would be silently public.  L{route_access}
 gives what each declared route needs, so a test can compare it with the
 app's whole URL map.
 
-L{LoginLimiter} counts failed logins per user name and per client address
-in a sliding window; the login route answers 429 beyond the limit without
-asking the center.
+L{LoginLimiter} throttles password guessing: an exponential back-off per
+user name and address together, a sliding window per address, and a
+refilled allowance per user name that only slows addresses this user never
+logged in from; the login route answers 429 C{too_many} with C{Retry-After}
+and "try again in N s" without asking the center.  A wrong password never
+locks the real user out from another address.  L{SignOuts} remembers why a
+cookie session ended when a newer login of its user ended it (one session
+per user), so that the old page can say "signed out: you signed in
+elsewhere at TIME from ADDRESS".
+
+One module although it is over 400 lines: everything here decides who a
+request comes from and whether they may try; the limiter and the sign-outs
+could move to a module of their own (C{ecs.web.logins}) if it grows again.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+import attrs
 from klein import Klein
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -56,9 +69,63 @@ async def authenticate(center: IControlCenter, token: bytes) -> Session | None:
     return session
 
 
-async def request_session(center: IControlCenter, request: IRequest, role: str) -> Session:
+class SignOuts:
+    """
+    Why a cookie session ended when a newer login of its user ended it (one
+    session per user): the message its page shows.  Kept in memory for the
+    last C{max_keys} sessions seen, keyed by the token's hash; an ECA
+    restart forgets it (the old page then reads the plain "session
+    expired").
+    """
+
+    def __init__(self, max_keys: int = 10000) -> None:
+        self._max_keys = max_keys
+        #: token hash -> (user, when it was last seen valid)
+        self._seen: dict[str, tuple[str, float]] = {}
+        #: user -> (when, from where, its token's hash) of their last session login
+        self._logins: dict[str, tuple[float, str, str]] = {}
+
+    @staticmethod
+    def _key(token: str | bytes) -> str:
+        data = token if isinstance(token, bytes) else token.encode("utf-8", "replace")
+        return hashlib.sha256(data).hexdigest()
+
+    def seen(self, token: str | bytes, user: str, now: float) -> None:
+        """A cookie session of C{user} was valid at C{now}."""
+        key = self._key(token)
+        self._seen.pop(key, None)
+        self._seen[key] = (user, now)
+        while len(self._seen) > self._max_keys:
+            del self._seen[next(iter(self._seen))]
+
+    def signed_in(self, user: str, token: str, now: float, address: str) -> None:
+        """C{user} logged in with a new session from C{address}."""
+        self.seen(token, user, now)
+        self._logins.pop(user, None)
+        self._logins[user] = (now, address, self._key(token))
+        while len(self._logins) > self._max_keys:
+            del self._logins[next(iter(self._logins))]
+
+    def reason(self, token: str | bytes) -> str | None:
+        """The message for a session that is no longer valid, if a newer login explains it."""
+        key = self._key(token)
+        entry = self._seen.get(key)
+        if entry is None:
+            return None
+        user, last_valid = entry
+        login = self._logins.get(user)
+        if login is None or login[2] == key or login[0] < last_valid:
+            return None
+        when = datetime.fromtimestamp(login[0], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"signed out: you signed in elsewhere at {when} from {login[1]}"
+
+
+async def request_session(center: IControlCenter, request: IRequest, role: str,
+                          sign_outs: SignOuts | None = None, now: float = 0.0) -> Session:
     """The request's session (bearer, or cookie plus CSRF), which must have C{role}:
-    401 or 403 L{ControlError}s naming what is missing."""
+    401 or 403 L{ControlError}s naming what is missing.  With C{sign_outs},
+    a cookie session valid at C{now} is noted there, and one ended by a newer
+    login is refused with that reason."""
     session: Session | None
     auth = request.getHeader(b"authorization")
     if auth is not None:
@@ -74,7 +141,10 @@ async def request_session(center: IControlCenter, request: IRequest, role: str) 
             raise ControlError("unauthenticated", "not logged in")
         session = await authenticate(center, cookie)
         if session is None:
-            raise ControlError("unauthenticated", "session expired, log in again")
+            reason = sign_outs.reason(cookie) if sign_outs is not None else None
+            raise ControlError("unauthenticated", reason or "session expired, log in again")
+        if sign_outs is not None:
+            sign_outs.seen(cookie, session.user.name, now)
         if request.method not in SAFE_METHODS:
             sent = request.getHeader(CSRF_HEADER) or b""
             if not session.csrf or not hmac.compare_digest(sent, session.csrf.encode()):
@@ -138,7 +208,10 @@ def authorized_route(
     ) -> Callable[Concatenate[_Self, IRequest, _Params], Coroutine[Any, Any, _Result]]:
         @functools.wraps(handler)
         async def route(self: _Self, request: IRequest, /, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
-            session = await request_session(self.center, request, role)
+            sign_outs = getattr(self, "sign_outs", None)  # the API's (the GUI has none)
+            now = getattr(self, "clock", None)
+            session = await request_session(self.center, request, role, sign_outs,
+                                            now.seconds() if now is not None else 0.0)
             return await handler(self, request, session, *args, **kwargs)
 
         _declare(app, url, methods, role)
@@ -176,51 +249,193 @@ def client_host(request: IRequest) -> str:
     return str(getattr(address, "host", address))
 
 
+@attrs.define
+class _Pair:
+    """Failed logins of one user name from one address: how many in a row, the last one's time."""
+
+    failures: int = 0
+    last: float = 0.0
+
+
+@attrs.define
+class _Bucket:
+    """A user name's allowance of failed logins from any address (refilled over time)."""
+
+    tokens: float
+    updated: float
+
+
 class LoginLimiter:
-    """Failed logins per key (C{("user", name)}, C{("address", host)}) in a sliding window."""
+    """
+    Throttles password guessing without locking out the real user (see the
+    module docstring).  Keys are the user name as typed (case-folded by the
+    caller) and the client's address.
 
-    def __init__(self, clock: IReactorTime, per_user: int = 5, per_address: int = 20, window: float = 60.0,
-                 max_keys: int = 10000) -> None:
+      - Per user and address: L{free} failures in a row are free; after
+        them each try waits C{base * 2**(n - free)} seconds from the last
+        failure (at most C{max_backoff}).  A success resets it.  This is the
+        only limit a typing user meets, and only at their own address.
+      - Per address, any user name: at most C{per_address} failures in
+        C{window} seconds (one address trying many names).
+      - Per user name, any address: a bucket of C{per_user} failures
+        refilled at one every C{user_interval} seconds.  When it is empty, a
+        try from an address that has not logged in as this user before
+        waits for the next refill (at most C{user_interval} seconds): an
+        attacker spreading over addresses gets C{1 / user_interval} guesses
+        a second in all, the real user a short wait, and an address this
+        user logged in from before is not slowed by it at all.
+
+    L{attempt} counts a try as failed at once (so that tries in flight
+    together cannot all pass the check); L{succeeded} or L{cancelled} take
+    it back.  Memory is bounded by C{max_keys} entries per table.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        free: int = 3,
+        base: float = 1.0,
+        max_backoff: float = 300.0,
+        per_address: int = 20,
+        window: float = 60.0,
+        per_user: int = 20,
+        user_interval: float = 3.0,
+        forget: float = 3600.0,
+        known_for: float = 30 * 86400.0,
+        max_keys: int = 10000,
+    ) -> None:
         self._clock = clock
-        self._limits = {"user": per_user, "address": per_address}
-        self._window = window
+        self.free = free
+        self.base = base
+        self.max_backoff = max_backoff
+        self.per_address = per_address
+        self.window = window
+        self.per_user = per_user
+        self.user_interval = user_interval
+        self._forget = forget
+        self._known_for = known_for
         self._max_keys = max_keys
-        self._failures: dict[tuple[str, str], collections.deque[float]] = {}
+        self._pairs: dict[tuple[str, str], _Pair] = {}
+        self._addresses: dict[str, collections.deque[float]] = {}
+        self._users: dict[str, _Bucket] = {}
+        self._known: dict[tuple[str, str], float] = {}
 
-    def _prune(self, key: tuple[str, str], now: float) -> collections.deque[float] | None:
-        times = self._failures.get(key)
-        while times and times[0] <= now - self._window:
+    # -- the three limits ------------------------------------------------------
+
+    def _pair_wait(self, pair: _Pair | None, now: float) -> float:
+        if pair is None or pair.failures < self.free:
+            return 0.0
+        delay = min(self.base * 2.0 ** (pair.failures - self.free), self.max_backoff)
+        return pair.last + delay - now
+
+    def _address_times(self, address: str, now: float) -> collections.deque[float]:
+        times = self._addresses.get(address)
+        if times is None:
+            times = self._addresses[address] = collections.deque(maxlen=self.per_address)
+        while times and times[0] <= now - self.window:
             times.popleft()
-        if times is not None and not times:
-            del self._failures[key]
-            return None
         return times
 
-    def retry_after(self, keys: Iterable[tuple[str, str]]) -> float | None:
-        """Seconds until a login for C{keys} may be tried again, or None if it may now."""
+    def _bucket(self, user: str, now: float) -> _Bucket:
+        bucket = self._users.get(user)
+        if bucket is None:
+            bucket = self._users[user] = _Bucket(float(self.per_user), now)
+        bucket.tokens = min(float(self.per_user), bucket.tokens + (now - bucket.updated) / self.user_interval)
+        bucket.updated = now
+        return bucket
+
+    def _is_known(self, user: str, address: str, now: float) -> bool:
+        seen = self._known.get((user, address))
+        return seen is not None and seen > now - self._known_for
+
+    def retry_after(self, user: str, address: str) -> tuple[float, str] | None:
+        """How long a login as C{user} from C{address} must wait, and why; None: it may try now."""
         now = self._clock.seconds()
-        wait = None
-        for key in keys:
-            times = self._prune(key, now)
-            if times is not None and len(times) >= self._limits[key[0]]:
-                until = times[-self._limits[key[0]]] + self._window - now
-                wait = max(wait or 0.0, until)
-        return wait
+        waits: list[tuple[float, str]] = []
+        pair_wait = self._pair_wait(self._pairs.get((user, address)), now)
+        if pair_wait > 0:
+            waits.append((pair_wait, "too many failed logins for this user from this address"))
+        times = self._address_times(address, now)
+        if len(times) >= self.per_address:
+            waits.append((times[0] + self.window - now, "too many failed logins from this address"))
+        bucket = self._bucket(user, now)
+        if bucket.tokens < 1 and not self._is_known(user, address, now):
+            waits.append(((1 - bucket.tokens) * self.user_interval,
+                          "too many failed logins for this user from elsewhere"))
+        return max(waits) if waits else None
 
-    def failed(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Count a failed login for every key."""
+    def attempt(self, user: str, address: str) -> tuple[float, str] | None:
+        """
+        L{retry_after}; when the try may go ahead it is counted as failed
+        until L{succeeded} or L{cancelled} says otherwise.
+        """
+        wait = self.retry_after(user, address)
+        if wait is not None:
+            return wait
         now = self._clock.seconds()
-        if len(self._failures) >= self._max_keys:
-            for key in list(self._failures):
-                self._prune(key, now)
-        for key in keys:
-            times = self._failures.setdefault(key, collections.deque(maxlen=max(self._limits.values())))
-            times.append(now)
+        self._bound(now)
+        pair = self._pairs.setdefault((user, address), _Pair())
+        pair.failures += 1
+        pair.last = now
+        self._address_times(address, now).append(now)
+        bucket = self._bucket(user, now)
+        bucket.tokens = max(0.0, bucket.tokens - 1)
+        return None
 
-    def succeeded(self, key: tuple[str, str]) -> None:
-        """A successful login clears that user's count (not the address's)."""
-        self._failures.pop(key, None)
+    def _refund(self, user: str, address: str) -> None:
+        pair = self._pairs.get((user, address))
+        if pair is not None:
+            pair.failures = max(0, pair.failures - 1)
+        times = self._addresses.get(address)
+        if times:
+            times.pop()
+        bucket = self._users.get(user)
+        if bucket is not None:
+            bucket.tokens = min(float(self.per_user), bucket.tokens + 1)
+
+    def succeeded(self, user: str, address: str) -> None:
+        """The password was right: the try was no failure, the pair starts
+        again, and the address is known for this user from now on."""
+        self._refund(user, address)
+        self._pairs.pop((user, address), None)
+        self._known.pop((user, address), None)  # re-inserted last: the newest
+        self._known[(user, address)] = self._clock.seconds()
+
+    def cancelled(self, user: str, address: str) -> None:
+        """The try ended without an answer on the password (a database
+        error, say): it does not count."""
+        self._refund(user, address)
+
+    def _bound(self, now: float) -> None:
+        """Forget what no longer matters once a table is full; drop the oldest if still full."""
+        if len(self._pairs) >= self._max_keys:
+            for key, pair in list(self._pairs.items()):
+                if pair.last <= now - self._forget and self._pair_wait(pair, now) <= 0:
+                    del self._pairs[key]
+        if len(self._addresses) >= self._max_keys:
+            for address in list(self._addresses):
+                if not self._address_times(address, now):
+                    del self._addresses[address]
+        if len(self._users) >= self._max_keys:
+            for user in list(self._users):
+                if self._bucket(user, now).tokens >= self.per_user:
+                    del self._users[user]
+        if len(self._known) >= self._max_keys:
+            for key, seen in list(self._known.items()):
+                if seen <= now - self._known_for:
+                    del self._known[key]
+        _drop_oldest(self._pairs, self._max_keys)
+        _drop_oldest(self._addresses, self._max_keys)
+        _drop_oldest(self._users, self._max_keys)
+        _drop_oldest(self._known, self._max_keys)
 
 
-__all__ = ["COOKIE", "CSRF_HEADER", "SAFE_METHODS", "HasCenter", "LoginLimiter", "authenticate",
+def _drop_oldest(table: dict[Any, Any], size: int) -> None:
+    """Remove the oldest entries of C{table} until fewer than C{size} remain."""
+    while len(table) >= size:
+        del table[next(iter(table))]
+
+
+__all__ = ["COOKIE", "CSRF_HEADER", "SAFE_METHODS", "HasCenter", "LoginLimiter", "SignOuts", "authenticate",
            "authorized_route", "client_host", "public_route", "request_session", "route_access", "set_cookie"]

@@ -4,7 +4,9 @@ Checking what a client sent to the ECA's API (L{ecs.web.api}), before any of
 it reaches the center: the JSON body (size first, then type, then fields),
 query parameters and the fields of a body.  Every refusal names what was
 wrong: L{bad} raises a 400 L{ControlError} with the field, L{ApiError} is
-for the other statuses (413 here, 429 and 405 elsewhere).
+for the other statuses (413 here, 405 elsewhere).  A body nested deeper
+than L{MAX_DEPTH} is refused with 400 (the parser's own C{RecursionError}
+too), never a 500.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from ecs.control import ROLES, ControlError
 
 #: The largest request body, in bytes (the default of L{ecs.web.api.WebAPI}).
 MAX_BODY = 1 << 20
+#: The deepest nesting of arrays and objects a JSON body may have (no route
+#: needs more than 3; the parser and everything after it recurse).
+MAX_DEPTH = 32
 #: The largest C{limit} a list query may ask for.
 MAX_LIMIT = 10000
 #: The longest an alarm may be shelved, in seconds.
@@ -94,6 +99,10 @@ def body(request: IRequest, allowed: Iterable[str], max_body: int, required: boo
         parsed = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError):
         bad("body", "not valid JSON")
+    except RecursionError:
+        bad("body", f"nested deeper than {MAX_DEPTH} levels")
+    if depth(parsed) > MAX_DEPTH:
+        bad("body", f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(parsed, dict):
         bad("body", "must be a JSON object")
     known = set(allowed)
@@ -101,6 +110,25 @@ def body(request: IRequest, allowed: Iterable[str], max_body: int, required: boo
         if key not in known:
             bad(str(key), "unknown field")
     return parsed
+
+
+def depth(value: Any) -> int:
+    """How deeply C{value} nests lists and dicts (a scalar: 0), counted
+    without recursion, so that no nesting can exhaust the stack."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break  # deep enough to refuse: no need to walk the rest
+        stack.extend((child, level) for child in item)
+    return deepest
 
 
 # -- the query --------------------------------------------------------------------
@@ -229,6 +257,7 @@ def shelve_body(fields: dict[str, Any], now: float) -> tuple[float, str]:
 
 __all__ = [
     "MAX_BODY",
+    "MAX_DEPTH",
     "MAX_LIMIT",
     "MAX_SHELVE",
     "MAX_SHELVE_REASON",
@@ -237,6 +266,7 @@ __all__ = [
     "body",
     "boolean",
     "configure_body",
+    "depth",
     "query",
     "query_flag",
     "query_int",

@@ -38,13 +38,10 @@ Errors
     unexpected gives 500 C{{"error": "internal"}} and is logged here, never
     shown to the client.
 
-Login rate limit
-    Failed logins are counted per user name and per client address in a
-    sliding window (defaults: 5 per user and 20 per address per minute, an
-    address being shared by everyone behind one control-room NAT).  Beyond
-    that the login answers 429 C{too_many_attempts} with C{Retry-After}
-    without asking the center.  The address is the TCP peer: behind a proxy
-    it is the proxy's.
+Login throttling and sessions
+    See L{ecs.web.auth}: a throttled login answers 429 C{too_many} with
+    C{Retry-After} without asking the center; a session login may end the
+    user's older sessions, whose streams get a C{session_ended} event.
 
 Event stream (C{GET /api/events})
     C{text/event-stream} of C{id: N / event: TYPE / data: JSON} blocks.  A
@@ -86,7 +83,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from ecs.control import ControlError, IControlCenter, Session
 from ecs.web import auth, inputs
-from ecs.web.auth import LoginLimiter, authorized_route, public_route
+from ecs.web.auth import LoginLimiter, SignOuts, authorized_route, public_route
 from ecs.web.inputs import MAX_BODY, ApiError, bad, configure_body, text
 from ecs.web.stream import EventStream
 
@@ -112,9 +109,7 @@ class WebAPI:
         max_body: int = MAX_BODY,
         keepalive: float = KEEPALIVE,
         sse_max_buffer: int = SSE_MAX_BUFFER,
-        login_limit_user: int = 5,
-        login_limit_address: int = 20,
-        login_window: float = 60.0,
+        limiter: LoginLimiter | None = None,
         session_check: float = SESSION_CHECK,
         subscribe_many: BatchSubscribe | None = None,
     ) -> None:
@@ -129,7 +124,8 @@ class WebAPI:
         self.max_body = max_body
         self.keepalive = keepalive
         self.sse_max_buffer = sse_max_buffer
-        self.limiter = LoginLimiter(clock, login_limit_user, login_limit_address, login_window)
+        self.limiter = limiter if limiter is not None else LoginLimiter(clock)
+        self.sign_outs = SignOuts()
         self._streams: set[EventStream] = set()
         # While streams are open their sessions are checked every
         # session_check seconds: a stream of a session that ended another way
@@ -144,8 +140,8 @@ class WebAPI:
         if not self._streams and self._checking.running:
             self._checking.stop()
 
-    async def _check_sessions(self) -> None:
-        for stream in list(self._streams):
+    async def _check_sessions(self, streams: Iterable[EventStream] | None = None) -> None:
+        for stream in list(self._streams if streams is None else streams):
             if stream.closed or stream.token is None:
                 continue
             try:
@@ -154,7 +150,13 @@ class WebAPI:
                 self._log.failure("checking the session of an event stream")
                 continue
             if alive is None:
-                stream.end()
+                stream.end(self.sign_outs.reason(stream.token))
+
+    def _signed_in(self, session: Session, address: str) -> None:
+        """A session login: end the user's other streams if it ended their sessions (the center's rule)."""
+        self.sign_outs.signed_in(session.user.name, session.token, self.clock.seconds(), address)
+        others = [s for s in self._streams if s.user == session.user.name and s.token != session.token]
+        defer.Deferred.fromCoroutine(self._check_sessions(others))
 
     def resource(self) -> KleinResource:
         """The resource to mount with C{Site(api.resource())}."""
@@ -206,6 +208,9 @@ class WebAPI:
         if isinstance(error, ApiError):
             for name, value in error.headers.items():
                 request.setHeader(name, value)
+        retry_after = error.body().get("retry_after")
+        if error.status == 429 and isinstance(retry_after, int):
+            request.setHeader(b"retry-after", str(retry_after).encode())
         return self._json(request, error.body(), error.status)
 
     @app.handle_errors(HTTPException)
@@ -258,21 +263,21 @@ class WebAPI:
         kind = body.get("kind", "session")
         if kind not in ("session", "api"):
             bad("kind", "must be session or api")
-        keys = [("user", username.casefold()), ("address", auth.client_host(request))]
-        wait = self.limiter.retry_after(keys)
-        if wait is not None:
-            seconds = max(1, math.ceil(wait))
-            raise ApiError(429, "too_many_attempts", "too many failed logins, try again later",
-                           headers={b"retry-after": str(seconds).encode()}, retry_after=seconds)
+        name, address = username.casefold(), auth.client_host(request)
+        throttled = self.limiter.attempt(name, address)
+        if throttled is not None:
+            seconds = max(1, math.ceil(throttled[0]))
+            raise ControlError("too_many", f"{throttled[1]}: try again in {seconds} s", retry_after=seconds)
         try:
             session: Session = await self._call(self.center.login, username, password, kind)
-        except ControlError as e:
-            if e.code == "unauthenticated":
-                self.limiter.failed(keys)
+        except BaseException as e:
+            if not (isinstance(e, ControlError) and e.code == "unauthenticated"):
+                self.limiter.cancelled(name, address)  # no answer on the password: not a failure
             raise
-        self.limiter.succeeded(keys[0])
+        self.limiter.succeeded(name, address)
         if kind == "session":
             auth.set_cookie(request, session.token, request.isSecure())
+            self._signed_in(session, address)
         return self._json(request, {"token": session.token, "user": session.user.name,
                                     "roles": list(session.user.roles), "csrf": session.csrf})
 
@@ -366,7 +371,7 @@ class WebAPI:
             # IRequest) declares the producer and notifyFinish the stream needs.
             raise TypeError(f"an event stream needs a twisted.web.http.Request, not {type(request).__name__}")
         stream = EventStream(request, self.clock, self.keepalive, self.sse_max_buffer, self._stream_closed)
-        stream.token = session.token
+        stream.token, stream.user = session.token, session.user.name
         self._streams.add(stream)
         if not self._checking.running:
             self._checking.start(self.session_check, now=False)

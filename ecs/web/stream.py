@@ -26,6 +26,10 @@ L{agents.eca.events.EventLog} calls back once per reactor turn with the
 turn's events), a stream takes a turn's events in one call,
 L{EventStream.send_many}, and writes them as one chunk; the chunk is made
 once for every stream given the same list (L{_EncodedTurn}).
+
+A stream whose session ends (logout, a newer login of the user, expiry,
+revocation) is closed by the ECA; when a newer login ended it, a last
+C{session_ended} event says so first (L{EventStream.end}).
 """
 
 from __future__ import annotations
@@ -117,9 +121,11 @@ class EventStream:
         self._unsubscribe: Callable[[], None] | None = None
         self.closed = False
         self.dropped = False
-        #: the session token that opened the stream (L{ecs.web.api} ends the
-        #: streams of a session when it logs out)
+        #: the session token that opened the stream, and its user
+        #: (L{ecs.web.api} ends the streams of a session when it logs out or
+        #: a newer login of the user ends it)
         self.token: str | None = None
+        self.user: str | None = None
         self.done: defer.Deferred[None] = defer.Deferred()
         self._keepalive = LoopingCall(self._send_keepalive)
         self._keepalive.clock = clock
@@ -215,13 +221,25 @@ class EventStream:
         if self._queued > self._max_buffer:
             self._drop()
 
-    def end(self) -> None:
+    def end(self, reason: str | None = None) -> None:
         """
         Close the stream from our side (its session ended): the client's
         reconnection is then refused with 401 and a page goes to its login.
+        With C{reason}, a last C{session_ended} event (no id) carries it
+        first, and the connection is closed once that is written (aborted at
+        once if the client was not reading anyway).
         """
+        if reason is None or self.closed or self._paused:
+            self._close()
+            self._abort()
+            return
+        self._flush_pending()
+        payload = json.dumps({"reason": reason}, separators=(",", ":"))
+        self._write(f"event: session_ended\ndata: {payload}\n\n".encode())
         self._close()
-        self._abort()
+        transport = getattr(self.request, "transport", None)
+        if transport is not None:
+            transport.loseConnection()
 
     def _drop(self) -> None:
         self._log.warn("dropping a slow event-stream client ({queued} bytes queued)", queued=self._queued)

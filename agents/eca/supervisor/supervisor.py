@@ -95,6 +95,9 @@ class Supervisor:
         knows the agent (and, for a record with a pid, that very process).
     @param on_change: called with L{describe} of an agent whenever it changes.
     @param log_event: C{log_event(level, message)}: a log line for operators.
+    @param partition_of: the partition an agent serves, or C{None} (global
+        systems, sim hosts): named in its log lines (a flapping detector's
+        line says which partition loses it).  By default a PCA's own.
     @param table: the agent lifecycle table (default: the shipped C{fsm/agent.yaml}).
     """
 
@@ -109,6 +112,7 @@ class Supervisor:
         registered: Callable[[str, LaunchRecord | None], bool] = lambda name, record: False,
         on_change: Callable[[dict[str, Any]], None] = lambda agent: None,
         log_event: Callable[[str, str], None] = lambda level, message: None,
+        partition_of: Callable[[str], str | None] | None = None,
         make_spec: Callable[[Placement], AgentSpec] = spec_for,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
@@ -127,6 +131,7 @@ class Supervisor:
         self.registered = registered
         self.on_change = on_change
         self.log_event = log_event
+        self.partition_of = partition_of or _own_partition
         self.make_spec = make_spec
         self.policy = BackoffPolicy(backoff_initial, backoff_max, reset_after, flap_count, flap_window,
                                     flap_min_run)
@@ -253,8 +258,9 @@ class Supervisor:
         self._changed(agent)
 
     def E_log(self, agent: Supervised, level: str, message: str) -> None:
-        """A log line for operators."""
-        self.log_event(level, message)
+        """A log line for operators, naming the partition the agent serves."""
+        partition = self.partition_of(agent.name)
+        self.log_event(level, message if partition is None else f"{message} (partition {partition})")
 
     def W_died(self, agent: Supervised, status: AgentStatus) -> None:
         """C{agent} died before its launch was answered."""
@@ -421,6 +427,12 @@ class Supervisor:
         except LaunchError as e:
             raise control_error(e) from None
         return {"agent": name, "text": text}
+
+
+def _own_partition(name: str) -> str | None:
+    """A PCA's partition (C{pca:P}); C{None} for the other agents."""
+    kind, _, agent_id = name.partition(":")
+    return agent_id if kind == "pca" else None
 
 
 __all__ = ["PLUGINS", "STATES", "Supervised", "Supervisor", "agent_args", "control_error", "spec_for"]
