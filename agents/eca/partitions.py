@@ -77,6 +77,8 @@ class Partition:
         self.losses = 0
         #: The heartbeat losses when the current run started (a run that saw one more was interrupted).
         self.losses_at_start = 0
+        #: The PCA left the registry (its next registration is a restart).
+        self.pca_away = False
 
     # -- reading --------------------------------------------------------------------
 
@@ -239,10 +241,17 @@ class Partitions:
         if partition is None:
             return
         link = partition.link
-        moved = info is not None and (info.endpoint, info.publish) != (link.endpoint, link.publish)
-        if moved and link.endpoint is not None:
+        now = when(self.clock.seconds())
+        if info is None:
+            if link.endpoint is not None:
+                partition.pca_away = True
+                self.runs.interrupted(partition_id, f"the PCA left the registry at {now}")
+        elif (info.endpoint, info.publish) != (link.endpoint, link.publish) and (
+            link.endpoint is not None or partition.pca_away
+        ):
             # a new PCA: a run it finds recording goes on (RunBook)
-            self.runs.interrupted(partition_id, f"PCA restarted at {when(self.clock.seconds())}")
+            partition.pca_away = False
+            self.runs.interrupted(partition_id, f"PCA restarted at {now}")
         link.pca_changed(info)
 
     def load(self) -> defer.Deferred[None]:

@@ -286,11 +286,11 @@ class RunBook:
         if run.left_at is not None:
             self._cancel(run)
             run.left_at = None
-            self._note(partition, run, "recording continued")
             self._logbook.log(
                 "warn", "ECA", f"{run.name} of partition {partition} continues: recording resumed ({run.why})",
                 partition,
             )
+            self._note(partition, run, "recording continued")
         if initial and run.pending in ("stop", "abort") and run.number is not None:
             number = run.number  # the command written ahead never reached the PCA
             run.pending = run.pending_at = run.ahead = None
