@@ -122,6 +122,16 @@ class Subsystems:
     global_systems: dict[str, SystemType]
     source: str
 
+    def adopt(self, other: Subsystems) -> None:
+        """
+        Take C{other}'s types in place (C{ecs reload}): every holder of this
+        object sees the new types at its next look-up.  Only the two
+        mappings change (C{source} is the file both were read from).
+        """
+        for mine, theirs in ((self.detector_types, other.detector_types), (self.global_systems, other.global_systems)):
+            mine.clear()
+            mine.update(theirs)
+
     def get(self, name: str) -> SystemType:
         """
         The detector type or global system called C{name}.

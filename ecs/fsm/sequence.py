@@ -92,15 +92,25 @@ class Recording:
     timeout: float
 
 
-@attrs.frozen
+@attrs.define
 class Sequence:
-    """A checked partition sequence, as loaded by L{load_sequence}."""
+    """
+    A checked partition sequence, as loaded by L{load_sequence}.
+
+    Mutable only through L{adopt}: the ECA's collaborators share one
+    sequence, which C{ecs reload} replaces in place.
+    """
 
     name: str
     source: str
     idle: str
     stages: tuple[Stage, ...]
     recording: Recording | None
+
+    def adopt(self, other: Sequence) -> None:
+        """Take every field of C{other} (a reload): holders of this object see the new sequence."""
+        for field in attrs.fields(Sequence):
+            setattr(self, field.name, getattr(other, field.name))
 
     def states(self) -> list[str]:
         """Every state in hierarchy order: idle, configuring/active per stage, recording."""
