@@ -23,7 +23,7 @@ C{start}, C{stop}, C{abort}, C{lock}, C{unlock}, C{status}; C{reset}
 C{{"system": S}}; C{alarm} C{{"detector": D, "source": S}};
 C{add_detector} C{{"detector": D, "type"?: T, "endpoint"?: E}};
 C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
-"limit"?: n}}.
+"limit"?: n}}; C{reload} (read the subsystems and the sequence again).
 
 About 400 lines: the start-up, the published outputs and the command
 handlers (validation of each request body) stay together; the liveness of
@@ -47,8 +47,9 @@ from agents.pca.partition import Partition, SystemView
 from agents.pca.sequencer import Sequencer
 from agents.pca.state_file import PartitionStateFile, Writer
 from ecs import protocol
-from ecs.config.settings import Settings, Subsystems
+from ecs.config.settings import ConfigError, Settings, Subsystems
 from ecs.config.sources import ConfigLookupError, IConfigSource, normalise_inline
+from ecs.fsm.reload import Vocabulary, VocabularyFiles, changes, globals_unchanged, read_off_reactor, snapshot
 from ecs.fsm.sequence import Sequence
 from ecs.net.heartbeat import Heartbeat
 from ecs.net.pubsub import StateStore
@@ -85,6 +86,7 @@ class PartitionAgent(AsyncStartService):
         bind: str | None = None,
         state_file: Path | None = None,
         writer: Writer | None = None,
+        vocabulary_files: VocabularyFiles | None = None,
     ) -> None:
         self.id = partition_id
         self.node = node
@@ -92,6 +94,9 @@ class PartitionAgent(AsyncStartService):
         self.settings = settings
         self.subsystems = subsystems
         self.sequence = sequence
+        #: Where C{reload} reads the subsystems and the sequence again: the
+        #: files they were read from at start-up, unless told otherwise.
+        self.vocabulary_files = vocabulary_files or VocabularyFiles(subsystems.source, sequence.source)
         self.config_source = configs
         self.reactor = reactor
         self._bind = bind
@@ -203,10 +208,11 @@ class PartitionAgent(AsyncStartService):
                 detector=detector,
                 type=type_name,
             )
+        sequence = self.sequencer.partition.sequence if self.sequencer is not None else self.sequence
         return SystemView(
             detector,
             "detector",
-            self.sequence.stage_of_system(detector, True).index,
+            sequence.stage_of_system(detector, True).index,
             endpoint=endpoint or await self.registry.endpoint_of("detector", detector),
             timeout=system_type.command_timeout if system_type else self.settings.request_timeout,
             type=type_name,
@@ -330,6 +336,7 @@ class PartitionAgent(AsyncStartService):
             "remove_detector": self._remove_detector,
             "snapshot": self._snapshot,
             "states": self._states,
+            "reload": self._reload,
         }
 
     async def _configure(self, request: Request) -> dict[str, Any]:
@@ -433,3 +440,26 @@ class PartitionAgent(AsyncStartService):
             if partition is not None and partition != self.id:
                 continue
             sequencer.update(update["system"], update, incarnation)
+
+    async def _reload(self, request: Request) -> dict[str, Any]:
+        """
+        Read the subsystems and the sequence again (C{docs/protocol.md}):
+        new types at once, a changed sequence now if Idle, else at the next
+        configure from Idle.  An invalid file changes nothing.
+        """
+        sequencer = self.sequencer
+        assert sequencer is not None
+        current = sequencer.pending_sequence or sequencer.partition.sequence
+        try:
+            new = await read_off_reactor(self.reactor, self.vocabulary_files)
+            globals_unchanged(current, new.sequence)
+        except ConfigError as e:
+            self.log("error", self.id, "reload refused, the old types and sequence stay: " + "; ".join(e.problems))
+            raise RequestError(protocol.BAD_REQUEST, "\n".join(e.problems)) from None
+        summary = changes(snapshot(self.subsystems, {}, current), Vocabulary(new.subsystems, {}, new.sequence))
+        del summary["tables_changed"]  # the PCA runs no table: the ECA reports them
+        self.subsystems.adopt(new.subsystems)
+        in_force = sequencer.next_sequence(new.sequence) if summary["sequence_changed"] else "unchanged"
+        self.log("info", self.id, f"reloaded {self.subsystems.source}: types added {summary['types_added'] or 'none'}, "
+                                  f"removed {summary['types_removed'] or 'none'}; sequence {in_force}")
+        return {"partition": self.id, "changes": summary, "sequence": in_force}

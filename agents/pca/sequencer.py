@@ -52,6 +52,7 @@ from twisted.python.failure import Failure
 
 from agents.pca.partition import Partition, SystemView, accept_status
 from ecs import protocol
+from ecs.fsm.sequence import Sequence
 from ecs.net.transport import RequestError
 
 Send = Callable[[SystemView, str, dict[str, Any]], "defer.Deferred[dict[str, Any]]"]
@@ -143,6 +144,8 @@ class Sequencer:
         self._mismatch_handled: dict[str, int] = {}
         self._stop_sent: dict[str, int] = {}
         self._abort_sending: IDelayedCall | None = None
+        #: A reloaded sequence waiting for the partition to be Idle (L{next_sequence}).
+        self.pending_sequence: Sequence | None = None
 
     # -- helpers ---------------------------------------------------------
 
@@ -442,6 +445,7 @@ class Sequencer:
             before anything is sent.
         """
         self._check_free()
+        self._adopt_pending_sequence()
         partition = self.partition
         sequence = partition.sequence
         state = partition.state
@@ -732,6 +736,37 @@ class Sequencer:
         view = self.partition.remove(system)
         self._changed()
         return view
+
+    # -- reload ----------------------------------------------------------
+
+    def next_sequence(self, sequence: Sequence) -> str:
+        """
+        A reloaded sequence (its global systems are this partition's): used
+        now when the partition is Idle with nothing running (C{"applied"}),
+        else kept for the next configure from Idle (C{"pending"}).
+        """
+        self.pending_sequence = sequence
+        if self._adopt_pending_sequence():
+            self._changed()
+            return "applied"
+        return "pending"
+
+    def _adopt_pending_sequence(self) -> bool:
+        """Rebuild the partition over the pending sequence if it is Idle and free."""
+        old = self.partition
+        sequence = self.pending_sequence
+        if sequence is None or self.op is not None or old.state != old.sequence.idle:
+            return False
+        self.pending_sequence = None
+        new = Partition(old.id, sequence)
+        new.expected, new.tag = old.expected, old.tag
+        for view in old.systems.values():
+            view.stage = new.stage_for(view.id, view.kind == "detector")
+            new.add(view)
+        self.partition = new
+        self._say("info", f"partition sequence {sequence.name} of {sequence.source} in force "
+                          f"({len(sequence.stages)} stages)")
+        return True
 
     def stop_timers(self) -> None:
         """Cancel the running operation's timer (the agent stops)."""
