@@ -127,6 +127,16 @@ class IControlCenter(Interface):
         agent's lifecycle (C{fsm/agent.yaml}) among them (see
         L{ecs.fsm.systems})."""
 
+    def reload(user: User) -> defer.Deferred[dict[str, Any]]:
+        """Read the detector types, global systems, state tables and partition
+        sequence again, in the ECA and every connected PCA (admin, audited):
+        C{{types_added, types_removed, types_changed: [names], tables_changed:
+        [files], sequence_changed: bool, pcas: {partition: {ok, sequence,
+        changes} or {ok: false, error, reason}}}}.  A PCA uses a changed
+        sequence now when Idle, else from its next configure from Idle.
+        An invalid file: bad_request naming the file, key path (or line) and
+        reason, C{problems} listing them, and nothing changes."""
+
     # -- control -------------------------------------------------------------
 
     def take_control(user: User, scope: str, force: bool = False) -> defer.Deferred[dict[str, Any]]:

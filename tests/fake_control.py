@@ -60,6 +60,9 @@ class FakeControlCenter:
         self.commands: list[tuple[str, str, str, dict[str, Any]]] = []
         self.audit: list[tuple[str, str, tuple[Any, ...]]] = []
         self.detector_types = {"sts", "mvd", "tof", "trd", "rich"}
+        #: What the next reload finds: problems (refused) or new detector types.
+        self.reload_problems: list[str] = []
+        self.reload_types: set[str] = set()
         self.partitions_: dict[str, dict[str, Any]] = {
             "demo": {"id": "demo", "state": "Idle", "tag": None, "locked": False,
                      "systems": ["TFC", "DCS", "QA", "FLES", "STS", "MVD"]},
@@ -194,6 +197,22 @@ class FakeControlCenter:
         view = systems_view(subsystems, sequence, detectors, tables, table_of)
         view["detector_types"] = {t: {"table": "detector-2step"} for t in sorted(self.detector_types)}
         return view
+
+    @_deferred
+    def reload(self, user: User) -> dict[str, Any]:
+        """Admin: "read" the types again: C{self.reload_problems} set makes it refused (400)."""
+        self._require(user, "admin")
+        problems = self.reload_problems
+        if problems:
+            self.audit.append((user.name, "reload", ("refused",)))
+            raise ControlError("bad_request", "invalid file, nothing reloaded: " + "; ".join(problems),
+                               problems=list(problems))
+        added = sorted(self.reload_types - self.detector_types)
+        self.detector_types |= set(added)
+        self.audit.append((user.name, "reload", ()))
+        return {"types_added": added, "types_removed": [], "types_changed": [], "tables_changed": [],
+                "sequence_changed": False,
+                "pcas": {p: {"ok": True, "sequence": "unchanged", "changes": {}} for p in sorted(self.partitions_)}}
 
     # -- control -------------------------------------------------------------------------
 

@@ -180,6 +180,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("/api/users", "POST"): "admin",
     ("/api/users/<name>", "PUT"): "admin",
     ("/api/users/<name>", "DELETE"): "admin",
+    ("/api/reload", "POST"): "admin",
 }
 
 

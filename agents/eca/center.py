@@ -24,6 +24,7 @@ from agents.eca.inventory import Inventory
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
 from agents.eca.records import Records
+from agents.eca.reload import Reloader
 from agents.eca.scopes import ControlScopes
 from agents.eca.unassigned import Unassigned
 from ecs.control import IControlCenter, Session, User
@@ -47,6 +48,7 @@ class ControlCenter:
         records: Records,
         metrics: EcaMetrics,
         alarms: Alarms,
+        reloader: Reloader,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -60,6 +62,7 @@ class ControlCenter:
         self._records = records
         self._metrics = metrics
         self._alarms = alarms
+        self._reloader = reloader
 
     # -- authentication ---------------------------------------------------------------
 
@@ -91,7 +94,11 @@ class ControlCenter:
 
     def systems(self) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.systems}."""
-        return self._records.systems()
+        return self._reloader.systems()
+
+    def reload(self, user: User) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.reload}."""
+        return self._reloader.reload(user)
 
     # -- control and commands ------------------------------------------------------------
 

@@ -43,12 +43,14 @@ from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
 from agents.eca.records import Records
 from agents.eca.registry import RegistryObservers, StoreLookups
+from agents.eca.reload import Reloader
 from agents.eca.runs import RunBook
 from agents.eca.scopes import ControlScopes
 from agents.eca.supervisor.supervisor import Supervisor
 from agents.eca.unassigned import Unassigned
 from ecs.config.settings import Settings, Subsystems
 from ecs.fsm.sequence import Sequence
+from ecs.fsm.table import StateTable
 from ecs.launch import ILauncher
 from ecs.net.remote_registry import REGISTRY, RegistryService
 from ecs.net.transport import INode
@@ -151,6 +153,7 @@ def build_eca(
     log_retention: float = 30 * 86400.0,
     metrics: EcaMetrics | None = None,
     supervision: Mapping[str, Any] | None = None,
+    tables: Mapping[str, StateTable] | None = None,
 ) -> Eca:
     """
     Build and wire the ECA's collaborators (see the module docstring).
@@ -158,6 +161,8 @@ def build_eca(
     @param launchers: the supervisor's launchers by name; None: an ECA
         that supervises no agent (tests).
     @param supervision: more keyword arguments of L{Supervisor} (back-off...).
+    @param tables: the state tables in force by file, as read at start-up
+        (a reload reports those that changed).
     """
     metrics = metrics if metrics is not None else EcaMetrics()
     events = EventLog(clock=clock)
@@ -206,6 +211,8 @@ def build_eca(
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
+    # subsystems and sequence are shared by all: a reload replaces them in place
+    reloader = Reloader(subsystems, sequence, dict(tables or {}), partitions, store, audit, logbook, clock)
 
     observers.observe(
         lambda kind, agent, entry: (
@@ -218,7 +225,7 @@ def build_eca(
 
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
-        alarms,
+        alarms, reloader,
     )
     return Eca(
         center,

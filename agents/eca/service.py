@@ -35,6 +35,7 @@ from agents.eca.accounts import ThreadPasswords
 from agents.eca.compose import HOUSEKEEPING, Eca, build_eca
 from agents.eca.demo import seed_demo, seed_demo_placements
 from agents.eca.logbook import LOG_FLUSH
+from agents.eca.reload import HangUpReload
 from ecs.config.settings import Settings, Subsystems
 from ecs.fsm.sequence import Sequence
 from ecs.schema import ConfigError
@@ -163,8 +164,11 @@ class ECAService(AsyncStartService, service.MultiService):
         autostart: bool = False,
         stop_agents: bool = True,
         ssh: str | None = None,
+        tables: dict[str, Any] | None = None,
     ) -> None:
         service.MultiService.__init__(self)
+        self.tables = tables  # the state tables read at start-up, by file (a reload tells which changed)
+        self.hang_up: HangUpReload | None = None
         self.ssh = ssh  # SSH shell endpoint; None: ecs.shell.server.DEFAULT_ENDPOINT if free; "none": no shell
         self.autostart = autostart
         self.stop_agents = stop_agents
@@ -216,6 +220,7 @@ class ECAService(AsyncStartService, service.MultiService):
             launchers=self.launchers(),
             control_timeout=self.control_timeout,
             log_retention=self.log_retention,
+            tables=self.tables,
         )
         core = EcaCore(eca)
         try:
@@ -239,6 +244,8 @@ class ECAService(AsyncStartService, service.MultiService):
         _add(self, _Closing(self._stop_agents))  # last child: stopped first
         await supervisor.resume(autostart=self.autostart)
         eca.inventory.agents_resumed()  # interrupted deletions stop their agents now
+        self.hang_up = HangUpReload(self.reactor, eca.center.reload)
+        self.hang_up.install()  # SIGHUP reloads; uninstalled at stop
         address = port.getHost()
         self.url = web_url(self.web, address.host, address.port)
         self._log.info("ECS web: {url}", url=self.url)
@@ -299,6 +306,8 @@ class ECAService(AsyncStartService, service.MultiService):
         would close under the last log lines).
         """
         service.Service.stopService(self)
+        if self.hang_up is not None:
+            self.hang_up.uninstall()
 
         async def stop() -> None:
             for child in reversed(list(self)):

@@ -129,7 +129,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
 
     from agents._tap import Composition
     from ecs.config.settings import fail
-    from ecs.fsm.sequence import load_sequence
+    from ecs.fsm.reload import VocabularyFiles, read_vocabulary
     from ecs.schema import ConfigError
 
     options.setdefault("inventory", None)  # the ECA is the registry: no inventory
@@ -139,9 +139,12 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     if options["registry-port"]:
         settings = attrs.evolve(settings, registry_address=f"tcp://127.0.0.1:{options['registry-port']}")
     try:
-        sequence = load_sequence(options["sequence"], list(composition.subsystems.global_systems))
+        # the sequence and every state table, checked now (a few small files,
+        # before the reactor runs); a reload reads the same files again
+        vocabulary = read_vocabulary(VocabularyFiles(sequence=options["sequence"]), composition.subsystems)
     except ConfigError as e:
         fail(e)
+    sequence = vocabulary.sequence
     agent_args: list[str] = []
     for name in ("config", "subsystems", "security"):
         if options[name]:
@@ -175,6 +178,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         autostart=bool(options["autostart"]) or demo is not None,
         stop_agents=not options["keep-agents"],
         ssh=options["ssh"],
+        tables=vocabulary.tables,
     )
 
 

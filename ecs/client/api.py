@@ -60,6 +60,9 @@ class HttpApi:
     async def systems(self) -> dict[str, Any]:
         return dict(self.client.get("/api/systems") or {})
 
+    async def reload(self) -> dict[str, Any]:
+        return dict(self.client.post("/api/reload") or {})
+
     async def unassigned(self) -> list[dict[str, Any]]:
         return list(self.client.get("/api/detectors/unassigned") or [])
 

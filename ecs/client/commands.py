@@ -93,6 +93,7 @@ class Api(Protocol):
     async def shelve_alarm(
         self, alarm_id: int, seconds: float | None, until: float | None, reason: str
     ) -> dict[str, Any]: ...
+    async def reload(self) -> dict[str, Any]: ...
 
 
 class Printer(Protocol):

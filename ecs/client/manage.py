@@ -308,3 +308,49 @@ async def agents_output(run: Run) -> int:
     text = str(row.get("text") or "") if isinstance(row, dict) else ""
     run.out.result("\n".join(textview.clean(line) for line in text.splitlines()) or "(no output)", row)
     return EXIT_OK
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+async def reload(run: Run) -> int:
+    """
+    C{ecs reload}: the ECA and every PCA read the detector types, state
+    tables and partition sequence again.  Exit 1 when a file is invalid
+    (each problem on its line; nothing changed) or a PCA did not reload.
+    """
+    try:
+        answer = await run.api.reload()
+    except CommandError as e:
+        problems = e.body.get("problems") if isinstance(e.body, dict) else None
+        if not isinstance(problems, list) or not problems:
+            raise
+        lines = "\n".join(f"  {textview.clean(problem)}" for problem in problems)
+        raise CommandError(
+            e.exit_code, f"reload refused, nothing changed (the types and tables in force stay):\n{lines}",
+            e.body, e.status,
+        ) from None
+    run.out.result(format_reload(answer), answer)
+    pcas = answer.get("pcas") or {}
+    return EXIT_OK if all(isinstance(a, dict) and a.get("ok") for a in pcas.values()) else EXIT_REFUSED
+
+
+def format_reload(answer: dict[str, Any]) -> str:
+    """The answer of a reload as text: what changed, then each PCA's answer."""
+    lines = []
+    for key in ("types_added", "types_removed", "types_changed", "tables_changed"):
+        names = answer.get(key) or []
+        shown = ", ".join(textview.clean(n) for n in names) if isinstance(names, list) and names else "none"
+        lines.append(f"{key.replace('_', ' ')}: {shown}")
+    lines.append(f"partition sequence: {'changed' if answer.get('sequence_changed') else 'unchanged'}")
+    pcas = answer.get("pcas") or {}
+    for partition in sorted(pcas):
+        reply = pcas[partition] if isinstance(pcas[partition], dict) else {}
+        pca = f"PCA {textview.clean(partition)}"
+        if reply.get("ok"):
+            lines.append(f"{pca}: reloaded (sequence {textview.clean(reply.get('sequence'))})")
+        else:
+            lines.append(f"{pca}: not reloaded: {textview.clean(reply.get('reason'))}")
+    if not pcas:
+        lines.append("no PCA to ask")
+    return "\n".join(lines)

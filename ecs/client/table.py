@@ -348,6 +348,12 @@ COMMANDS: tuple[Command, ...] = (
         ),
         default="list",
     ),
+    _one(
+        "reload",
+        "read the detector types, state tables and partition sequence again, in the ECA and every PCA (admin)",
+        "admin",
+        manage.reload,
+    ),
 )
 
 BY_NAME = {c.name: c for c in COMMANDS}

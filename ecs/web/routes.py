@@ -332,6 +332,17 @@ class WebAPI:
         await self._existing_partition(pid)
         return self._json(request, await self._call(self.center.command, session.user, pid, command, body))
 
+    @authorized_route(app, "admin", "/api/reload", methods=["POST"])
+    async def reload(self, request: IRequest, session: Session) -> bytes:
+        """
+        Read the detector types, state tables and partition sequence again,
+        in the ECA and every PCA: what changed and each PCA's answer; 400
+        naming the file, key path and reason when one is invalid (nothing
+        changes then).
+        """
+        self._body(request, (), required=False)
+        return self._json(request, await self._call(self.center.reload, session.user))
+
     async def _existing_partition(self, pid: str) -> None:
         # "ecs" is the ECS-wide control scope, never a partition: without this
         # an operator could take the ECS control through a partition path.
