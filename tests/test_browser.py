@@ -300,8 +300,10 @@ class ConsoleTests(TestCase):
         resets it and the headline then says that Configure brings it back.
         """
         demo = await Demo.start(self, detectors=300)
+        # Two browsers are two sessions: one user each (one session per user).
+        await demo.add_user("watcher", ["viewer"])
         overview, monitor = await defer.gatherResults([
-            defer.Deferred.fromCoroutine(Browser.open(self, demo, "admin", size=SMALL_SCREEN)),
+            defer.Deferred.fromCoroutine(Browser.open(self, demo, "watcher", size=SMALL_SCREEN)),
             defer.Deferred.fromCoroutine(Browser.open(self, demo, "admin", size=SMALL_SCREEN)),
         ])
         await overview.get("/")
@@ -613,6 +615,26 @@ class SessionEndTests(TestCase):
         self.assertEqual(status, 200)
         await browser.wait(lambda d: "/login" in d.current_url, timeout=30, what="the login page")
         self.assertIn("next=%2F", await browser.run(lambda: browser.driver.current_url))
+
+    async def test_signed_in_elsewhere(self) -> None:
+        """
+        One session per user: the same user logs in with a second browser;
+        the first page says it was signed out, when and from where, and
+        stays on screen (no jump to the login form); its next request goes
+        to the login form, which repeats the reason.
+        """
+        demo = await Demo.start(self)
+        first = await Browser.open(self, demo, "admin")
+        await first.get("/")
+        await first.wait_text("#connection", "live", timeout=30)
+        await first.js(SET_MARK)
+        await Browser.open(self, demo, "admin")
+        await first.wait_text("#banner", "signed out: you signed in elsewhere at ", timeout=30)
+        self.assertRegex(await first.text("#banner"), r"from 127\.0\.0\.1$")
+        self.assertTrue(await first.js(MARK), "the old page was replaced")
+        await first.js("ECS.api('GET', '/api/partitions')")
+        await first.wait(lambda d: "/login" in d.current_url, timeout=30, what="the login page")
+        await first.wait_text("#logged-out", "Signed out: you signed in elsewhere at ", timeout=30)
 
 
 class ScreenshotTests(TestCase):

@@ -23,7 +23,9 @@ window.ECS = (function () {
     let data = null;
     try { data = await answer.json(); } catch (e) { data = {error: "bad_answer", reason: answer.statusText}; }
     if (answer.status === 401) {
-      location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+      // The reason goes along: "signed out: you signed in elsewhere at ... from ..."
+      const reason = data && typeof data.reason === "string" ? "&reason=" + encodeURIComponent(data.reason) : "";
+      location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search) + reason);
     }
     return {ok: answer.ok, status: answer.status, data};
   }
@@ -50,6 +52,18 @@ window.ECS = (function () {
     const indicator = document.getElementById("connection");
     const mark = (text, cls) => { if (indicator) { indicator.textContent = text; indicator.className = "connection " + cls; } };
     let source = null, lastId = null, closed = false, timer = null, delay = 1000;
+
+    // The session ended because the user signed in elsewhere (one session
+    // per user): say so on this page and stop following; the next request
+    // goes to the login page with the same reason.
+    handlers.session_ended = (data) => {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      if (source) source.close();
+      mark("signed out", "bad");
+      setLink("down");
+      signedOut(typeof data.reason === "string" ? data.reason : "signed out: this session has ended");
+    };
 
     function open() {
       timer = null;
@@ -310,11 +324,18 @@ window.ECS = (function () {
     });
   }
 
+  let signedOutText = null;  // once set, the banner keeps saying it
   function banner(text) {
     const box = document.getElementById("banner");
-    if (!box) return;
+    if (!box || (signedOutText !== null && text !== signedOutText)) return;
     box.textContent = text;
     box.hidden = !text;
+  }
+  function signedOut(reason) {
+    banner(reason);
+    signedOutText = reason;
+    document.body.classList.add("signed-out");
+    document.body.dataset.signedOut = reason;
   }
 
   const user = () => document.body.dataset.user;

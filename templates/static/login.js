@@ -2,7 +2,11 @@
 "use strict";
 (function () {
   const params = new URLSearchParams(location.search);
-  if (params.has("logged_out")) document.getElementById("logged-out").hidden = false;
+  const note = document.getElementById("logged-out");
+  if (params.has("logged_out")) note.hidden = false;
+  // Why the last session ended, when a newer login elsewhere ended it.
+  const reason = params.get("reason") || "";
+  if (reason.startsWith("signed out:")) { note.textContent = reason.charAt(0).toUpperCase() + reason.slice(1); note.hidden = false; }
   const form = document.getElementById("login-form");
   const error = document.getElementById("login-error");
   form.addEventListener("submit", async (event) => {
