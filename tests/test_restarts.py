@@ -10,6 +10,8 @@ API): every link follows the registry.
   QA_Active well within the stage timeout, with no stage timed out.
 - A detector controller and the global systems killed are re-found by the
   PCA within two heartbeat intervals of registering again.
+- The CLI's event stream, resumed after an ECA restart (whose events are
+  numbered anew), starts again from the new ECA's first event.
 - The time from freezing a detector controller (SIGSTOP: it stops answering
   but is not restarted under us) to its Connection Problem on the API is
   measured and must stay below two heartbeat intervals plus a margin for
@@ -27,7 +29,9 @@ import time
 from typing import Any
 
 from twisted.internet import reactor, task
+from twisted.trial.unittest import SynchronousTestCase
 
+from ecs.client.http import Client, EventStream
 from tests.test_supervision_e2e import DEMO_AGENTS, EcaProcessCase
 
 #: The demo's heartbeat (the shipped etc/ecs.yaml).
@@ -236,3 +240,43 @@ class ControllerRestartTests(RestartCase):
         self.assertLess(max(times), 2 * INTERVAL + MARGIN, times)
         state = (await self.partition())["systems"]
         self.assertEqual({s["state"] for s in state if s["id"] == "TOF"}, {"Unconfigured"})
+
+
+class _Lines:
+    """A stand-in HTTP response: the lines of an event stream, then the end."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = [line.encode() + b"\n" for line in text.split("\n")]
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._lines.pop(0) if self._lines else b""
+
+
+class _Connection:
+    sock = None
+
+    def close(self) -> None:
+        pass
+
+
+class EventStreamResumeTests(SynchronousTestCase):
+    """The CLI's event stream (ecs/client/http.py) resumed after an ECA restart."""
+
+    def stream(self, text: str, resumed_from: int | None) -> EventStream:
+        stream = EventStream(
+            _Connection(), _Lines(text), Client("http://127.0.0.1:1"), resumed_from=resumed_from  # type: ignore[arg-type]
+        )
+        stream.wait_subscribed()
+        self.addCleanup(stream.close)
+        return stream
+
+    def test_same_eca_resumes(self) -> None:
+        """Events after the Last-Event-ID from the same ECA are read on."""
+        stream = self.stream("retry: 3000\n\nid: 41\nevent: state\ndata: {}\n\n", resumed_from=40)
+        self.assertEqual(stream.read(time.monotonic() + 5), (41, "state", {}))
+
+    def test_restarted_eca_is_read_from_its_start(self) -> None:
+        """A first event numbered at or below the Last-Event-ID (a new ECA) ends the stream with last_id 0."""
+        stream = self.stream("retry: 3000\n\nid: 3\nevent: state\ndata: {}\n\n", resumed_from=5000)
+        self.assertIsNone(stream.read(time.monotonic() + 5))
+        self.assertEqual(stream.parser.last_id, 0)

@@ -174,7 +174,7 @@ class Client:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         connection, response = self._open("GET", "/api/events", None, {"partition": partition}, headers, self.timeout)
-        stream = EventStream(connection, response, self)
+        stream = EventStream(connection, response, self, resumed_from=last_event_id)
         stream.wait_subscribed()
         return stream
 
@@ -255,11 +255,23 @@ class EventStream:
     """
 
     def __init__(
-        self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse, client: Client
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        client: Client,
+        resumed_from: int | None = None,
     ) -> None:
+        """
+        @param resumed_from: the C{Last-Event-ID} this stream resumes after.
+            A first event numbered at or below it comes from a restarted
+            ECA (it numbers its events anew): the stream then ends as if
+            closed, with C{parser.last_id} 0, so that the caller's reopen
+            replays everything the new ECA has (its partition records too).
+        """
         self._connection = connection
         self._response = response
         self._client = client
+        self._resumed_from = resumed_from
         self.parser = SSEParser()
         self._queue: queue.Queue[tuple[int | None, str, Any] | BaseException | None] = queue.Queue(maxsize=10000)
         self._thread: threading.Thread | None = None
@@ -297,8 +309,15 @@ class EventStream:
                     self._queue.put(None)
                     return
                 event = self.parser.feed(line)
-                if event is not None:
-                    self._queue.put(event)
+                if event is None:
+                    continue
+                if self._resumed_from is not None and event[0] is not None:
+                    if event[0] <= self._resumed_from:
+                        self.parser.last_id = 0  # another ECA: reopen from its first event
+                        self._queue.put(None)
+                        return
+                    self._resumed_from = None
+                self._queue.put(event)
         except ClientError as e:
             if not self._closed:
                 self._queue.put(e)
