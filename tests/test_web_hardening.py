@@ -452,6 +452,31 @@ class TokenCommandTests(TestCase):
                          ("tokens", "revoke", ["abcdef012345"], "/x"))
 
 
+class _CountingPasswords(InlinePasswords):
+    """Inline hashing that counts the password checks."""
+
+    checks = 0
+
+    def check(self, password: str, password_hash: str) -> defer.Deferred[bool]:
+        self.checks += 1
+        return super().check(password, password_hash)
+
+
+class UnknownNameTests(SynchronousTestCase):
+    """A login with an unknown name costs a password check like a known one (timing tells nothing)."""
+
+    def test_unknown_name_checks_a_password(self) -> None:
+        clock = Clock()
+        accounts, _, audit = _accounts(self, clock)
+        counting = _CountingPasswords()
+        accounts._passwords = counting
+        for name in ("operator", "nobody", "nobody"):
+            self.failureResultOf(accounts.login(name, "wrong password", "session"))
+        self.assertEqual(counting.checks, 3)
+        self.assertEqual([(r[0], r[3]) for r in audit.rows], [("operator", "refused"), ("nobody", "refused"),
+                                                              ("nobody", "refused")])
+
+
 class FileModeTests(SynchronousTestCase):
     """The state directory 0700; the database, its WAL and SHM files 0600."""
 

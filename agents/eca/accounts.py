@@ -17,6 +17,7 @@ the ECA host takes effect at the next request.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -99,11 +100,18 @@ class Accounts:
         self._audit = audit
         self.single_session = single_session
         self._lifetimes = {"session": session_lifetime, "api": token_lifetime}
+        self._dummy_hash: str | None = None
 
     # -- sessions ----------------------------------------------------------------
 
     async def _login(self, username: str, password: str, kind: str) -> Session:
         row = await self._store.user(username) if isinstance(username, str) and username else None
+        if row is None:
+            # An unknown name costs a password check too, so that the time of
+            # the answer does not tell which names exist.
+            if self._dummy_hash is None:
+                self._dummy_hash = await self._passwords.hash(secrets.token_urlsafe(16))
+            await self._passwords.check("not the password", self._dummy_hash)
         ok = row is not None and await self._passwords.check(
             password if isinstance(password, str) else "", row.password_hash
         )
