@@ -10,6 +10,9 @@ API): every link follows the registry.
   QA_Active well within the stage timeout, with no stage timed out.
 - A detector controller and the global systems killed are re-found by the
   PCA within two heartbeat intervals of registering again.
+- A sim host of 300 detectors killed and started again (the ECA's registry
+  served by the test): all registered again in bulk, and connected in
+  their PCA within two heartbeat intervals of registering.
 - The CLI's event stream, resumed after an ECA restart (whose events are
   numbered anew), starts again from the new ECA's first event.
 - The time from freezing a detector controller (SIGSTOP: it stops answering
@@ -26,12 +29,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor, task
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ecs.client.http import Client, EventStream
+from ecs.net.remote_registry import REGISTRY, RegistryService
+from ecs.net.zeromq import ZmqNode
+from tests.procs import free_port, spawn, tool
 from tests.test_supervision_e2e import DEMO_AGENTS, EcaProcessCase
 
 #: The demo's heartbeat (the shipped etc/ecs.yaml).
@@ -280,3 +287,110 @@ class EventStreamResumeTests(SynchronousTestCase):
         stream = self.stream("retry: 3000\n\nid: 3\nevent: state\ndata: {}\n\n", resumed_from=5000)
         self.assertIsNone(stream.read(time.monotonic() + 5))
         self.assertEqual(stream.parser.last_id, 0)
+
+
+SIMHOST_DETECTORS = 300
+SUBSYSTEMS = """\
+detector_types:
+  SIM: {fsm: detector-2step.yaml, action: {kind: simulated, duration: 0}}
+global_systems:
+  TFC: {fsm: global.yaml, action: {kind: simulated, duration: 0}}
+  DCS: {fsm: global.yaml, action: {kind: simulated, duration: 0}}
+  QA: {fsm: global-recording.yaml, action: {kind: simulated, duration: 0}}
+  FLES: {fsm: global-recording.yaml, action: {kind: simulated, duration: 0}}
+"""
+
+
+class SimHostRestartTests(TestCase):
+    """
+    A sim host killed and started again: its detectors register in bulk and
+    the PCA finds them all within two heartbeat intervals of registering.
+    The ECA's registry is served by the test (the real RegistryService).
+    """
+
+    timeout = 180
+
+    def setUp(self) -> None:
+        self.tmp = Path(self.mktemp()).resolve()
+        self.tmp.mkdir(parents=True)
+        address = f"tcp://127.0.0.1:{free_port()}"
+        (self.tmp / "ecs.yaml").write_text(
+            f"registry: {{address: '{address}'}}\nsecurity: none\nheartbeat: {{interval: {INTERVAL}, timeout: "
+            f"{2 * INTERVAL}}}\n"
+        )
+        (self.tmp / "subsystems.yaml").write_text(SUBSYSTEMS)
+        self.detectors = [f"S{n}" for n in range(1, SIMHOST_DETECTORS + 1)]
+        members = set(self.detectors)
+
+        async def partitions() -> list[str]:
+            return ["sim"]
+
+        async def detectors_of(partition: str) -> list[str]:
+            return list(self.detectors) if partition == "sim" else []
+
+        async def detector(detector_id: str) -> dict[str, Any] | None:
+            return {"type": "SIM", "partition": "sim"} if detector_id in members else None
+
+        self.node = ZmqNode(reactor, "eca", None, request_timeout=10.0)
+        self.addCleanup(self.node.close)
+        self.registry = RegistryService(self.node, reactor, partitions, detectors_of, detector)
+        self.node.serve(address).register(REGISTRY, self.registry.handlers())
+
+    def start(self, name: str, *args: str) -> tuple[Any, Any]:
+        argv = [tool("twistd"), "-n", "--pidfile=", *args, "--config", "ecs.yaml",
+                "--subsystems", "subsystems.yaml", "--state-dir", str(self.tmp)]
+        return spawn(self, name, argv, cwd=str(self.tmp))
+
+    def simhost(self) -> tuple[Any, Any]:
+        return self.start("simhost", "ecs-simhost", "--ids", f"1-{SIMHOST_DETECTORS}", "--prefix", "S",
+                          "--type", "SIM")
+
+    def endpoints(self) -> set[str | None]:
+        entries = self.registry.entries
+        return {entries[("detector", d)].info.endpoint if ("detector", d) in entries else None
+                for d in self.detectors}
+
+    async def connected(self) -> int:
+        pca = self.registry.entries[("pca", "sim")].info.endpoint
+        assert pca is not None
+        page = await self.node.connect(pca).request("sim", "snapshot", {"limit": 2000}, timeout=10)
+        entries = page["entries"]
+        return sum(1 for d in self.detectors if entries.get(f"system/{d}", {}).get("value", {}).get("connected"))
+
+    async def until(self, check: Any, what: str, timeout: float) -> float:
+        """Poll C{check} (sync or async) every 0.05 s; the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return time.monotonic() - started
+            await sleep(0.05)
+        raise AssertionError(f"never {what} within {timeout} s")
+
+    async def all_connected(self) -> bool:
+        return await self.connected() == SIMHOST_DETECTORS
+
+    async def test_simhost_killed_and_restarted(self) -> None:
+        """SIGKILL of a sim host of 300: all registered again in bulk, and connected within 2 intervals of that."""
+        pca, _ = self.start("pca", "ecs-pca", "--id", "sim")
+        await pca.wait_for(r"serving at", timeout=60)
+        host, transport = self.simhost()
+        await host.wait_for(r"serving \d+ agent", timeout=60)
+        await self.until(self.all_connected, "all detectors connected", 60)
+        old = self.endpoints()
+        transport.signalProcess("KILL")
+        await host.ended
+        killed = time.monotonic()
+        host, _ = self.simhost()
+        await self.until(lambda: (e := self.endpoints()) and None not in e and len(e) == 1 and e != old,
+                         "all registered again", 60)
+        registered = time.monotonic()
+        await self.until(self.all_connected, "all connected again", 30)
+        back = time.monotonic()
+        print(f"\nsim host of {SIMHOST_DETECTORS}: registered {registered - killed:.2f} s after the kill, "
+              f"connected {back - registered:.2f} s later")
+        self.assertLess(back - registered, 2 * INTERVAL + MARGIN)
+        self.assertLess(back - killed, 10.0)
+        self.assertEqual(sum(1 for line in host.lines if "registered" in line and "refused" in line), 0)
