@@ -353,6 +353,18 @@ class TokenExpiryTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertIsNone(self.successResultOf(accounts.authenticate(token)))
 
+    def test_last_use_recorded(self) -> None:
+        """A token's last use is written at most once a minute."""
+        accounts, store, _ = _accounts(self, self.clock)
+        token = self.successResultOf(accounts.login("operator", PASSWORD, "api")).token
+        used = lambda: self.successResultOf(store.tokens("operator"))[0].last_used  # noqa: E731
+        self.clock.advance(30)
+        self.successResultOf(accounts.authenticate(token))
+        self.assertEqual(used(), T0)
+        self.clock.advance(30)
+        self.successResultOf(accounts.authenticate(token))
+        self.assertEqual(used(), T0 + 60)
+
     def test_configured_lifetimes(self) -> None:
         """session_lifetime and token_lifetime as given."""
         accounts, store, _ = _accounts(self, self.clock, session_lifetime=100, token_lifetime=50)
