@@ -9,13 +9,16 @@ the command line table and the shell, and SIGHUP.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from agents.eca.audit import Audit
 from agents.eca.reload import SIGHUP_USER, HangUpReload, Reloader
@@ -30,6 +33,8 @@ from ecs.net.transport import RequestError
 from tests import test_commands
 from tests.fake_control import FakeControlCenter
 from tests.pca_harness import PartitionHarness
+from tests.procs import ROOT, Collected, call_api, free_port, spawn, tool
+from tests.procs import stop as stop_watched
 from tests.support.eca_parts import inline_store
 from tests.test_web import WebTestCase
 
@@ -493,3 +498,150 @@ class CommandLineTests(SynchronousTestCase):
         outcome, _, err = test_commands.ShellTests.line(center, Clock(), "reload", user="admin")
         self.assertEqual(outcome.code, 1)
         self.assertIn("detector_types.X: bad", err)
+
+
+class ReloadEndToEndTests(TestCase):
+    """
+    Real processes: C{ecs-demo} (the ECA, its PCA and every agent, launched
+    by its supervisor) over copies of the data folders (C{ECS_DATA_DIR}); a
+    detector type added to the copy, C{ecs reload} with the real client, a
+    detector of the new type created, configured and drawn; SIGHUP too.
+    """
+
+    timeout = 240
+
+    async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return await call_api(self.base, method, path, self.token, body)
+
+    async def ecs(self, *argv: str, stdin: str | None = None) -> tuple[int | None, str, str]:
+        """The real C{ecs} client, its configuration under an absolute temporary folder."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ECS_", "XDG_"))}
+        env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / "config"), PYTHONPATH=str(ROOT), NO_COLOR="1")
+        collect = Collected(stdin.encode() if stdin is not None else None)
+        args = [sys.executable, "-m", "ecs.cli", *argv]
+        transport = reactor.spawnProcess(collect, args[0], args, env=env, path=str(ROOT))  # type: ignore[attr-defined]
+        self.addCleanup(stop_watched, collect, transport)
+        timer = reactor.callLater(60, transport.signalProcess, "KILL")  # type: ignore[attr-defined]
+        code = await collect.ended
+        if timer.active():
+            timer.cancel()
+        return code, collect.out.decode("utf-8", "replace"), collect.err.decode("utf-8", "replace")
+
+    async def until(self, what: str, check: Any, timeout: float = 60.0) -> Any:
+        """Poll C{check()} (a coroutine giving a truthy value when done) every 0.1 s."""
+        last: Any = None
+        for _ in range(int(timeout / 0.1)):
+            last = await check()
+            if last:
+                return last
+            await task.deferLater(reactor, 0.1, lambda: None)
+        raise AssertionError(f"{what}: not within {timeout} s ({last!r}); ECA output:\n"
+                             + "\n".join(self.demo.lines[-40:]))
+
+    async def partition(self) -> dict[str, Any]:
+        code, body = await self.api("GET", "/api/partitions/demo")
+        self.assertEqual(code, 200, body)
+        return dict(body)
+
+    async def test_new_type_without_restart(self) -> None:
+        """A type added to the YAML files is created, configured to QA_Active and drawn after `ecs reload`."""
+        tmp = Path(self.mktemp()).resolve()
+        data = tmp / "data"
+        data.mkdir(parents=True)
+        root = paths.data_root()
+        shutil.copytree(root / "etc", data / "etc", ignore=shutil.ignore_patterns("systemd"))
+        shutil.copytree(root / "fsm", data / "fsm")
+        (data / "templates").symlink_to(root / "templates")
+        files = VocabularyFiles(str(data / "etc" / "subsystems.yaml"), str(data / "fsm" / "partition.yaml"))
+        self.home = tmp / "home"
+        self.home.mkdir()
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.demo, demo_transport = spawn(
+            self, "ecs-demo",
+            [tool("twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(port),
+             "--registry-port", str(free_port()), "--state-dir", str(tmp / "var")],
+            cwd=str(tmp), env={"ECS_ADMIN_PASSWORD": "admin-pass-123", "ECS_DATA_DIR": str(data)},
+        )
+        await self.demo.wait_for(r"ECS web: http://127\.0\.0\.1:\d+/", timeout=90)
+        code, out, err = await self.ecs("login", "--url", self.base, "--user", "admin", "--password-stdin",
+                                        stdin="admin-pass-123\n")
+        self.assertEqual(code, 0, out + err)
+        code, body = await call_api(self.base, "POST", "/api/login",
+                                    body={"username": "admin", "password": "admin-pass-123", "kind": "api"})
+        self.token = body["token"]
+
+        async def idle_and_connected() -> Any:
+            p = await self.partition()
+            return p["state"] == "Idle" and p["systems"] and all(s["connected"] for s in p["systems"]) and p
+
+        before = await self.until("demo Idle and connected", idle_and_connected, 90)
+        self.assertEqual((await self.api("POST", "/api/control"))[0], 200)
+        code, body = await self.api("POST", "/api/detectors", {"id": "ECAL1", "type": "ECAL"})
+        self.assertEqual((code, body["error"]), (400, "bad_request"), body)
+        self.assertIn("unknown detector type 'ECAL'", body["reason"])
+
+        # -- an invalid file: refused with file, key path and reason; nothing changes --
+        add_type(files, NEW_TYPE.replace("detector-3step.yaml", "missing.yaml"))
+        code, out, err = await self.ecs("reload")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn(f"{files.subsystems}: detector_types.ECAL.fsm: FSM file 'missing.yaml' not found", err)
+        self.assertIn("nothing changed", err)
+        self.assertEqual((await self.api("POST", "/api/detectors", {"id": "ECAL1", "type": "ECAL"}))[0], 400)
+
+        # -- the new type, and a changed sequence (Idle: in force at once) --
+        edit(files.subsystems, "missing.yaml", "detector-3step.yaml")
+        edit(files.sequence, "timeout: 60", "timeout: 61")
+        code, out, err = await self.ecs("reload")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("types added: ECAL", out)
+        self.assertIn("partition sequence: changed", out)
+        self.assertIn("PCA demo: reloaded (sequence applied)", out)
+
+        code, body = await self.api("POST", "/api/detectors", {"id": "ECAL1", "type": "ECAL"})
+        self.assertEqual(code, 200, body)
+
+        async def agent_up() -> Any:
+            code, rows = await self.api("GET", "/api/detectors/unassigned")
+            return code == 200 and any(r["id"] == "ECAL1" and r.get("connected") for r in rows)
+
+        await self.until("the agent of ECAL1 started with its type", agent_up, 60)
+        code, body = await self.api("POST", "/api/detectors/ECAL1/move", {"to": "demo"})
+        self.assertEqual(code, 200, body)
+        code, body = await self.api("PUT", "/api/configs/ecal1-default",
+                                    {"system": "ECAL1", "parameters": {"threshold": 3}})
+        self.assertEqual(code, 200, body)
+        code, tag = await self.api("GET", "/api/tags/demo")
+        self.assertEqual(code, 200, tag)
+        ids = list(tag["configs"].values())  # system -> configuration id
+        code, body = await self.api("PUT", "/api/tags/with-ecal", {"configs": [*ids, "ecal1-default"]})
+        self.assertEqual(code, 200, body)
+        self.assertEqual((await self.api("POST", "/api/partitions/demo/control"))[0], 200)
+        code, body = await self.api("POST", "/api/partitions/demo/configure", {"tag": "with-ecal", "auto": True})
+        self.assertEqual(code, 200, body)
+
+        async def configured() -> Any:
+            p = await self.partition()
+            return p["state"] == "QA_Active" and p["operation"] is None and p
+
+        ready = await self.until("demo configured with ECAL1", configured, 90)
+        ecal = [s for s in ready["systems"] if s["id"] == "ECAL1"]
+        self.assertEqual(len(ready["systems"]), len(before["systems"]) + 1)
+        self.assertEqual((ecal[0]["state"], ecal[0]["tag"]), ("Active", "ecal1-default"), ecal)
+        code, systems = await self.api("GET", "/api/systems")
+        self.assertEqual(systems["detector_types"]["ECAL"], {"table": "detector-3step"})
+        self.assertIn("Configuring_Step3", systems["tables"]["detector-3step"]["states"])
+
+        # -- SIGHUP: an invalid file is refused (logged), a valid one put in force --
+        edit(files.subsystems, "detector_types:\n", "detector_types:\n  HCAL: {fsm: detector-2step.yaml}\n")
+        mark = len(self.demo.lines)
+        os.kill(demo_transport.pid, signal.SIGHUP)
+        await self.demo.wait_for(r"SIGHUP reload refused", timeout=30)
+        refusal = "\n".join(self.demo.lines[mark:])
+        self.assertIn("detector_types.HCAL.action", refusal)
+        self.assertEqual((await self.api("POST", "/api/detectors", {"id": "HCAL1", "type": "HCAL"}))[0], 400)
+        edit(files.subsystems, "HCAL: {fsm: detector-2step.yaml}",
+             "HCAL: {fsm: detector-2step.yaml, action: {kind: simulated, duration: 0.1}}")
+        os.kill(demo_transport.pid, signal.SIGHUP)
+        await self.demo.wait_for(r"SIGHUP reload done: types added: HCAL", timeout=30)
+        self.assertEqual((await self.api("POST", "/api/detectors", {"id": "HCAL1", "type": "HCAL"}))[0], 200)
