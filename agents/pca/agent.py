@@ -187,8 +187,12 @@ class PartitionAgent(AsyncStartService):
                     type=system,
                 )
             )
-        for detector in await self.registry.detectors_of(self.id):
-            views.append(await self._detector_view(detector))
+        detectors = await self.registry.detectors_of(self.id)
+        # Where they are in one request (a sim host's thousands), not one each.
+        found = await self.registry.locate("detector", detectors) if detectors else {}
+        for detector in detectors:
+            where = found.get(detector)
+            views.append(await self._detector_view(detector, endpoint=where.endpoint if where else None))
         for view in views:
             if view.endpoint is None:
                 self._log.error(
