@@ -171,6 +171,16 @@ class ConcurrentMoveTests(MovesHarness):
         self.assertTrue(any("not undone" in line for line in await self.warnings()))
         self.assertEqual(await self.store.open_operations(), [])
 
+    async def test_forced_move_warns(self) -> None:
+        """A move forced past an unreachable PCA is a WARN line naming the detector and both partitions."""
+        self.network.set_down(self.pcas["demo"].address)
+        self.assertEqual((await self.move("TRD", "p2", force=True)).code, 200)
+        lines = await self.warnings()
+        self.assertIn("TRD moved from demo to p2, forced past the PCA of demo (told when it answers again)", lines)
+        self.network.set_down(self.pcas["demo"].address, False)
+        await self.wait_for(lambda: "TRD" not in self.members("demo"), what="demo told")
+        await self.assertAgreed("TRD", "p2")
+
     async def test_store_compare_and_set(self) -> None:
         """The store's journal: one open operation per detector; commit and undo only from where it was."""
         op = await self.store.begin_operation("move_detector", "expert", "TRD", "demo", "p2")
@@ -229,6 +239,19 @@ class RecoveryTests(MovesHarness):
         await self.assertAgreed("TRD", "demo")
         self.assertEqual((await self.move("TRD", "q1")).code, 200)
         await self.assertAgreed("TRD", "q1")
+
+    async def test_interrupted_deletion_completed(self) -> None:
+        """A detector's deletion committed when the ECA died is closed by the next one, audited."""
+
+        async def committed() -> Any:
+            op = await self.store.begin_operation("delete_detector", "expert", "TOF2")
+            await self.store.commit_operation(op.id)
+
+        await self.restart_eca_with(committed)
+        await self.assertAgreed("TRD", "demo")
+        self.assertIsNone(await self.store.detector("TOF2"))
+        audit = [a.outcome for a in await self.store.audit_entries() if a.action == "delete_detector"]
+        self.assertEqual(audit, ["completed after an ECA restart"])
 
     async def test_stale_lock_released(self) -> None:
         """A PCA locked with no operation open is unlocked by the next ECA, with a WARN line naming it."""
