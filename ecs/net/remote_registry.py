@@ -47,6 +47,9 @@ REGISTRY = "registry"
 #: would replace an agent there (the rest of a bulk registration).
 DEAD_REMEMBERED = 10.0
 
+#: Bulk registrations of up to this many agents log a line per agent.
+BULK_LOGGED = 20
+
 
 def _info_body(info: AgentInfo) -> dict[str, Any]:
     return attrs.asdict(info)
@@ -385,18 +388,24 @@ class RegistryService:
         )
         alive = {endpoint for endpoint, up in zip(olds, answers, strict=True) if up}
         refused: dict[str, str] = {}
+        # A few agents get a line each, as single registrations do; a sim
+        # host's hundreds one line for the request.
+        quiet = len(infos) > BULK_LOGGED
         for info in infos:
             old = replaced.get(info.id)
             if old is not None and old.info.endpoint in alive:
                 refused[info.id] = self._running_reason(old)
+                self._log.warn("registration of {kind} {id} refused: {reason}", kind=info.kind, id=info.id,
+                               reason=refused[info.id])
             else:
-                self._record(info, quiet=True)
-        first = infos[0]
-        self._log.info(
-            "registered {count} agent(s) at {endpoint} ({host}, pid {pid}; {refused} refused)",
-            count=len(infos) - len(refused), endpoint=first.endpoint, host=first.host, pid=first.pid,
-            refused=len(refused),
-        )
+                self._record(info, quiet=quiet)
+        if quiet:
+            first = infos[0]
+            self._log.info(
+                "registered {count} agents at {endpoint} ({host}, pid {pid}; {refused} refused)",
+                count=len(infos) - len(refused), endpoint=first.endpoint, host=first.host, pid=first.pid,
+                refused=len(refused),
+            )
         return {"refused": refused}
 
     def _unregister(self, request: Request) -> dict[str, Any]:
