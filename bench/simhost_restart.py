@@ -191,16 +191,17 @@ def main() -> None:
         parser.error("--detectors and --rounds must be at least 1")
 
     from twisted.internet import defer, task
+    from twisted.python.failure import Failure
 
-    async def body(reactor: Any) -> None:
-        try:
-            result = await run(args)
-        except BenchError as e:
-            say(f"FAILED: {e}")
-            raise SystemExit(1) from None
+    def report(result: dict[str, Any]) -> None:
         print(json.dumps(result), flush=True)
 
-    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
+    def failed(failure: Failure) -> None:
+        failure.trap(BenchError)
+        say(f"FAILED: {failure.value}")
+        raise SystemExit(1)
+
+    task.react(lambda reactor: defer.ensureDeferred(run(args)).addCallbacks(report, failed))
 
 
 if __name__ == "__main__":
