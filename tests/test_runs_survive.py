@@ -287,3 +287,33 @@ class SqliteFullTests(RunsHarness):
         assert error is not None
         self.assertEqual(error.code, "storage")
         self.assertIn("full", error.reason)
+
+
+class LogLevelTests(RunsHarness):
+    """What operators read: a subsystem Error, an interrupted or failed run, at warn or error naming P and S."""
+
+    async def lines(self, level: str, text: str) -> list[str]:
+        """The stored log lines of demo at C{level} or above that contain C{text}."""
+        await self.parts.logbook.flush()
+        return [r.message for r in await self.store.logs(partition="demo", level=level, q=text)]
+
+    async def test_subsystem_error_is_an_error_line(self) -> None:
+        """A system in Error: the PCA's error line names the system and the partition."""
+        await self.until(self.tester.connect(self.hosts["STS"].address).request("STS", "inject", {"what": "error"}))
+        found = await self.wait_for(lambda: self.lines("error", "STS of partition demo in Error"), what="error line")
+        self.assertTrue(found)
+
+    async def test_failed_run_is_an_error_line(self) -> None:
+        """A run that ends without stop or abort (a recording system in Error) is an error line; no hold."""
+        run = await self.record()
+        await self.until(self.tester.connect(self.hosts["STS"].address).request("STS", "inject", {"what": "error"}))
+        [closed] = await self.wait_for(self._closed, what="run failed")
+        self.assertEqual((closed.number, closed.outcome, closed.note), (run.number, "failed", None))
+        found = await self.wait_for(
+            lambda: self.lines("error", f"run {run.number} of partition demo ended: failed"), what="error line"
+        )
+        self.assertTrue(found)
+
+    async def _closed(self) -> list[RunRow] | None:
+        runs = await self.runs()
+        return runs if runs and runs[-1].ended is not None else None

@@ -171,6 +171,8 @@ class Sequencer:
         before = view.summary
         if not accept_status(view, status, incarnation):
             return False
+        if view.summary != before and "Error" in (view.summary, before):
+            self._error_changed(view, before)
         op = self.op
         if (
             isinstance(op, ConfigureOp)
@@ -184,6 +186,15 @@ class Sequencer:
         self._check_mismatch(view)
         self._changed()
         return True
+
+    def _error_changed(self, view: SystemView, before: str | None) -> None:
+        """A system went into Error (an error line naming it and the partition) or left it."""
+        where = f"{view.id} of partition {self.partition.id}"
+        if view.summary == "Error":
+            why = f": {view.comment}" if view.comment else ""
+            self._say("error", f"{where} in Error{why}", view.id)
+        else:
+            self._say("info", f"{where} left Error ({view.summary})", view.id)
 
     def _ignore_refusal(self, failure: Failure, view: SystemView, command: str) -> None:
         error = failure.value
