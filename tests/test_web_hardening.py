@@ -315,6 +315,15 @@ class LimiterTests(SynchronousTestCase):
         for table in (limiter._pairs, limiter._addresses, limiter._users, limiter._known):
             self.assertLessEqual(len(table), 100)
 
+    def test_refused_tries_add_nothing(self) -> None:
+        """Tries refused at the door (an address over its window) leave no entry behind, whatever the names."""
+        for n in range(20):
+            self.fail(f"user{n}", "10.9.9.9")
+        for n in range(1000):
+            self.assertIsNotNone(self.limiter.attempt(f"random{n}", "10.9.9.9"))
+        self.assertEqual(len(self.limiter._users), 20)
+        self.assertEqual(len(self.limiter._pairs), 20)
+
 
 class ThrottledLoginRouteTests(_WebCase):
     """The login route: 429 too_many with Retry-After and 'try again in N s', the center not asked."""

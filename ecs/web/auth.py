@@ -356,13 +356,16 @@ class LoginLimiter:
         pair_wait = self._pair_wait(self._pairs.get((user, address)), now)
         if pair_wait > 0:
             waits.append((pair_wait, "too many failed logins for this user from this address"))
-        times = self._address_times(address, now)
-        if len(times) >= self.per_address:
-            waits.append((times[0] + self.window - now, "too many failed logins from this address"))
-        bucket = self._bucket(user, now)
-        if bucket.tokens < 1 and not self._is_known(user, address, now):
-            waits.append(((1 - bucket.tokens) * self.user_interval,
-                          "too many failed logins for this user from elsewhere"))
+        # Read only: a refused try must not add entries (random names and addresses).
+        if address in self._addresses:
+            times = self._address_times(address, now)
+            if len(times) >= self.per_address:
+                waits.append((times[0] + self.window - now, "too many failed logins from this address"))
+        if user in self._users:
+            tokens = self._bucket(user, now).tokens
+            if tokens < 1 and not self._is_known(user, address, now):
+                waits.append(((1 - tokens) * self.user_interval,
+                              "too many failed logins for this user from elsewhere"))
         return max(waits) if waits else None
 
     def attempt(self, user: str, address: str) -> tuple[float, str] | None:
