@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from agents.eca.audit import RETRY_DELAY
 from ecs.store import RunRow, StoreError
@@ -317,3 +318,11 @@ class LogLevelTests(RunsHarness):
     async def _closed(self) -> list[RunRow] | None:
         runs = await self.runs()
         return runs if runs and runs[-1].ended is not None else None
+
+    def test_warnings_in_the_eca_log(self) -> None:
+        """An operator warn or error line is also in the ECA's own log at its level, naming the partition."""
+        with capturedLogs() as events:
+            self.parts.logbook.log("error", "ECA", "run 7 of partition demo ended: failed", "demo")
+            self.parts.logbook.log("info", "ECA", "run 8 of partition demo started", "demo")
+        told = [(e["log_level"], formatEvent(e)) for e in events if "run " in formatEvent(e)]
+        self.assertEqual(told, [(LogLevel.error, "ECA (partition demo): run 7 of partition demo ended: failed")])

@@ -2,7 +2,8 @@
 """
 L{LogBook}: log lines for operators (the ECA's own and those its PCAs
 publish), sent live as C{log} events at once and stored in batches
-(L{LogBook.flush}, run by a C{TimerService} of the ECA).
+(L{LogBook.flush}, run by a C{TimerService} of the ECA).  Warnings and
+errors also go to the ECA's own log at their level, naming the partition.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from agents.eca.interfaces import IEventSource, ILogBook
@@ -18,6 +19,9 @@ from ecs.store import LogEntry, Store, StoreError
 
 LOG_FLUSH = 0.5
 """Seconds between two batches written to the store."""
+
+#: The operator log levels also written to the ECA's own log.
+_TOLD = ("warn", "error", "critical")
 
 
 @implementer(ILogBook)
@@ -37,6 +41,13 @@ class LogBook:
         entry = LogEntry(when if when is not None else self._clock.seconds(), level, source, message, partition)
         self._unflushed.append(entry)
         self._events.emit("log", dataclasses.asdict(entry), partition)
+        if level in _TOLD:
+            # What went wrong is in the ECA's own log too (journal, twistd output), at its level.
+            self._log.emit(
+                # ("text", not "message": the legacy log's key of that name would replace it)
+                LogLevel.levelWithName(level), "{source} ({where}): {text}",
+                source=source, where=f"partition {partition}" if partition else "ECS", text=message,
+            )
 
     async def flush(self) -> None:
         """Store the lines logged since the last flush (a store failure loses them, with an error)."""
