@@ -538,6 +538,19 @@ class ReloadEndToEndTests(TestCase):
         raise AssertionError(f"{what}: not within {timeout} s ({last!r}); ECA output:\n"
                              + "\n".join(self.demo.lines[-40:]))
 
+    async def page(self, path: str) -> str:
+        """A page of the GUI as a browser logged in as admin gets it (session cookie)."""
+        import treq
+
+        login = await treq.post(self.base + "/api/login", json={"username": "admin", "password": "admin-pass-123"},
+                                persistent=False)
+        await login.content()
+        cookie = login.headers.getRawHeaders(b"set-cookie")[0].split(b";")[0]
+        response = await treq.get(self.base + path, headers={b"Cookie": [cookie]}, persistent=False)
+        text = (await response.content()).decode("utf-8", "replace")
+        self.assertEqual(response.code, 200, text)
+        return text
+
     async def partition(self) -> dict[str, Any]:
         code, body = await self.api("GET", "/api/partitions/demo")
         self.assertEqual(code, 200, body)
@@ -589,12 +602,15 @@ class ReloadEndToEndTests(TestCase):
         self.assertIn("nothing changed", err)
         self.assertEqual((await self.api("POST", "/api/detectors", {"id": "ECAL1", "type": "ECAL"}))[0], 400)
 
-        # -- the new type, and a changed sequence (Idle: in force at once) --
-        edit(files.subsystems, "missing.yaml", "detector-3step.yaml")
+        # -- the new type with a new table, and a changed sequence (Idle: in force at once) --
+        table = (data / "fsm" / "detector-3step.yaml").read_text().replace("name: detector-3step", "name: ecal")
+        (data / "fsm" / "ecal.yaml").write_text(table)
+        edit(files.subsystems, "missing.yaml", "ecal.yaml")
         edit(files.sequence, "timeout: 60", "timeout: 61")
         code, out, err = await self.ecs("reload")
         self.assertEqual(code, 0, out + err)
         self.assertIn("types added: ECAL", out)
+        self.assertIn(f"tables changed: {data / 'fsm' / 'ecal.yaml'}", out)
         self.assertIn("partition sequence: changed", out)
         self.assertIn("PCA demo: reloaded (sequence applied)", out)
 
@@ -629,8 +645,12 @@ class ReloadEndToEndTests(TestCase):
         self.assertEqual(len(ready["systems"]), len(before["systems"]) + 1)
         self.assertEqual((ecal[0]["state"], ecal[0]["tag"]), ("Active", "ecal1-default"), ecal)
         code, systems = await self.api("GET", "/api/systems")
-        self.assertEqual(systems["detector_types"]["ECAL"], {"table": "detector-3step"})
-        self.assertIn("Configuring_Step3", systems["tables"]["detector-3step"]["states"])
+        self.assertEqual(systems["detector_types"]["ECAL"], {"table": "ecal"})
+        self.assertEqual(systems["tables"]["ecal"]["name"], "ecal")
+        self.assertIn('"Configuring_Step3" -> "Active"', await self.page("/fsm/dot/ecal?state=Configuring_Step3"))
+        code, out, err = await self.ecs("fsm", "dot", str(data / "fsm" / "ecal.yaml"), "--state", "Active")
+        self.assertEqual(code, 0, err)
+        self.assertIn('digraph "ecal"', out)
 
         # -- SIGHUP: an invalid file is refused (logged), a valid one put in force --
         edit(files.subsystems, "detector_types:\n", "detector_types:\n  HCAL: {fsm: detector-2step.yaml}\n")
