@@ -1018,6 +1018,95 @@ class RunTests(StoreTestCase):
         )
 
 
+class RunsWrittenAheadTests(StoreTestCase):
+    """Commands written ahead with the open run and their audit row (schema version 4)."""
+
+    async def test_stop_written_ahead_then_done(self) -> None:
+        """A stop is written with its audit row (pending) and the run; its answer fills the outcome."""
+        await self.seed()
+        run = await self.store.start_run("p1", None, {}, "alice")
+        self.clock.advance(5)
+        audit_id, number = await self.store.command_ahead("alice", "stop", {"partition": "p1"}, "p1")
+        self.assertEqual(number, run.number)
+        pending = await self.store.open_run("p1")
+        assert pending is not None
+        self.assertEqual((pending.pending, pending.pending_at), ("stop", T0 + 5))
+        [row] = await self.store.audit_entries(action="stop")
+        self.assertEqual((row.id, row.outcome), (audit_id, "pending"))
+        self.assertTrue(await self.store.command_done(audit_id, "ok"))
+        self.assertFalse(await self.store.command_done(audit_id, "again"))  # answered once
+        self.assertEqual((await self.store.audit_entries(action="stop"))[0].outcome, "ok")
+        closed = await self.store.end_run(run.number, "stopped", ended=T0 + 6, note="n1")
+        self.assertEqual((closed.ended, closed.outcome, closed.note, closed.pending), (T0 + 6, "stopped", "n1", None))
+
+    async def test_refused_command_no_longer_pending(self) -> None:
+        """A refused abort leaves the run open without it; a configure marks no run."""
+        await self.seed()
+        run = await self.store.start_run("p1", None, {}, "alice")
+        audit_id, _ = await self.store.command_ahead("alice", "abort", {}, "p1")
+        await self.store.command_done(audit_id, "timeout: no answer", refused=True)
+        self.assertIsNone((await self.store.run(run.number)).pending)
+        await self.store.command_ahead("alice", "configure", {"tag": "x"}, "p1")
+        self.assertIsNone((await self.store.run(run.number)).pending)
+        _, none = await self.store.command_ahead("alice", "abort", {}, "p2")
+        self.assertIsNone(none)
+
+    async def test_resolve_pending(self) -> None:
+        """Carried out: closed with the command's outcome when it was written; not: kept open, audited so."""
+        await self.seed()
+        r1 = await self.store.start_run("p1", None, {}, "alice")
+        await self.store.command_ahead("alice", "abort", {}, "p1")
+        self.clock.advance(30)
+        closed = await self.store.resolve_pending(r1.number, True)
+        self.assertEqual((closed.outcome, closed.ended), ("aborted", T0))
+        self.assertTrue((await self.store.audit_entries(action="abort"))[0].outcome.startswith("ok"))
+        r2 = await self.store.start_run("p2", None, {}, "alice")
+        await self.store.command_ahead("alice", "stop", {}, "p2")
+        kept = await self.store.resolve_pending(r2.number, False)
+        self.assertEqual((kept.ended, kept.pending), (None, None))
+        self.assertTrue((await self.store.audit_entries(action="stop"))[0].outcome.startswith("not done"))
+        self.assertEqual(await self.store.resolve_pending(r1.number, True), closed)  # nothing left to resolve
+
+    async def test_settle_pending_audit(self) -> None:
+        """At start, pending audit rows no open run waits for get the given outcome; the run's own stays."""
+        await self.seed()
+        await self.store.start_run("p1", None, {}, "alice")
+        await self.store.command_ahead("alice", "stop", {}, "p1")
+        await self.store.command_ahead("alice", "configure", {}, "p2")
+        self.assertEqual(await self.store.settle_pending_audit("unknown"), 1)
+        outcomes = {r.action: r.outcome for r in await self.store.audit_entries()}
+        self.assertEqual(outcomes, {"stop": "pending", "configure": "unknown"})
+
+    async def test_notes_accumulate(self) -> None:
+        """Notes are appended, never replaced; an end before the start is moved to the start."""
+        await self.seed()
+        run = await self.store.start_run("p1", None, {}, "alice", started=T0 + 10)
+        await self.store.note_run(run.number, "interrupted: PCA restarted at x")
+        await self.store.note_run(run.number, "recording continued")
+        closed = await self.store.end_run(run.number, "failed", ended=T0, note="did not resume")
+        self.assertEqual(closed.note, "interrupted: PCA restarted at x; recording continued; did not resume")
+        self.assertEqual(closed.ended, T0 + 10)
+        await self.fails(self.store.note_run(99, "x"), "not_found")
+
+    async def test_storage_error(self) -> None:
+        """A write refused as a full disk is 'storage' naming the cause; a locked database stays 'unavailable'."""
+        await self.seed()
+        conn = self.raw()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        await self.store._pool.runInteraction(lambda txn: txn.execute(f"PRAGMA max_page_count = {pages}"))
+        error = None
+        for i in range(10_000):
+            try:
+                await self.store.audit("filler", "fill", {"i": i, "pad": "x" * 500}, "ok")
+            except StoreError as e:
+                error = e
+                break
+        assert error is not None
+        self.assertEqual(error.code, "storage")
+        self.assertIn("cannot be written", error.reason)
+        self.assertEqual([p.id for p in await self.store.partitions()], ["p1", "p2"])  # reads still work
+
+
 class AuditTests(StoreTestCase):
     """The audit trail."""
 
