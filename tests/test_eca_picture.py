@@ -154,6 +154,18 @@ class EffectTests(SynchronousTestCase):
         ended = self.picture.apply("partition", record(SEQUENCE.top_active, tag="t1"))
         self.assertIn(RunEnded(), ended)
 
+    def test_first_record_reconciles_runs(self) -> None:
+        """The first partition record this ECA sees: recording is an initial start, anything else an initial end."""
+        recording = SEQUENCE.recording
+        assert recording is not None
+        first = self.picture.apply("partition", record(recording.state, tag="t1"))
+        self.assertIn(RunStarted("t1", initial=True), first)
+        other = PartitionPicture("p2", SEQUENCE)
+        self.assertIn(RunEnded(initial=True), other.apply("partition", record(SEQUENCE.idle)))
+        self.assertFalse(
+            [e for e in other.apply("partition", record(SEQUENCE.top_active)) if isinstance(e, RunStarted | RunEnded)]
+        )
+
     def test_reset_drops_missing(self) -> None:
         """A fresh snapshot drops the records it lacks, then says reset."""
         self.picture.apply("system/STS", {"id": "STS", "state": "Idle"})
