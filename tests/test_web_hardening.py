@@ -315,6 +315,15 @@ class LimiterTests(SynchronousTestCase):
         for table in (limiter._pairs, limiter._addresses, limiter._users, limiter._known):
             self.assertLessEqual(len(table), 100)
 
+    def test_long_names_kept_short(self) -> None:
+        """A megabyte user name is kept as a short digest, and still counted as itself."""
+        huge = "x" * (1 << 20)
+        for _ in range(3):
+            self.fail(huge, "a")
+        self.assertIsNotNone(self.limiter.retry_after(huge, "a"))
+        self.assertIsNone(self.limiter.retry_after(huge + "y", "a"))
+        self.assertLess(max(len(user) for user, _ in self.limiter._pairs), 100)
+
     def test_refused_tries_add_nothing(self) -> None:
         """Tries refused at the door (an address over its window) leave no entry behind, whatever the names."""
         for n in range(20):

@@ -351,6 +351,7 @@ class LoginLimiter:
 
     def retry_after(self, user: str, address: str) -> tuple[float, str] | None:
         """How long a login as C{user} from C{address} must wait, and why; None: it may try now."""
+        user, address = _short(user), _short(address)
         now = self._clock.seconds()
         waits: list[tuple[float, str]] = []
         pair_wait = self._pair_wait(self._pairs.get((user, address)), now)
@@ -373,6 +374,7 @@ class LoginLimiter:
         L{retry_after}; when the try may go ahead it is counted as failed
         until L{succeeded} or L{cancelled} says otherwise.
         """
+        user, address = _short(user), _short(address)
         wait = self.retry_after(user, address)
         if wait is not None:
             return wait
@@ -400,6 +402,7 @@ class LoginLimiter:
     def succeeded(self, user: str, address: str) -> None:
         """The password was right: the try was no failure, the pair starts
         again, and the address is known for this user from now on."""
+        user, address = _short(user), _short(address)
         self._refund(user, address)
         self._pairs.pop((user, address), None)
         self._known.pop((user, address), None)  # re-inserted last: the newest
@@ -408,6 +411,7 @@ class LoginLimiter:
     def cancelled(self, user: str, address: str) -> None:
         """The try ended without an answer on the password (a database
         error, say): it does not count."""
+        user, address = _short(user), _short(address)
         self._refund(user, address)
 
     def _bound(self, now: float) -> None:
@@ -432,6 +436,12 @@ class LoginLimiter:
         _drop_oldest(self._addresses, self._max_keys)
         _drop_oldest(self._users, self._max_keys)
         _drop_oldest(self._known, self._max_keys)
+
+
+def _short(key: str) -> str:
+    """A table key of bounded size: a long text (no user name is over 128
+    characters) stands as its SHA-256, so a megabyte name costs 71 bytes."""
+    return key if len(key) <= 128 else "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
 
 
 def _drop_oldest(table: dict[Any, Any], size: int) -> None:
