@@ -139,11 +139,15 @@ class MoveTests(TestCase):
         await expert.wait_text("#reply", "Create partition second: done")
         await demo.until(lambda p: p["connected"], partition="second", what="PCA of second connected")
 
-        demo_view = await Browser.open(self, demo, "admin")
+        # One session per user: the two watchers are other users, or their
+        # logins would sign the expert out.
+        await demo.add_user("watcher1", ["viewer"])
+        await demo.add_user("watcher2", ["viewer"])
+        demo_view = await Browser.open(self, demo, "watcher1")
         await demo_view.get("/partitions/demo")
         await demo_view.wait_js(f"return !!document.querySelector('{monitor_row('demo', 'STS')}')")
         await demo_view.js(SET_MARK)
-        second_view = await Browser.open(self, demo, "admin")
+        second_view = await Browser.open(self, demo, "watcher2")
         await second_view.get("/partitions/second")
         await second_view.wait_js("return !!document.querySelector('#partitions section[data-partition=\"second\"]')")
         await second_view.js(SET_MARK)
