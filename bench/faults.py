@@ -109,7 +109,7 @@ def main() -> None:
     async def body(reactor: Any) -> None:
         status.append(await campaign(args))
 
-    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))  # type: ignore[no-untyped-call]
+    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
     raise SystemExit(status[0] if status else 1)
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import attrs
 import treq
 from twisted.internet import defer, reactor, task, threads
+from twisted.internet.error import ProcessExitedAlready
 
 from tests.procs import call_api, free_port, pid_alive, spawn, tool
 from tests.test_supervision_e2e import agent_processes, kill_marked
@@ -109,6 +110,7 @@ class Deployment:
         self.eca: Any = None
         self.eca_transport: Any = None
         self.eca_runs: list[Any] = []
+        self.started = False
         owner.addCleanup(kill_marked, str(self.state_dir))
         owner.addCleanup(self.save_eca_output)
 
@@ -133,14 +135,31 @@ class Deployment:
             (self.root / f"eca-{number}.log").write_text("\n".join(watched.lines) + "\n", encoding="utf-8")
 
     async def start_eca(self) -> None:
-        """Start the ECA (again) on the same state folder and log in."""
-        argv = [tool("twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(self.port),
-                "--registry-port", str(self.registry_port), "--state-dir", str(self.state_dir),
-                "--detectors", str(self.sim_detectors), "--ssh", "none", "--control-timeout", "86400"]
-        self.eca, self.eca_transport = spawn(self.owner, "ecs-demo", argv, cwd=str(self.root),
-                                             env={"ECS_ADMIN_PASSWORD": PASSWORD})
-        self.eca_runs.append(self.eca)
-        await self.eca.wait_for(r"ECS web: http://127\.0\.0\.1:\d+/", timeout=90)
+        """
+        Start the ECA (again) on the same state folder and log in.  A port
+        taken meanwhile by another process (free ports are only free when
+        chosen) gets a new one, three times at most: the web port always,
+        the registry's only at the first start (running agents know it).
+        """
+        for attempt in range(3):
+            argv = [tool("twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(self.port),
+                    "--registry-port", str(self.registry_port), "--state-dir", str(self.state_dir),
+                    "--detectors", str(self.sim_detectors), "--ssh", "none", "--control-timeout", "86400"]
+            self.eca, self.eca_transport = spawn(self.owner, "ecs-demo", argv, cwd=str(self.root),
+                                                 env={"ECS_ADMIN_PASSWORD": PASSWORD})
+            self.eca_runs.append(self.eca)
+            try:
+                await self.eca.wait_for(r"ECS web: http://127\.0\.0\.1:\d+/", timeout=90)
+                break
+            except AssertionError:
+                await self.eca.ended
+                if attempt == 2 or not any("Address already in use" in line for line in self.eca.lines):
+                    raise
+            self.port = free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            if not self.started:
+                self.registry_port = free_port()
+        self.started = True
         response = await treq.post(self.base + "/api/login", json={"username": "admin", "password": PASSWORD,
                                                                      "kind": "api"}, persistent=False)
         self.token = str((await response.json())["token"])
@@ -158,7 +177,10 @@ class Deployment:
     async def stop(self) -> None:
         """Stop the ECA gracefully (it stops its agents); leftovers are killed by the cleanup."""
         if self.eca is not None and not self.eca.ended.called:
-            self.eca_transport.signalProcess("TERM")
+            try:
+                self.eca_transport.signalProcess("TERM")
+            except ProcessExitedAlready:
+                return
             timer = reactor.callLater(30, self.eca_transport.signalProcess, "KILL")  # type: ignore[attr-defined]
             await self.eca.ended
             if timer.active():
@@ -194,6 +216,7 @@ CONNECTION_PROBLEM = "Connection Problem"
 #: Every state table of etc/subsystems.yaml starts here (a controller that logged no transition since its start).
 INITIAL = "Unconfigured"
 _TRANSITION = re.compile(r"\] (\S+) \((\S+)\): (\S+) -(\S+)-> (\S+)\s*$")
+_BELONGS = re.compile(r"\] (\S+) now belongs to (\S+)\s*$")
 
 
 def _owns(target: str, system: dict[str, Any]) -> bool:
@@ -257,44 +280,63 @@ def partitions_quiet(parts: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
+@attrs.frozen
+class Told:
+    """What the controllers' logs say: each system's state, and the partition each detector believes it is in."""
+
+    states: dict[tuple[str, str], str]
+    belongs: dict[str, str]
+
+
 class Truth:
     """Each system's real state, from its controller's log file (its transitions since its last start)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _read(self) -> dict[tuple[str, str], str]:
+    def _read(self) -> Told:
         states: dict[tuple[str, str], str] = {}
+        belongs: dict[str, str] = {}
         for path in sorted(self.folder.glob("*.log")):
             if path.name.startswith("pca-"):
                 continue
+            global_file = path.name.startswith("global-")
             mine: dict[tuple[str, str], str] = {}
+            theirs: dict[str, str] = {}
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 if "starting up." in line:
-                    mine = {}
+                    mine, theirs = {}, {}
+                moved = _BELONGS.search(line)
+                if moved:
+                    theirs[moved.group(1)] = moved.group(2)
                 match = _TRANSITION.search(line)
                 if match:
                     system, partition, _, _, state = match.groups()
-                    global_system = path.name.startswith("global-")
-                    mine[(system, partition if global_system else "")] = state
+                    mine[(system, partition if global_file else "")] = state
+                    if not global_file:
+                        theirs[system] = partition
             states.update(mine)
-        return states
+            belongs.update(theirs)
+        return Told(states, belongs)
 
-    async def read(self) -> dict[tuple[str, str], str]:
-        """C{{(system, partition or "" for a detector): state}} (log files read in a thread)."""
+    async def read(self) -> Told:
+        """The logs' word (the files read in a thread); detectors' states are keyed C{(id, "")}."""
         return await threads.deferToThread(self._read)
 
 
-def states_true(parts: dict[str, dict[str, Any]], truth: dict[tuple[str, str], str]) -> list[str]:
-    """Every shown state that is not the controller's own (a stale state)."""
+def states_true(parts: dict[str, dict[str, Any]], told: Told) -> list[str]:
+    """Every shown state that is not the controller's own (stale), every detector its controller places elsewhere."""
     wrong = []
     for name, body in parts.items():
         for system in body.get("systems", []):
-            key = (system["id"], name if system["kind"] == "global" else "")
-            real = truth.get(key, INITIAL)
+            detector = system["kind"] != "global"
+            real = told.states.get((system["id"], "" if detector else name), INITIAL)
             if system["raw_state"] != real:
                 wrong.append(f"stale: {system['id']} in {name} shown {system['raw_state']!r}, its controller's log "
                              f"says {real!r}")
+            if detector and told.belongs.get(system["id"], name) != name:
+                wrong.append(f"half-moved: {system['id']} shown in {name}, its controller's log says it belongs to "
+                             f"{told.belongs[system['id']]}")
     return wrong
 
 
@@ -424,6 +466,7 @@ class Campaign:
         self.book = RunBook()
         self.truth = Truth(deployment.agent_logs)
         self.holders: dict[str, Any] = {}
+        self.stuck = ""
 
     # -- set-up --------------------------------------------------------------
 
@@ -447,7 +490,7 @@ class Campaign:
                 raise AssertionError(f"set-up: control of {name}: {code} {reply}")
         self.holders = await self.control_holders()
         if (await self.configure()) is None:
-            raise AssertionError(f"set-up: demo never reached QA_Active; {self.d.where_logs()}")
+            raise AssertionError(f"set-up: demo never reached QA_Active ({self.stuck}); {self.d.where_logs()}")
 
     async def control_holders(self) -> dict[str, Any]:
         """Who holds the ECS control and each partition's."""
@@ -475,7 +518,10 @@ class Campaign:
         return await self.d.api("POST", f"/api/partitions/{name}/{verb}", body)
 
     async def configure(self) -> float | None:
-        """Abort demo to Idle, then configure it: the seconds to QA_Active, or None (then aborted)."""
+        """
+        Abort demo to Idle, then configure it: the seconds to QA_Active, or
+        None (then aborted, with what it waited for in C{self.stuck}).
+        """
         state = (await self.d.partition("demo")).get("state")
         if state == "Recording":
             await self.command("demo", "stop")
@@ -487,6 +533,10 @@ class Campaign:
         code, _ = await self.command("demo", "configure", {"tag": "demo", "auto": True})
         if code == 200 and await self.until_state("demo", ("QA_Active",), CONFIGURE_DEADLINE):
             return time.monotonic() - begun
+        body = await self.d.partition("demo")
+        waiting = [f"{s['id']} {s['state']}" for s in body.get("systems", []) if s["state"] not in ("Active",)]
+        self.stuck = (f"configure answered {code}; demo {body.get('state')}, operation {body.get('operation')!r}, "
+                      f"systems not Active: {', '.join(waiting) or 'none'}")
         await self.command("demo", "abort")
         await self.until_state("demo", ("Idle", "QA_Active"), 60)
         return None
@@ -579,7 +629,8 @@ class Campaign:
             outcome.problems += await self.move_back()
         outcome.configure_s = await self.configure()
         if outcome.configure_s is None:
-            outcome.problems.append(f"a new configure did not reach QA_Active within {CONFIGURE_DEADLINE:.0f} s")
+            outcome.problems.append(f"a new configure did not reach QA_Active within {CONFIGURE_DEADLINE:.0f} s "
+                                    f"({self.stuck})")
         outcome.converged = not outcome.problems
         return outcome
 

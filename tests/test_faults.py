@@ -57,7 +57,8 @@ class FaultCampaignTests(TestCase):
         print(line, flush=True)
         _log.info("{line}", line=line)
         problems = failures(outcomes, deployment, campaign.stopped_early)
-        self.assertEqual(problems, "", f"{line}\n{problems}")
+        if problems:
+            self.fail(f"{line}\n{problems}")
         self.assertEqual(len(outcomes), count, line)
 
 
@@ -113,12 +114,17 @@ class InvariantTests(SynchronousTestCase):
             "2026 [twisted#info] twistd 26.10.0 (python) starting up.\n", encoding="utf-8")
         (folder / "global-all.log").write_text(
             "2026 [x#info] TFC (p2): Unconfigured -configure-> Active\n", encoding="utf-8")
-        truth = faultlib.Truth(folder)._read()
-        self.assertEqual(truth, {("TFC", "p2"): "Active"})
-        parts = {"demo": _partition("QA_Active", _system("TRD", "Active"), _system("TFC", "Unconfigured", "global")),
+        (folder / "detector-STS.log").write_text(
+            "2026 [x#info] STS (demo): Unconfigured -configure-> Active\n"
+            "2026 [x#info] STS now belongs to p2\n", encoding="utf-8")
+        told = faultlib.Truth(folder)._read()
+        self.assertEqual(told, faultlib.Told({("TFC", "p2"): "Active", ("STS", ""): "Active"}, {"STS": "p2"}))
+        parts = {"demo": _partition("QA_Active", _system("TRD", "Active"), _system("TFC", "Unconfigured", "global"),
+                                    _system("STS", "Active")),
                  "p2": _partition("Idle", _system("TFC", "Active", "global"))}
-        self.assertEqual(faultlib.states_true(parts, truth), [
-            "stale: TRD in demo shown 'Active', its controller's log says 'Unconfigured'"])
+        self.assertEqual(faultlib.states_true(parts, told), [
+            "stale: TRD in demo shown 'Active', its controller's log says 'Unconfigured'",
+            "half-moved: STS shown in demo, its controller's log says it belongs to p2"])
 
     def test_half_moved_and_processes(self) -> None:
         """A detector shown in two partitions, two processes of one agent, an unplaced process: each named."""
