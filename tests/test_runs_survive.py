@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
 
-from agents.eca.audit import RETRY_DELAY
+from agents.eca.audit import RETRY_DELAY, WriteBehind
 from ecs.store import RunRow, StoreError
 from ecs.store.core import InlineRunner
 from tests.eca_harness import ClockedHarness
@@ -326,3 +328,63 @@ class LogLevelTests(RunsHarness):
             self.parts.logbook.log("info", "ECA", "run 8 of partition demo started", "demo")
         told = [(e["log_level"], formatEvent(e)) for e in events if "run " in formatEvent(e)]
         self.assertEqual(told, [(LogLevel.error, "ECA (partition demo): run 7 of partition demo ended: failed")])
+
+
+class RecordingAlarms:
+    """An event-recording dummy of L{agents.eca.alarms.IAlarms}."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []
+
+    def condition(self, kind: str, source: str, partition: str | None, active: bool, text: str = "",
+                  action: str = "") -> None:
+        self.seen.append((kind, active))
+
+    def event(self, kind: str, source: str, partition: str | None, text: str, action: str) -> None:
+        self.seen.append((kind, True))
+
+    def partition_gone(self, partition: str) -> None:
+        """Not used here."""
+
+
+class WriteBehindTests(SynchronousTestCase):
+    """The line of bookkeeping writes: in order, retried, never holding up who must not wait."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.alarms = RecordingAlarms()
+        self.line = WriteBehind(self.clock, self.alarms)  # type: ignore[arg-type]
+        self.full = True
+        self.done: list[str] = []
+
+    def work(self, name: str) -> Callable[[], defer.Deferred[str]]:
+        def write() -> defer.Deferred[str]:
+            if self.full:
+                return defer.fail(StoreError("storage", "database or disk is full"))
+            self.done.append(name)
+            return defer.succeed(name)
+
+        return write
+
+    def test_retried_in_order_with_alarm(self) -> None:
+        """A refused write waits (alarm raised), later ones wait behind it; all done in order once writable."""
+        first = self.successResultOf(self.line.first_try("a", self.work("a")))
+        self.assertFalse(first)
+        b = self.line.write("b", self.work("b"))
+        self.assertEqual((self.line.waiting, self.alarms.seen), (2, [("storage_failed", True)]))
+        self.failureResultOf(defer.ensureDeferred(self.line.now("c", self.work("c"))), StoreError)
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.line.waiting, 2)  # still full
+        self.full = False
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual((self.done, self.successResultOf(b), self.line.waiting), (["a", "b"], "b", 0))
+        self.assertEqual(self.alarms.seen, [("storage_failed", True), ("storage_failed", False)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_refused_for_good_is_dropped(self) -> None:
+        """A write refused as a bad request is logged and dropped; the next one goes on."""
+        self.full = False
+        bad = self.line.write("bad", lambda: defer.fail(StoreError("bad_request", "nonsense")))
+        self.failureResultOf(bad, StoreError)
+        self.assertTrue(self.successResultOf(self.line.first_try("ok", self.work("ok"))))
+        self.assertEqual((self.done, self.alarms.seen), (["ok"], []))

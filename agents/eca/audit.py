@@ -15,9 +15,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python import failure
 from zope.interface import implementer
 
 from agents.eca.alarms import IAlarms
@@ -88,9 +90,7 @@ class WriteBehind:
         self._clock = clock
         self._alarms = alarms
         self._retry = retry
-        self._queue: deque[tuple[str, Callable[[], Awaitable[Any]], defer.Deferred[Any]]] = deque()
-        #: The Deferreds told after the first try of the write at the head of the line.
-        self._first: dict[int, defer.Deferred[bool]] = {}
+        self._queue: deque[_Write] = deque()
         self._busy = False
         self._timer: IDelayedCall | None = None
         #: Why the first write in line failed, while one waits.
@@ -103,45 +103,32 @@ class WriteBehind:
 
     def write(self, what: str, work: Callable[[], Awaitable[T]]) -> defer.Deferred[T]:
         """Run C{work} after the writes already in line; fires with its result once written."""
-        d: defer.Deferred[T] = defer.Deferred()
-        self._queue.append((what, work, d))
+        entry = _Write(what, work)
+        self._queue.append(entry)
         self._pump()
-        return d
+        return entry.done
 
     def first_try(self, what: str, work: Callable[[], Awaitable[Any]]) -> defer.Deferred[bool]:
         """
-        Like L{write}, but fires after its first try: C{True} if written,
-        C{False} if it waits in line (the database cannot be written now).
+        Like L{write}, but fires after its first try: C{True} if written
+        (or refused for good, which the line logs), C{False} if it waits in
+        line (the database cannot be written now).
         """
-        first: defer.Deferred[bool] = defer.Deferred()
-        d = self.write(what, work)
-        if d.called:
-            first.callback(True)
-        else:
-            self._first[id(d)] = first
-            d.addBoth(self._first_done, d)
+        entry = _Write(what, work, first=defer.Deferred())
+        entry.done.addErrback(lambda f: None)  # a write refused for good is logged by the line itself
+        first = entry.first
+        assert first is not None
+        self._queue.append(entry)
+        self._pump()
         return first
-
-    def _first_done(self, result: Any, d: defer.Deferred[Any]) -> Any:
-        first = self._first.pop(id(d), None)
-        if first is not None:
-            first.callback(True)
-        return result
-
-    def _tell_waiting(self, d: defer.Deferred[Any]) -> None:
-        first = self._first.pop(id(d), None)
-        if first is not None:
-            first.callback(False)
 
     async def now(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
         """
-        Run C{work} at once, unless writes already wait (the database cannot
-        be written): then refuse with C{StoreError("storage")} naming why.
+        Run C{work} at once, unless writes wait because the database cannot
+        be written: then refuse with C{StoreError("storage")} naming why.
         """
-        if self._queue:
-            raise StoreError(
-                "storage", f"{what}: the database cannot be written ({self.problem or 'writes are waiting'})"
-            )
+        if self.problem is not None:
+            raise StoreError("storage", f"{what}: the database cannot be written ({self.problem})")
         return await work()
 
     def stop(self) -> None:
@@ -156,6 +143,8 @@ class WriteBehind:
 
     def _pump(self) -> None:
         if self._busy or (self._timer is not None and self._timer.active()):
+            if self.problem is not None:
+                self._tell_waiting()
             return
         self._busy = True
         defer.Deferred.fromCoroutine(self._drain()).addErrback(lambda f: self._log.failure("write-behind", f))
@@ -167,31 +156,37 @@ class WriteBehind:
     async def _drain(self) -> None:
         try:
             while self._queue:
-                what, work, d = self._queue[0]
+                entry = self._queue[0]
                 try:
-                    result = await work()
+                    result = await entry.work()
                 except StoreError as e:
                     if e.code in _RETRIED:
                         self._failed(e)
-                        self._tell_waiting(d)
+                        self._tell_waiting()
                         return
                     self._queue.popleft()
-                    self._log.error("{what} not recorded: {error}", what=what, error=e)
-                    d.errback(e)
+                    self._log.error("{what} not recorded: {error}", what=entry.what, error=e)
+                    entry.finish(failure.Failure(e))
                     continue
-                except Exception as e:  # a bug in the work: logged, never blocks the line
+                except Exception:  # a bug in the work: logged, never blocks the line
                     self._queue.popleft()
-                    self._log.failure("{what} failed", what=what)
-                    d.errback(e)
+                    self._log.failure("{what} failed", what=entry.what)
+                    entry.finish(failure.Failure())
                     continue
                 self._queue.popleft()
-                d.callback(result)
+                entry.finish(result)
             if self.problem is not None:
                 self.problem = None
                 self._alarms.condition("storage_failed", STORAGE_SOURCE, None, False)
                 self._log.info("the waiting bookkeeping writes are done: the database is writable again")
         finally:
             self._busy = False
+
+    def _tell_waiting(self) -> None:
+        """Every write whose caller waits for its first try waits in line now: tell them not to wait."""
+        for entry in list(self._queue):
+            if entry.first is not None and not entry.first.called:
+                entry.first.callback(False)
 
     def _failed(self, error: StoreError) -> None:
         if self.problem is None:
@@ -209,3 +204,18 @@ class WriteBehind:
             )
         self.problem = error.reason
         self._timer = self._clock.callLater(self._retry, self._retry_now)
+
+
+@attrs.define(eq=False)
+class _Write:
+    """One write in line: what it is, the work, its Deferred, and who waits for its first try."""
+
+    what: str
+    work: Callable[[], Awaitable[Any]]
+    first: defer.Deferred[bool] | None = None
+    done: defer.Deferred[Any] = attrs.Factory(defer.Deferred)
+
+    def finish(self, result: Any) -> None:
+        if self.first is not None and not self.first.called:
+            self.first.callback(True)
+        self.done.callback(result)

@@ -257,9 +257,9 @@ class RunBook:
 
         what = f"record {command} of {partition}"
         if safety:
-            if self.writer.waiting:
+            if self.writer.problem is not None:  # the database cannot be written: do not wait at all
                 self.writer.write(what, work).addErrback(self._ignore)
-            else:
+            else:  # written before the request goes out, unless that first try fails
                 await self.writer.first_try(what, work)
         else:
             await self.writer.now(what, work)
