@@ -111,11 +111,13 @@ class RunsE2ETests(EcaProcessCase):
         run = await self.record()
         agents = await self.until(self.all_up({"pca:demo"}), "PCA up")
         old = agents["pca:demo"]["status"]["pid"]
+        killed = reactor.seconds()
         os.kill(old, signal.SIGKILL)
         await self.until(
             lambda a: self.all_up({"pca:demo"})(a) and a["pca:demo"]["status"]["pid"] != old, "PCA restarted"
         )
         await self.until_state("Recording")
+        log.msg(f"PCA SIGKILLed while Recording: Recording again (same run) after {reactor.seconds() - killed:.1f} s")
         await pause(RUN_GRACE + 3.0)  # past the grace a held run would have been judged in
         [again] = await self.runs()
         self.assertEqual((again["number"], again["ended"], again["outcome"]), (run["number"], None, None))
