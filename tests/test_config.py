@@ -300,7 +300,7 @@ class SettingsTests(_FileTestCase):
                 settings.max_message_size,
                 settings.high_water_mark,
             ),
-            ("tcp://127.0.0.1:5000", "127.0.0.1", 1.0, 3.0, 5.0, "curve", "info", 1048576, 10000),
+            ("tcp://127.0.0.1:5000", "127.0.0.1", 1.0, 2.0, 5.0, "curve", "info", 1048576, 10000),
         )
         self.assertEqual(settings.state_dir, (Path.cwd() / "var").resolve())
         self.assertEqual(settings.key_dir, settings.state_dir / "keys")
@@ -315,7 +315,7 @@ class SettingsTests(_FileTestCase):
     def test_empty_file_means_defaults(self) -> None:
         """An empty settings file gives the defaults."""
         settings = load_settings(self.settings_file("# nothing\n"))
-        self.assertEqual((settings.heartbeat_timeout, settings.security), (3.0, "curve"))
+        self.assertEqual((settings.heartbeat_timeout, settings.security), (2.0, "curve"))
 
     def test_missing_file(self) -> None:
         """A missing settings file is reported by name."""

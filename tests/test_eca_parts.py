@@ -59,6 +59,14 @@ class EventLogTests(SynchronousTestCase):
         self.assertIsNone(log.events_since(0))
         self.assertEqual([n for n, _, _ in log.events_since(2) or []], [3, 4])
 
+    def test_id_from_before_a_restart(self) -> None:
+        """An id this log never gave (the ECA restarted and numbers anew) gives None: reload."""
+        log = EventLog()
+        log.emit("log", {})
+        self.assertEqual(log.events_since(1), [])
+        self.assertIsNone(log.events_since(2))
+        self.assertIsNone(EventLog().events_since(57))
+
     def test_subscriber_raises(self) -> None:
         """A subscriber that raises is logged; the others still get the event; unsubscribing works."""
         log = EventLog()

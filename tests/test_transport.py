@@ -27,6 +27,7 @@ from ecs.net.correlator import Correlator
 from ecs.net.dispatcher import Dispatcher
 from ecs.net.memory import MemoryNetwork, MemoryNode
 from ecs.net.pubsub import SubscriberCore
+from ecs.net.registry import INCARNATION
 from ecs.net.transport import (
     UNAUTHORISED,
     IClient,
@@ -412,12 +413,13 @@ class DispatcherRoutingTests(DispatcherCase):
         """A heartbeat to '*' is answered by the transport with the agent count."""
         self.send(target="*", type="heartbeat", id="hb-1")
         reply = self.only_reply()
-        self.assertEqual((reply.status, reply.body, reply.id), ("ok", {"agents": 0}, "hb-1"))
+        expected = ("ok", {"agents": 0, "incarnation": INCARNATION}, "hb-1")
+        self.assertEqual((reply.status, reply.body, reply.id), expected)
         self.serve({})
         self.serve({}, agent="TPC")
         self.sent.clear()
         self.send(target="*", type="heartbeat")
-        self.assertEqual(self.only_reply().body, {"agents": 2})
+        self.assertEqual(self.only_reply().body, {"agents": 2, "incarnation": INCARNATION})
 
     def test_heartbeat_agent(self) -> None:
         """A heartbeat to a registered agent is answered without calling its handlers."""
@@ -425,7 +427,7 @@ class DispatcherRoutingTests(DispatcherCase):
         self.send(target="STS", type="heartbeat")
         reply = self.only_reply()
         self.assertEqual((reply.status, reply.sender), ("ok", "STS"))
-        self.assertEqual(reply.body, {"agents": 1})
+        self.assertEqual(reply.body, {"agents": 1, "incarnation": INCARNATION})
         self.assertEqual(self.calls, [])
 
     def test_heartbeat_unknown_agent(self) -> None:

@@ -47,6 +47,7 @@ from ecs.net.curve import KeyAllowList
 from ecs.net.handshake import ConnectingSocket
 from ecs.net.keys import CurveKeys, KeyFileError, add_client, init_keys, load_keys
 from ecs.net.pubsub import TICK_TOPIC, Mirror, StateStore
+from ecs.net.registry import INCARNATION
 from ecs.net.transport import UNAUTHORISED, Request, RequestError, RequestTimeout
 from ecs.net.zeromq import ZmqNode
 from ecs.protocol import Envelope
@@ -358,7 +359,7 @@ class RequestReplyTests(ZmqTestCase):
 
         # The endpoint itself answers heartbeats with the number of agents.
         beat = await client.request(protocol.ENDPOINT_TARGET, "heartbeat", {})
-        self.assertEqual(beat, {"agents": 2})
+        self.assertEqual(beat, {"agents": 2, "incarnation": INCARNATION})
 
     @async_test
     async def test_unknown_type(self) -> None:

@@ -135,6 +135,8 @@ class EventLog:
         """See L{IEventSource.events_since}."""
         if self._events and event_id < self._events[0][0] - 1:
             return None
+        if event_id >= self._next:
+            return None  # an id from an ECA before a restart (ids start at 1 again)
         return [
             (n, t, d)
             for n, t, d, p in self._events

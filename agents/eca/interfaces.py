@@ -41,7 +41,10 @@ class IEventSource(Interface):
         """
 
     def events_since(event_id: int, partition_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]] | None:
-        """The buffered events after C{event_id}, or None when some were dropped."""
+        """
+        The buffered events after C{event_id}, or None when some were
+        dropped or C{event_id} was never given (a previous ECA's).
+        """
 
 
 class ILogBook(Interface):

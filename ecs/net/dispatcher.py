@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ecs import protocol
+from ecs.net.registry import INCARNATION
 from ecs.net.transport import Handler, Request, RequestError, log_frame_problem
 from ecs.protocol import Envelope, ProtocolError
 
@@ -132,7 +133,10 @@ class Dispatcher:
             handlers is not None or envelope.target == protocol.ENDPOINT_TARGET
         ):
             if is_request:
-                self._reply(peer, protocol.ok_reply(envelope, {"agents": len(self._agents)}))
+                # The incarnation tells a peer that we restarted at the same
+                # address between two of its heartbeats.
+                body = {"agents": len(self._agents), "incarnation": INCARNATION}
+                self._reply(peer, protocol.ok_reply(envelope, body))
             return
         if handlers is None:
             self._refuse(
