@@ -681,7 +681,7 @@ async def _measure(
         "pca_error_logs": len(follower.errors),
         "subscribed": "state/ (all)" if args.subscribe_all else "state/partition only",
         "simhost_log_level": args.simhost_log_level,
-        "heartbeat_timeout": args.heartbeat_timeout or 3.0,
+        "heartbeat_timeout": args.heartbeat_timeout or 2.0,
         "method": (
             "times: request sent -> partition state event received (SUB), median of repeats; "
             "messages_per_detector: requests+replies+notifications between PCA and controllers "
@@ -738,7 +738,7 @@ def main() -> None:
     parser.add_argument("--command-timeout", type=float, default=None,
                         help="command_timeout of every type (default: the shipped default, 5 s)")
     parser.add_argument("--heartbeat-timeout", type=float, default=None,
-                        help="heartbeat timeout of every agent (default: the shipped 3 s); "
+                        help="heartbeat timeout of every agent (default: the shipped 2 s); "
                         "raise it for --profile at large N, where profiling slows the agents")
     parser.add_argument("--subscribe-all", action="store_true",
                         help="the benchmark's SUB takes every state event (as an ECA would), not only the partition's")
