@@ -5,7 +5,8 @@ on loopback, its agents started by the local launcher, driven through the
 HTTP API): a PCA killed with SIGKILL while Recording comes back and the
 same run goes on, with a note; an ECA killed with SIGKILL at several
 moments of an abort leaves, once started again, no run open, none merged,
-and the abort's audit row.
+and the abort's audit row; with the database's disk full (a small
+tmpfs, where mounting is allowed) stop and abort still reach the PCA.
 
 Processes are killed by pid (and the agents by the marker of this test's
 own state directory) in cleanup, never by name.
@@ -17,8 +18,11 @@ import itertools
 import os
 import signal
 import sqlite3
+import subprocess
 from contextlib import closing
+from pathlib import Path
 from typing import Any
+from unittest import SkipTest
 
 from twisted.internet import defer, reactor, task
 from twisted.python import log
@@ -33,8 +37,8 @@ async def pause(seconds: float) -> None:
     await task.deferLater(reactor, seconds, lambda: None)
 
 
-class RunsE2ETests(EcaProcessCase):
-    """Runs across a killed PCA and a killed ECA."""
+class RunsE2ECase(EcaProcessCase):
+    """The demo's partition, runs and audit rows through the API (no tests here)."""
 
     timeout = 600
 
@@ -79,8 +83,19 @@ class RunsE2ETests(EcaProcessCase):
         await self.ok("POST", "/api/partitions/demo/control")
         return proc, transport
 
+    async def until_connected(self, timeout: float = 90.0) -> None:
+        """Until every system of demo answers (a configure needs them all)."""
+        body: dict[str, Any] = {}
+        for _ in range(int(timeout / 0.2)):
+            body = await self.partition()
+            if body["connected"] and body["systems"] and all(s["connected"] for s in body["systems"]):
+                return
+            await pause(0.2)
+        raise AssertionError(f"demo's systems never all connected: {body}")
+
     async def record(self) -> dict[str, Any]:
-        """Configure and start demo (from Idle or QA_Active); its open run."""
+        """Configure and start demo (from Idle or QA_Active, every system answering); its open run."""
+        await self.until_connected()
         if (await self.partition())["state"] != "QA_Active":
             await self.ok("POST", "/api/partitions/demo/configure", {"tag": "demo", "auto": True})
             await self.until_state("QA_Active")
@@ -103,6 +118,9 @@ class RunsE2ETests(EcaProcessCase):
         for run in runs:
             self.assertIsNotNone(run["ended"], runs)
             self.assertIn(run["outcome"], ("stopped", "aborted", "failed"), runs)
+
+class RunsE2ETests(RunsE2ECase):
+    """Runs across a killed PCA and a killed ECA."""
 
     async def test_pca_killed_while_recording(self) -> None:
         """SIGKILL of the PCA while Recording: restarted, Recording again, the same run, a note, not failed."""
@@ -179,3 +197,81 @@ async def _settled(d: defer.Deferred[Any]) -> None:
         await d
     except Exception:  # the ECA was killed under it on purpose: no answer is fine
         return
+
+
+class DiskFullE2ETests(RunsE2ECase):
+    """The ECA's database on a small tmpfs that is filled while Recording (needs root for the mount)."""
+
+    def mount_small_disk(self) -> Path:
+        """
+        A 64 MiB tmpfs (room for the WAL) holding the database, through a
+        symlink; skipped where mounting is not allowed.
+        """
+        disk = self.tmp / "disk"
+        disk.mkdir()
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+                           check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SkipTest(f"cannot mount a tmpfs here: {e}") from None
+        self.addCleanup(subprocess.run, ["umount", "-l", str(disk)], capture_output=True, timeout=30)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        target = disk / "ecs.sqlite"
+        target.touch(mode=0o600)
+        (self.state_dir / "ecs.sqlite").symlink_to(target)
+        return disk
+
+    @staticmethod
+    def fill(disk: Path) -> Path:
+        """Fill C{disk} up (a blocking write of a few MiB: test set-up, not the agents' reactor)."""
+        filler = disk / "filler"
+        with filler.open("wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return filler
+
+    async def test_disk_full_while_recording(self) -> None:
+        """
+        Stop and abort reach the PCA; configure is 507 naming the cause;
+        storage_failed is raised, then cleared once there is room, and the
+        run and audit rows that waited are written.
+        """
+        disk = self.mount_small_disk()
+        await self.start_demo()
+        await self.until_state("Idle")
+        run = await self.record()
+        filler = self.fill(disk)
+        code, body = await self.api("POST", "/api/partitions/demo/stop")
+        self.assertEqual(code, 200, body)
+        await self.until_state("QA_Active")
+        code, body = await self.api("POST", "/api/partitions/demo/configure", {"tag": "demo", "auto": True})
+        self.assertEqual((code, body["error"]), (507, "storage"), body)
+        self.assertIn("cannot be written", body["reason"])
+        alarms: Any = None
+        for _ in range(100):
+            code, alarms = await self.api("GET", "/api/alarms")
+            if code == 200 and "storage_failed" in {a["kind"] for a in alarms}:
+                break
+            await pause(0.2)
+        else:
+            raise AssertionError(f"no storage_failed alarm: {alarms}")
+        code, body = await self.api("POST", "/api/partitions/demo/abort")
+        self.assertEqual(code, 200, body)
+        await self.until_state("Idle")
+        filler.unlink()
+        [closed] = await self.until_runs(lambda rs: rs and rs[-1]["ended"] is not None, "closed once writable")
+        self.assertEqual((closed["number"], closed["outcome"]), (run["number"], "stopped"))
+        for _ in range(100):
+            code, alarms = await self.api("GET", "/api/alarms")
+            shown = {a["kind"]: a for a in alarms}
+            if shown.get("storage_failed", {}).get("cleared_at") is not None:
+                break
+            await pause(0.2)
+        else:
+            raise AssertionError(f"storage_failed never cleared: {alarms}")
+        self.assertEqual([outcome for _, outcome in self.audit("stop")], ["ok"])
+        self.assertEqual([outcome for _, outcome in self.audit("abort")], ["ok"])
