@@ -16,14 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from agents.eca.audit import RETRY_DELAY, WriteBehind
+from agents.eca.runs import MAX_HOLD, RunBook
 from ecs.store import RunRow, StoreError
 from ecs.store.core import InlineRunner
 from tests.eca_harness import ClockedHarness
+from tests.test_alarms import AlarmsTestCase
 
 
 class FailingWrites:
@@ -116,7 +119,7 @@ class PcaRestartTests(RunsHarness):
         await self.until(self.tester.connect(self.globals_host.address).request("FLES", "stop", {"partition": "demo"}))
         pca = self.start_pca("demo")
         await self.until(pca.ready, what="new PCA ready")
-        [closed] = await self.wait_for(self._closed_runs, timeout=30.0, what="run judged")
+        [closed] = await self.wait_for(self._closed_runs, timeout=60.0, what="run judged")
         self.assertEqual((closed.number, closed.outcome), (run.number, "failed"))
         self.assertIn("recording did not resume", closed.note or "")
         alarms = await self.ok("GET", "/api/alarms", "viewer")
@@ -192,7 +195,7 @@ class EcaKilledDuringAbortTests(RunsHarness):
         await self.until(self.tester.connect(self.globals_host.address).request("FLES", "stop", {"partition": "demo"}))
         self.tokens.clear()
         await self.start_eca()
-        [closed] = await self.wait_for(self._closed, timeout=30.0, what="run judged")
+        [closed] = await self.wait_for(self._closed, timeout=60.0, what="run judged")
         self.assertEqual((closed.number, closed.outcome), (run.number, "failed"))
         self.assertIn("not recording when the ECA started", closed.note or "")
 
@@ -388,3 +391,45 @@ class WriteBehindTests(SynchronousTestCase):
         self.failureResultOf(bad, StoreError)
         self.assertTrue(self.successResultOf(self.line.first_try("ok", self.work("ok"))))
         self.assertEqual((self.done, self.alarms.seen), (["ok"], []))
+
+
+class HoldTests(AlarmsTestCase):
+    """A held run on the clock alone: systems coming back extend the wait, up to a limit."""
+
+    def held(self) -> RunBook:
+        """A run of demo, held after it left recording with the PCA restarted."""
+        runs = RunBook(self.store, self.logbook, self.metrics, self.alarms, self.clock)
+        self.successResultOf(self.store.add_partition("demo"))
+        runs.connection("demo", True)
+        self.successResultOf(Deferred.fromCoroutine(runs.started("demo", "t", {}, "olga")))
+        runs.interrupted("demo", "PCA restarted at then")
+        self.successResultOf(Deferred.fromCoroutine(runs.ended("demo", "start")))
+        return runs
+
+    def test_progress_extends_up_to_the_limit(self) -> None:
+        """Each system seen again restarts the grace; past MAX_HOLD it no longer does; then failed, at the leave."""
+        runs = self.held()
+        left = self.clock.seconds()
+        for _ in range(int(MAX_HOLD // (runs.grace / 2)) + 2):
+            self.clock.advance(runs.grace / 2)
+            runs.progress("demo")
+        self.assertIsNone(self.successResultOf(self.store.open_run("demo")), "judged at the limit")
+        [run] = self.successResultOf(self.store.runs("demo"))
+        self.assertEqual((run.outcome, run.ended), ("failed", left))
+        self.assertIn("PCA restarted at then", run.note or "")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_disconnected_waits(self) -> None:
+        """While the PCA does not answer nothing is judged; the grace counts from its return."""
+        runs = self.held()
+        runs.connection("demo", False)
+        self.clock.advance(10 * runs.grace)
+        self.assertIsNotNone(self.successResultOf(self.store.open_run("demo")))
+        runs.connection("demo", True)
+        self.clock.advance(runs.grace - 1)
+        self.assertIsNotNone(self.successResultOf(self.store.open_run("demo")))
+        self.successResultOf(Deferred.fromCoroutine(runs.started("demo", "t", {}, "olga")))  # recording resumed
+        self.clock.advance(runs.grace)
+        run = self.successResultOf(self.store.open_run("demo"))
+        self.assertEqual(run.number, 1)
+        self.assertTrue(run.note.endswith("recording continued"), run.note)

@@ -102,6 +102,9 @@ class IRunBook(Interface):
     def connection(partition: str, connected: bool) -> None:
         """The PCA answers again, or does not."""
 
+    def progress(partition: str) -> None:
+        """A system of the partition is seen connected (a held run waits longer while they come back)."""
+
     def forget(partition: str) -> None:
         """The partition was deleted."""
 

@@ -310,6 +310,7 @@ class Partitions:
                 if self._inventory is not None:
                     self._inventory.partition_seen(partition.id)
             elif isinstance(effect, SystemSeen):
+                self.runs.progress(partition.id)
                 if self._inventory is not None:
                     self._inventory.system_seen(partition.id, effect.system)
             elif isinstance(effect, StageDone):

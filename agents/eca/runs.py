@@ -13,7 +13,9 @@ can close right.
 Leaving the recording state without a stop or an abort is a failed run,
 unless the PCA was lost or restarted meanwhile: then the run is I{held}
 (kept open, an C{interrupted: ...} note in its record) until the PCA has
-answered for L{RUN_GRACE} seconds.  If recording resumes without a new
+answered for L{RUN_GRACE} seconds with no system coming back meanwhile
+(a restarted PCA meets its systems again one by one; at most
+L{MAX_HOLD} seconds after the run left recording).  If recording resumes without a new
 start (the recording systems kept recording: a PCA restarted while
 Recording comes back Recording), it is the same run; if not, it failed
 when it left recording (alarm C{run_interrupted}).  A start sent while a
@@ -47,8 +49,11 @@ from agents.eca.interfaces import ILogBook, IRunBook
 from agents.eca.metrics import EcaMetrics
 from ecs.store import Store, StoreError
 
-#: Seconds a held run waits, with its PCA answering, for recording to resume.
-RUN_GRACE = 10.0
+#: Seconds a held run waits, with its PCA answering and no system coming back meanwhile, for recording to resume.
+RUN_GRACE = 15.0
+
+#: At most this many seconds after it left recording, systems still coming back no longer extend the wait.
+MAX_HOLD = 120.0
 
 #: The commands written with the open run before they go out, and the outcome each gives it.
 OUTCOMES = {"stop": "stopped", "abort": "aborted", "start": "failed"}
@@ -222,6 +227,14 @@ class RunBook:
         if run is not None:
             self._note(partition, run, f"interrupted: {why}")
             self._logbook.log("warn", "ECA", f"{run.name} of partition {partition} interrupted: {why}", partition)
+
+    def progress(self, partition: str) -> None:
+        """See L{IRunBook.progress}."""
+        run = self._open.get(partition)
+        if run is None or run.left_at is None or run.timer is None or not run.timer.active():
+            return
+        if self._clock.seconds() - run.left_at < MAX_HOLD:
+            run.timer.reset(self.grace)
 
     def connection(self, partition: str, connected: bool) -> None:
         """See L{IRunBook.connection}."""
