@@ -157,6 +157,27 @@ class ConcurrentMoveTests(MovesHarness):
         await self.assertAgreed("TRD", "p2")
         self.assertIsNone(await self.db_partition("TOF2"))
 
+    async def test_state_unknown_to_a_reloaded_sequence(self) -> None:
+        """A PCA in a state the (reloaded) sequence does not know counts as busy: the move is refused."""
+        real = self.parts.inventory._sequence
+
+        class Renamed:
+            """The sequence after a reload that renamed Idle."""
+
+            def states(self) -> list[str]:
+                return [s for s in real.states() if s != "Idle"]
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        self.patch(self.parts.inventory, "_sequence", Renamed())
+        before = await self.db_partition("TRD")
+        with self.assertRaises(ControlError) as caught:
+            await self.until(defer.ensureDeferred(self.eca.move_detector(EXPERT, "TRD", "p2")))
+        self.assertEqual(caught.exception.code, "conflict")
+        self.assertIn("cannot move detectors now", caught.exception.reason)
+        await self.assertAgreed("TRD", before)
+
     async def test_rollback_spares_another_owner(self) -> None:
         """A failed move whose detector was taken meanwhile does not move it back (compare-and-set)."""
 

@@ -493,7 +493,10 @@ class Inventory:
                         skipped.append(partition)
                         continue
                     raise ControlError("unavailable", f"PCA {partition} does not answer: {e.reason}") from None
-                if record.get("operation") or self._sequence.summary_of(record["state"]) in (
+                # A state the sequence does not know (renamed by a reload while
+                # the PCA still runs the old one) counts as busy.
+                known = record["state"] in self._sequence.states()
+                if record.get("operation") or not known or self._sequence.summary_of(record["state"]) in (
                     "Configuring",
                     "Recording",
                 ):
