@@ -167,5 +167,9 @@ class CenterApi:
             raise CommandError(EXIT_USAGE, "alarms shelve: give --for or --until")
         return dict(await _call(self.center.shelve_alarm, self.user, alarm_id, absolute, reason) or {})
 
+    async def reload(self) -> dict[str, Any]:
+        return dict(await _call(self.center.reload, self.user) or {})
+
+
 
 __all__ = ["CenterApi", "exit_code", "refusal"]

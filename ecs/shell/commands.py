@@ -57,15 +57,6 @@ _PYTHON_RE = re.compile(r"\s*(?:ecs\s+)?python(?:\s+(.*?))?\s*", re.DOTALL)
 
 
 
-class _ShellApi(CenterApi):
-    """L{CenterApi} with C{reload} (to move into L{ecs.shell.center} with the other methods)."""
-
-    async def reload(self) -> dict[str, Any]:
-        try:
-            return dict(await self.center.reload(self.user) or {})
-        except ControlError as e:
-            raise CommandError(exit_code(e), refusal(e), e.body(), e.status) from None
-
 class Output(Protocol):
     """Where a command writes: normal text and error text (each ends its own lines)."""
 
@@ -334,7 +325,7 @@ class CommandInterpreter:
             what += " --force"
         self._need(user, spec.role_for(args), what)
         run = Run(
-            _ShellApi(self.center, user, now=lambda: float(self.clock.seconds())),
+            CenterApi(self.center, user, now=lambda: float(self.clock.seconds())),
             args,
             _Printer(out, bool(getattr(args, "api_json", False))),
             self.follow,
