@@ -252,7 +252,7 @@ class DiskFullE2ETests(RunsE2ECase):
         self.assertEqual((code, body["error"]), (507, "storage"), body)
         self.assertIn("cannot be written", body["reason"])
         alarms: Any = None
-        for _ in range(100):
+        for _ in range(300):  # up to a minute: the machine is shared
             code, alarms = await self.api("GET", "/api/alarms")
             if code == 200 and "storage_failed" in {a["kind"] for a in alarms}:
                 break
@@ -265,7 +265,7 @@ class DiskFullE2ETests(RunsE2ECase):
         filler.unlink()
         [closed] = await self.until_runs(lambda rs: rs and rs[-1]["ended"] is not None, "closed once writable")
         self.assertEqual((closed["number"], closed["outcome"]), (run["number"], "stopped"))
-        for _ in range(100):
+        for _ in range(300):  # up to a minute: the machine is shared
             code, alarms = await self.api("GET", "/api/alarms")
             shown = {a["kind"]: a for a in alarms}
             if shown.get("storage_failed", {}).get("cleared_at") is not None:
