@@ -25,7 +25,7 @@ from agents.eca.audit import RETRY_DELAY, WriteBehind
 from agents.eca.runs import MAX_HOLD, RunBook
 from ecs.store import RunRow, StoreError
 from ecs.store.core import InlineRunner
-from tests.eca_harness import ClockedHarness
+from tests.eca_harness import PASSWORD, ClockedHarness
 from tests.test_alarms import AlarmsTestCase
 
 
@@ -270,6 +270,19 @@ class StorageTests(RunsHarness):
         self.assertEqual((closed.number, closed.outcome), (run.number, "aborted"))
         [row] = await self.audit_rows("abort")
         self.assertEqual(row.outcome, "ok")
+
+
+    async def test_login_and_control_while_full(self) -> None:
+        """A login that cannot be stored is 507 naming the cause; a holder's commands do not wait for bookkeeping."""
+        await self.record()
+        await self.login("operator")
+        self.disk.failing = True
+        r = await self.call("POST", "/api/login", json={"username": "viewer", "password": PASSWORD, "kind": "api"})
+        body = self.assertError(r, 507, "storage")
+        self.assertIn("cannot be written", body["reason"])
+        # The holder's activity is not recorded, and stop goes out regardless.
+        await self.ok("POST", "/api/partitions/demo/stop", "operator")
+        await self.wait_state("demo", "QA_Active")
 
 
 class SqliteFullTests(RunsHarness):

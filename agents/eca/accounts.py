@@ -24,7 +24,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from agents.eca.errors import csrf_for, need
+from agents.eca.errors import csrf_for, need, raise_store
 from agents.eca.interfaces import IAudit
 from agents.eca.scopes import ControlScopes
 from ecs import users as user_tools
@@ -136,7 +136,8 @@ class Accounts:
 
     def login(self, username: str, password: str, kind: str = "session") -> defer.Deferred[Session]:
         """See L{ecs.control.IControlCenter.login}."""
-        return defer.Deferred.fromCoroutine(self._login(username, password, kind))
+        # A database that cannot be written (disk full) is 507 naming it, never a bare 500.
+        return defer.Deferred.fromCoroutine(self._login(username, password, kind)).addErrback(raise_store)
 
     async def _logout(self, token: str) -> None:
         session = await self._authenticate(token)

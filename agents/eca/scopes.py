@@ -121,7 +121,12 @@ class ControlScopes:
                 f"take control of {where} first" + (f" (held by {holder})" if holder else ""),
                 holder=holder,
             )
-        await self._store.touch_control(scope, user.name)
+        try:
+            await self._store.touch_control(scope, user.name)
+        except StoreError as e:
+            # Bookkeeping (the holder's last activity, for expiry): a command
+            # never waits for it, and stop and abort must pass a full disk.
+            self._log.warn("activity of {user} on {scope} not recorded: {error}", user=user.name, scope=scope, error=e)
 
     async def expire(self) -> None:
         """Release the scopes whose holder did nothing for L{timeout} seconds."""
