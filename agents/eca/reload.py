@@ -126,7 +126,7 @@ class Reloader:
             f"reloaded {self.files.subsystems} and {self.files.sequence}: "
             f"{_describe(summary) if anything_changed(summary) else 'nothing changed'}"
         )
-        self._log.info("{message}", message=message)
+        self._log.info("{text}", text=message)
         self._logbook.log("info", "ECA", message, None)
         for partition, answer in sorted(pcas.items()):
             if not answer["ok"]:

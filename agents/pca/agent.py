@@ -294,9 +294,9 @@ class PartitionAgent(AsyncStartService):
         """Log for operators: the agent log and a published log event."""
         self._log.emit(
             LogLevel.levelWithName(level if level in _LEVELS else "info"),
-            "{partition}: {message}",
+            "{partition}: {text}",
             partition=self.id,
-            message=message,
+            text=message,  # not "message": legacy log observers give that key a meaning
             source=source,
         )
         if self.publisher is not None:

@@ -158,7 +158,7 @@ class DotRenderer:
             if expired:
                 raise ControlError("unavailable", f"dot took longer than {self.timeout:g} s")
             message = err.decode("utf-8", "replace").strip()[:300]
-            self._log.warn("dot failed ({code}): {message}", code=code, message=message)
+            self._log.warn("dot failed ({code}): {text}", code=code, text=message)
             raise ControlError("unavailable", f"dot failed (exit {code}): {message}")
         return out
 
