@@ -107,7 +107,13 @@ class RestartCase(EcaProcessCase):
         tag = TAGS[self.tag_index]
         started = time.monotonic()
         await self.command("configure", {"tag": tag, "auto": True})
-        body = await self.reach("QA_Active", timeout=CONFIGURE_DEADLINE)
+        # With the tag: right after the reply the picture may still show the
+        # previous configuration's QA_Active.
+        body = await self.partition_where(
+            lambda b: b["state"] == "QA_Active" and b["operation"] is None and b["tag"] == tag,
+            f"QA_Active with tag {tag} (no operation)",
+            CONFIGURE_DEADLINE,
+        )
         self.assertEqual(body["tag"], tag)
         return tag, time.monotonic() - started
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ecs.store import Store, StoreError
@@ -127,9 +127,9 @@ class ModeTests(SynchronousTestCase):
         store = self.successResultOf(Store.open(path, Clock(), runner=inline_runner))
         self.successResultOf(store.close())
         self.assertEqual(_mode(path), 0o600)
-        warnings = [e for e in events if "made 0600" in e.get("log_format", "")]
+        warnings = [e for e in events if "was mode 644: made 600" in formatEvent(e)]
         self.assertEqual(len(warnings), 1)
-        self.assertEqual(warnings[0]["mode"], 0o644)
+        self.assertEqual((warnings[0]["found"], warnings[0]["mode"]), (0o644, 0o600))
 
 
 class PoolRunnerTests(TestCase):
