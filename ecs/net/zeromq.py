@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory
 from txzmq.connection import ZmqConnection
@@ -63,6 +63,9 @@ from ecs.net.transport import (
     new_epoch,
 )
 from ecs.protocol import Envelope
+
+#: Seconds between re-reads of the allow-list (revocations take effect).
+ALLOW_LIST_RELOAD = 2.0
 
 #: The most messages one socket hands over before the reactor gets a turn.
 MAX_READ_BATCH = 256
@@ -119,16 +122,30 @@ class _Connecting:
 
 
 class _Router(_BoundedRead, ZmqRouterConnection):
-    """txZMQ ROUTER handing every message to its server's dispatcher."""
+    """
+    txZMQ ROUTER handing every message to its server's dispatcher, with
+    the identity of the key that sent it (with CURVE): the frames are read
+    without copying so that their C{User-Id} (the sender's public key, set
+    by the ZAP handshake) can be read, which txZMQ's own read loses.
+    """
 
     socketType = zmq.ROUTER
 
     def __init__(self, factory: ZmqFactory, owner: ZmqServer) -> None:
         self.owner = owner
+        self._user_id: str | None = None
         super().__init__(factory)
 
+    def _readMultipart(self) -> list[bytes]:
+        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        self._user_id = frames[-1].get("User-Id") if self.owner.node.keys is not None else None
+        return [frame.bytes for frame in frames]
+
     def messageReceived(self, message: list[bytes]) -> None:
-        self.owner.dispatcher.frame_received(message[0], message[1:])
+        identity = self.owner.node.identity_of(self._user_id)
+        if identity is _REFUSED:
+            return
+        self.owner.dispatcher.frame_received(message[0], message[1:], identity)
 
 
 class _Dealer(_Connecting, _BoundedRead, ZmqDealerConnection):
@@ -178,6 +195,10 @@ def _send(connection: Any, frames: list[bytes]) -> None:
     # the next turn, as txZMQ's own send() does (but with our reactor).
     if connection.read_scheduled is None:
         connection.read_scheduled = connection.factory.reactor.callLater(0, connection.doRead)
+
+
+#: What L{ZmqNode.identity_of} answers for a key that is no longer allowed.
+_REFUSED = "\0refused"
 
 
 @implementer(IServer)
@@ -374,6 +395,8 @@ class ZmqNode:
         self._closables: list[Any] = []
         self._auth: Any = None
         self.allow_list: KeyAllowList | None = None
+        self._reload: task.LoopingCall | None = None
+        self._revoked_warned: set[str] = set()
         if keys is None:
             self._log.warn(
                 "{name}: security is 'none': ZeroMQ traffic is neither authenticated nor "
@@ -390,6 +413,33 @@ class ZmqNode:
         self._auth = ThreadAuthenticator(self.factory.context)
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=self.allow_list)
+        # A revoked key's connection stays up (ZAP runs at the handshake
+        # only), so its messages are refused by identity_of once the
+        # allow-list is re-read: at every handshake, and every few seconds
+        # here (a stat of the directory and its files: small, on the reactor).
+        self._reload = task.LoopingCall(self.allow_list.reload_if_changed)
+        self._reload.clock = self.reactor
+        self._reload.start(ALLOW_LIST_RELOAD, now=False)
+
+    def identity_of(self, user_id: str | None) -> str | None:
+        """
+        The identity of the key that sent a message (its Z85 C{User-Id}):
+        None without CURVE; L{_REFUSED} (the message is dropped, with a WARN
+        line once per key) for a key no longer in the allow-list.
+        """
+        if user_id is None or self.allow_list is None:
+            return None
+        identity = self.allow_list.identity(user_id.encode("ascii", "replace"))
+        if identity is not None:
+            return identity
+        if user_id not in self._revoked_warned and len(self._revoked_warned) < 1000:
+            self._revoked_warned.add(user_id)
+            self._log.warn(
+                "{name}: dropped messages from CURVE key {key}: no longer in the allow-list (revoked)",
+                name=self.name,
+                key=user_id,
+            )
+        return _REFUSED
 
     def configure_socket(self, socket: zmq.Socket[Any], server: bool) -> None:
         """Set limits and CURVE options; must precede bind/connect."""
@@ -456,6 +506,8 @@ class ZmqNode:
         for item in self._closables:
             item.close()
         self._closables = []
+        if self._reload is not None and self._reload.running:
+            self._reload.stop()
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
