@@ -216,3 +216,28 @@ class EnrolmentTests(TestCase):
         allow.reload_if_changed()
         self.assertIsNone(allow.identity(new.client_public))
         self.assertTrue(self.warnings.matching("detector.STS revoked"))
+
+
+class KeysCommandTests(TestCase):
+    """C{ecs keys add --agent}, rotation with --force, C{ecs keys revoke}."""
+
+    def test_enrol_rotate_revoke(self) -> None:
+        """An agent identity is enrolled, rotated only with --force, and revoked."""
+        from tests.test_cli import run
+
+        directory = Path(self.mktemp())
+        init_keys(directory)
+        code, _, err = run("keys", "add", "detector.STS", "--agent", "--dir", str(directory))
+        self.assertEqual(code, 0, err)
+        first = load_keys(directory, identity="detector.STS").client_public
+        code, _, err = run("keys", "add", "detector.STS", "--agent", "--dir", str(directory))
+        self.assertEqual(code, 1)
+        self.assertIn("--force", err)
+        self.assertEqual(run("keys", "add", "detector.STS", "--agent", "--force", "--dir", str(directory))[0], 0)
+        self.assertNotEqual(load_keys(directory, identity="detector.STS").client_public, first)
+        self.assertEqual(run("keys", "add", "cli2", "--force", "--dir", str(directory))[0], 1)
+        code, _, err = run("keys", "revoke", "detector.STS", "--dir", str(directory))
+        self.assertEqual(code, 0, err)
+        self.assertFalse((directory / "authorized" / "detector.STS.key").exists())
+        self.assertEqual(run("keys", "revoke", "detector.STS", "--dir", str(directory))[0], 1)
+        self.assertEqual(run("keys", "revoke", "../server", "--dir", str(directory))[0], 1)
