@@ -241,3 +241,51 @@ class KeysCommandTests(TestCase):
         self.assertFalse((directory / "authorized" / "detector.STS.key").exists())
         self.assertEqual(run("keys", "revoke", "detector.STS", "--dir", str(directory))[0], 1)
         self.assertEqual(run("keys", "revoke", "../server", "--dir", str(directory))[0], 1)
+
+
+class RevocationTests(TestCase):
+    """A key removed from the allow-list is refused on a connection already up, without a restart."""
+
+    timeout = 60
+
+    async def test_revoked_key_dropped(self) -> None:
+        """Requests carry the key's identity; after revocation they are dropped and a WARN line says so."""
+        from twisted.internet import reactor, task
+
+        from ecs.net.zeromq import ZmqNode
+
+        directory = Path(self.mktemp()).resolve()
+        init_keys(directory)
+        warnings = Warnings(self)
+        server_node = ZmqNode(reactor, "eca", load_keys(directory, identity="eca", enrol=True))
+        self.addCleanup(server_node.close)
+        seen: list[str | None] = []
+        server = server_node.serve("tcp://127.0.0.1:*")
+        server.register("x", {"status": lambda r: seen.append(r.identity) or {}})
+        client_node = ZmqNode(
+            reactor, "detector:STS", load_keys(directory, identity="detector.STS", enrol=True), request_timeout=1.0
+        )
+        self.addCleanup(client_node.close)
+        client = client_node.connect(server.address)
+        for _ in range(50):  # the handshake may be refused until the allow-list is re-read
+            try:
+                await client.request("x", "status", {})
+                break
+            except RequestError:
+                await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(seen[-1], "detector.STS")
+        (directory / "authorized" / "detector.STS.key").unlink()
+        for _ in range(100):
+            if warnings.matching("no longer in the allow-list"):
+                break
+            try:
+                await client.request("x", "status", {}, timeout=0.3)
+            except RequestError:
+                pass
+            await task.deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(warnings.matching("no longer in the allow-list"), warnings.lines[-20:])
+        self.assertTrue(warnings.matching("detector.STS revoked"))
+        count = len(seen)
+        with self.assertRaises(RequestError):
+            await client.request("x", "status", {}, timeout=0.5)
+        self.assertEqual(len(seen), count)

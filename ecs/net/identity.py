@@ -30,6 +30,8 @@ re-reads the directory (L{ecs.net.curve.KeyAllowList}).
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 #: The ECA's identity (the one that commands PCAs and controllers).
@@ -120,8 +122,9 @@ def parse_ranges(spec: str) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+@functools.lru_cache(maxsize=4096)
 def grant_of(name: str) -> Grant:
-    """The grant of identity C{name} (a name that fits no pattern is a client)."""
+    """The grant of identity C{name} (a name that fits no pattern is a client); cached: one parse per key."""
     if name == ECA:
         return Grant(name, "eca")
     role, dot, rest = name.partition(".")

@@ -64,6 +64,9 @@ from ecs.net.transport import (
 )
 from ecs.protocol import Envelope
 
+#: Connections whose key a ROUTER remembers (beyond: it reads them again).
+MAX_PEERS_REMEMBERED = 100_000
+
 #: Seconds between re-reads of the allow-list (revocations take effect).
 ALLOW_LIST_RELOAD = 2.0
 
@@ -134,12 +137,31 @@ class _Router(_BoundedRead, ZmqRouterConnection):
     def __init__(self, factory: ZmqFactory, owner: ZmqServer) -> None:
         self.owner = owner
         self._user_id: str | None = None
+        # The key of each connection (by the routing id ROUTER gives it,
+        # never reused): the metadata is read from the first message only,
+        # later ones are read as cheaply as txZMQ does.
+        self._peer_keys: dict[bytes, str] = {}
         super().__init__(factory)
 
     def _readMultipart(self) -> list[bytes]:
-        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        self._user_id = frames[-1].get("User-Id") if self.owner.node.keys is not None else None
-        return [frame.bytes for frame in frames]
+        socket = self.socket
+        peer = socket.recv(zmq.NOBLOCK)
+        frames = [peer]
+        curve = self.owner.node.keys is not None
+        user_id = self._peer_keys.get(peer) if curve else ""
+        while socket.getsockopt(zmq.RCVMORE):
+            if user_id is None:
+                frame = socket.recv(copy=False)
+                user_id = frame.get("User-Id")
+                if len(self._peer_keys) >= MAX_PEERS_REMEMBERED:
+                    self._peer_keys.clear()
+                self._peer_keys[peer] = user_id
+                frames.append(frame.bytes)
+            else:
+                frames.append(socket.recv())
+        # With CURVE a message always has a key; a missing one ("") is refused.
+        self._user_id = (user_id or "") if curve else None
+        return frames
 
     def messageReceived(self, message: list[bytes]) -> None:
         identity = self.owner.node.identity_of(self._user_id)
@@ -427,8 +449,10 @@ class ZmqNode:
         None without CURVE; L{_REFUSED} (the message is dropped, with a WARN
         line once per key) for a key no longer in the allow-list.
         """
-        if user_id is None or self.allow_list is None:
+        if user_id is None:
             return None
+        if self.allow_list is None:
+            return _REFUSED
         identity = self.allow_list.identity(user_id.encode("ascii", "replace"))
         if identity is not None:
             return identity
