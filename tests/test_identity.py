@@ -289,3 +289,21 @@ class RevocationTests(TestCase):
         with self.assertRaises(RequestError):
             await client.request("x", "status", {}, timeout=0.5)
         self.assertEqual(len(seen), count)
+
+
+class BulkRegistrationTests(TestCase):
+    """register_many (bulk registration) is bound to the key like register."""
+
+    def test_register_many(self) -> None:
+        """A sim host's key registers its own detectors in bulk, never one more."""
+        Warnings(self)
+        calls: list[Request] = []
+        handlers = guarded("ECA registry", {"register_many": calls.append}, registry_rules())
+        own = [{"kind": "detector", "id": f"D{n}"} for n in range(1, 11)]
+        handlers["register_many"](request("register_many", "simhost.D#1-10", agents=own))
+        self.assertEqual(len(calls), 1)
+        with self.assertRaises(RequestError) as caught:
+            foreign = [*own, {"kind": "pca", "id": "demo"}]
+            handlers["register_many"](request("register_many", "simhost.D#1-10", agents=foreign))
+        self.assertIn("may not register pca demo", caught.exception.reason)
+        self.assertEqual(len(calls), 1)

@@ -16,13 +16,13 @@ The tables, declared here, side by side:
 =================  =======================================  ============================
 receiver           message types                            accepted from
 =================  =======================================  ============================
-registry (ECA)     register, unregister                     the key of that agent id
+registry (ECA)     register, register_many, unregister      the key of each agent id
                                                             (L{Grant.may_register}), the ECA
-registry (ECA)     epoch, lookup, partitions, partition,    any allowed key
-                   detector
+registry (ECA)     epoch, lookup, locate, partitions,       any allowed key
+                   partition, partitions_of, detector
 PCA of P           configure, start, stop, abort, lock,     the ECA
                    unlock, reset, add_detector,
-                   remove_detector
+                   remove_detector, reload
 PCA of P           states                                   controllers: each update only
                                                             for a system the key speaks for
 PCA of P           alarm                                    the ECA; a controller for a
@@ -144,7 +144,7 @@ def refuse(where: str, grant: Grant, request: Request, reason: str) -> None:
 
 # -- the tables ------------------------------------------------------------
 
-REGISTRY_READS = ("epoch", "lookup", "partitions", "partition", "detector")
+REGISTRY_READS = ("epoch", "lookup", "locate", "partitions", "partition", "partitions_of", "detector")
 
 
 def registry_rules() -> dict[str, Rule]:
@@ -158,13 +158,26 @@ def registry_rules() -> dict[str, Rule]:
             return request
         return f"the key may not {request.type} {kind} {agent_id} (it speaks for {grant.name} only)"
 
+    def own_ids(grant: Grant, request: Request) -> Request | str:
+        """Bulk registration: every agent in it must be the key's own."""
+        agents = request.body.get("agents")
+        if grant.is_eca or not isinstance(agents, list):
+            return request  # the handler says what is wrong with it
+        for agent in agents:
+            kind, agent_id = (agent.get("kind"), agent.get("id")) if isinstance(agent, dict) else (None, None)
+            if not (isinstance(kind, str) and isinstance(agent_id, str) and grant.may_register(kind, agent_id)):
+                return f"the key may not register {kind} {agent_id} (it speaks for {grant.name} only)"
+        return request
+
     rules: dict[str, Rule] = {name: anyone for name in REGISTRY_READS}
     rules["register"] = rules["unregister"] = own_id
+    rules["register_many"] = own_ids
     return rules
 
 
 PCA_COMMANDS = (
     "configure", "start", "stop", "abort", "lock", "unlock", "reset", "add_detector", "remove_detector",
+    "reload",
 )
 
 
