@@ -13,6 +13,7 @@ C{bench/fuzz.py} runs tens of thousands and prints the figures).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -71,7 +72,7 @@ def envelope(rng: random.Random, target: str, eca_key: bool) -> bytes:
         return json.dumps(base).encode()[: rng.randrange(1, 60)]  # cut short
     if choice == 2:
         field = rng.choice(list(base))
-        base[field] = rng.choice(wrong)
+        base[field] = copy.deepcopy(rng.choice(wrong))
     elif choice == 3:
         base[rng.choice(["kind", "type", "target"])] = f"unknown-{rng.randrange(1000)}"
     else:
@@ -79,10 +80,10 @@ def envelope(rng: random.Random, target: str, eca_key: bool) -> bytes:
             base["type"] = rng.choice(ALL_TYPES)
         keys = ["kind", "id", "tag", "configs", "system", "detector", "after", "limit", "updates", "what",
                 "partition", "config", "endpoint", "incarnation"]
-        base["body"] = {rng.choice(keys): rng.choice(wrong) for _ in range(rng.randrange(1, 4))}
+        base["body"] = {rng.choice(keys): copy.deepcopy(rng.choice(wrong)) for _ in range(rng.randrange(1, 4))}
     if base["type"] in ("assign", "add_partition", "remove_partition") and isinstance(base["body"], dict):
         # never absent or None: an assign without a partition is a valid unassign
-        base["body"]["partition"] = rng.choice(wrong)
+        base["body"]["partition"] = copy.deepcopy(rng.choice(wrong))
     return json.dumps(base).encode()
 
 
@@ -157,7 +158,12 @@ class FuzzTests(DemoHarness):
         before = await self.partition()
         code, agents = await self.api("GET", "/api/agents")
         self.assertEqual(code, 200, agents)
-        pids = {a.get("id", str(a)): a["pid"] for a in agents if isinstance(a.get("pid"), int) and a["pid"] > 0}
+        pids = {
+            str(agent.get("agent")): agent["status"]["pid"]
+            for agent in agents
+            if isinstance((agent.get("status") or {}).get("pid"), int)
+        }
+        self.assertGreaterEqual(len(pids), 7, agents)  # the PCA, 5 detectors, the global systems
         pids["eca"] = self.demo_pid()
         memory = {name: rss_mb(pid) for name, pid in pids.items()}
         results = []
