@@ -53,7 +53,8 @@ class CommandForgeryTests(DemoHarness):
         pca = await self.lookup(attacker, "pca", "demo")
         inline = {"configs": [{"system": "STS", "id": "evil", "parameters": {"hv": 9999}}]}
         for type, body in (("abort", {}), ("configure", inline), ("lock", {}), ("unlock", {}),
-                           ("reset", {"system": "TRD"}), ("add_detector", {"detector": "X"})):
+                           ("reset", {"system": "TRD"}), ("add_detector", {"detector": "X"}),
+                           ("alarm", {"detector": "TRD", "source": "DCS", "message": "HV trip"})):
             for sender in ("eca", "detector:STS"):
                 error = await self.refused(attacker, pca, "demo", type, body, sender)
                 self.assertIn(f"'{type}' from key {STS} refused", error.reason)
