@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from ecs.config.logs import apply_log_level
 from ecs.config.settings import ConfigError, Settings, Subsystems, SystemType, fail, load_settings, load_subsystems
 from ecs.fsm.machine import TableError, load_table
-from ecs.net.keys import KeyFileError, load_keys
+from ecs.net.identity import node_identity
+from ecs.net.keys import AGENTS, CurveKeys, KeyFileError, load_keys
 from ecs.net.registry import InventoryRegistry
 
 
@@ -66,6 +68,29 @@ class Composition:
             except KeyFileError as e:
                 fail(e)
 
+    def keys_for(self, identity: str) -> CurveKeys | None:
+        """
+        The keys of agent identity C{identity} (L{ecs.net.identity}): its own
+        client pair, made and authorised here at its first start when this
+        host holds the allow-list and the identity is not enrolled yet
+        (placement on the ECA's host); None with C{security: none}.
+        """
+        if self.keys is None:
+            return None
+        key_dir = self.settings.key_dir
+        new = not (key_dir / AGENTS / f"{identity}.key_secret").exists()
+        try:
+            keys = load_keys(key_dir, identity=identity, enrol=True)
+        except KeyFileError as e:
+            fail(e)
+        if new:
+            Logger().info(
+                "enrolled agent identity {identity}: key pair made in {dir}, public key authorised",
+                identity=identity,
+                dir=str(key_dir / AGENTS),
+            )
+        return keys
+
     def detector_type_now(self, detector: str) -> str | None:
         """A detector's type from the inventory (None without one: give --type)."""
         if self.registry is None or not hasattr(self.registry, "detector_type_now"):
@@ -90,10 +115,12 @@ class Composition:
             fail(e)
         return system_type
 
-    def node(self, name: str) -> Any:
+    def node(self, name: str, identity: str | None = None) -> Any:
         """
-        A ZeroMQ node for this process, configured from the settings; without
-        an inventory, the registry becomes the ECA's, reached through it.
+        A ZeroMQ node for this process, configured from the settings and
+        connecting with the keys of C{identity} (default: the identity its
+        node name implies, L{ecs.net.identity.node_identity}); without an
+        inventory, the registry becomes the ECA's, reached through it.
         """
         from twisted.internet import reactor
 
@@ -103,7 +130,7 @@ class Composition:
         node = ZmqNode(
             reactor,
             name,
-            self.keys,
+            self.keys_for(identity or node_identity(name)),
             request_timeout=self.settings.request_timeout,
             max_size=self.settings.max_message_size,
             high_water_mark=self.settings.high_water_mark,

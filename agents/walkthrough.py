@@ -182,7 +182,8 @@ async def main(reactor: Any, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     extra = [f"sim{n}" for n in range(1, args.detectors + 1)]
     state_dir, settings, endpoint, configs = prepare(args.state_dir, extra)
-    node = ZmqNode(reactor, "walkthrough", load_keys(settings.key_dir))
+    # It plays the ECA (commands the PCA): with the ECA's own key.
+    node = ZmqNode(reactor, "walkthrough", load_keys(settings.key_dir, identity="eca", enrol=True))
     walk = Walkthrough(reactor, state_dir)
     try:
         children = [walk.spawn("global", ["ecs-global", "--id", "all"])]

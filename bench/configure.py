@@ -446,7 +446,7 @@ async def _run(args: argparse.Namespace, n: int, k: int, tmp: Path, agents: Agen
                        stdout=subprocess.DEVNULL, env=agents.env)
         from ecs.net.keys import load_keys
 
-        keys = load_keys(tmp / "keys")
+        keys = load_keys(tmp / "keys", identity="eca", enrol=True)  # the bench commands the PCA as the ECA
     common_args = ["--config", str(tmp / "ecs.yaml"), "--subsystems", str(tmp / "subsystems.yaml"),
                    "--inventory", str(tmp / "inventory.yaml"), "--state-dir", str(tmp)]
     sim_args = list(common_args)

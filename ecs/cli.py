@@ -8,6 +8,10 @@ Local tools (no agent needed)::
     ecs fsm dot FILE [--state S]     DOT text of a table, S highlighted
     ecs keys init --dir DIR          create the CURVE key pairs
     ecs keys add NAME --dir DIR      create and authorise another client pair
+    ecs keys add NAME --agent --dir DIR [--force]
+                                     enrol agent identity NAME (pca.P, detector.D,
+                                     global.G, simhost.PREFIX#RANGES); --force rotates
+    ecs keys revoke NAME --dir DIR   remove NAME from the allow-list
 
 Talking to an agent (authorised like any other client: CURVE keys)::
 
@@ -83,14 +87,34 @@ def _keys_init(args: argparse.Namespace) -> int:
 
 
 def _keys_add(args: argparse.Namespace) -> int:
-    from ecs.net.keys import KeyFileError, add_client
+    from ecs.net.keys import KeyFileError, add_client, enrol_agent
 
+    if args.force and not args.agent:
+        print("ecs keys add: --force only rotates an agent's key (with --agent)", file=sys.stderr)
+        return 1
     try:
-        public, secret = add_client(args.dir, args.name)
+        if args.agent:
+            public, secret = enrol_agent(args.dir, args.name, force=args.force)
+        else:
+            public, secret = add_client(args.dir, args.name)
     except KeyFileError as e:
         print(f"ecs keys add: {e}", file=sys.stderr)
         return 1
     print(f"wrote {public} and {secret}; {args.name} is authorised")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ecs.net.keys import AUTHORIZED, valid_identity
+
+    allowed = Path(args.dir) / AUTHORIZED / f"{args.name}.key"
+    if not valid_identity(args.name) or not allowed.exists():
+        print(f"ecs keys revoke: no authorised key {allowed}", file=sys.stderr)
+        return 1
+    allowed.unlink()
+    print(f"removed {allowed}: serving processes refuse {args.name} within seconds")
     return 0
 
 
@@ -307,7 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     add = keys.add_parser("add", help="create and authorise another client key pair")
     add.add_argument("name")
     add.add_argument("--dir", required=True)
+    add.add_argument("--agent", action="store_true", help="an agent identity (its pair in DIR/agents/)")
+    add.add_argument("--force", action="store_true", help="with --agent: replace its pair (rotation)")
     add.set_defaults(func=_keys_add)
+    revoke = keys.add_parser("revoke", help="remove a key from the allow-list")
+    revoke.add_argument("name")
+    revoke.add_argument("--dir", required=True)
+    revoke.set_defaults(func=_keys_revoke)
 
     inject = commands.add_parser("inject", help="report a local fault to a controller")
     _agent_options(inject)

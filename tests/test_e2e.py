@@ -49,7 +49,9 @@ class DetectorProcessTests(TestCase):
         self.tmp = Path(self.mktemp()).resolve()
         self.tmp.mkdir()
         init_keys(self.tmp / "keys")
-        self.node = ZmqNode(reactor, "pca:p1", load_keys(self.tmp / "keys"), request_timeout=5.0)
+        # the PCA's own key: the controller accepts commands from its partition's PCA
+        keys = load_keys(self.tmp / "keys", identity="pca.p1", enrol=True)
+        self.node = ZmqNode(reactor, "pca:p1", keys, request_timeout=5.0)
         self.addCleanup(self.node.close)
         self.pca = Collector()
         server = self.node.serve("tcp://127.0.0.1:*")

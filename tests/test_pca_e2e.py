@@ -92,7 +92,9 @@ class PartitionProcesses(TestCase):
 
     async def start_all(self) -> None:
         self.write_files()
-        self.node = ZmqNode(reactor, "tester", load_keys(self.tmp / "keys"), request_timeout=5.0)
+        # the tester commands the PCA as the ECA does, with the ECA's key
+        keys = load_keys(self.tmp / "keys", identity="eca", enrol=True)
+        self.node = ZmqNode(reactor, "tester", keys, request_timeout=5.0)
         self.addCleanup(self.node.close)
         self.procs: dict[str, tuple[Watched, Any]] = {}
         self.procs["globals"] = self.start_agent("globals", ["ecs-global", "--id", "all"])

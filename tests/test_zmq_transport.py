@@ -1271,7 +1271,10 @@ class KeyAllowListTests(SynchronousTestCase):
         self.assertFalse(allow.callback("*", self.original))
         self.assertFalse(allow.callback("*", self.original))
         self.assertEqual(allow.refused, 2)
-        warnings = self.logs.texts(LogLevel.warn)
+        texts = self.logs.texts(LogLevel.warn)
+        # one line for the revocation (the audit trail), one for the refusals
+        self.assertEqual(len([t for t in texts if "client revoked" in t]), 1, texts)
+        warnings = [t for t in texts if "refused a CURVE client" in t]
         self.assertEqual(len(warnings), 1)
         self.assertIn(self.original.decode(), warnings[0])
         self.assertIn(str(self.keys.authorized_dir), warnings[0])

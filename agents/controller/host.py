@@ -25,6 +25,7 @@ from agents.controller.system import COMMANDS, SystemController
 from ecs import protocol
 from ecs.config.settings import Settings, SystemType
 from ecs.fsm.table import load_table
+from ecs.net.authz import controller_rules, guarded
 from ecs.net.registry import AgentInfo, IRegistry, RegistryError
 from ecs.net.transport import INode, IServer, Request, RequestError, new_epoch
 
@@ -124,7 +125,8 @@ class ControllerHost(AsyncStartService):
             for partition in partitions:
                 self._create(system, system_type, partition, None, None)
         for agent_id in self.kinds:
-            self.server.register(agent_id, self._handlers(agent_id))
+            # Each command checked against the key that sent it (ecs.net.authz).
+            self.server.register(agent_id, self._guarded_handlers(agent_id))
         # Registered only once they answer: a PCA asks for their status as
         # soon as it learns where they are.
         refused = await self.registry.register_many(
@@ -204,6 +206,18 @@ class ControllerHost(AsyncStartService):
                 f"{agent_id} does not serve partition {partition!r} (serves: {', '.join(known) or 'none'})",
             )
         return controller
+
+    def _guarded_handlers(self, agent_id: str) -> dict[str, Callable[[Request], Any]]:
+        """L{_handlers}, each accepted only from the keys L{controller_rules} names."""
+
+        def partition_of(request: Request) -> str | None:
+            if self.kinds[agent_id] == "detector":
+                return self.controllers[(agent_id, None)].partition
+            partition = request.body.get("partition")
+            return partition if isinstance(partition, str) else None
+
+        rules = controller_rules(tuple(COMMANDS), partition_of)
+        return guarded(f"{self.kinds[agent_id]} {agent_id}", self._handlers(agent_id), rules)
 
     def _handlers(self, agent_id: str) -> dict[str, Callable[[Request], Any]]:
         handlers: dict[str, Callable[[Request], Any]] = {}
@@ -374,9 +388,14 @@ class ControllerHost(AsyncStartService):
         await self.node.close()
 
 
-def controller_host(composition: Any, name: str, bind: str | None) -> ControllerHost:
-    """The controller service of a plugin's L{agents._tap.Composition}, with its node."""
+def controller_host(
+    composition: Any, name: str, bind: str | None, identity: str | None = None
+) -> ControllerHost:
+    """
+    The controller service of a plugin's L{agents._tap.Composition}, with
+    its node (connecting with the keys of C{identity}, default: its name's).
+    """
     from twisted.internet import reactor
 
-    node = composition.node(name)
+    node = composition.node(name, identity)
     return ControllerHost(name, node, composition.registry, composition.settings, reactor, bind)

@@ -15,6 +15,7 @@ from twisted.python import usage
 from agents._tap import Composition, ControllerOptions
 from agents.controller.host import controller_host
 from ecs.config.settings import fail
+from ecs.net.identity import simhost_identity
 
 MAX_IDS = 100_000
 _PART = re.compile(r"\A(\d+)(?:-(\d+))?\Z")
@@ -66,7 +67,12 @@ class Options(ControllerOptions):
 def makeService(options: Options) -> IService:
     """Compose the sim host."""
     composition = Composition(options)
-    host = controller_host(composition, f"simhost:{options['prefix']}{options['ids']}", options["bind"])
+    host = controller_host(
+        composition,
+        f"simhost:{options['prefix']}{options['ids']}",
+        options["bind"],
+        simhost_identity(options["prefix"], options["ids"]),
+    )
     types = {}
     for detector in options["detector_ids"]:
         type_name = composition.detector_type_now(detector) or options["type"]

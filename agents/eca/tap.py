@@ -130,6 +130,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     from agents._tap import Composition
     from ecs.config.settings import fail
     from ecs.fsm.reload import VocabularyFiles, read_vocabulary
+    from ecs.net.identity import ECA
     from ecs.schema import ConfigError
 
     options.setdefault("inventory", None)  # the ECA is the registry: no inventory
@@ -168,7 +169,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         settings,
         composition.subsystems,
         sequence,
-        composition.keys,
+        composition.keys_for(ECA),
         options["web"],
         reactor,
         demo_detectors=demo,

@@ -51,6 +51,7 @@ from ecs.config.settings import ConfigError, Settings, Subsystems
 from ecs.config.sources import ConfigLookupError, IConfigSource, normalise_inline
 from ecs.fsm.reload import Vocabulary, VocabularyFiles, changes, globals_unchanged, read_off_reactor, snapshot
 from ecs.fsm.sequence import Sequence
+from ecs.net.authz import guarded, pca_rules
 from ecs.net.heartbeat import Heartbeat
 from ecs.net.pubsub import StateStore
 from ecs.net.registry import AgentInfo, IRegistry, RegistryError
@@ -144,7 +145,8 @@ class PartitionAgent(AsyncStartService):
         for view in views:
             self.system_changed(view)
         self.sequencer._changed()
-        server.register(self.id, self._handlers())
+        # Each command checked against the key that sent it (ecs.net.authz).
+        server.register(self.id, guarded(self.label, self._handlers(), pca_rules()))
         # Registered once it can answer: the ECA asks for a snapshot at once.
         await self.registry.register(
             AgentInfo(self.id, "pca", self.address, publish=self.publisher.address)

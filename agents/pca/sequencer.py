@@ -26,7 +26,7 @@ Nothing here touches the network: commands go through C{send(view,
 command, body)}, which returns a Deferred of the reply body, and what is
 to be published goes to an L{Outputs}.
 
-Why one module of ~730 lines: the operations share one driver.  Every
+Why one module of ~790 lines: the operations share one driver.  Every
 change of a system re-drives whichever operation runs (L{Sequencer._drive}),
 and every operation ends through the same failure and abort path
 (C{_fail}, C{_end_op}) on the same derived partition, so splitting the
@@ -62,6 +62,12 @@ MISSING_CONFIG = "missing_config"
 #: while the rest go out (ten thousand at once would hold every reply back).
 SEND_CHUNK = 50
 PROGRESS_INTERVAL = 0.05
+
+
+def _behind(view: SystemView, reply: dict[str, Any]) -> bool:
+    """A system's own answer numbered before the picture's state of it (same incarnation)."""
+    seq, incarnation = reply.get("seq"), reply.get("incarnation")
+    return type(seq) is int and seq < view.seq and incarnation in (None, view.incarnation)
 
 
 class Outputs(Protocol):
@@ -160,10 +166,35 @@ class Sequencer:
 
         def answered(reply: dict[str, Any]) -> dict[str, Any]:
             incarnation = reply.get("incarnation")
-            self._fold(view, reply, incarnation if isinstance(incarnation, str) else None)
+            folded = self._fold(view, reply, incarnation if isinstance(incarnation, str) else None)
+            if not folded and command in ("abort", "reset") and _behind(view, reply):
+                self.reread(view)
             return reply
 
         return d.addCallback(answered)
+
+    def reread(self, view: SystemView) -> None:
+        """
+        Ask a system for its state and take it, even when the picture holds a
+        later sequence number than the system's own: after an abort or a
+        reset the system's answer is the truth (a picture ahead of the system
+        itself came from no message of its own; it is logged).
+        """
+
+        def got(reply: dict[str, Any]) -> None:
+            incarnation = reply.get("incarnation")
+            if _behind(view, reply):
+                self._say(
+                    "warn",
+                    f"{view.id} reports {reply.get('state')} (#{reply.get('seq')}), the picture had "
+                    f"{view.state} (#{view.seq}): taking the system's own state",
+                    view.id,
+                )
+                view.seq = int(reply["seq"]) - 1
+            self._fold(view, reply, incarnation if isinstance(incarnation, str) else None)
+
+        d = self._send(view, "status", {}).addCallback(got)
+        d.addErrback(self._ignore_refusal, view, "status")
 
     def _fold(self, view: SystemView, status: dict[str, Any], incarnation: str | None = None) -> bool:
         if self.partition.systems.get(view.id) is not view:
@@ -698,7 +729,15 @@ class Sequencer:
                 RequestError(protocol.NOT_ALLOWED, f"{system} is {view.shown_state}, not in Error")
             )
         self._say("info", f"reset {system}", system)
-        return self.send(view, "reset")
+
+        def refused(failure: Failure) -> Failure:
+            # The system disagrees with the picture (it is not in Error):
+            # read its real state again, and still report the refusal.
+            if isinstance(failure.value, RequestError) and failure.value.code == protocol.NOT_ALLOWED:
+                self.reread(view)
+            return failure
+
+        return self.send(view, "reset").addErrback(refused)
 
     def alarm(self, detector: str, source: str, message: str) -> defer.Deferred[dict[str, Any]]:
         """An alarm (DCS detectorError) for one of our detectors: put it into Error."""

@@ -24,6 +24,24 @@ from ecs.net.keys import CurveKeys, KeyFileError
 _Signature = tuple[tuple[str, int, int], ...]
 
 
+def _identity_changes(old: dict[bytes, str], new: dict[bytes, str]) -> list[str]:
+    """What changed, per identity, between two loads of the allow-list."""
+    before = {name: key.decode("ascii", "replace") for key, name in old.items()}
+    after = {name: key.decode("ascii", "replace") for key, name in new.items()}
+    changes = []
+    for name in sorted(before.keys() | after.keys()):
+        was, now = before.get(name), after.get(name)
+        if was == now:
+            continue
+        if was is None:
+            changes.append(f"{name} enrolled: key {now}")
+        elif now is None:
+            changes.append(f"{name} revoked: key {was} no longer allowed")
+        else:
+            changes.append(f"{name} rotated: key {was} replaced by {now}")
+    return changes
+
+
 class KeyAllowList:
     """
     ZAP credentials provider: the set of authorised client keys.
@@ -63,7 +81,8 @@ class KeyAllowList:
             self._signature, self._racy = self._signature_now()
         except OSError as e:
             raise KeyFileError(f"cannot read the CURVE allow-list: {e}") from None
-        self.keys = keys.authorized_keys()
+        self.names = keys.authorized_names()
+        self.keys = frozenset(self.names)
         self.loads = 1
         self._failed: _Signature | str | None = None
 
@@ -87,7 +106,7 @@ class KeyAllowList:
                     return
                 if signature == self._failed and not racy:
                     return
-                keys = self._source.authorized_keys()
+                names = self._source.authorized_names()
             except (OSError, KeyFileError) as e:
                 # Log once per state of the directory (or per error, when
                 # the directory itself cannot be read).
@@ -102,8 +121,10 @@ class KeyAllowList:
                         error=e,
                     )
                 return
+            keys = frozenset(names)
             added, removed = len(keys - self.keys), len(self.keys - keys)
-            self.keys, self._signature, self._racy = keys, signature, racy
+            changes = _identity_changes(self.names, names)
+            self.names, self.keys, self._signature, self._racy = names, keys, signature, racy
             self._failed = None
             self.loads += 1
             if added or removed:
@@ -116,6 +137,16 @@ class KeyAllowList:
                     added=added,
                     removed=removed,
                 )
+            for change in changes:
+                # The audit trail of rotations and revocations (a WARN line
+                # in every serving process); enrolments are routine (every
+                # agent placed on this host enrols at its first start).
+                level = self._log.debug if " enrolled: " in change else self._log.warn
+                self._call(level, "CURVE identity {change}", change=change)
+
+    def identity(self, key: bytes) -> str | None:
+        """The identity (file name) of an allowed key (Z85), None when it is not (or no longer) allowed."""
+        return self.names.get(key)
 
     def callback(self, domain: str, key: bytes) -> bool:
         """ZAP: is C{key} (Z85) allowed?  Runs in the authenticator thread."""

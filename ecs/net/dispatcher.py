@@ -80,8 +80,13 @@ class Dispatcher:
         """The ids served here."""
         return list(self._agents)
 
-    def frame_received(self, peer: object, frames: list[bytes]) -> None:
-        """Handle one received message (a list of frames)."""
+    def frame_received(self, peer: object, frames: list[bytes], identity: str | None = None) -> None:
+        """
+        Handle one received message (a list of frames).
+
+        @param identity: the sender's identity as the medium authenticated
+            it (L{Request.identity}).
+        """
         self.received += 1
         if len(frames) != 1:
             # A well-behaved peer sends exactly one frame; there is no
@@ -117,13 +122,13 @@ class Dispatcher:
                 sender=envelope.sender,
             )
             return
-        self._dispatch(peer, envelope)
+        self._dispatch(peer, envelope, identity)
 
     def last_heard_from(self, sender: str) -> float | None:
         """When a valid message from C{sender} last arrived (reactor time)."""
         return self._heard.get(sender)
 
-    def _dispatch(self, peer: object, envelope: Envelope) -> None:
+    def _dispatch(self, peer: object, envelope: Envelope, identity: str | None = None) -> None:
         if len(self._heard) >= MAX_SENDERS_REMEMBERED and envelope.sender not in self._heard:
             self._heard.clear()  # many one-off clients: forget, never grow without bound
         self._heard[envelope.sender] = self._clock.seconds()
@@ -156,7 +161,9 @@ class Dispatcher:
                 f"(known: {', '.join(sorted(handlers)) or 'none'})",
             )
             return
-        request = Request(envelope.type, envelope.sender, envelope.target, envelope.body, envelope.id)
+        request = Request(
+            envelope.type, envelope.sender, envelope.target, envelope.body, envelope.id, identity
+        )
         try:
             result = handler(request)
             if inspect.iscoroutine(result):

@@ -8,7 +8,10 @@ Layout of a key directory (created by C{ecs keys init --dir DIR})::
                                             clients verify servers against it
     DIR/client.key, DIR/client.key_secret   agents and the CLI on this host
                                             connect with this pair
-    DIR/authorized/*.key                    public keys allowed to connect
+    DIR/authorized/*.key                    public keys allowed to connect; the
+                                            file's name is the key's identity
+    DIR/agents/NAME.key, NAME.key_secret    an agent's own pair (identity NAME,
+                                            e.g. pca.demo: L{ecs.net.identity})
 
 Secret files are mode 0600 and the directory 0700.  A client whose public
 key is not in C{authorized/} is refused during the CURVE handshake: none of
@@ -56,6 +59,9 @@ class CurveKeys:
     client_public: bytes
     client_secret: bytes
     authorized_dir: Path
+    #: the name of the client pair (L{ecs.net.identity}): "client" for the
+    #: host's shared operator pair, else an agent's own
+    identity: str = CLIENT
 
     def authorized_keys(self) -> frozenset[bytes]:
         """
@@ -87,6 +93,21 @@ class CurveKeys:
                 )
             keys.add(public)
         return frozenset(keys)
+
+    def authorized_names(self) -> dict[bytes, str]:
+        """
+        Each allowed public key (Z85) and its identity: the name of its file
+        (L{ecs.net.identity}).  A key found in two files keeps the first
+        name in sorted order.
+
+        @raise KeyFileError: as L{authorized_keys}.
+        """
+        names: dict[bytes, str] = {}
+        self.authorized_keys()  # the checks and their errors
+        for path in sorted(self.authorized_dir.glob("*.key")):
+            public, _ = zmq.auth.load_certificate(path)
+            names.setdefault(public, path.name[: -len(".key")])
+        return names
 
 
 def _secure_dir(path: Path) -> None:
@@ -145,6 +166,54 @@ def add_client(directory: str | Path, name: str) -> tuple[Path, Path]:
     return public, secret
 
 
+AGENTS = "agents"
+
+
+def valid_identity(name: str) -> bool:
+    """A name usable as an identity and a file name."""
+    return (
+        0 < len(name) <= 200
+        and not name.startswith(".")
+        and all(c.isalnum() or c in "-_.:@#," for c in name)
+    )
+
+
+def enrol_agent(directory: str | Path, name: str, force: bool = False) -> tuple[Path, Path]:
+    """
+    Create agent identity C{name}'s own pair in C{DIR/agents/} and authorise
+    its public key as C{authorized/NAME.key}.
+
+    With C{force}, an identity already enrolled gets a new pair (a key
+    rotation: the old key is refused from the next re-read of the
+    allow-list).  Without it, an existing pair is an error, and so is an
+    allow-list entry for C{name} without its secret here (the identity was
+    enrolled on another host: copy its pair from there).
+
+    @raise KeyFileError: naming the problem and the command that solves it.
+    """
+    directory = Path(directory)
+    if not valid_identity(name):
+        raise KeyFileError(
+            f"agent identity {name!r} must be 1-200 letters, digits or '-_.:@#,' "
+            "and not start with '.'"
+        )
+    agents = directory / AGENTS
+    allowed = directory / AUTHORIZED / f"{name}.key"
+    secret = agents / f"{name}.key_secret"
+    if not force and secret.exists():
+        raise KeyFileError(f"{name} already has a key pair in {agents}; use --force to rotate it")
+    if not force and allowed.exists():
+        raise KeyFileError(
+            f"{name} is enrolled ({allowed}) but its secret key is not in {agents}: copy "
+            f"{name}.key and {name}.key_secret from the host that made them, or make a new "
+            f"pair with `ecs keys add --agent {name} --force --dir {directory}`"
+        )
+    _secure_dir(agents)
+    public_path, secret_path = _create_pair(agents, name)
+    _authorise(public_path, allowed)
+    return public_path, secret_path
+
+
 def _authorise(public: Path, allowed: Path) -> None:
     """
     Copy a public key file into the allow-list atomically: a serving
@@ -195,22 +264,45 @@ def _valid_key(key: bytes) -> bool:
         return False
 
 
-def load_keys(directory: str | Path, need_server_secret: bool = True) -> CurveKeys:
+def load_keys(
+    directory: str | Path,
+    need_server_secret: bool = True,
+    identity: str = CLIENT,
+    enrol: bool = False,
+) -> CurveKeys:
     """
     Load a key directory made by L{init_keys}.
 
     @param need_server_secret: False for pure clients (the CLI on another
         host), which only verify servers.
+    @param identity: whose client pair: C{client} (the host's operator
+        pair) or an agent identity (C{DIR/agents/NAME.key_secret},
+        L{enrol_agent}).
+    @param enrol: make the agent's pair when it has none yet and none is
+        authorised under its name (an agent placed on the host that holds
+        the allow-list enrols itself at its first start).
     @raise KeyFileError: naming the missing file and the command that makes it.
     """
     directory = Path(directory)
     server_public, server_secret = _load_pair(directory, SERVER, need_server_secret)
-    client_public, client_secret = _load_pair(directory, CLIENT, True)
+    if identity == CLIENT:
+        client_public, client_secret = _load_pair(directory, CLIENT, True)
+    else:
+        agents = directory / AGENTS
+        if enrol and not (agents / f"{identity}.key_secret").exists():
+            enrol_agent(directory, identity)
+        if not (agents / f"{identity}.key_secret").exists():
+            raise KeyFileError(
+                f"no key pair for agent identity {identity} in {agents}: run "
+                f"`ecs keys add --agent {identity} --dir {directory}` on the host of the "
+                "allow-list and copy the pair here"
+            )
+        client_public, client_secret = _load_pair(agents, identity, True)
     assert client_secret is not None
     authorized = directory / AUTHORIZED
     if need_server_secret and not authorized.is_dir():
         raise KeyFileError(f"no allow-list directory {authorized}: run `ecs keys init --dir {directory}`")
-    return CurveKeys(server_public, server_secret, client_public, client_secret, authorized)
+    return CurveKeys(server_public, server_secret, client_public, client_secret, authorized, identity)
 
 
 def ensure_ssh_key(path: str | Path) -> bool:

@@ -119,11 +119,11 @@ class MemoryServer:
         """See L{IServer.last_heard_from}."""
         return self.dispatcher.last_heard_from(sender)
 
-    def receive(self, peer: object, frames: list[bytes]) -> None:
-        """A frame arrived for this endpoint."""
+    def receive(self, peer: object, frames: list[bytes], identity: str | None = None) -> None:
+        """A frame arrived for this endpoint (from a sender with C{identity}, as a CURVE key would tell)."""
         if self.address in self.network.down or self.network.servers.get(self.address) is not self:
             return  # down, or closed while the frame was in flight
-        self.dispatcher.frame_received(peer, frames)
+        self.dispatcher.frame_received(peer, frames, identity)
 
     def close(self) -> None:
         """Unbind."""
@@ -136,9 +136,16 @@ class MemoryServer:
 class MemoryClient(CorrelatedClient):
     """A connection to one L{MemoryServer} address."""
 
-    def __init__(self, network: MemoryNetwork, address: str, correlator_args: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        address: str,
+        correlator_args: dict[str, Any],
+        identity: str | None = None,
+    ) -> None:
         self.network = network
         self.address = address
+        self.identity = identity
         self.correlator = Correlator(
             self._send, network.clock, address=address, **correlator_args
         )
@@ -147,7 +154,7 @@ class MemoryClient(CorrelatedClient):
         server = self.network.servers.get(self.address)
         if server is None or self.address in self.network.down:
             raise WouldBlock(f"{self.address} not reachable")
-        self.network.schedule(lambda: server.receive(self, [frame]))
+        self.network.schedule(lambda: server.receive(self, [frame], self.identity))
 
     def close(self) -> None:
         """Fail pending requests."""
@@ -227,9 +234,13 @@ class MemoryNode:
         request_timeout: float = 5.0,
         max_size: int = protocol.DEFAULT_MAX_SIZE,
         handler_timeout: float = 30.0,
+        identity: str | None = None,
     ) -> None:
         self.network = network
         self.name = name
+        #: the identity its messages carry (as a CURVE key's name would),
+        #: None: unauthenticated, as with C{security: none}
+        self.identity = identity
         self._request_timeout = request_timeout
         self._max_size = max_size
         self._handler_timeout = handler_timeout
@@ -265,6 +276,7 @@ class MemoryNode:
                     "default_timeout": self._request_timeout,
                     "max_size": self._max_size,
                 },
+                self.identity,
             )
             self._clients[address] = client
         return client

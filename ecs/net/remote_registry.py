@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ecs import protocol
+from ecs.net.authz import guarded, registry_rules
 from ecs.net.heartbeat import Heartbeat
 from ecs.net.registry import BULK, AgentInfo, IRegistry, Location, RegistryError
 from ecs.net.transport import INode, Request, RequestError, new_epoch
@@ -280,8 +281,12 @@ class RegistryService:
         self.epoch = new_epoch()
 
     def handlers(self) -> dict[str, Callable[[Request], Any]]:
-        """The request handlers, to register under L{REGISTRY}."""
-        return {
+        """
+        The request handlers, to register under L{REGISTRY}, each checked
+        against the key that sent it (L{ecs.net.authz.registry_rules}: an id
+        is registered or unregistered only by its own key).
+        """
+        return guarded("ECA registry", {
             "epoch": lambda request: {"epoch": self.epoch},
             "register": self._register,
             "register_many": self._register_many,
@@ -292,7 +297,7 @@ class RegistryService:
             "partitions": self._partitions_handler,
             "partition": self._partition_handler,
             "detector": self._detector_handler,
-        }
+        }, registry_rules())
 
     @staticmethod
     def _text(body: dict[str, Any], key: str, optional: bool = False) -> Any:
@@ -412,6 +417,10 @@ class RegistryService:
         kind = self._text(request.body, "kind")
         agent_id = self._text(request.body, "id")
         if self.entries.pop((kind, agent_id), None) is not None:
+            self._log.info(
+                "unregistered {kind} {id} (by key {identity})",
+                kind=kind, id=agent_id, identity=request.identity or request.sender,
+            )
             self._on_change(kind, agent_id, None)
         return {}
 

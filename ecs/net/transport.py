@@ -80,6 +80,12 @@ class Request:
     target: str
     body: dict[str, Any]
     id: str | None = None
+    #: Who sent it, as the transport authenticated it (the name of the
+    #: sender's CURVE key, L{ecs.net.identity}); None without
+    #: authentication (C{security: none}, the in-process transport).  Unlike
+    #: C{sender}, which the message merely claims, this is what
+    #: authorisation decides on (L{ecs.net.authz}).
+    identity: str | None = None
 
     @property
     def is_notification(self) -> bool:

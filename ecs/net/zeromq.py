@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory
 from txzmq.connection import ZmqConnection
@@ -63,6 +63,12 @@ from ecs.net.transport import (
     new_epoch,
 )
 from ecs.protocol import Envelope
+
+#: Connections whose key a ROUTER remembers (beyond: it reads them again).
+MAX_PEERS_REMEMBERED = 100_000
+
+#: Seconds between re-reads of the allow-list (revocations take effect).
+ALLOW_LIST_RELOAD = 2.0
 
 #: The most messages one socket hands over before the reactor gets a turn.
 MAX_READ_BATCH = 256
@@ -119,16 +125,49 @@ class _Connecting:
 
 
 class _Router(_BoundedRead, ZmqRouterConnection):
-    """txZMQ ROUTER handing every message to its server's dispatcher."""
+    """
+    txZMQ ROUTER handing every message to its server's dispatcher, with
+    the identity of the key that sent it (with CURVE): the frames are read
+    without copying so that their C{User-Id} (the sender's public key, set
+    by the ZAP handshake) can be read, which txZMQ's own read loses.
+    """
 
     socketType = zmq.ROUTER
 
     def __init__(self, factory: ZmqFactory, owner: ZmqServer) -> None:
         self.owner = owner
+        self._user_id: str | None = None
+        # The key of each connection (by the routing id ROUTER gives it,
+        # never reused): the metadata is read from the first message only,
+        # later ones are read as cheaply as txZMQ does.
+        self._peer_keys: dict[bytes, str] = {}
         super().__init__(factory)
 
+    def _readMultipart(self) -> list[bytes]:
+        socket = self.socket
+        peer = socket.recv(zmq.NOBLOCK)
+        frames = [peer]
+        curve = self.owner.node.keys is not None
+        user_id = self._peer_keys.get(peer) if curve else ""
+        while socket.getsockopt(zmq.RCVMORE):
+            if user_id is None:
+                frame = socket.recv(copy=False)
+                user_id = frame.get("User-Id")
+                if len(self._peer_keys) >= MAX_PEERS_REMEMBERED:
+                    self._peer_keys.clear()
+                self._peer_keys[peer] = user_id
+                frames.append(frame.bytes)
+            else:
+                frames.append(socket.recv())
+        # With CURVE a message always has a key; a missing one ("") is refused.
+        self._user_id = (user_id or "") if curve else None
+        return frames
+
     def messageReceived(self, message: list[bytes]) -> None:
-        self.owner.dispatcher.frame_received(message[0], message[1:])
+        identity = self.owner.node.identity_of(self._user_id)
+        if identity is _REFUSED:
+            return
+        self.owner.dispatcher.frame_received(message[0], message[1:], identity)
 
 
 class _Dealer(_Connecting, _BoundedRead, ZmqDealerConnection):
@@ -178,6 +217,10 @@ def _send(connection: Any, frames: list[bytes]) -> None:
     # the next turn, as txZMQ's own send() does (but with our reactor).
     if connection.read_scheduled is None:
         connection.read_scheduled = connection.factory.reactor.callLater(0, connection.doRead)
+
+
+#: What L{ZmqNode.identity_of} answers for a key that is no longer allowed.
+_REFUSED = "\0refused"
 
 
 @implementer(IServer)
@@ -374,6 +417,8 @@ class ZmqNode:
         self._closables: list[Any] = []
         self._auth: Any = None
         self.allow_list: KeyAllowList | None = None
+        self._reload: task.LoopingCall | None = None
+        self._revoked_warned: set[str] = set()
         if keys is None:
             self._log.warn(
                 "{name}: security is 'none': ZeroMQ traffic is neither authenticated nor "
@@ -390,6 +435,35 @@ class ZmqNode:
         self._auth = ThreadAuthenticator(self.factory.context)
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=self.allow_list)
+        # A revoked key's connection stays up (ZAP runs at the handshake
+        # only), so its messages are refused by identity_of once the
+        # allow-list is re-read: at every handshake, and every few seconds
+        # here (a stat of the directory and its files: small, on the reactor).
+        self._reload = task.LoopingCall(self.allow_list.reload_if_changed)
+        self._reload.clock = self.reactor
+        self._reload.start(ALLOW_LIST_RELOAD, now=False)
+
+    def identity_of(self, user_id: str | None) -> str | None:
+        """
+        The identity of the key that sent a message (its Z85 C{User-Id}):
+        None without CURVE; L{_REFUSED} (the message is dropped, with a WARN
+        line once per key) for a key no longer in the allow-list.
+        """
+        if user_id is None:
+            return None
+        if self.allow_list is None:
+            return _REFUSED
+        identity = self.allow_list.identity(user_id.encode("ascii", "replace"))
+        if identity is not None:
+            return identity
+        if user_id not in self._revoked_warned and len(self._revoked_warned) < 1000:
+            self._revoked_warned.add(user_id)
+            self._log.warn(
+                "{name}: dropped messages from CURVE key {key}: no longer in the allow-list (revoked)",
+                name=self.name,
+                key=user_id,
+            )
+        return _REFUSED
 
     def configure_socket(self, socket: zmq.Socket[Any], server: bool) -> None:
         """Set limits and CURVE options; must precede bind/connect."""
@@ -456,6 +530,8 @@ class ZmqNode:
         for item in self._closables:
             item.close()
         self._closables = []
+        if self._reload is not None and self._reload.running:
+            self._reload.stop()
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
