@@ -220,9 +220,7 @@ class ControllerHost(AsyncStartService):
         return guarded(f"{self.kinds[agent_id]} {agent_id}", self._handlers(agent_id), rules)
 
     def _handlers(self, agent_id: str) -> dict[str, Callable[[Request], Any]]:
-        handlers: dict[str, Callable[[Request], Any]] = {}
-        for command in COMMANDS:
-            handlers[command] = self._command_handler(agent_id, command)
+        handlers = {command: self._command_handler(agent_id, command) for command in COMMANDS}
         handlers["status"] = lambda r: self._status(agent_id, r)
         handlers["inject"] = lambda r: self._inject(agent_id, r)
         if self.kinds[agent_id] == "global":
