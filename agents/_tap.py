@@ -61,12 +61,9 @@ class Composition:
         except ConfigError as e:
             fail(e)
         apply_log_level(self.settings.log_level)
-        self.keys = None
-        if self.settings.security == "curve":
-            try:
-                self.keys = load_keys(self.settings.key_dir)
-            except KeyFileError as e:
-                fail(e)
+        # Each process loads the pair of its own identity (keys_for): an
+        # agent host holds its agents' pairs, not necessarily the client pair.
+        self.curve = self.settings.security == "curve"
 
     def keys_for(self, identity: str) -> CurveKeys | None:
         """
@@ -75,7 +72,7 @@ class Composition:
         host holds the allow-list and the identity is not enrolled yet
         (placement on the ECA's host); None with C{security: none}.
         """
-        if self.keys is None:
+        if not self.curve:
             return None
         key_dir = self.settings.key_dir
         new = not (key_dir / AGENTS / f"{identity}.key_secret").exists()

@@ -120,6 +120,12 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 def _endpoint(args: argparse.Namespace) -> str:
     if args.endpoint:
+        from ecs.net.keys import split_endpoint
+
+        try:
+            split_endpoint(args.endpoint)  # a key it names (as /api/agents shows it) must be one
+        except ValueError as e:
+            raise SystemExit(f"ecs: --endpoint: {e}") from None
         return str(args.endpoint)
     if not args.inventory:
         raise SystemExit("ecs: give --endpoint or --inventory to find the agent")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from twisted.internet import reactor, task
 
 from tests.attack_harness import DemoHarness
+from tests.procs import spawn, tool
 
 STS = "detector.STS"
 
@@ -106,3 +107,49 @@ class StateForgeryTests(DemoHarness):
         self.assertEqual(after["TRD"]["state"], before["TRD"]["state"], after["TRD"])
         self.assertNotEqual(after["TRD"].get("comment"), "HV trip", after["TRD"])
         await self.configure_works()
+
+
+class HostKeyTests(DemoHarness):
+    """An agent host that holds no server secret serves with its own pair."""
+
+    async def test_detector_on_a_host_without_the_server_secret(self) -> None:
+        """
+        STS moved to a "host" with the server's public key, the allow-list
+        and STS's own pair only: it makes its host pair, registers an
+        endpoint naming that key, and the PCA configures it.
+        """
+        import shutil
+
+        await self.start_demo()
+        code, body = await self.api("POST", "/api/agents/detector:STS/stop")
+        self.assertEqual(code, 200, body)
+        await self.until_partition(
+            lambda p: not next(s for s in p["systems"] if s["id"] == "STS")["connected"], "without STS"
+        )
+        host = self.tmp / "daq07"
+        keys = host / "keys"
+        (keys / "agents").mkdir(parents=True)
+        shutil.copyfile(self.var / "keys" / "server.key", keys / "server.key")
+        shutil.copytree(self.var / "keys" / "authorized", keys / "authorized")
+        for name in ("detector.STS.key", "detector.STS.key_secret"):
+            shutil.copyfile(self.var / "keys" / "agents" / name, keys / "agents" / name)
+        seen = len(self.demo.lines)
+        detector, _ = spawn(
+            self,
+            "daq07-STS",
+            [tool("twistd"), "-n", "--pidfile=", "ecs-detector", "--id", "STS", "--type", "STS",
+             "--config", str(self.var / "demo-ecs.yaml"), "--state-dir", str(host)],
+            cwd=str(host),
+        )
+        for _ in range(600):
+            lines = [x for x in self.demo.lines[seen:] if "registered detector STS at" in x]
+            if lines:
+                break
+            await task.deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(lines, "\n".join(detector.lines[-40:]))
+        self.assertIn("#curve=", lines[0])
+        self.assertTrue((keys / "host.key_secret").exists())
+        self.assertFalse((keys / "server.key_secret").exists())
+        await self.until_partition(lambda p: all(s["connected"] for s in p["systems"]), "with STS again")
+        await self.configure_works()
+        self.assertFalse([x for x in detector.lines if "Traceback" in x], "\n".join(detector.lines[-40:]))

@@ -125,6 +125,13 @@ class InjectArgumentTests(SynchronousTestCase):
         self.assertNotEqual(code, 0)
         self.assertIn("--endpoint or --inventory", err)
 
+    def test_endpoint_with_a_mangled_key(self) -> None:
+        """An endpoint whose server key is not one is named before anything is sent."""
+        code, _, err = run("inject", "STS", "error", "--endpoint", "tcp://127.0.0.1:1#curve=abc")
+        self.assertNotEqual(code, 0)
+        self.assertIn("--endpoint", err)
+        self.assertIn("64 hex digits", err)
+
     def test_unknown_what(self) -> None:
         """Only error, resolved and detector-error can be injected."""
         parser = build_parser()

@@ -215,3 +215,21 @@ class RegistryServiceTests(SynchronousTestCase):
         self.assertIn("'kind' must be a non-empty string", reasons[2])
         self.assertIn("'ids' must hold non-empty strings", reasons[3])
         self.assertIn("'ids' must be a list", reasons[4])
+
+    def test_endpoint_key_must_be_one(self) -> None:
+        """An endpoint naming its server key is registered as is; a mangled key is refused by name."""
+        key = "ab" * 32
+        self.result(self.client.register(AgentInfo("d1", "detector", f"mem://h#curve={key}", pid=1)))
+        found = self.result(self.client.locate("detector", ["d1"]))
+        self.assertEqual(found["d1"].endpoint, f"mem://h#curve={key}")
+        node = MemoryNode(self.network, "attacker").connect("mem://registry")
+        errors: list[Any] = []
+        for endpoint in ("mem://h#curve=zz", f"mem://h#curve={key}00"):
+            body = {"id": "d2", "kind": "detector", "endpoint": endpoint}
+            node.request(REGISTRY, "register", body).addErrback(errors.append)
+        self.network.flush()
+        self.clock.advance(0)
+        self.assertEqual([e.value.code for e in errors], ["bad_request", "bad_request"])
+        self.assertIn("'endpoint'", errors[0].value.reason)
+        self.assertIn("64 hex digits", errors[1].value.reason)
+        self.assertEqual(self.result(self.client.locate("detector", ["d2"])), {})

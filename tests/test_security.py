@@ -190,18 +190,27 @@ class LoadKeysTests(SynchronousTestCase):
         self.assertEqual(keys.authorized_dir, self.dir / "authorized")
 
     def test_missing_directory(self) -> None:
-        """A missing directory names the server secret file and the init command."""
+        """A missing directory names the server key file and the init command, and makes nothing."""
         missing = Path(self.mktemp())
         error = self.assertRaises(KeyFileError, load_keys, missing)
-        self.assertIn(str(missing / "server.key_secret"), str(error))
+        self.assertIn(str(missing / "server.key"), str(error))
         self.assertIn(f"ecs keys init --dir {missing}", str(error))
+        self.assertFalse(missing.exists())
 
     def test_missing_server_secret(self) -> None:
-        """A server without its secret key is told which file to create."""
+        """
+        A serving host without the server secret (any agent host but the
+        ECA's) serves with a pair of its own and still verifies servers
+        with the server's public key.
+        """
+        server_public = load_keys(self.dir).server_public
         (self.dir / "server.key_secret").unlink()
-        error = self.assertRaises(KeyFileError, load_keys, self.dir)
-        self.assertIn(str(self.dir / "server.key_secret"), str(error))
-        self.assertIn(f"ecs keys init --dir {self.dir}", str(error))
+        keys = load_keys(self.dir)
+        self.assertIsNone(keys.server_secret)
+        self.assertEqual(keys.server_public, server_public)
+        self.assertIsNotNone(keys.host_secret)
+        self.assertNotEqual(keys.host_public, server_public)
+        self.assertEqual(keys.serving_pair(), (keys.host_public, keys.host_secret))
 
     def test_missing_client_secret(self) -> None:
         """A missing client secret is named, even for a pure client."""

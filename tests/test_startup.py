@@ -284,10 +284,11 @@ class StartupFailureTests(TestCase):
         """CURVE keys that are garbage, a folder where a key file belongs, or a damaged allow-list entry."""
         runs = []
         damage = {
-            "ecs-detector": ("client.key_secret", "garbage"),
+            # an agent's own pair (made at its first start, damaged since)
+            "ecs-detector": ("agents/detector.STS.key_secret", "garbage"),
             "ecs-pca": ("server.key_secret", "folder"),
             "ecs-global": ("server.key_secret", "garbage"),
-            "ecs-simhost": ("client.key_secret", "folder"),
+            "ecs-simhost": ("agents/simhost.sim#1-3.key_secret", "folder"),
             "ecs-eca": ("server.key_secret", "garbage"),
             "ecs-demo": ("server.key_secret", "garbage"),
         }
@@ -295,7 +296,8 @@ class StartupFailureTests(TestCase):
             state = self.tmp / plugin
             init_keys(state / "keys")
             path = state / "keys" / name
-            path.unlink()
+            path.parent.mkdir(exist_ok=True)
+            path.unlink(missing_ok=True)
             if how == "folder":
                 path.mkdir()
             else:
@@ -310,6 +312,13 @@ class StartupFailureTests(TestCase):
         runs.append(self.expect_exit("damaged allow-list entry", "ecs-eca",
                                      self.plugin_args("ecs-eca", state, security="curve"),
                                      rf"ECA cannot start: cannot read authorised CURVE key {re.escape(str(entry))}"))
+        # Agents elsewhere serve with their host's own pair; the ECA's registry needs the server's.
+        state = self.tmp / "no-server-secret"
+        init_keys(state / "keys")
+        (state / "keys" / "server.key_secret").unlink()
+        runs.append(self.expect_exit("no server secret", "ecs-eca",
+                                     self.plugin_args("ecs-eca", state, security="curve"),
+                                     r"the ECA serves the registry with the server pair: no .*server\.key_secret"))
         await self.gather(*runs)
 
     async def test_database_locked(self) -> None:

@@ -45,7 +45,16 @@ from zmq.utils.monitor import recv_monitor_message
 from ecs import protocol
 from ecs.net.curve import KeyAllowList
 from ecs.net.handshake import ConnectingSocket
-from ecs.net.keys import CurveKeys, KeyFileError, add_client, init_keys, load_keys
+from ecs.net.keys import (
+    KEY_MARK,
+    CurveKeys,
+    KeyFileError,
+    add_client,
+    endpoint_with_key,
+    init_keys,
+    load_keys,
+    split_endpoint,
+)
 from ecs.net.pubsub import TICK_TOPIC, Mirror, StateStore
 from ecs.net.registry import INCARNATION
 from ecs.net.transport import UNAUTHORISED, Request, RequestError, RequestTimeout
@@ -1194,11 +1203,90 @@ class CurveTests(ZmqTestCase):
         self.assertIn("`security: curve`", curve_sub.link.refusal or "")
 
     def test_serving_curve_needs_server_secret(self) -> None:
-        """A node with client-only keys cannot serve (no server secret)."""
+        """A node with client-only keys (no server secret, no host pair) cannot serve."""
         keys = attrs.evolve(self.keys(), server_secret=None)
         node = self.node("cli", keys)
         error = self.assertRaises(ValueError, node.serve, LOCAL)
         self.assertIn("server secret", str(error))
+
+
+class HostKeyTests(ZmqTestCase):
+    """
+    A host without the server secret serves with a pair of its own and
+    names its public key in its endpoints: the secret never leaves the
+    ECA's host.
+    """
+
+    def other_host(self, ca: Path) -> Path:
+        """An agent host's key directory: the server's public key, the allow-list, a client pair."""
+        directory = Path(self.mktemp()) / "keys"
+        directory.mkdir(parents=True)
+        shutil.copyfile(ca / "server.key", directory / "server.key")
+        shutil.copytree(ca / "authorized", directory / "authorized")
+        for name in ("client.key", "client.key_secret"):
+            shutil.copyfile(ca / name, directory / name)
+        return directory
+
+    def test_host_pair_made_once(self) -> None:
+        """The host's pair is made at the first load, private, and the same at the next."""
+        host = self.other_host(self.keys_dir())
+        keys = load_keys(host)
+        self.assertIsNone(keys.server_secret)
+        self.assertEqual(keys.serving_pair(), (keys.host_public, keys.host_secret))
+        self.assertEqual(keys.advertised_key, keys.host_public)
+        self.assertEqual((host / "host.key_secret").stat().st_mode & 0o777, 0o600)
+        self.assertEqual(load_keys(host).host_public, keys.host_public)
+        self.assertEqual([p.name for p in host.iterdir() if p.name.startswith(".")], [])
+        # A pure client (the CLI) makes nothing; the ECA's host advertises nothing.
+        self.assertIsNone(load_keys(self.other_host(self.keys_dir()), need_server_secret=False).host_public)
+        self.assertIsNone(self.keys().advertised_key)
+
+    def test_endpoint_names_its_key(self) -> None:
+        """An endpoint and its key go together and come apart; a mangled key is named."""
+        public, _ = zmq.curve_keypair()
+        address = endpoint_with_key("tcp://10.0.0.7:7201", public)
+        self.assertTrue(address.startswith("tcp://10.0.0.7:7201" + KEY_MARK))
+        self.assertEqual(split_endpoint(address), ("tcp://10.0.0.7:7201", public))
+        self.assertEqual(split_endpoint("tcp://10.0.0.7:7201"), ("tcp://10.0.0.7:7201", None))
+        error = self.assertRaises(ValueError, split_endpoint, address[:-2])
+        self.assertIn("64 hex digits", str(error))
+        self.assertIn("tcp://10.0.0.7:7201", str(error))
+
+    @async_test
+    async def test_served_with_host_key(self) -> None:
+        """
+        Requests and events reach a server of another host through the
+        endpoint it registered; the bare endpoint (the server key) is
+        refused at the handshake, so no other key stands in for the host's.
+        """
+        ca = self.keys_dir()
+        host_keys = load_keys(self.other_host(ca))
+        assert host_keys.host_public is not None
+        echo = Calls()
+        server = self.serve(self.node("detector", host_keys), {"STS": {"echo": echo}})
+        endpoint, key = split_endpoint(server.address)
+        self.assertEqual(key, host_keys.host_public)
+        eca_keys = load_keys(ca)
+        reply = await self.node("eca", eca_keys).connect(server.address).request("STS", "echo", {"n": 1})
+        self.assertEqual(reply["echo"], {"n": 1})
+
+        bare = self.node("bare", eca_keys, refused_retry_delay=0.05).connect(endpoint)
+        error = await self.assertFailure(bare.request("STS", "echo", {"n": 2}, timeout=5.0), RequestError)
+        self.assertIn("server key", error.reason)
+        self.assertEqual([r.body["n"] for r in echo.requests], [1])
+
+        publisher = self.node("detector-pub", host_keys).publish(LOCAL)
+        self.assertEqual(split_endpoint(publisher.address)[1], host_keys.host_public)
+        store = StateStore(publisher)
+        got: list[Envelope] = []
+        self.node("eca-sub", eca_keys).subscribe(publisher.address, ["state/"], got.append)
+        await wait_until(lambda: bool(got), "the first tick", between=publisher.tick)
+        store.set("STS", {"state": "Active"})
+        await wait_until(lambda: any(e.topic != TICK_TOPIC for e in got), "the state")
+
+        # Binding again an endpoint the registry remembered (with its key) binds the endpoint.
+        again = self.node("detector-2", host_keys).serve(server.address.replace(endpoint, LOCAL))
+        self.assertEqual(split_endpoint(again.address)[1], host_keys.host_public)
 
 
 class KeyAllowListTests(SynchronousTestCase):

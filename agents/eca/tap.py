@@ -146,6 +146,13 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     except ConfigError as e:
         fail(e)
     sequence = vocabulary.sequence
+    keys = composition.keys_for(ECA)
+    if keys is not None and keys.server_secret is None:
+        # Every agent and client reaches the registry with server.key.
+        fail(
+            f"the ECA serves the registry with the server pair: no {settings.key_dir / 'server.key_secret'} "
+            f"(run `ecs keys init --dir {settings.key_dir}` on the ECA's host)"
+        )
     agent_args: list[str] = []
     for name in ("config", "subsystems", "security"):
         if options[name]:
@@ -169,7 +176,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         settings,
         composition.subsystems,
         sequence,
-        composition.keys_for(ECA),
+        keys,
         options["web"],
         reactor,
         demo_detectors=demo,

@@ -2,10 +2,21 @@
 """
 CURVE keys: creation, loading and the allow-list of client keys.
 
+About 440 lines, one module: the files of a key directory, who makes and
+who reads each of them, and the endpoints that name a host's key are one
+subject, read together when a deployment's keys are in question.
+
 Layout of a key directory (created by C{ecs keys init --dir DIR})::
 
-    DIR/server.key, DIR/server.key_secret   every agent serves with this pair;
-                                            clients verify servers against it
+    DIR/server.key, DIR/server.key_secret   the ECA's host serves with this
+                                            pair; clients verify servers
+                                            against it (other hosts hold
+                                            server.key only)
+    DIR/host.key, DIR/host.key_secret       a host without the server secret
+                                            serves with its own pair, made at
+                                            its first start; its endpoints
+                                            carry the public key
+                                            (L{endpoint_with_key})
     DIR/client.key, DIR/client.key_secret   agents and the CLI on this host
                                             connect with this pair
     DIR/authorized/*.key                    public keys allowed to connect; the
@@ -17,6 +28,13 @@ Secret files are mode 0600 and the directory 0700.  A client whose public
 key is not in C{authorized/} is refused during the CURVE handshake: none of
 its messages reach a handler.  More clients (another host, an operator's
 tool) get their own pair with C{ecs keys add NAME}.
+
+The server secret never needs to leave the ECA's host.  An agent host that
+has only C{server.key} serves with a pair of its own (C{host.key}), and
+registers endpoints like C{tcp://10.0.0.7:7201#curve=<64 hex digits>}: whoever
+connects learns the key to expect from the registry, which it reached with
+the server key it trusts.  So one compromised agent host holds its own
+serving secret, never one that would let it pose as the ECA or another host.
 
 The allow-list is re-read by a serving process when C{authorized/} changes
 (a file added, removed or rewritten; see
@@ -33,6 +51,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import attrs
@@ -47,7 +66,38 @@ class KeyFileError(Exception):
 
 SERVER = "server"
 CLIENT = "client"
+HOST = "host"
 AUTHORIZED = "authorized"
+
+#: The mark between an endpoint and the public key (64 hex digits) of the
+#: host pair it is served with.
+KEY_MARK = "#curve="
+
+
+def endpoint_with_key(endpoint: str, public: bytes | None) -> str:
+    """C{endpoint} with C{public} (Z85) after L{KEY_MARK}; as is without a key."""
+    if public is None:
+        return endpoint
+    return f"{endpoint}{KEY_MARK}{z85.decode(public).hex()}"
+
+
+def split_endpoint(address: str) -> tuple[str, bytes | None]:
+    """
+    The endpoint to connect to and the server key (Z85) it names, if any.
+
+    @raise ValueError: for a key after L{KEY_MARK} that is not 64 hex
+        digits, naming the address.
+    """
+    endpoint, mark, key = address.partition(KEY_MARK)
+    if not mark:
+        return address, None
+    try:
+        raw = bytes.fromhex(key)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"endpoint {address!r}: the key after {KEY_MARK!r} must be 64 hex digits")
+    return endpoint, z85.encode(raw)
 
 
 @attrs.frozen
@@ -62,6 +112,22 @@ class CurveKeys:
     #: the name of the client pair (L{ecs.net.identity}): "client" for the
     #: host's shared operator pair, else an agent's own
     identity: str = CLIENT
+    #: this host's own serving pair, on a host without the server secret
+    host_public: bytes | None = None
+    host_secret: bytes | None = None
+
+    def serving_pair(self) -> tuple[bytes, bytes] | None:
+        """The pair to serve with: the server pair where its secret is, else the host's; None for a pure client."""
+        if self.server_secret is not None:
+            return self.server_public, self.server_secret
+        if self.host_public is not None and self.host_secret is not None:
+            return self.host_public, self.host_secret
+        return None
+
+    @property
+    def advertised_key(self) -> bytes | None:
+        """The public key our endpoints must name: None when serving with the server pair every client knows."""
+        return self.host_public if self.server_secret is None else None
 
     def authorized_keys(self) -> frozenset[bytes]:
         """
@@ -274,7 +340,9 @@ def load_keys(
     Load a key directory made by L{init_keys}.
 
     @param need_server_secret: False for pure clients (the CLI on another
-        host), which only verify servers.
+        host), which only verify servers.  A serving process on a host
+        without C{server.key_secret} serves with the host's own pair
+        (L{host_pair}, made here at the first start).
     @param identity: whose client pair: C{client} (the host's operator
         pair) or an agent identity (C{DIR/agents/NAME.key_secret},
         L{enrol_agent}).
@@ -284,7 +352,10 @@ def load_keys(
     @raise KeyFileError: naming the missing file and the command that makes it.
     """
     directory = Path(directory)
-    server_public, server_secret = _load_pair(directory, SERVER, need_server_secret)
+    server_public, server_secret = _load_pair(directory, SERVER, False)
+    host_public = host_secret = None
+    if need_server_secret and server_secret is None:
+        host_public, host_secret = host_pair(directory)
     if identity == CLIENT:
         client_public, client_secret = _load_pair(directory, CLIENT, True)
     else:
@@ -302,7 +373,32 @@ def load_keys(
     authorized = directory / AUTHORIZED
     if need_server_secret and not authorized.is_dir():
         raise KeyFileError(f"no allow-list directory {authorized}: run `ecs keys init --dir {directory}`")
-    return CurveKeys(server_public, server_secret, client_public, client_secret, authorized, identity)
+    return CurveKeys(
+        server_public, server_secret, client_public, client_secret, authorized, identity,
+        host_public, host_secret,
+    )
+
+
+def host_pair(directory: str | Path) -> tuple[bytes, bytes]:
+    """
+    This host's own serving pair (C{DIR/host.key[_secret]}), made at the
+    first call: both files appear at once (made aside, then renamed), so
+    two agents starting together on a host never read half a key; the
+    second to rename wins, and each serves with what it read.
+    """
+    directory = Path(directory)
+    if not (directory / f"{HOST}.key_secret").exists():
+        _secure_dir(directory)
+        aside = Path(tempfile.mkdtemp(prefix=".host-", dir=directory))
+        try:
+            public, secret = _create_pair(aside, HOST)
+            os.replace(public, directory / public.name)
+            os.replace(secret, directory / secret.name)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    public_key, secret_key = _load_pair(directory, HOST, True)
+    assert secret_key is not None
+    return public_key, secret_key
 
 
 def ensure_ssh_key(path: str | Path) -> bool:

@@ -132,7 +132,7 @@ class IRegistry(Interface):
 
 
 _ENDPOINT = Str(
-    pattern=r"(tcp://[^\s]+:(\d{1,5}|\*)|ipc://\S+|inproc://\S+|mem://\S+)",
+    pattern=r"(tcp://[^\s#]+:(\d{1,5}|\*)(#curve=[0-9a-f]{64})?|ipc://\S+|inproc://\S+|mem://\S+)",
     description="an endpoint like tcp://HOST:PORT",
 )
 

@@ -39,6 +39,7 @@ from zope.interface import implementer
 from ecs import protocol
 from ecs.net.authz import guarded, registry_rules
 from ecs.net.heartbeat import Heartbeat
+from ecs.net.keys import split_endpoint
 from ecs.net.registry import BULK, AgentInfo, IRegistry, Location, RegistryError
 from ecs.net.transport import INode, Request, RequestError, new_epoch
 
@@ -329,6 +330,17 @@ class RegistryService:
         self._dead.pop(endpoint, None)
         return True
 
+    @classmethod
+    def _endpoint(cls, body: dict[str, Any], key: str) -> str | None:
+        """An endpoint of a registration; a server key it names must be one (L{split_endpoint})."""
+        value: str | None = cls._text(body, key, optional=True)
+        if value is not None:
+            try:
+                split_endpoint(value)
+            except ValueError as e:
+                raise RequestError(protocol.BAD_REQUEST, f"'{key}': {e}") from None
+        return value
+
     def _info(self, body: Any) -> AgentInfo:
         if not isinstance(body, dict):
             raise RequestError(protocol.BAD_REQUEST, "an agent's registration must be an object")
@@ -336,8 +348,8 @@ class RegistryService:
         return AgentInfo(
             self._text(body, "id"),
             self._text(body, "kind"),
-            self._text(body, "endpoint", optional=True),
-            self._text(body, "publish", optional=True),
+            self._endpoint(body, "endpoint"),
+            self._endpoint(body, "publish"),
             host=self._text(body, "host", optional=True) or "?",
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else -1,
             version=self._text(body, "version", optional=True) or "?",

@@ -50,7 +50,7 @@ from ecs.net.correlator import CorrelatedClient, Correlator
 from ecs.net.curve import KeyAllowList
 from ecs.net.dispatcher import Dispatcher
 from ecs.net.handshake import ConnectingSocket
-from ecs.net.keys import CurveKeys
+from ecs.net.keys import KEY_MARK, CurveKeys, endpoint_with_key, split_endpoint
 from ecs.net.pubsub import TICK_TOPIC, PublisherCore, SubscriberCore, batch_prefixes
 from ecs.net.transport import (
     Handler,
@@ -271,6 +271,7 @@ class ZmqClient(CorrelatedClient):
     def __init__(self, node: ZmqNode, address: str) -> None:
         self.node = node
         self.address = address
+        endpoint, self._server_key = split_endpoint(address)
         self.correlator = Correlator(
             lambda frame: _send(self.connection, [frame]),
             node.reactor,
@@ -281,7 +282,7 @@ class ZmqClient(CorrelatedClient):
         )
         self.link = ConnectingSocket(
             node,
-            address,
+            endpoint,
             self._open,
             refused=self.correlator.handshake_refused,
             accepted=self.correlator.handshake_succeeded,
@@ -290,7 +291,7 @@ class ZmqClient(CorrelatedClient):
     def _open(self) -> _Dealer:
         """A configured DEALER, not connected yet."""
         connection = _Dealer(self.node.factory, self)
-        self.node.configure_socket(connection.socket, server=False)
+        self.node.configure_socket(connection.socket, server=False, server_key=self._server_key)
         connection.socket.setsockopt(zmq.IMMEDIATE, 1)
         return connection
 
@@ -349,12 +350,13 @@ class ZmqSubscriber(SubscriberCore):
         super().__init__(address, callback, node.max_size, [*prefixes, TICK_TOPIC])
         self.node = node
         self._prefixes = batch_prefixes([*prefixes, TICK_TOPIC])
-        self.link = ConnectingSocket(node, address, self._open)
+        endpoint, self._server_key = split_endpoint(address)
+        self.link = ConnectingSocket(node, endpoint, self._open)
 
     def _open(self) -> _Sub:
         """A configured SUB with our subscriptions, not connected yet."""
         connection = _Sub(self.node.factory, self)
-        self.node.configure_socket(connection.socket, server=False)
+        self.node.configure_socket(connection.socket, server=False, server_key=self._server_key)
         for prefix in self._prefixes:
             connection.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
         return connection
@@ -465,8 +467,15 @@ class ZmqNode:
             )
         return _REFUSED
 
-    def configure_socket(self, socket: zmq.Socket[Any], server: bool) -> None:
-        """Set limits and CURVE options; must precede bind/connect."""
+    def configure_socket(
+        self, socket: zmq.Socket[Any], server: bool, server_key: bytes | None = None
+    ) -> None:
+        """
+        Set limits and CURVE options; must precede bind/connect.
+
+        @param server_key: for a client, the key its endpoint named
+            (L{split_endpoint}); default: the server key of the key directory.
+        """
         socket.setsockopt(zmq.SNDHWM, self.high_water_mark)
         socket.setsockopt(zmq.RCVHWM, self.high_water_mark)
         socket.setsockopt(zmq.MAXMSGSIZE, self.max_size + 4096)
@@ -474,26 +483,33 @@ class ZmqNode:
         if self.keys is None:
             return
         if server:
-            if self.keys.server_secret is None:
-                raise ValueError("serving needs the server secret key")
+            pair = self.keys.serving_pair()
+            if pair is None:
+                raise ValueError("serving needs the server secret key or this host's own pair")
             self._start_authenticator()
             socket.curve_server = True
-            socket.curve_secretkey = self.keys.server_secret
-            socket.curve_publickey = self.keys.server_public
+            socket.curve_publickey, socket.curve_secretkey = pair
         else:
-            socket.curve_serverkey = self.keys.server_public
+            socket.curve_serverkey = server_key or self.keys.server_public
             socket.curve_publickey = self.keys.client_public
             socket.curve_secretkey = self.keys.client_secret
 
     def bind(self, connection: Any, address: str) -> str:
-        """Bind C{connection}; return the endpoint actually bound."""
+        """
+        Bind C{connection}; return the endpoint actually bound, naming the
+        key it is served with when that is this host's own
+        (L{endpoint_with_key}).  A key in C{address} (an endpoint the
+        registry remembered) is not part of what is bound.
+        """
+        address = address.partition(KEY_MARK)[0]
         try:
             connection.addEndpoints([ZmqEndpoint(ZmqEndpointType.bind, address)])
         except zmq.ZMQError as e:
             connection.shutdown()
             raise OSError(f"cannot bind {address}: {e}") from None
         bound = connection.socket.getsockopt(zmq.LAST_ENDPOINT)
-        return bound.decode("utf-8") if isinstance(bound, bytes) else str(bound)
+        endpoint = bound.decode("utf-8") if isinstance(bound, bytes) else str(bound)
+        return endpoint_with_key(endpoint, self.keys.advertised_key if self.keys else None)
 
     def serve(self, address: str) -> ZmqServer:
         """See L{INode.serve}."""
