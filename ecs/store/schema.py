@@ -227,10 +227,26 @@ def _v4_management() -> list[str]:
     ]
 
 
-SCHEMA_VERSION = 4
+def _v5_runs() -> list[str]:
+    """Run types, comments, shift crew and conditions (issue 14)."""
+    return []
+
+
+def _v5_exclusions() -> list[str]:
+    """Systems excluded from their partition's runs (issue 14)."""
+    return []
+
+
+SCHEMA_VERSION = 5
 """The schema version this code reads and writes."""
 
-UPGRADES: dict[int, list[str]] = {1: _v1(), 2: _v2(), 3: _v3(), 4: _v4_runs() + _v4_management() + _v4_accounts()}
+UPGRADES: dict[int, list[str]] = {
+    1: _v1(),
+    2: _v2(),
+    3: _v3(),
+    4: _v4_runs() + _v4_management() + _v4_accounts(),
+    5: _v5_runs() + _v5_exclusions(),
+}
 """
 The statements that bring a database from version C{n - 1} to C{n}, for
 each C{n} from 1 to L{SCHEMA_VERSION}.  Each version is applied in one
