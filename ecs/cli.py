@@ -202,7 +202,12 @@ def _inject(args: argparse.Namespace) -> int:
         raise SystemExit(f"ecs inject: {args.what} takes no detector id")
     if args.partition:
         body["partition"] = args.partition
+    if not args.endpoint and not args.inventory:
+        from ecs.client.cli import inject_through_eca
+
+        return inject_through_eca(args, body)
     return _request(args, "inject", body)
+
 
 
 def _agent_status(args: argparse.Namespace) -> int:
@@ -345,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--dir", required=True)
     revoke.set_defaults(func=_keys_revoke)
 
-    inject = commands.add_parser("inject", help="report a local fault to a controller")
+    inject = commands.add_parser("inject", help="report a fault to a controller (through the ECA; --endpoint: direct)")
     _agent_options(inject)
     inject.add_argument("what", choices=("error", "resolved", "detector-error"))
     inject.add_argument("detector", nargs="?", help="detector id (detector-error only)")

@@ -237,6 +237,14 @@ class IControlCenter(Interface):
     def agent_output(user: User, agent: str, lines: int) -> defer.Deferred[dict[str, Any]]:
         """C{{agent, text}}: the last lines of its output (expert)."""
 
+    def inject(user: User, system: str, body: Any) -> defer.Deferred[dict[str, Any]]:
+        """
+        Report a fault to controller C{system} through the ECA (expert;
+        audited): C{body} is C{{"what": "error" | "resolved" |
+        "detector_error", "partition"?, "detector"?}}; the controller's
+        answer.  404 when it is not running.
+        """
+
     # -- alarms (see agents.eca.alarms) ----------------------------------------
 
     def alarms(user: User, include_all: bool = False,

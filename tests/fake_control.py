@@ -528,6 +528,18 @@ class FakeControlCenter:
         self._agent(agent)
         return {"agent": agent, "text": "".join(f"line {n}\n" for n in range(1, lines + 1))}
 
+    def inject(self, user: User, system: str, body: Any) -> dict[str, Any]:
+        """Expert: the real checks of the body; a system of any partition answers with its new state."""
+        from agents.eca.inject import FaultInjector
+
+        self._require(user, "expert")
+        request = FaultInjector._checked(body)
+        if not any(system in p["systems"] for p in self.partitions_.values()):
+            raise ControlError("not_found", f"no running controller {system!r} is registered")
+        self.audit.append((user.name, "inject", (system, request["what"])))
+        state = "Error" if request["what"] == "error" else "Active"
+        return {"system": system, "results": {system: state}}
+
     # -- alarms (no clock: shelving hides nothing here; the web layer checks the times) -----------
 
     def _alarm(self, alarm_id: int) -> dict[str, Any]:

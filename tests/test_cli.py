@@ -15,6 +15,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ecs.cli import build_parser, main, request_agent
+from ecs.exits import EXIT_AUTH
 
 FSM = Path(__file__).resolve().parent.parent / "fsm"
 
@@ -121,9 +122,19 @@ class InjectArgumentTests(SynchronousTestCase):
 
     def test_needs_endpoint_or_inventory(self) -> None:
         """Without --endpoint or --inventory the agent cannot be found."""
-        code, _, err = run("inject", "STS", "error")
+        code, _, err = run("agent-status", "STS")
         self.assertNotEqual(code, 0)
         self.assertIn("--endpoint or --inventory", err)
+
+    def test_inject_without_endpoint_goes_through_the_eca(self) -> None:
+        """Without --endpoint, inject asks the ECA the CLI is logged in to: not logged in, it says so."""
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        self.patch(os, "environ", {**os.environ, "XDG_CONFIG_HOME": home, "ECS_URL": "http://127.0.0.1:9"})
+        code, _, err = run("inject", "STS", "error")
+        self.assertEqual(code, EXIT_AUTH)
+        self.assertIn("not logged in to http://127.0.0.1:9", err)
+        self.assertIn("ecs login", err)
 
     def test_endpoint_with_a_mangled_key(self) -> None:
         """An endpoint whose server key is not one is named before anything is sent."""

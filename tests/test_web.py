@@ -163,6 +163,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("/api/agents/<agent>", "DELETE"): "admin",
     ("/api/agents/<agent>/<any(start,stop,restart):command>", "POST"): "expert",
     ("/api/agents/<agent>/output", "GET"): "expert",
+    ("/api/systems/<system>/inject", "POST"): "expert",
     ("/api/configs", "GET"): "viewer",
     ("/api/configs/<cid>", "GET"): "viewer",
     ("/api/configs/<cid>", "PUT"): "expert",

@@ -20,6 +20,7 @@ from agents.eca.alarms import Alarms
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
 from agents.eca.events import EventLog
+from agents.eca.inject import FaultInjector
 from agents.eca.inventory import Inventory
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
@@ -49,6 +50,7 @@ class ControlCenter:
         metrics: EcaMetrics,
         alarms: Alarms,
         reloader: Reloader,
+        injector: FaultInjector,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -63,6 +65,7 @@ class ControlCenter:
         self._metrics = metrics
         self._alarms = alarms
         self._reloader = reloader
+        self._injector = injector
 
     # -- authentication ---------------------------------------------------------------
 
@@ -227,6 +230,10 @@ class ControlCenter:
     def agent_output(self, user: User, agent: str, lines: int) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.agent_output}."""
         return self._agents.agent_output(user, agent, lines)
+
+    def inject(self, user: User, system: str, body: Any) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.inject}."""
+        return self._injector.inject(user, system, body)
 
     # -- alarms -------------------------------------------------------------------------------------
 

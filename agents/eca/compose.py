@@ -37,6 +37,7 @@ from agents.eca.center import ControlCenter
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
 from agents.eca.events import EventLog
+from agents.eca.inject import FaultInjector
 from agents.eca.inventory import Inventory
 from agents.eca.logbook import LogBook
 from agents.eca.metrics import EcaMetrics
@@ -225,7 +226,7 @@ def build_eca(
 
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
-        alarms, reloader,
+        alarms, reloader, FaultInjector(node, registry.entries, audit, logbook),
     )
     return Eca(
         center,

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ecs import textview
 from ecs.client.api import HttpApi
@@ -230,6 +231,21 @@ def cmd_shared(ctx: Context) -> int:
         read_password=_read_password,
     )
     return run_now(ctx.args.spec.run(run))
+
+
+def inject_through_eca(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """
+    C{ecs inject} without C{--endpoint}: through the ECA the CLI is logged
+    in to (C{POST /api/systems/{id}/inject}, expert, audited), which sends
+    it with the ECA's key.
+    """
+
+    def handler(ctx: Context) -> int:
+        answer = ctx.client.post(f"/api/systems/{quote(args.agent, safe='')}/inject", body)
+        ctx.out(json.dumps(answer, indent=2, sort_keys=True), answer)
+        return EXIT_OK
+
+    return run(handler)(args)
 
 
 # -- the parser ---------------------------------------------------------------------------

@@ -139,6 +139,12 @@ async def agent_command(self: WebAPI, request: IRequest, session: Session, agent
     self._body(request, (), required=False)
     return self._json(request, await self._call(self.center.agent_command, session.user, agent, command))
 
+@authorized_route(WebAPI.app, "expert", "/api/systems/<system>/inject", methods=["POST"])
+async def system_inject(self: WebAPI, request: IRequest, session: Session, system: str) -> bytes:
+    """Report a fault to a controller through the ECA (expert; audited): {what, partition?, detector?}."""
+    body = self._body(request, ("what", "partition", "detector"))
+    return self._json(request, await self._call(self.center.inject, session.user, system, body))
+
 @authorized_route(WebAPI.app, "expert", "/api/agents/<agent>/output", methods=["GET"])
 async def agent_output(self: WebAPI, request: IRequest, session: Session, agent: str) -> bytes:
     """The last lines of an agent's output (?lines=N, at most 2000, default 200)."""
