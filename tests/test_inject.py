@@ -18,23 +18,15 @@ from ecs.net.memory import MemoryNetwork, MemoryNode
 from ecs.net.registry import AgentInfo
 from ecs.net.remote_registry import Entry
 from ecs.net.transport import Request, RequestError
-from tests.support.eca_parts import inline_store
+from tests.support.eca_parts import FakeLogBook, inline_store
 
 EXPERT = User("erin", ("expert",))
 OPERATOR = User("otto", ("operator",))
 
 
-class FakeLogBook:
-    """Records operator log lines."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, str, str | None]] = []
-
-    def log(self, level: str, source: str, message: str, partition: str | None, when: float | None = None) -> None:
-        self.lines.append((level, source, message, partition))
-
-
 class FaultInjectorTests(SynchronousTestCase):
+    """The injector on a memory network, with a real store for the audit trail."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.network = MemoryNetwork(self.clock)

@@ -35,7 +35,7 @@ from tests.fake_control import FakeControlCenter
 from tests.pca_harness import PartitionHarness
 from tests.procs import ROOT, Collected, call_api, free_port, spawn, tool
 from tests.procs import stop as stop_watched
-from tests.support.eca_parts import inline_store
+from tests.support.eca_parts import FakeLogBook, inline_store
 from tests.test_web import WebTestCase
 
 ADMIN = User("root", ("admin",))
@@ -163,16 +163,6 @@ class FakePartition:
         self.id = partition_id
         self.connected = connected
         self.link = FakeLink()
-
-
-class FakeLogBook:
-    """Records operator log lines."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, str, str | None]] = []
-
-    def log(self, level: str, source: str, message: str, partition: str | None, when: float | None = None) -> None:
-        self.lines.append((level, source, message, partition))
 
 
 class ReloaderTests(SynchronousTestCase):

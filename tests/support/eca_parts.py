@@ -47,6 +47,16 @@ class Recorder:
             setattr(self, method, record)
 
 
+class FakeLogBook:
+    """Records operator log lines: (level, source, message, partition)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, str, str | None]] = []
+
+    def log(self, level: str, source: str, message: str, partition: str | None, when: float | None = None) -> None:
+        self.lines.append((level, source, message, partition))
+
+
 def inline_store(case: SynchronousTestCase, clock: Clock) -> Store:
     """A real store in a temporary folder whose operations fire at once; closed at cleanup."""
     store = case.successResultOf(Store.open(Path(case.mktemp()) / "ecs.sqlite", clock, runner=inline_runner))
