@@ -20,6 +20,7 @@ from agents.eca.alarms import Alarms
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
 from agents.eca.events import EventLog
+from agents.eca.exclusions import Exclusions
 from agents.eca.inventory import Inventory
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
@@ -49,6 +50,7 @@ class ControlCenter:
         metrics: EcaMetrics,
         alarms: Alarms,
         reloader: Reloader,
+        exclusions: Exclusions,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -63,6 +65,7 @@ class ControlCenter:
         self._metrics = metrics
         self._alarms = alarms
         self._reloader = reloader
+        self._exclusions = exclusions
 
     # -- authentication ---------------------------------------------------------------
 
@@ -119,6 +122,14 @@ class ControlCenter:
     ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.command}."""
         return self._commands.command(user, partition_id, command, body)
+
+    def exclude(self, user: User, partition_id: str, system: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.exclude}."""
+        return self._exclusions.change(user, partition_id, system, exclude=True)
+
+    def include(self, user: User, partition_id: str, system: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.include}."""
+        return self._exclusions.change(user, partition_id, system, exclude=False)
 
     # -- partitions and detectors ----------------------------------------------------------
 
