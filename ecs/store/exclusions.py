@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from ecs.store.errors import StoreError, check_name
 from ecs.store.txn import _all, _deferred, _exists, _StoreArea, _Txn
 
-#: At most this many runs in one L{ExclusionOperations.run_exclusions} question.
-MAX_RUNS_ASKED = 1000
+#: Runs asked about per statement (SQLite limits the bound values of one statement).
+RUNS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,20 +92,22 @@ class ExclusionOperations(_StoreArea):
     async def run_exclusions(self, runs: Sequence[int]) -> dict[int, list[ExclusionRow]]:
         """Who was excluded from each of C{runs} (runs without exclusions are left out)."""
         numbers = list(runs)
-        if len(numbers) > MAX_RUNS_ASKED or not all(type(n) is int for n in numbers):
-            raise StoreError("bad_request", f"run numbers: a list of at most {MAX_RUNS_ASKED} integers")
+        if not all(type(n) is int for n in numbers):
+            raise StoreError("bad_request", "run numbers: a list of integers")
 
         def op(txn: _Txn) -> dict[int, list[ExclusionRow]]:
             found: dict[int, list[ExclusionRow]] = {}
-            marks = ", ".join("?" * len(numbers))
-            rows = _all(
-                txn,
-                "SELECT r.run, p.partition, r.system, r.excluded_by, r.excluded_at FROM run_exclusions r"  # noqa: S608 - placeholders only
-                f" JOIN runs p ON p.number = r.run WHERE r.run IN ({marks}) ORDER BY r.run, r.system",
-                numbers,
-            )
-            for run, *rest in rows:
-                found.setdefault(run, []).append(ExclusionRow(*rest))
+            for first in range(0, len(numbers), RUNS_PER_STATEMENT):
+                chunk = numbers[first:first + RUNS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                rows = _all(
+                    txn,
+                    "SELECT r.run, p.partition, r.system, r.excluded_by, r.excluded_at FROM run_exclusions r"  # noqa: S608 - placeholders only
+                    f" JOIN runs p ON p.number = r.run WHERE r.run IN ({marks}) ORDER BY r.run, r.system",
+                    chunk,
+                )
+                for run, *rest in rows:
+                    found.setdefault(run, []).append(ExclusionRow(*rest))
             return found
 
         return await self._read(op, what="read run exclusions") if numbers else {}
