@@ -153,6 +153,15 @@ class IControlCenter(Interface):
         """configure/start/stop/abort/reset on a partition; the user must hold its
         control (operator role); the PCA's refusal comes back as conflict/locked."""
 
+    def exclude(user: User, partition_id: str, system: str) -> defer.Deferred[dict[str, Any]]:
+        """Leave C{system} out of the partition's configure and runs (it stays assigned and
+        watched, shown as Excluded); the user must hold the partition's control; conflict
+        while it records or configures, or for a system never excluded; not_found for an
+        unknown system; audited.  Fires with the PCA's record, C{system} and C{excluded}."""
+
+    def include(user: User, partition_id: str, system: str) -> defer.Deferred[dict[str, Any]]:
+        """Take an excluded C{system} back (the next configure configures it); as L{exclude}."""
+
     # -- management (need the ECS control, expert role) ---------------------
 
     def create_partition(user: User, partition_id: str) -> defer.Deferred[dict[str, Any]]:

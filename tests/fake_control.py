@@ -65,7 +65,7 @@ class FakeControlCenter:
         self.reload_types: set[str] = set()
         self.partitions_: dict[str, dict[str, Any]] = {
             "demo": {"id": "demo", "state": "Idle", "tag": None, "locked": False,
-                     "systems": ["TFC", "DCS", "QA", "FLES", "STS", "MVD"]},
+                     "systems": ["TFC", "DCS", "QA", "FLES", "STS", "MVD"], "excluded": set()},
         }
         self.detectors: dict[str, dict[str, Any]] = {
             "STS": {"id": "STS", "type": "sts", "partition": "demo", "state": "Idle"},
@@ -173,8 +173,11 @@ class FakeControlCenter:
     def partition(self, partition_id: str) -> dict[str, Any]:
         """One partition in full; not_found."""
         p = self._partition(partition_id)
-        systems = [{"id": s, "kind": "detector" if s in self.detectors else "global", "state": p["state"],
-                    "raw_state": p["state"], "tag": p["tag"], "comment": "", "connected": True} for s in p["systems"]]
+        excluded = p.get("excluded", set())
+        systems = [{"id": s, "kind": "detector" if s in self.detectors else "global",
+                    "state": "Excluded" if s in excluded else p["state"], "raw_state": p["state"], "tag": p["tag"],
+                    "comment": "", "connected": True, **({"excluded": True} if s in excluded else {})}
+                   for s in p["systems"]]
         return {**self._short(p), "locked": p["locked"], "allowed": sorted(TRANSITIONS[p["state"]]),
                 "progress": None, "systems": systems}
 
@@ -267,6 +270,35 @@ class FakeControlCenter:
             p["tag"] = body.get("tag")
         self.emit("state", {"partition": partition_id, "state": p["state"]}, partition_id)
         return {"partition": partition_id, "command": command, "state": p["state"]}
+
+    def _exclusion(self, user: User, partition_id: str, system: str, exclude: bool) -> dict[str, Any]:
+        """The rules of IControlCenter.exclude and include, on this fake's partition."""
+        self._require(user, "operator")
+        p = self._partition(partition_id)
+        if self.holders.get(partition_id) != user.name:
+            raise ControlError("conflict", f"you do not hold {partition_id}", holder=self.holders.get(partition_id))
+        if system not in p["systems"]:
+            raise ControlError("not_found", f"no system {system!r} in partition {partition_id}")
+        if p["state"] == "Running":
+            raise ControlError("conflict", f"partition {partition_id} is recording: stop it first")
+        if exclude and system == "TFC":
+            raise ControlError("conflict", "TFC cannot be excluded: TFC may never be excluded")
+        excluded = p.setdefault("excluded", set())
+        (excluded.add if exclude else excluded.discard)(system)
+        action = "exclude" if exclude else "include"
+        self.commands.append((user.name, partition_id, action, {"system": system}))
+        self.emit("state", {"partition": partition_id, "key": f"system/{system}"}, partition_id)
+        return {"id": partition_id, "state": p["state"], "excluded": sorted(excluded)}
+
+    @_deferred
+    def exclude(self, user: User, partition_id: str, system: str) -> dict[str, Any]:
+        """Exclude a system (not while Running; never TFC)."""
+        return self._exclusion(user, partition_id, system, True)
+
+    @_deferred
+    def include(self, user: User, partition_id: str, system: str) -> dict[str, Any]:
+        """Include a system again."""
+        return self._exclusion(user, partition_id, system, False)
 
     # -- management ------------------------------------------------------------------------
 

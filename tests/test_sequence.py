@@ -280,6 +280,34 @@ class RejectionTests(SynchronousTestCase):
             error.problems,
         )
 
+    def test_never_excluded(self) -> None:
+        """never_excluded names systems a stage configures (or detectors), each once, in a list."""
+        data = shipped_data()
+        data["never_excluded"] = ["TFC", "XYZ", "TFC", "detectors"]
+        self.assert_rejected(
+            data,
+            "partition.yaml: never_excluded[1]: 'XYZ' is not configured by any stage "
+            "(stages configure: TFC, detectors, FLES, DCS, QA)",
+            "partition.yaml: never_excluded[2]: never-excluded system 'TFC' is already used at "
+            "never_excluded[0]; list each system once",
+        )
+        data["never_excluded"] = "TFC"
+        [line] = self.rejected(data)
+        self.assertIn("never_excluded: expected a list", line)
+
+    def test_exclusion_refused(self) -> None:
+        """The shipped sequence never excludes TFC nor the recording systems; detectors and DCS may be."""
+        sequence = parse_sequence(shipped_data(), "partition.yaml", GLOBALS)
+        self.assertIn("never_excluded", sequence.exclusion_refused("TFC", False) or "")
+        self.assertIn("recording system", sequence.exclusion_refused("FLES", False) or "")
+        self.assertIsNone(sequence.exclusion_refused("DCS", False))
+        self.assertIsNone(sequence.exclusion_refused("STS", True))
+        data = shipped_data()
+        data["never_excluded"] = ["detectors"]
+        self.assertIsNotNone(parse_sequence(data, "p.yaml", GLOBALS).exclusion_refused("STS", True))
+        del data["never_excluded"]
+        self.assertIsNone(parse_sequence(data, "p.yaml", GLOBALS).exclusion_refused("TFC", False))
+
     def test_unknown_top_level_key(self) -> None:
         """An unknown top-level key is refused with a suggestion."""
         data = shipped_data()

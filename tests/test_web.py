@@ -148,7 +148,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("/api/partitions/<pid>", "DELETE"): "expert",
     ("/api/partitions/<pid>/control", "POST"): "operator",
     ("/api/partitions/<pid>/control", "DELETE"): "operator",
-    ("/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>", "POST"): "operator",
+    ("/api/partitions/<pid>/<any(configure,start,stop,abort,reset,exclude,include):command>", "POST"): "operator",
     ("/api/control", "GET"): "viewer",
     ("/api/control", "POST"): "expert",
     ("/api/control", "DELETE"): "expert",

@@ -20,6 +20,7 @@ from agents.eca.alarms import Alarms
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
 from agents.eca.events import EventLog
+from agents.eca.exclusions import Exclusions
 from agents.eca.inject import FaultInjector
 from agents.eca.inventory import Inventory
 from agents.eca.metrics import EcaMetrics
@@ -50,6 +51,7 @@ class ControlCenter:
         metrics: EcaMetrics,
         alarms: Alarms,
         reloader: Reloader,
+        exclusions: Exclusions,
         injector: FaultInjector,
     ) -> None:
         self._events = events
@@ -65,6 +67,7 @@ class ControlCenter:
         self._metrics = metrics
         self._alarms = alarms
         self._reloader = reloader
+        self._exclusions = exclusions
         self._injector = injector
 
     # -- authentication ---------------------------------------------------------------
@@ -122,6 +125,14 @@ class ControlCenter:
     ) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.command}."""
         return self._commands.command(user, partition_id, command, body)
+
+    def exclude(self, user: User, partition_id: str, system: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.exclude}."""
+        return self._exclusions.change(user, partition_id, system, exclude=True)
+
+    def include(self, user: User, partition_id: str, system: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.include}."""
+        return self._exclusions.change(user, partition_id, system, exclude=False)
 
     # -- partitions and detectors ----------------------------------------------------------
 

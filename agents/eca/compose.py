@@ -37,6 +37,7 @@ from agents.eca.center import ControlCenter
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
 from agents.eca.events import EventLog
+from agents.eca.exclusions import Exclusions
 from agents.eca.inject import FaultInjector
 from agents.eca.inventory import Inventory
 from agents.eca.logbook import LogBook
@@ -209,6 +210,7 @@ def build_eca(
         store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems
     )
     commands = Commands(store, partitions, scopes, audit, clock, metrics, runs)
+    exclusions = Exclusions(store, partitions, scopes, audit, logbook)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
@@ -221,12 +223,12 @@ def build_eca(
         )
     )  # back edge 1
     observers.observe(agents.registry_changed)  # back edge 1
-    partitions.wire(inventory)  # back edge 2
+    partitions.wire(inventory, exclusions)  # back edge 2
     metrics.observe_partitions(partitions.samples)
 
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
-        alarms, reloader, FaultInjector(node, registry.entries, audit, logbook),
+        alarms, reloader, exclusions, FaultInjector(node, registry.entries, audit, logbook),
     )
     return Eca(
         center,

@@ -125,6 +125,16 @@ class IInventoryEvents(Interface):
         """A system of C{partition} is connected."""
 
 
+class IExclusionEvents(Interface):
+    """What the partitions tell the exclusions (back edge: L{agents.eca.partitions.Partitions.wire})."""
+
+    def partition_fresh(partition: str) -> None:
+        """A fresh snapshot of C{partition}'s PCA came (it started, restarted, or the ECA did)."""
+
+    def partition_seen(partition: str) -> None:
+        """The record of C{partition}'s PCA changed (its operation may have ended)."""
+
+
 class IPartitionObserver(Interface):
     """What a L{agents.eca.link.PartitionLink} tells about the PCA it follows."""
 

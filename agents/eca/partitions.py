@@ -5,7 +5,8 @@ L{PartitionLink} to its PCA and a L{PartitionPicture} of what it
 publishes), and what their changes set off: live events, operator log
 lines, run records (L{IRunBook}), the metrics, and the inventory's
 pending tells (L{IInventoryEvents}, wired after construction: the
-inventory is built from the partitions, so this is a back edge), and the
+inventory is built from the partitions, so this is a back edge), the
+exclusions each PCA must be told (L{IExclusionEvents}, the same way), and the
 alarm conditions the records show (L{IAlarms}: a system in Error or not
 answering, the PCA gone, a DCS alarm the PCA logged).
 """
@@ -22,7 +23,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from agents.eca.alarms import IAlarms
-from agents.eca.interfaces import IEventSource, IInventoryEvents, ILogBook, IPartitionObserver, IRunBook
+from agents.eca.interfaces import (
+    IEventSource,
+    IExclusionEvents,
+    IInventoryEvents,
+    ILogBook,
+    IPartitionObserver,
+    IRunBook,
+)
 from agents.eca.link import PartitionLink
 from agents.eca.metrics import EcaMetrics, PartitionSample
 from agents.eca.picture import (
@@ -136,6 +144,8 @@ class Partition:
     def got_reset(self, present: frozenset[str]) -> None:
         """See L{IPartitionObserver.got_reset}."""
         self._owner.carry_out(self, self.picture.reset(present))
+        if self._owner.exclusions is not None:
+            self._owner.exclusions.partition_fresh(self.id)
 
     def got_connected(self, connected: bool) -> None:
         """See L{IPartitionObserver.got_connected}."""
@@ -198,11 +208,13 @@ class Partitions:
         self.metrics = metrics
         self.alarms = alarms
         self._inventory: IInventoryEvents | None = None
+        self.exclusions: IExclusionEvents | None = None
         self._partitions: dict[str, Partition] = {}
 
-    def wire(self, inventory: IInventoryEvents) -> None:
-        """The back edge to the inventory (see the module docstring)."""
+    def wire(self, inventory: IInventoryEvents, exclusions: IExclusionEvents | None = None) -> None:
+        """The back edges to the inventory and the exclusions (see the module docstring)."""
         self._inventory = IInventoryEvents(inventory)
+        self.exclusions = IExclusionEvents(exclusions) if exclusions is not None else None
 
     # -- the set ---------------------------------------------------------------------
 
@@ -309,6 +321,8 @@ class Partitions:
             elif isinstance(effect, PartitionSeen):
                 if self._inventory is not None:
                     self._inventory.partition_seen(partition.id)
+                if self.exclusions is not None:
+                    self.exclusions.partition_seen(partition.id)
             elif isinstance(effect, SystemSeen):
                 self.runs.progress(partition.id)
                 if self._inventory is not None:

@@ -269,9 +269,13 @@ class PartitionPicture:
     # -- helpers ---------------------------------------------------------------------
 
     def _conditions(self, system: str, value: dict[str, Any] | None) -> list[Effect]:
-        """The alarm conditions of one system record (None: it left the partition: none holds)."""
-        if value is None:
-            self._came_up.discard(system)
+        """
+        The alarm conditions of one system record (None: it left the
+        partition; or it is excluded: its faults do not count, none holds).
+        """
+        if value is None or value.get("excluded"):
+            if value is None or not value.get("connected"):
+                self._came_up.discard(system)
             return [Condition(kind, system, False) for kind in ("system_error", "system_unreachable", "dcs_alarm")]
         error = _in_error(value)
         connected = bool(value.get("connected"))

@@ -41,10 +41,22 @@ class Records:
         )
 
     def runs(self, partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
-        """See L{ecs.control.IControlCenter.runs}."""
-        return self._store.runs(partition_id, limit).addCallbacks(
-            lambda rows: [dataclasses.asdict(r) for r in rows], raise_store
-        )
+        """See L{ecs.control.IControlCenter.runs}; each run says who was excluded from it (C{excluded})."""
+        return defer.Deferred.fromCoroutine(self._runs(partition_id, limit)).addErrback(raise_store)
+
+    async def _runs(self, partition_id: str | None, limit: int) -> list[dict[str, Any]]:
+        rows = await self._store.runs(partition_id, limit)
+        excluded = await self._store.run_exclusions([r.number for r in rows])
+        return [
+            {
+                **dataclasses.asdict(r),
+                "excluded": [
+                    {"system": e.system, "excluded_by": e.excluded_by, "excluded_at": e.excluded_at}
+                    for e in excluded.get(r.number, [])
+                ],
+            }
+            for r in rows
+        ]
 
     def logs(
         self,

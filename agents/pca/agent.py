@@ -23,7 +23,9 @@ C{start}, C{stop}, C{abort}, C{lock}, C{unlock}, C{status}; C{reset}
 C{{"system": S}}; C{alarm} C{{"detector": D, "source": S}};
 C{add_detector} C{{"detector": D, "type"?: T, "endpoint"?: E}};
 C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
-"limit"?: n}}; C{reload} (read the subsystems and the sequence again).
+"limit"?: n}}; C{reload} (read the subsystems and the sequence again);
+C{exclude}, C{include} C{{"system": S}} (sent by the ECA, whose database
+holds the exclusions).
 
 About 400 lines: the start-up, the published outputs and the command
 handlers (validation of each request body) stay together; the liveness of
@@ -337,6 +339,8 @@ class PartitionAgent(AsyncStartService):
             "unlock": lambda r: s.unlock(),
             "status": lambda r: s.status(),
             "reset": lambda r: s.reset(_body_str(r.body, "system")),
+            "exclude": lambda r: s.exclude(_body_str(r.body, "system")),
+            "include": lambda r: s.include(_body_str(r.body, "system")),
             "alarm": self._alarm,
             "add_detector": self._add_detector,
             "remove_detector": self._remove_detector,

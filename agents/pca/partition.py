@@ -22,6 +22,13 @@ for (re)configuration, and reports the configuration it was given (when
 one was given: after a restart without saved configurations, the state
 is re-derived from what the systems report, as the original did).
 
+An I{excluded} system (L{Partition.set_excluded}) stays a member and is
+still watched, but counts in no stage: it is neither ready nor failed nor
+configuring, so its faults do not move the partition, and it is shown as
+C{Excluded} (its own state kept in C{raw_state}).  Included again, it is
+due for configure: until the next configure configures it, its stage is not
+ready.
+
 Counters per stage are kept as views change, so deriving the state costs a
 few operations per stage, not per system: ten thousand detectors are fine.
 """
@@ -35,6 +42,9 @@ import attrs
 
 from ecs.fsm.sequence import DETECTORS, Sequence
 from ecs.protocol import CONNECTION_PROBLEM
+
+EXCLUDED = "Excluded"
+"""The state shown for a system excluded from its partition."""
 
 
 @attrs.define
@@ -55,17 +65,20 @@ class SystemView:
     seq: int = -1
     incarnation: str | None = None
     needs_configure: bool = False
+    excluded: bool = False
 
     @property
     def shown_state(self) -> str:
-        """The summary state, or C{Connection Problem} while unreachable."""
+        """C{Excluded}, or the summary state, or C{Connection Problem} while unreachable."""
+        if self.excluded:
+            return EXCLUDED
         if not self.connected:
             return CONNECTION_PROBLEM
         return self.summary or "Unknown"
 
     def event(self) -> dict[str, Any]:
-        """The published record of this system."""
-        return {
+        """The published record of this system (C{excluded: true} only when it is)."""
+        record = {
             "id": self.id,
             "kind": self.kind,
             "state": self.shown_state,
@@ -74,6 +87,9 @@ class SystemView:
             "comment": self.comment,
             "connected": self.connected,
         }
+        if self.excluded:
+            record["excluded"] = True
+        return record
 
 
 def accept_status(view: SystemView, status: dict[str, Any], incarnation: str | None = None) -> bool:
@@ -140,7 +156,7 @@ class Partition:
         if view.id in self.systems:
             raise KeyError(f"{view.id} is already in partition {self.id}")
         self.systems[view.id] = view
-        self._size[view.stage] += 1
+        self._size[view.stage] += not view.excluded
         self._flags[view.id] = (False, False, False)
         self.refresh(view)
 
@@ -149,7 +165,7 @@ class Partition:
         view = self.systems.pop(system)
         ready, failed, configuring = self._flags.pop(system)
         k = view.stage
-        self._size[k] -= 1
+        self._size[k] -= not view.excluded
         self._ready[k] -= ready
         self._failed[k] -= failed
         self._configuring[k] -= configuring
@@ -157,8 +173,27 @@ class Partition:
         return view
 
     def members(self, stage: int) -> list[SystemView]:
-        """The systems of stage C{stage}."""
-        return [v for v in self.systems.values() if v.stage == stage]
+        """The systems of stage C{stage} that take part (excluded ones left out)."""
+        return [v for v in self.systems.values() if v.stage == stage and not v.excluded]
+
+    def excluded(self) -> list[str]:
+        """The excluded systems, sorted."""
+        return sorted(v.id for v in self.systems.values() if v.excluded)
+
+    def set_excluded(self, system: str, excluded: bool) -> bool:
+        """
+        Exclude C{system} from the partition's stages, or include it again
+        (then it is due for configure); whether anything changed.
+        """
+        view = self.systems[system]
+        if view.excluded == excluded:
+            return False
+        view.excluded = excluded
+        self._size[view.stage] += -1 if excluded else 1
+        if not excluded:
+            view.needs_configure = True
+        self.refresh(view)
+        return True
 
     # -- per-system judgements -------------------------------------------
 
@@ -184,6 +219,7 @@ class Partition:
         expected = self.expected.get(view.id)
         if (
             expected is None
+            or view.excluded
             or view.needs_configure
             or not view.connected
             or view.summary not in ("Active", "Recording")
@@ -193,11 +229,11 @@ class Partition:
         return str(expected["config_id"])
 
     def refresh(self, view: SystemView) -> None:
-        """Recount C{view} after it changed."""
+        """Recount C{view} after it changed (an excluded system counts nowhere)."""
         new = (
-            self.is_ready(view),
-            self.is_failed(view),
-            view.connected and view.summary == "Configuring",
+            not view.excluded and self.is_ready(view),
+            not view.excluded and self.is_failed(view),
+            not view.excluded and view.connected and view.summary == "Configuring",
         )
         old = self._flags[view.id]
         if new == old:

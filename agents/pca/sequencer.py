@@ -26,7 +26,11 @@ Nothing here touches the network: commands go through C{send(view,
 command, body)}, which returns a Deferred of the reply body, and what is
 to be published goes to an L{Outputs}.
 
-Why one module of ~790 lines: the operations share one driver.  Every
+An excluded system (L{Sequencer.exclude}, L{Sequencer.include}) is sent no
+configure, start, stop or abort, and needs no configuration; its state
+updates are still folded in and published (as C{Excluded}).
+
+Why one module of ~880 lines: the operations share one driver.  Every
 change of a system re-drives whichever operation runs (L{Sequencer._drive}),
 and every operation ends through the same failure and abort path
 (C{_fail}, C{_end_op}) on the same derived partition, so splitting the
@@ -208,6 +212,7 @@ class Sequencer:
         if (
             isinstance(op, ConfigureOp)
             and view.stage == op.stage
+            and not view.excluded
             and view.summary == "Unconfigured"
             and before != "Unconfigured"
         ):
@@ -221,7 +226,9 @@ class Sequencer:
     def _error_changed(self, view: SystemView, before: str | None) -> None:
         """A system went into Error (an error line naming it and the partition) or left it."""
         where = f"{view.id} of partition {self.partition.id}"
-        if view.summary == "Error":
+        if view.excluded:
+            self._say("warn", f"{where} (excluded) is {view.summary}: the partition ignores it", view.id)
+        elif view.summary == "Error":
             why = f": {view.comment}" if view.comment else ""
             self._say("error", f"{where} in Error{why}", view.id)
         else:
@@ -500,7 +507,7 @@ class Sequencer:
         extra = sorted(set(configs) - set(partition.systems))
         configs = {s: c for s, c in configs.items() if s in partition.systems}
         merged = {**partition.expected, **configs}
-        missing = [s for s in partition.systems if s not in merged]
+        missing = [s for s, v in partition.systems.items() if s not in merged and not v.excluded]
         if missing:
             raise RequestError(
                 MISSING_CONFIG,
@@ -515,7 +522,8 @@ class Sequencer:
         changed_stages = [
             partition.systems[s].stage
             for s, c in configs.items()
-            if partition.expected.get(s) != c or partition.systems[s].tag != c["config_id"]
+            if not partition.systems[s].excluded
+            and (partition.expected.get(s) != c or partition.systems[s].tag != c["config_id"])
         ]
         partition.expected = merged
         for system, config in configs.items():
@@ -550,6 +558,9 @@ class Sequencer:
             f"{', auto-configure' if auto else ''}",
         )
         ignored = {"ignored": extra} if extra else {}
+        left_out = partition.excluded()
+        if left_out:
+            self._say("info", f"excluded, not configured: {', '.join(left_out)}")
         if extra:
             self._say("warn", f"configurations for systems not in this partition ignored: {', '.join(extra)}")
         if level == len(sequence.stages):
@@ -703,7 +714,7 @@ class Sequencer:
         self.partition.tag = None
         self.persist()
         self._say("info", "abort")
-        self._send_abort([v for v in self.partition.systems.values() if v.connected])
+        self._send_abort([v for v in self.partition.systems.values() if v.connected and not v.excluded])
         self._changed()
         return self.record()
 
@@ -765,6 +776,51 @@ class Sequencer:
         self._say("info", "partition unlocked")
         self._changed()
         return self.record()
+
+    def exclude(self, system: str) -> dict[str, Any]:
+        """
+        Leave C{system} out of the partition's configure and recording
+        (see L{Partition.set_excluded}); refused while an operation runs or
+        the partition records, and for a system the sequence never excludes.
+        """
+        view = self._exclusion_target(system)
+        refused = self.partition.sequence.exclusion_refused(view.id, view.kind == "detector")
+        if refused is not None:
+            raise RequestError(protocol.NOT_ALLOWED, f"{system} cannot be excluded: {refused}")
+        return self._set_excluded(view, True)
+
+    def include(self, system: str) -> dict[str, Any]:
+        """Take an excluded C{system} back: the next configure configures it."""
+        return self._set_excluded(self._exclusion_target(system), False)
+
+    def _exclusion_target(self, system: str) -> SystemView:
+        view = self.partition.systems.get(system)
+        if view is None:
+            raise RequestError(protocol.UNKNOWN_SYSTEM, f"{system} is not in partition {self.partition.id}")
+        self._check_free()
+        rec = self.partition.sequence.recording
+        state = self.partition.state
+        if rec is not None and state == rec.state:
+            raise RequestError(
+                protocol.NOT_ALLOWED, f"partition {self.partition.id} is recording: stop it first"
+            )
+        if self.partition.sequence.summary_of(state) == "Configuring":
+            raise RequestError(protocol.BUSY, f"partition {self.partition.id} is {state}: systems are configuring")
+        return view
+
+    def _set_excluded(self, view: SystemView, excluded: bool) -> dict[str, Any]:
+        if self.partition.set_excluded(view.id, excluded):
+            self._say(
+                "info",
+                f"{view.id} excluded: left out of configure and recording"
+                if excluded
+                else f"{view.id} included: the next configure configures it",
+                view.id,
+            )
+            self.persist()
+            self.outputs.system_changed(view)
+            self._changed()
+        return {**self.record(), "system": view.event(), "excluded": self.partition.excluded()}
 
     def check_membership_change(self) -> None:
         """Adding or removing detectors is refused while configuring or recording."""

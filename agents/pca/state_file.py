@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_pca_e2e -*-
 """
-The PCA's small state file: the partition's tag, the configurations it gave
-and the systems that still need a configure, so that after a restart the tag
+The PCA's small state file: the partition's tag, the configurations it gave,
+the systems that still need a configure and the excluded ones, so that after a restart the tag
 is back and the state is re-derived from what the live systems report.
 
 Writes are coalesced (a burst of changes gives one write after
@@ -51,11 +51,14 @@ class PartitionStateFile:
             tag = saved.get("tag")
             expected = {s: c for s, c in saved.get("expected", {}).items() if s in partition.systems}
             needs = [s for s in saved.get("needs", []) if s in partition.systems]
+            excluded = [s for s in saved.get("excluded", []) if s in partition.systems]
         except (OSError, ValueError, AttributeError) as e:
             self._log.error("state file {path} unreadable, ignored: {error}", path=self.path, error=e)
             return
         partition.tag = tag if isinstance(tag, str) else None
         partition.expected = expected
+        for system in excluded:
+            partition.set_excluded(system, True)
         for system in needs:
             partition.systems[system].needs_configure = True
         partition.refresh_all()
@@ -85,6 +88,7 @@ class PartitionStateFile:
                 "tag": partition.tag,
                 "expected": partition.expected,
                 "needs": sorted(v.id for v in partition.systems.values() if v.needs_configure),
+                "excluded": partition.excluded(),
             },
             sort_keys=True,
         )

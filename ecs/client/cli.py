@@ -3,7 +3,7 @@
 The C{ecs} commands that work over the ECA's HTTP API.
 
 The commands themselves (status, control, configure, start, stop, abort,
-reset, watch, logs, runs, alarms, agents, partitions, detectors, configs,
+reset, exclude, include, watch, logs, runs, alarms, agents, partitions, detectors, configs,
 tags, users) are declared once in L{ecs.client.table}, shared with the ECA's SSH
 shell; here they get their argparse parsers, the HTTP L{Api}, and what
 only a command line has: files, prompts, a terminal to redraw.  C{login}

@@ -115,6 +115,18 @@ async def partition_command(run: Run) -> int:
     return EXIT_OK
 
 
+async def exclusion(run: Run) -> int:
+    """C{ecs exclude|include P SYSTEM}: the partition's excluded systems after the change."""
+    args = run.args
+    command, partition = args.command, not_ecs(args.partition)
+    reply = await run.api.command(partition, command, {"system": args.system})
+    excluded = reply.get("excluded") if isinstance(reply, dict) else None
+    shown = ", ".join(textview.clean(s) for s in excluded) if isinstance(excluded, list) and excluded else "none"
+    done = "excluded" if command == "exclude" else "included (the next configure configures it)"
+    run.out.result(f"{partition}: {textview.clean(args.system)} {done}; excluded now: {shown}", reply)
+    return EXIT_OK
+
+
 async def watch(run: Run) -> int:
     if run.follow is None:
         raise usage("watch is not available here")

@@ -94,6 +94,22 @@ COMMANDS: tuple[Command, ...] = (
         arg("system", type=name("system id"), help="detector or global system id"),
     ),
     _one(
+        "exclude",
+        "leave a system out of a partition's configure and runs (not while recording)",
+        "operator",
+        operate.exclusion,
+        P,
+        arg("system", type=name("system id"), help="detector or global system id"),
+    ),
+    _one(
+        "include",
+        "take an excluded system back (the next configure configures it)",
+        "operator",
+        operate.exclusion,
+        P,
+        arg("system", type=name("system id"), help="detector or global system id"),
+    ),
+    _one(
         "watch",
         "follow a partition live",
         "viewer",

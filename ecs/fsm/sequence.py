@@ -17,7 +17,12 @@ in one L{ConfigError}, one line each, naming the file and the key path::
     fsm/partition.yaml: stages[2].systems[1]: 'FLEZ' is not a global system
     of subsystems.yaml (known: TFC, DCS, QA, FLES)
 
-(About 400 lines, kept whole: the schema, the cross-checks that run on it
+C{never_excluded} (optional) lists the systems an operator may never exclude
+from a partition (global system ids configured by a stage, or C{detectors}
+for every detector); the recording systems are never excludable either (a
+run needs them), see L{Sequence.exclusion_refused}.
+
+(About 460 lines, kept whole: the schema, the cross-checks that run on it
 and the L{Sequence} they produce are one reading of one file.)
 """
 
@@ -106,6 +111,8 @@ class Sequence:
     idle: str
     stages: tuple[Stage, ...]
     recording: Recording | None
+    #: Systems that may never be excluded (global ids, or L{DETECTORS}).
+    never_excluded: tuple[str, ...] = ()
 
     def adopt(self, other: Sequence) -> None:
         """Take every field of C{other} (a reload): holders of this object see the new sequence."""
@@ -137,6 +144,18 @@ class Sequence:
             f"no stage of {self.source} configures {what} "
             f"(stages configure: {', '.join(self._all_systems())})"
         )
+
+    def exclusion_refused(self, system: str, is_detector: bool) -> str | None:
+        """
+        Why C{system} may not be excluded from a partition (L{None}: it may):
+        it is listed under C{never_excluded}, or it records.
+        """
+        if (DETECTORS if is_detector else system) in self.never_excluded:
+            what = "detectors" if is_detector else system
+            return f"{what} may never be excluded (never_excluded in {self.source})"
+        if not is_detector and self.recording is not None and system in self.recording.systems:
+            return f"{system} records runs: a recording system may not be excluded"
+        return None
 
     def global_systems(self) -> list[str]:
         """Every global system named, in order of first appearance."""
@@ -212,6 +231,7 @@ _TOP = Record(
         "idle": Field(STATE_NAME),
         "stages": Field(ListOf(Anything())),
         "recording": Field(Anything(), default=None),
+        "never_excluded": Field(_SYSTEMS, default=()),
     }
 )
 
@@ -258,6 +278,7 @@ def _cross_check(
     global_systems: Collection[str] | None,
     systems_source: str,
     problems: Problems,
+    never_excluded: Any = (),
 ) -> None:
     """The rules between keys, run on every part that passed the schema."""
     valid = [(i, s) for i, s in enumerate(stages) if s is not INVALID]
@@ -305,9 +326,10 @@ def _cross_check(
             f"(allowed: {', '.join(allowed)})",
         )
 
+    configured = [system for _, system in placed]
+    _check_never_excluded(never_excluded, configured, complete, problems)
     if recording in (None, INVALID):
         return
-    configured = [system for _, system in placed]
     for j, system in enumerate(recording["systems"]):
         path = ("recording", "systems", j)
         if system == DETECTORS:
@@ -324,6 +346,26 @@ def _cross_check(
         (("recording", "systems", j), s) for j, s in enumerate(recording["systems"])
     ]
     _unique(recorders, "recording system", "list each system once", problems)
+
+
+def _check_never_excluded(
+    never_excluded: Any, configured: list[str], complete: bool, problems: Problems
+) -> None:
+    """Each C{never_excluded} entry is C{detectors} or a system a stage configures, listed once."""
+    if not isinstance(never_excluded, (list, tuple)):
+        return  # the schema reported it
+    for j, system in enumerate(never_excluded):
+        if complete and system not in configured:
+            problems.add(
+                ("never_excluded", j),
+                f"{system!r} is not configured by any stage (stages configure: {', '.join(configured)})",
+            )
+    _unique(
+        [(("never_excluded", j), s) for j, s in enumerate(never_excluded)],
+        "never-excluded system",
+        "list each system once",
+        problems,
+    )
 
 
 def parse_sequence(
@@ -361,6 +403,7 @@ def parse_sequence(
         global_systems,
         systems_source,
         problems,
+        raw.get("never_excluded", ()) if top is not INVALID else (),
     )
     if problems or top is INVALID:
         raise ConfigError(problems.lines(source))
@@ -390,6 +433,7 @@ def parse_sequence(
             systems=tuple(recording["systems"]),
             timeout=recording["timeout"],
         ),
+        never_excluded=tuple(top["never_excluded"]),
     )
 
 

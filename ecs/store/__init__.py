@@ -64,7 +64,8 @@ C{ecs.store} itself):
     database thread, a L{Deferred} for the caller);
   - L{ecs.store.core}: L{Store}, its opening, upgrading and closing;
   - L{ecs.store.inventory}, L{ecs.store.configs}, L{ecs.store.accounts},
-    L{ecs.store.records}, L{ecs.store.alarms}: the operations of each area,
+    L{ecs.store.records}, L{ecs.store.alarms}, L{ecs.store.exclusions}: the
+    operations of each area,
     mixed into L{Store}.
 """
 
@@ -84,6 +85,7 @@ from ecs.store.errors import (
     StoreError,
     check_name,
 )
+from ecs.store.exclusions import ExclusionRow
 from ecs.store.rows import (
     AuditRow,
     ConfigRow,
@@ -120,6 +122,7 @@ __all__ = [
     "ConfigRow",
     "ControlRow",
     "DetectorRow",
+    "ExclusionRow",
     "LogEntry",
     "LogRow",
     "PartitionRow",

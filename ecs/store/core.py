@@ -35,6 +35,7 @@ from ecs.store.accounts import AccountOperations
 from ecs.store.alarms import AlarmOperations
 from ecs.store.configs import ConfigOperations
 from ecs.store.errors import StoreError
+from ecs.store.exclusions import ExclusionOperations
 from ecs.store.inventory import InventoryOperations
 from ecs.store.keys import KeyOperations
 from ecs.store.placements import PlacementOperations
@@ -225,6 +226,7 @@ class Store(
     PlacementOperations,
     KeyOperations,
     AlarmOperations,
+    ExclusionOperations,
 ):
     """
     The ECA's database.  Create it with L{Store.open}; every method returns

@@ -234,7 +234,36 @@ def _v5_runs() -> list[str]:
 
 def _v5_exclusions() -> list[str]:
     """Systems excluded from their partition's runs (issue 14)."""
-    return []
+    return [
+        # The exclusions in force (the ECA's truth: PCAs are made to agree).
+        """CREATE TABLE exclusions (
+            partition TEXT NOT NULL REFERENCES partitions(id) ON DELETE CASCADE,
+            system TEXT NOT NULL,
+            excluded_by TEXT NOT NULL,
+            excluded_at REAL NOT NULL,
+            PRIMARY KEY (partition, system))""",
+        # Who was excluded from each run: copied when the run row is written,
+        # in its transaction.  Runs outlive partitions: no foreign keys.
+        """CREATE TABLE run_exclusions (
+            run INTEGER NOT NULL,
+            system TEXT NOT NULL,
+            excluded_by TEXT NOT NULL,
+            excluded_at REAL NOT NULL,
+            PRIMARY KEY (run, system))""",
+        """CREATE TRIGGER runs_record_exclusions AFTER INSERT ON runs BEGIN
+            INSERT INTO run_exclusions (run, system, excluded_by, excluded_at)
+            SELECT NEW.number, system, excluded_by, excluded_at FROM exclusions
+            WHERE partition = NEW.partition;
+        END""",
+        # A detector that leaves its partition (moved, deleted) leaves its exclusion behind.
+        """CREATE TRIGGER detectors_moved_exclusions AFTER UPDATE OF partition ON detectors
+            WHEN OLD.partition IS NOT NEW.partition BEGIN
+            DELETE FROM exclusions WHERE partition = OLD.partition AND system = OLD.id;
+        END""",
+        """CREATE TRIGGER detectors_deleted_exclusions AFTER DELETE ON detectors BEGIN
+            DELETE FROM exclusions WHERE partition = OLD.partition AND system = OLD.id;
+        END""",
+    ]
 
 
 SCHEMA_VERSION = 5

@@ -12,7 +12,8 @@ C{ssl:...}) belongs to the service that mounts it.  Import it from
 L{ecs.web.api}, which also loads the routes for experts and admins
 (L{ecs.web.admin}).  Who may ask is decided in L{ecs.web.auth}, what they
 sent is checked in L{ecs.web.inputs}, an open event stream is an
-L{ecs.web.stream.EventStream}.
+L{ecs.web.stream.EventStream}.  (About 405 lines: the operator routes stay
+together; the expert and admin ones are already in L{ecs.web.admin}.)
 
 Routes
     Every route is declared with L{ecs.web.auth.authorized_route} (the
@@ -319,17 +320,21 @@ class WebAPI:
         await self._existing_partition(pid)
         return self._json(request, await self._call(self.center.release_control, session.user, pid))
 
-    @authorized_route(app, "operator", "/api/partitions/<pid>/<any(configure,start,stop,abort,reset):command>",
+    @authorized_route(app, "operator",
+                      "/api/partitions/<pid>/<any(configure,start,stop,abort,reset,exclude,include):command>",
                       methods=["POST"])
     async def command(self, request: IRequest, session: Session, pid: str, command: str) -> bytes:
-        """A partition command; the user must hold its control."""
+        """A partition command, or the exclusion of one system; the user must hold its control."""
         if command == "configure":
             body = configure_body(self._body(request, ("tag", "configs", "auto")))
-        elif command == "reset":
+        elif command in ("reset", "exclude", "include"):
             body = {"system": text(self._body(request, ("system",)), "system")}
         else:
             body = self._body(request, (), required=False)
         await self._existing_partition(pid)
+        if command in ("exclude", "include"):
+            change = self.center.exclude if command == "exclude" else self.center.include
+            return self._json(request, await self._call(change, session.user, pid, body["system"]))
         return self._json(request, await self._call(self.center.command, session.user, pid, command, body))
 
     @authorized_route(app, "admin", "/api/reload", methods=["POST"])

@@ -277,6 +277,7 @@ window.ECS = (function () {
   const FAULT = new Set(["Error", "Connection Problem", "Disconnected", "ECA not reachable", "Unknown"]);
   function category(state) {
     if (!state) return "unknown";
+    if (state === "Excluded") return "excluded";  // left out of the partition's runs: its faults do not count
     if (FAULT.has(state)) return "fault";
     if (state === "Recording" || state === "Running") return "recording";
     if (/^Configuring|ing$/.test(state)) return "working";

@@ -64,7 +64,8 @@ window.LIVE = (function () {
     render(pcaConnected, decorate) {
       const r = this.record || {};
       const live = pcaConnected && r.connected !== false;
-      const shown = live ? (r.state || "unknown") : CP;
+      // An excluded system shows Excluded even when it does not answer (its faults do not count).
+      const shown = pcaConnected && r.excluded ? "Excluded" : live ? (r.state || "unknown") : CP;
       this.live = live;
       if (shown !== this.shown) {
         this.shown = shown;
@@ -83,17 +84,31 @@ window.LIVE = (function () {
       this.tr.classList.toggle("disconnected", !live);
       if (this.cells.action) {
         const error = live && r.state === "Error";
-        let button = this.cells.action.firstChild;
+        let button = this.cells.action.querySelector("button.reset");
         if (error && !button) {
           button = el("button", "reset", "reset");
           button.type = "button";
           button.dataset.system = this.id;
-          this.cells.action.appendChild(button);
+          this.cells.action.prepend(button);
         } else if (!error && button) {
           this.cells.action.removeChild(button);
           button = null;
         }
         if (button && decorate) decorate(button);
+        // Exclude (or include again) the system; never for the ones the sequence keeps.
+        let exclusion = this.cells.action.querySelector("button.exclusion");
+        const action = r.excluded ? "include" : "exclude";
+        if (!exclusion) {  // the PCA refuses, with the reason, a system its sequence never excludes
+          exclusion = el("button", "exclusion", action);
+          exclusion.type = "button";
+          exclusion.dataset.system = this.id;
+          this.cells.action.appendChild(exclusion);
+        }
+        if (exclusion) {
+          exclusion.dataset.action = action;
+          setText(exclusion, action);
+          if (decorate) decorate(exclusion);
+        }
       }
     }
   }

@@ -13,7 +13,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const $ = (id) => document.getElementById(id);
   const pid = document.body.dataset.partition;
   const me = ECS.user();
-  const LABELS = {configure: "Configure", start: "Start", stop: "Stop", abort: "Abort", reset: "Reset"};
+  const LABELS = {configure: "Configure", start: "Start", stop: "Stop", abort: "Abort", reset: "Reset",
+                  exclusion: "Exclude or include"};
   let view = null;
   let selection = null;  // {tag} or {configs: [ids]}
   let busy = false;  // a command of ours is on its way
@@ -27,7 +28,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!info.connected) return "the PCA of " + pid + " does not answer";
     if (!info.controller) return "not in control";
     if (info.controller !== me) return "held by " + info.controller;
-    if (!view.allowed.includes(command)) {
+    // Exclude and include are possible when configure is (not recording, nothing running).
+    if (!view.allowed.includes(command === "exclusion" ? "configure" : command)) {
       if (info.locked) return "locked by a move";
       if (info.operation) return "busy: " + info.operation;
       return "not allowed in state " + view.shownState();
@@ -84,6 +86,7 @@ document.addEventListener("DOMContentLoaded", () => {
       list.appendChild(li);
     }
     for (const b of document.querySelectorAll("button.reset")) decorate(b, "reset");
+    for (const b of document.querySelectorAll("button.exclusion")) decorate(b, "exclusion");
     const action = $("headline-action");
     if (action && action.dataset.command) decorate(action, action.dataset.command);
     showProgress();
@@ -175,7 +178,7 @@ document.addEventListener("DOMContentLoaded", () => {
     log: $("log"),
     heading: false,
     withAction: true,
-    decorateReset: (button) => decorate(button, "reset"),
+    decorateReset: (button) => decorate(button, button.classList.contains("exclusion") ? "exclusion" : "reset"),
     headlineInto: $("headline-box"),
     decorateAction: (button, command) => decorate(button, command),
     onAction: (action) => {
@@ -230,6 +233,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("partitions").addEventListener("click", (event) => {
     const button = event.target.closest("button.reset");
     if (button) reset([button.dataset.system]);
+    const exclusion = event.target.closest("button.exclusion");
+    if (exclusion) {
+      const action = exclusion.dataset.action;  // "exclude" or "include"
+      const id = exclusion.dataset.system;
+      send((action === "exclude" ? "Exclude " : "Include ") + id, "POST", base + "/" + action, {system: id}, systemState(id));
+    }
   });
   $("select-config").addEventListener("click", () => {
     // Global systems first, then the detectors, each sorted by id.
