@@ -12,11 +12,17 @@ from typing import Any
 
 from twisted.internet import defer
 
-from agents.eca.errors import raise_store
+from agents.eca.errors import need, raise_store
 from ecs.config.settings import Subsystems
+from ecs.control import ControlError, User
 from ecs.fsm.sequence import Sequence
 from ecs.fsm.systems import systems_view, tables_json
-from ecs.store import Store
+from ecs.store import RunRow, Store
+
+
+def _run(row: RunRow) -> dict[str, Any]:
+    """A run record for the interfaces."""
+    return dataclasses.asdict(row)
 
 
 class Records:
@@ -40,11 +46,26 @@ class Records:
             raise_store,
         )
 
-    def runs(self, partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
+    def runs(
+        self, partition_id: str | None = None, limit: int = 100, run_type: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{ecs.control.IControlCenter.runs}."""
-        return self._store.runs(partition_id, limit).addCallbacks(
-            lambda rows: [dataclasses.asdict(r) for r in rows], raise_store
+        return self._store.runs(partition_id, limit, run_type=run_type, since=since, until=until).addCallbacks(
+            lambda rows: [_run(r) for r in rows], raise_store
         )
+
+    def audit(
+        self, user: User, who: str | None, action: str | None, since: float | None, until: float | None,
+        limit: int, before: int | None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        """See L{ecs.control.IControlCenter.audit} (expert and up)."""
+        try:
+            need(user, "expert")
+        except ControlError as e:
+            return defer.fail(e)
+        d = self._store.audit_entries(limit, who, action, before, since=since, until=until)
+        return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], raise_store)
 
     def logs(
         self,
