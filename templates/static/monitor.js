@@ -6,7 +6,8 @@
 // keyboard focus).  Every reply is shown with its time and then quotes the
 // state the command caused; it fades once the state moves on.  Stop while
 // recording and a forced take-over ask first; losing control through force
-// or inactivity raises the banner.  The server checks all of this again:
+// or inactivity raises the banner.  Start asks for the run type and a
+// comment (#start-dialog; the types come from the page's data-runtypes).  The server checks all of this again:
 // the page is only a view.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
@@ -216,7 +217,21 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     send("Configure", "POST", base + "/configure", {...chosen, auto: $("auto-configure").checked});
   });
-  $("cmd-start").addEventListener("click", () => send("Start", "POST", base + "/start"));
+  // Start asks for the run's type (the ECA's declared ones) and a comment first.
+  const startDialog = $("start-dialog");
+  const runTypes = (document.body.dataset.runtypes || "").split(",").filter((t) => t);
+  for (const t of runTypes) $("run-type").append(new Option(t, t));
+  $("cmd-start").addEventListener("click", () => { $("run-comment").value = ""; startDialog.showModal(); });
+  startDialog.addEventListener("close", () => {
+    if (startDialog.returnValue === "start") {
+      const body = {};
+      if ($("run-type").value) body.type = $("run-type").value;
+      const comment = $("run-comment").value.trim();
+      if (comment) body.comment = comment;
+      send("Start", "POST", base + "/start", body);
+    }
+    startDialog.returnValue = "";
+  });
   $("cmd-stop").addEventListener("click", () => {
     if (view && view.seq.recording && view.info.state === view.seq.recording) stop();
     else send("Stop", "POST", base + "/stop");
