@@ -60,7 +60,8 @@ class MonitorTests(TestCase):
         auto-configure and watch QA_Active arrive without a reload; a second
         user sees the controller and cannot command (disabled with the
         reason; a forced request is refused with 409 shown); start (with the
-        run type and comment of its dialog), stop, abort through its confirmation.
+        run type and comment of its dialog), stop (with the end comment of its
+        confirmation), abort through its confirmation.
         """
         demo = await Demo.start(self)
         await demo.add_user("shifter", ["operator"])
@@ -139,15 +140,18 @@ class MonitorTests(TestCase):
         await admin.wait_text("#headline-box .tile-sub", "run ")
         # Stop while recording asks first: Cancel sends nothing.
         await admin.click("#cmd-stop")
-        await admin.wait_js("return document.getElementById('confirm').open", what="the stop confirmation")
-        self.assertIn("The run ends", await admin.text("#confirm-text"))
-        await admin.click("#confirm-cancel")
-        await admin.wait_js("return !document.getElementById('confirm').open")
+        await admin.wait_js("return document.getElementById('stop-dialog').open", what="the stop confirmation")
+        self.assertIn("The run ends", await admin.text("#stop-dialog-text"))
+        await admin.click("#stop-cancel")
+        await admin.wait_js("return !document.getElementById('stop-dialog').open")
         _, body = await demo.api("GET", "/api/partitions/demo")
         self.assertEqual(body["state"], "Recording")
         await admin.click("#cmd-stop")
-        await admin.click("#confirm-ok")
+        await admin.js("document.getElementById('stop-comment').value = 'quiet night';")
+        await admin.click("#stop-confirm")
         await admin.wait_text(STATE, "QA_Active", timeout=30)
+        _, runs = await demo.api("GET", "/api/runs?partition=demo&limit=1")
+        self.assertEqual(runs[0]["end_comment"], "quiet night")
         await admin.wait_text("#reply", "Stop: accepted")
         await admin.wait_text("#reply", "now QA_Active")
 

@@ -7,7 +7,8 @@
 // state the command caused; it fades once the state moves on.  Stop while
 // recording and a forced take-over ask first; losing control through force
 // or inactivity raises the banner.  Start asks for the run type and a
-// comment (#start-dialog; the types come from the page's data-runtypes).  The server checks all of this again:
+// comment (#start-dialog; the types come from the page's data-runtypes),
+// stop while recording for the run's end comment (#stop-dialog).  The server checks all of this again:
 // the page is only a view.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
@@ -162,12 +163,21 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const id of ids) await send("Reset " + id, "POST", base + "/reset", {system: id}, systemState(id));
   }
 
-  async function stop() {
+  // Stop while recording asks first, with the run's end comment (#stop-dialog).
+  function stop() {
     const run = view && view.run ? "run " + view.run.number + " of " : "the run of ";
-    if (await ECS.confirm("Stop " + run + pid + "? The run ends and the partition stays configured.", "Stop the run")) {
-      send("Stop", "POST", base + "/stop");
-    }
+    $("stop-dialog-text").textContent = "Stop " + run + pid + "? The run ends and the partition stays configured.";
+    $("stop-comment").value = "";
+    $("stop-dialog").showModal();
   }
+  $("stop-dialog").addEventListener("close", () => {
+    const dialog = $("stop-dialog");
+    if (dialog.returnValue === "stop") {
+      const comment = $("stop-comment").value.trim();
+      send("Stop", "POST", base + "/stop", comment ? {comment} : undefined);
+    }
+    dialog.returnValue = "";
+  });
 
   const base = "/api/partitions/" + encodeURIComponent(pid);
   const live = new LIVE.Live({
