@@ -3,7 +3,7 @@
 What happened: runs (with a snapshot of their configurations), the audit
 trail and log events.
 
-(About 520 lines, longer than most: runs and the audit trail stay in one
+(About 600 lines, longer than most: runs and the audit trail stay in one
 module because a partition command is written ahead with both in one
 transaction (L{RecordOperations.command_ahead}, L{RecordOperations.resolve_pending}).)
 """
