@@ -277,8 +277,23 @@ class IControlCenter(Interface):
 
     # -- runs, logs, events, metrics -----------------------------------------
 
-    def runs(partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
-        """Run records, newest first."""
+    def runs(partition_id: str | None = None, limit: int = 100, run_type: str | None = None,
+             since: float | None = None, until: float | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        """Run records, newest first: of one partition, of one type, started at
+        or after C{since} and before C{until}.  Each has C{type},
+        C{start_comment}, C{end_comment}, C{crew} and C{conditions} beside the
+        tag and configuration versions."""
+
+    def run_types() -> list[str]:
+        """The declared run types (settings C{runs.types}) a start may name (synchronous)."""
+
+    def audit(user: User, who: str | None = None, action: str | None = None, since: float | None = None,
+              until: float | None = None, limit: int = 100,
+              before: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        """The audit trail, newest first (expert and up): entries C{{id, time,
+        user, action, arguments, outcome}} of user C{who}, of C{action},
+        written at or after C{since} and before C{until}, with id below
+        C{before} (the next page), at most C{limit}."""
 
     def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
              until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:

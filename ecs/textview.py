@@ -314,7 +314,7 @@ def _number(value: Any) -> float:
 
 
 def format_runs(rows: list[dict[str, Any]], color: bool = False) -> str:
-    """C{GET /api/runs}: number, partition, tag, operator, start, end, duration, outcome."""
+    """C{GET /api/runs}: number, partition, type, tag, operator, start, end, duration, outcome, comments."""
     if not rows:
         return "no runs\n"
     body = []
@@ -325,16 +325,19 @@ def format_runs(rows: list[dict[str, Any]], color: bool = False) -> str:
             [
                 _get(r, "number"),
                 _get(r, "partition"),
+                _get(r, "type"),
                 _get(r, "tag"),
                 _get(r, "operator"),
                 format_time(started),
                 format_time(ended) if ended is not None else "-",
                 format_duration(length),
                 _get(r, "outcome") or "running",
+                " / ".join(str(c) for c in (_get(r, "start_comment"), _get(r, "end_comment")) if c),
             ]
         )
     return table(
-        ["RUN", "PARTITION", "TAG", "OPERATOR", "STARTED", "ENDED", "DURATION", "OUTCOME"], body, color, coloured=(7,)
+        ["RUN", "PARTITION", "TYPE", "TAG", "OPERATOR", "STARTED", "ENDED", "DURATION", "OUTCOME", "COMMENTS"],
+        body, color, coloured=(8,),
     )
 
 

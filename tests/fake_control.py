@@ -58,7 +58,14 @@ class FakeControlCenter:
         self.logins: list[tuple[str, str]] = []
         self.holders: dict[str, str] = {}
         self.commands: list[tuple[str, str, str, dict[str, Any]]] = []
-        self.audit: list[tuple[str, str, tuple[Any, ...]]] = []
+        self.audit_log: list[tuple[str, str, tuple[Any, ...]]] = []
+        #: What C{audit} lists (the store's rows as dicts), oldest first.
+        self.audit_entries: list[dict[str, Any]] = [
+            {"id": i, "time": 100.0 * i, "user": user, "action": action, "arguments": {}, "outcome": "ok"}
+            for i, (user, action) in enumerate([("operator", "take_control"), ("operator", "start"),
+                                                 ("expert", "save_tag"), ("operator", "stop")], start=1)
+        ]
+        self.declared_run_types = ["physics", "calibration", "cosmics", "test"]
         self.detector_types = {"sts", "mvd", "tof", "trd", "rich"}
         #: What the next reload finds: problems (refused) or new detector types.
         self.reload_problems: list[str] = []
@@ -207,12 +214,12 @@ class FakeControlCenter:
         self._require(user, "admin")
         problems = self.reload_problems
         if problems:
-            self.audit.append((user.name, "reload", ("refused",)))
+            self.audit_log.append((user.name, "reload", ("refused",)))
             raise ControlError("bad_request", "invalid file, nothing reloaded: " + "; ".join(problems),
                                problems=list(problems))
         added = sorted(self.reload_types - self.detector_types)
         self.detector_types |= set(added)
-        self.audit.append((user.name, "reload", ()))
+        self.audit_log.append((user.name, "reload", ()))
         return {"types_added": added, "types_removed": [], "types_changed": [], "tables_changed": [],
                 "sequence_changed": False,
                 "pcas": {p: {"ok": True, "sequence": "unchanged", "changes": {}} for p in sorted(self.partitions_)}}
@@ -264,6 +271,9 @@ class FakeControlCenter:
             raise ControlError("conflict", f"{command} is not possible in {p['state']}")
         if command == "configure" and "tag" in body and body["tag"] not in self.tags_:
             raise ControlError("not_found", f"no tag {body['tag']}")
+        if command == "start" and body.get("type") is not None and body["type"] not in self.declared_run_types:
+            raise ControlError("bad_request", f"type: unknown run type {body['type']!r} "
+                                              f"(allowed: {', '.join(self.declared_run_types)})", field="type")
         self.commands.append((user.name, partition_id, command, body))
         p["state"] = TRANSITIONS[p["state"]][command]
         if command == "configure":
@@ -310,7 +320,7 @@ class FakeControlCenter:
             raise ControlError("conflict", f"partition {partition_id} exists")
         self.partitions_[partition_id] = {"id": partition_id, "state": "Idle", "tag": None, "locked": False,
                                           "systems": []}
-        self.audit.append((user.name, "create_partition", (partition_id,)))
+        self.audit_log.append((user.name, "create_partition", (partition_id,)))
         return self._short(self.partitions_[partition_id])
 
     @_deferred
@@ -324,7 +334,7 @@ class FakeControlCenter:
             if d["partition"] == partition_id:
                 d["partition"] = None
         del self.partitions_[partition_id]
-        self.audit.append((user.name, "delete_partition", (partition_id, force)))
+        self.audit_log.append((user.name, "delete_partition", (partition_id, force)))
 
     @_deferred
     def create_detector(self, user: User, detector_id: str, type: str) -> dict[str, Any]:
@@ -363,7 +373,7 @@ class FakeControlCenter:
         if to is not None:
             self.partitions_[to]["systems"].append(detector_id)
         d["partition"] = to
-        self.audit.append((user.name, "move_detector", (detector_id, to, force)))
+        self.audit_log.append((user.name, "move_detector", (detector_id, to, force)))
         return {"id": detector_id, "partition": to}
 
     # -- configurations and tags ------------------------------------------------------------
@@ -525,7 +535,7 @@ class FakeControlCenter:
         if agent in self.agents_:
             record["status"], record["supervision"] = self.agents_[agent]["status"], self.agents_[agent]["supervision"]
         self.agents_[agent] = record
-        self.audit.append((user.name, "set_placement", (agent, host, launcher)))
+        self.audit_log.append((user.name, "set_placement", (agent, host, launcher)))
         return record
 
     @_deferred
@@ -568,7 +578,7 @@ class FakeControlCenter:
         request = FaultInjector._checked(body)
         if not any(system in p["systems"] for p in self.partitions_.values()):
             raise ControlError("not_found", f"no running controller {system!r} is registered")
-        self.audit.append((user.name, "inject", (system, request["what"])))
+        self.audit_log.append((user.name, "inject", (system, request["what"])))
         state = "Error" if request["what"] == "error" else "Active"
         return {"system": system, "results": {system: state}}
 
@@ -598,7 +608,7 @@ class FakeControlCenter:
         if alarm["acknowledged_at"] is None:
             alarm.update(acknowledged_by=user.name, acknowledged_at=200.0)
             self.emit("alarm", {**alarm, "change": "acknowledged"}, alarm["partition"])
-        self.audit.append((user.name, "acknowledge_alarm", (alarm_id,)))
+        self.audit_log.append((user.name, "acknowledge_alarm", (alarm_id,)))
         return dict(alarm)
 
     @_deferred
@@ -608,15 +618,35 @@ class FakeControlCenter:
         alarm = self._alarm(alarm_id)
         alarm.update(shelved_until=until, shelved_by=user.name, shelve_reason=reason)
         self.emit("alarm", {**alarm, "change": "shelved"}, alarm["partition"])
-        self.audit.append((user.name, "shelve_alarm", (alarm_id, until, reason)))
+        self.audit_log.append((user.name, "shelve_alarm", (alarm_id, until, reason)))
         return dict(alarm)
 
     # -- runs, logs, events, metrics ------------------------------------------------------------
 
     @_deferred
-    def runs(self, partition_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Run records, newest first."""
-        rows = [r for r in reversed(self.run_records) if partition_id is None or r["partition"] == partition_id]
+    def runs(self, partition_id: str | None = None, limit: int = 100, run_type: str | None = None,
+             since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        """Run records, newest first, filtered."""
+        rows = [r for r in reversed(self.run_records)
+                if (partition_id is None or r["partition"] == partition_id)
+                and (run_type is None or r.get("type") == run_type)
+                and (since is None or r.get("started", 0) >= since)
+                and (until is None or r.get("started", 0) < until)]
+        return rows[:limit]
+
+    def run_types(self) -> list[str]:
+        """The declared run types."""
+        return list(self.declared_run_types)
+
+    @_deferred
+    def audit(self, user: User, who: str | None = None, action: str | None = None, since: float | None = None,
+              until: float | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """The audit entries (expert), newest first, filtered."""
+        self._require(user, "expert")
+        rows = [r for r in reversed(self.audit_entries)
+                if (who is None or r["user"] == who) and (action is None or r["action"] == action)
+                and (since is None or r["time"] >= since) and (until is None or r["time"] < until)
+                and (before is None or r["id"] < before)]
         return rows[:limit]
 
     @_deferred

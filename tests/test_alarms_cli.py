@@ -543,7 +543,7 @@ class ShellTests(SynchronousTestCase):
         self.assertIn("acknowledged by operator", out)
         code, out, _ = self.run_line("ecs alarms shelve 2 --for 30m --reason 'known noisy'", "expert")
         self.assertEqual(code, 0, out)
-        self.assertEqual(self.center.audit[-1], ("expert", "shelve_alarm", (2, NOW + 1800, "known noisy")))
+        self.assertEqual(self.center.audit_log[-1], ("expert", "shelve_alarm", (2, NOW + 1800, "known noisy")))
         self.assertIn("shelved until", out)
         self.assertIn("by expert (known noisy)", out)
 
@@ -561,7 +561,7 @@ class ShellTests(SynchronousTestCase):
         code, _, err = self.run_line("alarms ack 77", "operator")
         self.assertEqual(code, 1)
         self.assertIn("no alarm 77", err)
-        self.assertEqual(self.center.audit, [])
+        self.assertEqual(self.center.audit_log, [])
 
     def test_status(self) -> None:
         """status P shows what is wrong and what to press; status counts per partition."""

@@ -59,8 +59,9 @@ class MonitorTests(TestCase):
         Log in, take control, select tag demo in the dialog, configure with
         auto-configure and watch QA_Active arrive without a reload; a second
         user sees the controller and cannot command (disabled with the
-        reason; a forced request is refused with 409 shown); start, stop,
-        abort through its confirmation.
+        reason; a forced request is refused with 409 shown); start (with the
+        run type and comment of its dialog), stop (with the end comment of its
+        confirmation), abort through its confirmation.
         """
         demo = await Demo.start(self)
         await demo.add_user("shifter", ["operator"])
@@ -119,25 +120,38 @@ class MonitorTests(TestCase):
 
         # A forced request from the second user: the server refuses, the page shows it.
         await shifter.js("const b = document.getElementById('cmd-start'); b.disabled = false; b.click();")
+        await shifter.click("#start-confirm")
         reply = await shifter.wait_text("#reply", "Start: 409")
         self.assertIn("held by admin", reply)
         _, body = await demo.api("GET", "/api/partitions/demo")
         self.assertEqual(body["state"], "QA_Active")
 
+        # Start asks for the run type (the declared ones) and a comment; both reach the run record.
         await admin.click("#cmd-start")
+        await admin.wait_js("return document.getElementById('start-dialog').open", what="the start dialog")
+        self.assertEqual(await admin.js("return [...document.querySelectorAll('#run-type option')].map(o => o.value)"),
+                         ["physics", "calibration", "cosmics", "test"])
+        await admin.select("#run-type", "cosmics")
+        await admin.js("document.getElementById('run-comment').value = 'overnight cosmics';")
+        await admin.click("#start-confirm")
         await admin.wait_text(STATE, "Recording", timeout=30)
+        _, runs = await demo.api("GET", "/api/runs?partition=demo&limit=1")
+        self.assertEqual((runs[0]["type"], runs[0]["start_comment"]), ("cosmics", "overnight cosmics"))
         await admin.wait_text("#headline-box .tile-sub", "run ")
         # Stop while recording asks first: Cancel sends nothing.
         await admin.click("#cmd-stop")
-        await admin.wait_js("return document.getElementById('confirm').open", what="the stop confirmation")
-        self.assertIn("The run ends", await admin.text("#confirm-text"))
-        await admin.click("#confirm-cancel")
-        await admin.wait_js("return !document.getElementById('confirm').open")
+        await admin.wait_js("return document.getElementById('stop-dialog').open", what="the stop confirmation")
+        self.assertIn("The run ends", await admin.text("#stop-dialog-text"))
+        await admin.click("#stop-cancel")
+        await admin.wait_js("return !document.getElementById('stop-dialog').open")
         _, body = await demo.api("GET", "/api/partitions/demo")
         self.assertEqual(body["state"], "Recording")
         await admin.click("#cmd-stop")
-        await admin.click("#confirm-ok")
+        await admin.js("document.getElementById('stop-comment').value = 'quiet night';")
+        await admin.click("#stop-confirm")
         await admin.wait_text(STATE, "QA_Active", timeout=30)
+        _, runs = await demo.api("GET", "/api/runs?partition=demo&limit=1")
+        self.assertEqual(runs[0]["end_comment"], "quiet night")
         await admin.wait_text("#reply", "Stop: accepted")
         await admin.wait_text("#reply", "now QA_Active")
 
@@ -687,6 +701,7 @@ class ScreenshotTests(TestCase):
         await browser.wait_js("return document.getElementById('progress-box').hidden", what="progress bar hidden")
         await browser.wait_text(".headline-line", "Start a run")
         await browser.click("#headline-action")
+        await browser.click("#start-confirm")  # the start dialog: the first run type, no comment
         await browser.wait_text(STATE, "Recording", timeout=30)
         await browser.wait_text(".tile-elapsed", "00:00:02", timeout=30)
         await browser.screenshot(shots, "monitor-recording.png")

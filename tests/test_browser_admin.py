@@ -113,7 +113,8 @@ class AdminPagesTests(TestCase):
 
         # The other pages load without script errors.
         for path, ready in [("/tags", "#tag-list option"), ("/manage", "#move-from option"),
-                            ("/runs", "#runs tbody tr"), ("/logs", "#logs tbody tr")]:
+                            ("/runs", "#runs tbody tr"), ("/logs", "#logs tbody tr"),
+                            ("/audit", "#audit tbody tr[data-id]")]:
             await browser.get(path)
             await browser.wait_js(f"return !!document.querySelector('{ready}')", what=f"{path} loaded")
         self.assertEqual(await script_errors(browser), [])

@@ -278,7 +278,10 @@ class ClientCommandTests(TestCase):
         await self.until_output(follow, b"demo")  # the one stored event: it is subscribed by now
 
         # -- recording, reset, abort ---------------------------------------------------
-        r = await self.ecs(admin, "start", "demo", "--wait", "--json")
+        self.expect(await self.ecs(admin, "start", "demo", "--type", "beam"), 1,
+                    "unknown run type 'beam' (allowed: physics, calibration, cosmics, test)")
+        r = await self.ecs(admin, "start", "demo", "--type", "calibration", "--comment", "threshold scan 1",
+                           "--condition", "magnet=0.5", "--condition", "beam=false", "--wait", "--json")
         self.expect(r, 0)
         self.assertEqual(r.json()["state"], "Recording")
         await self.until_output(follow, b"recording started in")
@@ -286,7 +289,7 @@ class ClientCommandTests(TestCase):
         self.assertEqual(await follow.ended, 0)
         self.expect(await self.ecs(admin, "reset", "demo", "STS"), 1, "not in Error")
         self.expect(await self.ecs(admin, "start", "demo"), 1)
-        r = await self.ecs(admin, "stop", "demo", "--wait")
+        r = await self.ecs(admin, "stop", "demo", "--comment", "scan done", "--wait")
         self.expect(r, 0)
         self.assertEqual(r.out.strip(), "demo: QA_Active")
         r = await self.ecs(admin, "abort", "demo", "--wait")
@@ -312,10 +315,33 @@ class ClientCommandTests(TestCase):
         self.assertEqual(
             (run["partition"], run["tag"], run["operator"], run["outcome"]), ("demo", "demo", "admin", "stopped")
         )
+        # The run's type, comments, crew and conditions round-trip (issue 14).
+        self.assertEqual(
+            (run["type"], run["start_comment"], run["end_comment"], run["conditions"]),
+            ("calibration", "threshold scan 1", "scan done", {"magnet": 0.5, "beam": False}),
+        )
+        self.assertEqual(run["crew"], {"started_by": "admin", "control_holder": "admin", "ecs_control": None})
         r = await self.ecs(viewer, "runs", "--partition", "demo")
         self.expect(r, 0)
-        self.assertEqual(r.out.splitlines()[1].split()[:4], [str(run["number"]), "demo", "demo", "admin"])
-        self.assertTrue(r.out.splitlines()[1].endswith("stopped"))
+        self.assertEqual(
+            r.out.splitlines()[1].split()[:5], [str(run["number"]), "demo", "calibration", "demo", "admin"]
+        )
+        self.assertTrue(r.out.splitlines()[1].endswith("threshold scan 1 / scan done"))
+        r = await self.ecs(viewer, "runs", "--type", "physics", "--json")
+        self.expect(r, 0)
+        self.assertEqual(r.json(), [])
+        r = await self.ecs(viewer, "runs", "--type", "calibration", "--since", "1h", "--format", "csv")
+        self.expect(r, 0)
+        self.assertTrue(r.out.startswith("number,partition,type,"))
+        self.assertIn(f"{run['number']},demo,calibration,demo,admin", r.out)
+        self.expect(await self.ecs(viewer, "audit"), 3, "expert")
+        r = await self.ecs(admin, "audit", "--action", "stop", "--user", "admin", "--json")
+        self.expect(r, 0)
+        self.assertEqual(r.json()[0]["arguments"], {"partition": "demo", "comment": "scan done"})
+        r = await self.ecs(admin, "audit", "--action", "start", "--json")
+        self.expect(r, 0)
+        self.assertIn("bad_request: type: unknown run type 'beam' (allowed: physics, calibration, cosmics, test)",
+                      [entry["outcome"] for entry in r.json()])
         for _ in range(50):  # logs are stored in batches
             r = await self.ecs(viewer, "logs", "--partition", "demo", "--grep", "CONFIGURED TO", "--since", "10m")
             if "configured to QA_Active" in r.out:

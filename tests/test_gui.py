@@ -88,8 +88,11 @@ class PageTests(PageTestCase):
                                    "/static/configdialog.js", "/static/monitor.js"])
         for element in ("take-control", "release-control", "select-config", "auto-configure", "cmd-configure",
                         "cmd-start", "cmd-stop", "cmd-abort", "progress", "why", "confirm-abort", "config-dialog",
-                        "tag-select", "config-table", "save-tag", "config-select", "headline-box"):
+                        "tag-select", "config-table", "save-tag", "config-select", "headline-box",
+                        "start-dialog", "run-type", "run-comment", "start-confirm"):
             self.assertIn(f'id="{element}"', body)
+        # The start dialog offers the center's declared run types (issue 14).
+        self.assertIn('data-runtypes="physics,calibration,cosmics,test"', body)
         self.assertRegex(body, r'<ul id="why"[^>]*tabindex="0"')
         self.assertIn("<h1>Partition demo</h1>", body)
         self.assert_no_inline(body)

@@ -36,6 +36,7 @@ PAGES = {
     "/clients": "expert",
     "/runs": "viewer",
     "/logs": "viewer",
+    "/audit": "expert",
     "/fsm": "viewer",
     "/users": "admin",
 }
@@ -106,6 +107,20 @@ class PageTests(GuiTestCase):
             code, _, response = self.get(path)
             self.assertEqual(code, 303, path)
             self.assertEqual(response.headers.getRawHeaders("location"), [f"/login?next={path}"])
+
+    def test_runs_and_audit_pages(self) -> None:
+        """The runs page has the type filter (the declared types) and export links; the audit page its filters."""
+        _, body, _ = self.get("/runs", "viewer")
+        self.assertIn(b'data-runtypes="physics,calibration,cosmics,test"', body)
+        for element in (b'id="runs-type"', b'id="runs-since"', b'id="runs-until"', b'href="/api/runs?format=csv"',
+                        b'href="/api/runs?format=json"'):
+            self.assertIn(element, body)
+        _, body, _ = self.get("/audit", "expert")
+        for element in (b'id="audit-user"', b'id="audit-action"', b'id="audit-since"', b'id="audit-older"'):
+            self.assertIn(element, body)
+        self.assertIn(b'href="/audit"', body)
+        _, body, _ = self.get("/runs", "operator")
+        self.assertNotIn(b'href="/audit"', body)
 
     def test_nav_lists_pages_by_role(self) -> None:
         """An expert's navigation shows the expert pages but not the users page."""

@@ -403,7 +403,7 @@ class ReloadRouteTests(WebTestCase):
         self.assertEqual(r.code, 200, r.body)
         self.assertEqual(r.json["types_added"], ["ECAL"])
         self.assertTrue(r.json["pcas"]["demo"]["ok"])
-        self.assertIn(("admin", "reload", ()), self.center.audit)
+        self.assertIn(("admin", "reload", ()), self.center.audit_log)
 
     def test_body_checked(self) -> None:
         """An unexpected body key is refused with its name."""

@@ -173,6 +173,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("/api/tags/<name>", "PUT"): "expert",
     ("/api/tags/<name>", "DELETE"): "expert",
     ("/api/runs", "GET"): "viewer",
+    ("/api/audit", "GET"): "expert",
     ("/api/logs", "GET"): "viewer",
     ("/api/alarms", "GET"): "viewer",
     ("/api/alarms/<int:alarm_id>/ack", "POST"): "operator",
@@ -757,10 +758,10 @@ class ManagementTests(WebTestCase):
         self.take_ecs()
         r = self.call("POST", "/api/detectors/TOF/move", token=self.ex, json={"to": "demo"})
         self.assertEqual(r.json, {"id": "TOF", "partition": "demo"})
-        self.assertEqual(self.center.audit[-1], ("expert", "move_detector", ("TOF", "demo", False)))
+        self.assertEqual(self.center.audit_log[-1], ("expert", "move_detector", ("TOF", "demo", False)))
         r = self.call("POST", "/api/detectors/TOF/move", token=self.ex, json={"to": None, "force": True})
         self.assertEqual(r.json, {"id": "TOF", "partition": None})
-        self.assertEqual(self.center.audit[-1], ("expert", "move_detector", ("TOF", None, True)))
+        self.assertEqual(self.center.audit_log[-1], ("expert", "move_detector", ("TOF", None, True)))
         for body, field in [({}, "to"), ({"force": True}, "to"), ({"to": 3}, "to"),
                             ({"to": "demo", "force": 1}, "force")]:
             self.assertError(self.call("POST", "/api/detectors/TOF/move", token=self.ex, json=body), 400,
@@ -913,7 +914,7 @@ class AlarmRouteTests(WebTestCase):
                             ({"until": 60, "reason": "   "}, "reason"), ({"until": 60, "reason": 5}, "reason"),
                             ({"until": 60, "reason": "x" * 501}, "reason")]:
             self.assertError(self.call("POST", path, token=expert, json=body), 400, "bad_request", field=field)
-        self.assertEqual(self.center.audit, [])
+        self.assertEqual(self.center.audit_log, [])
         r = self.call("POST", path, token=expert, json={"until": 90, "reason": "x" * 500})
         self.assertEqual(r.code, 200, r.body)
         self.assertEqual(r.json["shelved_until"], now + 90)
@@ -923,7 +924,7 @@ class AlarmRouteTests(WebTestCase):
         naive = datetime.fromtimestamp(now + 7200, UTC).replace(tzinfo=None).isoformat()
         r = self.call("POST", path, token=expert, json={"until": naive, "reason": "UTC without offset"})
         self.assertEqual(r.json["shelved_until"], now + 7200)
-        self.assertEqual([a[1] for a in self.center.audit], ["shelve_alarm"] * 3)
+        self.assertEqual([a[1] for a in self.center.audit_log], ["shelve_alarm"] * 3)
         self.assertError(self.call("POST", "/api/alarms/77/shelve", token=expert, json={"until": 9, "reason": "r"}),
                          404, "not_found")
 

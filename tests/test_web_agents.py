@@ -52,7 +52,7 @@ class AgentPlacementTests(WebTestCase):
         )
         r = self.call("PUT", "/api/agents/global:all", token=token, json={"host": "localhost", "launcher": "local"})
         self.assertEqual((r.code, r.json["options"], r.json["autostart"]), (200, {}, True))
-        self.assertIn(("admin", "set_placement", ("global:all", "localhost", "local")), self.center.audit)
+        self.assertIn(("admin", "set_placement", ("global:all", "localhost", "local")), self.center.audit_log)
 
     def test_place_validation(self) -> None:
         """Missing or mistyped fields are 400 naming the field; the center's refusals too."""

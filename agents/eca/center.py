@@ -264,9 +264,23 @@ class ControlCenter:
 
     # -- history, events, metrics ---------------------------------------------------------------------
 
-    def runs(self, partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
+    def runs(
+        self, partition_id: str | None = None, limit: int = 100, run_type: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{IControlCenter.runs}."""
-        return self._records.runs(partition_id, limit)
+        return self._records.runs(partition_id, limit, run_type, since, until)
+
+    def run_types(self) -> list[str]:
+        """See L{IControlCenter.run_types}."""
+        return list(self._commands.run_types)
+
+    def audit(
+        self, user: User, who: str | None = None, action: str | None = None, since: float | None = None,
+        until: float | None = None, limit: int = 100, before: int | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        """See L{IControlCenter.audit}."""
+        return self._records.audit(user, who, action, since, until, limit, before)
 
     def logs(
         self,

@@ -12,11 +12,16 @@ Stop and abort never wait for bookkeeping: when the database cannot be
 written they still go out (their rows wait in line and the
 C{storage_failed} alarm is raised); configure and start are refused then
 with C{ControlError("storage")} (507) naming the cause.
+
+A start may say what its run is (C{type} from the declared run types,
+C{comment}, C{conditions}); a stop may carry the run's end C{comment}
+(L{run_details}, L{stop_comment}).  They go into the run record, not to
+the PCA: its requests stay as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -26,10 +31,11 @@ from agents.eca.errors import need, pca_error, store_error
 from agents.eca.interfaces import IAudit, IControlScopes
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import OPERATOR_COMMANDS, Partitions
-from agents.eca.runs import Ahead, RunBook
+from agents.eca.runs import Ahead, RunBook, RunDetails
+from ecs import runinfo
 from ecs.control import ControlError, User
 from ecs.net.transport import RequestError
-from ecs.store import Store, StoreError
+from ecs.store import ECS_SCOPE, Store, StoreError
 
 
 def check_command(user: User, partition_id: str, command: str, known: Container[str]) -> None:
@@ -44,6 +50,44 @@ def check_command(user: User, partition_id: str, command: str, known: Container[
 #: The commands that must reach the PCA even when the database cannot be written.
 SAFETY_COMMANDS = ("stop", "abort")
 
+#: The fields of a start and of a stop that are about the run record (never sent to the PCA).
+RUN_FIELDS = {"start": ("type", "comment", "conditions"), "stop": ("comment",)}
+
+
+def _refuse(error: runinfo.RunInfoError) -> ControlError:
+    return ControlError("bad_request", f"{error.field}: {error.reason}", field=error.field)
+
+
+def run_details(body: dict[str, Any], run_types: Sequence[str], user: str,
+                holder: str | None, ecs_holder: str | None) -> RunDetails:
+    """
+    The run a start opens, from its body (C{type} one of C{run_types},
+    C{comment}, C{conditions}) and who is on duty; C{bad_request} naming the
+    field (an unknown type lists the allowed ones).
+    """
+    unknown = sorted(set(body) - set(RUN_FIELDS["start"]))
+    if unknown:
+        raise ControlError("bad_request", f"{unknown[0]}: unknown field of start", field=unknown[0])
+    try:
+        kind = None if body.get("type") is None else runinfo.check_type(body["type"], run_types)
+        comment = runinfo.check_comment(body.get("comment"))
+        conditions = runinfo.check_conditions(body.get("conditions"))
+    except runinfo.RunInfoError as e:
+        raise _refuse(e) from None
+    crew = {"started_by": user, "control_holder": holder, "ecs_control": ecs_holder}
+    return RunDetails(kind, comment, crew, conditions)
+
+
+def stop_comment(body: dict[str, Any]) -> str | None:
+    """The end comment a stop carries (C{bad_request} naming the field)."""
+    unknown = sorted(set(body) - set(RUN_FIELDS["stop"]))
+    if unknown:
+        raise ControlError("bad_request", f"{unknown[0]}: unknown field of stop", field=unknown[0])
+    try:
+        return runinfo.check_comment(body.get("comment"))
+    except runinfo.RunInfoError as e:
+        raise _refuse(e) from None
+
 
 class Commands:
     """Partition commands; see the module docstring."""
@@ -57,6 +101,7 @@ class Commands:
         clock: IReactorTime,
         metrics: EcaMetrics,
         runs: RunBook,
+        run_types: Sequence[str] = runinfo.DEFAULT_RUN_TYPES,
     ) -> None:
         self._store = store
         self._partitions = partitions
@@ -65,6 +110,7 @@ class Commands:
         self._clock = clock
         self._metrics = metrics
         self._runs = runs
+        self.run_types = tuple(run_types)
 
     def command(
         self, user: User, partition_id: str, command: str, body: dict[str, Any]
@@ -87,15 +133,27 @@ class Commands:
         outcome, code = "ok", "ok"
         arguments = {"partition": partition_id, **body}
         ahead: Ahead | None = None
+        details: RunDetails | None = None
         try:
             request = dict(body)
             sent = None
+            end_comment = None
             if command == "configure":
                 request, sent = await self._resolve_configure(body)
+            elif command == "start":
+                request = {}
+                details = run_details(body, self.run_types, user.name, self._scopes.holder(partition_id),
+                                      self._scopes.holder(ECS_SCOPE))
+            elif command == "stop":
+                request, end_comment = {}, stop_comment(body)
             try:
-                ahead = await self._runs.command_ahead(user.name, command, arguments, partition_id, safety)
+                ahead = await self._runs.command_ahead(
+                    user.name, command, arguments, partition_id, safety, end_comment
+                )
             except StoreError as e:
                 raise store_error(e) from None
+            if command == "start":
+                partition.next_run = details
             reply = await partition.command(command, request, user.name)
             if sent is not None:
                 # Only once the PCA accepted, and without what it ignored
@@ -112,6 +170,8 @@ class Commands:
             raise error from None
         finally:
             self._metrics.command_done(command, code, self._clock.seconds() - started)
+            if command == "start" and code != "ok":
+                partition.next_run = None  # refused: no run opens with what it said
             if ahead is not None:
                 self._runs.command_done(ahead, outcome, refused=code != "ok")
             elif code != "storage":

@@ -209,7 +209,7 @@ def build_eca(
     inventory = Inventory(
         store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems
     )
-    commands = Commands(store, partitions, scopes, audit, clock, metrics, runs)
+    commands = Commands(store, partitions, scopes, audit, clock, metrics, runs, settings.run_types)
     exclusions = Exclusions(store, partitions, scopes, audit, logbook)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)

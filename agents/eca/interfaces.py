@@ -83,11 +83,14 @@ class IRunBook(Interface):
     """Run records (L{agents.eca.runs.RunBook})."""
 
     def started(
-        partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str, initial: bool = False
+        partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str, initial: bool = False,
+        details: Any = None,
     ) -> Awaitable[None]:
         """
         The partition entered recording (C{initial}: its first record seen
-        by this ECA): a new run record, unless its open run goes on.
+        by this ECA): a new run record, unless its open run goes on;
+        C{details} (an L{agents.eca.runs.RunDetails} or None) are what the
+        start command said of the run: type, comment, crew, conditions.
         """
 
     def ended(partition: str, last_command: str | None, interrupted: bool = False) -> Awaitable[None]:

@@ -44,7 +44,7 @@ from agents.eca.picture import (
     StageDone,
     SystemSeen,
 )
-from agents.eca.runs import when
+from agents.eca.runs import RunDetails, when
 from ecs.config.settings import Settings
 from ecs.control import ControlError
 from ecs.fsm.sequence import Sequence
@@ -82,6 +82,8 @@ class Partition:
         self.sent: dict[str, dict[str, Any]] = {}
         self.last_operator: str | None = None
         self.last_command: str | None = None
+        #: What the last start sent said of its run (type, comment, crew, conditions), until the run opens.
+        self.next_run: RunDetails | None = None
         self.losses = 0
         #: The heartbeat losses when the current run started (a run that saw one more was interrupted).
         self.losses_at_start = 0
@@ -335,7 +337,10 @@ class Partitions:
 
     async def _run_started(self, partition: Partition, tag: str | None, initial: bool) -> None:
         partition.losses_at_start = partition.losses
-        await self.runs.started(partition.id, tag, partition.sent, partition.last_operator or "unknown", initial)
+        details, partition.next_run = partition.next_run, None
+        await self.runs.started(
+            partition.id, tag, partition.sent, partition.last_operator or "unknown", initial, details
+        )
 
     async def _run_reconciled(self, partition: Partition) -> None:
         await self.runs.not_recording(partition.id)

@@ -12,11 +12,17 @@ from typing import Any
 
 from twisted.internet import defer
 
-from agents.eca.errors import raise_store
+from agents.eca.errors import need, raise_store
 from ecs.config.settings import Subsystems
+from ecs.control import ControlError, User
 from ecs.fsm.sequence import Sequence
 from ecs.fsm.systems import systems_view, tables_json
-from ecs.store import Store
+from ecs.store import RunRow, Store
+
+
+def _run(row: RunRow) -> dict[str, Any]:
+    """A run record for the interfaces."""
+    return dataclasses.asdict(row)
 
 
 class Records:
@@ -40,16 +46,22 @@ class Records:
             raise_store,
         )
 
-    def runs(self, partition_id: str | None = None, limit: int = 100) -> defer.Deferred[list[dict[str, Any]]]:
+    def runs(
+        self, partition_id: str | None = None, limit: int = 100, run_type: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{ecs.control.IControlCenter.runs}; each run says who was excluded from it (C{excluded})."""
-        return defer.Deferred.fromCoroutine(self._runs(partition_id, limit)).addErrback(raise_store)
+        d = defer.Deferred.fromCoroutine(self._runs(partition_id, limit, run_type, since, until))
+        return d.addErrback(raise_store)
 
-    async def _runs(self, partition_id: str | None, limit: int) -> list[dict[str, Any]]:
-        rows = await self._store.runs(partition_id, limit)
+    async def _runs(
+        self, partition_id: str | None, limit: int, run_type: str | None, since: float | None, until: float | None
+    ) -> list[dict[str, Any]]:
+        rows = await self._store.runs(partition_id, limit, run_type=run_type, since=since, until=until)
         excluded = await self._store.run_exclusions([r.number for r in rows])
         return [
             {
-                **dataclasses.asdict(r),
+                **_run(r),
                 "excluded": [
                     {"system": e.system, "excluded_by": e.excluded_by, "excluded_at": e.excluded_at}
                     for e in excluded.get(r.number, [])
@@ -57,6 +69,18 @@ class Records:
             }
             for r in rows
         ]
+
+    def audit(
+        self, user: User, who: str | None, action: str | None, since: float | None, until: float | None,
+        limit: int, before: int | None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        """See L{ecs.control.IControlCenter.audit} (expert and up)."""
+        try:
+            need(user, "expert")
+        except ControlError as e:
+            return defer.fail(e)
+        d = self._store.audit_entries(limit, who, action, before, since=since, until=until)
+        return d.addCallbacks(lambda rows: [dataclasses.asdict(r) for r in rows], raise_store)
 
     def logs(
         self,

@@ -67,6 +67,17 @@ def when(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
+@attrs.frozen
+class RunDetails:
+    """What the operators' start said of the run it opens (checked by L{agents.eca.commands})."""
+
+    type: str | None = None
+    comment: str | None = None
+    #: C{{"started_by", "control_holder", "ecs_control"}}: user names, or None.
+    crew: dict[str, str | None] = attrs.Factory(dict)
+    conditions: dict[str, Any] = attrs.Factory(dict)
+
+
 @attrs.define(eq=False)
 class Ahead:
     """A partition command written ahead: its audit row's id once written."""
@@ -159,7 +170,8 @@ class RunBook:
     # -- inputs from the partitions ---------------------------------------------
 
     async def started(
-        self, partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str, initial: bool = False
+        self, partition: str, tag: str | None, configs: dict[str, dict[str, Any]], operator: str, initial: bool = False,
+        details: RunDetails | None = None,
     ) -> None:
         """See L{IRunBook.started}."""
         await self.load()
@@ -179,7 +191,11 @@ class RunBook:
             run.number = row.number
             self._logbook.log("info", "ECA", f"run {row.number} of partition {partition} started", partition)
 
-        work = lambda: self._store.start_run(partition, tag, configs, operator, started=now)  # noqa: E731
+        info = details if details is not None else RunDetails(crew={"started_by": operator})
+        work = lambda: self._store.start_run(  # noqa: E731
+            partition, tag, configs, operator, started=now,
+            run_type=info.type, comment=info.comment, crew=info.crew, conditions=info.conditions,
+        )
         self.writer.write(f"open a run of {partition}", work).addCallbacks(opened, self._ignore)
 
     async def ended(self, partition: str, last_command: str | None, interrupted: bool = False) -> None:
@@ -249,11 +265,13 @@ class RunBook:
     # -- commands written ahead ----------------------------------------------------
 
     async def command_ahead(
-        self, user: str, command: str, arguments: dict[str, Any], partition: str, safety: bool
+        self, user: str, command: str, arguments: dict[str, Any], partition: str, safety: bool,
+        end_comment: str | None = None,
     ) -> Ahead:
         """
         Write the command's audit row (and, for a stop, an abort or a start,
-        the command on the open run) before its request goes out.  A
+        the command on the open run; a stop's C{end_comment} with it) before
+        its request goes out.  A
         C{safety} command never waits for a database that cannot be written
         (the write waits in line instead); any other fails with
         C{StoreError("storage")} then.
@@ -266,7 +284,7 @@ class RunBook:
             ahead.audit_id = result[0]
 
         async def work() -> None:
-            written(await self._store.command_ahead(user, command, arguments, partition))
+            written(await self._store.command_ahead(user, command, arguments, partition, end_comment))
 
         what = f"record {command} of {partition}"
         if safety:

@@ -143,8 +143,24 @@ class HttpApi:
     async def agent_output(self, agent: str, lines: int) -> dict[str, Any]:
         return dict(self.client.get(f"/api/agents/{_q(agent)}/output", lines=lines) or {})
 
-    async def runs(self, partition: str | None, limit: int) -> list[dict[str, Any]]:
-        return list(self.client.get("/api/runs", partition=partition, limit=limit) or [])
+    async def runs(
+        self, partition: str | None, limit: int, run_type: str | None = None, since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(
+            self.client.get("/api/runs", partition=partition, limit=limit, type=run_type, since=since, until=until)
+            or []
+        )
+
+    async def audit(
+        self, user: str | None, action: str | None, since: float | None, until: float | None, limit: int,
+        before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(
+            self.client.get("/api/audit", user=user, action=action, since=since, until=until, limit=limit,
+                            before=before)
+            or []
+        )
 
     async def logs(
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_commands -*-
 """
 The bodies of the operators' commands of L{ecs.client.table}: status,
-control, configure/start/stop/abort/reset, watch, logs and runs.  Each
+control, configure/start/stop/abort/reset, watch and logs (runs and the
+audit trail: L{ecs.client.history}).  Each
 acts through the L{ecs.client.commands.Api} and shows its answer with
 L{ecs.textview}; following events is the front end's (L{ecs.client.commands.Follow}).
 """
@@ -100,6 +101,14 @@ async def partition_command(run: Run) -> int:
             body["configs"] = args.config
     elif command == "reset":
         body = {"system": args.system}
+    elif command == "start":
+        conditions = dict(args.condition or [])
+        if len(args.condition or []) != len(conditions):
+            raise usage("a condition is given twice")
+        given = {"type": args.type, "comment": args.comment, "conditions": conditions or None}
+        body = {key: value for key, value in given.items() if value is not None}
+    elif command == "stop" and args.comment is not None:
+        body = {"comment": args.comment}
     if getattr(args, "wait", False):
         if run.follow is None:
             raise usage(f"{command} --wait is not available here")
@@ -147,8 +156,3 @@ async def logs(run: Run) -> int:
     run.out.result(textview.format_logs(rows, color=run.color), rows)
     return EXIT_OK
 
-
-async def runs(run: Run) -> int:
-    rows = await run.api.runs(given_partition(run), run.args.limit)
-    run.out.result(textview.format_runs(rows, color=run.color), rows)
-    return EXIT_OK

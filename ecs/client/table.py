@@ -1,5 +1,8 @@
 # -*- test-case-name: tests.test_commands -*-
 """
+(Over 400 lines: the one table of every command stays in one module, so
+that both front ends and their help read the same declarations.)
+
 THE table of the operator and expert commands: what C{ecs} offers over
 HTTP and the ECA's SSH shell offers against the control center.  Each
 entry names the command, its actions, the role each needs, its arguments
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecs.client import alarms, manage, operate
+from ecs.client import alarms, history, manage, operate
 from ecs.client.alarms import alarm_id, duration, reason_text
 from ecs.client.commands import Action, Command, arg, limit, name, roles, version
 from ecs.config.logs import LEVELS
@@ -82,8 +85,34 @@ COMMANDS: tuple[Command, ...] = (
         WAIT,
         follows=True,
     ),
-    _one("start", "start a run on a partition", "operator", operate.partition_command, P, WAIT, follows=True),
-    _one("stop", "stop the run of a partition", "operator", operate.partition_command, P, WAIT, follows=True),
+    _one(
+        "start",
+        "start a run on a partition",
+        "operator",
+        operate.partition_command,
+        P,
+        arg("--type", type=history.run_type, help="the run type (one the ECA declares: physics, calibration, ...)"),
+        arg("--comment", type=history.comment, help="what this run is for"),
+        arg(
+            "--condition",
+            action="append",
+            metavar="KEY=VALUE",
+            type=history.condition,
+            help="a run condition (repeat; numbers and true/false/null are kept as such)",
+        ),
+        WAIT,
+        follows=True,
+    ),
+    _one(
+        "stop",
+        "stop the run of a partition",
+        "operator",
+        operate.partition_command,
+        P,
+        arg("--comment", type=history.comment, help="the run's end comment"),
+        WAIT,
+        follows=True,
+    ),
     _one("abort", "abort a partition to Idle", "operator", operate.partition_command, P, WAIT, follows=True),
     _one(
         "reset",
@@ -133,10 +162,26 @@ COMMANDS: tuple[Command, ...] = (
     ),
     _one(
         "runs",
-        "run records, newest first",
+        "run records, newest first; filter by type and start time, export CSV or JSON",
         "viewer",
-        operate.runs,
+        history.runs,
         *P_OPT,
+        arg("--type", type=history.run_type, help="runs of this type"),
+        arg("--since", help="started at or after: " + history.TIME_HELP),
+        arg("--until", help="started before: " + history.TIME_HELP),
+        arg("--format", choices=("table", "csv", "json"), default="table", help="csv or json: every column"),
+        arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+    ),
+    _one(
+        "audit",
+        "the audit trail, newest first: who did what, with its outcome (expert)",
+        "expert",
+        history.audit,
+        arg("--user", type=name("user name"), help="entries of this user"),
+        arg("--action", type=name("action"), help="entries of this action (start, take_control, ...)"),
+        arg("--since", help="written at or after: " + history.TIME_HELP),
+        arg("--until", help="written before: " + history.TIME_HELP),
+        arg("--before", type=version, metavar="ID", help="older than entry ID (the next page)"),
         arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
     ),
     Command(

@@ -40,6 +40,7 @@ from ecs.config.subsystems import (
     load_subsystems,
 )
 from ecs.config.yamlfile import NAME, default_path, fail, load_yaml
+from ecs.runinfo import DEFAULT_RUN_TYPES
 from ecs.schema import (
     Anything,
     Bool,
@@ -105,6 +106,18 @@ def _check_heartbeat(values: dict[str, Any], path: KeyPath, problems: Problems) 
         )
 
 
+def _check_run_types(values: dict[str, Any], path: KeyPath, problems: Problems) -> None:
+    """The run types: at least one, each named once."""
+    types = values["types"]
+    if not types:
+        problems.add((*path, "types"), "expected at least one run type, got an empty list")
+    seen: set[str] = set()
+    for i, name in enumerate(types):
+        if name in seen:
+            problems.add((*path, "types", i), f"run type {name!r} is declared twice")
+        seen.add(name)
+
+
 _ENDPOINT = Str(
     pattern=r"tcp://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):"
     r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -153,6 +166,18 @@ SETTINGS_SCHEMA = Record(
             ),
             default={"single_session": True, "session_lifetime": SESSION_LIFETIME, "token_lifetime": TOKEN_LIFETIME},
         ),
+        "runs": Field(
+            Record(
+                {
+                    "types": Field(
+                        ListOf(Str(pattern=r"[A-Za-z0-9_.:-]{1,64}", description="a run type name")),
+                        default=list(DEFAULT_RUN_TYPES),
+                    ),
+                },
+                checks=[_check_run_types],
+            ),
+            default={"types": list(DEFAULT_RUN_TYPES)},
+        ),
     }
 )
 """The schema of C{etc/ecs.yaml}; every key is optional, defaults as shipped."""
@@ -184,6 +209,8 @@ class Settings:
     single_session: bool = True
     session_lifetime: float = SESSION_LIFETIME
     token_lifetime: float = TOKEN_LIFETIME
+    #: C{runs.types}: the types a run may have (a start without one records none).
+    run_types: tuple[str, ...] = DEFAULT_RUN_TYPES
 
 
 def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,4 +275,5 @@ def load_settings(
         single_session=values["accounts"]["single_session"],
         session_lifetime=float(values["accounts"]["session_lifetime"]),
         token_lifetime=float(values["accounts"]["token_lifetime"]),
+        run_types=tuple(values["runs"]["types"]),
     )

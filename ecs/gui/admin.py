@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_gui_admin -*-
 """
 The management pages of the GUI (see L{ecs.gui}): configurations, tags,
-partitions and detectors, clients, runs, logs and users.
+partitions and detectors, clients, runs, logs, the audit trail and users.
 
 Each page is a shell rendered here for the role it needs (a lower role gets
 403 naming it, no session the login page); its script
@@ -25,13 +25,15 @@ PAGES = (
     ("/clients", "clients", "Clients", "expert"),
     ("/runs", "runs", "Runs", "viewer"),
     ("/logs", "logs", "Logs", "viewer"),
+    ("/audit", "audit", "Audit trail", "expert"),
     ("/users", "users", "Users", "admin"),
 )
 
 
-async def _shell(self: GuiPages, request: IRequest, name: str, title: str, role: str) -> bytes:
+async def _shell(self: GuiPages, request: IRequest, name: str, title: str, role: str,
+                 data: dict[str, str] | None = None) -> bytes:
     return await self.page(request, name, title, role=role, scripts=["admin.js", f"{name}.js"],
-                           data={"page": name})
+                           data={"page": name, **(data or {})})
 
 
 @GuiPages.app.route("/configs", methods=["GET"])
@@ -60,14 +62,20 @@ async def clients_page(self: GuiPages, request: IRequest) -> bytes:
 
 @GuiPages.app.route("/runs", methods=["GET"])
 async def runs_page(self: GuiPages, request: IRequest) -> bytes:
-    """The run records (viewer)."""
-    return await _shell(self, request, "runs", "Runs", "viewer")
+    """The run records with their types and comments, filtered, exported as CSV or JSON (viewer)."""
+    return await _shell(self, request, "runs", "Runs", "viewer", {"runtypes": ",".join(self.center.run_types())})
 
 
 @GuiPages.app.route("/logs", methods=["GET"])
 async def logs_page(self: GuiPages, request: IRequest) -> bytes:
     """The stored log events with filters, and live ones (viewer)."""
     return await _shell(self, request, "logs", "Logs", "viewer")
+
+
+@GuiPages.app.route("/audit", methods=["GET"])
+async def audit_page(self: GuiPages, request: IRequest) -> bytes:
+    """The audit trail: who did what, with its outcome, filtered and paged (expert)."""
+    return await _shell(self, request, "audit", "Audit trail", "expert")
 
 
 @GuiPages.app.route("/users", methods=["GET"])

@@ -70,6 +70,7 @@ NAV = (
     ("/tags", "Tags", "expert"),
     ("/manage", "Partitions & detectors", "expert"),
     ("/clients", "Clients", "expert"),
+    ("/audit", "Audit trail", "expert"),
     ("/users", "Users", "admin"),
 )
 

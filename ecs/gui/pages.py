@@ -7,8 +7,8 @@ about; C{live.js} fetches C{/api/partitions...} and follows C{/api/events}
 (see its header for the live-update rules), C{headline.js} derives each
 partition's headline (state tile, what is wrong and the next action, the
 sequence's stages) from the partition, its systems and the alarms,
-C{monitor.js} adds the control panel and C{configdialog.js} the
-configuration dialog.
+C{monitor.js} adds the control panel (with the start dialog: run type
+and comment) and C{configdialog.js} the configuration dialog.
 """
 
 from __future__ import annotations
@@ -43,5 +43,5 @@ async def monitor(self: GuiPages, request: IRequest, pid: str) -> bytes:
         f"Partition {pid}",
         scripts=[*LIVE_SCRIPTS, "configdialog.js", "monitor.js"],
         slots={"partition": pid},
-        data={"partition": pid},
+        data={"partition": pid, "runtypes": ",".join(self.center.run_types())},
     )

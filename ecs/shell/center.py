@@ -149,8 +149,17 @@ class CenterApi:
     async def agent_output(self, agent: str, lines: int) -> dict[str, Any]:
         return dict(await _call(self.center.agent_output, self.user, agent, lines) or {})
 
-    async def runs(self, partition: str | None, limit: int) -> list[dict[str, Any]]:
-        return list(await _call(self.center.runs, partition, limit) or [])
+    async def runs(
+        self, partition: str | None, limit: int, run_type: str | None = None, since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(await _call(self.center.runs, partition, limit, run_type, since, until) or [])
+
+    async def audit(
+        self, user: str | None, action: str | None, since: float | None, until: float | None, limit: int,
+        before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(await _call(self.center.audit, self.user, user, action, since, until, limit, before) or [])
 
     async def logs(
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int

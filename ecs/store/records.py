@@ -3,7 +3,7 @@
 What happened: runs (with a snapshot of their configurations), the audit
 trail and log events.
 
-(About 520 lines, longer than most: runs and the audit trail stay in one
+(About 600 lines, longer than most: runs and the audit trail stay in one
 module because a partition command is written ahead with both in one
 transaction (L{RecordOperations.command_ahead}, L{RecordOperations.resolve_pending}).)
 """
@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ecs import runinfo
 from ecs.config.logs import LEVELS as LOG_LEVELS
 from ecs.store.errors import (
     _LIMIT_MAX,
@@ -28,7 +29,10 @@ from ecs.store.errors import (
 from ecs.store.rows import AuditRow, ConfigRow, LogEntry, LogRow, RunRow
 from ecs.store.txn import _all, _deferred, _exists, _one, _StoreArea, _Txn
 
-_RUN_COLUMNS = "number, partition, tag, configs, operator, started, ended, outcome, note, pending, pending_at"
+_RUN_COLUMNS = (
+    "number, partition, tag, configs, operator, started, ended, outcome, note, pending, pending_at,"
+    " type, start_comment, end_comment, crew, conditions"
+)
 
 #: The commands written ahead with an open run (L{RecordOperations.command_ahead}), and the outcome each
 #: gives it once carried out (a start: the run had stopped recording before, without stop or abort).
@@ -40,7 +44,8 @@ AUDIT_PENDING = "pending"
 
 def _run_row(row: Sequence[Any]) -> RunRow:
     return RunRow(
-        row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10]
+        row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        row[11], row[12], row[13], json.loads(row[14] or "{}"), json.loads(row[15] or "{}"),
     )
 
 
@@ -69,7 +74,7 @@ def _close_run(txn: _Txn, number: int, outcome: str, ended: float, note: str | N
         " WHERE number = ?",
         (ended, outcome, text, number),
     )
-    return _run_row((*row[:6], ended, outcome, text, None, None))
+    return _run_row((*row[:6], ended, outcome, text, None, None, *row[11:]))
 
 
 class RecordOperations(_StoreArea):
@@ -85,12 +90,19 @@ class RecordOperations(_StoreArea):
         configs: Mapping[str, ConfigRow | Mapping[str, Any]],
         operator: str,
         started: float | None = None,
+        *,
+        run_type: str | None = None,
+        comment: str | None = None,
+        crew: Mapping[str, str | None] | None = None,
+        conditions: Mapping[str, Any] | None = None,
     ) -> RunRow:
         """
         Open the next run of C{partition}, recording the exact
         configurations (C{{system: ConfigRow}} or C{{system: {config_id,
-        version, parameters}}}), started at C{started} (default now);
-        C{conflict} while the partition has a run open.
+        version, parameters}}}), started at C{started} (default now), with
+        its type, start comment, crew (C{{role: user name or None}}) and
+        conditions (checked as L{ecs.runinfo} says); C{conflict} while the
+        partition has a run open.
         """
         check_name(partition, "partition id")
         if tag is not None:
@@ -99,6 +111,14 @@ class RecordOperations(_StoreArea):
         snapshot = _snapshot(configs)
         text = json.dumps(snapshot, separators=(",", ":"))
         now = self._now() if started is None else _check_number(started, "run start")
+        try:
+            kind = None if run_type is None else runinfo.check_type(run_type)
+            said = runinfo.check_comment(comment)
+            checked = runinfo.check_conditions(conditions)
+        except runinfo.RunInfoError as e:
+            raise StoreError("bad_request", f"run {e.field}: {e.reason}") from None
+        team = _crew(crew)
+        extra = (kind, said, json.dumps(team, separators=(",", ":")), json.dumps(checked, separators=(",", ":")))
 
         def op(txn: _Txn) -> RunRow:
             if not _exists(txn, "partitions", "id", partition):
@@ -110,11 +130,12 @@ class RecordOperations(_StoreArea):
                 raise StoreError("conflict", f"partition {partition} already has run {run[0]} open")
             (number,) = _one(txn, "SELECT COALESCE(MAX(number), 0) + 1 FROM runs")
             txn.execute(
-                "INSERT INTO runs (number, partition, tag, configs, operator, started)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (number, partition, tag, text, operator, now),
+                "INSERT INTO runs (number, partition, tag, configs, operator, started,"
+                " type, start_comment, crew, conditions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (number, partition, tag, text, operator, now, *extra),
             )
-            return RunRow(number, partition, tag, json.loads(text), operator, now, None, None)
+            return RunRow(number, partition, tag, json.loads(text), operator, now, None, None,
+                          type=kind, start_comment=said, crew=team, conditions=checked)
 
         return await self._write(op, what=f"start run of {partition}")
 
@@ -153,15 +174,21 @@ class RecordOperations(_StoreArea):
 
     @_deferred
     async def command_ahead(
-        self, user: str, action: str, arguments: Mapping[str, Any], partition: str
+        self, user: str, action: str, arguments: Mapping[str, Any], partition: str,
+        end_comment: str | None = None,
     ) -> tuple[int, int | None]:
         """
         Before a partition command goes out: its audit row (outcome
         C{pending}, see L{command_done}) and, for a stop or an abort, the
-        command written on the partition's open run, in one transaction.
+        command written on the partition's open run, in one transaction; a
+        stop's C{end_comment} becomes the open run's end comment.
         Fires with C{(audit id, the open run's number or None)}.
         """
         check_name(partition, "partition id")
+        try:
+            end_comment = runinfo.check_comment(end_comment)
+        except runinfo.RunInfoError as e:
+            raise StoreError("bad_request", f"run end {e.field}: {e.reason}") from None
         _check_text(user, "audit user", empty=True)
         _check_text(action, "audit action")
         text = json.dumps(dict(arguments), default=str, separators=(",", ":"))
@@ -181,6 +208,8 @@ class RecordOperations(_StoreArea):
                     "UPDATE runs SET pending = ?, pending_at = ?, pending_audit = ? WHERE number = ?",
                     (action, now, audit_id, run[0]),
                 )
+            if action == "stop" and end_comment is not None:
+                txn.execute("UPDATE runs SET end_comment = ? WHERE number = ?", (end_comment, run[0]))
             return audit_id, int(run[0])
 
         return await self._write(op, what=f"record {action} of {partition}")
@@ -201,8 +230,10 @@ class RecordOperations(_StoreArea):
             )
             changed = bool(txn.rowcount)
             if refused:
+                # a refused stop did not end the run: its comment is not the run's end comment
                 txn.execute(
-                    "UPDATE runs SET pending = NULL, pending_at = NULL, pending_audit = NULL"
+                    "UPDATE runs SET end_comment = CASE WHEN pending = 'stop' THEN NULL ELSE end_comment END,"
+                    " pending = NULL, pending_at = NULL, pending_audit = NULL"
                     " WHERE pending_audit = ? AND ended IS NULL",
                     (audit_id,),
                 )
@@ -238,7 +269,7 @@ class RecordOperations(_StoreArea):
                     "UPDATE runs SET pending = NULL, pending_at = NULL, pending_audit = NULL WHERE number = ?",
                     (number,),
                 )
-                result = _run_row((*row[:9], None, None))
+                result = _run_row((*row[:9], None, None, *row[11:]))
             if audit_id is not None:
                 txn.execute(
                     "UPDATE audit SET outcome = ? WHERE id = ? AND outcome = ?", (outcome, audit_id, AUDIT_PENDING)
@@ -306,15 +337,33 @@ class RecordOperations(_StoreArea):
 
     @_deferred
     async def runs(
-        self, partition: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        partition: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        *,
+        run_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunRow]:
-        """Runs newest first: of one partition, numbered below C{before}, at most C{limit}."""
+        """
+        Runs newest first: of one partition, numbered below C{before}, of
+        one type, started at or after C{since} and before C{until}, at most
+        C{limit}.
+        """
         _check_int(limit, "limit", 1, _LIMIT_MAX)
         where: list[str] = []
         params: list[str | int | float] = []
         if partition is not None:
             where.append("partition = ?")
             params.append(check_name(partition, "partition id"))
+        if run_type is not None:
+            try:
+                params.append(runinfo.check_type(run_type))
+            except runinfo.RunInfoError as e:
+                raise StoreError("bad_request", f"run {e.field}: {e.reason}") from None
+            where.append("type = ?")
+        _time_range(where, params, "started", since, until)
         if before is not None:
             where.append("number < ?")
             params.append(_check_int(before, "run number"))
@@ -364,8 +413,13 @@ class RecordOperations(_StoreArea):
         user: str | None = None,
         action: str | None = None,
         before: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[AuditRow]:
-        """Audit entries newest first, by user or action, with id below C{before}."""
+        """
+        Audit entries newest first, by user or action, with id below
+        C{before}, written at or after C{since} and before C{until}.
+        """
         _check_int(limit, "limit", 1, _LIMIT_MAX)
         where: list[str] = []
         params: list[str | int | float] = []
@@ -378,6 +432,7 @@ class RecordOperations(_StoreArea):
         if before is not None:
             where.append("id < ?")
             params.append(_check_int(before, "audit id"))
+        _time_range(where, params, "time", since, until)
         sql = "SELECT id, time, user, action, arguments, outcome FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -484,6 +539,30 @@ class RecordOperations(_StoreArea):
             return int(txn.rowcount)
 
         return await self._write(op, what="prune log events")
+
+
+def _time_range(where: list[str], params: list[str | int | float], column: str,
+                since: float | None, until: float | None) -> None:
+    """C{since <= column < until} (each when given) added to a query's conditions."""
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(_check_number(since, "since"))
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(_check_number(until, "until"))
+
+
+def _crew(crew: object) -> dict[str, str | None]:
+    """Who was on duty: C{{role: user name or None}}, at most 8 roles."""
+    if crew is None:
+        return {}
+    if not isinstance(crew, Mapping) or len(crew) > 8:
+        raise StoreError("bad_request", "run crew must be a mapping of at most 8 roles to user names")
+    result: dict[str, str | None] = {}
+    for role, user in crew.items():
+        check_name(role, "crew role")
+        result[role] = None if user is None else _check_text(user, f"crew {role}")
+    return result
 
 
 def _snapshot(configs: object) -> dict[str, dict[str, Any]]:

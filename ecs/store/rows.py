@@ -114,6 +114,15 @@ class RunRow:
     pending: str | None = None
     #: When that command was written (before it was sent).
     pending_at: float | None = None
+    #: The run type (one of the declared ones), or None.
+    type: str | None = None
+    #: The operator's comment at start, and the one given with the stop that ended it.
+    start_comment: str | None = None
+    end_comment: str | None = None
+    #: Who was on duty: C{{started_by, control_holder, ecs_control}} (user names or None).
+    crew: dict[str, str | None] = field(default_factory=dict)
+    #: Free conditions C{{key: scalar}} given at start.
+    conditions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,7 +229,21 @@ def _v4_management() -> list[str]:
 
 def _v5_runs() -> list[str]:
     """Run types, comments, shift crew and conditions (issue 14)."""
-    return []
+    return [
+        # One of the declared run types (settings runs.types), or NULL.
+        "ALTER TABLE runs ADD COLUMN type TEXT",
+        "ALTER TABLE runs ADD COLUMN start_comment TEXT",
+        # Written with the stop that ends the run (before its request goes out).
+        "ALTER TABLE runs ADD COLUMN end_comment TEXT",
+        # JSON: {"started_by": user, "control_holder": user, "ecs_control": user or null}.
+        "ALTER TABLE runs ADD COLUMN crew TEXT NOT NULL DEFAULT '{}'",
+        # JSON: free {key: scalar} conditions (ecs.runinfo.check_conditions).
+        "ALTER TABLE runs ADD COLUMN conditions TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX runs_by_type ON runs(type, number)",
+        "CREATE INDEX runs_by_start ON runs(started)",
+        # The audit page and `ecs audit` filter by time.
+        "CREATE INDEX audit_by_time ON audit(time, id)",
+    ]
 
 
 def _v5_exclusions() -> list[str]:

@@ -200,13 +200,7 @@ async def delete_tag(self: WebAPI, request: IRequest, session: Session, name: st
     """Delete a tag."""
     return self._json(request, await self._call(self.center.delete_tag, session.user, name))
 
-# -- runs and logs ----------------------------------------------------------------
-
-@authorized_route(WebAPI.app, "viewer", "/api/runs", methods=["GET"])
-async def runs(self: WebAPI, request: IRequest, session: Session) -> bytes:
-    """Run records, newest first (?partition=&limit=)."""
-    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
-    return self._json(request, await self._call(self.center.runs, query(request, "partition"), limit))
+# -- logs (runs and the audit trail: ecs.web.history) ----------------------------------------------------------------
 
 @authorized_route(WebAPI.app, "viewer", "/api/logs", methods=["GET"])
 async def logs(self: WebAPI, request: IRequest, session: Session) -> bytes:

@@ -2,15 +2,18 @@
 """
 The ECA's JSON API with every route: L{ecs.web.routes} declares L{WebAPI}
 and the operator routes, L{ecs.web.admin} adds the expert and admin routes
-to the same Klein app.  Import L{WebAPI} from here, so that both are loaded.
+and L{ecs.web.history} those of runs and the audit trail, to the same
+Klein app.  Import L{WebAPI} from here, so that all are loaded.
 """
 
-from ecs.web import admin
+from ecs.web import admin, history
 from ecs.web.auth import LoginLimiter
 from ecs.web.inputs import ApiError
 from ecs.web.routes import EventStream, WebAPI
 
 #: The module that added the expert and admin routes (imported for that effect).
 ADMIN_ROUTES = admin
+#: The module that added the run and audit routes (imported for that effect).
+HISTORY_ROUTES = history
 
 __all__ = ["ApiError", "EventStream", "LoginLimiter", "WebAPI"]

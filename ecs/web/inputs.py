@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from twisted.web.iweb import IRequest
 
+from ecs import runinfo
 from ecs.control import ROLES, ControlError
 
 #: The largest request body, in bytes (the default of L{ecs.web.api.WebAPI}).
@@ -219,6 +220,31 @@ def configure_body(fields: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+#: The fields a start and a stop may carry: what the run record says (checked by L{run_body}).
+RUN_FIELDS = {"start": ("type", "comment", "conditions"), "stop": ("comment",)}
+
+
+def run_body(fields: dict[str, Any]) -> dict[str, Any]:
+    """
+    A start's C{{"type", "comment", "conditions"}} or a stop's
+    C{{"comment"}}, each optional, checked for form (L{ecs.runinfo}): the
+    type is a name (the center checks it is a declared one), a comment
+    text, the conditions an object of scalars.  Empty comments are dropped.
+    """
+    result: dict[str, Any] = {}
+    try:
+        if fields.get("type") is not None:
+            result["type"] = runinfo.check_type(fields["type"])
+        comment = runinfo.check_comment(fields.get("comment"))
+        if comment is not None:
+            result["comment"] = comment
+        if fields.get("conditions") is not None:
+            result["conditions"] = runinfo.check_conditions(fields["conditions"])
+    except runinfo.RunInfoError as e:
+        bad(e.field, e.reason)
+    return result
+
+
 def shelve_body(fields: dict[str, Any], now: float) -> tuple[float, str]:
     """
     C{{"until": ISO-8601 time (UTC when it has no offset) or seconds from
@@ -261,6 +287,7 @@ __all__ = [
     "MAX_LIMIT",
     "MAX_SHELVE",
     "MAX_SHELVE_REASON",
+    "RUN_FIELDS",
     "ApiError",
     "bad",
     "body",
@@ -271,6 +298,7 @@ __all__ = [
     "query_flag",
     "query_int",
     "roles",
+    "run_body",
     "shelve_body",
     "text",
     "text_list",

@@ -85,7 +85,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from ecs.control import ControlError, IControlCenter, Session
 from ecs.web import auth, inputs
 from ecs.web.auth import LoginLimiter, SignOuts, authorized_route, public_route
-from ecs.web.inputs import MAX_BODY, ApiError, bad, configure_body, text
+from ecs.web.inputs import MAX_BODY, RUN_FIELDS, ApiError, bad, configure_body, run_body, text
 from ecs.web.stream import EventStream
 
 KEEPALIVE = 15.0
@@ -330,7 +330,7 @@ class WebAPI:
         elif command in ("reset", "exclude", "include"):
             body = {"system": text(self._body(request, ("system",)), "system")}
         else:
-            body = self._body(request, (), required=False)
+            body = run_body(self._body(request, RUN_FIELDS.get(command, ()), required=False))
         await self._existing_partition(pid)
         if command in ("exclude", "include"):
             change = self.center.exclude if command == "exclude" else self.center.include

@@ -6,7 +6,9 @@
 // keyboard focus).  Every reply is shown with its time and then quotes the
 // state the command caused; it fades once the state moves on.  Stop while
 // recording and a forced take-over ask first; losing control through force
-// or inactivity raises the banner.  The server checks all of this again:
+// or inactivity raises the banner.  Start asks for the run type and a
+// comment (#start-dialog; the types come from the page's data-runtypes),
+// stop while recording for the run's end comment (#stop-dialog).  The server checks all of this again:
 // the page is only a view.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
@@ -164,12 +166,21 @@ document.addEventListener("DOMContentLoaded", () => {
     for (const id of ids) await send("Reset " + id, "POST", base + "/reset", {system: id}, systemState(id));
   }
 
-  async function stop() {
+  // Stop while recording asks first, with the run's end comment (#stop-dialog).
+  function stop() {
     const run = view && view.run ? "run " + view.run.number + " of " : "the run of ";
-    if (await ECS.confirm("Stop " + run + pid + "? The run ends and the partition stays configured.", "Stop the run")) {
-      send("Stop", "POST", base + "/stop");
-    }
+    $("stop-dialog-text").textContent = "Stop " + run + pid + "? The run ends and the partition stays configured.";
+    $("stop-comment").value = "";
+    $("stop-dialog").showModal();
   }
+  $("stop-dialog").addEventListener("close", () => {
+    const dialog = $("stop-dialog");
+    if (dialog.returnValue === "stop") {
+      const comment = $("stop-comment").value.trim();
+      send("Stop", "POST", base + "/stop", comment ? {comment} : undefined);
+    }
+    dialog.returnValue = "";
+  });
 
   const base = "/api/partitions/" + encodeURIComponent(pid);
   const live = new LIVE.Live({
@@ -219,7 +230,21 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     send("Configure", "POST", base + "/configure", {...chosen, auto: $("auto-configure").checked});
   });
-  $("cmd-start").addEventListener("click", () => send("Start", "POST", base + "/start"));
+  // Start asks for the run's type (the ECA's declared ones) and a comment first.
+  const startDialog = $("start-dialog");
+  const runTypes = (document.body.dataset.runtypes || "").split(",").filter((t) => t);
+  for (const t of runTypes) $("run-type").append(new Option(t, t));
+  $("cmd-start").addEventListener("click", () => { $("run-comment").value = ""; startDialog.showModal(); });
+  startDialog.addEventListener("close", () => {
+    if (startDialog.returnValue === "start") {
+      const body = {};
+      if ($("run-type").value) body.type = $("run-type").value;
+      const comment = $("run-comment").value.trim();
+      if (comment) body.comment = comment;
+      send("Start", "POST", base + "/start", body);
+    }
+    startDialog.returnValue = "";
+  });
   $("cmd-stop").addEventListener("click", () => {
     if (view && view.seq.recording && view.info.state === view.seq.recording) stop();
     else send("Stop", "POST", base + "/stop");
