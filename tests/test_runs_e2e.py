@@ -225,11 +225,12 @@ class DiskFullE2ETests(RunsE2ECase):
     def fill(disk: Path) -> Path:
         """Fill C{disk} up (a blocking write of a few MiB: test set-up, not the agents' reactor)."""
         filler = disk / "filler"
-        with filler.open("wb") as f:
+        # Unbuffered: a full disk refuses the write that fills it, and closing
+        # has nothing left to flush (a buffered file raised ENOSPC at close).
+        with filler.open("wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError:
                 pass
         return filler
