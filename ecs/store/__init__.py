@@ -64,7 +64,8 @@ C{ecs.store} itself):
     database thread, a L{Deferred} for the caller);
   - L{ecs.store.core}: L{Store}, its opening, upgrading and closing;
   - L{ecs.store.inventory}, L{ecs.store.configs}, L{ecs.store.accounts},
-    L{ecs.store.records}, L{ecs.store.alarms}, L{ecs.store.exclusions}: the
+    L{ecs.store.records}, L{ecs.store.alarms}, L{ecs.store.exclusions},
+    L{ecs.store.elog} (the electronic logbook): the
     operations of each area,
     mixed into L{Store}.
 """
@@ -74,6 +75,7 @@ from __future__ import annotations
 from ecs.config.logs import LEVELS as LOG_LEVELS
 from ecs.store.alarms import ALARM_KINDS, MAX_SHELVE_REASON, SEVERITIES, AlarmRow
 from ecs.store.core import BUSY_TIMEOUT_MS, DATABASE_NAME, Store, database_path
+from ecs.store.elog import Attachment, AttachmentInfo, ELogRow
 from ecs.store.errors import (
     ANY,
     CODES,
@@ -118,10 +120,13 @@ __all__ = [
     "TOKEN_KINDS",
     "UPGRADES",
     "AlarmRow",
+    "Attachment",
+    "AttachmentInfo",
     "AuditRow",
     "ConfigRow",
     "ControlRow",
     "DetectorRow",
+    "ELogRow",
     "ExclusionRow",
     "LogEntry",
     "LogRow",
