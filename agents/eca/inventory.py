@@ -213,7 +213,8 @@ class Inventory:
                 raise error from None
             await close(journal, "ok")
             if arguments.get("force"):
-                self._notes.note(forced_text(user.name, action, arguments), arguments.get("partition"))
+                where = arguments.get("partition") or arguments.get("to")
+                self._notes.note(forced_text(user.name, action, arguments), where)
             return result
 
         return defer.Deferred.fromCoroutine(run())
