@@ -5,7 +5,8 @@ The ECA's database: L{Store} is the only way to it.
 One SQLite file (by convention C{<state dir>/ecs.sqlite}, see
 L{database_path}) holds partitions, detectors, global systems,
 configurations (versioned), tags, users, roles, tokens, control ownership,
-runs, the audit trail, log events and alarms.
+runs, the audit trail, log events, alarms, exclusions and the electronic
+logbook.
 
 How it is used::
 
