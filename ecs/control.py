@@ -20,7 +20,7 @@ Errors are L{ControlError}s with a code that maps to an HTTP status:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -294,6 +294,29 @@ class IControlCenter(Interface):
         user, action, arguments, outcome}} of user C{who}, of C{action},
         written at or after C{since} and before C{until}, with id below
         C{before} (the next page), at most C{limit}."""
+
+    def logbook(user: User, text: str | None = None, partition: str | None = None, run: int | None = None,
+                author: str | None = None, since: float | None = None, until: float | None = None,
+                limit: int = 100, before: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
+        """The electronic logbook, newest first (viewer and up): entries
+        C{{id, time, author, automatic, text, partition, run, corrects,
+        corrected_by (ids), attachments ({n, name, content_type, size})}}
+        containing C{text} (case-insensitive), of a partition, run or author,
+        written at or after C{since} and before C{until}, with id below
+        C{before} (the next page), at most C{limit}."""
+
+    def add_logbook_entry(user: User, text: str, partition: str | None = None, run: int | None = None,
+                          corrects: int | None = None,
+                          attachments: Sequence[Mapping[str, Any]] = ()) -> defer.Deferred[dict[str, Any]]:
+        """Write a logbook entry (operator and up); the entry.  C{corrects}:
+        the id of the entry it corrects (entries are never changed nor
+        deleted); C{attachments}: C{{name, content_type, data (bytes)}}
+        each, at most 3 of at most 1 MiB.  bad_request naming the field,
+        not_found for an unknown C{corrects}."""
+
+    def logbook_attachment(user: User, entry: int, n: int) -> defer.Deferred[dict[str, Any]]:
+        """Attachment C{n} (from 1) of logbook entry C{entry} (viewer and
+        up): C{{name, content_type, data (bytes)}}; not_found."""
 
     def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
              until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -65,6 +65,8 @@ class FakeControlCenter:
             for i, (user, action) in enumerate([("operator", "take_control"), ("operator", "start"),
                                                  ("expert", "save_tag"), ("operator", "stop")], start=1)
         ]
+        #: The electronic logbook's entries, oldest first (with their attachments' bytes).
+        self.logbook_entries: list[dict[str, Any]] = []
         self.declared_run_types = ["physics", "calibration", "cosmics", "test"]
         self.detector_types = {"sts", "mvd", "tof", "trd", "rich"}
         #: What the next reload finds: problems (refused) or new detector types.
@@ -648,6 +650,50 @@ class FakeControlCenter:
                 and (since is None or r["time"] >= since) and (until is None or r["time"] < until)
                 and (before is None or r["id"] < before)]
         return rows[:limit]
+
+    @_deferred
+    def logbook(self, user: User, text: str | None = None, partition: str | None = None, run: int | None = None,
+                author: str | None = None, since: float | None = None, until: float | None = None,
+                limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """Logbook entries (viewer), newest first, filtered; each with the ids of the entries correcting it."""
+        self._require(user, "viewer")
+        rows = [r for r in reversed(self.logbook_entries)
+                if (text is None or text.lower() in r["text"].lower())
+                and all(want is None or r[key] == want
+                        for key, want in (("partition", partition), ("run", run), ("author", author)))
+                and (since is None or r["time"] >= since) and (until is None or r["time"] < until)
+                and (before is None or r["id"] < before)]
+        return [{**r, "corrected_by": [c["id"] for c in self.logbook_entries if c["corrects"] == r["id"]],
+                 "attachments": [{k: v for k, v in a.items() if k != "data"} for a in r["attachments"]]}
+                for r in rows[:limit]]
+
+    @_deferred
+    def add_logbook_entry(self, user: User, text: str, partition: str | None = None, run: int | None = None,
+                          corrects: int | None = None,
+                          attachments: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """Write an entry (operator); not_found for an unknown C{corrects}."""
+        self._require(user, "operator")
+        if corrects is not None and not any(r["id"] == corrects for r in self.logbook_entries):
+            raise ControlError("not_found", f"no logbook entry {corrects}")
+        entry = {"id": len(self.logbook_entries) + 1, "time": 1000.0 + len(self.logbook_entries),
+                 "author": user.name, "automatic": False, "text": text, "partition": partition, "run": run,
+                 "corrects": corrects,
+                 "attachments": [{"n": n, "name": a["name"], "content_type": a["content_type"],
+                                  "size": len(a["data"]), "data": a["data"]} for n, a in enumerate(attachments, 1)]}
+        self.logbook_entries.append(entry)
+        self.audit_log.append((user.name, "add_logbook_entry", (text, partition, run, corrects)))
+        return {**entry, "corrected_by": [], "attachments": [
+            {k: v for k, v in a.items() if k != "data"} for a in entry["attachments"]]}
+
+    @_deferred
+    def logbook_attachment(self, user: User, entry: int, n: int) -> dict[str, Any]:
+        """An attached file (viewer); not_found."""
+        self._require(user, "viewer")
+        for r in self.logbook_entries:
+            for a in r["attachments"] if r["id"] == entry else ():
+                if a["n"] == n:
+                    return {"name": a["name"], "content_type": a["content_type"], "data": a["data"]}
+        raise ControlError("not_found", f"no attachment {n} of logbook entry {entry}")
 
     @_deferred
     def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,

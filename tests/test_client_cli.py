@@ -335,6 +335,25 @@ class ClientCommandTests(TestCase):
         self.assertTrue(r.out.startswith("number,partition,type,"))
         self.assertIn(f"{run['number']},demo,calibration,demo,admin", r.out)
         self.expect(await self.ecs(viewer, "audit"), 3, "expert")
+        # The electronic logbook (issue 14): a note on the run, its correction, and the run's automatic entries.
+        number = str(run["number"])
+        r = await self.ecs(shifter, "log-entry", "add", "scan looked fine", "--partition", "demo", "--run", number,
+                           "--json")
+        self.expect(r, 0)
+        first = r.json()["id"]
+        self.expect(await self.ecs(shifter, "log-entry", "add", "one noisy channel", "--run", number,
+                                   "--corrects", str(first)), 0)
+        self.expect(await self.ecs(viewer, "log-entry", "add", "not mine to write"), 3, "operator")
+        r = await self.ecs(viewer, "log-entry", "list", "--run", number, "--json")
+        self.expect(r, 0)
+        entries = {e["text"]: e for e in r.json()}
+        self.assertEqual(entries["scan looked fine"]["corrected_by"], [entries["one noisy channel"]["id"]])
+        self.assertEqual(entries[f"run {number} (calibration) of partition demo started: threshold scan 1"]["author"],
+                         "ECS")
+        self.assertIn(f"run {number} of partition demo ended: stopped; end comment: scan done", entries)
+        r = await self.ecs(viewer, "log-entry", "list", "--text", "NOISY")
+        self.expect(r, 0)
+        self.assertIn(f"one noisy channel [corrects #{first}]", r.out)
         r = await self.ecs(admin, "audit", "--action", "stop", "--user", "admin", "--json")
         self.expect(r, 0)
         self.assertEqual(r.json()[0]["arguments"], {"partition": "demo", "comment": "scan done"})

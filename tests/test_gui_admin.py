@@ -36,6 +36,7 @@ PAGES = {
     "/clients": "expert",
     "/runs": "viewer",
     "/logs": "viewer",
+    "/logbook": "viewer",
     "/audit": "expert",
     "/fsm": "viewer",
     "/users": "admin",
@@ -122,6 +123,14 @@ class PageTests(GuiTestCase):
         _, body, _ = self.get("/runs", "operator")
         self.assertNotIn(b'href="/audit"', body)
 
+    def test_logbook_page(self) -> None:
+        """The logbook page is in every user's navigation, with its filters, its form and its script."""
+        _, body, _ = self.get("/logbook", "viewer")
+        for element in (b'href="/logbook"', b'id="logbook-q"', b'id="logbook-author"', b'id="logbook-since"',
+                        b'id="logbook-older"', b'id="logbook-text"', b'id="logbook-corrects"', b'id="logbook-files"',
+                        b'src="/static/logbook.js"'):
+            self.assertIn(element, body)
+
     def test_nav_lists_pages_by_role(self) -> None:
         """An expert's navigation shows the expert pages but not the users page."""
         _, body, _ = self.get("/runs", "expert")
@@ -131,7 +140,7 @@ class PageTests(GuiTestCase):
 
     def test_static_scripts_served(self) -> None:
         """Each page script is served as JavaScript and uses no innerHTML."""
-        for name in ["admin", "configs", "tags", "manage", "clients", "runs", "logs", "fsm", "users"]:
+        for name in ["admin", "configs", "tags", "manage", "clients", "runs", "logs", "logbook", "fsm", "users"]:
             code, body, response = self.get(f"/static/{name}.js")
             self.assertEqual(code, 200, name)
             self.assertIn("javascript", response.headers.getRawHeaders("content-type")[0])

@@ -53,7 +53,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from agents.eca.errors import need, store_error
-from agents.eca.interfaces import IAudit, IEventSource, ILogBook
+from agents.eca.interfaces import NO_NOTES, IAudit, IELogNotes, IEventSource, ILogBook
 from agents.eca.metrics import EcaMetrics
 from ecs.control import ControlError, User
 from ecs.store import MAX_SHELVE_REASON, AlarmRow, Store, StoreError
@@ -118,8 +118,10 @@ class Alarms:
         audit: IAudit,
         clock: IReactorTime,
         metrics: EcaMetrics,
+        notes: IELogNotes = NO_NOTES,
     ) -> None:
         self._store = store
+        self._notes = notes
         self._events = events
         self._logbook = logbook
         self._audit = audit
@@ -192,6 +194,7 @@ class Alarms:
         self._remember(row)
         if new:
             self._metrics.alarm_raised(kind)
+            self._notes.note(f"alarm {kind} ({severity}) raised for {source}{where(partition)}: {text}", partition)
         self._logbook.log(
             log_level(kind), "ECA", f"alarm {kind} raised for {source}{where(partition)}: {text} ({action})",
             partition,

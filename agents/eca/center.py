@@ -8,7 +8,7 @@ method is one delegation to the collaborator that owns the concern
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -19,6 +19,7 @@ from agents.eca.agents import AgentActions
 from agents.eca.alarms import Alarms
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
+from agents.eca.elog import ELog
 from agents.eca.events import EventLog
 from agents.eca.exclusions import Exclusions
 from agents.eca.inject import FaultInjector
@@ -53,6 +54,7 @@ class ControlCenter:
         reloader: Reloader,
         exclusions: Exclusions,
         injector: FaultInjector,
+        elog: ELog,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -69,6 +71,7 @@ class ControlCenter:
         self._reloader = reloader
         self._exclusions = exclusions
         self._injector = injector
+        self._elog = elog
 
     # -- authentication ---------------------------------------------------------------
 
@@ -281,6 +284,25 @@ class ControlCenter:
     ) -> defer.Deferred[list[dict[str, Any]]]:
         """See L{IControlCenter.audit}."""
         return self._records.audit(user, who, action, since, until, limit, before)
+
+    def logbook(
+        self, user: User, text: str | None = None, partition: str | None = None, run: int | None = None,
+        author: str | None = None, since: float | None = None, until: float | None = None, limit: int = 100,
+        before: int | None = None,
+    ) -> defer.Deferred[list[dict[str, Any]]]:
+        """See L{IControlCenter.logbook}."""
+        return self._elog.entries(user, text, partition, run, author, since, until, limit, before)
+
+    def add_logbook_entry(
+        self, user: User, text: str, partition: str | None = None, run: int | None = None,
+        corrects: int | None = None, attachments: Sequence[Mapping[str, Any]] = (),
+    ) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.add_logbook_entry}."""
+        return self._elog.add(user, text, partition, run, corrects, attachments)
+
+    def logbook_attachment(self, user: User, entry: int, n: int) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.logbook_attachment}."""
+        return self._elog.attachment(user, entry, n)
 
     def logs(
         self,

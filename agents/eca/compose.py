@@ -36,6 +36,7 @@ from agents.eca.audit import Audit
 from agents.eca.center import ControlCenter
 from agents.eca.commands import Commands
 from agents.eca.configs import ConfigLibrary
+from agents.eca.elog import ELog
 from agents.eca.events import EventLog
 from agents.eca.exclusions import Exclusions
 from agents.eca.inject import FaultInjector
@@ -170,13 +171,14 @@ def build_eca(
     events = EventLog(clock=clock)
     logbook = LogBook(store, events, clock)
     audit = Audit(store)
-    scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout)
+    elog = ELog(store)  # the electronic logbook: automatic entries from the collaborators given it as notes
+    scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout, notes=elog)
     accounts = Accounts(
         store, clock, passwords, scopes, audit, single_session=settings.single_session,
         session_lifetime=settings.session_lifetime, token_lifetime=settings.token_lifetime,
     )
-    alarms = Alarms(store, events, logbook, audit, clock, metrics)
-    runs = RunBook(store, logbook, metrics, alarms, clock)
+    alarms = Alarms(store, events, logbook, audit, clock, metrics, notes=elog)
+    runs = RunBook(store, logbook, metrics, alarms, clock, notes=elog)
     observers = RegistryObservers()
     lookups = StoreLookups(store)
     registry = RegistryService(
@@ -207,10 +209,10 @@ def build_eca(
         presence.wire(supervisor)
     agents = AgentActions(supervisor, audit, logbook)
     inventory = Inventory(
-        store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems
+        store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems, notes=elog
     )
     commands = Commands(store, partitions, scopes, audit, clock, metrics, runs, settings.run_types)
-    exclusions = Exclusions(store, partitions, scopes, audit, logbook)
+    exclusions = Exclusions(store, partitions, scopes, audit, logbook, notes=elog)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
@@ -228,7 +230,7 @@ def build_eca(
 
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
-        alarms, reloader, exclusions, FaultInjector(node, registry.entries, audit, logbook),
+        alarms, reloader, exclusions, FaultInjector(node, registry.entries, audit, logbook), elog,
     )
     return Eca(
         center,

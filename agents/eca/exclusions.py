@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from agents.eca.errors import need, pca_error
-from agents.eca.interfaces import IAudit, IControlScopes, IExclusionEvents, ILogBook
+from agents.eca.interfaces import NO_NOTES, IAudit, IControlScopes, IELogNotes, IExclusionEvents, ILogBook
 from agents.eca.partitions import Partition, Partitions
 from ecs import protocol
 from ecs.control import ControlError, User
@@ -53,9 +53,11 @@ class Exclusions:
     _log = Logger()
 
     def __init__(
-        self, store: Store, partitions: Partitions, scopes: IControlScopes, audit: IAudit, logbook: ILogBook
+        self, store: Store, partitions: Partitions, scopes: IControlScopes, audit: IAudit, logbook: ILogBook,
+        notes: IELogNotes = NO_NOTES,
     ) -> None:
         self._store = store
+        self._notes = notes
         self._partitions = partitions
         self._scopes = scopes
         self._audit = audit
@@ -100,6 +102,7 @@ class Exclusions:
                 self._busy.discard(partition_id)
             done = "excluded" if exclude else "included again (the next configure configures it)"
             self._logbook.log("info", "ECA", f"{user.name}: {system} {done} in partition {partition_id}", partition_id)
+            self._notes.note(f"{user.name}: {system} {done} in partition {partition_id}", partition_id)
             return reply
 
         result: dict[str, Any] = await self._audit.audited(

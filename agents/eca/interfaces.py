@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import defer
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from ecs.control import User
 
@@ -52,6 +52,13 @@ class ILogBook(Interface):
 
     def log(level: str, source: str, message: str, partition: str | None, when: float | None = None) -> None:
         """A log line for operators: sent live and stored (in batches)."""
+
+
+class IELogNotes(Interface):
+    """Automatic entries of the electronic logbook (L{agents.eca.elog.ELog}), author C{ECS}."""
+
+    def note(text: str, partition: str | None = None, run: int | None = None) -> None:
+        """Write an automatic entry; never fails nor waits (a failed write is logged)."""
 
 
 class IAudit(Interface):
@@ -158,3 +165,15 @@ class IPartitionObserver(Interface):
 
     def got_progress(body: dict[str, Any]) -> None:
         """The PCA published configure progress."""
+
+
+@implementer(IELogNotes)
+class NoNotes:
+    """Writes no automatic logbook entry (the default of the collaborators that write some; tests)."""
+
+    def note(self, text: str, partition: str | None = None, run: int | None = None) -> None:
+        """See L{IELogNotes.note}: nothing."""
+
+
+#: The one L{NoNotes}.
+NO_NOTES = NoNotes()

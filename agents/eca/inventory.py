@@ -60,7 +60,7 @@ from zope.interface import implementer
 
 from agents.eca.agents import AgentActions
 from agents.eca.errors import need, store_error
-from agents.eca.interfaces import IAudit, IControlScopes, IInventoryEvents, ILogBook
+from agents.eca.interfaces import NO_NOTES, IAudit, IControlScopes, IELogNotes, IInventoryEvents, ILogBook
 from agents.eca.oplocks import OperationLocks
 from agents.eca.partitions import Partitions
 from ecs.config.settings import Subsystems
@@ -76,6 +76,16 @@ class _Journalled:
     """What an operation in progress has journalled (its row, once begun)."""
 
     op: OperationRow | None = None
+
+
+def forced_text(user: str, action: str, arguments: dict[str, Any]) -> str:
+    """The automatic logbook entry of a forced management operation."""
+    if action == "move_detector":
+        to = arguments.get("to")
+        return f"{user} moved detector {arguments.get('detector')} to {to or 'no partition'} by force"
+    kind = "partition" if action == "delete_partition" else "detector"
+    what = f"{kind} {arguments.get(kind)}"
+    return f"{user} deleted {what} by force"
 
 
 @implementer(IInventoryEvents)
@@ -96,8 +106,10 @@ class Inventory:
         agents: AgentActions,
         sequence: Sequence,
         subsystems: Subsystems,
+        notes: IELogNotes = NO_NOTES,
     ) -> None:
         self._store = store
+        self._notes = notes
         self._node = node
         self._registered = registered
         self._partitions = partitions
@@ -200,6 +212,9 @@ class Inventory:
                 await close(journal, f"{error.code}: {error.reason}")
                 raise error from None
             await close(journal, "ok")
+            if arguments.get("force"):
+                where = arguments.get("partition") or arguments.get("to")
+                self._notes.note(forced_text(user.name, action, arguments), where)
             return result
 
         return defer.Deferred.fromCoroutine(run())

@@ -45,7 +45,8 @@ from zope.interface import implementer
 
 from agents.eca.alarms import IAlarms
 from agents.eca.audit import WriteBehind
-from agents.eca.interfaces import ILogBook, IRunBook
+from agents.eca.elog import run_ended_text, run_started_text
+from agents.eca.interfaces import NO_NOTES, IELogNotes, ILogBook, IRunBook
 from agents.eca.metrics import EcaMetrics
 from ecs.store import Store, StoreError
 
@@ -101,6 +102,7 @@ class _Open:
     #: When it left recording while held (its end, if recording does not resume).
     left_at: float | None = None
     timer: IDelayedCall | None = None
+    end_comment: str | None = None
 
     @property
     def name(self) -> str:
@@ -121,8 +123,10 @@ class RunBook:
         alarms: IAlarms,
         clock: IReactorTime,
         grace: float = RUN_GRACE,
+        notes: IELogNotes = NO_NOTES,
     ) -> None:
         self._store = store
+        self._notes = notes
         self._logbook = logbook
         self._metrics = metrics
         self._alarms = alarms
@@ -190,6 +194,7 @@ class RunBook:
         def opened(row: Any) -> None:
             run.number = row.number
             self._logbook.log("info", "ECA", f"run {row.number} of partition {partition} started", partition)
+            self._notes.note(run_started_text(row.number, partition, info.type, info.comment), partition, row.number)
 
         info = details if details is not None else RunDetails(crew={"started_by": operator})
         work = lambda: self._store.start_run(  # noqa: E731
@@ -226,7 +231,7 @@ class RunBook:
             # the command written ahead was carried out: closed at the time it was written
             number, command = run.number, run.pending
             self._drop(partition, run)
-            self._closed(partition, number, OUTCOMES[command], run.why)
+            self._closed(partition, number, OUTCOMES[command], run.why, run.end_comment)
             if number is not None:
                 self.writer.write(
                     f"close run {number}", lambda: self._store.resolve_pending(number, True)
@@ -295,7 +300,7 @@ class RunBook:
         else:
             await self.writer.now(what, work)
         if run is not None and command in OUTCOMES and self._open.get(partition) is run:
-            run.pending, run.pending_at, run.ahead = command, self._clock.seconds(), ahead
+            run.pending, run.pending_at, run.ahead, run.end_comment = command, self._clock.seconds(), ahead, end_comment
         return ahead
 
     def command_done(self, ahead: Ahead, outcome: str, refused: bool) -> None:
@@ -361,16 +366,17 @@ class RunBook:
                 await self._store.end_run(run.number, outcome, ended=ended, note=note)
 
         self.writer.write(f"close {run.name} of {partition}", work).addErrback(self._ignore)
-        self._closed(partition, run.number, outcome, run.why)
+        self._closed(partition, run.number, outcome, run.why, run.end_comment)
 
     def _drop(self, partition: str, run: _Open) -> None:
         self._cancel(run)
         if self._open.get(partition) is run:
             del self._open[partition]
 
-    def _closed(self, partition: str, number: int | None, outcome: str, why: str | None) -> None:
-        """Log, count and raise the alarm of a run that ended with C{outcome}."""
+    def _closed(self, partition: str, number: int | None, outcome: str, why: str | None, comment: str | None) -> None:
+        """Log, count, write in the logbook and raise the alarm of a run that ended with C{outcome}."""
         name = f"run {number}" if number is not None else "the run"
+        self._notes.note(run_ended_text(name, partition, outcome, comment, why), partition, number)
         if outcome != "failed":
             self._logbook.log("info", "ECA", f"{name} of partition {partition} ended: {outcome}", partition)
             return
@@ -380,9 +386,8 @@ class RunBook:
             kind, text = "run_interrupted", f"{name} of {partition} interrupted and did not resume ({why})"
         else:
             kind, text = "run_failed", f"{name} of {partition} failed (ended without stop or abort)"
-        self._alarms.event(
-            kind, "run", partition, text, "find the cause in the log, acknowledge, then Configure and Start"
-        )
+        action = "find the cause in the log, acknowledge, then Configure and Start"
+        self._alarms.event(kind, "run", partition, text, action)
 
     @staticmethod
     def _cancel(run: _Open) -> None:

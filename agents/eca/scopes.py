@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from agents.eca.errors import need
-from agents.eca.interfaces import IAudit, IControlScopes, IEventSource
+from agents.eca.interfaces import NO_NOTES, IAudit, IControlScopes, IELogNotes, IEventSource
 from ecs.control import ControlError, User
 from ecs.store import Store, StoreError
 
@@ -31,9 +31,11 @@ class ControlScopes:
     _log = Logger()
 
     def __init__(
-        self, store: Store, events: IEventSource, audit: IAudit, clock: IReactorTime, timeout: float = 1200.0
+        self, store: Store, events: IEventSource, audit: IAudit, clock: IReactorTime, timeout: float = 1200.0,
+        notes: IELogNotes = NO_NOTES,
     ) -> None:
         self._store = store
+        self._notes = notes
         self._events = events
         self._audit = audit
         self._clock = clock
@@ -77,6 +79,10 @@ class ControlScopes:
             raise ControlError("conflict", e.reason, holder=getattr(e, "holder", None)) from None
         await self._audit.record(user.name, "take_control", {"scope": scope, "force": force}, "ok")
         self._tell(scope, row.holder, row.replaced, "force" if row.replaced else "take")
+        if row.replaced:
+            where = "the ECS" if scope == "ecs" else f"partition {scope}"
+            self._notes.note(f"{user.name} took the control of {where} by force from {row.replaced}",
+                             scope if scope != "ecs" else None)
         return {"scope": scope, "holder": row.holder, "since": row.since}
 
     def take(self, user: User, scope: str, force: bool, known: Container[str]) -> defer.Deferred[dict[str, Any]]:

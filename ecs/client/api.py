@@ -162,6 +162,22 @@ class HttpApi:
             or []
         )
 
+    async def logbook(
+        self, text: str | None, partition: str | None, run: int | None, author: str | None, since: float | None,
+        until: float | None, limit: int, before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(
+            self.client.get("/api/logbook", text=text, partition=partition, run=run, author=author, since=since,
+                            until=until, limit=limit, before=before)
+            or []
+        )
+
+    async def add_logbook_entry(
+        self, text: str, partition: str | None, run: int | None, corrects: int | None
+    ) -> dict[str, Any]:
+        body = {"text": text, "partition": partition, "run": run, "corrects": corrects}
+        return dict(self.client.post("/api/logbook", {k: v for k, v in body.items() if v is not None}) or {})
+
     async def logs(
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
     ) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecs.client import alarms, history, manage, operate
+from ecs.client import alarms, elog, history, manage, operate
 from ecs.client.alarms import alarm_id, duration, reason_text
 from ecs.client.commands import Action, Command, arg, limit, name, roles, version
 from ecs.config.logs import LEVELS
@@ -183,6 +183,41 @@ COMMANDS: tuple[Command, ...] = (
         arg("--until", help="written before: " + history.TIME_HELP),
         arg("--before", type=version, metavar="ID", help="older than entry ID (the next page)"),
         arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+    ),
+    Command(
+        "log-entry",
+        "the electronic logbook: write entries, list and search them (never changed: correct with a new one)",
+        (
+            Action(
+                "add",
+                "write a logbook entry (operator)",
+                "operator",
+                elog.entry_add,
+                (
+                    arg("text", type=elog.entry_text, help="the entry (quote it; at most 10000 characters)"),
+                    arg("--partition", type=name("partition id"), help="the partition it is about"),
+                    arg("--run", type=elog.entry_id, metavar="N", help="the run it is about"),
+                    arg("--corrects", type=elog.entry_id, metavar="ID", help="the entry this one corrects"),
+                ),
+            ),
+            Action(
+                "list",
+                "logbook entries, newest first; search by text, partition, run, author and time",
+                "viewer",
+                elog.entry_list,
+                (
+                    arg("--text", "-q", dest="text", metavar="TEXT", help="entries containing TEXT (any case)"),
+                    arg("--partition", type=name("partition id"), help="entries about this partition"),
+                    arg("--run", type=elog.entry_id, metavar="N", help="entries about this run"),
+                    arg("--author", type=name("user name"), help="entries by this user (ECS: the automatic ones)"),
+                    arg("--since", help="written at or after: " + history.TIME_HELP),
+                    arg("--until", help="written before: " + history.TIME_HELP),
+                    arg("--before", type=elog.entry_id, metavar="ID", help="older than entry ID (the next page)"),
+                    arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+                ),
+            ),
+        ),
+        default="list",
     ),
     Command(
         "alarms",

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_gui_admin -*-
 """
 The management pages of the GUI (see L{ecs.gui}): configurations, tags,
-partitions and detectors, clients, runs, logs, the audit trail and users.
+partitions and detectors, clients, runs, logs, the electronic logbook,
+the audit trail and users.
 
 Each page is a shell rendered here for the role it needs (a lower role gets
 403 naming it, no session the login page); its script
@@ -25,6 +26,7 @@ PAGES = (
     ("/clients", "clients", "Clients", "expert"),
     ("/runs", "runs", "Runs", "viewer"),
     ("/logs", "logs", "Logs", "viewer"),
+    ("/logbook", "logbook", "Logbook", "viewer"),
     ("/audit", "audit", "Audit trail", "expert"),
     ("/users", "users", "Users", "admin"),
 )
@@ -70,6 +72,12 @@ async def runs_page(self: GuiPages, request: IRequest) -> bytes:
 async def logs_page(self: GuiPages, request: IRequest) -> bytes:
     """The stored log events with filters, and live ones (viewer)."""
     return await _shell(self, request, "logs", "Logs", "viewer")
+
+
+@GuiPages.app.route("/logbook", methods=["GET"])
+async def logbook_page(self: GuiPages, request: IRequest) -> bytes:
+    """The electronic logbook: entries filtered and paged, corrections shown, a form to write one (viewer)."""
+    return await _shell(self, request, "logbook", "Logbook", "viewer")
 
 
 @GuiPages.app.route("/audit", methods=["GET"])

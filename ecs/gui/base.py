@@ -65,6 +65,7 @@ NAV = (
     ("/", "Overview", "viewer"),
     ("/runs", "Runs", "viewer"),
     ("/logs", "Logs", "viewer"),
+    ("/logbook", "Logbook", "viewer"),
     ("/fsm", "State machines", "viewer"),
     ("/configs", "Configurations", "expert"),
     ("/tags", "Tags", "expert"),

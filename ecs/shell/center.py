@@ -161,6 +161,18 @@ class CenterApi:
     ) -> list[dict[str, Any]]:
         return list(await _call(self.center.audit, self.user, user, action, since, until, limit, before) or [])
 
+    async def logbook(
+        self, text: str | None, partition: str | None, run: int | None, author: str | None, since: float | None,
+        until: float | None, limit: int, before: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(await _call(self.center.logbook, self.user, text, partition, run, author, since, until, limit,
+                                before) or [])
+
+    async def add_logbook_entry(
+        self, text: str, partition: str | None, run: int | None, corrects: int | None
+    ) -> dict[str, Any]:
+        return dict(await _call(self.center.add_logbook_entry, self.user, text, partition, run, corrects) or {})
+
     async def logs(
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int
     ) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ The ECA's database: L{Store} is the only way to it.
 One SQLite file (by convention C{<state dir>/ecs.sqlite}, see
 L{database_path}) holds partitions, detectors, global systems,
 configurations (versioned), tags, users, roles, tokens, control ownership,
-runs, the audit trail, log events and alarms.
+runs, the audit trail, log events, alarms, exclusions and the electronic
+logbook.
 
 How it is used::
 
@@ -64,7 +65,8 @@ C{ecs.store} itself):
     database thread, a L{Deferred} for the caller);
   - L{ecs.store.core}: L{Store}, its opening, upgrading and closing;
   - L{ecs.store.inventory}, L{ecs.store.configs}, L{ecs.store.accounts},
-    L{ecs.store.records}, L{ecs.store.alarms}, L{ecs.store.exclusions}: the
+    L{ecs.store.records}, L{ecs.store.alarms}, L{ecs.store.exclusions},
+    L{ecs.store.elog} (the electronic logbook): the
     operations of each area,
     mixed into L{Store}.
 """
@@ -74,6 +76,7 @@ from __future__ import annotations
 from ecs.config.logs import LEVELS as LOG_LEVELS
 from ecs.store.alarms import ALARM_KINDS, MAX_SHELVE_REASON, SEVERITIES, AlarmRow
 from ecs.store.core import BUSY_TIMEOUT_MS, DATABASE_NAME, Store, database_path
+from ecs.store.elog import Attachment, AttachmentInfo, ELogRow
 from ecs.store.errors import (
     ANY,
     CODES,
@@ -118,10 +121,13 @@ __all__ = [
     "TOKEN_KINDS",
     "UPGRADES",
     "AlarmRow",
+    "Attachment",
+    "AttachmentInfo",
     "AuditRow",
     "ConfigRow",
     "ControlRow",
     "DetectorRow",
+    "ELogRow",
     "ExclusionRow",
     "LogEntry",
     "LogRow",

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from ecs.store.accounts import AccountOperations
 from ecs.store.alarms import AlarmOperations
 from ecs.store.configs import ConfigOperations
+from ecs.store.elog import ELogOperations
 from ecs.store.errors import StoreError
 from ecs.store.exclusions import ExclusionOperations
 from ecs.store.inventory import InventoryOperations
@@ -227,6 +228,7 @@ class Store(
     KeyOperations,
     AlarmOperations,
     ExclusionOperations,
+    ELogOperations,
 ):
     """
     The ECA's database.  Create it with L{Store.open}; every method returns

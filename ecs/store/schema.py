@@ -280,6 +280,49 @@ def _v5_exclusions() -> list[str]:
     ]
 
 
+def _v5_logbook() -> list[str]:
+    """The electronic logbook (issue 14; L{ecs.store.elog}): entries are never changed nor deleted."""
+    return [
+        # Plain text, no foreign keys to partitions or runs: entries outlive them.
+        # corrects: the entry this one corrects (a correction is a new entry).
+        """CREATE TABLE logbook_entries (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            author TEXT NOT NULL,
+            automatic INTEGER NOT NULL DEFAULT 0 CHECK (automatic IN (0, 1)),
+            text TEXT NOT NULL CHECK (length(text) BETWEEN 1 AND 10000),
+            partition TEXT,
+            run INTEGER,
+            corrects INTEGER REFERENCES logbook_entries(id))""",
+        "CREATE INDEX logbook_by_partition ON logbook_entries(partition, id)",
+        "CREATE INDEX logbook_by_run ON logbook_entries(run, id)",
+        "CREATE INDEX logbook_by_author ON logbook_entries(author, id)",
+        "CREATE INDEX logbook_by_time ON logbook_entries(time, id)",
+        "CREATE INDEX logbook_by_corrects ON logbook_entries(corrects) WHERE corrects IS NOT NULL",
+        # Files attached to an entry, numbered from 1 (kept small: ecs.store.elog's limits).
+        """CREATE TABLE logbook_attachments (
+            entry INTEGER NOT NULL REFERENCES logbook_entries(id),
+            n INTEGER NOT NULL CHECK (n >= 1),
+            name TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (entry, n))""",
+        # Nothing in the logbook is ever changed or deleted, whoever asks.
+        """CREATE TRIGGER logbook_entries_kept BEFORE UPDATE ON logbook_entries BEGIN
+            SELECT RAISE(ABORT, 'logbook entries are never changed');
+        END""",
+        """CREATE TRIGGER logbook_entries_never_deleted BEFORE DELETE ON logbook_entries BEGIN
+            SELECT RAISE(ABORT, 'logbook entries are never deleted');
+        END""",
+        """CREATE TRIGGER logbook_attachments_kept BEFORE UPDATE ON logbook_attachments BEGIN
+            SELECT RAISE(ABORT, 'logbook attachments are never changed');
+        END""",
+        """CREATE TRIGGER logbook_attachments_never_deleted BEFORE DELETE ON logbook_attachments BEGIN
+            SELECT RAISE(ABORT, 'logbook attachments are never deleted');
+        END""",
+    ]
+
+
 SCHEMA_VERSION = 5
 """The schema version this code reads and writes."""
 
@@ -288,7 +331,7 @@ UPGRADES: dict[int, list[str]] = {
     2: _v2(),
     3: _v3(),
     4: _v4_runs() + _v4_management() + _v4_accounts(),
-    5: _v5_runs() + _v5_exclusions(),
+    5: _v5_runs() + _v5_exclusions() + _v5_logbook(),
 }
 """
 The statements that bring a database from version C{n - 1} to C{n}, for

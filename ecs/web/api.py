@@ -2,11 +2,12 @@
 """
 The ECA's JSON API with every route: L{ecs.web.routes} declares L{WebAPI}
 and the operator routes, L{ecs.web.admin} adds the expert and admin routes
-and L{ecs.web.history} those of runs and the audit trail, to the same
+and L{ecs.web.history} those of runs and the audit trail, L{ecs.web.elog}
+those of the electronic logbook, to the same
 Klein app.  Import L{WebAPI} from here, so that all are loaded.
 """
 
-from ecs.web import admin, history
+from ecs.web import admin, elog, history
 from ecs.web.auth import LoginLimiter
 from ecs.web.inputs import ApiError
 from ecs.web.routes import EventStream, WebAPI
@@ -15,5 +16,7 @@ from ecs.web.routes import EventStream, WebAPI
 ADMIN_ROUTES = admin
 #: The module that added the run and audit routes (imported for that effect).
 HISTORY_ROUTES = history
+#: The module that added the logbook routes (imported for that effect).
+LOGBOOK_ROUTES = elog
 
 __all__ = ["ApiError", "EventStream", "LoginLimiter", "WebAPI"]
