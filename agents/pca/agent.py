@@ -341,6 +341,7 @@ class PartitionAgent(AsyncStartService):
             "reset": lambda r: s.reset(_body_str(r.body, "system")),
             "exclude": lambda r: s.exclude(_body_str(r.body, "system")),
             "include": lambda r: s.include(_body_str(r.body, "system")),
+            "recovery": lambda r: s.arm_recovery(r.body.get("exclude_on_fault")),
             "alarm": self._alarm,
             "add_detector": self._add_detector,
             "remove_detector": self._remove_detector,
