@@ -44,3 +44,57 @@ class RulesTests(TestCase):
     def test_check_good_file(self) -> None:
         code, lines = check_files([str(paths.data_dir("fsm") / "recovery.yaml")])
         self.assertEqual(code, 0, lines)
+
+
+class _Recorder:
+    """Stands for the logbook, the audit, the alarms and the store at once; records what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def log(self, *args: object) -> None:
+        self.calls.append(("log", args))
+
+    def event(self, *args: object) -> None:
+        self.calls.append(("alarm", args))
+
+    async def record(self, *args: object) -> None:
+        self.calls.append(("audit", args))
+
+    async def detector(self, system: str) -> None:
+        return None
+
+
+class RestartTests(TestCase):
+    def test_restart_up_to_limit_then_escalate(self) -> None:
+        """restart: a dead agent is started again via the supervisor twice in the window, then an alarm."""
+        from twisted.internet.task import Clock
+
+        from agents.eca.recovery import Recovery
+
+        clock, seen = Clock(), _Recorder()
+        restarted: list[str] = []
+
+        async def restart(name: str) -> None:
+            restarted.append(name)
+
+        rules = parse_rules({"systems": {"RICH": {"agent_died": {"action": "restart", "max": 2, "within": 60}}}}, "t")
+        recovery = Recovery(rules, seen, None, seen, seen, seen, clock, restart=restart)  # type: ignore[arg-type]
+
+        def dies() -> None:
+            recovery.agent_changed({"agent": "detector:RICH", "supervision": {"state": "restarting"}})
+            recovery.agent_changed({"agent": "detector:RICH", "supervision": {"state": "running"}})
+
+        for _ in range(3):
+            dies()
+            clock.advance(1)
+        self.assertEqual(restarted, ["detector:RICH", "detector:RICH"])
+        audits = [args[1] for kind, args in seen.calls if kind == "audit"]
+        self.assertEqual(audits, ["recovery_restart", "recovery_restart", "recovery_escalate"])
+        alarms = [args[0] for kind, args in seen.calls if kind == "alarm"]
+        self.assertEqual(alarms, ["recovery_action"] * 3)
+        clock.advance(60)  # the window is over: restarted again
+        dies()
+        self.assertEqual(len(restarted), 3)
+        recovery.agent_changed({"agent": "detector:TOF", "supervision": {"state": "flapping"}})
+        self.assertEqual(len(restarted), 3)  # no rule for TOF: alarm only
