@@ -186,7 +186,8 @@ class Commands:
         Configure C{partition} with C{tag} for the ECA itself (the recovery
         rules, as C{who}): no user to check; the caller audits it.
         """
-        request, sent = await self._resolve_configure({"tag": tag})
+        # auto: through every stage, as an operator's configure of a fallen partition would be
+        request, sent = await self._resolve_configure({"tag": tag, "auto": True})
         reply = await partition.command("configure", request, who)
         ignored = reply.get("ignored", []) if isinstance(reply, dict) else []
         partition.sent = {system: c for system, c in sent.items() if system not in ignored}

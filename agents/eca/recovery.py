@@ -232,6 +232,8 @@ class Recovery:
                 return
         except (RequestError, StoreError, ControlError) as e:
             done = f"{rule.action} of {system} after {event} failed: {e.reason}"
+            await self._tell(partition.id, system, rule.action, done, where, outcome=f"failed: {e.reason}")
+            return
         await self._tell(partition.id, system, rule.action, done, where)
 
     async def _agent_died(self, agent: str, partition: object) -> None:
@@ -248,7 +250,9 @@ class Recovery:
             await self._restart(agent)
             done = f"agent {agent} died: restarted"
         except Exception as e:  # a ControlError, a launcher's failure: said, not raised
-            done = f"agent {agent} died: restart failed: {e}"
+            await self._tell(part, agent, "restart", f"agent {agent} died: restart failed: {e}", where,
+                             outcome=f"failed: {e}")
+            return
         await self._tell(part, agent, "restart", done, where)
 
     async def _escalate(self, partition: str | None, source: str, rule: Rule, where: dict[str, Any]) -> None:
@@ -256,14 +260,16 @@ class Recovery:
                 f"({where.get('event')}); a person must act")
         await self._tell(partition, source, "escalate", text, where)
 
-    async def _tell(self, partition: str | None, source: str, action: str, text: str, where: dict[str, Any]) -> None:
-        """Logged, audited, in the logbook and the alarm list."""
+    async def _tell(
+        self, partition: str | None, source: str, action: str, text: str, where: dict[str, Any], outcome: str = "ok"
+    ) -> None:
+        """Logged, audited (with C{outcome}), in the logbook and the alarm list."""
         self._logbook.log("warn", "ECA", f"recovery: {text}", partition)
         self._notes.note(f"{WHO}: {text}", partition)
         self._alarms.event("recovery_action", source, partition, text,
                            "see what failed, then acknowledge" if action != "escalate" else "fix the cause by hand")
         try:
-            await self._audit.record(WHO, f"recovery_{action}", where, "ok")
+            await self._audit.record(WHO, f"recovery_{action}", where, outcome)
         except StoreError as e:
             self._log.warn("recovery audit not written: {error}", error=e.reason)
 
