@@ -20,6 +20,8 @@ Where they come from (the callers):
     the run).  Such an alarm is raised already cleared: the event is over,
     so it stays active exactly until someone acknowledges it;
   - the supervisor's agent descriptions: C{agent_flapping}, C{agent_failed};
+  - the recovery rules (L{agents.eca.recovery}): C{recovery_action}, an
+    action they took or an escalation, raised cleared;
   - the bookkeeping writes (L{agents.eca.audit.WriteBehind}): C{storage_failed}
     while the database cannot be written.  An alarm raised while it cannot
     be stored is kept in memory (shown, listed, logged) and stored, as
@@ -72,6 +74,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "dcs_alarm": ("error", "error"),
     "pca_lost": ("critical", "error"),
     "storage_failed": ("critical", "error"),
+    "recovery_action": ("warning", "warn"),
 }
 
 #: The longest shelving allowed, in seconds.

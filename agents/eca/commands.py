@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from agents.eca.errors import need, pca_error, store_error
 from agents.eca.interfaces import IAudit, IControlScopes
 from agents.eca.metrics import EcaMetrics
-from agents.eca.partitions import OPERATOR_COMMANDS, Partitions
+from agents.eca.partitions import OPERATOR_COMMANDS, Partition, Partitions
 from agents.eca.runs import Ahead, RunBook, RunDetails
 from ecs import runinfo
 from ecs.control import ControlError, User
@@ -180,6 +180,18 @@ class Commands:
                     f"audit {command} of {partition_id}",
                     lambda: self._audit.record(user.name, command, arguments, outcome),
                 ).addErrback(lambda f: None)
+
+    async def reconfigure(self, partition: Partition, tag: str, who: str) -> dict[str, Any]:
+        """
+        Configure C{partition} with C{tag} for the ECA itself (the recovery
+        rules, as C{who}): no user to check; the caller audits it.
+        """
+        # auto: through every stage, as an operator's configure of a fallen partition would be
+        request, sent = await self._resolve_configure({"tag": tag, "auto": True})
+        reply = await partition.command("configure", request, who)
+        ignored = reply.get("ignored", []) if isinstance(reply, dict) else []
+        partition.sent = {system: c for system, c in sent.items() if system not in ignored}
+        return reply
 
     async def _resolve_configure(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The PCA's configure request (configurations inline) and their snapshot for run records."""

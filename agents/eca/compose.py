@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -45,6 +46,8 @@ from agents.eca.logbook import LogBook
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
 from agents.eca.records import Records
+from agents.eca.recovery import WHO as RECOVERY_USER
+from agents.eca.recovery import Recovery
 from agents.eca.registry import RegistryObservers, StoreLookups
 from agents.eca.reload import Reloader
 from agents.eca.runs import RunBook
@@ -52,6 +55,7 @@ from agents.eca.scopes import ControlScopes
 from agents.eca.supervisor.supervisor import Supervisor
 from agents.eca.unassigned import Unassigned
 from ecs.config.settings import Settings, Subsystems
+from ecs.fsm.recovery import RecoveryRules
 from ecs.fsm.sequence import Sequence
 from ecs.fsm.table import StateTable
 from ecs.launch import ILauncher
@@ -157,6 +161,7 @@ def build_eca(
     metrics: EcaMetrics | None = None,
     supervision: Mapping[str, Any] | None = None,
     tables: Mapping[str, StateTable] | None = None,
+    recovery_rules: RecoveryRules | None = None,
 ) -> Eca:
     """
     Build and wire the ECA's collaborators (see the module docstring).
@@ -166,6 +171,7 @@ def build_eca(
     @param supervision: more keyword arguments of L{Supervisor} (back-off...).
     @param tables: the state tables in force by file, as read at start-up
         (a reload reports those that changed).
+    @param recovery_rules: the declared recovery rules (None: none, an alarm only).
     """
     metrics = metrics if metrics is not None else EcaMetrics()
     events = EventLog(clock=clock)
@@ -185,7 +191,12 @@ def build_eca(
         node, clock, lookups.partitions, lookups.detectors_of, lookups.detector, on_change=observers.changed
     )
     partitions = Partitions(node, clock, settings, sequence, events, logbook, runs, scopes.holder, metrics, alarms)
-    supervisor = None
+    supervisor: Supervisor | None = None
+    recovery = Recovery(
+        recovery_rules or RecoveryRules(), store, partitions, audit, logbook, alarms, clock, notes=elog,
+        restart=lambda name: supervisor.start(name) if supervisor is not None else defer.succeed(None),
+        note_run=runs.note,
+    )
     if launchers is not None:
         presence = AgentPresence(registry.entries, sequence)
         restarts = RestartCounter(metrics)
@@ -194,6 +205,7 @@ def build_eca(
         def agent_changed(data: dict[str, Any]) -> None:
             restarts.changed(data)
             agent_alarms(data)
+            recovery.agent_changed(data)
             events.emit("agent", data, None)
 
         supervisor = Supervisor(
@@ -212,6 +224,7 @@ def build_eca(
         store, node, registry.entries, partitions, scopes, audit, logbook, agents, sequence, subsystems, notes=elog
     )
     commands = Commands(store, partitions, scopes, audit, clock, metrics, runs, settings.run_types)
+    recovery.wire(configure=lambda partition, tag: commands.reconfigure(partition, tag, RECOVERY_USER))
     exclusions = Exclusions(store, partitions, scopes, audit, logbook, notes=elog)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
@@ -225,7 +238,7 @@ def build_eca(
         )
     )  # back edge 1
     observers.observe(agents.registry_changed)  # back edge 1
-    partitions.wire(inventory, exclusions)  # back edge 2
+    partitions.wire(inventory, exclusions, recovery)  # back edge 2
     metrics.observe_partitions(partitions.samples)
 
     center = ControlCenter(

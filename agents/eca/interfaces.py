@@ -145,6 +145,16 @@ class IExclusionEvents(Interface):
         """The record of C{partition}'s PCA changed (its operation may have ended)."""
 
 
+class IRecoveryEvents(Interface):
+    """What the partitions tell the recovery rules (L{agents.eca.recovery.Recovery}; back edge, wired)."""
+
+    def got_record(partition: Any, key: str, value: dict[str, Any] | None, old_excluded: bool) -> None:
+        """A record of C{partition} (an L{agents.eca.partitions.Partition}) changed, after its effects."""
+
+    def partition_fresh(partition: str) -> None:
+        """A fresh snapshot of C{partition}'s PCA came: arm it."""
+
+
 class IPartitionObserver(Interface):
     """What a L{agents.eca.link.PartitionLink} tells about the PCA it follows."""
 

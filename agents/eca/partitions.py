@@ -6,7 +6,8 @@ publishes), and what their changes set off: live events, operator log
 lines, run records (L{IRunBook}), the metrics, and the inventory's
 pending tells (L{IInventoryEvents}, wired after construction: the
 inventory is built from the partitions, so this is a back edge), the
-exclusions each PCA must be told (L{IExclusionEvents}, the same way), and the
+exclusions each PCA must be told (L{IExclusionEvents}, the same way), the
+recovery rules (L{IRecoveryEvents}, the same way), and the
 alarm conditions the records show (L{IAlarms}: a system in Error or not
 answering, the PCA gone, a DCS alarm the PCA logged).
 """
@@ -29,6 +30,7 @@ from agents.eca.interfaces import (
     IInventoryEvents,
     ILogBook,
     IPartitionObserver,
+    IRecoveryEvents,
     IRunBook,
 )
 from agents.eca.link import PartitionLink
@@ -141,13 +143,18 @@ class Partition:
 
     def got_record(self, key: str, value: dict[str, Any] | None) -> None:
         """See L{IPartitionObserver.got_record}."""
+        old_excluded = bool(self.records.get(key, {}).get("excluded"))
         self._owner.carry_out(self, self.picture.apply(key, value))
+        if self._owner.recovery is not None:
+            self._owner.recovery.got_record(self, key, value, old_excluded)
 
     def got_reset(self, present: frozenset[str]) -> None:
         """See L{IPartitionObserver.got_reset}."""
         self._owner.carry_out(self, self.picture.reset(present))
         if self._owner.exclusions is not None:
             self._owner.exclusions.partition_fresh(self.id)
+        if self._owner.recovery is not None:
+            self._owner.recovery.partition_fresh(self.id)
 
     def got_connected(self, connected: bool) -> None:
         """See L{IPartitionObserver.got_connected}."""
@@ -211,12 +218,18 @@ class Partitions:
         self.alarms = alarms
         self._inventory: IInventoryEvents | None = None
         self.exclusions: IExclusionEvents | None = None
+        #: The recovery rules (L{agents.eca.recovery.Recovery}), told of every record after its effects.
+        self.recovery: IRecoveryEvents | None = None
         self._partitions: dict[str, Partition] = {}
 
-    def wire(self, inventory: IInventoryEvents, exclusions: IExclusionEvents | None = None) -> None:
-        """The back edges to the inventory and the exclusions (see the module docstring)."""
+    def wire(
+        self, inventory: IInventoryEvents, exclusions: IExclusionEvents | None = None,
+        recovery: IRecoveryEvents | None = None,
+    ) -> None:
+        """The back edges to the inventory, the exclusions and the recovery rules (see the module docstring)."""
         self._inventory = IInventoryEvents(inventory)
         self.exclusions = IExclusionEvents(exclusions) if exclusions is not None else None
+        self.recovery = IRecoveryEvents(recovery) if recovery is not None else None
 
     # -- the set ---------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_runs_survive -*-
 """
 L{RunBook}: the run records.  The run belongs to the ECA's database, not
-to the PCA's memory.
+to the PCA's memory.  (About 410 lines: one book of the runs' lifecycle;
+its store writes are already L{agents.eca.audit.WriteBehind}'s.)
 
 A run opens when a partition enters the recording state.  It closes with
 the outcome of the operators' command that ended it (C{stop}: stopped,
@@ -248,6 +249,12 @@ class RunBook:
         if run is not None:
             self._note(partition, run, f"interrupted: {why}")
             self._logbook.log("warn", "ECA", f"{run.name} of partition {partition} interrupted: {why}", partition)
+
+    def note(self, partition: str, text: str) -> None:
+        """Note C{text} in the open run of C{partition} (a recovery's exclusion), if any."""
+        run = self._open.get(partition)
+        if run is not None:
+            self._note(partition, run, text)
 
     def progress(self, partition: str) -> None:
         """See L{IRunBook.progress}."""

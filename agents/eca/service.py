@@ -165,8 +165,10 @@ class ECAService(AsyncStartService, service.MultiService):
         stop_agents: bool = True,
         ssh: str | None = None,
         tables: dict[str, Any] | None = None,
+        recovery: Any = None,
     ) -> None:
         service.MultiService.__init__(self)
+        self.recovery = recovery  # the recovery rules (ecs.fsm.recovery.RecoveryRules), None: alarm only
         self.tables = tables  # the state tables read at start-up, by file (a reload tells which changed)
         self.hang_up: HangUpReload | None = None
         self.ssh = ssh  # SSH shell endpoint; None: ecs.shell.server.DEFAULT_ENDPOINT if free; "none": no shell
@@ -221,6 +223,7 @@ class ECAService(AsyncStartService, service.MultiService):
             control_timeout=self.control_timeout,
             log_retention=self.log_retention,
             tables=self.tables,
+            recovery_rules=self.recovery,
         )
         core = EcaCore(eca)
         try:

@@ -45,6 +45,7 @@ class Options(usage.Options):
         ["config", "c", None, "Settings file (default: the installed etc/ecs.yaml)."],
         ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
         ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
+        ["recovery", None, None, "Recovery rules (default: the installed fsm/recovery.yaml)."],
         ["state-dir", None, None, "State directory: database, keys, logs (default ./var)."],
         ["web", None, "tcp:8080:interface=127.0.0.1", "Web endpoint (Twisted endpoint string; ssl:... for TLS)."],
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
@@ -146,6 +147,12 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     except ConfigError as e:
         fail(e)
     sequence = vocabulary.sequence
+    from ecs.fsm.recovery import load_rules
+
+    try:
+        recovery = load_rules(options["recovery"])
+    except ConfigError as e:
+        fail(e)
     keys = composition.keys_for(ECA)
     if keys is not None and keys.server_secret is None:
         # Every agent and client reaches the registry with server.key.
@@ -187,6 +194,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         stop_agents=not options["keep-agents"],
         ssh=options["ssh"],
         tables=vocabulary.tables,
+        recovery=recovery,
     )
 
 

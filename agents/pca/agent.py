@@ -25,7 +25,8 @@ C{add_detector} C{{"detector": D, "type"?: T, "endpoint"?: E}};
 C{remove_detector} C{{"detector": D}}; C{snapshot} C{{"after"?: key,
 "limit"?: n}}; C{reload} (read the subsystems and the sequence again);
 C{exclude}, C{include} C{{"system": S}} (sent by the ECA, whose database
-holds the exclusions).
+holds the exclusions); C{recovery} C{{"exclude_on_fault": [S...]}} (the ECA's
+recovery rules: L{agents.pca.sequencer.Sequencer.arm_recovery}).
 
 About 400 lines: the start-up, the published outputs and the command
 handlers (validation of each request body) stay together; the liveness of
@@ -341,6 +342,7 @@ class PartitionAgent(AsyncStartService):
             "reset": lambda r: s.reset(_body_str(r.body, "system")),
             "exclude": lambda r: s.exclude(_body_str(r.body, "system")),
             "include": lambda r: s.include(_body_str(r.body, "system")),
+            "recovery": lambda r: s.arm_recovery(r.body.get("exclude_on_fault")),
             "alarm": self._alarm,
             "add_detector": self._add_detector,
             "remove_detector": self._remove_detector,

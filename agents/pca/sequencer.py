@@ -156,6 +156,9 @@ class Sequencer:
         self._abort_sending: IDelayedCall | None = None
         #: A reloaded sequence waiting for the partition to be Idle (L{next_sequence}).
         self.pending_sequence: Sequence | None = None
+        #: Systems excluded at once when they fail while the partition records
+        #: (the ECA's recovery rule C{exclude_and_continue}: L{arm_recovery}).
+        self.exclude_on_fault: frozenset[str] = frozenset()
 
     # -- helpers ---------------------------------------------------------
 
@@ -217,6 +220,7 @@ class Sequencer:
             and before != "Unconfigured"
         ):
             op.fallen = view.id  # went back while its stage configures
+        self._exclude_on_fault(view)
         self.partition.refresh(view)
         self.outputs.system_changed(view)
         self._check_mismatch(view)
@@ -287,6 +291,7 @@ class Sequencer:
             self._say("warn", f"{system}: connection lost", system)
         else:
             self._say("info", f"{system}: connected ({view.state})", system)
+        self._exclude_on_fault(view)
         self.partition.refresh(view)
         self.outputs.system_changed(view)
         if connected:
@@ -792,6 +797,34 @@ class Sequencer:
     def include(self, system: str) -> dict[str, Any]:
         """Take an excluded C{system} back: the next configure configures it."""
         return self._set_excluded(self._exclusion_target(system), False)
+
+    def arm_recovery(self, systems: object) -> dict[str, Any]:
+        """
+        The systems to exclude at once when they fail (Error, unreachable)
+        while the partition records, so that the run goes on without them
+        (the ECA's recovery rules; it is told of each such exclusion by the
+        system's record and makes it its own).  Replaces the previous list.
+        """
+        if not isinstance(systems, list) or not all(isinstance(s, str) for s in systems) or len(systems) > 10000:
+            raise RequestError(protocol.BAD_REQUEST, "'exclude_on_fault' must be a list of system ids")
+        self.exclude_on_fault = frozenset(systems)
+        return {**self.record(), "exclude_on_fault": sorted(self.exclude_on_fault)}
+
+    def _exclude_on_fault(self, view: SystemView) -> None:
+        """Exclude C{view}, armed by the recovery rules, if it just failed while the partition records."""
+        partition = self.partition
+        if (
+            view.id not in self.exclude_on_fault
+            or view.excluded
+            or not partition.is_failed(view)
+            or not partition.recording()  # counted before this change: the run as it was
+            or partition.sequence.exclusion_refused(view.id, view.kind == "detector") is not None
+        ):
+            return
+        partition.set_excluded(view.id, True)
+        self._say("warn", f"{view.id} is {'unreachable' if not view.connected else view.summary} while recording: "
+                  "excluded by the recovery rules (exclude_and_continue), the run goes on", view.id)
+        self.persist()
 
     def _exclusion_target(self, system: str) -> SystemView:
         view = self.partition.systems.get(system)

@@ -94,6 +94,11 @@ def check_files(paths: list[str]) -> tuple[int, list[str]]:
     code = 0
     lines: list[str] = []
     for path in paths:
+        if _is_recovery(path):
+            recovery_code, recovery_lines = _check_recovery(path)
+            code = max(code, recovery_code)
+            lines.extend(recovery_lines)
+            continue
         if _is_sequence(path):
             sequence_code, sequence_lines = _check_sequence(path)
             code = max(code, sequence_code)
@@ -116,6 +121,27 @@ def _is_sequence(path: str) -> bool:
             return any(line.startswith("stages:") for line in f)
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def _is_recovery(path: str) -> bool:
+    """Whether C{path} is a recovery rules file (L{ecs.fsm.recovery}): it has C{defaults}, C{types} or C{systems}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return any(line.startswith(("defaults:", "types:", "systems:")) for line in f)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _check_recovery(path: str) -> tuple[int, list[str]]:
+    """Check a recovery rules file."""
+    from ecs.fsm.recovery import load_rules
+    from ecs.schema import ConfigError
+
+    try:
+        rules = load_rules(path)
+    except ConfigError as exc:
+        return 1, [str(line) for line in exc.problems]
+    return 0, [f"OK {path} (recovery rules: {len(rules.table())} rules)"]
 
 
 def _check_sequence(path: str) -> tuple[int, list[str]]:

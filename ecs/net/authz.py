@@ -177,7 +177,7 @@ def registry_rules() -> dict[str, Rule]:
 
 PCA_COMMANDS = (
     "configure", "start", "stop", "abort", "lock", "unlock", "reset", "add_detector", "remove_detector",
-    "reload", "exclude", "include",
+    "reload", "exclude", "include", "recovery",
 )
 
 
