@@ -20,6 +20,8 @@ Where they come from (the callers):
     the run).  Such an alarm is raised already cleared: the event is over,
     so it stays active exactly until someone acknowledges it;
   - the supervisor's agent descriptions: C{agent_flapping}, C{agent_failed};
+  - a run sequence whose step failed (L{agents.eca.run_sequences}):
+    C{sequence_failed}, raised cleared like a failed run;
   - the bookkeeping writes (L{agents.eca.audit.WriteBehind}): C{storage_failed}
     while the database cannot be written.  An alarm raised while it cannot
     be stored is kept in memory (shown, listed, logged) and stored, as
@@ -72,6 +74,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "dcs_alarm": ("error", "error"),
     "pca_lost": ("critical", "error"),
     "storage_failed": ("critical", "error"),
+    "sequence_failed": ("error", "error"),
 }
 
 #: The longest shelving allowed, in seconds.

@@ -47,10 +47,12 @@ from agents.eca.partitions import Partitions
 from agents.eca.records import Records
 from agents.eca.registry import RegistryObservers, StoreLookups
 from agents.eca.reload import Reloader
+from agents.eca.run_sequences import RunSequences
 from agents.eca.runs import RunBook
 from agents.eca.scopes import ControlScopes
 from agents.eca.supervisor.supervisor import Supervisor
 from agents.eca.unassigned import Unassigned
+from ecs.config.run_sequences import RunSequence
 from ecs.config.settings import Settings, Subsystems
 from ecs.fsm.sequence import Sequence
 from ecs.fsm.table import StateTable
@@ -109,6 +111,7 @@ class Eca:
     log_retention: float
     clock: IReactorTime
     alarms: Alarms
+    run_sequences: RunSequences
     address: str | None = None
 
     async def start(self) -> None:
@@ -137,6 +140,7 @@ class Eca:
 
     async def stop(self) -> None:
         """Stop following, store the last log lines, close the sockets."""
+        self.run_sequences.stop()
         self.partitions.stop()
         await self.logbook.flush()
         await self.node.close()
@@ -157,6 +161,7 @@ def build_eca(
     metrics: EcaMetrics | None = None,
     supervision: Mapping[str, Any] | None = None,
     tables: Mapping[str, StateTable] | None = None,
+    run_sequences: Mapping[str, RunSequence] | None = None,
 ) -> Eca:
     """
     Build and wire the ECA's collaborators (see the module docstring).
@@ -166,6 +171,7 @@ def build_eca(
     @param supervision: more keyword arguments of L{Supervisor} (back-off...).
     @param tables: the state tables in force by file, as read at start-up
         (a reload reports those that changed).
+    @param run_sequences: the declared run sequences (C{etc/sequences/}), by name.
     """
     metrics = metrics if metrics is not None else EcaMetrics()
     events = EventLog(clock=clock)
@@ -213,6 +219,7 @@ def build_eca(
     )
     commands = Commands(store, partitions, scopes, audit, clock, metrics, runs, settings.run_types)
     exclusions = Exclusions(store, partitions, scopes, audit, logbook, notes=elog)
+    sequences = RunSequences(run_sequences or {}, partitions, commands, scopes, events, alarms, clock, notes=elog)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
@@ -231,6 +238,7 @@ def build_eca(
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
         alarms, reloader, exclusions, FaultInjector(node, registry.entries, audit, logbook), elog,
+        sequences,
     )
     return Eca(
         center,
@@ -250,4 +258,5 @@ def build_eca(
         log_retention,
         clock,
         alarms,
+        sequences,
     )

@@ -165,8 +165,10 @@ class ECAService(AsyncStartService, service.MultiService):
         stop_agents: bool = True,
         ssh: str | None = None,
         tables: dict[str, Any] | None = None,
+        run_sequences: dict[str, Any] | None = None,
     ) -> None:
         service.MultiService.__init__(self)
+        self.run_sequences = run_sequences  # the declared run sequences (etc/sequences), read at start-up
         self.tables = tables  # the state tables read at start-up, by file (a reload tells which changed)
         self.hang_up: HangUpReload | None = None
         self.ssh = ssh  # SSH shell endpoint; None: ecs.shell.server.DEFAULT_ENDPOINT if free; "none": no shell
@@ -221,6 +223,7 @@ class ECAService(AsyncStartService, service.MultiService):
             control_timeout=self.control_timeout,
             log_retention=self.log_retention,
             tables=self.tables,
+            run_sequences=self.run_sequences,
         )
         core = EcaCore(eca)
         try:

@@ -45,6 +45,7 @@ class Options(usage.Options):
         ["config", "c", None, "Settings file (default: the installed etc/ecs.yaml)."],
         ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
         ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
+        ["sequences", None, None, "Folder of run sequences, read at start (default: the installed etc/sequences)."],
         ["state-dir", None, None, "State directory: database, keys, logs (default ./var)."],
         ["web", None, "tcp:8080:interface=127.0.0.1", "Web endpoint (Twisted endpoint string; ssl:... for TLS)."],
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
@@ -128,6 +129,8 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     from twisted.internet import reactor
 
     from agents._tap import Composition
+    from ecs import paths
+    from ecs.config.run_sequences import load_sequences
     from ecs.config.settings import fail
     from ecs.fsm.reload import VocabularyFiles, read_vocabulary
     from ecs.net.identity import ECA
@@ -146,6 +149,14 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     except ConfigError as e:
         fail(e)
     sequence = vocabulary.sequence
+    try:
+        # the run sequences (a few small files), checked against the partition states and run types
+        run_sequences = load_sequences(
+            Path(options["sequences"]) if options["sequences"] else paths.data_dir("etc") / "sequences",
+            sequence.states(), settings.run_types,
+        )
+    except ConfigError as e:
+        fail(e)
     keys = composition.keys_for(ECA)
     if keys is not None and keys.server_secret is None:
         # Every agent and client reaches the registry with server.key.
@@ -187,6 +198,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         stop_agents=not options["keep-agents"],
         ssh=options["ssh"],
         tables=vocabulary.tables,
+        run_sequences=run_sequences,
     )
 
 

@@ -34,6 +34,7 @@ ALARM_KINDS = (
     "dcs_alarm",
     "pca_lost",
     "storage_failed",
+    "sequence_failed",
 )
 
 #: The severities, least severe first.
