@@ -168,8 +168,7 @@ class _Reader:
             if required and key not in args:
                 self.bad(where, f"needs {key!r}")
                 ok = False
-        ok = self.cross_check(kind, checked, where) and ok
-        if ok:
+        if ok and self.cross_check(kind, checked, where):  # only on fields that passed
             self.steps.append(Step(kind, checked, where))
 
     def cross_check(self, kind: str, args: dict[str, Any], where: str) -> bool:
