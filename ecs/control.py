@@ -318,6 +318,28 @@ class IControlCenter(Interface):
         """Attachment C{n} (from 1) of logbook entry C{entry} (viewer and
         up): C{{name, content_type, data (bytes)}}; not_found."""
 
+    def run_sequences(user: User) -> list[dict[str, Any]]:
+        """The declared run sequences (viewer and up): C{{name, description,
+        steps (each described), total}} each, by name."""
+
+    def run_sequence(user: User, name: str, partition_id: str) -> defer.Deferred[dict[str, Any]]:
+        """Run sequence C{name} on a partition as C{user} (operator, the
+        partition's controller; its steps are that user's commands); its
+        status.  not_found for an unknown sequence or partition, conflict
+        when one runs there already or the user does not hold control."""
+
+    def sequence_status(user: User, partition_id: str) -> dict[str, Any]:
+        """The partition's run sequence, running or the last one (viewer and
+        up): C{{partition, sequence, user, state (running, paused, done,
+        failed, aborted, interrupted; none when never run), step (from 1),
+        total, description, pause_wanted, error, failed_step, started_at,
+        ended_at}}."""
+
+    def sequence_control(user: User, partition_id: str, action: str) -> defer.Deferred[dict[str, Any]]:
+        """C{pause} (after the current step), C{resume} or C{abort} (stops
+        waiting and aborts the partition) the partition's sequence (operator,
+        its controller); its status.  conflict when none runs."""
+
     def logs(partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,
              until: float | None = None, before_id: int | None = None) -> defer.Deferred[list[dict[str, Any]]]:
         """Stored log events, newest first (C{since} <= time < C{until}; with

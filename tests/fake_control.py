@@ -104,6 +104,11 @@ class FakeControlCenter:
             1: self.alarm_record(1, "system_error", "STS", "demo", "STS in Error: threshold",
                                  "reset STS, then Configure"),
         }
+        #: Run sequences: the declared ones, the status per partition, and how a run ends (None: it keeps running).
+        self.declared_sequences = [{"name": "threshold-scan", "description": "three tags", "total": 12,
+                                    "steps": ["configure tag=demo auto=True"] * 12}]
+        self.sequence_runs: dict[str, dict[str, Any]] = {}
+        self.sequence_outcome: str | None = "done"
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
 
@@ -694,6 +699,56 @@ class FakeControlCenter:
                 if a["n"] == n:
                     return {"name": a["name"], "content_type": a["content_type"], "data": a["data"]}
         raise ControlError("not_found", f"no attachment {n} of logbook entry {entry}")
+
+    def run_sequences(self, user: User) -> list[dict[str, Any]]:
+        """The declared sequences (viewer)."""
+        self._require(user, "viewer")
+        return list(self.declared_sequences)
+
+    @_deferred
+    def run_sequence(self, user: User, name: str, partition_id: str) -> dict[str, Any]:
+        """Start one (operator, the controller): emits its events, ending as C{sequence_outcome} says."""
+        self._require(user, "operator")
+        self._partition(partition_id)
+        if not any(d["name"] == name for d in self.declared_sequences):
+            raise ControlError("not_found", f"no sequence {name!r}")
+        if self.holders.get(partition_id) != user.name:
+            raise ControlError("conflict", f"you do not hold {partition_id}", holder=self.holders.get(partition_id))
+        current = self.sequence_runs.get(partition_id)
+        if current is not None and current["state"] in ("running", "paused"):
+            raise ControlError("conflict", f"sequence {current['sequence']} runs on partition {partition_id}")
+        status = {"partition": partition_id, "sequence": name, "user": user.name, "state": "running", "step": 1,
+                  "total": 12, "description": "configure tag=demo auto=True", "pause_wanted": False,
+                  "error": None, "failed_step": None}
+        self.sequence_runs[partition_id] = status
+        self.audit_log.append((user.name, "run_sequence", (name, partition_id)))
+        started = dict(status)
+        if self.sequence_outcome is not None:
+            status.update(state=self.sequence_outcome, step=12 if self.sequence_outcome == "done" else 3)
+            if self.sequence_outcome == "failed":
+                status.update(error="QA_Active not reached within 120 s", failed_step="3: configure tag=demo")
+            self.emit("sequence", dict(status), partition_id)
+        return started
+
+    def sequence_status(self, user: User, partition_id: str) -> dict[str, Any]:
+        """The partition's sequence (viewer)."""
+        self._require(user, "viewer")
+        self._partition(partition_id)
+        return dict(self.sequence_runs.get(partition_id, {"partition": partition_id, "state": "none"}))
+
+    @_deferred
+    def sequence_control(self, user: User, partition_id: str, action: str) -> dict[str, Any]:
+        """Pause, resume or abort (operator, the controller); conflict when none runs."""
+        self._require(user, "operator")
+        self._partition(partition_id)
+        if self.holders.get(partition_id) != user.name:
+            raise ControlError("conflict", f"you do not hold {partition_id}", holder=self.holders.get(partition_id))
+        status = self.sequence_runs.get(partition_id)
+        if status is None or status["state"] not in ("running", "paused"):
+            raise ControlError("conflict", f"no sequence runs on partition {partition_id}")
+        status["state"] = {"pause": "paused", "resume": "running", "abort": "aborted"}[action]
+        self.audit_log.append((user.name, f"sequence_{action}", (partition_id,)))
+        return dict(status)
 
     @_deferred
     def logs(self, partition_id: str | None, level: str | None, since: float | None, q: str | None, limit: int,

@@ -147,7 +147,8 @@ class InstalledPackageTests(TestCase):
         self.assertTrue(data.is_relative_to(venv), f"data found outside the virtualenv: {data}")
         self.assertEqual(data.parts[-2:], ("ecs", "data"))
         for needed in ("etc/ecs.yaml", "etc/subsystems.yaml", "etc/demo-configs.yaml", "templates/base.html",
-                       "fsm/partition.yaml", "etc/systemd/ecs-eca.service", "etc/systemd/ecs-agent@.service"):
+                       "fsm/partition.yaml", "etc/sequences/threshold-scan.yaml", "etc/systemd/ecs-eca.service",
+                       "etc/systemd/ecs-agent@.service"):
             self.assertTrue((data / needed).is_file(), f"{needed} is not in the installed package")
         tables = sorted(str(p) for p in (data / "fsm").glob("*.yaml"))
         self.assertGreaterEqual(len(tables), 5)

@@ -141,7 +141,8 @@ class DeepBodyTests(_WebCase):
     def _body_routes(self) -> list[tuple[str, str]]:
         """(method, path) of every POST and PUT route of the API, with its parts filled in."""
         values = {"pid": "demo", "command": "start", "did": "STS", "agent": "STS", "cid": "sts-default",
-                  "name": "demo", "alarm_id": 1, "system": "STS", "entry": 1, "n": 1}
+                  "name": "demo", "alarm_id": 1, "system": "STS", "entry": 1, "n": 1,
+                  "action": "pause"}
         adapter = WebAPI.app.url_map.bind("ecs.test")
         routes = []
         for rule in WebAPI.app.url_map.iter_rules():

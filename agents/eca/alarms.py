@@ -22,6 +22,8 @@ Where they come from (the callers):
   - the supervisor's agent descriptions: C{agent_flapping}, C{agent_failed};
   - the recovery rules (L{agents.eca.recovery}): C{recovery_action}, an
     action they took or an escalation, raised cleared;
+  - a run sequence whose step failed (L{agents.eca.run_sequences}):
+    C{sequence_failed}, raised cleared like a failed run;
   - the bookkeeping writes (L{agents.eca.audit.WriteBehind}): C{storage_failed}
     while the database cannot be written.  An alarm raised while it cannot
     be stored is kept in memory (shown, listed, logged) and stored, as
@@ -75,6 +77,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "pca_lost": ("critical", "error"),
     "storage_failed": ("critical", "error"),
     "recovery_action": ("warning", "warn"),
+    "sequence_failed": ("error", "error"),
 }
 
 #: The longest shelving allowed, in seconds.

@@ -28,6 +28,7 @@ from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
 from agents.eca.records import Records
 from agents.eca.reload import Reloader
+from agents.eca.run_sequences import RunSequences
 from agents.eca.scopes import ControlScopes
 from agents.eca.unassigned import Unassigned
 from ecs.control import IControlCenter, Session, User
@@ -55,6 +56,7 @@ class ControlCenter:
         exclusions: Exclusions,
         injector: FaultInjector,
         elog: ELog,
+        sequences: RunSequences,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -72,6 +74,7 @@ class ControlCenter:
         self._exclusions = exclusions
         self._injector = injector
         self._elog = elog
+        self._sequences = sequences
 
     # -- authentication ---------------------------------------------------------------
 
@@ -303,6 +306,22 @@ class ControlCenter:
     def logbook_attachment(self, user: User, entry: int, n: int) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.logbook_attachment}."""
         return self._elog.attachment(user, entry, n)
+
+    def run_sequences(self, user: User) -> list[dict[str, Any]]:
+        """See L{IControlCenter.run_sequences}."""
+        return self._sequences.declared(user)
+
+    def run_sequence(self, user: User, name: str, partition_id: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.run_sequence}."""
+        return self._sequences.run(user, name, partition_id)
+
+    def sequence_status(self, user: User, partition_id: str) -> dict[str, Any]:
+        """See L{IControlCenter.sequence_status}."""
+        return self._sequences.status(user, partition_id)
+
+    def sequence_control(self, user: User, partition_id: str, action: str) -> defer.Deferred[dict[str, Any]]:
+        """See L{IControlCenter.sequence_control}."""
+        return defer.Deferred.fromCoroutine(self._sequences.control(user, partition_id, action))
 
     def logs(
         self,

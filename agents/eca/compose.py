@@ -50,10 +50,12 @@ from agents.eca.recovery import WHO as RECOVERY_USER
 from agents.eca.recovery import Recovery
 from agents.eca.registry import RegistryObservers, StoreLookups
 from agents.eca.reload import Reloader
+from agents.eca.run_sequences import RunSequences
 from agents.eca.runs import RunBook
 from agents.eca.scopes import ControlScopes
 from agents.eca.supervisor.supervisor import Supervisor
 from agents.eca.unassigned import Unassigned
+from ecs.config.run_sequences import RunSequence
 from ecs.config.settings import Settings, Subsystems
 from ecs.fsm.recovery import RecoveryRules
 from ecs.fsm.sequence import Sequence
@@ -113,6 +115,7 @@ class Eca:
     log_retention: float
     clock: IReactorTime
     alarms: Alarms
+    run_sequences: RunSequences
     address: str | None = None
 
     async def start(self) -> None:
@@ -141,6 +144,7 @@ class Eca:
 
     async def stop(self) -> None:
         """Stop following, store the last log lines, close the sockets."""
+        self.run_sequences.stop()
         self.partitions.stop()
         await self.logbook.flush()
         await self.node.close()
@@ -162,6 +166,7 @@ def build_eca(
     supervision: Mapping[str, Any] | None = None,
     tables: Mapping[str, StateTable] | None = None,
     recovery_rules: RecoveryRules | None = None,
+    run_sequences: Mapping[str, RunSequence] | None = None,
 ) -> Eca:
     """
     Build and wire the ECA's collaborators (see the module docstring).
@@ -172,6 +177,7 @@ def build_eca(
     @param tables: the state tables in force by file, as read at start-up
         (a reload reports those that changed).
     @param recovery_rules: the declared recovery rules (None: none, an alarm only).
+    @param run_sequences: the declared run sequences (C{etc/sequences/}), by name.
     """
     metrics = metrics if metrics is not None else EcaMetrics()
     events = EventLog(clock=clock)
@@ -226,6 +232,7 @@ def build_eca(
     commands = Commands(store, partitions, scopes, audit, clock, metrics, runs, settings.run_types)
     recovery.wire(configure=lambda partition, tag: commands.reconfigure(partition, tag, RECOVERY_USER))
     exclusions = Exclusions(store, partitions, scopes, audit, logbook, notes=elog)
+    sequences = RunSequences(run_sequences or {}, partitions, commands, scopes, events, alarms, clock, notes=elog)
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
@@ -244,6 +251,7 @@ def build_eca(
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
         alarms, reloader, exclusions, FaultInjector(node, registry.entries, audit, logbook), elog,
+        sequences,
     )
     return Eca(
         center,
@@ -263,4 +271,5 @@ def build_eca(
         log_retention,
         clock,
         alarms,
+        sequences,
     )

@@ -166,9 +166,11 @@ class ECAService(AsyncStartService, service.MultiService):
         ssh: str | None = None,
         tables: dict[str, Any] | None = None,
         recovery: Any = None,
+        run_sequences: dict[str, Any] | None = None,
     ) -> None:
         service.MultiService.__init__(self)
         self.recovery = recovery  # the recovery rules (ecs.fsm.recovery.RecoveryRules), None: alarm only
+        self.run_sequences = run_sequences  # the declared run sequences (etc/sequences), read at start-up
         self.tables = tables  # the state tables read at start-up, by file (a reload tells which changed)
         self.hang_up: HangUpReload | None = None
         self.ssh = ssh  # SSH shell endpoint; None: ecs.shell.server.DEFAULT_ENDPOINT if free; "none": no shell
@@ -224,6 +226,7 @@ class ECAService(AsyncStartService, service.MultiService):
             log_retention=self.log_retention,
             tables=self.tables,
             recovery_rules=self.recovery,
+            run_sequences=self.run_sequences,
         )
         core = EcaCore(eca)
         try:

@@ -46,6 +46,7 @@ class Options(usage.Options):
         ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
         ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
         ["recovery", None, None, "Recovery rules (default: the installed fsm/recovery.yaml)."],
+        ["sequences", None, None, "Folder of run sequences, read at start (default: the installed etc/sequences)."],
         ["state-dir", None, None, "State directory: database, keys, logs (default ./var)."],
         ["web", None, "tcp:8080:interface=127.0.0.1", "Web endpoint (Twisted endpoint string; ssl:... for TLS)."],
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
@@ -129,6 +130,8 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     from twisted.internet import reactor
 
     from agents._tap import Composition
+    from ecs import paths
+    from ecs.config.run_sequences import load_sequences
     from ecs.config.settings import fail
     from ecs.fsm.reload import VocabularyFiles, read_vocabulary
     from ecs.net.identity import ECA
@@ -151,6 +154,14 @@ def _compose(options: Options, demo: int | None) -> service.IService:
 
     try:
         recovery = load_rules(options["recovery"])
+    except ConfigError as e:
+        fail(e)
+    try:
+        # the run sequences (a few small files), checked against the partition states and run types
+        run_sequences = load_sequences(
+            Path(options["sequences"]) if options["sequences"] else paths.data_dir("etc") / "sequences",
+            sequence.states(), settings.run_types,
+        )
     except ConfigError as e:
         fail(e)
     keys = composition.keys_for(ECA)
@@ -195,6 +206,7 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         ssh=options["ssh"],
         tables=vocabulary.tables,
         recovery=recovery,
+        run_sequences=run_sequences,
     )
 
 

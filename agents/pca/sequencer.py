@@ -404,13 +404,16 @@ class Sequencer:
         last_ready, last_time = op.last_progress
         if ready == last_ready:
             return
-        if now - last_time >= PROGRESS_INTERVAL or ready == total:
+        # One expression for the test and the delay: with clock times near
+        # 1.8e9, "now - last_time >= interval" could be false while
+        # "last_time + interval - now" rounded to 0, a call at the same time,
+        # again and again (the reactor never got back).
+        due = last_time + PROGRESS_INTERVAL
+        if now >= due or ready == total:
             op.last_progress = (ready, now)
             self.outputs.progress(self.partition.sequence.stages[op.stage].name, ready, total)
         elif op.progress_call is None or not op.progress_call.active():
-            op.progress_call = self.clock.callLater(
-                last_time + PROGRESS_INTERVAL - now, self._report_progress, op
-            )
+            op.progress_call = self.clock.callLater(due - now, self._report_progress, op)
 
     def _drive_recording(self, op: RecordingOp) -> None:
         partition = self.partition

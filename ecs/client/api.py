@@ -162,6 +162,18 @@ class HttpApi:
             or []
         )
 
+    async def run_sequences(self) -> list[dict[str, Any]]:
+        return list(self.client.get("/api/sequences") or [])
+
+    async def run_sequence(self, name: str, partition: str) -> dict[str, Any]:
+        return dict(self.client.post(f"/api/sequences/{_q(name)}/run", {"partition": partition}) or {})
+
+    async def sequence_status(self, partition: str) -> dict[str, Any]:
+        return dict(self.client.get(partition_path(partition) + "/sequence") or {})
+
+    async def sequence_control(self, partition: str, action: str) -> dict[str, Any]:
+        return dict(self.client.post(partition_path(partition) + f"/sequence/{action}") or {})
+
     async def logbook(
         self, text: str | None, partition: str | None, run: int | None, author: str | None, since: float | None,
         until: float | None, limit: int, before: int | None = None,

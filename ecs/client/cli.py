@@ -49,7 +49,7 @@ from ecs.client.http import (
     save_credentials,
 )
 from ecs.client.table import COMMANDS
-from ecs.client.watch import cmd_watch, wait_for
+from ecs.client.watch import cmd_watch, sequence_wait, wait_for
 
 EPILOG = """\
 exit codes (commands talking to the ECA):
@@ -155,6 +155,9 @@ class _Follow:
 
     async def watch(self, run: Run, partition: str, until: str | None) -> int:
         return cmd_watch(self.ctx)
+
+    async def sequence_wait(self, run: Run, partition: str, name: str) -> int:
+        return await sequence_wait(self.ctx, run, partition, name)
 
     async def logs_follow(self, run: Run, since: float | None) -> int:
         """Stored log events (oldest first), then the live ones until Ctrl-C."""

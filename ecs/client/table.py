@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecs.client import alarms, elog, history, manage, operate
+from ecs.client import alarms, elog, history, manage, operate, sequences
 from ecs.client.alarms import alarm_id, duration, reason_text
 from ecs.client.commands import Action, Command, arg, limit, name, roles, version
 from ecs.config.logs import LEVELS
@@ -183,6 +183,32 @@ COMMANDS: tuple[Command, ...] = (
         arg("--until", help="written before: " + history.TIME_HELP),
         arg("--before", type=version, metavar="ID", help="older than entry ID (the next page)"),
         arg("--limit", type=limit, default=100, help="at most this many (default 100)"),
+    ),
+    Command(
+        "sequence",
+        "scripted run sequences (etc/sequences/): list them, run one on a partition you control, follow it",
+        (
+            Action("list", "the declared run sequences", "viewer", sequences.sequence_list, ()),
+            Action(
+                "run",
+                "run a sequence on a partition (its steps are your commands); --wait: until it ends",
+                "operator",
+                sequences.sequence_run,
+                (arg("name", type=name("sequence name")), P, WAIT),
+                True,
+            ),
+            Action("status", "the partition's sequence: its step, or how it ended", "viewer",
+                   sequences.sequence_status, (P,)),
+            *(
+                Action(action, text, "operator", sequences.sequence_control, (P,))
+                for action, text in (
+                    ("pause", "pause the partition's sequence after its current step"),
+                    ("resume", "resume the partition's paused sequence"),
+                    ("abort", "abort the partition's sequence and the partition"),
+                )
+            ),
+        ),
+        default="list",
     ),
     Command(
         "log-entry",

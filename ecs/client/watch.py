@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_client_cli -*-
 """
 A partition followed live from the ECA's event stream: C{ecs watch P}, and
-the C{--wait} of C{ecs configure|start|stop|abort} (L{Waiter}, L{wait_for}).
+the C{--wait} of C{ecs configure|start|stop|abort} (L{Waiter}, L{wait_for})
+and of C{ecs sequence run} (L{sequence_wait}: the partition's C{sequence}
+events until the sequence ends).
 
 On a terminal the table is redrawn (at most every L{REDRAW} seconds) from
 the partition's detail, kept current by the events; elsewhere (a pipe, a
@@ -23,9 +25,11 @@ import time
 from typing import Any
 
 from ecs import textview
+from ecs.client import sequences
+from ecs.client.commands import Run
 from ecs.client.context import Context, use_colour
 from ecs.client.following import QUIET, LiveView, Waiter
-from ecs.client.http import EXIT_OK, EXIT_TIMEOUT, ClientError, EventStream, StreamTimeout, partition_path
+from ecs.client.http import EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, ClientError, EventStream, StreamTimeout, partition_path
 
 REDRAW = 0.2
 
@@ -212,4 +216,43 @@ def _draw(view: LiveView) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["QUIET", "LiveView", "Waiter", "cmd_watch", "use_colour", "wait_for"]
+async def sequence_wait(ctx: Context, run: Run, partition: str, name: str) -> int:
+    """Open the stream, start the sequence, then follow its C{sequence} events to its end (or --timeout)."""
+    deadline = time.monotonic() + ctx.wait_timeout
+    stream = ctx.client.events(partition)
+    try:
+        status = await run.api.run_sequence(name, partition)
+        shown = sequences.progress_line(status)
+        print(f"{partition}: {shown}", file=sys.stderr, flush=True)
+        while (result := sequences.outcome(status)) is None:
+            try:
+                event = stream.read(min(deadline, time.monotonic() + QUIET))
+            except StreamTimeout:
+                if time.monotonic() >= deadline:
+                    raise ClientError(EXIT_TIMEOUT, f"{partition}: sequence still {shown} after "
+                                                    f"{ctx.wait_timeout:g} s (--timeout)") from None
+                continue
+            except ClientError:
+                event = None
+            if event is None:  # the stream broke: reopen it and read the status once
+                stream.close()
+                stream = ctx.client.events(partition)
+                status = await run.api.sequence_status(partition)
+                continue
+            _, kind, data = event
+            if kind == "sequence" and isinstance(data, dict) and data.get("sequence") == name:
+                status = data
+                line = sequences.progress_line(status)
+                if line != shown:
+                    shown = line
+                    print(f"{partition}: {shown}", file=sys.stderr, flush=True)
+    finally:
+        stream.close()
+    ok, text = result
+    if not ok:
+        raise ClientError(EXIT_REFUSED, f"{partition}: sequence {text}", body=status)
+    ctx.out(f"{partition}: sequence {text}", status)
+    return EXIT_OK
+
+
+__all__ = ["QUIET", "LiveView", "Waiter", "cmd_watch", "sequence_wait", "use_colour", "wait_for"]

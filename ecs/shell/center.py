@@ -161,6 +161,18 @@ class CenterApi:
     ) -> list[dict[str, Any]]:
         return list(await _call(self.center.audit, self.user, user, action, since, until, limit, before) or [])
 
+    async def run_sequences(self) -> list[dict[str, Any]]:
+        return list(await _call(self.center.run_sequences, self.user) or [])
+
+    async def run_sequence(self, name: str, partition: str) -> dict[str, Any]:
+        return dict(await _call(self.center.run_sequence, self.user, name, partition) or {})
+
+    async def sequence_status(self, partition: str) -> dict[str, Any]:
+        return dict(await _call(self.center.sequence_status, self.user, partition) or {})
+
+    async def sequence_control(self, partition: str, action: str) -> dict[str, Any]:
+        return dict(await _call(self.center.sequence_control, self.user, partition, action) or {})
+
     async def logbook(
         self, text: str | None, partition: str | None, run: int | None, author: str | None, since: float | None,
         until: float | None, limit: int, before: int | None = None,

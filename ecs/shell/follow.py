@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from ecs import textview
+from ecs.client import sequences
 from ecs.client.commands import CommandError, Run
 from ecs.client.following import QUIET, LiveView, Waiter
 from ecs.client.operate import active_alarms
@@ -176,6 +177,39 @@ class ShellFollow:
         if not ok:
             raise CommandError(EXIT_REFUSED, f"{partition} {text}", detail)
         run.out.result(f"{partition}: {text}", detail)
+        return EXIT_OK
+
+    async def sequence_wait(self, run: Run, partition: str, name: str) -> int:
+        """Subscribe, start the sequence, then follow its C{sequence} events to its end or --timeout."""
+        wait = self.seconds(run.args)
+        queue = self._open(partition)
+        try:
+            status = await run.api.run_sequence(name, partition)
+            deadline = float(self.clock.seconds()) + wait
+            shown = sequences.progress_line(status)
+            run.out.note(f"{partition}: {shown}")
+            while (result := sequences.outcome(status)) is None:
+                left = deadline - float(self.clock.seconds())
+                if left <= 0:
+                    raise CommandError(EXIT_TIMEOUT, f"{partition}: sequence still {shown} after {wait:g} s")
+                event = await queue.next(min(left, QUIET))
+                if queue.interrupted:
+                    raise CommandError(130, f"{partition}: interrupted; the sequence goes on (sequence status)")
+                if event is None:
+                    continue
+                kind, data = event
+                if kind == "sequence" and isinstance(data, dict) and data.get("sequence") == name:
+                    status = data
+                    line = sequences.progress_line(status)
+                    if line != shown:
+                        shown = line
+                        run.out.note(f"{partition}: {shown}")
+        finally:
+            self._close(queue)
+        ok, text = result
+        if not ok:
+            raise CommandError(EXIT_REFUSED, f"{partition}: sequence {text}", status)
+        run.out.result(f"{partition}: sequence {text}", status)
         return EXIT_OK
 
     async def watch(self, run: Run, partition: str, until: str | None) -> int:

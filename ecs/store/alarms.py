@@ -35,6 +35,7 @@ ALARM_KINDS = (
     "pca_lost",
     "storage_failed",
     "recovery_action",
+    "sequence_failed",
 )
 
 #: The severities, least severe first.
