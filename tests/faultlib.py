@@ -54,6 +54,10 @@ KILL_WINDOW = {"configure": 4.5, "start": 1.0, "stop": 1.0, "abort": 1.5, "move"
 DETECTORS = ("STS", "MVD", "TOF", "TRD", "RICH")
 PARTITIONS = ("demo", "p2")
 CONFIGURE_DEADLINE = 15.0
+#: A run held after an interruption (the PCA restarted while it recorded) is
+#: kept open for the ECA's grace (RUN_GRACE, 15 s, from when the PCA answers
+#: again) in case recording resumes: the check waits that long for it.
+HELD_RUN_WAIT = 20.0
 
 
 async def sleep(seconds: float) -> None:
@@ -227,6 +231,12 @@ def _owns(target: str, system: dict[str, Any]) -> bool:
     if kind == "simhost":
         return str(system["id"]).startswith("sim")
     return kind == "detector" and system["id"] == ident
+
+
+def held_runs(view: Any, parts: dict[str, dict[str, Any]]) -> list[int]:
+    """Open runs of partitions that do not record (held after an interruption, or left open)."""
+    return [run["number"] for run in view.runs
+            if run["ended"] is None and parts.get(run["partition"], {}).get("state") != "Recording"]
 
 
 def shown_while_down(target: str, old_pid: int, agents: dict[str, Any], parts: dict[str, Any],
@@ -680,6 +690,11 @@ class Campaign:
             problems.append(f"control holders changed: {self.holders} before, {holders} after")
         parts = {name: await self.d.partition(name) for name in PARTITIONS}
         view = await read_database(self.d.db_path)
+        deadline = time.monotonic() + HELD_RUN_WAIT
+        while held_runs(view, parts) and time.monotonic() < deadline:
+            await sleep(0.5)
+            parts = {name: await self.d.partition(name) for name in PARTITIONS}
+            view = await read_database(self.d.db_path)
         problems += database_sound(view)
         problems += placed_once(view, parts)
         problems += self.book.check(view, parts)

@@ -432,6 +432,18 @@ class HoldTests(AlarmsTestCase):
         self.assertIn("PCA restarted at then", run.note or "")
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_configure_ends_the_hold(self) -> None:
+        """A configure while a run is held: the operators moved on, the run failed at its leave, at once."""
+        runs = self.held()
+        left = self.clock.seconds()
+        self.clock.advance(1.0)
+        self.successResultOf(Deferred.fromCoroutine(runs.command_ahead("olga", "configure", {}, "demo", False)))
+        self.assertIsNone(self.successResultOf(self.store.open_run("demo")))
+        [run] = self.successResultOf(self.store.runs("demo"))
+        self.assertEqual((run.outcome, run.ended), ("failed", left))
+        self.assertIn("recording did not resume before a configure", run.note or "")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_disconnected_waits(self) -> None:
         """While the PCA does not answer nothing is judged; the grace counts from its return."""
         runs = self.held()

@@ -291,6 +291,10 @@ class RunBook:
         await self.load()
         ahead = Ahead(partition, command)
         run = self._open.get(partition)
+        if run is not None and run.left_at is not None and command == "configure":
+            # held after an interruption, and the operators moved on: recording did not resume
+            self._close(partition, run, "failed", run.left_at, "recording did not resume before a configure")
+            run = None
 
         def written(result: tuple[int, int | None]) -> None:
             ahead.audit_id = result[0]
