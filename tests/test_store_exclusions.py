@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ecs.store import ExclusionRow, Store, StoreError
-from ecs.store.core import inline_runner
+from ecs.store import ExclusionRow, StoreError
+from tests.support.eca_parts import inline_store
 
 T0 = 1_800_000_000.0
 
@@ -20,9 +18,7 @@ class ExclusionStoreTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
-        self.path = Path(self.mktemp()) / "ecs.sqlite"
-        self.store = self.successResultOf(Store.open(self.path, self.clock, runner=inline_runner))
-        self.addCleanup(lambda: self.successResultOf(self.store.close()))
+        self.store = inline_store(self, self.clock)
         for partition in ("p1", "p2"):
             self.successResultOf(self.store.add_partition(partition))
         self.successResultOf(self.store.add_detector("STS", "STS", "p1"))
