@@ -23,6 +23,7 @@ from agents.controller.actions import make_action
 from agents.controller.link import PartitionLink
 from agents.controller.system import COMMANDS, SystemController
 from ecs import protocol
+from ecs.config.logs import debugging
 from ecs.config.settings import Settings, SystemType
 from ecs.fsm.table import load_table
 from ecs.net.authz import controller_rules, guarded
@@ -287,12 +288,13 @@ class ControllerHost(AsyncStartService):
     def _command_handler(self, agent_id: str, command: str) -> Callable[[Request], Any]:
         def handle(request: Request) -> defer.Deferred[dict[str, Any]]:
             controller = self._controller(agent_id, request.body)
-            self._log.debug(
-                "{system}: {command} from {sender}",
-                system=agent_id,
-                command=command,
-                sender=request.sender,
-            )
+            if debugging():
+                self._log.debug(
+                    "{system}: {command} from {sender}",
+                    system=agent_id,
+                    command=command,
+                    sender=request.sender,
+                )
             reply = defer.maybeDeferred(controller.command, command, request.body.get("config"))
             return reply.addCallback(lambda status: {**status, "incarnation": self.incarnation})
 

@@ -32,6 +32,7 @@ import attrs
 from automat import NoTransition
 from twisted.logger import Logger
 
+from ecs.config.logs import debugging
 from ecs.fsm.build import Built, build_machine
 from ecs.fsm.draw import check_files, dot_file, to_dot
 from ecs.fsm.table import (
@@ -265,10 +266,11 @@ class Machine:
             except NoTransition:
                 raise self._refusal(input) from None
             new = self._core.state
-            self._log.debug(
-                "{table}: {old} -{input}-> {new}",
-                table=self._table.name, old=old, input=input, new=new,
-            )
+            if debugging():
+                self._log.debug(
+                    "{table}: {old} -{input}-> {new}",
+                    table=self._table.name, old=old, input=input, new=new,
+                )
             for observer in list(self._observers):
                 try:
                     observer(old, input, new)
