@@ -828,6 +828,25 @@ class BatchPublishingTests(SynchronousTestCase):
         self.assertEqual([e.seq for e in self.pub.events()], [4, 8, 10])
         self.assertEqual([e.seq for e in unpacked(self.pub)], list(range(1, 11)))
 
+    def test_max_wait(self) -> None:
+        """In a long turn, staged changes go once the first has waited max_wait (by the medium's clock)."""
+        clock = [10.0]
+        self.pub.now = lambda: clock[0]  # type: ignore[method-assign]
+        self.pub.max_wait = 0.5  # exact in binary: the sums below are too
+        self.store.set("a", {"i": 1})
+        clock[0] += self.pub.max_wait / 2
+        self.store.set("b", {"i": 2})
+        self.assertEqual(self.pub.sent, [])
+        clock[0] += self.pub.max_wait / 2
+        self.store.set("c", {"i": 3})
+        self.assertEqual([e.seq for e in self.pub.events()], [3])
+        self.store.set("d", {"i": 4})  # a new batch: its own wait starts now
+        clock[0] += self.pub.max_wait / 2
+        self.store.set("e", {"i": 5})
+        self.pub.end_turn()
+        self.assertEqual([e.seq for e in self.pub.events()], [3, 5])
+        self.assertEqual([e.body["key"] for e in unpacked(self.pub)], ["a", "b", "c", "d", "e"])
+
     def test_entry_too_large_leaves_a_gap(self) -> None:
         """A change too large for any message is logged and its number skipped (subscribers resynchronise)."""
         pub = TurnPublisher(max_size=600)

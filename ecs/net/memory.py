@@ -183,6 +183,10 @@ class MemoryPublisher(PublisherCore):
         """After what the network has queued (a turn of its clock, or L{MemoryNetwork.flush})."""
         self.network.schedule(call)
 
+    def now(self) -> float:
+        """The network's clock."""
+        return float(self.network.clock.seconds())
+
     def _deliver(self, subscriber: MemorySubscriber, frames: list[bytes]) -> None:
         # A subscriber closed while the frames were in flight gets nothing.
         if subscriber in self.network.subscribers.get(self.address, ()):

@@ -59,6 +59,10 @@ class PublisherCore:
 
     #: The most state changes one staged message carries (L{stage}).
     batch_limit = 100
+    #: Seconds a staged change may wait for its turn's end (L{stage}): in a
+    #: long turn (a burst of replies handled in one read) the changes go
+    #: out every few milliseconds instead of at the turn's end.
+    max_wait = 0.002
 
     def __init__(self, sender: str, max_size: int = protocol.DEFAULT_MAX_SIZE) -> None:
         self.sender = sender
@@ -67,6 +71,7 @@ class PublisherCore:
         self._max_size = max_size
         self._staged: list[dict[str, Any]] = []
         self._staged_prefix = ""
+        self._staged_at = 0.0
         self.batches = 0
 
     def publish(self, topic: str, type: str, body: dict[str, Any]) -> int:
@@ -87,8 +92,9 @@ class PublisherCore:
         Number one state change (C{{"key": k, "value": v}} or C{{"key": k,
         "removed": True}}) now and send it with the other changes of this
         reactor turn: one C{states} event on topic C{prefix}, when the turn
-        ends (L{call_soon}), before anything else is sent, or once
-        L{batch_limit} changes are staged.  A turn's
+        ends (L{call_soon}), before anything else is sent, once
+        L{batch_limit} changes are staged, or once the first of them has
+        waited L{max_wait} seconds (by L{now}).  A turn's
         single change goes as the plain C{state}/C{removed} event on
         C{prefix + key}.  Return its number.
         """
@@ -99,10 +105,11 @@ class PublisherCore:
         self._staged.append(entry)
         self.seq += 1
         seq = self.seq
-        if len(self._staged) >= self.batch_limit:
-            self.send_staged()  # a long turn: the first changes need not wait for its end
-        elif first_of_turn:
+        if first_of_turn:
+            self._staged_at = self.now()
             self.call_soon(self.send_staged)
+        elif len(self._staged) >= self.batch_limit or self.now() - self._staged_at >= self.max_wait:
+            self.send_staged()  # a long turn: the first changes need not wait for its end
         return seq
 
     def send_staged(self) -> None:
@@ -161,6 +168,11 @@ class PublisherCore:
         """Call C{call} once this reactor turn's work is done (the medium
         knows when; without one, at once: no batching)."""
         call()
+
+    def now(self) -> float:
+        """The medium's clock, in seconds (for L{max_wait}; without a medium's
+        clock it stands still: no time bound)."""
+        return 0.0
 
 
 class SubscriberCore:

@@ -329,6 +329,10 @@ class ZmqPublisher(PublisherCore):
         """On the reactor's next turn (staged state changes go as one message)."""
         self.connection.factory.reactor.callLater(0, call)
 
+    def now(self) -> float:
+        """The reactor's clock."""
+        return float(self.connection.factory.reactor.seconds())
+
     def close(self) -> None:
         """Send what is staged, unbind and close."""
         if self.connection.socket is not None:
