@@ -12,7 +12,8 @@ Run from the repository root::
     .venv/bin/python bench/events.py [--detectors 1000] [--cycles 3]
         [--security curve|none] [--duration 0|SECONDS|shipped]
         [--profile DIR] [--keep] [--eca-read-batch K] [--pca-send-chunk K]
-        [--clients N] [--zmq-subscribers N]
+        [--clients N] [--zmq-subscribers N] [--timeline FILE]
+        [--simhost-nice N]
 
 What it does, in a temporary directory:
 
@@ -68,8 +69,9 @@ The same pairing, with the points the processes stamped on the way
 its command or from the host's batched C{states} notification, whichever
 comes first; C{pca_pub}: it publishes the record (stages it: the PCA
 sends a reactor turn's records as one C{states} message when the turn
-ends, or every 100; see L{ecs.net.pubsub.PublisherCore.stage}, so this
-stage includes that wait); C{eca_in}: the ECA's link gets the event (an
+ends, every 100, or once the first has waited 2 ms; see
+L{ecs.net.pubsub.PublisherCore.stage}); C{pca_sent}: the staged records
+go to the PUB socket; C{eca_in}: the ECA's link gets the event (an
 entry of a batch: after the batch's earlier entries were applied);
 C{eca_emit}: the ECA hands it to the event streams;
 C{eca_tcp_send}: the ECA's next write of web bytes to the kernel), splits
@@ -91,6 +93,12 @@ patches the running process): C{--eca-read-batch K} lets the ECA read at
 most K ZeroMQ messages per reactor turn (shipped 256), C{--pca-send-chunk
 K} makes the PCA send at most K commands to systems per reactor turn (the
 shipped PCA sends one per system in a single loop).
+
+C{--timeline FILE} writes every counted event as one JSON line (phase,
+system, state, fire time from the phase's start, delay and each stage in
+ms): where in a burst the slow events are, and in which stage.
+C{--simhost-nice N} runs the sim host at nice N (what-if: front-end hosts
+do not share the ECA's cores).
 
 C{--profile DIR} adds one more (uncounted) cycle during which the ECA,
 the PCA and the sim host run cProfile (SIGUSR1, as in
@@ -142,11 +150,12 @@ DEMO_SYSTEMS = 9
 PASSWORD = "bench-events-admin-1"
 DUMP_SIGNAL = signal.SIGRTMIN + 2
 #: Where a state change passes, in order (see bench/events_agent.py).
-STAGES = ("fire", "pca_fold", "pca_pub", "eca_in", "eca_emit", "eca_tcp_send", "sse")
+STAGES = ("fire", "pca_fold", "pca_pub", "pca_sent", "eca_in", "eca_emit", "eca_tcp_send", "sse")
 STAGE_NAMES = {
     ("fire", "pca_fold"): "controller_to_pca",
     ("pca_fold", "pca_pub"): "pca_fold_to_published",
-    ("pca_pub", "eca_in"): "pca_published_to_eca_received",
+    ("pca_pub", "pca_sent"): "pca_staged_to_sent",
+    ("pca_sent", "eca_in"): "pca_sent_to_eca_received",
     ("eca_in", "eca_emit"): "eca_received_to_emitted",
     ("eca_emit", "eca_tcp_send"): "eca_emitted_to_tcp_send",
     ("eca_tcp_send", "sse"): "eca_tcp_send_to_client_received",
@@ -730,7 +739,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
                 "ECS_BENCH_ORDERED_START": "1" if ordered else "0",
                 "ECS_BENCH_ECA_READ_BATCH": str(args.eca_read_batch or ""),
                 "ECS_BENCH_PCA_SEND_CHUNK": str(args.pca_send_chunk or ""),
-                "ECS_BENCH_PCA_BATCH_LIMIT": str(args.pca_batch_limit or "")})
+                "ECS_BENCH_PCA_BATCH_LIMIT": str(args.pca_batch_limit or ""),
+                "ECS_BENCH_SIMHOST_NICE": str(args.simhost_nice or "")})
     say(f"demo with {n} extra detectors ({total} systems), security {args.security}, "
         f"action duration {args.duration}, {args.cycles} cycle(s)"
         + (", PCA started once every controller serves" if ordered else "") + f"; in {tmp}")
@@ -944,10 +954,10 @@ def analyse(
     """Statistics of the counted phases (the profiled cycle is left out)."""
     counted = [(name, start, end) for name, cycle, start, end in windows if cycle >= 0]
 
-    def phase_of(t: float) -> str | None:
+    def phase_of(t: float) -> tuple[str, float] | None:
         for name, start, end in counted:
             if start <= t <= end:
-                return name
+                return name, start
         return None
 
     delays: list[float] = []
@@ -955,10 +965,12 @@ def analyse(
     by_state: dict[str, list[float]] = defaultdict(list)
     staged: list[tuple[float, list[float]]] = []
     via: Counter[str] = Counter()
+    timeline = []
     for system, state, t_fire, t_event in pairs:
-        name = phase_of(t_fire)
-        if name is None:
+        found = phase_of(t_fire)
+        if found is None:
             continue
+        name, phase_start = found
         delay = t_event - t_fire
         delays.append(delay)
         by_phase[name].append(delay)
@@ -966,9 +978,18 @@ def analyse(
         times = stage_times(points, system, state, t_fire, t_event)
         if times is not None:
             staged.append((delay, [b - a for a, b in itertools.pairwise(times)]))
+            if args.timeline:
+                timeline.append({"phase": name, "system": system, "state": state,
+                                 "fire_ms": round((t_fire - phase_start) * 1000, 2),
+                                 "delay_ms": round(delay * 1000, 2),
+                                 **{key: round((b - a) * 1000, 2) for key, (a, b)
+                                    in zip(STAGE_NAMES.values(), itertools.pairwise(times), strict=True)}})
             via[learned_from(points, system, state, t_fire, times[1])] += 1
     if not delays:
         raise BenchError("no state change was paired with an event")
+    if args.timeline:
+        with open(args.timeline, "w") as out:
+            out.writelines(json.dumps(line) + "\n" for line in sorted(timeline, key=lambda e: e["fire_ms"]))
     overall = summary_ms(delays)
     stage_keys = list(STAGE_NAMES.values())
     stages = {key: summary_ms([s[i] for _, s in staged]) for i, key in enumerate(stage_keys)}
@@ -1116,7 +1137,12 @@ def main() -> None:
     parser.add_argument("--zmq-subscribers", type=int, default=0, metavar="N",
                         help="N subscribers of the PCA's PUB socket in this process (the ZeroMQ fan-out case); "
                         "the result's 'zmq_fan_out' gives p50/p99 per phase over all of them")
+    parser.add_argument("--simhost-nice", type=int, default=None, metavar="N",
+                        help="what-if: the sim host runs at nice N (front-end hosts do not share the ECA's cores)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, timestamps)")
+    parser.add_argument("--timeline", metavar="FILE", default=None,
+                        help="write every counted event as a JSON line: phase, fire time from the phase's start, "
+                             "delay and stage durations (ms)")
     args = parser.parse_args()
     if args.detectors < 0 or args.cycles < 1 or args.start_attempts < 1 or args.clients < 1:
         parser.error("--detectors must be at least 0, --cycles, --start-attempts and --clients at least 1")

@@ -26,7 +26,8 @@ process I{is} the agent:
     its view (from a notification, or from the reply to a command: with
     zero-time actions the reply to C{configure} already says Active), and
     C{pca_pub} when a system's record is published (staged for the
-    turn's C{states} message);
+    turn's C{states} message), and C{pca_sent} when the staged records
+    are handed to the PUB socket (L{PublisherCore._send_batch});
   - the ECA (C{ecs-demo}): C{eca_in} when a state event arrives from the
     PCA's publisher, and C{eca_emit} when the ECA's mirror applies it and
     hands it to the event streams (L{Partition.got_record}), and
@@ -143,6 +144,20 @@ def patch_pca() -> None:
         original_changed(self, view)
 
     PartitionAgent.system_changed = system_changed  # type: ignore[method-assign]
+
+    from ecs.net.pubsub import PublisherCore
+
+    original_send_batch = PublisherCore._send_batch
+
+    def _send_batch(self: Any, prefix: str, first: int, entries: list[dict[str, Any]]) -> None:
+        t = time.time()
+        for entry in entries:
+            key, value = entry.get("key"), entry.get("value")
+            if isinstance(key, str) and isinstance(value, dict):
+                points.append(("pca_sent", t, key.rpartition("/")[2], value.get("raw_state", value.get("state"))))
+        original_send_batch(self, prefix, first, entries)
+
+    PublisherCore._send_batch = _send_batch  # type: ignore[method-assign]
 
 
 def pace_pca_commands(chunk: int) -> None:
@@ -284,6 +299,9 @@ def main() -> None:
 
     if plugin in CONTROLLER_PLUGINS:
         patch_controllers()
+        nice = os.environ.get("ECS_BENCH_SIMHOST_NICE")
+        if nice and plugin == "ecs-simhost":
+            os.nice(int(nice))
     elif plugin == "ecs-pca":
         patch_pca()
         chunk = os.environ.get("ECS_BENCH_PCA_SEND_CHUNK")
