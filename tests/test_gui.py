@@ -86,12 +86,14 @@ class PageTests(PageTestCase):
         self.assertIn('data-partition="demo"', body)
         scripts = re.findall(r'<script src="([^"]+)"', body)
         self.assertEqual(scripts, ["/static/ecs.js", "/static/headline.js", "/static/live.js",
-                                   "/static/configdialog.js", "/static/monitor.js"])
+                                   "/static/configdialog.js", "/static/sequences.js", "/static/monitor.js"])
         for element in ("take-control", "release-control", "select-config", "auto-configure", "cmd-configure",
                         "cmd-start", "cmd-stop", "cmd-abort", "progress", "why", "confirm-abort", "config-dialog",
                         "tag-select", "config-table", "save-tag", "config-select", "headline-box",
                         "start-dialog", "run-type", "run-comment", "start-confirm", "run-conditions",
-                        "add-condition", "conditions-note"):
+                        "add-condition", "conditions-note", "sequence-panel", "sequence-select", "sequence-run",
+                        "sequence-status", "sequence-progress", "sequence-pause", "sequence-resume",
+                        "sequence-abort", "sequence-why"):
             self.assertIn(f'id="{element}"', body)
         # The start dialog offers the center's declared run types (issue 14), and its
         # conditions follow the limits of ecs.runinfo.

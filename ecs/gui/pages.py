@@ -8,7 +8,9 @@ about; C{live.js} fetches C{/api/partitions...} and follows C{/api/events}
 partition's headline (state tile, what is wrong and the next action, the
 sequence's stages) from the partition, its systems and the alarms,
 C{monitor.js} adds the control panel (with the start dialog: run type,
-comment and conditions, whose limits it gets from L{ecs.runinfo}) and C{configdialog.js} the configuration dialog.
+comment and conditions, whose limits it gets from L{ecs.runinfo}),
+C{sequences.js} the run sequences panel and C{configdialog.js} the
+configuration dialog.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ async def monitor(self: GuiPages, request: IRequest, pid: str) -> bytes:
         request,
         "monitor",
         f"Partition {pid}",
-        scripts=[*LIVE_SCRIPTS, "configdialog.js", "monitor.js"],
+        scripts=[*LIVE_SCRIPTS, "configdialog.js", "sequences.js", "monitor.js"],
         slots={"partition": pid},
         data={
             "partition": pid,

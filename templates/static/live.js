@@ -563,7 +563,8 @@ window.LIVE = (function () {
   // The page's live picture.  options: {partition (one, or null for all),
   // container, unassigned (element or null), log (element or null),
   // withAction, compact (the overview's cards), headlineInto (element), decorateReset(button),
-  // decorateAction(button, command), onAction(action, button), onChange(view)}.
+  // decorateAction(button, command), onAction(action, button), onChange(view),
+  // onSequence(data) (the `sequence` events), onReload() (events were missed)}.
   class Live {
     constructor(options) {
       this.options = options;
@@ -591,7 +592,9 @@ window.LIVE = (function () {
         log: handle("log"),
         control: handle("control"),
         allowed: handle("allowed"),
-        reload: () => this.reload(),
+        // Run sequences are the page's own panel (sequences.js), not a table's.
+        sequence: (data) => { if (this.options.onSequence) this.options.onSequence(data); },
+        reload: () => { this.reload(); if (this.options.onReload) this.options.onReload(); },
       });
       return this.reload();
     }

@@ -9,7 +9,8 @@
 // or inactivity raises the banner.  Start asks for the run type, a
 // comment and conditions (#start-dialog; the types come from the page's
 // data-runtypes, the conditions' limits from data-condition-*),
-// stop while recording for the run's end comment (#stop-dialog).  The server checks all of this again:
+// stop while recording for the run's end comment (#stop-dialog).  The run
+// sequences panel is sequences.js's, fed by the same event stream.  The server checks all of this again:
 // the page is only a view.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
@@ -22,8 +23,8 @@ document.addEventListener("DOMContentLoaded", () => {
   let selection = null;  // {tag} or {configs: [ids]}
   let busy = false;  // a command of ours is on its way
 
-  // Why `command` cannot be sent now, or null.
-  function why(command) {
+  // Why this user cannot command the partition now (role, link, control), or null.
+  function controlWhy() {
     if (!ECS.hasRole("operator")) return "needs role operator";
     if (ECS.link() === "down") return "ECA not reachable";
     if (!view) return "loading";
@@ -31,6 +32,14 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!info.connected) return "the PCA of " + pid + " does not answer";
     if (!info.controller) return "not in control";
     if (info.controller !== me) return "held by " + info.controller;
+    return null;
+  }
+
+  // Why `command` cannot be sent now, or null.
+  function why(command) {
+    const control = controlWhy();
+    if (control) return control;
+    const info = view.info;
     // Exclude and include are possible when configure is (not recording, nothing running).
     if (!view.allowed.includes(command === "exclusion" ? "configure" : command)) {
       if (info.locked) return "locked by a move";
@@ -101,6 +110,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (action && action.dataset.command) decorate(action, action.dataset.command);
     showProgress();
     followReply();
+    sequences.render();
   }
 
   // The last command's reply quotes the state it caused: the first state
@@ -191,6 +201,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   const base = "/api/partitions/" + encodeURIComponent(pid);
+  // The run sequences panel (sequences.js); its replies replace a command's quoting one.
+  const sequences = new SEQUENCES.Panel({partition: pid, controlWhy, replied: () => { pending = null; }});
   const live = new LIVE.Live({
     partition: pid,
     container: $("partitions"),
@@ -209,6 +221,8 @@ document.addEventListener("DOMContentLoaded", () => {
     },
     onChange: (v) => { view = v; update(); },
     onControl,
+    onSequence: (data) => sequences.event(data),
+    onReload: () => sequences.load(),
   });
   ECS.onLink(() => { if (view) update(); });
   window.ECS_LIVE = live;  // for the browser tests
@@ -363,4 +377,5 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
   live.start();
+  sequences.load();
 });
