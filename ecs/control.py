@@ -318,6 +318,11 @@ class IControlCenter(Interface):
         """Attachment C{n} (from 1) of logbook entry C{entry} (viewer and
         up): C{{name, content_type, data (bytes)}}; not_found."""
 
+    def recovery_rules(user: User) -> dict[str, Any]:
+        """The recovery rules in force (viewer and up): C{{source, rules}},
+        each rule a row C{{scope (defaults, type, system), name, event,
+        state, action, max, within}} (L{ecs.fsm.recovery.RecoveryRules.table})."""
+
     def run_sequences(user: User) -> list[dict[str, Any]]:
         """The declared run sequences (viewer and up): C{{name, description,
         steps (each described), total}} each, by name."""

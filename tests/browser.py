@@ -293,6 +293,16 @@ class Browser:
 
         await self.run(self._again_if_stale, steps)
 
+    async def open_dialog(self, opener: str, dialog: str) -> None:
+        """Click C{opener} and wait until the dialog with id C{dialog} is open."""
+        await self.click(opener)
+        await self.wait_js(f"return document.getElementById({dialog!r}).open", what=f"dialog #{dialog} open")
+
+    async def close_dialog(self, button: str, dialog: str) -> None:
+        """Click C{button} in the dialog with id C{dialog} and wait until it is closed."""
+        await self.click(button)
+        await self.wait_js(f"return !document.getElementById({dialog!r}).open", what=f"dialog #{dialog} closed")
+
     async def select(self, css: str, value: str) -> None:
         """Choose the option with C{value} in the select C{css} (fires its change event)."""
         from selenium.webdriver.common.by import By

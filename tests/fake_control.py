@@ -109,6 +109,15 @@ class FakeControlCenter:
                                     "steps": ["configure tag=demo auto=True"] * 12}]
         self.sequence_runs: dict[str, dict[str, Any]] = {}
         self.sequence_outcome: str | None = "done"
+        #: The recovery rules in force, as the ECA's Recovery answers them.
+        self.recovery: dict[str, Any] = {"source": "fsm/recovery.yaml", "rules": [
+            {"scope": "defaults", "name": "*", "event": "error", "state": "any", "action": "alarm_only",
+             "max": 3, "within": 600.0},
+            {"scope": "type", "name": "TRD", "event": "error", "state": "recording",
+             "action": "exclude_and_continue", "max": 2, "within": 300.0},
+            {"scope": "system", "name": "RICH", "event": "agent_died", "state": "any", "action": "restart",
+             "max": 3, "within": 600.0},
+        ]}
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
 
@@ -699,6 +708,11 @@ class FakeControlCenter:
                 if a["n"] == n:
                     return {"name": a["name"], "content_type": a["content_type"], "data": a["data"]}
         raise ControlError("not_found", f"no attachment {n} of logbook entry {entry}")
+
+    def recovery_rules(self, user: User) -> dict[str, Any]:
+        """The rules in force (viewer): C{recovery} as set by the test."""
+        self._require(user, "viewer")
+        return dict(self.recovery)
 
     def run_sequences(self, user: User) -> list[dict[str, Any]]:
         """The declared sequences (viewer)."""

@@ -142,6 +142,32 @@ class EffectTests(SynchronousTestCase):
         effects = self.picture.apply("system/MVD", {"id": "MVD", "state": "Idle", "connected": False})
         self.assertFalse([e for e in effects if isinstance(e, SystemSeen)])
 
+    def test_excludable(self) -> None:
+        """
+        Each system as shown (its state event and the details) says whether it
+        may be excluded, and why not, as the sequence decides it: TFC (never_excluded),
+        QA and FLES (they record) not, a detector and DCS yes; a removed system stays None.
+        """
+        self.picture.set_connected(True)
+        shown = {}
+        for system, kind in (("TFC", "global"), ("QA", "global"), ("FLES", "global"), ("DCS", "global"),
+                             ("STS", "detector")):
+            effects = self.picture.apply(f"system/{system}", {"id": system, "kind": kind, "state": "Idle"})
+            shown[system] = next(e.data["value"] for e in effects if isinstance(e, Emit) and e.type == "state")
+            self.assertNotIn("excludable", self.picture.records[f"system/{system}"])  # the mirror is left as it came
+        for system in ("TFC", "QA", "FLES"):
+            self.assertFalse(shown[system]["excludable"], system)
+            self.assertEqual(shown[system]["exclusion_refused"], SEQUENCE.exclusion_refused(system, False))
+        self.assertIn("never_excluded", shown["TFC"]["exclusion_refused"])
+        self.assertIn("records runs", shown["QA"]["exclusion_refused"])
+        for system in ("DCS", "STS"):
+            self.assertEqual((shown[system]["excludable"], shown[system]["exclusion_refused"]), (True, None))
+        details = {s["id"]: s for s in self.picture.details(None)["systems"]}
+        self.assertEqual({k: v["excludable"] for k, v in details.items()},
+                         {"TFC": False, "QA": False, "FLES": False, "DCS": True, "STS": True})
+        removed = self.picture.apply("system/STS", None)
+        self.assertIn(Emit("state", {"partition": "p", "key": "system/STS", "value": None}), removed)
+
     def test_runs(self) -> None:
         """Entering the recording state starts a run (with the tag), leaving it ends the run."""
         recording = SEQUENCE.recording

@@ -15,6 +15,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from ecs import runinfo
 from ecs.gui.site import CSP, GuiPages, site_root
 from ecs.web.api import WebAPI
 from tests.fake_control import PASSWORD, FakeControlCenter
@@ -85,14 +86,21 @@ class PageTests(PageTestCase):
         self.assertIn('data-partition="demo"', body)
         scripts = re.findall(r'<script src="([^"]+)"', body)
         self.assertEqual(scripts, ["/static/ecs.js", "/static/headline.js", "/static/live.js",
-                                   "/static/configdialog.js", "/static/monitor.js"])
+                                   "/static/configdialog.js", "/static/sequences.js", "/static/monitor.js"])
         for element in ("take-control", "release-control", "select-config", "auto-configure", "cmd-configure",
                         "cmd-start", "cmd-stop", "cmd-abort", "progress", "why", "confirm-abort", "config-dialog",
                         "tag-select", "config-table", "save-tag", "config-select", "headline-box",
-                        "start-dialog", "run-type", "run-comment", "start-confirm"):
+                        "start-dialog", "run-type", "run-comment", "start-confirm", "run-conditions",
+                        "add-condition", "conditions-note", "sequence-panel", "sequence-select", "sequence-run",
+                        "sequence-status", "sequence-progress", "sequence-pause", "sequence-resume",
+                        "sequence-abort", "sequence-why"):
             self.assertIn(f'id="{element}"', body)
-        # The start dialog offers the center's declared run types (issue 14).
+        # The start dialog offers the center's declared run types (issue 14), and its
+        # conditions follow the limits of ecs.runinfo.
         self.assertIn('data-runtypes="physics,calibration,cosmics,test"', body)
+        self.assertIn(f'data-condition-key="{runinfo.TYPE_RE.pattern}"', body)
+        self.assertIn(f'data-condition-max="{runinfo.MAX_CONDITIONS}"', body)
+        self.assertIn(f'data-condition-text="{runinfo.MAX_CONDITION_TEXT}"', body)
         self.assertRegex(body, r'<ul id="why"[^>]*tabindex="0"')
         self.assertIn("<h1>Partition demo</h1>", body)
         self.assert_no_inline(body)

@@ -8,6 +8,7 @@ over a fake control center.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from treq.testing import StubTreq
@@ -232,6 +233,39 @@ class FsmRouteTests(GuiTestCase):
     def _cookie(self, user: str) -> dict[str, str]:
         token = self.successResultOf(self.center.login(user, PASSWORD, "session")).token
         return {"Cookie": f"ecs_session={token}"}
+
+
+class RecoveryRulesPageTests(GuiTestCase):
+    """The state machines page shows the recovery rules in force beside the tables (issue 14)."""
+
+    def test_rules_shown(self) -> None:
+        """Each rule is a row (who, event, partition state, action, limit), with the file they came from."""
+        code, page, _ = self.get("/fsm", "viewer")
+        self.assertEqual(code, 200)
+        text = page.decode()
+        self.assertIn('id="recovery-rules"', text)
+        self.assertIn('<code id="recovery-source">fsm/recovery.yaml</code>', text)
+        rows = re.findall(r'<tr data-scope="(\w+)"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>'
+                          r'<td><code>([^<]*)</code></td><td>([^<]*)</td></tr>', text)
+        self.assertEqual(rows, [
+            ("defaults", "every system", "error", "any", "alarm_only", "—"),
+            ("type", "type TRD", "error", "recording", "exclude_and_continue", "2 in 300 s, then an alarm"),
+            ("system", "system RICH", "agent_died", "any", "restart", "3 in 600 s, then an alarm"),
+        ])
+
+    def test_no_rules_and_escaping(self) -> None:
+        """Without rules the table says what happens; text from the rules file is escaped, never markup."""
+        self.center.recovery = {"source": "<b>x</b>.yaml", "rules": []}
+        _, page, _ = self.get("/fsm", "viewer")
+        self.assertIn(b"No rules: every failure raises its alarm, nothing more.", page)
+        self.assertIn(b"&lt;b&gt;x&lt;/b&gt;.yaml", page)
+        self.assertNotIn(b"<b>x</b>", page)
+
+    def test_without_session(self) -> None:
+        """Without a session the page sends to the login and reads no rules."""
+        self.center.recovery = {}  # would fail if read
+        code, _, _ = self.get("/fsm")
+        self.assertEqual(code, 303)
 
 
 class RealDotTests(TestCase):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.eca.recovery import WHO, Recovery
+from ecs.control import ControlError, User
 from ecs.fsm.recovery import parse_rules
 from tests.test_exclusions_eca import ExclusionHarness
 
@@ -44,6 +45,22 @@ def defer_of(coroutine: Any) -> Any:
 
 
 class RecoveryTests(RecoveryHarness):
+    async def test_rules_in_force_for_the_gui(self) -> None:
+        """The center answers the rules in force (the state machines page shows them): viewer and up."""
+        await self.use_rules({"types": {"TRD": {"error": {"recording": {"action": "exclude_and_continue", "max": 2}}}},
+                              "systems": {"RICH": {"agent_died": "restart"}}})
+        answer = self.eca.recovery_rules(User("v", ("viewer",)))
+        self.assertEqual(answer["source"], "test")
+        self.assertEqual(answer["rules"], [
+            {"scope": "type", "name": "TRD", "event": "error", "state": "recording",
+             "action": "exclude_and_continue", "max": 2, "within": 600.0},
+            {"scope": "system", "name": "RICH", "event": "agent_died", "state": "any",
+             "action": "restart", "max": 3, "within": 600.0},
+        ])
+        with self.assertRaises(ControlError) as refused:
+            self.eca.recovery_rules(User("n", ()))
+        self.assertEqual(refused.exception.code, "forbidden")
+
     async def test_default_rules_alarm_only(self) -> None:
         """Without rules a detector in Error while recording ends the run as today: no recovery action."""
         await self.record()

@@ -27,6 +27,7 @@ from agents.eca.inventory import Inventory
 from agents.eca.metrics import EcaMetrics
 from agents.eca.partitions import Partitions
 from agents.eca.records import Records
+from agents.eca.recovery import Recovery
 from agents.eca.reload import Reloader
 from agents.eca.run_sequences import RunSequences
 from agents.eca.scopes import ControlScopes
@@ -57,6 +58,7 @@ class ControlCenter:
         injector: FaultInjector,
         elog: ELog,
         sequences: RunSequences,
+        recovery: Recovery,
     ) -> None:
         self._events = events
         self._accounts = accounts
@@ -75,6 +77,7 @@ class ControlCenter:
         self._injector = injector
         self._elog = elog
         self._sequences = sequences
+        self._recovery = recovery
 
     # -- authentication ---------------------------------------------------------------
 
@@ -306,6 +309,10 @@ class ControlCenter:
     def logbook_attachment(self, user: User, entry: int, n: int) -> defer.Deferred[dict[str, Any]]:
         """See L{IControlCenter.logbook_attachment}."""
         return self._elog.attachment(user, entry, n)
+
+    def recovery_rules(self, user: User) -> dict[str, Any]:
+        """See L{IControlCenter.recovery_rules}."""
+        return self._recovery.declared(user)
 
     def run_sequences(self, user: User) -> list[dict[str, Any]]:
         """See L{IControlCenter.run_sequences}."""

@@ -251,7 +251,7 @@ def build_eca(
     center = ControlCenter(
         events, accounts, scopes, partitions, commands, inventory, configs, agents, unassigned, records, metrics,
         alarms, reloader, exclusions, FaultInjector(node, registry.entries, audit, logbook), elog,
-        sequences,
+        sequences, recovery,
     )
     return Eca(
         center,

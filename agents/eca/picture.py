@@ -133,7 +133,10 @@ class PartitionPicture:
             del self.records[key]
         else:
             self.records[key] = value
-        effects: list[Effect] = [Emit("state", {"partition": self.id, "key": key, "value": value})]
+        shown = value
+        if value is not None and key.startswith("system/"):
+            shown = self.shown_system(key[len("system/") :], value)
+        effects: list[Effect] = [Emit("state", {"partition": self.id, "key": key, "value": shown})]
         if key == "partition" or _in_error(old) != _in_error(value):
             effects += self._allowed_changed()
         if key == "partition":
@@ -253,7 +256,7 @@ class PartitionPicture:
         for key, value in sorted(self.records.items()):
             if not key.startswith("system/"):
                 continue
-            shown = dict(value)
+            shown = self.shown_system(key[len("system/") :], value)
             if not self.connected:
                 shown["connected"] = False
             systems.append(shown)
@@ -265,6 +268,17 @@ class PartitionPicture:
             "progress": self.progress if record.get("operation") else None,
             "systems": systems,
         }
+
+    def shown_system(self, system: str, value: dict[str, Any]) -> dict[str, Any]:
+        """
+        A system's record as interfaces show it (its details and its C{state}
+        events): with C{excludable}, and C{exclusion_refused}, the reason it
+        may never be excluded or None, as the PCA decides it
+        (L{Sequence.exclusion_refused}), so the GUI disables the button with
+        the server's reason instead of offering what is then refused.
+        """
+        refused = self.sequence.exclusion_refused(system, value.get("kind") == "detector")
+        return {**value, "excludable": refused is None, "exclusion_refused": refused}
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -44,9 +44,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from agents.eca.alarms import IAlarms
+from agents.eca.errors import need
 from agents.eca.interfaces import NO_NOTES, IAudit, IELogNotes, ILogBook, IRecoveryEvents
 from agents.eca.partitions import Partition, Partitions
-from ecs.control import ControlError
+from ecs.control import ControlError, User
 from ecs.fsm.recovery import RecoveryRules, Rule
 from ecs.net.transport import RequestError
 from ecs.store import Store, StoreError
@@ -186,6 +187,11 @@ class Recovery:
         await self._tell(partition.id, system, "exclude_and_continue", text, {"system": system, "state": raw})
 
     # -- the rules -------------------------------------------------------------------------------
+
+    def declared(self, user: User) -> dict[str, Any]:
+        """The rules in force, as read (viewer and up): see L{ecs.control.IControlCenter.recovery_rules}."""
+        need(user, "viewer")
+        return {"source": self.rules.source, "rules": self.rules.table()}
 
     async def _type_of(self, system: str) -> str | None:
         try:

@@ -12,6 +12,10 @@ reactor (never blocking it) with a timeout, and kept per (table, state);
 without it, the DOT text (C{text/plain}).  C{GET /fsm/dot/<table>} always
 answers the DOT text.
 
+Beside the tables the page shows the recovery rules in force
+(L{IControlCenter.recovery_rules}: what the ECA does by itself when a
+system fails), rendered by the server: they change only with the ECA.
+
 Safety: only tables the center knows are drawn (anything else is 404,
 whatever the name), a state must be one of the table's, and the SVG is
 generated from our own tables, served with C{nosniff} and a CSP that
@@ -31,6 +35,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.template import Tag, tags
 
 from ecs.control import ControlError
 from ecs.fsm.draw import to_dot
@@ -198,11 +203,36 @@ async def _table_dot(self: GuiPages, request: IRequest, table: str) -> tuple[str
     return to_dot(parsed, state), state
 
 
+#: Who a recovery rule is for, by its scope.
+_RULE_SCOPES = {"defaults": "every system", "type": "type {name}", "system": "system {name}"}
+
+
+def recovery_rows(rules: dict[str, Any]) -> Tag:
+    """
+    The recovery rules in force (L{ecs.control.IControlCenter.recovery_rules})
+    as the rows of the page's table: who, event, partition state, action, limit.
+    """
+    rows = []
+    for rule in rules.get("rules", []):
+        who = _RULE_SCOPES.get(rule["scope"], "{name}").format(name=rule["name"])
+        limit = "—" if rule["action"] == "alarm_only" else f"{rule['max']} in {rule['within']:g} s, then an alarm"
+        rows.append(tags.tr(tags.td(who), tags.td(rule["event"]), tags.td(rule["state"]),
+                            tags.td(tags.code(rule["action"])), tags.td(limit), **{"data-scope": rule["scope"]}))
+    if not rows:
+        rows.append(tags.tr(tags.td("No rules: every failure raises its alarm, nothing more.", colspan="5")))
+    return tags.tbody(*rows)
+
+
 @GuiPages.app.route("/fsm", methods=["GET"])
 async def fsm_page(self: GuiPages, request: IRequest) -> bytes:
-    """Every state table, the current state of a chosen partition or system lit."""
+    """Every state table, the current state of a chosen partition or system lit; the recovery rules in force."""
+    session = await self.session(request)
+    slots: dict[str, Any] = {"recovery_source": "", "recovery_rows": tags.tbody()}
+    if session is not None and session.user.has("viewer"):
+        rules = await defer.maybeDeferred(self.center.recovery_rules, session.user)
+        slots = {"recovery_source": rules.get("source", ""), "recovery_rows": recovery_rows(rules)}
     return await self.page(request, "fsm", "State machines", role="viewer", scripts=["admin.js", "fsm.js"],
-                           data={"page": "fsm", "svg": "1" if renderer(self).available else "0"})
+                           slots=slots, data={"page": "fsm", "svg": "1" if renderer(self).available else "0"})
 
 
 @GuiPages.app.route("/fsm/dot/<table>", methods=["GET"])
@@ -236,4 +266,4 @@ async def fsm_draw(self: GuiPages, request: IRequest, table: str) -> bytes:
     return svg
 
 
-__all__ = ["DOT", "DotRenderer", "renderer"]
+__all__ = ["DOT", "DotRenderer", "recovery_rows", "renderer"]

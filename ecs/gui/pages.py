@@ -7,8 +7,10 @@ about; C{live.js} fetches C{/api/partitions...} and follows C{/api/events}
 (see its header for the live-update rules), C{headline.js} derives each
 partition's headline (state tile, what is wrong and the next action, the
 sequence's stages) from the partition, its systems and the alarms,
-C{monitor.js} adds the control panel (with the start dialog: run type
-and comment) and C{configdialog.js} the configuration dialog.
+C{monitor.js} adds the control panel (with the start dialog: run type,
+comment and conditions, whose limits it gets from L{ecs.runinfo}),
+C{sequences.js} the run sequences panel and C{configdialog.js} the
+configuration dialog.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.web.iweb import IRequest
 
+from ecs import runinfo
 from ecs.control import ControlError
 from ecs.gui.base import GuiPages
 
@@ -41,7 +44,14 @@ async def monitor(self: GuiPages, request: IRequest, pid: str) -> bytes:
         request,
         "monitor",
         f"Partition {pid}",
-        scripts=[*LIVE_SCRIPTS, "configdialog.js", "monitor.js"],
+        scripts=[*LIVE_SCRIPTS, "configdialog.js", "sequences.js", "monitor.js"],
         slots={"partition": pid},
-        data={"partition": pid, "runtypes": ",".join(self.center.run_types())},
+        data={
+            "partition": pid,
+            "runtypes": ",".join(self.center.run_types()),
+            # What a run's conditions may be (ecs.runinfo), for the start dialog's fields.
+            "condition-key": runinfo.TYPE_RE.pattern,
+            "condition-max": str(runinfo.MAX_CONDITIONS),
+            "condition-text": str(runinfo.MAX_CONDITION_TEXT),
+        },
     )

@@ -95,20 +95,23 @@ window.LIVE = (function () {
           button = null;
         }
         if (button && decorate) decorate(button);
-        // Exclude (or include again) the system; never for the ones the sequence keeps.
+        // Exclude (or include again) the system.  One the sequence never
+        // excludes (never_excluded, the recording systems) has its button
+        // disabled with the ECA's reason (the record's exclusion_refused,
+        // decided as the PCA decides it).
         let exclusion = this.cells.action.querySelector("button.exclusion");
         const action = r.excluded ? "include" : "exclude";
-        if (!exclusion) {  // the PCA refuses, with the reason, a system its sequence never excludes
+        if (!exclusion) {
           exclusion = el("button", "exclusion", action);
           exclusion.type = "button";
           exclusion.dataset.system = this.id;
           this.cells.action.appendChild(exclusion);
         }
-        if (exclusion) {
-          exclusion.dataset.action = action;
-          setText(exclusion, action);
-          if (decorate) decorate(exclusion);
-        }
+        exclusion.dataset.action = action;
+        exclusion.dataset.refused = action === "exclude" && r.excludable === false
+          ? (r.exclusion_refused || this.id + " may never be excluded") : "";
+        setText(exclusion, action);
+        if (decorate) decorate(exclusion);
       }
     }
   }
@@ -560,7 +563,8 @@ window.LIVE = (function () {
   // The page's live picture.  options: {partition (one, or null for all),
   // container, unassigned (element or null), log (element or null),
   // withAction, compact (the overview's cards), headlineInto (element), decorateReset(button),
-  // decorateAction(button, command), onAction(action, button), onChange(view)}.
+  // decorateAction(button, command), onAction(action, button), onChange(view),
+  // onSequence(data) (the `sequence` events), onReload() (events were missed)}.
   class Live {
     constructor(options) {
       this.options = options;
@@ -588,7 +592,9 @@ window.LIVE = (function () {
         log: handle("log"),
         control: handle("control"),
         allowed: handle("allowed"),
-        reload: () => this.reload(),
+        // Run sequences are the page's own panel (sequences.js), not a table's.
+        sequence: (data) => { if (this.options.onSequence) this.options.onSequence(data); },
+        reload: () => { this.reload(); if (this.options.onReload) this.options.onReload(); },
       });
       return this.reload();
     }

@@ -6,9 +6,11 @@
 // keyboard focus).  Every reply is shown with its time and then quotes the
 // state the command caused; it fades once the state moves on.  Stop while
 // recording and a forced take-over ask first; losing control through force
-// or inactivity raises the banner.  Start asks for the run type and a
-// comment (#start-dialog; the types come from the page's data-runtypes),
-// stop while recording for the run's end comment (#stop-dialog).  The server checks all of this again:
+// or inactivity raises the banner.  Start asks for the run type, a
+// comment and conditions (#start-dialog; the types come from the page's
+// data-runtypes, the conditions' limits from data-condition-*),
+// stop while recording for the run's end comment (#stop-dialog).  The run
+// sequences panel is sequences.js's, fed by the same event stream.  The server checks all of this again:
 // the page is only a view.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
@@ -21,8 +23,8 @@ document.addEventListener("DOMContentLoaded", () => {
   let selection = null;  // {tag} or {configs: [ids]}
   let busy = false;  // a command of ours is on its way
 
-  // Why `command` cannot be sent now, or null.
-  function why(command) {
+  // Why this user cannot command the partition now (role, link, control), or null.
+  function controlWhy() {
     if (!ECS.hasRole("operator")) return "needs role operator";
     if (ECS.link() === "down") return "ECA not reachable";
     if (!view) return "loading";
@@ -30,6 +32,14 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!info.connected) return "the PCA of " + pid + " does not answer";
     if (!info.controller) return "not in control";
     if (info.controller !== me) return "held by " + info.controller;
+    return null;
+  }
+
+  // Why `command` cannot be sent now, or null.
+  function why(command) {
+    const control = controlWhy();
+    if (control) return control;
+    const info = view.info;
     // Exclude and include are possible when configure is (not recording, nothing running).
     if (!view.allowed.includes(command === "exclusion" ? "configure" : command)) {
       if (info.locked) return "locked by a move";
@@ -43,9 +53,12 @@ document.addEventListener("DOMContentLoaded", () => {
 
   function decorate(button, command) {
     if (command === "ack") { button.disabled = !ECS.hasRole("operator"); button.title = button.disabled ? "needs role operator" : ""; return null; }
-    const reason = why(command);
+    // A system the sequence never excludes: the ECA's reason, whatever else holds.
+    const refused = command === "exclusion" && button.dataset.refused;
+    const reason = refused || why(command);
     button.disabled = !!reason;
-    button.title = reason ? LABELS[command] + ": " + reason : "";
+    button.title = refused ? "Exclude " + button.dataset.system + ": " + refused
+      : reason ? LABELS[command] + ": " + reason : "";
     if (reason) button.setAttribute("aria-describedby", "why");
     else button.removeAttribute("aria-describedby");
     return reason;
@@ -80,6 +93,10 @@ document.addEventListener("DOMContentLoaded", () => {
         reasons.get(reason).push(LABELS[command]);
       }
     }
+    // The systems that may never be excluded, each with the ECA's reason.
+    for (const b of document.querySelectorAll("button.exclusion[data-refused]")) {
+      if (b.dataset.refused) reasons.set(b.dataset.refused, ["Exclude " + b.dataset.system]);
+    }
     const list = $("why");
     list.replaceChildren();
     for (const [reason, commands] of reasons) {
@@ -93,6 +110,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (action && action.dataset.command) decorate(action, action.dataset.command);
     showProgress();
     followReply();
+    sequences.render();
   }
 
   // The last command's reply quotes the state it caused: the first state
@@ -183,6 +201,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   const base = "/api/partitions/" + encodeURIComponent(pid);
+  // The run sequences panel (sequences.js); its replies replace a command's quoting one.
+  const sequences = new SEQUENCES.Panel({partition: pid, controlWhy, replied: () => { pending = null; }});
   const live = new LIVE.Live({
     partition: pid,
     container: $("partitions"),
@@ -201,6 +221,8 @@ document.addEventListener("DOMContentLoaded", () => {
     },
     onChange: (v) => { view = v; update(); },
     onControl,
+    onSequence: (data) => sequences.event(data),
+    onReload: () => sequences.load(),
   });
   ECS.onLink(() => { if (view) update(); });
   window.ECS_LIVE = live;  // for the browser tests
@@ -234,17 +256,93 @@ document.addEventListener("DOMContentLoaded", () => {
   const startDialog = $("start-dialog");
   const runTypes = (document.body.dataset.runtypes || "").split(",").filter((t) => t);
   for (const t of runTypes) $("run-type").append(new Option(t, t));
-  $("cmd-start").addEventListener("click", () => { $("run-comment").value = ""; startDialog.showModal(); });
+  $("cmd-start").addEventListener("click", () => { $("run-comment").value = ""; checkConditions(); startDialog.showModal(); });
   startDialog.addEventListener("close", () => {
     if (startDialog.returnValue === "start") {
       const body = {};
       if ($("run-type").value) body.type = $("run-type").value;
       const comment = $("run-comment").value.trim();
       if (comment) body.comment = comment;
+      const conditions = readConditions();
+      if (Object.keys(conditions).length) body.conditions = conditions;
       send("Start", "POST", base + "/start", body);
     }
     startDialog.returnValue = "";
   });
+
+  // The start dialog's conditions: rows of name and value, kept from one
+  // start to the next (the magnet stays on).  The limits are the ECA's
+  // (ecs/runinfo.py, given as the page's data-condition-*): the form refuses
+  // a bad name, a name given twice, a value without a name and too long a
+  // text before sending; whatever the ECA still refuses is its reply.
+  const LIMITS = {
+    key: document.body.dataset.conditionKey || "[A-Za-z0-9_.:-]{1,64}",
+    max: parseInt(document.body.dataset.conditionMax, 10) || 32,
+    text: parseInt(document.body.dataset.conditionText, 10) || 200,
+  };
+  // Not the input's pattern attribute: browsers compile that with the v flag, which refuses this class.
+  const keyRule = new RegExp("^(?:" + LIMITS.key + ")$");
+  const conditionRows = () => [...$("run-conditions").tBodies[0].rows];
+  function addCondition() {
+    if (conditionRows().length >= LIMITS.max) return;
+    const tr = document.createElement("tr");
+    const cell = (child) => { const td = document.createElement("td"); td.append(child); tr.append(td); return child; };
+    const key = cell(document.createElement("input"));
+    key.className = "condition-key";
+    key.maxLength = 64;
+    key.setAttribute("aria-label", "Condition name");
+    const value = cell(document.createElement("input"));
+    value.className = "condition-value";
+    value.maxLength = LIMITS.text;
+    value.setAttribute("aria-label", "Condition value");
+    const remove = cell(document.createElement("button"));
+    remove.type = "button";
+    remove.className = "condition-remove";
+    remove.textContent = "remove";
+    remove.setAttribute("aria-label", "Remove this condition");
+    remove.addEventListener("click", () => { tr.remove(); checkConditions(); $("add-condition").focus(); });
+    $("run-conditions").tBodies[0].append(tr);
+    checkConditions();
+    key.focus();
+  }
+  // Mark what the ECA would refuse (the browser then keeps the dialog open and says why).
+  function checkConditions() {
+    const seen = new Set();
+    for (const tr of conditionRows()) {
+      const key = tr.querySelector(".condition-key");
+      const name = key.value.trim();
+      const value = tr.querySelector(".condition-value").value;
+      key.setCustomValidity(!name && value ? "give this value a name"
+        : name && !keyRule.test(name) ? "a condition's name is 1 to 64 letters, digits or _ . : -"
+        : seen.has(name) ? "the condition " + name + " is given twice" : "");
+      if (name) seen.add(name);
+    }
+    const full = conditionRows().length >= LIMITS.max;
+    $("add-condition").disabled = full;
+    $("conditions-note").textContent = full ? "at most " + LIMITS.max + " conditions" : "";
+  }
+  // As `ecs start --condition KEY=VALUE` reads a value (ecs.runinfo.parse_condition).
+  function conditionValue(raw) {
+    if (raw === "true") return true;
+    if (raw === "false") return false;
+    if (raw === "null") return null;
+    if (/^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(raw)) {
+      const number = Number(raw);
+      // an integer beyond what a double holds exactly stays text, never rounded
+      if (Number.isFinite(number) && (!Number.isInteger(number) || Number.isSafeInteger(number))) return number;
+    }
+    return raw;
+  }
+  function readConditions() {
+    const conditions = {};
+    for (const tr of conditionRows()) {
+      const name = tr.querySelector(".condition-key").value.trim();
+      if (name) conditions[name] = conditionValue(tr.querySelector(".condition-value").value);
+    }
+    return conditions;
+  }
+  $("add-condition").addEventListener("click", addCondition);
+  $("run-conditions").addEventListener("input", checkConditions);
   $("cmd-stop").addEventListener("click", () => {
     if (view && view.seq.recording && view.info.state === view.seq.recording) stop();
     else send("Stop", "POST", base + "/stop");
@@ -279,4 +377,5 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
   live.start();
+  sequences.load();
 });
