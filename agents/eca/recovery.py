@@ -9,7 +9,9 @@ and by the supervisor's agent descriptions (L{Recovery.agent_changed}); each
 event is taken on its edge (a system going to Error, becoming unreachable,
 an agent found dead: C{restarting} or C{flapping}).  The partition's state
 that selects the rule is the one its record shows when the system's record
-arrives (the PCA publishes a system's change before the partition's).
+arrives (the PCA publishes a system's change before the partition's); for
+a dead agent, that of the partition it serves (the highest of all for an
+agent that serves every partition: the global systems).
 
 The actions, as user L{WHO}:
 
@@ -236,11 +238,24 @@ class Recovery:
             return
         await self._tell(partition.id, system, rule.action, done, where)
 
+    def _state_of_agent(self, partition: str | None) -> str:
+        """
+        The partition state that selects an C{agent_died} rule: that of the
+        agent's partition; for an agent of no one partition (the global
+        systems, a sim host) the highest of every partition's (recording,
+        then configured, then idle); C{any} when no partition is followed.
+        """
+        if partition is not None and partition in self._partitions:
+            return state_class(self._partitions.get(partition))
+        states = {state_class(p) for p in self._partitions}
+        return next((s for s in ("recording", "configured", "idle") if s in states), "any")
+
     async def _agent_died(self, agent: str, partition: object) -> None:
         system = agent.split(":", 1)[-1]
-        rule = self.rules.rule("agent_died", "any", system, await self._type_of(system))
-        where = {"agent": agent, "event": "agent_died"}
         part = partition if isinstance(partition, str) else None
+        state = self._state_of_agent(part)
+        rule = self.rules.rule("agent_died", state, system, await self._type_of(system))
+        where = {"agent": agent, "event": "agent_died", "state": state}
         if rule.action != "restart" or self._restart is None:
             return
         if not self._allowed((agent, "agent_died", rule.action), rule):
