@@ -252,11 +252,6 @@ def snapshot(subsystems: Subsystems, tables: dict[str, StateTable], sequence: Se
     return Vocabulary(copied, dict(tables), attrs.evolve(sequence))
 
 
-def anything_changed(summary: dict[str, Any]) -> bool:
-    """Whether a L{changes} answer names any change."""
-    return any(bool(value) for value in summary.values())
-
-
-__all__ = ["Coordination", "CoordinationFiles", "Vocabulary", "VocabularyFiles", "anything_changed", "changes",
+__all__ = ["Coordination", "CoordinationFiles", "Vocabulary", "VocabularyFiles", "changes",
            "globals_unchanged", "read_coordination", "read_for_eca", "read_for_eca_off_reactor", "read_off_reactor",
            "read_vocabulary", "snapshot"]
