@@ -22,6 +22,9 @@ answers in order, C{{"replies": [{"status": "ok", "body": ...} |
 message, its encoding and a wake-up per request: a PCA configuring a
 thousand detectors of one sim host sends ten messages instead of a
 thousand.
+
+About 400 lines: a batch goes through the very path of a single request
+(the one-answer rule, refusals, deadlines), so both stay in one module.
 """
 
 from __future__ import annotations
