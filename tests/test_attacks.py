@@ -78,6 +78,10 @@ class CommandForgeryTests(DemoHarness):
         # STS's key does not even command STS: only the ECA and the PCA of its partition do.
         sts = await self.lookup(attacker, "detector", "STS")
         await self.refused(attacker, sts, "STS", "error", {}, "detector:STS")
+        # Nor in a batch: each request of it meets its handler's authorisation, as if alone.
+        batch = {"requests": [{"target": "TRD", "type": t, "body": {}} for t in ("error", "abort")]}
+        reply = await attacker.connect(trd).request("*", "batch", batch, sender="pca:demo")
+        self.assertEqual([(a["status"], a.get("code")) for a in reply["replies"]], [("error", "forbidden")] * 2)
         await self.until_logged(f"detector TRD: 'error' from key {STS} refused", ("detector", "TRD"))
         systems = {s["id"]: s for s in (await self.partition())["systems"]}
         self.assertNotEqual(systems["TRD"]["state"], "Error", systems["TRD"])
