@@ -69,3 +69,14 @@ class ExclusionStoreTests(SynchronousTestCase):
         found = self.successResultOf(self.store.run_exclusions([run.number, other.number]))
         self.assertEqual(found, {run.number: [ExclusionRow("p1", "STS", "alice", T0)]})
         self.assertEqual(self.successResultOf(self.store.run_exclusions([])), {})
+
+    def test_excluded_during_a_run(self) -> None:
+        """A system excluded while its partition records (a recovery rule) is named in that run, not in an ended one."""
+        ended = self.successResultOf(self.store.start_run("p1", "v1", {}, "alice"))
+        self.successResultOf(self.store.end_run(ended.number, "stopped"))
+        run = self.successResultOf(self.store.start_run("p1", "v1", {}, "alice"))
+        other = self.successResultOf(self.store.start_run("p2", "v1", {}, "bob"))
+        self.clock.advance(60)
+        self.successResultOf(self.store.exclude_system("p1", "MVD", "ecs-recovery"))
+        found = self.successResultOf(self.store.run_exclusions([ended.number, run.number, other.number]))
+        self.assertEqual(found, {run.number: [ExclusionRow("p1", "MVD", "ecs-recovery", T0 + 60)]})

@@ -323,7 +323,18 @@ def _v5_logbook() -> list[str]:
     ]
 
 
-SCHEMA_VERSION = 5
+def _v6_run_exclusions() -> list[str]:
+    """A system excluded while its partition records (a recovery rule's exclude_and_continue) is named in that run."""
+    return [
+        """CREATE TRIGGER exclusions_during_run AFTER INSERT ON exclusions BEGIN
+            INSERT OR IGNORE INTO run_exclusions (run, system, excluded_by, excluded_at)
+            SELECT number, NEW.system, NEW.excluded_by, NEW.excluded_at FROM runs
+            WHERE partition = NEW.partition AND ended IS NULL;
+        END""",
+    ]
+
+
+SCHEMA_VERSION = 6
 """The schema version this code reads and writes."""
 
 UPGRADES: dict[int, list[str]] = {
@@ -332,6 +343,7 @@ UPGRADES: dict[int, list[str]] = {
     3: _v3(),
     4: _v4_runs() + _v4_management() + _v4_accounts(),
     5: _v5_runs() + _v5_exclusions() + _v5_logbook(),
+    6: _v6_run_exclusions(),
 }
 """
 The statements that bring a database from version C{n - 1} to C{n}, for
