@@ -246,6 +246,8 @@ class PauseTests(SequenceHarness):
         await self.wait_for(lambda: self.eca.sequence_status(self.user("v"), "demo")["state"] == "paused",
                             what="paused")
         self.assertEqual((await self.status())["step"], 1)
+        # the pause's reply tells an older status than the pause taking effect (a page keeps the newer)
+        self.assertGreater((await self.status())["version"], r.json["version"])
         await self.settle(3)
         self.assertEqual((await self.status())["state"], "paused")
         self.assertError(await self.act("pause"), 409)

@@ -75,6 +75,9 @@ class SequenceRun:
         self.error: str | None = None
         self.failed_step: str | None = None
         self.started_at = owner.clock.seconds()
+        #: Counts the status's changes (each told as an event): a page keeps the newest
+        #: it has seen, whether it came in an event or in a reply.
+        self.version = 0
         self.ended_at: float | None = None
         self.pause_wanted = False
         self._resumed: defer.Deferred[None] | None = None
@@ -99,6 +102,7 @@ class SequenceRun:
             "error": self.error,
             "failed_step": self.failed_step,
             "started_at": self.started_at,
+            "version": self.version,
             "ended_at": self.ended_at,
         }
 
@@ -408,6 +412,7 @@ class RunSequences:
 
     def tell(self, run: SequenceRun, what: str) -> None:
         """A logbook entry and a C{sequence} event of the partition."""
+        run.version += 1
         self.notes.note(f"sequence {run.sequence.name}: {what}", run.partition)
         self.events.emit("sequence", {**run.status(), "message": what}, run.partition)
 

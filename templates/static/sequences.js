@@ -30,6 +30,14 @@ window.SEQUENCES = (function () {
     return s.sequence + " " + s.state + ", " + step;
   }
 
+  // Whether status s is at least as new as the one shown (another run, or a
+  // version of this one no older: a reply can arrive after an event that
+  // already told more, e.g. the pause taking effect).
+  function newer(s, shown) {
+    return !shown || shown.started_at !== s.started_at || shown.sequence !== s.sequence
+      || (s.version || 0) >= (shown.version || 0);
+  }
+
   // Steps finished, for the progress bar.
   function finished(s) {
     if (s.state === "done") return s.total;
@@ -67,7 +75,7 @@ window.SEQUENCES = (function () {
         if (list.ok && Array.isArray(list.data)) this.fill(list.data);
         else ECS.showReply("Loading run sequences", list);
       }
-      if (status.ok && this.events === seen) this.status = status.data;
+      if (status.ok && (this.events === seen || newer(status.data, this.status))) this.status = status.data;
       this.render();
     }
 
@@ -83,6 +91,7 @@ window.SEQUENCES = (function () {
       if (!data || data.partition !== this.pid) return;
       this.events += 1;
       const {message, ...status} = data;
+      if (!newer(status, this.status)) return;
       this.status = status;
       $("sequence-message").textContent = message ? ECS.clock(Date.now() / 1000) + " · " + message : "";
       this.render();
@@ -152,9 +161,8 @@ window.SEQUENCES = (function () {
       this.replied();
       ECS.showReply(what, result, undefined, accepted);
       if (result.ok && result.data && result.data.state) {
-        // an event may already have told more: keep the later step
-        if (!this.status || this.status.sequence !== result.data.sequence || ENDED.includes(this.status.state)
-            || result.data.step >= this.status.step) {
+        // an event may already have told more: keep the newer status
+        if (newer(result.data, this.status)) {
           const {abort_refused: refused, ...status} = result.data;
           this.status = status;
           if (refused) ECS.showReply(what, {ok: false, status: "", data: {reason: "sequence aborted; the partition's abort was refused: " + refused}});
