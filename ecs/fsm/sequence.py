@@ -152,7 +152,7 @@ class Sequence:
         """
         if (DETECTORS if is_detector else system) in self.never_excluded:
             what = "detectors" if is_detector else system
-            return f"{what} may never be excluded (never_excluded in {self.source})"
+            return f"{what} may never be excluded (never_excluded in {Path(self.source).name})"
         if not is_detector and self.recording is not None and system in self.recording.systems:
             return f"{system} records runs: a recording system may not be excluded"
         return None

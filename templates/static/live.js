@@ -80,6 +80,7 @@ window.LIVE = (function () {
       // The configuration and, when the ECA sent it, its version ("sts-default v3").
       setText(this.cells.tag, r.tag ? r.tag + (r.config_version ? " v" + r.config_version : "") : "");
       setText(this.cells.comment, r.comment || "");
+      this.cells.comment.title = r.comment || "";
       setText(this.cells.connected, live ? "yes" : "no");
       this.tr.classList.toggle("disconnected", !live);
       if (this.cells.action) {
@@ -96,22 +97,29 @@ window.LIVE = (function () {
         }
         if (button && decorate) decorate(button);
         // Exclude (or include again) the system.  One the sequence never
-        // excludes (never_excluded, the recording systems) has its button
-        // disabled with the ECA's reason (the record's exclusion_refused,
-        // decided as the PCA decides it).
-        let exclusion = this.cells.action.querySelector("button.exclusion");
+        // excludes (never_excluded, the recording systems) has no button
+        // but a note saying so, with the ECA's reason (the record's
+        // exclusion_refused, decided as the PCA decides it) as its title.
+        let exclusion = this.cells.action.querySelector(".exclusion");
         const action = r.excluded ? "include" : "exclude";
+        const never = action === "exclude" && r.excludable === false;
+        if (exclusion && (exclusion.tagName === "BUTTON") === never) {
+          exclusion.remove();
+          exclusion = null;
+        }
         if (!exclusion) {
-          exclusion = el("button", "exclusion", action);
-          exclusion.type = "button";
+          exclusion = never ? el("span", "exclusion note", "never excluded") : el("button", "exclusion", action);
+          if (!never) exclusion.type = "button";
           exclusion.dataset.system = this.id;
           this.cells.action.appendChild(exclusion);
         }
-        exclusion.dataset.action = action;
-        exclusion.dataset.refused = action === "exclude" && r.excludable === false
-          ? (r.exclusion_refused || this.id + " may never be excluded") : "";
-        setText(exclusion, action);
-        if (decorate) decorate(exclusion);
+        if (never) {
+          exclusion.title = r.exclusion_refused || this.id + " may never be excluded";
+        } else {
+          exclusion.dataset.action = action;
+          setText(exclusion, action);
+          if (decorate) decorate(exclusion);
+        }
       }
     }
   }

@@ -53,12 +53,9 @@ document.addEventListener("DOMContentLoaded", () => {
 
   function decorate(button, command) {
     if (command === "ack") { button.disabled = !ECS.hasRole("operator"); button.title = button.disabled ? "needs role operator" : ""; return null; }
-    // A system the sequence never excludes: the ECA's reason, whatever else holds.
-    const refused = command === "exclusion" && button.dataset.refused;
-    const reason = refused || why(command);
+    const reason = why(command);
     button.disabled = !!reason;
-    button.title = refused ? "Exclude " + button.dataset.system + ": " + refused
-      : reason ? LABELS[command] + ": " + reason : "";
+    button.title = reason ? LABELS[command] + ": " + reason : "";
     if (reason) button.setAttribute("aria-describedby", "why");
     else button.removeAttribute("aria-describedby");
     return reason;
@@ -92,10 +89,6 @@ document.addEventListener("DOMContentLoaded", () => {
         if (!reasons.has(reason)) reasons.set(reason, []);
         reasons.get(reason).push(LABELS[command]);
       }
-    }
-    // The systems that may never be excluded, each with the ECA's reason.
-    for (const b of document.querySelectorAll("button.exclusion[data-refused]")) {
-      if (b.dataset.refused) reasons.set(b.dataset.refused, ["Exclude " + b.dataset.system]);
     }
     const list = $("why");
     list.replaceChildren();
