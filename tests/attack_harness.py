@@ -25,8 +25,9 @@ class DemoHarness(TestCase):
 
     timeout = 240
 
-    async def start_demo(self) -> None:
-        """Start the demo and wait until partition demo is Idle with every system connected."""
+    async def start_demo(self, *options: str) -> None:
+        """Start the demo (C{options}: more options of C{ecs-demo}) and wait until partition demo
+        is Idle with every system connected."""
         self.tmp = Path(self.mktemp()).resolve()
         self.tmp.mkdir()
         port, registry_port = free_port(), free_port()
@@ -37,7 +38,7 @@ class DemoHarness(TestCase):
             self,
             "ecs-demo",
             [tool("twistd"), "-n", "--pidfile=", "ecs-demo", "--port", str(port),
-             "--registry-port", str(registry_port), "--state-dir", str(self.var)],
+             "--registry-port", str(registry_port), "--state-dir", str(self.var), *options],
             cwd=str(self.tmp),
             env={"ECS_ADMIN_PASSWORD": ADMIN_PASSWORD},
         )
@@ -66,6 +67,12 @@ class DemoHarness(TestCase):
 
     async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return await call_api(self.base, method, path, self.token, body)
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        """An API request that must succeed (200); its answer."""
+        code, reply = await self.api(method, path, body)
+        self.assertEqual(code, 200, reply)
+        return reply
 
     async def partition(self) -> dict[str, Any]:
         code, body = await self.api("GET", "/api/partitions/demo")

@@ -18,25 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.error import ProcessExitedAlready
 from twisted.trial.unittest import TestCase
 
 from tests.procs import ROOT, Collected, call_api, free_port, spawn, tool
+from tests.support.cli import Result, kill, stop_collected
 
 PASSWORD = "admin-pass-123"
-
-
-class Result:
-    """What one CLI run gave."""
-
-    def __init__(self, code: int | None, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 class ClientCommandTests(TestCase):
@@ -54,8 +41,8 @@ class ClientCommandTests(TestCase):
         collect = Collected(stdin.encode() if stdin is not None else None)
         args = [sys.executable, "-m", "ecs.cli", *argv]
         transport = reactor.spawnProcess(collect, args[0], args, env=self.env(home), path=str(ROOT))
-        timer = reactor.callLater(timeout, _kill, transport)
-        self.addCleanup(_stop, collect, transport)
+        timer = reactor.callLater(timeout, kill, transport)
+        self.addCleanup(stop_collected, collect, transport)
         code = await collect.ended
         if timer.active():
             timer.cancel()
@@ -236,12 +223,12 @@ class ClientCommandTests(TestCase):
         watch = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "watch", "demo"]
         watcher = reactor.spawnProcess(watch, args[0], args, env=self.env(watch_home), path=str(ROOT))
-        self.addCleanup(_stop, watch, watcher)
+        self.addCleanup(stop_collected, watch, watcher)
         await self.until_output(watch, b"demo state Idle")
         screen = Collected(None)  # the same on a terminal: a redrawn table
         args = [sys.executable, "-m", "ecs.cli", "watch", "demo", "--until", "QA_Active", "--timeout", "60"]
         terminal = reactor.spawnProcess(screen, args[0], args, env=self.env(watch_home), path=str(ROOT), usePTY=True)
-        self.addCleanup(_stop, screen, terminal)
+        self.addCleanup(stop_collected, screen, terminal)
         await self.until_output(screen, b"Partition demo: Idle")
         r = await self.ecs(admin, "configure", "demo", "--tag", "demo", "--auto", "--wait", "--timeout", "60")
         self.expect(r, 0)
@@ -274,7 +261,7 @@ class ClientCommandTests(TestCase):
         follow = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "logs", "--follow", "--partition", "demo", "--limit", "1"]
         follower = reactor.spawnProcess(follow, args[0], args, env=self.env(viewer), path=str(ROOT))
-        self.addCleanup(_stop, follow, follower)
+        self.addCleanup(stop_collected, follow, follower)
         await self.until_output(follow, b"demo")  # the one stored event: it is subscribed by now
 
         # -- recording, reset, abort ---------------------------------------------------
@@ -301,7 +288,7 @@ class ClientCommandTests(TestCase):
         waiting = Collected(None)
         args = [sys.executable, "-m", "ecs.cli", "configure", "demo", "--tag", "demo", "--auto", "--wait"]
         waiter = reactor.spawnProcess(waiting, args[0], args, env=self.env(admin), path=str(ROOT))
-        self.addCleanup(_stop, waiting, waiter)
+        self.addCleanup(stop_collected, waiting, waiter)
         await self.until_output(waiting, b"demo: Configuring_TFC", stream="err")
         self.expect(await self.ecs(admin, "abort", "demo"), 0)
         self.assertEqual(await waiting.ended, 1, waiting.err)
@@ -437,17 +424,3 @@ def _sleep(seconds: float) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
     reactor.callLater(seconds, d.callback, None)
     return d
-
-
-def _kill(transport: Any) -> None:
-    try:
-        transport.signalProcess("KILL")
-    except ProcessExitedAlready:
-        pass
-
-
-async def _stop(collect: Collected, transport: Any) -> None:
-    if collect.ended.called:
-        return
-    _kill(transport)
-    await collect.ended

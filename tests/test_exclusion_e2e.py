@@ -24,11 +24,6 @@ class ExclusionE2ETests(DemoHarness):
 
     timeout = 300
 
-    async def ok(self, method: str, path: str, body: Any = None) -> Any:
-        code, reply = await self.api(method, path, body)
-        self.assertEqual(code, 200, reply)
-        return reply
-
     def trd(self, partition: dict[str, Any]) -> dict[str, Any]:
         return next(dict(s) for s in partition["systems"] if s["id"] == "TRD")
 

@@ -236,7 +236,9 @@ def build_eca(
     commands = Commands(store, partitions, scopes, audit, clock, metrics, runs, settings.run_types)
     recovery.wire(configure=lambda partition, tag: commands.reconfigure(partition, tag, RECOVERY_USER))
     exclusions = Exclusions(store, partitions, scopes, audit, logbook, notes=elog)
-    sequences = RunSequences(run_sequences or {}, partitions, commands, scopes, events, alarms, clock, notes=elog)
+    sequences = RunSequences(
+        run_sequences or {}, partitions, commands, scopes, events, alarms, clock, notes=elog, audit=audit
+    )
     configs = ConfigLibrary(store, audit, subsystems, sequence)
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)

@@ -1,9 +1,5 @@
 # -*- test-case-name: tests.test_run_sequences_eca -*-
 """
-(Over 400 lines: the runner of one sequence and the set of them share
-their state, the partition's events and the clock closely; split, each
-half would reach into the other.)
-
 L{RunSequences}: the declared run sequences (L{ecs.config.run_sequences},
 read from C{etc/sequences/} when the ECA starts and again at C{ecs reload},
 L{RunSequences.adopt}: a running sequence keeps the steps it started with),
@@ -28,7 +24,13 @@ alarm and a logbook entry.  Pause takes effect after the current step;
 resume goes on; abort stops waiting at once and aborts the partition (as
 the user who aborts).  Every step's start and end is a logbook entry
 (L{IELogNotes}) and a C{sequence} live event on the partition's stream,
-carrying the status L{SequenceRun.status} also answers.
+carrying the status L{SequenceRun.status} also answers.  Starting a
+sequence and its pause, resume and abort are audited (C{sequence_run},
+C{sequence_pause}, ...), refusals with their reason.
+
+(Over 400 lines: the runner of one sequence and the set of them share
+their state, the partition's events and the clock closely; split, each
+half would reach into the other.)
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from twisted.logger import Logger
 from agents.eca.alarms import IAlarms
 from agents.eca.commands import Commands
 from agents.eca.errors import need
-from agents.eca.interfaces import NO_NOTES, IControlScopes, IELogNotes, IEventSource
+from agents.eca.interfaces import NO_NOTES, IAudit, IControlScopes, IELogNotes, IEventSource
 from agents.eca.partitions import Partitions
 from ecs.config.run_sequences import RunSequence, Step
 from ecs.control import ControlError, User
@@ -305,6 +307,8 @@ class RunSequences:
         alarms: IAlarms,
         clock: IReactorTime,
         notes: IELogNotes = NO_NOTES,
+        *,
+        audit: IAudit,
     ) -> None:
         self.sequences = dict(sequences)
         self.partitions = partitions
@@ -314,6 +318,7 @@ class RunSequences:
         self.alarms = alarms
         self.clock = clock
         self.notes = notes
+        self.audit = audit
         #: the last run of each partition (running, paused or ended)
         self.runs: dict[str, SequenceRun] = {}
 
@@ -365,20 +370,37 @@ class RunSequences:
         if name not in self.sequences:
             raise ControlError("not_found", f"no sequence {name!r} (declared: {', '.join(sorted(self.sequences))})")
         self._known(partition)
-        await self.scopes.require_holder(user, partition)
-        current = self.runs.get(partition)
-        if current is not None and current.state not in ENDED:
-            raise ControlError("conflict", f"sequence {current.sequence.name} runs on partition {partition}")
-        run = self.runs[partition] = SequenceRun(self, self.sequences[name], partition, user)
-        self.tell(run, f"started by {user.name} ({len(run.sequence.steps)} steps)")
-        d = defer.Deferred.fromCoroutine(run.run())
-        d.addErrback(lambda f: self._log.failure("sequence {name} on {partition}", f, name=name, partition=partition))
-        return run.status()
+
+        async def work() -> dict[str, Any]:
+            await self.scopes.require_holder(user, partition)
+            current = self.runs.get(partition)
+            if current is not None and current.state not in ENDED:
+                raise ControlError("conflict", f"sequence {current.sequence.name} runs on partition {partition}")
+            run = self.runs[partition] = SequenceRun(self, self.sequences[name], partition, user)
+            self.tell(run, f"started by {user.name} ({len(run.sequence.steps)} steps)")
+            d = defer.Deferred.fromCoroutine(run.run())
+            d.addErrback(
+                lambda f: self._log.failure("sequence {name} on {partition}", f, name=name, partition=partition)
+            )
+            return run.status()
+
+        result: dict[str, Any] = await self.audit.audited(
+            user, "sequence_run", {"partition": partition, "sequence": name}, work
+        )
+        return result
 
     async def control(self, user: User, partition: str, action: str) -> dict[str, Any]:
         """Pause, resume or abort the partition's sequence (the partition's controller)."""
         need(user, "operator")
         self._known(partition)
+        if action not in ("pause", "resume", "abort"):
+            raise ControlError("not_found", f"no sequence action {action!r}")
+        result: dict[str, Any] = await self.audit.audited(
+            user, f"sequence_{action}", {"partition": partition}, lambda: self._control(user, partition, action)
+        )
+        return result
+
+    async def _control(self, user: User, partition: str, action: str) -> dict[str, Any]:
         await self.scopes.require_holder(user, partition)
         run = self.runs.get(partition)
         if run is None or run.state in ENDED:
@@ -400,8 +422,6 @@ class RunSequences:
                 await self.commands.command(user, partition, "abort", {})
             except ControlError as e:  # the sequence is aborted all the same
                 return {**run.status(), "abort_refused": f"{e.code}: {e.reason}"}
-        else:
-            raise ControlError("not_found", f"no sequence action {action!r}")
         return run.status()
 
     def _known(self, partition: str) -> None:
