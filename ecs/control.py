@@ -132,8 +132,13 @@ class IControlCenter(Interface):
         sequence again, in the ECA and every connected PCA (admin, audited):
         C{{types_added, types_removed, types_changed: [names], tables_changed:
         [files], sequence_changed: bool, pcas: {partition: {ok, sequence,
-        changes} or {ok: false, error, reason}}}}.  A PCA uses a changed
-        sequence now when Idle, else from its next configure from Idle.
+        changes} or {ok: false, error, reason}}}}; where the ECA reads them
+        again, C{recovery_changed}, C{recovery_counters_kept},
+        C{recovery_counters_dropped}, C{sequences_added}, C{sequences_removed},
+        C{sequences_changed}, C{sequences_running_as_started}; and
+        C{never_excludable_excluded: [{partition, system, reason}]}.  A PCA
+        uses a changed sequence now when Idle, else from its next configure
+        from Idle.
         An invalid file: bad_request naming the file, key path (or line) and
         reason, C{problems} listing them, and nothing changes."""
 

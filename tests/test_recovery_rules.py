@@ -79,7 +79,7 @@ class RestartTests(TestCase):
             restarted.append(name)
 
         rules = parse_rules({"systems": {"RICH": {"agent_died": {"action": "restart", "max": 2, "within": 60}}}}, "t")
-        recovery = Recovery(rules, seen, None, seen, seen, seen, clock, restart=restart)  # type: ignore[arg-type]
+        recovery = Recovery(rules, seen, _Partitions(), seen, seen, seen, clock, restart=restart)  # type: ignore[arg-type]
 
         def dies() -> None:
             recovery.agent_changed({"agent": "detector:RICH", "supervision": {"state": "restarting"}})
@@ -98,3 +98,63 @@ class RestartTests(TestCase):
         self.assertEqual(len(restarted), 3)
         recovery.agent_changed({"agent": "detector:TOF", "supervision": {"state": "flapping"}})
         self.assertEqual(len(restarted), 3)  # no rule for TOF: alarm only
+
+
+class _Partition:
+    """What the recovery reads of a followed partition: its records and its sequence."""
+
+    def __init__(self, partition_id: str, state: str) -> None:
+        from ecs.fsm.sequence import load_sequence
+
+        self.id = partition_id
+        self.records = {"partition": {"state": state}}
+        self.picture = type("Picture", (), {"sequence": load_sequence()})()
+
+
+class _Partitions(dict[str, _Partition]):
+    """The followed partitions, as L{agents.eca.partitions.Partitions} offers them to the recovery."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def, override]
+        return iter(self.values())
+
+
+#: Rules for dead agents by partition state.
+DIED_RULES = {"types": {"RICH": {"agent_died": {"recording": "restart", "idle": "restart",
+                                                "configured": "alarm_only"}},
+                        "TFC": {"agent_died": {"recording": "restart"}}}}
+
+
+class AgentDiedByStateTests(TestCase):
+    """agent_died rules are chosen by the partition's state (recording, configured, idle), as the other events."""
+
+    def died(self, states: dict[str, str], agent: str, partition: str | None) -> list[str]:
+        """The agents restarted when C{agent} (serving C{partition}) dies with the partitions in C{states}."""
+        from twisted.internet.task import Clock
+
+        from agents.eca.recovery import Recovery
+
+        restarted: list[str] = []
+
+        async def restart(name: str) -> None:
+            restarted.append(name)
+
+        seen = _Recorder()
+        partitions = _Partitions({p: _Partition(p, s) for p, s in states.items()})
+        recovery = Recovery(parse_rules(DIED_RULES, "t"), seen, partitions, seen, seen, seen, Clock(),  # type: ignore[arg-type]
+                            restart=restart)
+        recovery.agent_changed({"agent": agent, "partition": partition, "supervision": {"state": "restarting"}})
+        audits = [args[2] for kind, args in seen.calls if kind == "audit"]
+        self.assertTrue(all(where["state"] in ("recording", "configured", "idle", "any") for where in audits))  # type: ignore[index]
+        return restarted
+
+    def test_by_partition_state(self) -> None:
+        """The dead detector's partition state picks the rule: recording and idle restart, configured does not."""
+        self.assertEqual(self.died({"demo": "Recording"}, "detector:RICH", "demo"), ["detector:RICH"])
+        self.assertEqual(self.died({"demo": "Idle"}, "detector:RICH", "demo"), ["detector:RICH"])
+        self.assertEqual(self.died({"demo": "Detectors_Active"}, "detector:RICH", "demo"), [])
+
+    def test_agent_of_every_partition(self) -> None:
+        """An agent of no one partition (a global system) takes the highest state of all partitions."""
+        self.assertEqual(self.died({"a": "Idle", "b": "Recording"}, "global:TFC", None), ["global:TFC"])
+        self.assertEqual(self.died({"a": "Idle", "b": "QA_Active"}, "global:TFC", None), [])
+        self.assertEqual(self.died({}, "global:TFC", None), [])  # nothing followed: only an 'any' rule applies

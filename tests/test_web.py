@@ -875,6 +875,18 @@ class RecordTests(WebTestCase):
         self.assertError(get("?since=yesterday"), 400, "bad_request", field="since")
         self.assertError(get("?since=nan"), 400, "bad_request", field="since")
 
+    def test_logs_iso_times(self) -> None:
+        """GET /api/logs reads since and until as ISO 8601 too (UTC without an offset), as /api/runs does."""
+        get = lambda q: self.call("GET", "/api/logs" + q, token=self.viewer)  # noqa: E731
+        self.assertEqual([r["message"] for r in get("?since=1970-01-01T00:02:30Z").json], ["STS failed"])
+        self.assertEqual([r["message"] for r in get("?since=1970-01-01T00:02:30").json], ["STS failed"])
+        self.assertEqual([r["message"] for r in get("?until=1970-01-01T01:02:30%2B01:00").json], ["configured"])
+        self.assertEqual([r["message"] for r in get("?since=1970-01-01T00:01:00Z&until=250").json],
+                         ["STS failed", "configured"])
+        refused = get("?until=1970-13-01")
+        self.assertError(refused, 400, "bad_request", field="until")
+        self.assertIn("ISO-8601", refused.json["reason"])
+
 
 class AlarmRouteTests(WebTestCase):
     """The alarm routes: roles, filters, the shelving body checked by name before the center."""

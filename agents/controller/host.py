@@ -289,12 +289,8 @@ class ControllerHost(AsyncStartService):
         def handle(request: Request) -> defer.Deferred[dict[str, Any]]:
             controller = self._controller(agent_id, request.body)
             if debugging():
-                self._log.debug(
-                    "{system}: {command} from {sender}",
-                    system=agent_id,
-                    command=command,
-                    sender=request.sender,
-                )
+                self._log.debug("{system}: {command} from {sender}", system=agent_id, command=command,
+                                sender=request.sender)
             reply = defer.maybeDeferred(controller.command, command, request.body.get("config"))
             return reply.addCallback(lambda status: {**status, "incarnation": self.incarnation})
 

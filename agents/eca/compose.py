@@ -58,6 +58,7 @@ from agents.eca.unassigned import Unassigned
 from ecs.config.run_sequences import RunSequence
 from ecs.config.settings import Settings, Subsystems
 from ecs.fsm.recovery import RecoveryRules
+from ecs.fsm.reload import CoordinationFiles
 from ecs.fsm.sequence import Sequence
 from ecs.fsm.table import StateTable
 from ecs.launch import ILauncher
@@ -167,6 +168,7 @@ def build_eca(
     tables: Mapping[str, StateTable] | None = None,
     recovery_rules: RecoveryRules | None = None,
     run_sequences: Mapping[str, RunSequence] | None = None,
+    coordination_files: CoordinationFiles | None = None,
 ) -> Eca:
     """
     Build and wire the ECA's collaborators (see the module docstring).
@@ -178,6 +180,8 @@ def build_eca(
         (a reload reports those that changed).
     @param recovery_rules: the declared recovery rules (None: none, an alarm only).
     @param run_sequences: the declared run sequences (C{etc/sequences/}), by name.
+    @param coordination_files: where the recovery rules and run sequences
+        were read, to read them again at a reload (None: not read again).
     """
     metrics = metrics if metrics is not None else EcaMetrics()
     events = EventLog(clock=clock)
@@ -237,7 +241,10 @@ def build_eca(
     unassigned = Unassigned(node, registry.entries, store, events, settings)
     records = Records(store, subsystems, sequence)
     # subsystems and sequence are shared by all: a reload replaces them in place
-    reloader = Reloader(subsystems, sequence, dict(tables or {}), partitions, store, audit, logbook, clock)
+    reloader = Reloader(
+        subsystems, sequence, dict(tables or {}), partitions, store, audit, logbook, clock,
+        coordination=coordination_files, recovery=recovery, run_sequences=sequences, run_types=settings.run_types,
+    )
 
     observers.observe(
         lambda kind, agent, entry: (

@@ -9,7 +9,9 @@ and by the supervisor's agent descriptions (L{Recovery.agent_changed}); each
 event is taken on its edge (a system going to Error, becoming unreachable,
 an agent found dead: C{restarting} or C{flapping}).  The partition's state
 that selects the rule is the one its record shows when the system's record
-arrives (the PCA publishes a system's change before the partition's).
+arrives (the PCA publishes a system's change before the partition's); for
+a dead agent, that of the partition it serves (the highest of all for an
+agent that serves every partition: the global systems).
 
 The actions, as user L{WHO}:
 
@@ -38,6 +40,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -48,7 +51,7 @@ from agents.eca.errors import need
 from agents.eca.interfaces import NO_NOTES, IAudit, IELogNotes, ILogBook, IRecoveryEvents
 from agents.eca.partitions import Partition, Partitions
 from ecs.control import ControlError, User
-from ecs.fsm.recovery import RecoveryRules, Rule
+from ecs.fsm.recovery import RecoveryRules, Rule, Where
 from ecs.net.transport import RequestError
 from ecs.store import Store, StoreError
 
@@ -102,8 +105,8 @@ class Recovery:
         self._note_run = note_run
         #: (partition, system) -> the events that hold now (edges only).
         self._holding: dict[tuple[str, str], set[str]] = {}
-        #: (rule scope key) -> the times of its recent actions.
-        self._attempts: dict[tuple[str, ...], deque[float]] = {}
+        #: (what failed, where its rule is declared) -> the times of the rule's recent actions there.
+        self._attempts: dict[tuple[tuple[str, ...], Where], deque[float]] = {}
         #: partition -> the systems its PCA was told to exclude on fault.
         self._armed: dict[str, frozenset[str]] = {}
         #: agent -> whether it was seen dead (edges only).
@@ -112,6 +115,33 @@ class Recovery:
     def wire(self, configure: Callable[[Partition, str], Awaitable[Any]]) -> None:
         """How to configure a partition with a tag (the commands are built after this)."""
         self._configure = configure
+
+    def adopt(self, rules: RecoveryRules) -> dict[str, Any]:
+        """
+        Put C{rules} (read again by C{ecs reload}) in force.  The attempts
+        counted against a rule that is still declared at the same place
+        with the same action are kept (its new limit applies to them); the
+        others are forgotten.  Every connected PCA is armed again (the
+        systems to exclude on fault may have changed).
+
+        @return: C{{"recovery_changed": bool, "recovery_counters_kept": n,
+            "recovery_counters_dropped": n}}.
+        """
+        changed = attrs.evolve(self.rules, source=rules.source) != rules
+        kept = dropped = 0
+        for who, where in list(self._attempts):
+            old, new = self.rules.at(where), rules.at(where)
+            if old is not None and new is not None and old.action == new.action:
+                kept += 1
+            else:
+                del self._attempts[(who, where)]
+                dropped += 1
+        self.rules = rules
+        if changed:
+            for partition in self._partitions:
+                if partition.connected:
+                    self.partition_fresh(partition.id)
+        return {"recovery_changed": changed, "recovery_counters_kept": kept, "recovery_counters_dropped": dropped}
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -200,10 +230,10 @@ class Recovery:
             return None
         return row.type if row is not None else system  # a global system is its own type
 
-    def _allowed(self, key: tuple[str, ...], rule: Rule) -> bool:
-        """Count one action of C{rule} for C{key}, unless its limit is reached."""
+    def _allowed(self, who: tuple[str, ...], rule: Rule, where: Where) -> bool:
+        """Count one action of C{rule} (declared at C{where}) for C{who}, unless its limit is reached."""
         now = self._clock.seconds()
-        times = self._attempts.setdefault(key, deque())
+        times = self._attempts.setdefault((who, where), deque())
         while times and times[0] <= now - rule.within:
             times.popleft()
         if len(times) >= rule.max:
@@ -213,13 +243,13 @@ class Recovery:
 
     async def _fault(self, partition: Partition, system: str, event: str) -> None:
         state = state_class(partition)
-        rule = self.rules.rule(event, state, system, await self._type_of(system))
+        rule, declared = self.rules.locate(event, state, system, await self._type_of(system))
         if rule.action in ("alarm_only", "exclude_and_continue"):
             return  # the alarm is raised anyway; an armed exclusion was the PCA's (L{_took_over})
         if rule.action == "reset_and_reconfigure" and state == "recording":
             return
         where = {"partition": partition.id, "system": system, "event": event, "state": state}
-        if not self._allowed((partition.id, system, event, rule.action), rule):
+        if not self._allowed((partition.id, system), rule, declared):
             await self._escalate(partition.id, system, rule, where)
             return
         try:
@@ -242,14 +272,27 @@ class Recovery:
             return
         await self._tell(partition.id, system, rule.action, done, where)
 
+    def _state_of_agent(self, partition: str | None) -> str:
+        """
+        The partition state that selects an C{agent_died} rule: that of the
+        agent's partition; for an agent of no one partition (the global
+        systems, a sim host) the highest of every partition's (recording,
+        then configured, then idle); C{any} when no partition is followed.
+        """
+        if partition is not None and partition in self._partitions:
+            return state_class(self._partitions.get(partition))
+        states = {state_class(p) for p in self._partitions}
+        return next((s for s in ("recording", "configured", "idle") if s in states), "any")
+
     async def _agent_died(self, agent: str, partition: object) -> None:
         system = agent.split(":", 1)[-1]
-        rule = self.rules.rule("agent_died", "any", system, await self._type_of(system))
-        where = {"agent": agent, "event": "agent_died"}
         part = partition if isinstance(partition, str) else None
+        state = self._state_of_agent(part)
+        rule, declared = self.rules.locate("agent_died", state, system, await self._type_of(system))
+        where = {"agent": agent, "event": "agent_died", "state": state}
         if rule.action != "restart" or self._restart is None:
             return
-        if not self._allowed((agent, "agent_died", rule.action), rule):
+        if not self._allowed((agent,), rule, declared):
             await self._escalate(part, agent, rule, where)
             return
         try:

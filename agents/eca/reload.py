@@ -2,9 +2,16 @@
 """
 L{Reloader}: C{ecs reload}, C{POST /api/reload} and SIGHUP.  It reads the
 detector types and global systems, every state table they name and the
-partition sequence again (off the reactor thread), and when every file is
-valid puts them in force in the ECA and asks each connected PCA to do the
-same (C{reload}, L{agents.pca.agent}).
+partition sequence again (off the reactor thread), with the ECA's own
+recovery rules and run sequences, and when every file is valid puts them
+in force in the ECA and asks each connected PCA to do the same (C{reload},
+L{agents.pca.agent}; the PCAs have no rules nor sequences).  The rules go
+to L{agents.eca.recovery.Recovery.adopt} (counters kept for the rules
+still declared), the sequences to
+L{agents.eca.run_sequences.RunSequences.adopt} (a running one keeps its
+steps).  Systems excluded now that the new sequence never excludes stay
+excluded, each named in a warning and the reply: including them is their
+partition controller's decision.
 
 The ECA's collaborators share one L{Subsystems} and one L{Sequence}; they
 are replaced in place (C{adopt}), so the inventory knows a new detector
@@ -20,8 +27,8 @@ are drawn again after a reload.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,23 +38,39 @@ from agents.eca.errors import need
 from agents.eca.interfaces import IAudit, ILogBook
 from agents.eca.partitions import Partitions
 from agents.eca.records import Records
+from ecs.config.run_sequences import RunSequence
 from ecs.config.settings import ConfigError, Subsystems
 from ecs.control import ControlError, User
+from ecs.fsm.recovery import RecoveryRules
 from ecs.fsm.reload import (
+    Coordination,
+    CoordinationFiles,
     VocabularyFiles,
-    anything_changed,
     changes,
-    globals_unchanged,
-    read_off_reactor,
+    read_for_eca_off_reactor,
     snapshot,
 )
 from ecs.fsm.sequence import Sequence
 from ecs.fsm.table import StateTable
 from ecs.net.transport import RequestError
-from ecs.store import Store
+from ecs.store import Store, StoreError
 
 #: The audit action of a reload.
 ACTION = "reload"
+
+
+class RecoveryHolder(Protocol):
+    """Where the recovery rules are in force (L{agents.eca.recovery.Recovery})."""
+
+    def adopt(self, rules: RecoveryRules) -> dict[str, Any]:
+        """Put C{rules} in force; what changed."""
+
+
+class SequencesHolder(Protocol):
+    """Where the run sequences are in force (L{agents.eca.run_sequences.RunSequences})."""
+
+    def adopt(self, sequences: Mapping[str, RunSequence]) -> dict[str, Any]:
+        """Put C{sequences} in force; what changed."""
 
 
 class Reloader:
@@ -66,12 +89,21 @@ class Reloader:
         logbook: ILogBook,
         reactor: Any,
         files: VocabularyFiles | None = None,
+        coordination: CoordinationFiles | None = None,
+        recovery: RecoveryHolder | None = None,
+        run_sequences: SequencesHolder | None = None,
+        run_types: Iterable[str] = (),
     ) -> None:
         """
         @param tables: the state tables in force, by file (to tell which
             changed); empty when unknown.
         @param files: where to read; by default the files the subsystems
             and the sequence were read from.
+        @param coordination: where the recovery rules and run sequences
+            are read again, put in force in C{recovery} and
+            C{run_sequences} (the run sequences checked against
+            C{run_types}); None: they are not read again (an ECA built
+            without them: tests).
         """
         self._subsystems = subsystems
         self._sequence = sequence
@@ -82,6 +114,10 @@ class Reloader:
         self._logbook = logbook
         self._reactor = reactor
         self.files = files or VocabularyFiles(subsystems.source, sequence.source)
+        self.coordination = coordination
+        self._recovery = recovery
+        self._run_sequences = run_sequences
+        self._run_types = tuple(run_types)
         self._drawn: Records | None = None
         self._running = False
 
@@ -102,18 +138,23 @@ class Reloader:
             self._running = False
 
     async def _read_and_apply(self) -> dict[str, Any]:
+        wanted = self._recovery is not None or self._run_sequences is not None
+        coordination = self.coordination if wanted else None
         try:
-            new = await read_off_reactor(self._reactor, self.files)
-            globals_unchanged(self._sequence, new.sequence)
+            new, extra = await read_for_eca_off_reactor(
+                self._reactor, self.files, coordination, self._sequence, self._run_types
+            )
         except ConfigError as e:
             self._log.error(
-                "reload refused, the detector types and state tables in force stay: {problems}",
+                "reload refused, the detector types, state tables, recovery rules and run sequences in force "
+                "stay: {problems}",
                 problems="; ".join(e.problems),
             )
             self._logbook.log("error", "ECA", "reload refused: " + "; ".join(e.problems), None)
             raise ControlError(
                 "bad_request",
-                "invalid file, nothing reloaded (the types and tables in force stay): " + "; ".join(e.problems),
+                "invalid file, nothing reloaded (the types, tables, rules and sequences in force stay): "
+                + "; ".join(e.problems),
                 problems=list(e.problems),
             ) from None
         summary = changes(snapshot(self._subsystems, self._tables, self._sequence), new)
@@ -121,10 +162,16 @@ class Reloader:
         self._sequence.adopt(new.sequence)
         self._tables = dict(new.tables)
         self._drawn = None
+        if extra is not None:
+            summary.update(self._adopt_coordination(extra))
+        summary["never_excludable_excluded"] = await self._never_excludable_excluded()
         pcas = await self._ask_pcas()
+        read = [str(self.files.subsystems), str(self.files.sequence)]
+        if extra is not None:
+            read.append("the recovery rules and run sequences")
         message = (
-            f"reloaded {self.files.subsystems} and {self.files.sequence}: "
-            f"{_describe(summary) if anything_changed(summary) else 'nothing changed'}"
+            f"reloaded {', '.join(read)}: "
+            f"{_describe(summary) or 'nothing changed'}"
         )
         self._log.info("{text}", text=message)
         self._logbook.log("info", "ECA", message, None)
@@ -132,6 +179,42 @@ class Reloader:
             if not answer["ok"]:
                 self._logbook.log("warn", "ECA", f"PCA {partition} did not reload: {answer['reason']}", partition)
         return {**summary, "pcas": pcas}
+
+    def _adopt_coordination(self, new: Coordination) -> dict[str, Any]:
+        """The recovery rules and run sequences read again, put in force; what changed."""
+        summary: dict[str, Any] = {}
+        if self._recovery is not None:
+            summary.update(self._recovery.adopt(new.rules))
+        if self._run_sequences is not None:
+            summary.update(self._run_sequences.adopt(new.sequences))
+        return summary
+
+    async def _never_excludable_excluded(self) -> list[dict[str, str]]:
+        """
+        The systems excluded now that the sequence in force never excludes
+        (a reload added them to C{never_excluded}): they stay excluded (an
+        include is the partition controller's decision, refused while it
+        records), each said in a warning, until someone includes them.
+        """
+        try:
+            rows = await self._store.exclusions()
+        except StoreError as e:
+            self._log.warn("exclusions not read after the reload: {error}", error=e.reason)
+            return []
+        found = []
+        global_systems = set(self._sequence.global_systems())
+        for row in rows:
+            refused = self._sequence.exclusion_refused(row.system, row.system not in global_systems)
+            if refused is None:
+                continue
+            found.append({"partition": row.partition, "system": row.system, "reason": refused})
+            self._logbook.log(
+                "warn", "ECA",
+                f"{row.system} stays excluded from {row.partition} although {refused}: include it "
+                f"(ecs include {row.partition} {row.system}) when the partition does not record",
+                row.partition,
+            )
+        return found
 
     async def _ask_pcas(self) -> dict[str, dict[str, Any]]:
         """Ask every connected PCA to reload; what each answered."""
@@ -235,14 +318,25 @@ class HangUpReload:
         return d
 
 
+#: The lists of names in a reload's answer, in the order the log says them.
+LISTED = ("types_added", "types_removed", "types_changed", "tables_changed", "sequences_added", "sequences_removed",
+          "sequences_changed", "sequences_running_as_started")
+
+
 def _describe(summary: dict[str, Any]) -> str:
-    """The changes of a reload, in one line for the log."""
+    """The changes of a reload (and its warnings), in one line for the log."""
     parts = []
-    for key in ("types_added", "types_removed", "types_changed", "tables_changed"):
-        if summary[key]:
+    for key in LISTED:
+        if summary.get(key):
             parts.append(f"{key.replace('_', ' ')}: {', '.join(summary[key])}")
-    if summary["sequence_changed"]:
+    if summary.get("sequence_changed"):
         parts.append("sequence changed (each PCA uses it from its next configure from Idle)")
+    if summary.get("recovery_changed"):
+        parts.append(f"recovery rules changed (attempt counters kept: {summary.get('recovery_counters_kept', 0)}, "
+                     f"forgotten: {summary.get('recovery_counters_dropped', 0)})")
+    for excluded in summary.get("never_excludable_excluded") or ():
+        parts.append(f"{excluded['system']} stays excluded from {excluded['partition']} "
+                     "although it may now never be excluded")
     return "; ".join(parts)
 
 

@@ -1,7 +1,12 @@
 # -*- test-case-name: tests.test_run_sequences_eca -*-
 """
+(Over 400 lines: the runner of one sequence and the set of them share
+their state, the partition's events and the clock closely; split, each
+half would reach into the other.)
+
 L{RunSequences}: the declared run sequences (L{ecs.config.run_sequences},
-read from C{etc/sequences/} when the ECA starts; not at C{ecs reload}),
+read from C{etc/sequences/} when the ECA starts and again at C{ecs reload},
+L{RunSequences.adopt}: a running sequence keeps the steps it started with),
 run by the ECA for a partition (issue 14, item 5).
 
 A sequence runs for the user who asked, who must hold the partition's
@@ -307,6 +312,33 @@ class RunSequences:
         self.notes = notes
         #: the last run of each partition (running, paused or ended)
         self.runs: dict[str, SequenceRun] = {}
+
+    def adopt(self, sequences: Mapping[str, RunSequence]) -> dict[str, Any]:
+        """
+        Put the sequences read again by C{ecs reload} in force: later runs
+        use them; a running sequence goes on with the steps it started with
+        (its L{SequenceRun} holds them).
+
+        @return: C{{"sequences_added", "sequences_removed",
+            "sequences_changed": [names], "sequences_running_as_started":
+            [partition: name]}} (the last: running ones whose declaration
+            changed or went).
+        """
+        old, new = self.sequences, dict(sequences)
+        changed = sorted(name for name in set(old) & set(new) if old[name] != new[name])
+        removed = sorted(set(old) - set(new))
+        self.sequences = new
+        running = sorted(
+            f"{partition}: {run.sequence.name}"
+            for partition, run in self.runs.items()
+            if run.state not in ENDED and run.sequence.name in (*changed, *removed)
+        )
+        return {
+            "sequences_added": sorted(set(new) - set(old)),
+            "sequences_removed": removed,
+            "sequences_changed": changed,
+            "sequences_running_as_started": running,
+        }
 
     def declared(self, user: User) -> list[dict[str, Any]]:
         """Every declared sequence (viewer and up)."""

@@ -167,10 +167,13 @@ class ECAService(AsyncStartService, service.MultiService):
         tables: dict[str, Any] | None = None,
         recovery: Any = None,
         run_sequences: dict[str, Any] | None = None,
+        coordination_files: Any = None,
     ) -> None:
         service.MultiService.__init__(self)
         self.recovery = recovery  # the recovery rules (ecs.fsm.recovery.RecoveryRules), None: alarm only
         self.run_sequences = run_sequences  # the declared run sequences (etc/sequences), read at start-up
+        # where both were read (ecs.fsm.reload.CoordinationFiles): a reload reads them again; None: it does not
+        self.coordination_files = coordination_files
         self.tables = tables  # the state tables read at start-up, by file (a reload tells which changed)
         self.hang_up: HangUpReload | None = None
         self.ssh = ssh  # SSH shell endpoint; None: ecs.shell.server.DEFAULT_ENDPOINT if free; "none": no shell
@@ -227,6 +230,7 @@ class ECAService(AsyncStartService, service.MultiService):
             tables=self.tables,
             recovery_rules=self.recovery,
             run_sequences=self.run_sequences,
+            coordination_files=self.coordination_files,
         )
         core = EcaCore(eca)
         try:

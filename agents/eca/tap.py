@@ -45,8 +45,8 @@ class Options(usage.Options):
         ["config", "c", None, "Settings file (default: the installed etc/ecs.yaml)."],
         ["subsystems", None, None, "Detector types and global systems (default: etc/subsystems.yaml)."],
         ["sequence", None, None, "Partition sequence (default: the installed fsm/partition.yaml)."],
-        ["recovery", None, None, "Recovery rules (default: the installed fsm/recovery.yaml)."],
-        ["sequences", None, None, "Folder of run sequences, read at start (default: the installed etc/sequences)."],
+        ["recovery", None, None, "Recovery rules, read at start and reload (default: fsm/recovery.yaml)."],
+        ["sequences", None, None, "Folder of run sequences, read at start and reload (default: etc/sequences)."],
         ["state-dir", None, None, "State directory: database, keys, logs (default ./var)."],
         ["web", None, "tcp:8080:interface=127.0.0.1", "Web endpoint (Twisted endpoint string; ssl:... for TLS)."],
         ["port", None, None, "Web port on 127.0.0.1 (shortcut for --web tcp:PORT:interface=127.0.0.1)."],
@@ -130,10 +130,8 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     from twisted.internet import reactor
 
     from agents._tap import Composition
-    from ecs import paths
-    from ecs.config.run_sequences import load_sequences
     from ecs.config.settings import fail
-    from ecs.fsm.reload import VocabularyFiles, read_vocabulary
+    from ecs.fsm.reload import CoordinationFiles, VocabularyFiles, read_coordination, read_vocabulary
     from ecs.net.identity import ECA
     from ecs.schema import ConfigError
 
@@ -150,18 +148,11 @@ def _compose(options: Options, demo: int | None) -> service.IService:
     except ConfigError as e:
         fail(e)
     sequence = vocabulary.sequence
-    from ecs.fsm.recovery import load_rules
-
+    # the recovery rules and the run sequences (a few small files; the sequences checked against the
+    # partition states and run types); a reload reads the same files again
+    coordination_files = CoordinationFiles(options["recovery"], options["sequences"])
     try:
-        recovery = load_rules(options["recovery"])
-    except ConfigError as e:
-        fail(e)
-    try:
-        # the run sequences (a few small files), checked against the partition states and run types
-        run_sequences = load_sequences(
-            Path(options["sequences"]) if options["sequences"] else paths.data_dir("etc") / "sequences",
-            sequence.states(), settings.run_types,
-        )
+        coordination = read_coordination(coordination_files, sequence.states(), settings.run_types)
     except ConfigError as e:
         fail(e)
     keys = composition.keys_for(ECA)
@@ -205,8 +196,9 @@ def _compose(options: Options, demo: int | None) -> service.IService:
         stop_agents=not options["keep-agents"],
         ssh=options["ssh"],
         tables=vocabulary.tables,
-        recovery=recovery,
-        run_sequences=run_sequences,
+        recovery=coordination.rules,
+        run_sequences=coordination.sequences,
+        coordination_files=coordination_files,
     )
 
 

@@ -55,6 +55,7 @@ from ecs.config.sources import ConfigLookupError, IConfigSource, normalise_inlin
 from ecs.fsm.reload import Vocabulary, VocabularyFiles, changes, globals_unchanged, read_off_reactor, snapshot
 from ecs.fsm.sequence import Sequence
 from ecs.net.authz import guarded, pca_rules
+from ecs.net.batch import RequestBatcher
 from ecs.net.heartbeat import Heartbeat
 from ecs.net.pubsub import StateStore
 from ecs.net.registry import AgentInfo, IRegistry, RegistryError
@@ -103,6 +104,7 @@ class PartitionAgent(AsyncStartService):
         self.vocabulary_files = vocabulary_files or VocabularyFiles(subsystems.source, sequence.source)
         self.config_source = configs
         self.reactor = reactor
+        self._batcher = RequestBatcher(reactor)
         self._bind = bind
         self.state_file = state_file
         self._saved: PartitionStateFile | None = (
@@ -276,7 +278,11 @@ class PartitionAgent(AsyncStartService):
             )
         if view.kind == "global":
             body = {**body, "partition": self.id}
-        return self.node.connect(view.endpoint).request(view.id, command, body, timeout=view.timeout)
+        # The commands of one reactor turn to one endpoint (a sim host's
+        # thousand detectors) go as a few batches, not a message each.
+        return self._batcher.request(
+            view.endpoint, self.node.connect(view.endpoint), view.id, command, body, view.timeout
+        )
 
     # -- outputs of the sequencer ----------------------------------------
 

@@ -10,7 +10,9 @@ shell: they block on HTTP and never suspend (see L{ecs.client.commands.run_now})
 
 from __future__ import annotations
 
+import base64
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,10 +187,20 @@ class HttpApi:
         )
 
     async def add_logbook_entry(
-        self, text: str, partition: str | None, run: int | None, corrects: int | None
+        self, text: str, partition: str | None, run: int | None, corrects: int | None,
+        attachments: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
-        body = {"text": text, "partition": partition, "run": run, "corrects": corrects}
+        body: dict[str, Any] = {"text": text, "partition": partition, "run": run, "corrects": corrects}
+        if attachments:  # the API takes the files' bytes in base64
+            body["attachments"] = [
+                {"name": a["name"], "content_type": a["content_type"], "data": base64.b64encode(a["data"]).decode()}
+                for a in attachments
+            ]
         return dict(self.client.post("/api/logbook", {k: v for k, v in body.items() if v is not None}) or {})
+
+    async def logbook_attachment(self, entry: int, n: int) -> dict[str, Any]:
+        data, content_type = self.client.download(f"/api/logbook/{entry}/attachments/{n}")
+        return {"content_type": content_type, "data": data}
 
     async def logs(
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int

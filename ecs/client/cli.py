@@ -215,6 +215,30 @@ def _read_file(path: str) -> str:
         raise ClientError(EXIT_USAGE, f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
+def _read_bytes(path: str, most: int) -> bytes:
+    """At most C{most} + 1 bytes of a file (more says it is too large without reading it all)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(most + 1)
+    except OSError as e:
+        raise ClientError(EXIT_USAGE, f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _write_bytes(path: str, data: bytes, replace: bool) -> None:
+    """Write a file (C{-}: standard output); never over an existing one unless C{replace}."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        with open(path, "wb" if replace else "xb") as file:
+            file.write(data)
+    except FileExistsError:
+        raise ClientError(EXIT_USAGE, f"{path} exists: give -o FILE to save elsewhere or to replace it") from None
+    except OSError as e:
+        raise ClientError(EXIT_USAGE, f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _read_password(prompt: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(prompt)
@@ -232,6 +256,8 @@ def cmd_shared(ctx: Context) -> int:
         confirm=_confirm if sys.stdin.isatty() else None,
         read_file=_read_file,
         read_password=_read_password,
+        read_bytes=_read_bytes,
+        write_bytes=_write_bytes,
     )
     return run_now(ctx.args.spec.run(run))
 

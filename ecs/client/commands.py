@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -100,8 +100,10 @@ class Api(Protocol):
         until: float | None, limit: int, before: int | None = None,
     ) -> list[dict[str, Any]]: ...
     async def add_logbook_entry(
-        self, text: str, partition: str | None, run: int | None, corrects: int | None
+        self, text: str, partition: str | None, run: int | None, corrects: int | None,
+        attachments: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]: ...
+    async def logbook_attachment(self, entry: int, n: int) -> dict[str, Any]: ...
     async def run_sequences(self) -> list[dict[str, Any]]: ...
     async def run_sequence(self, name: str, partition: str) -> dict[str, Any]: ...
     async def sequence_status(self, partition: str) -> dict[str, Any]: ...
@@ -151,6 +153,10 @@ class Run:
     confirm: Callable[[str], bool] | None = None
     read_file: Callable[[str], str] | None = None
     read_password: Callable[[str], str] | None = None
+    #: Read at most C{n} + 1 bytes of a file of yours (C{read_bytes(path, n)}), refused naming it when unreadable.
+    read_bytes: Callable[[str, int], bytes] | None = None
+    #: Write a file of yours (C{write_bytes(path, data, replace)}; C{-}: standard output).
+    write_bytes: Callable[[str, bytes, bool], None] | None = None
     where: str = "the command line"
 
 

@@ -139,13 +139,7 @@ class Client:
     def call(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
         """One request; the parsed JSON answer.  L{ClientError} on any failure."""
         connection, response = self._open(method, path, body, query, None, self.timeout)
-        try:
-            raw = _read_limited(response)
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            raise self._network_error(e, self.timeout) from None
-        finally:
-            connection.close()
-        answer = _parse(raw)
+        answer = _parse(self._read(connection, response))
         if isinstance(answer, _NotJson):
             raise ClientError(
                 EXIT_REFUSED, f"{self.url}{path} answered something that is not JSON: is this an ECA?", response.status
@@ -163,6 +157,20 @@ class Client:
     def delete(self, path: str) -> Any:
         """DELETE."""
         return self.call("DELETE", path)
+
+    def download(self, path: str) -> tuple[bytes, str]:
+        """GET a file that is not JSON (a logbook attachment): its bytes and content type.  L{ClientError}."""
+        connection, response = self._open("GET", path, None, None, {"Accept": "*/*"}, self.timeout)
+        return self._read(connection, response), response.getheader("Content-Type") or "application/octet-stream"
+
+    def _read(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bytes:
+        """The whole answer (bounded), the connection closed."""
+        try:
+            return _read_limited(response)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise self._network_error(e, self.timeout) from None
+        finally:
+            connection.close()
 
     def events(self, partition: str | None = None, last_event_id: int | None = None) -> EventStream:
         """

@@ -343,6 +343,20 @@ def format_reload(answer: dict[str, Any]) -> str:
         shown = ", ".join(textview.clean(n) for n in names) if isinstance(names, list) and names else "none"
         lines.append(f"{key.replace('_', ' ')}: {shown}")
     lines.append(f"partition sequence: {'changed' if answer.get('sequence_changed') else 'unchanged'}")
+    if "recovery_changed" in answer:  # an ECA that reads them again (older ones do not say)
+        lines.append(f"recovery rules: {'changed' if answer.get('recovery_changed') else 'unchanged'}")
+    for key in ("sequences_added", "sequences_removed", "sequences_changed"):
+        names = answer.get(key)
+        if isinstance(names, list):
+            lines.append(f"run {key.replace('_', ' ')}: {', '.join(textview.clean(n) for n in names) or 'none'}")
+    running = answer.get("sequences_running_as_started") or []
+    if isinstance(running, list) and running:
+        lines.append("running as they started: " + ", ".join(textview.clean(r) for r in running))
+    for excluded in answer.get("never_excludable_excluded") or []:
+        if isinstance(excluded, dict):
+            lines.append(f"warning: {textview.clean(excluded.get('system'))} stays excluded from "
+                         f"{textview.clean(excluded.get('partition'))} although "
+                         f"{textview.clean(excluded.get('reason'))}: include it")
     pcas = answer.get("pcas") or {}
     for partition in sorted(pcas):
         reply = pcas[partition] if isinstance(pcas[partition], dict) else {}

@@ -212,7 +212,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "log-entry",
-        "the electronic logbook: write entries, list and search them (never changed: correct with a new one)",
+        "the electronic logbook: write entries (with files), list and search them, save their files "
+        "(never changed: correct with a new one)",
         (
             Action(
                 "add",
@@ -224,6 +225,22 @@ COMMANDS: tuple[Command, ...] = (
                     arg("--partition", type=name("partition id"), help="the partition it is about"),
                     arg("--run", type=elog.entry_id, metavar="N", help="the run it is about"),
                     arg("--corrects", type=elog.entry_id, metavar="ID", help="the entry this one corrects"),
+                    arg("--attach", action="append", metavar="FILE",
+                        help=f"attach FILE (again for more: at most {elog.MAX_ATTACHMENTS}, "
+                             f"{elog.size_text(elog.MAX_ATTACHMENT)} each; not in the SSH shell)"),
+                ),
+            ),
+            Action(
+                "attachment",
+                "save a file attached to an entry (by its name or number, as list shows them)",
+                "viewer",
+                elog.entry_attachment,
+                (
+                    arg("entry", type=elog.entry_id, metavar="ENTRY", help="the entry's id"),
+                    arg("name", metavar="NAME", help="the attachment's name, or its number (1, 2, 3)"),
+                    arg("-o", "--output", metavar="FILE",
+                        help="where to save it (- for standard output; default: its name in this folder, "
+                             "never over an existing file)"),
                 ),
             ),
             Action(

@@ -86,6 +86,11 @@ class Rule:
 
 ALARM_ONLY = Rule("alarm_only")
 
+#: Where a file declares a rule: (scope, name, event, partition state).
+Where = tuple[str, ...]
+#: Where the rule no file declares is (L{ALARM_ONLY}).
+NOWHERE: Where = ()
+
 #: event -> partition state -> rule
 Rules = dict[str, dict[str, Rule]]
 
@@ -101,13 +106,35 @@ class RecoveryRules:
 
     def rule(self, event: str, state: str, system: str, type: str | None) -> Rule:
         """The rule for C{event} of C{system} (of C{type}) while its partition is in C{state} (a L{STATES})."""
-        for rules in (self.systems.get(system), self.types.get(type) if type else None, self.defaults):
+        return self.locate(event, state, system, type)[0]
+
+    def locate(self, event: str, state: str, system: str, type: str | None) -> tuple[Rule, Where]:
+        """
+        L{rule}, and where the file declares it: C{(scope, name, event,
+        state)} (scope C{systems}, C{types} or C{defaults}, name C{*} for the
+        defaults), or L{NOWHERE} for the C{alarm_only} no rule declares.
+        """
+        scopes: tuple[tuple[str, str, Rules | None], ...] = (
+            ("systems", system, self.systems.get(system)),
+            ("types", type or "", self.types.get(type) if type else None),
+            ("defaults", "*", self.defaults),
+        )
+        for scope, name, rules in scopes:
             by_state = (rules or {}).get(event)
             if by_state:
-                found = by_state.get(state) or by_state.get("any")
-                if found is not None:
-                    return found
-        return ALARM_ONLY
+                for named in (state, "any"):
+                    if named in by_state:
+                        return by_state[named], (scope, name, event, named)
+        return ALARM_ONLY, NOWHERE
+
+    def at(self, where: Where) -> Rule | None:
+        """The rule declared at C{where} (as L{locate} names it), or None when the file has none there."""
+        if where == NOWHERE:
+            return None
+        scope, name, event, state = where
+        named = {"systems": self.systems, "types": self.types}
+        rules = self.defaults if scope == "defaults" else named[scope].get(name)
+        return (rules or {}).get(event, {}).get(state)
 
     def table(self) -> list[dict[str, Any]]:
         """Every rule as rows C{{scope, name, event, state, action, max, within}} (the state machines page)."""

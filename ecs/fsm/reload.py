@@ -11,20 +11,31 @@ line) and the reason, so the caller keeps the set it has.  L{changes}
 says what differs between two sets (for the reply of C{ecs reload} and the
 log).  Both are plain functions: the ECA and the PCA call
 L{read_vocabulary} off the reactor thread (it reads files).
+
+The ECA reads more (L{read_for_eca}): its recovery rules
+(C{fsm/recovery.yaml} or C{ecs-eca --recovery FILE}) and the run sequences
+(C{etc/sequences/} or C{--sequences DIR}), checked against the partition
+sequence read with them; every problem of every file refuses the set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet import defer, threads
 
+from ecs import paths
+from ecs.config.run_sequences import RunSequence, load_sequences
 from ecs.config.subsystems import Subsystems, SystemType, load_subsystems
+from ecs.fsm.recovery import RecoveryRules, load_rules
 from ecs.fsm.sequence import Sequence, load_sequence
 from ecs.fsm.table import StateTable, TableError, load_table
 from ecs.schema import ConfigError, format_path
+
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -126,10 +137,95 @@ def read_off_reactor(reactor: Any, files: VocabularyFiles) -> defer.Deferred[Voc
     few small files; the reactor goes on meanwhile).  A clock without a
     thread pool (unit tests) reads inline.
     """
+    return _off_reactor(reactor, read_vocabulary, files)
+
+
+def _off_reactor(reactor: Any, read: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
     pool = getattr(reactor, "getThreadPool", None)
     if pool is None:
-        return defer.maybeDeferred(read_vocabulary, files)
-    return threads.deferToThreadPool(reactor, pool(), read_vocabulary, files)
+        return defer.maybeDeferred(read, *args)
+    return threads.deferToThreadPool(reactor, pool(), read, *args)
+
+
+@attrs.frozen
+class CoordinationFiles:
+    """
+    Where the ECA reads its recovery rules (a file) and run sequences (a
+    folder): C{None} is the shipped one, as at start-up.
+    """
+
+    recovery: str | None = None
+    sequences: str | None = None
+
+
+@attrs.frozen
+class Coordination:
+    """The ECA's checked recovery rules and run sequences (by name)."""
+
+    rules: RecoveryRules
+    sequences: dict[str, RunSequence]
+
+
+def read_coordination(files: CoordinationFiles, states: Iterable[str], run_types: Iterable[str]) -> Coordination:
+    """
+    Read and check the recovery rules and every run sequence (against the
+    partition C{states} and C{run_types}).  Blocking.
+
+    @raise ConfigError: every problem of both, each naming its file.
+    """
+    problems: list[str] = []
+    rules = sequences = None
+    try:
+        rules = load_rules(files.recovery)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    try:
+        folder = Path(files.sequences) if files.sequences else paths.data_dir("etc") / "sequences"
+        sequences = load_sequences(folder, states, run_types)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    if problems or rules is None or sequences is None:
+        raise ConfigError(problems)
+    return Coordination(rules, sequences)
+
+
+def read_for_eca(
+    files: VocabularyFiles, coordination: CoordinationFiles | None, in_force: Sequence, run_types: Iterable[str]
+) -> tuple[Vocabulary, Coordination | None]:
+    """
+    What C{ecs reload} reads in the ECA: the vocabulary (naming the same
+    global systems as the sequence C{in_force}) and, unless C{coordination}
+    is None, the recovery rules and run sequences, checked against the
+    partition sequence read with them (the one in force when that is
+    invalid, to name their problems too).  Blocking.
+
+    @raise ConfigError: every problem of every file; nothing is half-read.
+    """
+    problems: list[str] = []
+    vocabulary = None
+    try:
+        vocabulary = read_vocabulary(files)
+        globals_unchanged(in_force, vocabulary.sequence)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    found = None
+    if coordination is not None:
+        states = (vocabulary.sequence if vocabulary is not None else in_force).states()
+        try:
+            found = read_coordination(coordination, states, run_types)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    if problems or vocabulary is None:
+        raise ConfigError(problems)
+    return vocabulary, found
+
+
+def read_for_eca_off_reactor(
+    reactor: Any, files: VocabularyFiles, coordination: CoordinationFiles | None, in_force: Sequence,
+    run_types: Iterable[str],
+) -> defer.Deferred[tuple[Vocabulary, Coordination | None]]:
+    """L{read_for_eca} in the reactor's thread pool (inline on a clock without one)."""
+    return _off_reactor(reactor, read_for_eca, files, coordination, in_force, tuple(run_types))
 
 
 def globals_unchanged(old: Sequence, new: Sequence) -> None:
@@ -156,10 +252,6 @@ def snapshot(subsystems: Subsystems, tables: dict[str, StateTable], sequence: Se
     return Vocabulary(copied, dict(tables), attrs.evolve(sequence))
 
 
-def anything_changed(summary: dict[str, Any]) -> bool:
-    """Whether a L{changes} answer names any change."""
-    return any(bool(value) for value in summary.values())
-
-
-__all__ = ["Vocabulary", "VocabularyFiles", "anything_changed", "changes", "globals_unchanged", "read_off_reactor",
+__all__ = ["Coordination", "CoordinationFiles", "Vocabulary", "VocabularyFiles", "changes",
+           "globals_unchanged", "read_coordination", "read_for_eca", "read_for_eca_off_reactor", "read_off_reactor",
            "read_vocabulary", "snapshot"]

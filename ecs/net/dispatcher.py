@@ -8,10 +8,28 @@ agent and answers it: every request gets exactly one reply (handler result,
 handler error or handler timeout), anything after the first answer is
 dropped, and a handler that raises never stops the server.  The client half
 is L{ecs.net.correlator.Correlator}; both are re-exported by L{ecs.net.transport}.
+
+Batches: a request of type L{BATCH} to the endpoint (target
+L{protocol.ENDPOINT_TARGET}) carries up to L{MAX_BATCH} requests to agents
+served here, C{{"requests": [{"target", "type", "body"}, ...]}}, sent by a
+client that had several for this endpoint in one reactor turn
+(L{ecs.net.batch.RequestBatcher}).  Each is handled exactly as if it had
+come alone, with the batch's sender and authenticated identity (so every
+handler's authorisation applies to each one) and its own handler
+deadline; the one reply, once every one is answered, carries their
+answers in order, C{{"replies": [{"status": "ok", "body": ...} |
+{"status": "error", "code": ..., "reason": ...}]}}.  A batch saves a
+message, its encoding and a wake-up per request: a PCA configuring a
+thousand detectors of one sim host sends ten messages instead of a
+thousand.
+
+About 400 lines: a batch goes through the very path of a single request
+(the one-answer rule, refusals, deadlines), so both stay in one module.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,6 +47,14 @@ from ecs.protocol import Envelope, ProtocolError
 #: Senders whose last message time is kept (for liveness); beyond that the
 #: table starts again, so one-off clients cannot make it grow.
 MAX_SENDERS_REMEMBERED = 10_000
+
+#: The type of a request carrying several (see the module docstring).
+BATCH = "batch"
+#: The most requests one batch may carry.
+MAX_BATCH = 500
+
+#: Where a request's answer goes: the reply envelope.
+Answer = Callable[[Envelope], None]
 
 
 class Dispatcher:
@@ -143,9 +169,18 @@ class Dispatcher:
                 body = {"agents": len(self._agents), "incarnation": INCARNATION}
                 self._reply(peer, protocol.ok_reply(envelope, body))
             return
+        if is_request and envelope.type == BATCH and envelope.target == protocol.ENDPOINT_TARGET:
+            self._batch(peer, envelope, identity)
+            return
+        self._handle(envelope, identity, lambda reply: self._reply(peer, reply))
+
+    def _handle(self, envelope: Envelope, identity: str | None, answer: Answer) -> None:
+        """Hand C{envelope} to its handler; its one answer (a request's) goes to C{answer}."""
+        is_request = envelope.kind == "request"
+        handlers = self._agents.get(envelope.target)
         if handlers is None:
             self._refuse(
-                peer,
+                answer,
                 envelope,
                 protocol.UNKNOWN_TARGET,
                 f"no agent {envelope.target!r} at this endpoint",
@@ -154,7 +189,7 @@ class Dispatcher:
         handler = handlers.get(envelope.type)
         if handler is None:
             self._refuse(
-                peer,
+                answer,
                 envelope,
                 protocol.UNKNOWN_TYPE,
                 f"agent {envelope.target!r} does not handle {envelope.type!r} "
@@ -169,7 +204,7 @@ class Dispatcher:
             if inspect.iscoroutine(result):
                 result = defer.Deferred.fromCoroutine(result)
         except RequestError as e:
-            self._refuse(peer, envelope, e.code, e.reason)
+            self._refuse(answer, envelope, e.code, e.reason)
             return
         except Exception:
             self._log.failure(
@@ -179,7 +214,7 @@ class Dispatcher:
                 target=envelope.target,
             )
             self._refuse(
-                peer, envelope, protocol.INTERNAL, f"internal error while handling {envelope.type!r}"
+                answer, envelope, protocol.INTERNAL, f"internal error while handling {envelope.type!r}"
             )
             return
         if not is_request:
@@ -187,11 +222,48 @@ class Dispatcher:
                 result.addErrback(self._notification_failed, envelope)
             return
         if isinstance(result, defer.Deferred):
-            self._await(peer, envelope, result)
+            self._await(answer, envelope, result)
         else:
-            self._answer(peer, envelope, result)
+            self._answer(answer, envelope, result)
 
-    def _await(self, peer: object, envelope: Envelope, result: defer.Deferred[Any]) -> None:
+    def _batch(self, peer: object, envelope: Envelope, identity: str | None) -> None:
+        """Handle a L{BATCH} of requests (see the module docstring): one reply, once all are answered."""
+        items = envelope.body.get("requests")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            self._refuse(
+                lambda reply: self._reply(peer, reply),
+                envelope,
+                protocol.BAD_REQUEST,
+                f"a batch needs 'requests': a list of 1 to {MAX_BATCH} requests",
+            )
+            return
+        replies: list[dict[str, Any] | None] = [None] * len(items)
+        waiting = [len(items)]
+
+        def answered(index: int, reply: Envelope) -> None:
+            if replies[index] is not None:
+                return
+            if reply.status == "ok":
+                replies[index] = {"status": "ok", "body": reply.body}
+            else:
+                replies[index] = {"status": "error", "code": reply.body.get("code"),
+                                  "reason": reply.body.get("reason")}
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                self._reply(peer, protocol.ok_reply(envelope, {"replies": replies}))
+
+        for index, item in enumerate(items):
+            sub_id = f"{envelope.id}/{index}"
+            problem = _batch_item_problem(item)
+            if problem is not None:
+                answered(index, protocol.error_reply_for(
+                    BATCH, envelope.target, envelope.sender, sub_id, protocol.BAD_REQUEST,
+                    f"request {index} of the batch: {problem}"))
+                continue
+            sub = protocol.request(item["type"], envelope.sender, item["target"], sub_id, item["body"])
+            self._handle(sub, identity, functools.partial(answered, index))
+
+    def _await(self, answer: Answer, envelope: Envelope, result: defer.Deferred[Any]) -> None:
         key = object()
         answered = []
 
@@ -199,7 +271,7 @@ class Dispatcher:
             self._running.pop(key, None)
             answered.append(True)
             self._refuse(
-                peer,
+                answer,
                 envelope,
                 protocol.TIMEOUT,
                 f"{envelope.type!r} not handled within {self._handler_timeout} s",
@@ -216,7 +288,7 @@ class Dispatcher:
             if isinstance(value, Failure):
                 error = value.value
                 if isinstance(error, RequestError):
-                    self._refuse(peer, envelope, error.code, error.reason)
+                    self._refuse(answer, envelope, error.code, error.reason)
                 else:
                     self._log.failure(
                         "{where}: handler for {type} of {target} failed",
@@ -226,13 +298,13 @@ class Dispatcher:
                         target=envelope.target,
                     )
                     self._refuse(
-                        peer,
+                        answer,
                         envelope,
                         protocol.INTERNAL,
                         f"internal error while handling {envelope.type!r}",
                     )
             else:
-                self._answer(peer, envelope, value)
+                self._answer(answer, envelope, value)
 
         result.addBoth(done)
 
@@ -245,7 +317,7 @@ class Dispatcher:
             sender=envelope.sender,
         )
 
-    def _answer(self, peer: object, envelope: Envelope, value: Any) -> None:
+    def _answer(self, answer: Answer, envelope: Envelope, value: Any) -> None:
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -255,11 +327,11 @@ class Dispatcher:
                 type=envelope.type,
                 kind=type(value).__name__,
             )
-            self._refuse(peer, envelope, protocol.INTERNAL, "handler returned an invalid reply")
+            self._refuse(answer, envelope, protocol.INTERNAL, "handler returned an invalid reply")
             return
-        self._reply(peer, protocol.ok_reply(envelope, value))
+        answer(protocol.ok_reply(envelope, value))
 
-    def _refuse(self, peer: object, envelope: Envelope, code: str, reason: str) -> None:
+    def _refuse(self, answer: Answer, envelope: Envelope, code: str, reason: str) -> None:
         if envelope.kind != "request":
             self._log.warn(
                 "{where}: notification {type} from {sender} to {target} refused: {reason}",
@@ -270,7 +342,7 @@ class Dispatcher:
                 reason=reason,
             )
             return
-        self._reply(peer, protocol.error_reply(envelope, code, reason))
+        answer(protocol.error_reply(envelope, code, reason))
 
     def _reply(self, peer: object, envelope: Envelope) -> None:
         if self._closed:
@@ -319,3 +391,17 @@ class Dispatcher:
             if timer.active():
                 timer.cancel()
         self._running.clear()
+
+
+def _batch_item_problem(item: object) -> str | None:
+    """What is wrong with one request of a batch, or None."""
+    if not isinstance(item, dict):
+        return "must be an object with 'target', 'type' and 'body'"
+    target, type, body = item.get("target"), item.get("type"), item.get("body")
+    if not isinstance(target, str) or not target or target == protocol.ENDPOINT_TARGET:
+        return "'target' must be the id of an agent served here"
+    if not isinstance(type, str) or not type or type == BATCH:
+        return "'type' must be a request type (not a batch)"
+    if not isinstance(body, dict):
+        return "'body' must be an object"
+    return None

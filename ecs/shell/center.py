@@ -10,7 +10,7 @@ the status the web would have answered.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -181,9 +181,14 @@ class CenterApi:
                                 before) or [])
 
     async def add_logbook_entry(
-        self, text: str, partition: str | None, run: int | None, corrects: int | None
+        self, text: str, partition: str | None, run: int | None, corrects: int | None,
+        attachments: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
-        return dict(await _call(self.center.add_logbook_entry, self.user, text, partition, run, corrects) or {})
+        return dict(await _call(self.center.add_logbook_entry, self.user, text, partition, run, corrects,
+                                attachments) or {})
+
+    async def logbook_attachment(self, entry: int, n: int) -> dict[str, Any]:
+        return dict(await _call(self.center.logbook_attachment, self.user, entry, n) or {})
 
     async def logs(
         self, partition: str | None, level: str | None, since: float | None, q: str | None, limit: int

@@ -12,8 +12,6 @@ module) with the same plumbing: declared with the role they need
 
 from __future__ import annotations
 
-import math
-
 from twisted.web.iweb import IRequest
 
 from ecs.control import Session
@@ -25,6 +23,7 @@ from ecs.web.inputs import (
     query,
     query_flag,
     query_int,
+    query_time,
     roles,
     shelve_body,
     text,
@@ -206,7 +205,7 @@ async def delete_tag(self: WebAPI, request: IRequest, session: Session, name: st
 async def logs(self: WebAPI, request: IRequest, session: Session) -> bytes:
     """Stored log events (?partition=&level=&since=&until=&before_id=&q=&limit=; before_id with until
     pages from the event (until, before_id) on, skipping none of the same time)."""
-    times = {name: _query_time(request, name) for name in ("since", "until")}
+    times = {name: query_time(request, name) for name in ("since", "until")}
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     before_id = query_int(request, "before_id", None, 0, 2**63 - 1)
     if before_id is not None and times["until"] is None:
@@ -214,19 +213,6 @@ async def logs(self: WebAPI, request: IRequest, session: Session) -> bytes:
     result = await self._call(self.center.logs, query(request, "partition"), query(request, "level"),
                               times["since"], query(request, "q"), limit, times["until"], before_id)
     return self._json(request, result)
-
-def _query_time(request: IRequest, name: str) -> float | None:
-    """C{?name=} as finite seconds since the epoch, or None."""
-    value = query(request, name)
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        bad(name, "must be a number (seconds since the epoch)")
-    if not math.isfinite(seconds):
-        bad(name, "must be finite")
-    return seconds
 
 # -- users (admin) -------------------------------------------------------------------
 

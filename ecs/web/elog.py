@@ -35,8 +35,7 @@ from ecs.store import NAME_RE
 from ecs.store.elog import MAX_ATTACHMENT, MAX_ATTACHMENT_NAME, MAX_ATTACHMENTS, MAX_RUN, MAX_TEXT
 from ecs.web import inputs
 from ecs.web.auth import authorized_route
-from ecs.web.history import query_time
-from ecs.web.inputs import MAX_LIMIT, bad, query, query_int
+from ecs.web.inputs import MAX_LIMIT, bad, query, query_int, query_time
 from ecs.web.routes import WebAPI
 
 #: The fields of C{POST /api/logbook}.

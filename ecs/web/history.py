@@ -15,39 +15,16 @@ gives the entries older than entry C{ID} (the last one of the page seen).
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-
 from twisted.web.iweb import IRequest
 
 from ecs import runinfo
 from ecs.control import Session
 from ecs.web.auth import authorized_route
-from ecs.web.inputs import MAX_LIMIT, bad, query, query_int
+from ecs.web.inputs import MAX_LIMIT, bad, query, query_int, query_time
 from ecs.web.routes import WebAPI
 
 #: The answers C{GET /api/runs?format=} gives.
 RUN_FORMATS = ("json", "csv")
-
-
-def query_time(request: IRequest, name: str) -> float | None:
-    """C{?name=} as seconds since the epoch (a number, or an ISO-8601 time), or None."""
-    value = query(request, name)
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            bad(name, "must be seconds since the epoch or an ISO-8601 time (e.g. 2026-12-07T18:00:00Z)")
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        seconds = parsed.timestamp()
-    if not math.isfinite(seconds):
-        bad(name, "must be finite")
-    return seconds
 
 
 def _range(request: IRequest) -> tuple[float | None, float | None]:
@@ -103,4 +80,4 @@ async def audit(self: WebAPI, request: IRequest, session: Session) -> bytes:
     return self._json(request, rows)
 
 
-__all__ = ["RUN_FORMATS", "audit", "query_time", "runs"]
+__all__ = ["RUN_FORMATS", "audit", "runs"]

@@ -170,6 +170,35 @@ def query_int(request: IRequest, name: str, default: int | None, low: int, high:
     return number
 
 
+def iso_time(value: str, field: str, example: str) -> float:
+    """An ISO-8601 time (UTC when it has no offset) as seconds since the epoch; refused naming C{field}."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        bad(field, f"{example} (e.g. 2026-12-07T18:00:00Z)")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def query_time(request: IRequest, name: str) -> float | None:
+    """
+    C{?name=} as seconds since the epoch (a number, or an ISO-8601 time,
+    UTC when it has no offset), or None: the one reading of C{since} and
+    C{until} for every route (runs, audit, logs, logbook).
+    """
+    value = query(request, name)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = iso_time(value, name, "must be seconds since the epoch or an ISO-8601 time")
+    if not math.isfinite(seconds):
+        bad(name, "must be finite")
+    return seconds
+
+
 # -- fields of a body ---------------------------------------------------------------
 
 
@@ -260,13 +289,7 @@ def shelve_body(fields: dict[str, Any], now: float) -> tuple[float, str]:
             bad("until", "seconds from now must be more than 0")
         when = now + float(until)
     elif isinstance(until, str):
-        try:
-            parsed = datetime.fromisoformat(until.strip())
-        except ValueError:
-            bad("until", "not an ISO-8601 time (e.g. 2026-12-07T18:00:00Z) nor a number of seconds")
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        when = parsed.timestamp()
+        when = iso_time(until, "until", "not an ISO-8601 time nor a number of seconds")
         if when <= now:
             bad("until", "must be in the future")
     else:
@@ -294,9 +317,11 @@ __all__ = [
     "boolean",
     "configure_body",
     "depth",
+    "iso_time",
     "query",
     "query_flag",
     "query_int",
+    "query_time",
     "roles",
     "run_body",
     "shelve_body",
