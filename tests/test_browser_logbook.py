@@ -3,7 +3,8 @@
 The logbook page follows new entries live, in a real browser (headless
 Chromium, see L{tests.browser}): an entry written through the API while a
 viewer has the page open appears at the top without a reload, once; one
-that does not match the page's filters does not.
+that does not match the page's filters does not; when the page cannot
+tell (a search text that is not ASCII), a refresh notice shows instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class LiveLogbookTests(TestCase):
         skip_without_browser()
 
     async def test_new_entry_appears(self) -> None:
-        """A matching entry appears at the top without reload and only once; a non-matching one never."""
+        """A matching entry appears at the top without reload and only once; a non-matching one never;
+        a search the page cannot match exactly shows a refresh notice instead."""
         demo = await Demo.start(self)
         await demo.add_user("vera", ["viewer"])
         browser = await Browser.open(self, demo, "vera")
@@ -46,3 +48,16 @@ class LiveLogbookTests(TestCase):
         self.assertEqual(shown, [str(entry["id"]), *before])  # at the top, once; the other one not at all
         self.assertNotIn(str(other["id"]), shown)
         self.assertEqual(await browser.text("#logbook-count"), f"{len(before) + 1} entries shown")
+
+        # A search text the page cannot match as the ECA does (not ASCII): a notice, and the refresh shows it.
+        await browser.js("document.getElementById('logbook-fpartition').value = '';"
+                         "document.getElementById('logbook-q').value = 'café';")
+        await browser.click("#logbook-show")
+        await browser.wait_text("#logbook-count", "0 entries shown")
+        code, cafe = await demo.api("POST", "/api/logbook", body={"text": "Café closed at 22:00"})
+        self.assertEqual(code, 200, cafe)
+        await browser.wait_js("return !document.getElementById('logbook-new').hidden", what="the refresh notice")
+        self.assertEqual(await browser.js(ROWS), [])
+        await browser.click("#logbook-refresh")
+        await browser.wait_text(f'#logbook tbody tr[data-id="{cafe["id"]}"]', "Café closed")
+        self.assertTrue(await browser.js("return document.getElementById('logbook-new').hidden"))
