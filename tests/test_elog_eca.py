@@ -15,7 +15,10 @@ from typing import Any
 
 from twisted.internet import defer
 
+from ecs.control import ROLES
 from ecs.store import StoreError
+from ecs.web.api import WebAPI
+from ecs.web.auth import route_access
 from tests.eca_harness import ClockedHarness
 
 
@@ -177,3 +180,33 @@ class AutomaticTests(ELogHarness):
                             json={"system": "TRD"})
         self.assertEqual(r.code, 200, r.body)
         self.assertEqual(failed, ["operator: TRD excluded in partition demo"])
+
+
+class LiveTests(ELogHarness):
+    """New entries on the event stream, for the readers the API allows."""
+
+    def test_stream_no_wider_than_the_logbook(self) -> None:
+        """Whoever may open the event stream may read the logbook: the event reaches no one the API refuses.
+
+        (EventLog does not filter by role; every user has a role, the lowest
+        being viewer, and both routes need it.  Should either change, this fails.)
+        """
+        access = route_access(WebAPI.app)
+        stream, logbook = access[("/api/events", "GET")], access[("/api/logbook", "GET")]
+        self.assertIsNotNone(stream)
+        self.assertIsNotNone(logbook)
+        self.assertGreaterEqual(ROLES.index(str(stream)), ROLES.index(str(logbook)))
+
+    async def test_viewer_stream_gets_the_entry(self) -> None:
+        """A viewer's stream of p2 gets p2's entry and a global one as GET returns them, never demo's."""
+        stub, reader = await self.open_events("/api/events?partition=p2", user="viewer")
+        for body in ({"text": "demo only", "partition": "demo"}, {"text": "for p2", "partition": "p2", "run": 3},
+                     {"text": "for everyone"}):
+            r = await self.post(body)
+            self.assertEqual(r.code, 200, r.body)
+        await self.events_until(stub, reader, lambda es: len([e for e in es if e["event"] == "logbook"]) >= 2)
+        await self.settle()
+        got = [e["data"] for e in reader.events() if e["event"] == "logbook"]
+        self.assertEqual([e["text"] for e in got], ["for p2", "for everyone"])
+        listed = {e["id"]: e for e in await self.entries()}
+        self.assertEqual(got, [listed[e["id"]] for e in got])

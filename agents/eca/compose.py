@@ -187,7 +187,7 @@ def build_eca(
     events = EventLog(clock=clock)
     logbook = LogBook(store, events, clock)
     audit = Audit(store)
-    elog = ELog(store)  # the electronic logbook: automatic entries from the collaborators given it as notes
+    elog = ELog(store, events)  # the electronic logbook: automatic entries from the collaborators given it as notes
     scopes = ControlScopes(store, events, audit, clock, timeout=control_timeout, notes=elog)
     accounts = Accounts(
         store, clock, passwords, scopes, audit, single_session=settings.single_session,

@@ -17,6 +17,15 @@ thread in call order, and a failed write is logged, never raised into
 the action it tells of.  (Not through L{agents.eca.audit.WriteBehind}: its
 retries raise alarms, and raised alarms write entries here; a lost
 automatic entry is logged in the ECA's log with its text instead.)
+
+Every entry, once its row is stored, goes out as one C{logbook} event
+(L{IEventSource}) holding the entry as C{GET /api/logbook} gives it
+(attachments by name and size, never their bytes), scoped to the entry's
+partition like the other events (a stream of C{?partition=P} gets P's
+entries and those of no partition).  A write that fails emits nothing.
+The event stream needs the viewer role, as reading the logbook does, so
+the event reaches no one the API would refuse (C{tests.test_elog_eca}
+holds the two roles together).
 """
 
 from __future__ import annotations
@@ -30,13 +39,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from agents.eca.errors import need, raise_store
-from agents.eca.interfaces import IELogNotes
+from agents.eca.interfaces import IELogNotes, IEventSource
 from ecs.control import ControlError, User
 from ecs.store import NAME_RE, Attachment, ELogRow, Store
 from ecs.store.elog import MAX_RUN, MAX_TEXT
 
 #: The author of automatic entries.
 AUTHOR = "ECS"
+#: The type of the live event of a new entry.
+EVENT = "logbook"
 
 
 def entry_json(row: ELogRow) -> dict[str, Any]:
@@ -70,8 +81,19 @@ class ELog:
 
     _log = Logger()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, events: IEventSource | None = None) -> None:
         self._store = store
+        self._events = events
+
+    def _published(self, row: ELogRow) -> dict[str, Any]:
+        """A stored entry: emitted as one C{logbook} event (a failing emit is logged: the entry stays written)."""
+        entry = entry_json(row)
+        if self._events is not None:
+            try:
+                self._events.emit(EVENT, entry, row.partition)
+            except Exception:
+                self._log.failure("logbook entry {id} stored but not sent live", id=row.id)
+        return entry
 
     # -- people -----------------------------------------------------------------------------
 
@@ -92,7 +114,7 @@ class ELog:
         d = self._store.add_logbook_entry(
             user.name, text, partition, run, corrects, attachments=files  # type: ignore[arg-type]  # checked above
         )
-        return d.addCallbacks(entry_json, raise_store)
+        return d.addCallbacks(self._published, raise_store)
 
     def entries(
         self, user: User, text: str | None = None, partition: str | None = None, run: int | None = None,
@@ -126,6 +148,7 @@ class ELog:
         except Exception:  # a bug must not reach the action that asked for the note
             self._log.failure("logbook entry not written: {text}", text=text)
             return
+        d.addCallback(self._published)
         d.addErrback(lambda f: self._log.error("logbook entry not written ({error}): {text}",
                                                error=f.getErrorMessage(), text=text))
 
