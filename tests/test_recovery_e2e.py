@@ -105,6 +105,7 @@ class RecoveryE2ETests(CliDemoHarness):
         self.assertEqual((ended["type"], ended["start_comment"], ended["end_comment"]),
                          ("physics", "beam on", "TOF left out"))
         self.assertIn("TOF excluded by ecs-recovery (Error)", ended["note"])
+        self.assertEqual([(e["system"], e["excluded_by"]) for e in ended["excluded"]], [("TOF", "ecs-recovery")])
         self.assertEqual((await self.ok_cli("--json", "runs", "--type", "calibration")).json(), [])
         table = (await self.ok_cli("runs", "--type", "physics")).out.splitlines()
         self.assertTrue(table[1].endswith("beam on / TOF left out"), table)
