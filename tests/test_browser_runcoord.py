@@ -132,6 +132,24 @@ class RunCoordinationTests(TestCase):
         self.assertEqual(status["state"], "aborted")
         self.assertEqual(await browser.attribute("#sequence-run", "title"), "")
 
+        # The audit page lists each of these actions: the start with its type and conditions, the
+        # sequence's run, pause, resume and abort, an exclude and an include.
+        for action in ("exclude", "include"):
+            code, body = await demo.api("POST", f"/api/partitions/demo/{action}", body={"system": "STS"})
+            self.assertEqual(code, 200, body)
+        await browser.get("/audit")
+        await browser.wait_js("return !!document.querySelector('#audit tbody tr[data-id]')", what="the audit trail")
+        listed = await browser.js(
+            "return [...document.querySelectorAll('#audit tbody td.action')].map(c => c.textContent)"
+        )
+        for action in ("start", "sequence_run", "sequence_pause", "sequence_resume", "sequence_abort", "exclude",
+                       "include"):
+            self.assertIn(action, listed)
+        arguments = await browser.js("return [...document.querySelectorAll('#audit tbody tr')]"
+                                     ".filter(r => r.querySelector('td.action').textContent === 'start')"
+                                     ".map(r => r.querySelector('td.arguments').textContent)")
+        self.assertTrue(any('"calibration"' in a and '"magnet"' in a for a in arguments), arguments)
+
         # The state machines page: the rules in force (the shipped file: an alarm for every event).
         await browser.get("/fsm")
         await browser.wait_text("#recovery-source", "recovery.yaml")
