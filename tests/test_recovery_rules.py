@@ -158,3 +158,8 @@ class AgentDiedByStateTests(TestCase):
         self.assertEqual(self.died({"a": "Idle", "b": "Recording"}, "global:TFC", None), ["global:TFC"])
         self.assertEqual(self.died({"a": "Idle", "b": "QA_Active"}, "global:TFC", None), [])
         self.assertEqual(self.died({}, "global:TFC", None), [])  # nothing followed: only an 'any' rule applies
+
+    def test_agent_of_every_global_system(self) -> None:
+        """global:all (the demo's one process for TFC, FLES, DCS, QA) is restarted when any of their rules says so."""
+        self.assertEqual(self.died({"a": "Recording"}, "global:all", None), ["global:all"])  # TFC's rule
+        self.assertEqual(self.died({"a": "Idle"}, "global:all", None), [])  # TFC restarts only while recording

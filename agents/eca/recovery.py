@@ -284,14 +284,31 @@ class Recovery:
         states = {state_class(p) for p in self._partitions}
         return next((s for s in ("recording", "configured", "idle") if s in states), "any")
 
+    def _systems_of(self, agent: str) -> list[str]:
+        """
+        The systems an agent serves: the one in its name, or, for C{global:all}
+        (every global system in one process, as the demo places them), each
+        global system of the sequence.
+        """
+        kind, _, name = agent.partition(":")
+        if kind == "global" and name == "all":
+            for partition in self._partitions:
+                return list(partition.picture.sequence.global_systems())
+        return [name or agent]
+
     async def _agent_died(self, agent: str, partition: object) -> None:
-        system = agent.split(":", 1)[-1]
         part = partition if isinstance(partition, str) else None
         state = self._state_of_agent(part)
-        rule, declared = self.rules.locate("agent_died", state, system, await self._type_of(system))
+        # An agent of several systems is restarted when the rule of any of them says so.
+        chosen = None
+        for system in self._systems_of(agent):
+            rule, declared = self.rules.locate("agent_died", state, system, await self._type_of(system))
+            if chosen is None or (rule.action == "restart" and chosen[0].action != "restart"):
+                chosen = (rule, declared)
         where = {"agent": agent, "event": "agent_died", "state": state}
-        if rule.action != "restart" or self._restart is None:
+        if chosen is None or chosen[0].action != "restart" or self._restart is None:
             return
+        rule, declared = chosen
         if not self._allowed((agent,), rule, declared):
             await self._escalate(part, agent, rule, where)
             return
