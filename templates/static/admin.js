@@ -41,6 +41,11 @@ window.ADMIN = (function () {
     return select;
   }
 
+  // A datetime-local input's value as seconds since the epoch (a query's since/until), or null.
+  function inputSeconds(input) {
+    return input.value ? String(new Date(input.value).getTime() / 1000) : null;
+  }
+
   function time(seconds) {
     if (seconds === null || seconds === undefined) return "";
     const d = new Date(seconds * 1000);
@@ -92,5 +97,5 @@ window.ADMIN = (function () {
     return r.data;
   }
 
-  return {el, clear, fillSelect, time, reason, reply, showErrors, systems, partitions};
+  return {el, clear, fillSelect, inputSeconds, time, reason, reply, showErrors, systems, partitions};
 })();

@@ -5,7 +5,7 @@
 (function () {
   const {el, clear} = ADMIN;
   const $ = (id) => document.getElementById(id);
-  const seconds = (input) => input.value ? String(new Date(input.value).getTime() / 1000) : null;
+  const seconds = ADMIN.inputSeconds;
   let oldest = null;  // the id of the oldest entry shown (the cursor for "older")
   let shown = 0;
 

@@ -9,7 +9,7 @@
   let oldest = null;   // the oldest event shown: {time, id} (the cursor for "older")
   let shown = 0;
 
-  const seconds = (input) => input.value ? String(new Date(input.value).getTime() / 1000) : null;
+  const seconds = ADMIN.inputSeconds;
 
   function query(cursor) {
     const params = new URLSearchParams();

@@ -6,7 +6,7 @@
 (function () {
   const {el, clear, fillSelect} = ADMIN;
   const $ = (id) => document.getElementById(id);
-  const seconds = (input) => input.value ? String(new Date(input.value).getTime() / 1000) : null;
+  const seconds = ADMIN.inputSeconds;
 
   function configsCell(configs) {
     const cell = el("td", {class: "configs"});
