@@ -24,21 +24,13 @@ from ecs.client.elog import MAX_ATTACHMENT, format_entries, size_text
 from ecs.client.errors import ClientError
 from tests import test_commands  # the module, not its test cases (trial would run them twice)
 from tests.fake_control import FakeControlCenter
-from tests.test_commands import Collected, RecordingClient
+from tests.test_commands import CliRequests, Collected, RecordingClient
 
 NOW = 1_800_000_000.0
 
 
-class HttpTests(SynchronousTestCase):
+class HttpTests(CliRequests):
     """The requests the command line sends."""
-
-    def cli(self, line: list[str], answers: dict[str, Any] | None = None) -> tuple[RecordingClient, Collected]:
-        client = RecordingClient(answers)
-        printer = Collected()
-        args = build_parser().parse_args(line)
-        code = run_now(args.spec.run(Run(HttpApi(client), args, printer, now=lambda: NOW)))  # type: ignore[arg-type]
-        self.assertEqual(code, 0, line)
-        return client, printer
 
     def test_add(self) -> None:
         """add posts the text with the options given (and only those)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,21 +22,13 @@ from ecs.client.api import HttpApi
 from ecs.client.commands import Run, run_now
 from tests import test_commands  # the module, not its test cases (trial would run them twice)
 from tests.fake_control import FakeControlCenter
-from tests.test_commands import Collected, RecordingClient
+from tests.test_commands import CliRequests, Collected, RecordingClient
 
 NOW = 1_800_000_000.0
 
 
-class HttpTests(SynchronousTestCase):
+class HttpTests(CliRequests):
     """The requests the command line sends."""
-
-    def cli(self, line: list[str], answers: dict[str, Any] | None = None) -> tuple[RecordingClient, Collected]:
-        client = RecordingClient(answers)
-        printer = Collected()
-        args = build_parser().parse_args(line)
-        code = run_now(args.spec.run(Run(HttpApi(client), args, printer, now=lambda: NOW)))  # type: ignore[arg-type]
-        self.assertEqual(code, 0, line)
-        return client, printer
 
     def test_start_and_stop_bodies(self) -> None:
         """start sends type, comment and conditions (numbers kept); stop its comment; without options, {}."""

@@ -172,6 +172,21 @@ class Collected:
         self.notes += text
 
 
+class CliRequests(SynchronousTestCase):
+    """Base of tests of the requests a command line sends (a recording client; the clock at L{NOW})."""
+
+    NOW = 1_800_000_000.0
+
+    def cli(self, line: list[str], answers: dict[str, Any] | None = None) -> tuple[RecordingClient, Collected]:
+        """Run C{ecs LINE} against a recording client answering C{answers}; it must succeed."""
+        client = RecordingClient(answers)
+        printer = Collected()
+        args = build_parser().parse_args(line)
+        code = run_now(args.spec.run(Run(HttpApi(client), args, printer, now=lambda: self.NOW)))  # type: ignore[arg-type]
+        self.assertEqual(code, 0, line)
+        return client, printer
+
+
 def _versions(values: dict[str, Any], query: Mapping[str, Any]) -> dict[str, Any]:
     version = query.get("version") or 3
     return {
