@@ -13,7 +13,7 @@ Run from the repository root::
         [--security curve|none] [--duration 0|SECONDS|shipped]
         [--profile DIR] [--keep] [--eca-read-batch K] [--pca-send-chunk K]
         [--clients N] [--zmq-subscribers N] [--timeline FILE]
-        [--simhost-nice N]
+        [--simhost-nice N] [--no-heap-freeze]
 
 What it does, in a temporary directory:
 
@@ -98,7 +98,11 @@ C{--timeline FILE} writes every counted event as one JSON line (phase,
 system, state, fire time from the phase's start, delay and each stage in
 ms): where in a burst the slow events are, and in which stage.
 C{--simhost-nice N} runs the sim host at nice N (what-if: front-end hosts
-do not share the ECA's cores).
+do not share the ECA's cores).  C{--no-heap-freeze} leaves every agent's
+start-up heap in the garbage collector's full scans (what-if: the agents
+as before L{agents._heap}).  Each process records its collector pauses;
+the result's C{gc_pauses} gives, per process, the pauses during the
+counted phases (how many, the longest, the sum, and the full scans).
 
 C{--profile DIR} adds one more (uncounted) cycle during which the ECA,
 the PCA and the sim host run cProfile (SIGUSR1, as in
@@ -740,7 +744,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
                 "ECS_BENCH_ECA_READ_BATCH": str(args.eca_read_batch or ""),
                 "ECS_BENCH_PCA_SEND_CHUNK": str(args.pca_send_chunk or ""),
                 "ECS_BENCH_PCA_BATCH_LIMIT": str(args.pca_batch_limit or ""),
-                "ECS_BENCH_SIMHOST_NICE": str(args.simhost_nice or "")})
+                "ECS_BENCH_SIMHOST_NICE": str(args.simhost_nice or ""),
+                "ECS_BENCH_NO_HEAP_FREEZE": "1" if args.no_heap_freeze else "0"})
     say(f"demo with {n} extra detectors ({total} systems), security {args.security}, "
         f"action duration {args.duration}, {args.cycles} cycle(s)"
         + (", PCA started once every controller serves" if ordered else "") + f"; in {tmp}")
@@ -906,11 +911,16 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
     paths = await demo.signal_all(list(processes), DUMP_SIGNAL, "points.{pid}.done")
     points: dict[tuple[str, str], list[tuple[float, str | None]]] = defaultdict(list)
     fires: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    pauses: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
     for done_path in paths:
         data = json.loads(done_path.with_suffix(".json").read_text())
         for kind, t, system, state in data["points"]:
             if kind == "fire":
                 fires[system].append((t, state))
+            elif kind == "gc":
+                generation, ms = state.split(":")
+                name = data["plugin"] if data["plugin"] != "ecs-detector" else f"ecs-detector:{data['pid']}"
+                pauses[name].append((t, int(generation), float(ms)))
             else:
                 points[(kind, system)].append((t, state))
     for series in (*fires.values(), *points.values()):
@@ -928,6 +938,7 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
                                            "a reader thread of this process) received the event - the change's time")
     losses = sum(1 for line in demo.log_path.read_text(errors="replace").splitlines()
                  if "no heartbeat answer" in line or "does not answer" in line)
+    result["gc_pauses"] = gc_pauses(pauses, windows)
     result.update({
         "configure_s": round(statistics.median(phase_s["configure"]), 3),
         "abort_s": round(statistics.median(phase_s["abort"]), 3),
@@ -940,6 +951,23 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         if client.ended.called:
             raise BenchError("an event stream ended during the run")
     return result
+
+
+def gc_pauses(
+    pauses: dict[str, list[tuple[float, int, float]]], windows: list[tuple[str, int, float, float]]
+) -> dict[str, dict[str, float]]:
+    """Per process, its collector pauses that began in a counted phase: count, longest, sum, full scans."""
+    counted = [(start, end) for _, cycle, start, end in windows if cycle >= 0]
+    out = {}
+    for name, series in sorted(pauses.items()):
+        inside = [(g, ms) for t, g, ms in series if any(start <= t <= end for start, end in counted)]
+        if not inside:
+            continue
+        full = [ms for g, ms in inside if g == 2]
+        out[name] = {"count": len(inside), "max_ms": round(max(ms for _, ms in inside), 1),
+                     "total_ms": round(sum(ms for _, ms in inside), 1),
+                     "full_scans": len(full), "full_max_ms": round(max(full, default=0.0), 1)}
+    return out
 
 
 def analyse(
@@ -1009,6 +1037,7 @@ def analyse(
         "eca_read_batch": args.eca_read_batch,
         "pca_send_chunk": args.pca_send_chunk,
         "pca_batch_limit": args.pca_batch_limit,
+        "heap_freeze": not args.no_heap_freeze,
         "security": args.security,
         "action_duration": args.duration,
         "by_phase": {name: summary_ms(v) for name, v in by_phase.items()},
@@ -1139,6 +1168,9 @@ def main() -> None:
                         "the result's 'zmq_fan_out' gives p50/p99 per phase over all of them")
     parser.add_argument("--simhost-nice", type=int, default=None, metavar="N",
                         help="what-if: the sim host runs at nice N (front-end hosts do not share the ECA's cores)")
+    parser.add_argument("--no-heap-freeze", action="store_true",
+                        help="what-if: the agents do not freeze their start-up heap (agents._heap), so the "
+                        "garbage collector's full scans visit it")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, timestamps)")
     parser.add_argument("--timeline", metavar="FILE", default=None,
                         help="write every counted event as a JSON line: phase, fire time from the phase's start, "

@@ -290,6 +290,26 @@ def patch_eca(out: Path) -> None:
     LocalLauncher.start = start  # type: ignore[method-assign]
 
 
+def record_gc_pauses() -> None:
+    """
+    Record each pause of the cyclic garbage collector as a point
+    C{("gc", start, "*", "<generation>:<milliseconds>")}: a full scan stops
+    the whole process, every state change in it waits.
+    """
+    import gc
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.time()
+        else:
+            ms = (time.time() - started[0]) * 1000
+            points.append(("gc", started[0], "*", f"{info['generation']}:{ms:.2f}"))
+
+    gc.callbacks.append(callback)
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     twistd_args = sys.argv[2:]
@@ -332,6 +352,13 @@ def main() -> None:
         (out / f"points.{pid}.done").write_text("")
 
     signal.signal(DUMP_SIGNAL, dump)
+    record_gc_pauses()
+    if os.environ.get("ECS_BENCH_NO_HEAP_FREEZE") == "1":
+        # What-if (bench/events.py --no-heap-freeze): the agent keeps its
+        # start-up heap in the collector's full scans (agents._heap).
+        import agents._heap
+
+        agents._heap.settle_when_running = lambda reactor, collector=None: None  # type: ignore[assignment]
 
     import configure_agent
 

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "agents": 4,
     "agents._tap": 4,
     "agents._lifecycle": 4,
+    "agents._heap": 4,
     "agents.eca": 4,
     "agents.pca": 4,
     "agents.controller": 4,
