@@ -943,6 +943,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         "configure_s": round(statistics.median(phase_s["configure"]), 3),
         "abort_s": round(statistics.median(phase_s["abort"]), 3),
         "cpu_s_per_phase": {key: round(statistics.median(v), 3) for key, v in sorted(cpu.items())},
+        "cpu_ms_per_phase_mean": {key: round(statistics.fmean(v) * 1000, 1) for key, v in sorted(cpu.items())
+                                  if "ecs-detector" not in key},
         "startup_s": round(startup_s, 1),
         "heartbeat_losses": losses,
         "sse_events_by_type": dict(stream.types),
