@@ -1,21 +1,41 @@
 """
 What the benchmarks that run real processes share: progress lines, free
-ports, a process's CPU time and liveness from /proc, a reactor sleep, and
-following an agent's log file (L{LogFollower}).
+ports, a process's CPU time and liveness from /proc, a reactor sleep,
+following an agent's log file (L{LogFollower}), and a process's garbage
+collector pauses (L{on_gc_pause}).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 class BenchError(Exception):
     """The benchmark cannot go on (with the reason)."""
+
+
+def on_gc_pause(report: Callable[[float, int, float], None]) -> None:
+    """
+    From now on, call C{report(start, generation, milliseconds)} after each
+    pause of this process's cyclic garbage collector (C{start} is
+    C{time.time()}): a full scan (generation 2) stops the whole process.
+    """
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.time()
+        else:
+            report(started[0], info["generation"], (time.time() - started[0]) * 1000)
+
+    gc.callbacks.append(callback)
 
 
 def say(message: str) -> None:

@@ -147,7 +147,7 @@ for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from benchlib import BenchError, LogFollower, cpu_ticks, exists, free_ports, say, sleep  # noqa: E402
+from benchlib import BenchError, LogFollower, cpu_ticks, exists, free_ports, on_gc_pause, say, sleep  # noqa: E402
 
 WRAPPER = HERE / "events_agent.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -850,7 +850,8 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
     names = {pid: (f"{plugin}" if Counter(processes.values())[plugin] == 1 else f"{plugin}:{pid}")
              for pid, plugin in processes.items()}
     names[os.getpid()] = "benchmark"
-    own_pauses = record_gc_pauses()
+    own_pauses: list[tuple[float, int, float]] = []
+    on_gc_pause(lambda start, generation, ms: own_pauses.append((start, generation, ms)))
 
     async def phase(name: str, cycle: int, command: str, body: dict[str, Any] | None,
                     done: Callable[[], bool]) -> None:
@@ -971,21 +972,6 @@ async def _run(args: argparse.Namespace, tmp: Path, demo: Demo, ordered: bool) -
         if client.ended.called:
             raise BenchError("an event stream ended during the run")
     return result
-
-
-def record_gc_pauses() -> list[tuple[float, int, float]]:
-    """This process's collector pauses from now on, as C{(start, generation, ms)} (see C{gc_pauses})."""
-    out: list[tuple[float, int, float]] = []
-    started = [0.0]
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started[0] = time.time()
-        else:
-            out.append((started[0], info["generation"], (time.time() - started[0]) * 1000))
-
-    gc.callbacks.append(callback)
-    return out
 
 
 def gc_pauses(

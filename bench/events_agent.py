@@ -34,6 +34,9 @@ process I{is} the agent:
     C{eca_tcp_send} (system C{*}) each time a TCP connection of the web
     hands bytes to the kernel (C{tcp.Connection.writeSomeData}).
 
+  Every process also records each pause of its garbage collector as
+  C{("gc", start, "*", "<generation>:<milliseconds>")}.
+
   Each record is C{(point, time, system, raw state)}, appended to a list:
   a few microseconds per state change.  On SIGRTMIN+2 the list is written
   to C{DIR/points.<pid>.json} (then C{DIR/points.<pid>.done});
@@ -290,26 +293,6 @@ def patch_eca(out: Path) -> None:
     LocalLauncher.start = start  # type: ignore[method-assign]
 
 
-def record_gc_pauses() -> None:
-    """
-    Record each pause of the cyclic garbage collector as a point
-    C{("gc", start, "*", "<generation>:<milliseconds>")}: a full scan stops
-    the whole process, every state change in it waits.
-    """
-    import gc
-
-    started = [0.0]
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            started[0] = time.time()
-        else:
-            ms = (time.time() - started[0]) * 1000
-            points.append(("gc", started[0], "*", f"{info['generation']}:{ms:.2f}"))
-
-    gc.callbacks.append(callback)
-
-
 def main() -> None:
     out = Path(sys.argv[1])
     twistd_args = sys.argv[2:]
@@ -352,7 +335,9 @@ def main() -> None:
         (out / f"points.{pid}.done").write_text("")
 
     signal.signal(DUMP_SIGNAL, dump)
-    record_gc_pauses()
+    from benchlib import on_gc_pause
+
+    on_gc_pause(lambda start, generation, ms: points.append(("gc", start, "*", f"{generation}:{ms:.2f}")))
     if os.environ.get("ECS_BENCH_NO_HEAP_FREEZE") == "1":
         # What-if (bench/events.py --no-heap-freeze): the agent keeps its
         # start-up heap in the collector's full scans (agents._heap).
